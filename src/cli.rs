@@ -1,0 +1,273 @@
+//! saslauthd-compatible flags: Cyrus's `a:cdhO:lm:n:rs:t:vV` (plus master's `-f`, and the
+//! `-T` / `-H host` of the man page, accepted and ignored), and our long options. This is the
+//! only place where Cyrus's word "mechanism" (`-a pam`) becomes a passdb.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::config::{self, Config, ConfigError};
+use crate::getopt::{GetoptError, Spec};
+
+/// The flags, as getopt sees them.
+pub const SPEC: Spec<'static> = Spec {
+    short: "a:cdfhH:O:lm:n:rs:t:TvV",
+    long: &[
+        ("config", true),
+        ("sasldb", true),
+        ("realm", true),
+        ("socket-mode", true),
+        ("timeout", true),
+        ("max-connections", true),
+        ("help", false),
+        ("version", false),
+    ],
+};
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Run the daemon.
+    Run(Box<Config>),
+    /// `-h`: usage on stderr, exit 0 (as Cyrus).
+    Help,
+    /// `-v`: version on stderr, exit 0 (as Cyrus).
+    Version,
+}
+
+/// A command line that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Not understood by getopt; usage follows.
+    #[error(transparent)]
+    Getopt(#[from] GetoptError),
+    /// A value that cannot be used.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Something that needs the usage text after it.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The usage text (Cyrus's, with our additions), for stderr.
+pub fn usage(program: &str) -> String {
+    format!(
+        "usage: {program} [options]
+
+option information:
+  -a <authmech>  Selects the authentication mechanism (passdb) to use: sasldb.
+  -c             Enable credential caching.
+  -d             Debugging (don't detach from tty, implies -V)
+  -f             Stay in the foreground without verbose logging.
+  -r             Combine the realm with the login before passing to authentication mechanism
+                 Ex. login: \"foo\" realm: \"bar\" will get passed as login: \"foo@bar\"
+                 The realm name is passed untouched.
+  -O <option>    Optional argument to pass to the authentication
+                 mechanism.
+  -l             Disable accept() locking (accepted; saslauthd-rs has no accept lock).
+  -m <path>      Alternate path for the saslauthd working directory,
+                 must be absolute. The socket is <path>/mux.
+  -n <procs>     Number of concurrent blocking backend calls.
+  -s <kilobytes> Size of the credential cache (in kilobytes)
+  -t <seconds>   Timeout for items in the credential cache (in seconds)
+  -v             Display version information and available mechs
+  -V             Enable verbose logging
+  -h             Display this message.
+  -T, -H <host>  Accepted for compatibility, ignored.
+
+long options:
+  --config <file>          TOML configuration file (flags override it).
+  --sasldb <path>          sasldb2 file for -a sasldb (default /etc/sasldb2).
+  --realm <realm>          Default realm for requests with an empty realm
+                           (default: the host name, as Cyrus).
+  --socket-mode <octal>    Mode of the mux socket (default 0660).
+  --timeout <seconds>      Time a client has to send its request (default 10).
+  --max-connections <n>    Open connections at most (default 16384).
+"
+    )
+}
+
+/// The version text of `-v`.
+pub fn version() -> String {
+    format!(
+        "saslauthd-rs {} (compatible with saslauthd 2.1.28)\nauthentication mechanisms: sasldb\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, ConfigError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ConfigError(format!("{flag}: {text:?} is not a valid number")))
+}
+
+/// Parses the daemon's arguments (without the program name).
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliError> {
+    let parsed = SPEC.parse(args)?;
+    if let Some(extra) = parsed.operands.first() {
+        return Err(CliError::Usage(format!("unexpected argument {:?}", extra)));
+    }
+    let mut config = Config::default();
+    // The file first, so that flags override it wherever they stand.
+    for opt in parsed.opts.iter().filter(|o| o.name == "config") {
+        config.apply_file(&PathBuf::from(opt.value.clone().unwrap_or_default()))?;
+    }
+    let mut seen_a = false;
+    for opt in &parsed.opts {
+        match opt.name.as_str() {
+            "h" | "help" => return Ok(Command::Help),
+            "v" | "version" => return Ok(Command::Version),
+            "a" => {
+                if seen_a {
+                    return Err(CliError::Usage("-a may be given only once".into()));
+                }
+                seen_a = true;
+                config.passdb = Some(config::parse_passdb(opt.str_value()?)?);
+            }
+            "c" => config.cache = true,
+            "d" => {
+                config.foreground = true;
+                config.verbose = true;
+            }
+            "f" => config.foreground = true,
+            "V" => config.verbose = true,
+            "r" => config.combine_realm = true,
+            "l" | "T" | "H" => {}
+            "O" => config.mech_options.push(opt.str_value()?.to_owned()),
+            "m" => {
+                config.run_dir =
+                    config::check_run_dir(PathBuf::from(opt.value.clone().unwrap_or_default()))?
+            }
+            "n" => {
+                let n: i64 = number("-n", opt.str_value()?)?;
+                config.workers = usize::try_from(n).map_err(|_| {
+                    ConfigError("invalid number of worker processes defined".into())
+                })?;
+            }
+            "s" => {
+                let kb: i64 = number("-s", opt.str_value()?)?;
+                config.cache_size_kb =
+                    u64::try_from(kb).ok().filter(|&kb| kb > 0).ok_or_else(|| {
+                        ConfigError("cache size must be positive and non zero".into())
+                    })?;
+            }
+            "t" => {
+                let secs: i64 = number("-t", opt.str_value()?)?;
+                let secs = u64::try_from(secs)
+                    .ok()
+                    .filter(|&s| s > 0)
+                    .ok_or_else(|| ConfigError("cache timeout must be positive".into()))?;
+                config.cache_timeout = std::time::Duration::from_secs(secs);
+            }
+            "sasldb" => config.sasldb = PathBuf::from(opt.value.clone().unwrap_or_default()),
+            "realm" => config.realm = Some(opt.str_value()?.to_owned()),
+            "socket-mode" => config.socket_mode = config::parse_mode(opt.str_value()?)?,
+            "timeout" => {
+                config.read_timeout =
+                    config::positive_secs("--timeout", number("--timeout", opt.str_value()?)?)?;
+            }
+            "max-connections" => {
+                config.max_connections = config::positive_count(
+                    "--max-connections",
+                    number("--max-connections", opt.str_value()?)?,
+                )?;
+            }
+            "config" => {}
+            other => unreachable!("option {other} is in SPEC but not handled"),
+        }
+    }
+    Ok(Command::Run(Box::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passdb::PassdbKind;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse(args.iter().map(OsString::from)) {
+            Ok(Command::Run(c)) => Ok(*c),
+            Ok(other) => Err(format!("{other:?}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn cyrus_flags() {
+        let c = run(&[
+            "-a", "sasldb", "-m", "/run/x", "-d", "-n", "2", "-c", "-t", "30", "-r",
+        ])
+        .unwrap();
+        assert_eq!(c.passdb, Some(PassdbKind::Sasldb));
+        assert_eq!(c.socket_path(), PathBuf::from("/run/x/mux"));
+        assert!(c.foreground && c.verbose && c.cache && c.combine_realm);
+        assert_eq!(c.workers, 2);
+        assert_eq!(c.cache_timeout, std::time::Duration::from_secs(30));
+        let c = run(&["-aSASLDB", "-T", "-H", "imap.example.org", "-l", "-O", "x"]).unwrap();
+        assert_eq!(c.passdb, Some(PassdbKind::Sasldb));
+        assert_eq!(c.mech_options, ["x"]);
+    }
+
+    #[test]
+    fn long_options() {
+        let c = run(&[
+            "-a",
+            "sasldb",
+            "--sasldb",
+            "/tmp/db",
+            "--realm=example.org",
+            "--socket-mode",
+            "0600",
+        ])
+        .unwrap();
+        assert_eq!(c.sasldb, PathBuf::from("/tmp/db"));
+        assert_eq!(c.realm.as_deref(), Some("example.org"));
+        assert_eq!(c.socket_mode, 0o600);
+    }
+
+    #[test]
+    fn cyrus_error_texts() {
+        assert_eq!(
+            run(&["-m", "relative"]).unwrap_err(),
+            "-m requires an absolute pathname"
+        );
+        assert_eq!(
+            run(&["-n", "-1"]).unwrap_err(),
+            "invalid number of worker processes defined"
+        );
+        assert_eq!(
+            run(&["-s", "0"]).unwrap_err(),
+            "cache size must be positive and non zero"
+        );
+        assert_eq!(
+            run(&["-t", "0"]).unwrap_err(),
+            "cache timeout must be positive"
+        );
+        assert_eq!(
+            run(&["-a", "ldap"]).unwrap_err(),
+            "unknown authentication mechanism: ldap"
+        );
+        assert_eq!(run(&["-x"]).unwrap_err(), "invalid option -- 'x'");
+        assert_eq!(
+            run(&["-a", "sasldb", "-a", "pam"]).unwrap_err(),
+            "-a may be given only once"
+        );
+        assert_eq!(run(&["-h"]).unwrap_err(), "Help");
+        assert_eq!(run(&["-v"]).unwrap_err(), "Version");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "passdb = \"sasldb\"\nrealm = \"from.file\"\nworkers = 3\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let c = run(&["--realm", "from.flag", "--config", f]).unwrap();
+        assert_eq!(c.realm.as_deref(), Some("from.flag"));
+        assert_eq!(c.workers, 3);
+        assert_eq!(c.passdb, Some(PassdbKind::Sasldb));
+    }
+}

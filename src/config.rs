@@ -1,0 +1,249 @@
+//! The daemon's settings: defaults, then the TOML file (`--config`), then the flags.
+//!
+//! ```toml
+//! passdb = "sasldb"            # -a
+//! run_dir = "/run/saslauthd"   # -m; the socket is run_dir/mux
+//! sasldb = "/etc/sasldb2"      # --sasldb
+//! realm = "example.org"        # --realm; default: the host name
+//! combine_realm = false        # -r
+//! workers = 5                  # -n
+//! read_timeout = 10            # --timeout, seconds
+//! max_connections = 16384      # --max-connections
+//! socket_mode = "0660"         # --socket-mode
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::passdb::PassdbKind;
+
+/// The run directory of Fedora, Arch and Alpine; on Debian `/var/run` is a link to `/run`,
+/// so this is also Debian's `/var/run/saslauthd`.
+pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
+
+/// Everything the daemon needs to start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The passdb (`-a`).
+    pub passdb: Option<PassdbKind>,
+    /// The run directory (`-m`); the socket is `<run_dir>/mux`.
+    pub run_dir: PathBuf,
+    /// The sasldb2 file (`--sasldb`).
+    pub sasldb: PathBuf,
+    /// The default realm (`--realm`); `None` means the host name, as Cyrus.
+    pub realm: Option<String>,
+    /// `-r`: pass `login@realm` to the passdb.
+    pub combine_realm: bool,
+    /// `-n`: how many blocking backend calls may run at once (Cyrus: worker processes).
+    pub workers: usize,
+    /// `-c`: the credential cache (used by the PAM and shadow passdbs; sasldb needs none).
+    pub cache: bool,
+    /// `-t`: cache entry lifetime.
+    pub cache_timeout: Duration,
+    /// `-s`: cache size in KiB.
+    pub cache_size_kb: u64,
+    /// `-d` / `-f`: stay in the foreground.
+    pub foreground: bool,
+    /// `-V` / `-d`: log successes and details too.
+    pub verbose: bool,
+    /// How long a client may take to send its request.
+    pub read_timeout: Duration,
+    /// How many connections may be open at once; more are closed at accept.
+    pub max_connections: usize,
+    /// The mode of the `mux` socket.
+    pub socket_mode: u32,
+    /// `-O` options, kept for passdbs that take them.
+    pub mech_options: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            passdb: None,
+            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
+            sasldb: PathBuf::from(crate::sasldb::DEFAULT_PATH),
+            realm: None,
+            combine_realm: false,
+            workers: 5,
+            cache: false,
+            cache_timeout: Duration::from_secs(60),
+            cache_size_kb: 1024,
+            foreground: false,
+            verbose: false,
+            read_timeout: Duration::from_secs(10),
+            max_connections: 16384,
+            socket_mode: 0o660,
+            mech_options: Vec::new(),
+        }
+    }
+}
+
+/// The TOML file; every key is optional, unknown keys are an error (a typo must not be
+/// silently ignored).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    passdb: Option<String>,
+    run_dir: Option<PathBuf>,
+    sasldb: Option<PathBuf>,
+    realm: Option<String>,
+    combine_realm: Option<bool>,
+    workers: Option<usize>,
+    cache: Option<bool>,
+    cache_timeout: Option<u64>,
+    cache_size_kb: Option<u64>,
+    verbose: Option<bool>,
+    read_timeout: Option<u64>,
+    max_connections: Option<usize>,
+    socket_mode: Option<String>,
+    mech_options: Option<Vec<String>>,
+}
+
+/// A setting that cannot be used; the text names the setting and the problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Applies a TOML file over `self`.
+    pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        self.apply_toml(&text)
+            .map_err(|ConfigError(e)| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies TOML text over `self`.
+    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        if let Some(name) = file.passdb {
+            self.passdb = Some(parse_passdb(&name)?);
+        }
+        if let Some(dir) = file.run_dir {
+            self.run_dir = check_run_dir(dir)?;
+        }
+        if let Some(path) = file.sasldb {
+            self.sasldb = path;
+        }
+        if let Some(realm) = file.realm {
+            self.realm = Some(realm);
+        }
+        if let Some(v) = file.combine_realm {
+            self.combine_realm = v;
+        }
+        if let Some(n) = file.workers {
+            self.workers = n;
+        }
+        if let Some(v) = file.cache {
+            self.cache = v;
+        }
+        if let Some(t) = file.cache_timeout {
+            self.cache_timeout = positive_secs("cache_timeout", t)?;
+        }
+        if let Some(kb) = file.cache_size_kb {
+            if kb == 0 {
+                return Err(ConfigError(
+                    "cache_size_kb must be positive and non zero".into(),
+                ));
+            }
+            self.cache_size_kb = kb;
+        }
+        if let Some(v) = file.verbose {
+            self.verbose = v;
+        }
+        if let Some(t) = file.read_timeout {
+            self.read_timeout = positive_secs("read_timeout", t)?;
+        }
+        if let Some(n) = file.max_connections {
+            self.max_connections = positive_count("max_connections", n)?;
+        }
+        if let Some(mode) = file.socket_mode {
+            self.socket_mode = parse_mode(&mode)?;
+        }
+        if let Some(opts) = file.mech_options {
+            self.mech_options = opts;
+        }
+        Ok(())
+    }
+
+    /// The socket path, `<run_dir>/mux`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.run_dir.join("mux")
+    }
+}
+
+/// Parses an `-a` / `passdb` name.
+pub fn parse_passdb(name: &str) -> Result<PassdbKind, ConfigError> {
+    PassdbKind::from_name(name)
+        .ok_or_else(|| ConfigError(format!("unknown authentication mechanism: {name}")))
+}
+
+/// Checks `-m`: Cyrus requires an absolute path.
+pub fn check_run_dir(dir: PathBuf) -> Result<PathBuf, ConfigError> {
+    if !dir.is_absolute() {
+        return Err(ConfigError("-m requires an absolute pathname".into()));
+    }
+    Ok(dir)
+}
+
+/// Parses an octal mode such as `0660` or `660`.
+pub fn parse_mode(text: &str) -> Result<u32, ConfigError> {
+    let digits = text.strip_prefix("0o").unwrap_or(text);
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o777 => Ok(mode),
+        _ => Err(ConfigError(format!(
+            "invalid socket mode {text:?}: expected octal, e.g. 0660"
+        ))),
+    }
+}
+
+/// A whole number of seconds, at least 1.
+pub fn positive_secs(name: &str, secs: u64) -> Result<Duration, ConfigError> {
+    if secs == 0 {
+        return Err(ConfigError(format!("{name} must be positive")));
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// A count, at least 1.
+pub fn positive_count(name: &str, n: usize) -> Result<usize, ConfigError> {
+    if n == 0 {
+        return Err(ConfigError(format!("{name} must be positive")));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_overrides_defaults() {
+        let mut c = Config::default();
+        c.apply_toml(
+            "passdb = \"sasldb\"\nrun_dir = \"/tmp/x\"\nrealm = \"example.org\"\n\
+             socket_mode = \"0600\"\nread_timeout = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.passdb, Some(PassdbKind::Sasldb));
+        assert_eq!(c.socket_path(), PathBuf::from("/tmp/x/mux"));
+        assert_eq!(c.realm.as_deref(), Some("example.org"));
+        assert_eq!(c.socket_mode, 0o600);
+        assert_eq!(c.read_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut c = Config::default();
+        let err = c.apply_toml("reaml = \"x\"").unwrap_err().0;
+        assert!(err.contains("unknown field `reaml`"), "{err}");
+        let err = c.apply_toml("run_dir = \"relative\"").unwrap_err().0;
+        assert_eq!(err, "-m requires an absolute pathname");
+        let err = c.apply_toml("passdb = \"ldap\"").unwrap_err().0;
+        assert_eq!(err, "unknown authentication mechanism: ldap");
+        assert!(c.apply_toml("socket_mode = \"999\"").is_err());
+        assert!(c.apply_toml("read_timeout = 0").is_err());
+    }
+}

@@ -1,0 +1,154 @@
+//! `saslauthd-rs`: parse the flags, open the passdb, bind `<run_dir>/mux`, serve until
+//! SIGTERM or SIGINT, then remove the socket and exit 0.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use saslauthd_rs::auth::{Authenticator, RealmPolicy};
+use saslauthd_rs::cli::{self, CliError, Command};
+use saslauthd_rs::config::Config;
+use saslauthd_rs::passdb::{Passdb, PassdbKind, Sasldb};
+use saslauthd_rs::process::{self, LogTarget, PidLock};
+use saslauthd_rs::{request, server};
+
+fn main() -> ExitCode {
+    let program = saslauthd_rs::getopt::program_name("saslauthd-rs");
+    let config = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(Command::Run(config)) => config,
+        Ok(Command::Help) => {
+            eprint!("{}\n{}", cli::usage(&program), cli::version());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Command::Version) => {
+            eprint!("{}", cli::version());
+            return ExitCode::SUCCESS;
+        }
+        Err(e @ (CliError::Getopt(_) | CliError::Usage(_))) => {
+            eprint!("{program}: {e}\n{}", cli::usage(&program));
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match start(&program, &config) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("{program}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Everything that can fail with a message on stderr happens before detaching.
+fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
+    let passdb = match config.passdb {
+        None => return Err("no authentication mechanism specified (use -a sasldb)".into()),
+        Some(PassdbKind::Sasldb) => {
+            Passdb::Sasldb(Sasldb::new(&config.sasldb).map_err(|e| e.to_string())?)
+        }
+        Some(kind @ (PassdbKind::Shadow | PassdbKind::Pam)) => {
+            return Err(format!(
+                "the {kind} passdb is not available in this version of saslauthd-rs yet; \
+                 use -a sasldb"
+            ))
+        }
+        Some(PassdbKind::Memory) => {
+            return Err("-a memory exists only inside the test suite".into())
+        }
+    };
+    let default_realm = match &config.realm {
+        Some(realm) => realm.as_bytes().to_vec(),
+        None => request::host_name().map_err(|e| format!("gethostname: {e}"))?,
+    };
+    let realms = RealmPolicy {
+        default_realm,
+        combine: config.combine_realm,
+    };
+
+    server::create_run_dir(&config.run_dir)
+        .map_err(|e| format!("cannot create {}: {e}", config.run_dir.display()))?;
+    let lock = PidLock::acquire(&config.run_dir).map_err(|e| e.to_string())?;
+    let socket = config.socket_path();
+    let listener = server::bind_mux(&config.run_dir, config.socket_mode)
+        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let pidfile = if config.foreground {
+        None
+    } else {
+        Some(process::detach(&config.run_dir).map_err(|e| format!("cannot detach: {e}"))?)
+    };
+    process::init_logging(
+        if config.foreground {
+            LogTarget::Stderr
+        } else {
+            LogTarget::Syslog
+        },
+        config.verbose,
+    );
+    process::ignore_sighup();
+    let fd_limit = process::raise_fd_limit();
+    let max_connections = config
+        .max_connections
+        .min(usize::try_from(fd_limit.saturating_sub(64)).unwrap_or(usize::MAX))
+        .max(1);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            "open-file limit {fd_limit}: serving at most {max_connections} connections at once"
+        );
+    }
+    let limits = server::Limits {
+        read_timeout: config.read_timeout,
+        max_connections,
+        ..server::Limits::default()
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("saslauthd-rs")
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let auth = Arc::new(Authenticator::new(passdb, realms));
+    runtime.block_on(async {
+        let listener = tokio::net::UnixListener::from_std(listener)
+            .map_err(|e| format!("cannot register the socket: {e}"))?;
+        tracing::info!(
+            "{program} {} listening on {} (passdb {}, realm default {})",
+            env!("CARGO_PKG_VERSION"),
+            socket.display(),
+            auth.passdb().kind(),
+            request::Printable(&auth_realm(config)),
+        );
+        server::serve_saslauthd(listener, auth, limits, shutdown_signal()).await;
+        Ok::<_, String>(())
+    })?;
+    let _ = std::fs::remove_file(&socket);
+    if let Some(pidfile) = pidfile {
+        let _ = std::fs::remove_file(pidfile);
+    }
+    lock.remove();
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn auth_realm(config: &Config) -> Vec<u8> {
+    match &config.realm {
+        Some(r) => r.as_bytes().to_vec(),
+        None => request::host_name().unwrap_or_default(),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight"),
+        _ = int.recv() => tracing::info!("SIGINT: finishing requests in flight"),
+    }
+}

@@ -1,0 +1,205 @@
+//! The sasldb2 format, as Cyrus SASL writes it (`sasldb/allockey.c`, `sasldb/db_lmdb.c`).
+//!
+//! Every record is one key/value pair. The key is `authid NUL realm NUL property` with no
+//! trailing NUL; the value is the property's raw bytes (for `userPassword`, the cleartext
+//! password). Cyrus keeps no format tag in the file, so [`format::sniff`] tells the on-disk
+//! formats apart by their magic numbers. This module reads and writes the LMDB format; the
+//! Berkeley DB and GDBM files of Debian and Fedora are recognised and refused by name.
+
+pub mod format;
+pub mod lmdb;
+
+use std::fmt;
+use std::path::PathBuf;
+
+pub use format::Format;
+pub use lmdb::{OpenMode, Store};
+
+/// The property that holds the cleartext password (libsasl `SASL_AUX_PASSWORD_PROP`).
+pub const USER_PASSWORD: &[u8] = b"userPassword";
+
+/// Legacy per-mechanism secrets that Cyrus's `saslpasswd2` deletes on every change.
+pub const STALE_SECRETS: [&[u8]; 3] = [
+    b"cmusaslsecretCRAM-MD5",
+    b"cmusaslsecretDIGEST-MD5",
+    b"cmusaslsecretPLAIN",
+];
+
+/// The default database path of Debian's and upstream's builds (`SASL_DB_PATH`).
+pub const DEFAULT_PATH: &str = "/etc/sasldb2";
+
+/// The longest value Cyrus's `auth_sasldb` can read (`buf[1024]`, NUL included); the daemon
+/// has no such limit, but the tools warn about it.
+pub const CYRUS_SASLAUTHD_MAX_VALUE: usize = 1023;
+
+/// Builds a key: `authid NUL realm NUL property`.
+///
+/// A NUL inside a part would make the key ambiguous; callers check with [`check_part`].
+pub fn encode_key(authid: &[u8], realm: &[u8], property: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(authid.len() + realm.len() + property.len() + 2);
+    key.extend_from_slice(authid);
+    key.push(0);
+    key.extend_from_slice(realm);
+    key.push(0);
+    key.extend_from_slice(property);
+    key
+}
+
+/// The `authid NUL realm NUL` prefix shared by all of a user's properties.
+pub fn user_prefix(authid: &[u8], realm: &[u8]) -> Vec<u8> {
+    let mut prefix = encode_key(authid, realm, b"");
+    prefix.shrink_to_fit();
+    prefix
+}
+
+/// A key split into its three parts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Key<'a> {
+    /// The user name, without realm.
+    pub authid: &'a [u8],
+    /// The realm (domain).
+    pub realm: &'a [u8],
+    /// The property name, e.g. `userPassword`.
+    pub property: &'a [u8],
+}
+
+impl<'a> Key<'a> {
+    /// Splits a key; `None` unless it holds exactly two NULs (`_sasldb_parse_key`).
+    pub fn parse(key: &'a [u8]) -> Option<Key<'a>> {
+        let mut parts = key.splitn(3, |&b| b == 0);
+        let authid = parts.next()?;
+        let realm = parts.next()?;
+        let property = parts.next()?;
+        if property.contains(&0) {
+            return None;
+        }
+        Some(Key {
+            authid,
+            realm,
+            property,
+        })
+    }
+}
+
+impl fmt::Display for Key<'_> {
+    /// The `authid@realm: property` line of `sasldblistusers2` (`allockey.c`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}@{}: {}",
+            String::from_utf8_lossy(self.authid),
+            String::from_utf8_lossy(self.realm),
+            String::from_utf8_lossy(self.property)
+        )
+    }
+}
+
+/// Which part of a key a value was meant for, in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The user name.
+    Authid,
+    /// The realm.
+    Realm,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Authid => "user name",
+            Part::Realm => "realm",
+        })
+    }
+}
+
+/// Checks that a key part can be stored: not empty, no NUL byte.
+pub fn check_part(part: Part, value: &[u8]) -> Result<(), SasldbError> {
+    if value.is_empty() {
+        return Err(SasldbError::EmptyPart(part));
+    }
+    if value.contains(&0) {
+        return Err(SasldbError::NulInPart(part));
+    }
+    Ok(())
+}
+
+/// Why a sasldb operation failed. Each text names the file and the cause.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SasldbError {
+    /// The file does not exist (and was not to be created).
+    #[error("{}: no such sasldb file", .0.display())]
+    Missing(PathBuf),
+    /// The file holds another database format.
+    #[error(
+        "{}: this is a {} sasldb2 file; saslauthd-rs reads and writes only LMDB sasldb2 files \
+         (see README.md, \"Migrating from Cyrus\")",
+        .path.display(),
+        .format
+    )]
+    ForeignFormat {
+        /// The file.
+        path: PathBuf,
+        /// What it holds.
+        format: Format,
+    },
+    /// The file could not be read or written.
+    #[error("{}: {}", .path.display(), .source)]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// LMDB refused an operation.
+    #[error("{}: LMDB: {}", .path.display(), .source)]
+    Lmdb {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: ::lmdb::Error,
+    },
+    /// An empty user name or realm.
+    #[error("the {0} is empty")]
+    EmptyPart(Part),
+    /// A NUL byte in a user name or realm.
+    #[error("the {0} contains a NUL byte")]
+    NulInPart(Part),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let key = encode_key(b"alice", b"example.org", USER_PASSWORD);
+        assert_eq!(key, b"alice\0example.org\0userPassword");
+        let parsed = Key::parse(&key).unwrap();
+        assert_eq!(parsed.authid, b"alice");
+        assert_eq!(parsed.realm, b"example.org");
+        assert_eq!(parsed.property, USER_PASSWORD);
+        assert_eq!(parsed.to_string(), "alice@example.org: userPassword");
+    }
+
+    #[test]
+    fn malformed_keys_are_refused() {
+        assert_eq!(Key::parse(b"alice"), None);
+        assert_eq!(Key::parse(b"alice\0realm"), None);
+        assert_eq!(Key::parse(b"a\0b\0c\0d"), None);
+        assert!(Key::parse(b"\0\0").is_some());
+    }
+
+    #[test]
+    fn parts_are_checked() {
+        assert!(check_part(Part::Authid, b"alice").is_ok());
+        assert_eq!(
+            check_part(Part::Realm, b"").unwrap_err().to_string(),
+            "the realm is empty"
+        );
+        assert_eq!(
+            check_part(Part::Authid, b"a\0b").unwrap_err().to_string(),
+            "the user name contains a NUL byte"
+        );
+    }
+}

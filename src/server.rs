@@ -1,0 +1,225 @@
+//! Listeners and connections: the `mux` socket, the connection bound, read deadlines and
+//! graceful shutdown.
+//!
+//! Cyrus's saslauthd reads with no timeout and serves at most `-n` connections at once, so
+//! `-n` idle clients stop it. Here every connection is a task with a deadline for its whole
+//! request, so idle clients cost a little memory and nothing else; past `max_connections`
+//! new connections are closed at once rather than queued behind idle ones.
+//!
+//! Shutdown order: the accept loop stops; connections still waiting for their request are
+//! closed (the token is cancelled); those whose request is being answered finish; then the
+//! caller removes the socket.
+
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Authenticator;
+use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
+
+/// The longest socket path `sun_path` holds (108 bytes with the NUL). Cyrus truncates longer
+/// `-m` paths silently; we refuse them.
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Bounds on what clients may cost.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time from accept to a whole request.
+    pub read_timeout: Duration,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// How long shutdown waits for requests being answered.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            read_timeout: Duration::from_secs(10),
+            max_connections: 16384,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Creates the run directory if it is missing, mode 0710 exactly (Debian's `root:sasl 0710`:
+/// the socket itself is group-writable, the directory decides who reaches it).
+pub fn create_run_dir(dir: &Path) -> io::Result<()> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o710)
+            .create(dir)?;
+        // The umask may have narrowed it.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o710))?;
+    }
+    Ok(())
+}
+
+/// Binds `<dir>/mux` with `mode`, non-blocking, ready for [`UnixListener::from_std`]. A stale
+/// socket from an earlier run is replaced (the caller holds the pid lock, so no running
+/// daemon owns it); any other file at that path is an error.
+pub fn bind_mux(dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    let path = dir.join("mux");
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "socket path {} is {len} bytes long; a Unix socket path holds at most \
+                 {MAX_SOCKET_PATH}",
+                path.display()
+            ),
+        ));
+    }
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(&path)?,
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; not replacing it",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = std::os::unix::net::UnixListener::bind(&path)?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Serves the saslauthd protocol on `listener` until `shutdown` completes.
+pub async fn serve_saslauthd(
+    listener: UnixListener,
+    auth: Arc<Authenticator>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let refused = AtomicU64::new(0);
+    let mut backoff = Duration::from_millis(1);
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS: wait and try again; the other tasks keep going.
+                    tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(1);
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            let n = refused.fetch_add(1, Ordering::Relaxed);
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    "{} connections open (the limit); closed {} new ones so far",
+                    limits.max_connections,
+                    n + 1
+                );
+            }
+            drop(stream);
+            continue;
+        };
+        let auth = Arc::clone(&auth);
+        let token = token.clone();
+        tracker.spawn(async move {
+            handle_connection(stream, &auth, limits.read_timeout, &token).await;
+            drop(permit);
+        });
+    }
+    token.cancel();
+    tracker.close();
+    if tokio::time::timeout(limits.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown: requests still running after {:?}",
+            limits.shutdown_grace
+        );
+    }
+}
+
+/// One connection: read one request within the deadline, answer it, close.
+async fn handle_connection(
+    mut stream: UnixStream,
+    auth: &Authenticator,
+    read_timeout: Duration,
+    token: &CancellationToken,
+) {
+    let deadline = Instant::now() + read_timeout;
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    let mut filled = 0;
+    let decoded = loop {
+        match saslauthd::decode_request(&buf[..filled]) {
+            Ok(Some(decoded)) => break decoded,
+            Ok(None) => {}
+            Err(e @ DecodeError::FieldTooLong { .. }) => {
+                tracing::warn!("{e}");
+                let _ = write_reply(&mut stream, saslauthd::FIELD_TOO_LONG_REPLY, deadline).await;
+                return;
+            }
+        }
+        // decode_request needs at most MAX_REQUEST_LEN bytes to decide, so `filled` is
+        // below the buffer's length here.
+        let read = tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])) => read,
+        };
+        match read {
+            Ok(Ok(0)) => return, // EOF before a whole request: Cyrus closes without a reply.
+            Ok(Ok(n)) => filled += n,
+            Ok(Err(e)) => {
+                tracing::debug!("read failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("no whole request within {read_timeout:?}; closing");
+                return;
+            }
+        }
+    };
+    let (request, password) = decoded;
+    // The request buffer held the password; wipe it before answering.
+    zeroize::Zeroize::zeroize(&mut buf[..]);
+    let outcome = auth.verify_plain(&request, &password);
+    drop(password);
+    let reply = saslauthd::reply_for(&outcome).encode();
+    if let Err(e) = write_reply(&mut stream, &reply, deadline).await {
+        tracing::debug!("reply not sent: {e}");
+    }
+}
+
+async fn write_reply(stream: &mut UnixStream, reply: &[u8], deadline: Instant) -> io::Result<()> {
+    // A reply is a few bytes and always fits the socket buffer; the deadline only guards
+    // against a peer whose buffer is full.
+    let write_deadline = deadline.max(Instant::now() + Duration::from_secs(1));
+    tokio::time::timeout_at(write_deadline, stream.write_all(reply))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
+}

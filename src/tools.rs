@@ -1,0 +1,150 @@
+//! What the tool binaries share: Cyrus's notice, exit codes, and reading a password from a
+//! terminal (no echo) or a pipe.
+
+use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
+
+use zeroize::Zeroizing;
+
+/// The notice every Cyrus tool prints before its usage text.
+pub const CMU_NOTICE: &str = "\nThis product includes software developed by Computing Services\n\
+                              at Carnegie Mellon University (http://www.cmu.edu/computing/).\n\n";
+
+/// Exit codes of Cyrus's tools: `exit_sasl` exits with the negated SASL code.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// `SASL_FAIL`: generic failure, usage, database errors.
+    pub const FAIL: u8 = 1;
+    /// `SASL_BADPARAM`: empty or mismatched passwords, bad user names.
+    pub const BADPARAM: u8 = 7;
+}
+
+/// The longest password `saslpasswd2` reads (one `read(0, buf, 2048)`).
+pub const MAX_PASSWORD_LEN: usize = 2048;
+
+/// Whether standard input is a terminal.
+pub fn stdin_is_tty() -> bool {
+    // SAFETY: isatty only inspects the descriptor.
+    unsafe { libc::isatty(io::stdin().as_raw_fd()) == 1 }
+}
+
+/// Why no password could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadPasswordError {
+    /// More than [`MAX_PASSWORD_LEN`] bytes.
+    #[error("the password is longer than {MAX_PASSWORD_LEN} bytes")]
+    TooLong,
+    /// Reading failed.
+    #[error("cannot read the password: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads a password from a pipe: everything up to end of input, minus one trailing newline
+/// (as Cyrus; a `\r` is kept, an inner newline too).
+pub fn read_password_pipe(input: &mut impl Read) -> Result<Zeroizing<Vec<u8>>, ReadPasswordError> {
+    let mut buf = Zeroizing::new(Vec::with_capacity(64));
+    input
+        .take(MAX_PASSWORD_LEN as u64 + 2)
+        .read_to_end(&mut buf)?;
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    }
+    if buf.len() > MAX_PASSWORD_LEN {
+        return Err(ReadPasswordError::TooLong);
+    }
+    Ok(buf)
+}
+
+/// Prompts on stdout and reads one line from the terminal on stdin with echo off (Cyrus's
+/// `ECHONL` is kept, so the newline still shows). The terminal is restored even on error.
+pub fn read_password_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>, ReadPasswordError> {
+    let mut stdout = io::stdout();
+    stdout.write_all(prompt.as_bytes())?;
+    stdout.flush()?;
+    let fd = io::stdin().as_raw_fd();
+    let _echo = EchoOff::new(fd)?;
+    let mut line = Zeroizing::new(Vec::with_capacity(64));
+    let mut byte = [0u8; 1];
+    loop {
+        // Unbuffered reads: nothing of the password stays in a std buffer.
+        // SAFETY: reading one byte into a valid one-byte buffer.
+        let n = unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
+        match n {
+            0 => break,
+            1 if byte[0] == b'\n' => break,
+            1 => {
+                line.push(byte[0]);
+                if line.len() > MAX_PASSWORD_LEN {
+                    return Err(ReadPasswordError::TooLong);
+                }
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(line)
+}
+
+/// Turns terminal echo off for as long as it lives.
+struct EchoOff {
+    fd: i32,
+    saved: libc::termios,
+}
+
+impl EchoOff {
+    fn new(fd: i32) -> io::Result<EchoOff> {
+        // SAFETY: tcgetattr/tcsetattr read and write the termios struct we own.
+        unsafe {
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(fd, &mut saved) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut quiet = saved;
+            quiet.c_lflag &= !(libc::ECHO
+                | libc::ECHOE
+                | libc::ECHOK
+                | libc::ECHOCTL
+                | libc::ECHOPRT
+                | libc::ECHOKE);
+            quiet.c_lflag |= libc::ICANON | libc::ECHONL;
+            if libc::tcsetattr(fd, libc::TCSAFLUSH, &quiet) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(EchoOff { fd, saved })
+        }
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the attributes saved in `new`.
+        unsafe {
+            libc::tcsetattr(self.fd, libc::TCSAFLUSH, &self.saved);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_reads_strip_one_newline_only() {
+        let read = |input: &[u8]| read_password_pipe(&mut &input[..]).map(|p| p.to_vec());
+        assert_eq!(read(b"secret\n").unwrap(), b"secret");
+        assert_eq!(read(b"two\nlines\n").unwrap(), b"two\nlines");
+        assert_eq!(read(b"pw\r\n").unwrap(), b"pw\r");
+        assert_eq!(read(b"x\n\n").unwrap(), b"x\n");
+        assert_eq!(read(b"").unwrap(), b"");
+        assert_eq!(read(&[b'a'; 2048]).unwrap().len(), 2048);
+        assert!(matches!(
+            read(&[b'a'; 2049]),
+            Err(ReadPasswordError::TooLong)
+        ));
+    }
+}
