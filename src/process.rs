@@ -151,7 +151,13 @@ pub fn init_logging(target: LogTarget, verbose: bool) {
         .with_target(false)
         .without_time();
     let _ = match target {
-        LogTarget::Stderr => builder.with_writer(io::stderr).try_init(),
+        LogTarget::Stderr => {
+            use std::io::IsTerminal;
+            builder
+                .with_ansi(io::stderr().is_terminal())
+                .with_writer(io::stderr)
+                .try_init()
+        }
         LogTarget::Syslog => {
             const IDENT: &CStr = c"saslauthd-rs";
             // SAFETY: IDENT is a 'static C string, as openlog requires.

@@ -134,7 +134,7 @@ pub async fn serve_saslauthd(
         backoff = Duration::from_millis(1);
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             let n = refused.fetch_add(1, Ordering::Relaxed);
-            if n.is_power_of_two() {
+            if (n + 1).is_power_of_two() {
                 tracing::warn!(
                     "{} connections open (the limit); closed {} new ones so far",
                     limits.max_connections,

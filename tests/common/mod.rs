@@ -1,0 +1,214 @@
+//! Shared helpers: start the real `saslauthd-rs` binary on a socket in a temporary directory,
+//! make sasldb2 files with `saslpasswd2-rs`, and find Debian's peer programs.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const DAEMON: &str = env!("CARGO_BIN_EXE_saslauthd-rs");
+pub const SASLPASSWD2: &str = env!("CARGO_BIN_EXE_saslpasswd2-rs");
+pub const LISTUSERS: &str = env!("CARGO_BIN_EXE_sasldblistusers2-rs");
+pub const TESTSASLAUTHD: &str = env!("CARGO_BIN_EXE_testsaslauthd-rs");
+
+/// The fixtures written by the real Cyrus tools.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/sasldb")
+        .join(name)
+}
+
+/// A peer program from Debian's packages. When `SASLAUTHD_RS_REQUIRE_PEERS=1` (as `.ci/run`
+/// sets it) a missing peer fails the test; otherwise the test is skipped with a message.
+pub fn peer(program: &str) -> Option<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin"] {
+        let path = Path::new(dir).join(program);
+        if path.exists() {
+            return Some(path);
+        }
+    }
+    if std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("{program} is not installed (SASLAUTHD_RS_REQUIRE_PEERS=1)");
+    }
+    eprintln!("SKIPPED: {program} is not installed; run .ci/run to install the peers");
+    None
+}
+
+/// Writes `users` (authid, realm, password) into a new LMDB sasldb2 with `saslpasswd2-rs`.
+pub fn make_sasldb(path: &Path, users: &[(&str, &str, &str)]) {
+    for (authid, realm, password) in users {
+        set_password(path, authid, realm, password);
+    }
+}
+
+pub fn set_password(path: &Path, authid: &str, realm: &str, password: &str) {
+    let out = run_with_stdin(
+        Command::new(SASLPASSWD2)
+            .args(["-p", "-c", "-u", realm, "-f"])
+            .arg(path)
+            .arg(authid),
+        format!("{password}\n").as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "saslpasswd2-rs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The standard users of the tests (the same as the Cyrus fixtures).
+pub const USERS: &[(&str, &str, &str)] = &[
+    ("alice", "example.org", "secret"),
+    ("alice", "other.test", "different-secret"),
+    ("bob", "example.org", "correct horse battery staple"),
+    ("carol", "mail.example.net", "pa:ss@wo rd!"),
+];
+
+/// A running daemon; SIGTERM and wait on drop.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+    pub sasldb: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `saslauthd-rs -a sasldb -f` over a new sasldb2 holding `users`.
+    pub fn start(users: &[(&str, &str, &str)], extra: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let sasldb = dir.path().join("sasldb2");
+        make_sasldb(&sasldb, users);
+        Self::start_on(dir, sasldb, extra)
+    }
+
+    /// Starts the daemon over an existing sasldb2 path (which may not exist yet).
+    pub fn start_on(dir: tempfile::TempDir, sasldb: PathBuf, extra: &[&str]) -> Daemon {
+        let run_dir = dir.path().join("run");
+        let log = dir.path().join("daemon.log");
+        let child = Command::new(DAEMON)
+            .args(["-a", "sasldb", "-f", "-V", "-m"])
+            .arg(&run_dir)
+            .arg("--sasldb")
+            .arg(&sasldb)
+            .args(["--realm", "default.test"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start saslauthd-rs");
+        let socket = run_dir.join("mux");
+        let mut daemon = Daemon {
+            child: Some(child),
+            dir,
+            run_dir,
+            socket: socket.clone(),
+            sasldb,
+            log,
+        };
+        daemon.wait_for_socket();
+        daemon
+    }
+
+    fn wait_for_socket(&mut self) {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("saslauthd-rs exited with {status}: {}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "saslauthd-rs did not listen within 10 s: {}",
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends raw bytes, half-closes nothing, and reads until the daemon closes.
+    pub fn raw(&self, request: &[u8]) -> Vec<u8> {
+        raw_exchange(&self.socket, request)
+    }
+
+    /// Sends a 4-field request and returns the reply body.
+    pub fn ask(&self, login: &str, password: &str, service: &str, realm: &str) -> String {
+        let q = saslauthd_rs::client::Query {
+            login: login.as_bytes(),
+            password: password.as_bytes(),
+            service: service.as_bytes(),
+            realm: realm.as_bytes(),
+            client_addr: None,
+        };
+        let body = saslauthd_rs::client::query(&self.socket, &q, Duration::from_secs(10)).unwrap();
+        String::from_utf8(body).unwrap()
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                child.kill().unwrap();
+                panic!("saslauthd-rs ignored SIGTERM for 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sends `request` and reads everything until EOF (bounded by a 15 s timeout).
+pub fn raw_exchange(socket: &Path, request: &[u8]) -> Vec<u8> {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    let _ = stream.read_to_end(&mut reply);
+    reply
+}
+
+/// A request frame: each field as `u16 BE length + bytes`.
+pub fn frame(fields: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in fields {
+        out.extend_from_slice(&(f.len() as u16).to_be_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
