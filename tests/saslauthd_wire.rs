@@ -15,7 +15,8 @@ fn replies_byte_for_byte() {
     let d = Daemon::start(USERS, &[]);
     let ok = b"\x00\x02OK".to_vec();
     let no = b"\x00\x02NO".to_vec();
-    let rows: &[(&[&[u8]], Vec<u8>, &str)] = &[
+    type Row<'a> = (&'a [&'a [u8]], Vec<u8>, &'a str);
+    let rows: &[Row<'_>] = &[
         (
             &[b"alice", b"secret", b"smtp", b"example.org"],
             ok.clone(),
