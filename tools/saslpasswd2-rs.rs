@@ -118,18 +118,15 @@ fn run(program: &str) -> Result<(), Failure> {
     sasldb::check_part(Part::Authid, authid).map_err(bad_param)?;
     sasldb::check_part(Part::Realm, &realm).map_err(bad_param)?;
 
-    // Open (and so check) the file before asking for a password: a wrong path or a Berkeley
-    // DB file is reported before the user types anything, and nothing is written to it.
-    let store = Store::open(&path, OpenMode::ReadWrite)
-        .map_err(|e| Failure::Exit(exit::FAIL, e.to_string()))?;
-
+    let db_failure = |e: sasldb::SasldbError| Failure::Exit(exit::FAIL, e.to_string());
     if disable {
-        store
-            .delete_user(authid, &realm)
-            .map_err(|e| Failure::Exit(exit::FAIL, e.to_string()))?;
+        let store = Store::open(&path, OpenMode::ReadWrite).map_err(db_failure)?;
+        store.delete_user(authid, &realm).map_err(db_failure)?;
         return Ok(());
     }
-
+    // Check the file before asking for a password, so a wrong path or a Berkeley DB file is
+    // reported before the user types anything; create it only once the password is good.
+    Store::check(&path, OpenMode::ReadWrite).map_err(db_failure)?;
     let password = read_new_password(pipe || !tools::stdin_is_tty())?;
     if password.is_empty() {
         return Err(Failure::Exit(
@@ -144,10 +141,11 @@ fn run(program: &str) -> Result<(), Failure> {
             sasldb::CYRUS_SASLAUTHD_MAX_VALUE
         );
     }
+    let store = Store::open(&path, OpenMode::ReadWrite).map_err(db_failure)?;
     let plain = if no_plain { None } else { Some(&password[..]) };
     store
         .set_password(authid, &realm, plain)
-        .map_err(|e| Failure::Exit(exit::FAIL, e.to_string()))?;
+        .map_err(db_failure)?;
     Ok(())
 }
 

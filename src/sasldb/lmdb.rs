@@ -49,30 +49,32 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens `path`. The format is checked first, so a Berkeley DB or GDBM file is refused by
-    /// name and left untouched (no `-lock` file is created beside it either).
-    pub fn open(path: &Path, mode: OpenMode) -> Result<Store, SasldbError> {
+    /// Checks, without opening or creating anything, that `path` can be opened in `mode`:
+    /// it holds LMDB (or, for writing, is empty or missing). Tools call it before prompting.
+    pub fn check(path: &Path, mode: OpenMode) -> Result<(), SasldbError> {
         match format::sniff(path) {
-            Ok(Format::Lmdb) => {}
-            Ok(Format::Empty) if mode == OpenMode::ReadWrite => {}
-            Ok(Format::Empty) => return Err(SasldbError::Missing(path.to_owned())),
-            Ok(other) => {
-                return Err(SasldbError::ForeignFormat {
-                    path: path.to_owned(),
-                    format: other,
-                })
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::ReadWrite => {}
+            Ok(Format::Lmdb) => Ok(()),
+            Ok(Format::Empty) if mode == OpenMode::ReadWrite => Ok(()),
+            Ok(Format::Empty) => Err(SasldbError::Missing(path.to_owned())),
+            Ok(other) => Err(SasldbError::ForeignFormat {
+                path: path.to_owned(),
+                format: other,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && mode == OpenMode::ReadWrite => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(SasldbError::Missing(path.to_owned()))
+                Err(SasldbError::Missing(path.to_owned()))
             }
-            Err(source) => {
-                return Err(SasldbError::Io {
-                    path: path.to_owned(),
-                    source,
-                })
-            }
+            Err(source) => Err(SasldbError::Io {
+                path: path.to_owned(),
+                source,
+            }),
         }
+    }
+
+    /// Opens `path`. The format is checked first ([`Store::check`]), so a Berkeley DB or GDBM
+    /// file is refused by name and left untouched (no `-lock` file is created beside it).
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Store, SasldbError> {
+        Self::check(path, mode)?;
         let mut flags = EnvironmentFlags::NO_SUB_DIR;
         if mode == OpenMode::ReadOnly {
             flags |= EnvironmentFlags::READ_ONLY;
@@ -165,6 +167,21 @@ impl Store {
                 Err(e) => return Err(self.lmdb_err(e)),
             }
         }
+        txn.commit().map_err(|e| self.lmdb_err(e))
+    }
+
+    /// Writes one property (e.g. `authPassword`) in its own transaction.
+    pub fn put(
+        &self,
+        authid: &[u8],
+        realm: &[u8],
+        property: &[u8],
+        value: &[u8],
+    ) -> Result<(), SasldbError> {
+        let mut txn = self.env.begin_rw_txn().map_err(|e| self.lmdb_err(e))?;
+        let key = encode_key(authid, realm, property);
+        txn.put(self.db, &key, &value, WriteFlags::empty())
+            .map_err(|e| self.lmdb_err(e))?;
         txn.commit().map_err(|e| self.lmdb_err(e))
     }
 
