@@ -97,16 +97,28 @@ impl Daemon {
         Self::start_on(dir, sasldb, extra)
     }
 
-    /// Starts the daemon over an existing sasldb2 path (which may not exist yet).
+    /// Starts the daemon over an existing sasldb2 path (which may not exist yet), with
+    /// `--realm default.test`.
     pub fn start_on(dir: tempfile::TempDir, sasldb: PathBuf, extra: &[&str]) -> Daemon {
+        Self::launch(dir, sasldb, Some("default.test"), extra)
+    }
+
+    /// Starts the daemon; `realm: None` leaves the default realm to the host name.
+    pub fn launch(
+        dir: tempfile::TempDir,
+        sasldb: PathBuf,
+        realm: Option<&str>,
+        extra: &[&str],
+    ) -> Daemon {
         let run_dir = dir.path().join("run");
+        let realm_args = realm.map(|r| vec!["--realm", r]).unwrap_or_default();
         let log = dir.path().join("daemon.log");
         let child = Command::new(DAEMON)
             .args(["-a", "sasldb", "-f", "-V", "-m"])
             .arg(&run_dir)
             .arg("--sasldb")
             .arg(&sasldb)
-            .args(["--realm", "default.test"])
+            .args(realm_args)
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -1,0 +1,479 @@
+//! Against the real Cyrus SASL 2.1.28 of Debian 12 (`sasl2-bin`, `libsasl2-2`, `lmdb-utils`,
+//! `db5.3-util`): its clients talk to our daemon, its tools read what ours wrote, and its own
+//! `saslauthd` answers the same requests as ours.
+//!
+//! `.ci/run` installs the peers and sets `SASLAUTHD_RS_REQUIRE_PEERS=1`, so there a missing
+//! peer fails; elsewhere these tests skip with a message.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{frame, peer, raw_exchange, Daemon, USERS};
+
+fn testsaslauthd(cyrus: &Path, socket: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(cyrus)
+        .arg("-f")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn debian_testsaslauthd_against_saslauthd_rs() {
+    let Some(cyrus) = peer("testsaslauthd") else {
+        return;
+    };
+    let d = Daemon::start(USERS, &[]);
+    let ok = (0, "0: OK \"Success.\"\n".to_owned());
+    let no = (255, "0: NO \"authentication failed\"\n".to_owned());
+    let rows: &[(&[&str], &(i32, String), &str)] = &[
+        (
+            &[
+                "-u",
+                "alice",
+                "-p",
+                "secret",
+                "-r",
+                "example.org",
+                "-s",
+                "smtp",
+            ],
+            &ok,
+            "right password",
+        ),
+        (
+            &["-u", "alice", "-p", "different-secret", "-r", "other.test"],
+            &ok,
+            "second realm",
+        ),
+        (
+            &[
+                "-u",
+                "carol",
+                "-p",
+                "pa:ss@wo rd!",
+                "-r",
+                "mail.example.net",
+            ],
+            &ok,
+            "odd characters",
+        ),
+        (
+            &[
+                "-u",
+                "alice",
+                "-p",
+                "wrong",
+                "-r",
+                "example.org",
+                "-s",
+                "smtp",
+            ],
+            &no,
+            "wrong password",
+        ),
+        (
+            &["-u", "mallory", "-p", "secret", "-r", "example.org"],
+            &no,
+            "unknown user",
+        ),
+        (
+            &["-u", "alice", "-p", "secret", "-r", "other.test"],
+            &no,
+            "wrong realm",
+        ),
+        (
+            &["-u", "alice@example.org", "-p", "secret"],
+            &no,
+            "testsaslauthd never splits",
+        ),
+    ];
+    for (args, want, what) in rows {
+        assert_eq!(&testsaslauthd(&cyrus, &d.socket, args), *want, "{what}");
+    }
+}
+
+#[test]
+fn libsasl2_pwcheck_saslauthd_reaches_saslauthd_rs() {
+    // The route of Postfix (smtpd_sasl_type = cyrus) and sendmail: libsasl2 with
+    // `pwcheck_method: saslauthd`, here inside Debian's sasl-sample-server.
+    let Some(server) = peer("sasl-sample-server") else {
+        return;
+    };
+    let d = Daemon::start(USERS, &[]);
+    let conf = d.dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("sample.conf"),
+        format!(
+            "pwcheck_method: saslauthd\nsaslauthd_path: {}\nmech_list: PLAIN\n",
+            d.socket.display()
+        ),
+    )
+    .unwrap();
+    let plain = |user: &str, password: &str| {
+        let b64 = |b: &[u8]| {
+            use std::io::Write;
+            let mut child = Command::new("base64")
+                .arg("-w0")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            child.stdin.take().unwrap().write_all(b).unwrap();
+            String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
+        };
+        let response = [b"\0", user.as_bytes(), b"\0", password.as_bytes()].concat();
+        let input = format!("C: {}\nC: {}\n", b64(b"PLAIN"), b64(&response));
+        let out = common::run_with_stdin(
+            Command::new(&server)
+                .args(["-m", "PLAIN", "-s", "smtp"])
+                .env("SASL_CONF_PATH", &conf),
+            input.as_bytes(),
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    // libsasl2 splits user@realm at the last @ and sends user and realm apart.
+    let good = plain("alice@example.org", "secret");
+    assert!(good.contains("Negotiation complete"), "{good}");
+    let bad = plain("alice@example.org", "wrong");
+    assert!(bad.contains("authentication failure"), "{bad}");
+    assert!(!bad.contains("Negotiation complete"), "{bad}");
+    let unknown = plain("nobody@example.org", "secret");
+    assert!(unknown.contains("authentication failure"), "{unknown}");
+    let log = d.log_text();
+    assert!(
+        log.contains("auth success: [user=alice] [service=smtp] [realm=example.org]"),
+        "{log}"
+    );
+}
+
+/// The records of a `db_dump -p` / `mdb_dump -p` listing, headers left out.
+fn dump_records(dump: &str) -> BTreeSet<(String, String)> {
+    let body: Vec<&str> = dump
+        .lines()
+        .skip_while(|l| *l != "HEADER=END")
+        .skip(1)
+        .take_while(|l| *l != "DATA=END")
+        .collect();
+    body.chunks(2)
+        .map(|kv| {
+            (
+                kv[0].to_owned(),
+                kv.get(1).copied().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn mdb_dump_shows_exactly_what_cyrus_saslpasswd2_writes() {
+    let (Some(mdb_dump), Some(cyrus), Some(db_dump)) =
+        (peer("mdb_dump"), peer("saslpasswd2"), peer("db5.3_dump"))
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("ours");
+    let theirs = dir.path().join("theirs");
+    let entries: &[(&[&str], &[u8])] = &[
+        (&["-c", "-u", "example.org", "alice"], b"secret\n"),
+        (
+            &["-u", "example.org", "bob"],
+            b"correct horse battery staple\n",
+        ),
+        (&["carol@mail.example.net"], b"pa:ss@wo rd!\n"),
+        (
+            &["-u", "example.org", "dave.o-brien"],
+            "Ünïcødé-pässwörd\n".as_bytes(),
+        ),
+        (&["-u", "example.org", "nl"], b"two\nlines\n"),
+        (&["-u", "x.test", "a@b@c"], b"first-at\n"),
+        (&["hostrealm"], b"pw\n"),
+        (&["-u", "example.org", "frank"], b"gone\n"),
+    ];
+    for (program, path) in [
+        (Path::new(common::SASLPASSWD2), &ours),
+        (cyrus.as_path(), &theirs),
+    ] {
+        for (args, input) in entries {
+            let out = common::run_with_stdin(
+                Command::new(program)
+                    .arg("-p")
+                    .arg("-f")
+                    .arg(path)
+                    .args(*args),
+                input,
+            );
+            assert!(
+                out.status.success(),
+                "{program:?} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let out = Command::new(program)
+            .args(["-d", "-u", "example.org", "-f"])
+            .arg(path)
+            .arg("frank")
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+    let mdb = Command::new(mdb_dump)
+        .args(["-n", "-p"])
+        .arg(&ours)
+        .output()
+        .unwrap();
+    assert!(
+        mdb.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mdb.stderr)
+    );
+    let bdb = Command::new(db_dump)
+        .arg("-p")
+        .arg(&theirs)
+        .output()
+        .unwrap();
+    assert!(bdb.status.success());
+    let ours = dump_records(&String::from_utf8_lossy(&mdb.stdout));
+    let theirs = dump_records(&String::from_utf8_lossy(&bdb.stdout));
+    assert_eq!(ours.len(), 7, "{ours:?}");
+    assert!(ours.contains(&(
+        " alice\\00example.org\\00userPassword".into(),
+        " secret".into()
+    )));
+    assert_eq!(ours, theirs, "mdb_dump of ours vs db5.3_dump of Cyrus's");
+    // And Cyrus's listing of its file matches ours of ours.
+    let list = |program: &Path, path: &Path| {
+        let out = Command::new(program).arg("-f").arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<BTreeSet<_>>()
+    };
+    let cyrus_list = peer("sasldblistusers2").unwrap();
+    assert_eq!(
+        list(Path::new(common::LISTUSERS), &dir.path().join("ours")),
+        list(&cyrus_list, &dir.path().join("theirs"))
+    );
+}
+
+/// Debian's own `saslauthd -a sasldb`, which always reads `/etc/sasldb2`: started in a
+/// private mount namespace with a Berkeley DB file bind-mounted over that path, so the real
+/// `/etc/sasldb2` is never touched. `setsid` keeps its `-d` SIGTERM (which signals its whole
+/// process group) away from the test.
+struct CyrusSaslauthd {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl CyrusSaslauthd {
+    fn start(bdb: &Path, run_dir: &Path) -> Option<CyrusSaslauthd> {
+        let saslauthd = peer("saslauthd")?;
+        if !Path::new("/etc/sasldb2").exists() {
+            panic!("/etc/sasldb2 (created by sasl2-bin's postinst) is needed as a mount point");
+        }
+        std::fs::create_dir_all(run_dir).unwrap();
+        let script = format!(
+            "mount --bind '{}' /etc/sasldb2 && exec '{}' -a sasldb -d -n 5 -m '{}'",
+            bdb.display(),
+            saslauthd.display(),
+            run_dir.display()
+        );
+        let child = Command::new("setsid")
+            .args(["unshare", "-m", "sh", "-c", &script])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let socket = run_dir.join("mux");
+        let start = Instant::now();
+        while UnixStream::connect(&socket).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "Cyrus saslauthd did not start (root and unshare needed)"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(CyrusSaslauthd { child, socket })
+    }
+}
+
+impl Drop for CyrusSaslauthd {
+    fn drop(&mut self) {
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn differential_against_cyrus_saslauthd() {
+    let Some(cyrus_passwd) = peer("saslpasswd2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The same users in both formats: the Cyrus fixtures, plus one user in the host-name
+    // realm (the default realm of both daemons), each written by its own tool.
+    let bdb = dir.path().join("sasldb2.bdb");
+    std::fs::copy(common::fixture("sasldb2-bdb-hash"), &bdb).unwrap();
+    let lmdb = dir.path().join("sasldb2.lmdb");
+    std::fs::copy(common::fixture("sasldb2-lmdb"), &lmdb).unwrap();
+    for (program, path) in [
+        (cyrus_passwd.as_path(), &bdb),
+        (Path::new(common::SASLPASSWD2), &lmdb),
+    ] {
+        let out = common::run_with_stdin(
+            Command::new(program)
+                .arg("-p")
+                .arg("-f")
+                .arg(path)
+                .arg("hostuser"),
+            b"hostpw\n",
+        );
+        assert!(out.status.success());
+    }
+    let Some(cyrus) = CyrusSaslauthd::start(&bdb, &dir.path().join("cyrus-run")) else {
+        return;
+    };
+    // No --realm: both default to the host name.
+    let ours = Daemon::launch(tempfile::tempdir().unwrap(), lmdb, None, &[]);
+
+    let long = vec![b'x'; 257];
+    let at_limit = vec![b'x'; 255];
+    let eve_pw = vec![b'x'; 255];
+    let requests: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "good",
+            frame(&[b"alice", b"secret", b"smtp", b"example.org"]),
+        ),
+        (
+            "good, second realm",
+            frame(&[b"alice", b"different-secret", b"imap", b"other.test"]),
+        ),
+        (
+            "good, UTF-8",
+            frame(&[
+                b"dave.o-brien",
+                "Ünïcødé-pässwörd".as_bytes(),
+                b"smtp",
+                b"example.org",
+            ]),
+        ),
+        (
+            "good, 255-byte password",
+            frame(&[b"eve", &eve_pw, b"smtp", b"example.org"]),
+        ),
+        (
+            "bad password",
+            frame(&[b"alice", b"Secret", b"smtp", b"example.org"]),
+        ),
+        (
+            "prefix of the password",
+            frame(&[b"alice", b"secre", b"smtp", b"example.org"]),
+        ),
+        (
+            "unknown user",
+            frame(&[b"mallory", b"secret", b"smtp", b"example.org"]),
+        ),
+        (
+            "wrong realm",
+            frame(&[b"alice", b"secret", b"smtp", b"mail.example.net"]),
+        ),
+        (
+            "empty realm = host name",
+            frame(&[b"hostuser", b"hostpw", b"smtp", b""]),
+        ),
+        (
+            "empty realm, user elsewhere",
+            frame(&[b"alice", b"secret", b"smtp", b""]),
+        ),
+        (
+            "user@realm login, empty realm",
+            frame(&[b"alice@example.org", b"secret", b"smtp", b""]),
+        ),
+        (
+            "user@realm login and realm",
+            frame(&[b"alice@example.org", b"secret", b"smtp", b"example.org"]),
+        ),
+        (
+            "5 fields",
+            frame(&[
+                b"alice",
+                b"secret",
+                b"smtp",
+                b"example.org",
+                b"192.0.2.7;54321",
+            ]),
+        ),
+        (
+            "5 fields, bad",
+            frame(&[
+                b"alice",
+                b"nope",
+                b"smtp",
+                b"example.org",
+                b"192.0.2.7;54321",
+            ]),
+        ),
+        (
+            "257-byte login",
+            frame(&[&long, b"secret", b"smtp", b"example.org"]),
+        ),
+        (
+            "257-byte password",
+            frame(&[b"alice", &long, b"smtp", b"example.org"]),
+        ),
+        (
+            "257-byte realm",
+            frame(&[b"alice", b"secret", b"smtp", &long]),
+        ),
+        (
+            "255-byte login",
+            frame(&[&at_limit, b"secret", b"smtp", b"example.org"]),
+        ),
+        (
+            "empty login",
+            frame(&[b"", b"secret", b"smtp", b"example.org"]),
+        ),
+        (
+            "empty password",
+            frame(&[b"alice", b"", b"smtp", b"example.org"]),
+        ),
+        (
+            "invalid UTF-8",
+            frame(&[b"\xff\xfe", b"\xc3\x28", b"smtp", b"\x80"]),
+        ),
+    ];
+    for (what, request) in &requests {
+        let theirs = raw_exchange(&cyrus.socket, request);
+        let ours_reply = raw_exchange(&ours.socket, request);
+        assert_eq!(ours_reply, theirs, "{what}: ours vs Cyrus");
+    }
+    // Deliberate differences, named: Cyrus truncates a field at a NUL byte, so it accepts
+    // "alice\0zz" as alice; we refuse it.
+    let nul = frame(&[b"alice\0zz", b"secret", b"smtp", b"example.org"]);
+    assert_eq!(
+        raw_exchange(&cyrus.socket, &nul),
+        b"\x00\x02OK",
+        "Cyrus's NUL truncation"
+    );
+    assert_eq!(
+        raw_exchange(&ours.socket, &nul),
+        b"\x00\x02NO",
+        "ours refuses"
+    );
+}
