@@ -1,1 +1,68 @@
-fn main() {}
+//! Micro-benchmarks of the request path's pieces, without a socket: decoding a saslauthd
+//! request, the constant-time compare, and a sasldb lookup (which the daemon runs inline on
+//! the reactor rather than on a thread pool; this shows why). `cargo bench`.
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use saslauthd_rs::auth::{Authenticator, RealmPolicy};
+use saslauthd_rs::passdb::{Passdb, Sasldb};
+use saslauthd_rs::protocol::saslauthd::{decode_request, encode_request};
+use saslauthd_rs::sasldb::{OpenMode, Store};
+use saslauthd_rs::secret::Password;
+
+fn bench(name: &str, iterations: u32, mut f: impl FnMut()) {
+    for _ in 0..iterations / 10 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..iterations {
+        f();
+    }
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(iterations);
+    println!("{name:<48} {ns:>9.0} ns/op");
+}
+
+fn main() {
+    let wire = encode_request(b"alice", b"secret", b"smtp", b"example.org", None).unwrap();
+    bench("decode_request (4 fields)", 2_000_000, || {
+        black_box(decode_request(black_box(&wire)).unwrap());
+    });
+    let password = Password::new(b"correct horse battery staple".to_vec());
+    bench("Password::matches (SHA-256 both sides)", 2_000_000, || {
+        black_box(password.matches(black_box(b"correct horse battery staple")));
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sasldb2");
+    {
+        let store = Store::open(&path, OpenMode::ReadWrite).unwrap();
+        for i in 0..2000 {
+            let user = format!("user{i}");
+            store.set_password(user.as_bytes(), b"bulk.example", Some(b"pw")).unwrap();
+        }
+        store.set_password(b"alice", b"example.org", Some(b"secret")).unwrap();
+    }
+    let auth = Authenticator::new(
+        Passdb::Sasldb(Sasldb::new(&path).unwrap()),
+        RealmPolicy { default_realm: b"example.org".to_vec(), combine: false },
+    );
+    let (request, pw) = decode_request(&wire).unwrap().unwrap();
+    bench("verify_plain, sasldb, 2001 users (stat + txn + cmp)", 500_000, || {
+        black_box(auth.verify_plain(black_box(&request), black_box(&pw)));
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let auth = std::sync::Arc::new(auth);
+    let request = std::sync::Arc::new(request);
+    let pw = std::sync::Arc::new(pw);
+    let start = Instant::now();
+    let n = 100_000;
+    rt.block_on(async {
+        for _ in 0..n {
+            let (a, r, p) = (auth.clone(), request.clone(), pw.clone());
+            black_box(tokio::task::spawn_blocking(move || a.verify_plain(&r, &p)).await.unwrap());
+        }
+    });
+    let ns = start.elapsed().as_nanos() as f64 / f64::from(n);
+    println!("{:<48} {ns:>9.0} ns/op", "the same through spawn_blocking");
+}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
+# saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, LMDB and Berkeley DB
+# tools), then run the whole test suite against them, plus the lint gates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/as-root.sh
+apt_install build-essential pkg-config libpam0g-dev libclang-dev \
+    sasl2-bin libsasl2-modules lmdb-utils db5.3-util util-linux coreutils
+ensure_cargo
+cargo fmt --check
+cargo clippy --all-targets -- -D warnings
+# Peers are required here: a missing one fails instead of skipping.
+SASLAUTHD_RS_REQUIRE_PEERS=1 cargo test --all-targets
