@@ -39,19 +39,33 @@ fn main() {
         let store = Store::open(&path, OpenMode::ReadWrite).unwrap();
         for i in 0..2000 {
             let user = format!("user{i}");
-            store.set_password(user.as_bytes(), b"bulk.example", Some(b"pw")).unwrap();
+            store
+                .set_password(user.as_bytes(), b"bulk.example", Some(b"pw"))
+                .unwrap();
         }
-        store.set_password(b"alice", b"example.org", Some(b"secret")).unwrap();
+        store
+            .set_password(b"alice", b"example.org", Some(b"secret"))
+            .unwrap();
     }
     let auth = Authenticator::new(
         Passdb::Sasldb(Sasldb::new(&path).unwrap()),
-        RealmPolicy { default_realm: b"example.org".to_vec(), combine: false },
+        RealmPolicy {
+            default_realm: b"example.org".to_vec(),
+            combine: false,
+        },
     );
     let (request, pw) = decode_request(&wire).unwrap().unwrap();
-    bench("verify_plain, sasldb, 2001 users (stat + txn + cmp)", 500_000, || {
-        black_box(auth.verify_plain(black_box(&request), black_box(&pw)));
-    });
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    bench(
+        "verify_plain, sasldb, 2001 users (stat + txn + cmp)",
+        500_000,
+        || {
+            black_box(auth.verify_plain(black_box(&request), black_box(&pw)));
+        },
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
     let auth = std::sync::Arc::new(auth);
     let request = std::sync::Arc::new(request);
     let pw = std::sync::Arc::new(pw);
@@ -60,7 +74,11 @@ fn main() {
     rt.block_on(async {
         for _ in 0..n {
             let (a, r, p) = (auth.clone(), request.clone(), pw.clone());
-            black_box(tokio::task::spawn_blocking(move || a.verify_plain(&r, &p)).await.unwrap());
+            black_box(
+                tokio::task::spawn_blocking(move || a.verify_plain(&r, &p))
+                    .await
+                    .unwrap(),
+            );
         }
     });
     let ns = start.elapsed().as_nanos() as f64 / f64::from(n);

@@ -66,7 +66,9 @@ fn usage() -> &'static str {
 }
 
 fn parse() -> Result<Settings, String> {
-    let parsed = SPEC.parse(std::env::args_os().skip(1)).map_err(|e| e.to_string())?;
+    let parsed = SPEC
+        .parse(std::env::args_os().skip(1))
+        .map_err(|e| e.to_string())?;
     let mut s = Settings {
         socket: PathBuf::new(),
         clients: 16,
@@ -107,7 +109,10 @@ fn parse() -> Result<Settings, String> {
 }
 
 fn client(s: &Settings, id: usize, stop: &AtomicBool, measuring: &AtomicBool) -> Tally {
-    let mut tally = Tally { latencies_us: Vec::with_capacity(1 << 16), ..Tally::default() };
+    let mut tally = Tally {
+        latencies_us: Vec::with_capacity(1 << 16),
+        ..Tally::default()
+    };
     let wrong = format!("{}-wrong", s.password);
     let mut i: u64 = id as u64;
     while !stop.load(Ordering::Relaxed) {
@@ -115,7 +120,11 @@ fn client(s: &Settings, id: usize, stop: &AtomicBool, measuring: &AtomicBool) ->
         let should_fail = (i * 37 % 100) < s.fail_percent;
         let query = Query {
             login: s.user.as_bytes(),
-            password: if should_fail { wrong.as_bytes() } else { s.password.as_bytes() },
+            password: if should_fail {
+                wrong.as_bytes()
+            } else {
+                s.password.as_bytes()
+            },
             service: s.service.as_bytes(),
             realm: s.realm.as_bytes(),
             client_addr: None,
@@ -140,7 +149,9 @@ fn client(s: &Settings, id: usize, stop: &AtomicBool, measuring: &AtomicBool) ->
             }
             Err(_) => tally.errors += 1,
         }
-        tally.latencies_us.push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+        tally
+            .latencies_us
+            .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
     }
     tally
 }
@@ -161,8 +172,12 @@ fn main() -> ExitCode {
     let barrier = Arc::new(Barrier::new(settings.clients + 1));
     let threads: Vec<_> = (0..settings.clients)
         .map(|id| {
-            let (s, stop, measuring, barrier) =
-                (Arc::clone(&settings), Arc::clone(&stop), Arc::clone(&measuring), Arc::clone(&barrier));
+            let (s, stop, measuring, barrier) = (
+                Arc::clone(&settings),
+                Arc::clone(&stop),
+                Arc::clone(&measuring),
+                Arc::clone(&barrier),
+            );
             std::thread::spawn(move || {
                 barrier.wait();
                 client(&s, id, &stop, &measuring)
@@ -212,7 +227,10 @@ fn main() -> ExitCode {
         unexpected = total.unexpected,
     );
     if total.errors > 0 || total.unexpected > 0 {
-        eprintln!("saslauthd-bench: {} errors, {} unexpected replies", total.errors, total.unexpected);
+        eprintln!(
+            "saslauthd-bench: {} errors, {} unexpected replies",
+            total.errors, total.unexpected
+        );
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
