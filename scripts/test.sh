@@ -11,4 +11,12 @@ ensure_cargo
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Peers are required here: a missing one fails instead of skipping.
-SASLAUTHD_RS_REQUIRE_PEERS=1 cargo test
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+SASLAUTHD_RS_REQUIRE_PEERS=1 cargo test 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole suite (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
