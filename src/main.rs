@@ -86,6 +86,14 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         },
         config.verbose,
     );
+    if config.passdb == Some(PassdbKind::Sasldb) && !config.sasldb.exists() {
+        tracing::warn!(
+            "{} does not exist yet: every user is unknown until it is created \
+             (saslpasswd2-rs -f {} -c USER)",
+            config.sasldb.display(),
+            config.sasldb.display()
+        );
+    }
     process::ignore_sighup();
     let fd_limit = process::raise_fd_limit();
     let max_connections = config

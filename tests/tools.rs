@@ -249,10 +249,52 @@ fn saslpasswd2_refuses_other_files_untouched() {
     let (code, err) = saslpasswd2(&["-p", "alice"], &nowhere, b"pw\n");
     assert_eq!(code, 1);
     assert!(err.contains("no/such/dir/sasldb2"), "{err}");
-    // A file we may not write: a read-only file system stands in for permissions (the
-    // tests may run as root, which ignores modes), so use a directory as the path.
+    // A directory as the path.
     let (code, err) = saslpasswd2(&["-p", "alice"], dir.path(), b"pw\n");
     assert_eq!(code, 1, "{err}");
+}
+
+#[test]
+fn saslpasswd2_unwritable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sasldb2");
+    common::make_sasldb(&db, common::USERS);
+    for path in [
+        dir.path().to_path_buf(),
+        db.clone(),
+        dir.path().join("sasldb2-lock"),
+    ] {
+        let mode = if path.is_dir() { 0o755 } else { 0o444 };
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let before = std::fs::read(&db).unwrap();
+    // Root ignores file modes, so as root the tool runs as nobody (setpriv, util-linux).
+    let mut cmd = if unsafe { libc::geteuid() } == 0 {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            SASLPASSWD2,
+        ]);
+        c
+    } else {
+        Command::new(SASLPASSWD2)
+    };
+    let out = run_with_stdin(
+        cmd.args(["-p", "-u", "example.org", "-f"])
+            .arg(&db)
+            .arg("alice"),
+        b"new\n",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Permission denied") && err.contains("sasldb2"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before);
 }
 
 /// A pseudo-terminal whose slave is the child's stdin, stdout and stderr.
