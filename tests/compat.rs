@@ -2,9 +2,8 @@
 
 mod common;
 
-use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[test]
 fn wrapper_reads_debian_defaults() {
@@ -36,13 +35,8 @@ fn wrapper_reads_debian_defaults() {
         .spawn()
         .unwrap();
     let socket = run.join("mux");
-    let start = Instant::now();
-    while UnixStream::connect(&socket).is_err() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("the wrapper's daemon exited: {status}");
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "no socket");
-        std::thread::sleep(Duration::from_millis(20));
+    if let Err(e) = common::wait_for_socket(&socket, &mut child) {
+        panic!("the wrapper's daemon: {e}");
     }
     let q = saslauthd_rs::client::Query {
         login: b"alice",

@@ -8,10 +8,8 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::{frame, peer, raw_exchange, Daemon, USERS};
 
@@ -300,14 +298,10 @@ impl CyrusSaslauthd {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        let mut child = child;
         let socket = run_dir.join("mux");
-        let start = Instant::now();
-        while UnixStream::connect(&socket).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "Cyrus saslauthd did not start (root and unshare needed)"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        if let Err(e) = common::wait_for_socket(&socket, &mut child) {
+            panic!("Cyrus saslauthd (root and unshare needed): {e}");
         }
         Some(CyrusSaslauthd { child, socket })
     }

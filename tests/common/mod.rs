@@ -139,20 +139,10 @@ impl Daemon {
     }
 
     fn wait_for_socket(&mut self) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            if UnixStream::connect(&self.socket).is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("saslauthd-rs exited with {status}: {}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let child = self.child.as_mut().unwrap();
+        if let Err(e) = wait_for_socket(&self.socket, child) {
+            panic!("saslauthd-rs: {e}: {}", self.log_text());
         }
-        panic!(
-            "saslauthd-rs did not listen within 10 s: {}",
-            self.log_text()
-        );
     }
 
     pub fn log_text(&self) -> String {
@@ -202,6 +192,24 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Waits until `socket` accepts connections (10 s at most), failing early if `child` exits.
+pub fn wait_for_socket(socket: &Path, child: &mut Child) -> Result<(), String> {
+    let start = Instant::now();
+    while UnixStream::connect(socket).is_err() {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(format!(
+                "exited with {status} before listening on {}",
+                socket.display()
+            ));
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            return Err(format!("no listener on {} within 10 s", socket.display()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Sends `request` and reads everything until EOF (bounded by a 15 s timeout).
