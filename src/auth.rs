@@ -1,9 +1,31 @@
-//! The driver: from a decoded request to a verdict, through realm rules and the passdb, with
-//! one log line per failure in Cyrus's format (`auth failure: [user=..] [service=..] ...`).
+//! The driver: from a decoded request to a verdict, through realm rules, the passdb (inline,
+//! or on the bounded blocking pool), and the failure delay, with one log line per failure in
+//! Cyrus's format (`auth failure: [user=..] [service=..] ...`).
 
-use crate::passdb::{Passdb, PassdbError, PassdbResult};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::passdb::{Passdb, PassdbError, PassdbResult, Query};
+use crate::penalty::{attempt_fingerprint, PeerKey, Penalty};
 use crate::request::{AuthRequest, Printable};
 use crate::secret::Password;
+
+/// How long a blocking backend may take before the request is answered as an internal
+/// failure. With the failure delay's cap ([`crate::penalty::MAX_REPLY`]) every reply comes
+/// well inside Postfix's 10 s.
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// How the driver runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Blocking backend calls at once (`-n`; 0 = no bound).
+    pub workers: usize,
+    /// The base failure delay (0 = none).
+    pub failure_delay: Duration,
+}
 
 /// How realms are chosen, as Cyrus's saslauthd does.
 #[derive(Debug, Clone)]
@@ -40,14 +62,30 @@ pub enum Refusal {
 /// Checks passwords against one passdb.
 #[derive(Debug)]
 pub struct Authenticator {
-    passdb: Passdb,
+    passdb: Arc<Passdb>,
     realms: RealmPolicy,
+    pool: Arc<Semaphore>,
+    penalty: Penalty,
+    attempt_key: [u8; 32],
 }
 
 impl Authenticator {
     /// Builds a driver over `passdb`.
-    pub fn new(passdb: Passdb, realms: RealmPolicy) -> Self {
-        Authenticator { passdb, realms }
+    pub fn new(passdb: Passdb, realms: RealmPolicy, options: Options) -> Self {
+        let workers = if options.workers == 0 {
+            Semaphore::MAX_PERMITS
+        } else {
+            options.workers
+        };
+        let mut attempt_key = [0u8; 32];
+        crate::random::fill(&mut attempt_key);
+        Authenticator {
+            passdb: Arc::new(passdb),
+            realms,
+            pool: Arc::new(Semaphore::new(workers)),
+            penalty: Penalty::new(options.failure_delay),
+            attempt_key,
+        }
     }
 
     /// The passdb in use.
@@ -55,14 +93,39 @@ impl Authenticator {
         &self.passdb
     }
 
-    /// Checks a cleartext password (the saslauthd protocol's only operation).
-    pub fn verify_plain(&self, request: &AuthRequest, password: &Password) -> Outcome {
-        let outcome = self.check(request, password);
+    /// Checks a cleartext password (the saslauthd protocol's only operation). A failure is
+    /// answered after the failure delay; this future sleeps, never the thread.
+    pub async fn verify_plain(&self, request: &AuthRequest, password: Password) -> Outcome {
+        let started = Instant::now();
+        let peer = request.client_addr.as_deref().and_then(PeerKey::parse);
+        let attempt = match (self.penalty.enabled(), peer) {
+            (true, Some(_)) => {
+                attempt_fingerprint(&self.attempt_key, &request.login, password.expose())
+            }
+            _ => [0; 32],
+        };
+        let outcome = self.check(request, password).await;
         self.log(request, &outcome);
+        match &outcome {
+            Outcome::Verdict(PassdbResult::Ok) => self.penalty.on_success(peer),
+            Outcome::Verdict(_) | Outcome::Refused(_) => {
+                let delay = self.penalty.on_failure(
+                    peer,
+                    attempt,
+                    started.elapsed(),
+                    std::time::Instant::now(),
+                    crate::random::u64(),
+                );
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Outcome::Error(_) => {}
+        }
         outcome
     }
 
-    fn check(&self, request: &AuthRequest, password: &Password) -> Outcome {
+    async fn check(&self, request: &AuthRequest, password: Password) -> Outcome {
         if request.login.is_empty() {
             return Outcome::Refused(Refusal::EmptyLogin);
         }
@@ -72,21 +135,59 @@ impl Authenticator {
         if request.login.contains(&0) || request.realm.contains(&0) {
             return Outcome::Refused(Refusal::NulByte);
         }
-        let combined;
-        let login: &[u8] = if self.realms.combine && !request.realm.is_empty() {
-            combined = [&request.login[..], b"@", &request.realm[..]].concat();
-            &combined
+        let authid = if self.realms.combine && !request.realm.is_empty() {
+            [&request.login[..], b"@", &request.realm[..]].concat()
         } else {
-            &request.login
+            request.login.clone()
         };
-        let realm: &[u8] = if request.realm.is_empty() {
-            &self.realms.default_realm
+        let realm = if request.realm.is_empty() {
+            self.realms.default_realm.clone()
         } else {
-            &request.realm
+            request.realm.clone()
         };
-        match self.passdb.verify_plain(login, realm, password) {
+        let query = Query {
+            authid,
+            realm,
+            service: request.service.clone(),
+            remote: request.client_addr.clone(),
+            password,
+        };
+        let result = if self.passdb.is_blocking() {
+            self.run_blocking(query).await
+        } else {
+            self.passdb.verify_plain(&query)
+        };
+        match result {
             Ok(result) => Outcome::Verdict(result),
             Err(e) => Outcome::Error(e),
+        }
+    }
+
+    /// Runs a blocking check on the pool: at most `-n` at once, answered within
+    /// [`BACKEND_TIMEOUT`] (waiting for a slot included). A call that overruns keeps its slot
+    /// until it returns, so a hung backend cannot take more than `-n` threads.
+    async fn run_blocking(&self, query: Query) -> Result<PassdbResult, PassdbError> {
+        let passdb = Arc::clone(&self.passdb);
+        let pool = Arc::clone(&self.pool);
+        let kind = passdb.kind();
+        let call = async move {
+            let permit = pool
+                .acquire_owned()
+                .await
+                .expect("the pool is never closed");
+            tokio::task::spawn_blocking(move || {
+                let result = passdb.verify_plain(&query);
+                drop(permit);
+                result
+            })
+            .await
+        };
+        match tokio::time::timeout(BACKEND_TIMEOUT, call).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(PassdbError::Backend(format!(
+                "the {kind} check failed: {join}"
+            ))),
+            Err(_) => Err(PassdbError::Timeout(kind, BACKEND_TIMEOUT)),
         }
     }
 
@@ -137,6 +238,10 @@ mod tests {
                 default_realm: b"myhost".to_vec(),
                 combine,
             },
+            Options {
+                workers: 1,
+                failure_delay: Duration::ZERO,
+            },
         )
     }
 
@@ -147,10 +252,12 @@ mod tests {
             realm: realm.as_bytes().to_vec(),
             client_addr: None,
         };
-        format!(
-            "{:?}",
-            a.verify_plain(&request, &Password::new(password.as_bytes().to_vec()))
-        )
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let password = Password::new(password.as_bytes().to_vec());
+        format!("{:?}", rt.block_on(a.verify_plain(&request, password)))
     }
 
     #[test]
@@ -185,5 +292,89 @@ mod tests {
             check(&a, "alice", "secret", "example.org"),
             "Verdict(UserUnknown)"
         );
+    }
+
+    fn delayed_auth() -> Arc<Authenticator> {
+        let memory = Memory::new().with_user("alice", "example.org", "secret");
+        Arc::new(Authenticator::new(
+            Passdb::Memory(memory),
+            RealmPolicy {
+                default_realm: b"example.org".to_vec(),
+                combine: false,
+            },
+            Options {
+                workers: 1,
+                failure_delay: Duration::from_secs(2),
+            },
+        ))
+    }
+
+    fn request(login: &str, addr: &str) -> AuthRequest {
+        AuthRequest {
+            login: login.as_bytes().to_vec(),
+            service: b"smtp".to_vec(),
+            realm: b"example.org".to_vec(),
+            client_addr: Some(addr.as_bytes().to_vec()),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_wait_successes_do_not_and_others_are_not_slowed() {
+        let auth = delayed_auth();
+        let slow = {
+            let auth = Arc::clone(&auth);
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let pw = Password::new(b"wrong".to_vec());
+                let outcome = auth
+                    .verify_plain(&request("alice", "192.0.2.7;1"), pw)
+                    .await;
+                (format!("{outcome:?}"), start.elapsed())
+            })
+        };
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        let good = Password::new(b"secret".to_vec());
+        let outcome = auth
+            .verify_plain(&request("alice", "198.51.100.1;2"), good)
+            .await;
+        assert_eq!(format!("{outcome:?}"), "Verdict(Ok)");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "not slowed by another's failure"
+        );
+        let (outcome, waited) = slow.await.unwrap();
+        assert_eq!(outcome, "Verdict(PasswordMismatch)");
+        let window = Duration::from_millis(1600)..=Duration::from_millis(2400);
+        assert!(window.contains(&waited), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_reply_within_the_cap() {
+        let auth = delayed_auth();
+        let mut waits = Vec::new();
+        for i in 0..6 {
+            let start = Instant::now();
+            let pw = Password::new(format!("guess{i}").into_bytes());
+            auth.verify_plain(&request("alice", "192.0.2.7;1"), pw)
+                .await;
+            waits.push(start.elapsed());
+        }
+        assert!(waits[1] > waits[0], "{waits:?}");
+        assert!(
+            waits.iter().all(|w| *w <= crate::penalty::MAX_REPLY),
+            "{waits:?}"
+        );
+        assert_eq!(*waits.last().unwrap(), crate::penalty::MAX_REPLY);
+        // A success resets: the next failure waits the base delay again.
+        let good = Password::new(b"secret".to_vec());
+        auth.verify_plain(&request("alice", "192.0.2.7;1"), good)
+            .await;
+        let start = Instant::now();
+        let pw = Password::new(b"again".to_vec());
+        auth.verify_plain(&request("alice", "192.0.2.7;1"), pw)
+            .await;
+        assert!(start.elapsed() <= Duration::from_millis(2400));
     }
 }

@@ -18,6 +18,9 @@ pub const SPEC: Spec<'static> = Spec {
         ("socket-mode", true),
         ("timeout", true),
         ("max-connections", true),
+        ("shadow-file", true),
+        ("pam-service", true),
+        ("failure-delay", true),
         ("help", false),
         ("version", false),
     ],
@@ -54,7 +57,8 @@ pub fn usage(program: &str) -> String {
         "usage: {program} [options]
 
 option information:
-  -a <authmech>  Selects the authentication mechanism (passdb) to use: sasldb.
+  -a <authmech>  Selects the authentication mechanism (passdb) to use:
+                 sasldb, shadow or pam.
   -c             Enable credential caching.
   -d             Debugging (don't detach from tty, implies -V)
   -f             Stay in the foreground without verbose logging.
@@ -66,7 +70,7 @@ option information:
   -l             Disable accept() locking (accepted; saslauthd-rs has no accept lock).
   -m <path>      Alternate path for the saslauthd working directory,
                  must be absolute. The socket is <path>/mux.
-  -n <procs>     Number of concurrent blocking backend calls.
+  -n <procs>     Number of concurrent shadow/PAM checks (0: no bound).
   -s <kilobytes> Size of the credential cache (in kilobytes)
   -t <seconds>   Timeout for items in the credential cache (in seconds)
   -v             Display version information and available mechs
@@ -82,6 +86,10 @@ long options:
   --socket-mode <octal>    Mode of the mux socket (default 0660).
   --timeout <seconds>      Time a client has to send its request (default 10).
   --max-connections <n>    Open connections at most (default 16384).
+  --shadow-file <path>     shadow(5) file for -a shadow (default: getspnam, i.e. NSS).
+  --pam-service <name>     PAM service for -a pam (default: the request's service).
+  --failure-delay <secs>   Delay before a failure is answered, doubling per client
+                           address up to a 4.5 s cap (default 2; 0 = off).
 "
     )
 }
@@ -89,7 +97,7 @@ long options:
 /// The version text of `-v`.
 pub fn version() -> String {
     format!(
-        "saslauthd-rs {} (compatible with saslauthd 2.1.28)\nauthentication mechanisms: sasldb\n",
+        "saslauthd-rs {} (compatible with saslauthd 2.1.28)\nauthentication mechanisms: sasldb shadow pam\n",
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -169,6 +177,16 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
                 config.max_connections = config::positive_count(
                     "--max-connections",
                     number("--max-connections", opt.str_value()?)?,
+                )?;
+            }
+            "shadow-file" => {
+                config.shadow_file = Some(PathBuf::from(opt.value.clone().unwrap_or_default()))
+            }
+            "pam-service" => config.pam_service = Some(opt.str_value()?.to_owned()),
+            "failure-delay" => {
+                config.failure_delay = config::delay_secs(
+                    "--failure-delay",
+                    number("--failure-delay", opt.str_value()?)?,
                 )?;
             }
             "config" => {}

@@ -10,6 +10,9 @@
 //! read_timeout = 10            # --timeout, seconds
 //! max_connections = 16384      # --max-connections
 //! socket_mode = "0660"         # --socket-mode
+//! shadow_file = "/etc/shadow"  # --shadow-file; default: getspnam_r (NSS)
+//! pam_service = "smtp"         # --pam-service; default: the request's service
+//! failure_delay = 2.0          # --failure-delay, seconds; 0 turns throttling off
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -56,6 +59,12 @@ pub struct Config {
     pub socket_mode: u32,
     /// `-O` options, kept for passdbs that take them.
     pub mech_options: Vec<String>,
+    /// `--shadow-file`: read shadow(5) entries from this file instead of NSS.
+    pub shadow_file: Option<PathBuf>,
+    /// `--pam-service`: the PAM service for every request (default: the request's).
+    pub pam_service: Option<String>,
+    /// `--failure-delay`: the base delay before a failure is answered (0 = none).
+    pub failure_delay: Duration,
 }
 
 impl Default for Config {
@@ -76,6 +85,9 @@ impl Default for Config {
             max_connections: 16384,
             socket_mode: 0o660,
             mech_options: Vec::new(),
+            shadow_file: None,
+            pam_service: None,
+            failure_delay: Duration::from_secs(2),
         }
     }
 }
@@ -99,6 +111,9 @@ struct FileConfig {
     max_connections: Option<usize>,
     socket_mode: Option<String>,
     mech_options: Option<Vec<String>>,
+    shadow_file: Option<PathBuf>,
+    pam_service: Option<String>,
+    failure_delay: Option<f64>,
 }
 
 /// A setting that cannot be used; the text names the setting and the problem.
@@ -165,6 +180,15 @@ impl Config {
         if let Some(opts) = file.mech_options {
             self.mech_options = opts;
         }
+        if let Some(path) = file.shadow_file {
+            self.shadow_file = Some(path);
+        }
+        if let Some(service) = file.pam_service {
+            self.pam_service = Some(service);
+        }
+        if let Some(secs) = file.failure_delay {
+            self.failure_delay = delay_secs("failure_delay", secs)?;
+        }
         Ok(())
     }
 
@@ -205,6 +229,16 @@ pub fn positive_secs(name: &str, secs: u64) -> Result<Duration, ConfigError> {
         return Err(ConfigError(format!("{name} must be positive")));
     }
     Ok(Duration::from_secs(secs))
+}
+
+/// A delay in seconds (fractions allowed), from 0 to 10.
+pub fn delay_secs(name: &str, secs: f64) -> Result<Duration, ConfigError> {
+    if !(0.0..=10.0).contains(&secs) {
+        return Err(ConfigError(format!(
+            "{name} must be between 0 and 10 seconds"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// A count, at least 1.

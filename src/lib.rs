@@ -20,13 +20,17 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod crypt;
 pub mod getopt;
 pub mod passdb;
+pub mod penalty;
 pub mod process;
 pub mod protocol;
+pub mod random;
 pub mod request;
 pub mod sasldb;
 pub mod secret;

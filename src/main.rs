@@ -4,10 +4,11 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use saslauthd_rs::auth::{Authenticator, RealmPolicy};
+use saslauthd_rs::auth::{self, Authenticator, RealmPolicy};
+use saslauthd_rs::cache::Cache;
 use saslauthd_rs::cli::{self, CliError, Command};
 use saslauthd_rs::config::Config;
-use saslauthd_rs::passdb::{Passdb, PassdbKind, Sasldb};
+use saslauthd_rs::passdb::{Pam, Passdb, PassdbKind, Sasldb, Shadow, ShadowSource};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::{request, server};
 
@@ -43,17 +44,28 @@ fn main() -> ExitCode {
 
 /// Everything that can fail with a message on stderr happens before detaching.
 fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
+    let cache = || {
+        config
+            .cache
+            .then(|| Cache::new(config.cache_timeout, config.cache_size_kb))
+    };
     let passdb = match config.passdb {
-        None => return Err("no authentication mechanism specified (use -a sasldb)".into()),
+        None => {
+            return Err(
+                "no authentication mechanism specified (use -a sasldb, shadow or pam)".into(),
+            )
+        }
         Some(PassdbKind::Sasldb) => {
             Passdb::Sasldb(Sasldb::new(&config.sasldb).map_err(|e| e.to_string())?)
         }
-        Some(kind @ (PassdbKind::Shadow | PassdbKind::Pam)) => {
-            return Err(format!(
-                "the {kind} passdb is not available in this version of saslauthd-rs yet; \
-                 use -a sasldb"
-            ))
+        Some(PassdbKind::Shadow) => {
+            let source = match &config.shadow_file {
+                Some(path) => ShadowSource::File(path.clone()),
+                None => ShadowSource::System,
+            };
+            Passdb::Shadow(Shadow::new(source, cache())?)
         }
+        Some(PassdbKind::Pam) => Passdb::Pam(Pam::new(config.pam_service.clone(), cache())),
         Some(PassdbKind::Memory) => {
             return Err("-a memory exists only inside the test suite".into())
         }
@@ -116,7 +128,16 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         .thread_name("saslauthd-rs")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let auth = Arc::new(Authenticator::new(passdb, realms));
+    if config.cache && passdb.kind() == PassdbKind::Sasldb {
+        tracing::info!(
+            "-c: sasldb reads LMDB on every request, which is faster than a cache; no cache used"
+        );
+    }
+    let options = auth::Options {
+        workers: config.workers,
+        failure_delay: config.failure_delay,
+    };
+    let auth = Arc::new(Authenticator::new(passdb, realms, options));
     runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot register the socket: {e}"))?;

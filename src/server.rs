@@ -207,9 +207,8 @@ async fn handle_connection(
     let (request, password) = decoded;
     // The request buffer held the password; wipe it before answering.
     zeroize::Zeroize::zeroize(&mut buf[..]);
-    let outcome = auth.verify_plain(&request, &password);
-    drop(password);
-    let reply = saslauthd::reply_for(&outcome).encode();
+    let outcome = auth.verify_plain(&request, password).await;
+    let reply = saslauthd::reply_for(&outcome, auth.passdb().kind()).encode();
     if let Err(e) = write_reply(&mut stream, &reply, deadline).await {
         tracing::debug!("reply not sent: {e}");
     }

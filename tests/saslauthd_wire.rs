@@ -316,9 +316,27 @@ fn start_up_errors_are_clear() {
     };
     let m = dir.path().join("run");
     let m = m.to_str().unwrap();
-    let (code, err) = run(&["-a", "shadow", "-d", "-m", m]);
+    let (code, err) = run(&["-a", "ldap", "-d", "-m", m]);
     assert_eq!(code, Some(1));
-    assert!(err.contains("shadow passdb is not available"), "{err}");
+    assert!(
+        err.contains("unknown authentication mechanism: ldap"),
+        "{err}"
+    );
+    let missing = dir.path().join("no-shadow");
+    let (code, err) = run(&[
+        "-a",
+        "shadow",
+        "-d",
+        "-m",
+        m,
+        "--shadow-file",
+        missing.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("cannot read") && err.contains("no-shadow"),
+        "{err}"
+    );
     let (code, err) = run(&["-d", "-m", m]);
     assert_eq!(code, Some(1));
     assert!(

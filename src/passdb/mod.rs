@@ -5,7 +5,9 @@
 //! differently from a wrong password. Passdbs are a closed enum dispatched by `match`.
 
 pub mod memory;
+pub mod pam;
 pub mod sasldb;
+pub mod shadow;
 
 use std::fmt;
 
@@ -13,7 +15,25 @@ use crate::sasldb::SasldbError;
 use crate::secret::Password;
 
 pub use memory::Memory;
+pub use pam::Pam;
 pub use sasldb::Sasldb;
+pub use shadow::{Shadow, ShadowSource};
+
+/// What a passdb is asked: final names (realm defaulting and `-r` applied), owned, so that a
+/// blocking passdb can take it to another thread.
+#[derive(Debug, Clone)]
+pub struct Query {
+    /// The user name to look up.
+    pub authid: Vec<u8>,
+    /// The realm (sasldb); the others ignore it, as Cyrus's do.
+    pub realm: Vec<u8>,
+    /// The service (PAM's service name).
+    pub service: Vec<u8>,
+    /// The client's address, when known (`PAM_RHOST`).
+    pub remote: Option<Vec<u8>>,
+    /// The password.
+    pub password: Password,
+}
 
 /// The verdict of a passdb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +71,12 @@ pub enum PassdbError {
     /// The sasldb file could not be read.
     #[error(transparent)]
     Sasldb(#[from] SasldbError),
+    /// PAM, NSS or a shadow file failed; the text names the call and the cause.
+    #[error("{0}")]
+    Backend(String),
+    /// The backend did not answer in time (the call may still be running).
+    #[error("no answer from the {0} passdb within {1:?}")]
+    Timeout(PassdbKind, std::time::Duration),
 }
 
 /// The passdbs this build knows, by their Cyrus `-a` names.
@@ -58,9 +84,9 @@ pub enum PassdbError {
 pub enum PassdbKind {
     /// `-a sasldb`.
     Sasldb,
-    /// `-a shadow` (a later issue).
+    /// `-a shadow`.
     Shadow,
-    /// `-a pam` (a later issue).
+    /// `-a pam`.
     Pam,
     /// In-memory users, for tests.
     Memory,
@@ -102,6 +128,10 @@ pub enum Passdb {
     Sasldb(Sasldb),
     /// Users held in memory.
     Memory(Memory),
+    /// shadow(5) entries and libxcrypt.
+    Shadow(Shadow),
+    /// A PAM stack.
+    Pam(Pam),
 }
 
 impl Passdb {
@@ -110,24 +140,28 @@ impl Passdb {
         match self {
             Passdb::Sasldb(_) => PassdbKind::Sasldb,
             Passdb::Memory(_) => PassdbKind::Memory,
+            Passdb::Shadow(_) => PassdbKind::Shadow,
+            Passdb::Pam(_) => PassdbKind::Pam,
         }
     }
 
-    /// Checks a cleartext password. `authid` and `realm` are final (realm defaulting and
-    /// `-r` already applied).
+    /// Whether a check may block for long (a slow hash, PAM modules sleeping on failure or
+    /// waiting on the network): such checks run on the bounded blocking pool.
+    pub fn is_blocking(&self) -> bool {
+        matches!(self, Passdb::Shadow(_) | Passdb::Pam(_))
+    }
+
+    /// Checks a cleartext password.
     ///
     /// sasldb and memory answer from memory-mapped or in-process data in about a
-    /// microsecond, so they run inline on the reactor: handing them to a thread pool would
-    /// cost more than the lookup (see BENCHMARKS.md).
-    pub fn verify_plain(
-        &self,
-        authid: &[u8],
-        realm: &[u8],
-        password: &Password,
-    ) -> Result<PassdbResult, PassdbError> {
+    /// microsecond, so the driver runs them inline on the reactor: handing them to a thread
+    /// pool would cost more than the lookup (see BENCHMARKS.md). Shadow and PAM block.
+    pub fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
         match self {
-            Passdb::Sasldb(db) => db.verify_plain(authid, realm, password),
-            Passdb::Memory(db) => Ok(db.verify_plain(authid, realm, password)),
+            Passdb::Sasldb(db) => db.verify_plain(&q.authid, &q.realm, &q.password),
+            Passdb::Memory(db) => Ok(db.verify_plain(&q.authid, &q.realm, &q.password)),
+            Passdb::Shadow(db) => db.verify_plain(q),
+            Passdb::Pam(db) => db.verify_plain(q),
         }
     }
 }

@@ -10,7 +10,7 @@
 use std::fmt;
 
 use crate::auth::{Outcome, Refusal};
-use crate::passdb::PassdbResult;
+use crate::passdb::{PassdbKind, PassdbResult};
 use crate::request::AuthRequest;
 use crate::secret::Password;
 
@@ -173,16 +173,34 @@ impl Reply {
     }
 }
 
-/// The reply to an outcome, with Cyrus's texts.
+/// The reply to an outcome, with Cyrus's texts where they do not tell an unknown user from a
+/// wrong password.
 ///
-/// A wrong password and an unknown user get the same bare `NO`, as Cyrus's `auth_sasldb`
-/// sends for both; a backend that broke gets `NO internal mechanism failure`
-/// (`saslauthd-main.c`), which clients treat as a failure too but an administrator can tell
-/// apart in a trace.
-pub fn reply_for(outcome: &Outcome) -> Reply {
+/// - sasldb: a bare `NO` for every failure, as Cyrus's `auth_sasldb`.
+/// - pam: `NO PAM auth error` for a failed `pam_authenticate`, `NO PAM acct error` for a
+///   failed `pam_acct_mgmt` (which runs only after the password was right), as Cyrus.
+/// - shadow: `NO authentication failed` for an unknown user and a wrong password alike (Cyrus
+///   answers `NO Invalid username` and `NO Incorrect password`, which tells who exists);
+///   `NO Account expired` and `NO Password expired` as Cyrus, only after a right password.
+/// - a backend that broke: `NO internal mechanism failure` (`saslauthd-main.c`).
+pub fn reply_for(outcome: &Outcome, passdb: PassdbKind) -> Reply {
+    let failed = || match passdb {
+        PassdbKind::Sasldb | PassdbKind::Memory => String::new(),
+        PassdbKind::Pam => "PAM auth error".into(),
+        PassdbKind::Shadow => "authentication failed".into(),
+    };
     match outcome {
         Outcome::Verdict(PassdbResult::Ok) => Reply::Ok,
-        Outcome::Verdict(_) | Outcome::Refused(Refusal::NulByte) => Reply::No(String::new()),
+        Outcome::Verdict(PassdbResult::PasswordMismatch | PassdbResult::UserUnknown)
+        | Outcome::Refused(Refusal::NulByte) => Reply::No(failed()),
+        Outcome::Verdict(result @ (PassdbResult::UserDisabled | PassdbResult::PassExpired)) => {
+            Reply::No(match (passdb, result) {
+                (PassdbKind::Pam, _) => "PAM acct error".into(),
+                (PassdbKind::Shadow, PassdbResult::UserDisabled) => "Account expired".into(),
+                (PassdbKind::Shadow, _) => "Password expired".into(),
+                _ => failed(),
+            })
+        }
         Outcome::Refused(Refusal::EmptyLogin) => Reply::No("NULL login received".into()),
         Outcome::Refused(Refusal::EmptyPassword) => Reply::No("NULL password received".into()),
         Outcome::Error(_) => Reply::No("internal mechanism failure".into()),

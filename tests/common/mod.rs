@@ -2,6 +2,7 @@
 //! make sasldb2 files with `saslpasswd2-rs`, and find Debian's peer programs.
 #![allow(dead_code)]
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -110,27 +111,43 @@ impl Daemon {
         realm: Option<&str>,
         extra: &[&str],
     ) -> Daemon {
+        let mut args: Vec<OsString> = vec![
+            "-a".into(),
+            "sasldb".into(),
+            "--sasldb".into(),
+            sasldb.clone().into(),
+        ];
+        if let Some(realm) = realm {
+            args.extend(["--realm".into(), realm.into()]);
+        }
+        args.extend(extra.iter().map(OsString::from));
+        let mut d = Self::spawn(dir, &args, &[]);
+        d.sasldb = sasldb;
+        d
+    }
+
+    /// Starts `saslauthd-rs -f -V -m <dir>/run --failure-delay 0 ARGS` with extra environment
+    /// (later flags in `args` override the earlier ones).
+    pub fn spawn(dir: tempfile::TempDir, args: &[OsString], env: &[(&str, OsString)]) -> Daemon {
         let run_dir = dir.path().join("run");
-        let realm_args = realm.map(|r| vec!["--realm", r]).unwrap_or_default();
         let log = dir.path().join("daemon.log");
         let child = Command::new(DAEMON)
-            .args(["-a", "sasldb", "-f", "-V", "-m"])
+            .args(["-f", "-V", "--failure-delay", "0", "-m"])
             .arg(&run_dir)
-            .arg("--sasldb")
-            .arg(&sasldb)
-            .args(realm_args)
-            .args(extra)
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start saslauthd-rs");
         let socket = run_dir.join("mux");
+        let sasldb = dir.path().join("sasldb2");
         let mut daemon = Daemon {
             child: Some(child),
             dir,
             run_dir,
-            socket: socket.clone(),
+            socket,
             sasldb,
             log,
         };

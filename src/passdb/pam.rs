@@ -1,0 +1,190 @@
+//! The PAM passdb (`-a pam`), after Cyrus's `auth_pam.c`: the PAM service is the request's
+//! service (`smtp` from Postfix, `imap` from Cyrus IMAP) unless `--pam-service` names one;
+//! `pam_authenticate` then `pam_acct_mgmt`, both `PAM_SILENT`; the conversation answers
+//! echo-off prompts with the password and echo-on prompts with the user name, and never
+//! prints. `PAM_RHOST` carries the client's address when the request has one (Cyrus master).
+//!
+//! Each transaction runs whole on one thread of the daemon's bounded blocking pool.
+
+use std::ffi::{CStr, CString};
+use std::time::Instant;
+
+use pam_client::{Context, ConversationHandler, ErrorCode, Flag};
+use zeroize::Zeroizing;
+
+use super::{PassdbError, PassdbResult, Query};
+use crate::cache::Cache;
+use crate::request::Printable;
+
+/// The PAM passdb.
+#[derive(Debug)]
+pub struct Pam {
+    service: Option<String>,
+    cache: Option<Cache>,
+}
+
+/// The non-interactive conversation.
+struct Conversation {
+    user: String,
+    password: Zeroizing<Vec<u8>>,
+}
+
+impl ConversationHandler for Conversation {
+    fn prompt_echo_on(&mut self, _prompt: &CStr) -> Result<CString, ErrorCode> {
+        CString::new(self.user.as_bytes()).map_err(|_| ErrorCode::CONV_ERR)
+    }
+
+    fn prompt_echo_off(&mut self, _prompt: &CStr) -> Result<CString, ErrorCode> {
+        // A password holding NUL cannot be given to PAM; it fails as a wrong one would.
+        CString::new(self.password.as_slice()).map_err(|_| ErrorCode::CONV_ERR)
+    }
+
+    fn text_info(&mut self, msg: &CStr) {
+        tracing::debug!("PAM info for {}: {}", self.user, msg.to_string_lossy());
+    }
+
+    fn error_msg(&mut self, msg: &CStr) {
+        tracing::debug!("PAM message for {}: {}", self.user, msg.to_string_lossy());
+    }
+}
+
+/// Which call a PAM result came from: the two map to different verdicts and replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Authenticate,
+    AcctMgmt,
+}
+
+/// Maps a PAM error onto a verdict, as Dovecot's passdb-pam does; `Err` for PAM or a module
+/// that broke (service file unreadable, module missing, backend unreachable).
+fn verdict(stage: Stage, code: ErrorCode) -> Option<PassdbResult> {
+    Some(match (stage, code) {
+        (_, ErrorCode::USER_UNKNOWN) => PassdbResult::UserUnknown,
+        (
+            Stage::Authenticate,
+            ErrorCode::AUTH_ERR | ErrorCode::MAXTRIES | ErrorCode::CRED_INSUFFICIENT,
+        ) => PassdbResult::PasswordMismatch,
+        (_, ErrorCode::NEW_AUTHTOK_REQD | ErrorCode::AUTHTOK_EXPIRED | ErrorCode::CRED_EXPIRED) => {
+            PassdbResult::PassExpired
+        }
+        (_, ErrorCode::ACCT_EXPIRED) => PassdbResult::UserDisabled,
+        (Stage::AcctMgmt, ErrorCode::PERM_DENIED | ErrorCode::AUTH_ERR) => {
+            PassdbResult::UserDisabled
+        }
+        _ => return None,
+    })
+}
+
+impl Pam {
+    /// A PAM passdb; `service` overrides the request's service as the PAM service name.
+    pub fn new(service: Option<String>, cache: Option<Cache>) -> Pam {
+        Pam { service, cache }
+    }
+
+    /// Whether a verdict came from `pam_acct_mgmt` (Cyrus: `NO PAM acct error`).
+    pub fn is_account_verdict(result: PassdbResult) -> bool {
+        matches!(
+            result,
+            PassdbResult::UserDisabled | PassdbResult::PassExpired
+        )
+    }
+
+    pub(crate) fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
+        let service = match &self.service {
+            Some(service) => service.clone(),
+            None => String::from_utf8_lossy(&q.service).into_owned(),
+        };
+        // PAM takes C strings; a user name that is not UTF-8 cannot exist in it.
+        let Ok(user) = std::str::from_utf8(&q.authid) else {
+            return Ok(PassdbResult::UserUnknown);
+        };
+        let password = q.password.expose();
+        let slot: [&[u8]; 3] = [b"pam", service.as_bytes(), user.as_bytes()];
+        let now = Instant::now();
+        if self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.hit(&slot, password, now))
+        {
+            return Ok(PassdbResult::Ok);
+        }
+        let conversation = Conversation {
+            user: user.to_owned(),
+            password: Zeroizing::new(password.to_vec()),
+        };
+        let broke = |call: &str, e: pam_client::Error| {
+            PassdbError::Backend(format!(
+                "PAM {call} (service {service:?}, user {}): {e}",
+                Printable(user.as_bytes())
+            ))
+        };
+        let mut ctx =
+            Context::new(&service, Some(user), conversation).map_err(|e| broke("pam_start", e))?;
+        if let Some(addr) = &q.remote {
+            let host = String::from_utf8_lossy(addr);
+            let host = host.split(';').next().unwrap_or_default();
+            if !host.is_empty() {
+                ctx.set_rhost(Some(host))
+                    .map_err(|e| broke("pam_set_item(PAM_RHOST)", e))?;
+            }
+        }
+        if let Err(e) = ctx.authenticate(Flag::SILENT) {
+            return match verdict(Stage::Authenticate, e.code()) {
+                Some(v) => Ok(v),
+                None => Err(broke("pam_authenticate", e)),
+            };
+        }
+        if let Err(e) = ctx.acct_mgmt(Flag::SILENT) {
+            return match verdict(Stage::AcctMgmt, e.code()) {
+                Some(v) => Ok(v),
+                None => Err(broke("pam_acct_mgmt", e)),
+            };
+        }
+        if let Some(cache) = &self.cache {
+            cache.insert(&slot, password, now);
+        }
+        Ok(PassdbResult::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_by_stage() {
+        use PassdbResult::*;
+        let rows = [
+            (
+                Stage::Authenticate,
+                ErrorCode::AUTH_ERR,
+                Some(PasswordMismatch),
+            ),
+            (
+                Stage::Authenticate,
+                ErrorCode::USER_UNKNOWN,
+                Some(UserUnknown),
+            ),
+            (
+                Stage::Authenticate,
+                ErrorCode::MAXTRIES,
+                Some(PasswordMismatch),
+            ),
+            (Stage::Authenticate, ErrorCode::AUTHINFO_UNAVAIL, None),
+            (Stage::Authenticate, ErrorCode::SYSTEM_ERR, None),
+            (Stage::Authenticate, ErrorCode::ABORT, None),
+            (Stage::AcctMgmt, ErrorCode::PERM_DENIED, Some(UserDisabled)),
+            (Stage::AcctMgmt, ErrorCode::ACCT_EXPIRED, Some(UserDisabled)),
+            (
+                Stage::AcctMgmt,
+                ErrorCode::NEW_AUTHTOK_REQD,
+                Some(PassExpired),
+            ),
+            (Stage::AcctMgmt, ErrorCode::USER_UNKNOWN, Some(UserUnknown)),
+            (Stage::AcctMgmt, ErrorCode::SERVICE_ERR, None),
+        ];
+        for (stage, code, want) in rows {
+            assert_eq!(verdict(stage, code), want, "{stage:?} {code:?}");
+        }
+    }
+}

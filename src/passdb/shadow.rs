@@ -1,0 +1,364 @@
+//! The shadow passdb (`-a shadow`), after Cyrus's `auth_shadow.c`: the user's entry from
+//! `getspnam_r` (so every NSS source in nsswitch.conf works) or from a shadow(5) file
+//! (`--shadow-file`, for chroots and tests), the hash checked by libxcrypt, then account
+//! expiry and password ageing with Cyrus's rules and reply texts.
+//!
+//! Unlike Cyrus: an unknown user and a locked account cost one hash like everyone else (a
+//! dummy yescrypt), so timing does not tell them apart; nothing about a hash is ever logged;
+//! and with `-c` a cached success is tied to the current hash string, so a password change
+//! takes effect on the very next request.
+
+use std::collections::HashMap;
+use std::ffi::{c_char, CStr, CString};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use zeroize::Zeroizing;
+
+use super::{PassdbError, PassdbResult, Query};
+use crate::cache::Cache;
+use crate::crypt;
+use crate::request::Printable;
+
+/// Where entries come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShadowSource {
+    /// `getspnam_r`, through NSS.
+    System,
+    /// A shadow(5) file, reread when it changes.
+    File(PathBuf),
+}
+
+/// One shadow(5) entry: the fields the checks use. Days are days since 1970-01-01.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ShadowEntry {
+    /// The hash string (`$y$...`, `!...` for locked).
+    pub hash: Zeroizing<String>,
+    /// Last password change (`sp_lstchg`).
+    pub last_change: Option<i64>,
+    /// Maximum password age (`sp_max`).
+    pub max_age: Option<i64>,
+    /// Account expiry (`sp_expire`).
+    pub expire: Option<i64>,
+}
+
+impl std::fmt::Debug for ShadowEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShadowEntry")
+            .field("hash", &"<redacted>")
+            .field("last_change", &self.last_change)
+            .field("max_age", &self.max_age)
+            .field("expire", &self.expire)
+            .finish()
+    }
+}
+
+/// A line of a shadow file that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLine {
+    /// 1-based.
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+const MAX_NAME: usize = 256;
+const MAX_HASH: usize = 1024;
+
+/// Parses shadow(5) text. Malformed lines are skipped and reported, never fatal.
+pub fn parse_shadow(text: &[u8]) -> (HashMap<Vec<u8>, ShadowEntry>, Vec<SkippedLine>) {
+    let mut entries = HashMap::new();
+    let mut skipped = Vec::new();
+    for (i, line) in text.split(|&b| b == b'\n').enumerate() {
+        let number = i + 1;
+        if line.is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Ok((name, entry)) => {
+                entries.entry(name).or_insert(entry);
+            }
+            Err(reason) => skipped.push(SkippedLine {
+                line: number,
+                reason,
+            }),
+        }
+    }
+    (entries, skipped)
+}
+
+fn parse_line(line: &[u8]) -> Result<(Vec<u8>, ShadowEntry), &'static str> {
+    if line.contains(&b'\r') {
+        return Err("carriage return (CR/LF line end)");
+    }
+    if line.contains(&0) {
+        return Err("NUL byte");
+    }
+    let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+    if fields.len() != 9 {
+        return Err("not 9 colon-separated fields");
+    }
+    let (name, hash) = (fields[0], fields[1]);
+    if name.is_empty() {
+        return Err("empty user name");
+    }
+    if name.len() > MAX_NAME {
+        return Err("user name too long");
+    }
+    if hash.len() > MAX_HASH {
+        return Err("password field too long");
+    }
+    let hash = std::str::from_utf8(hash).map_err(|_| "password field is not text")?;
+    let day = |f: &[u8]| -> Result<Option<i64>, &'static str> {
+        if f.is_empty() {
+            return Ok(None);
+        }
+        let text = std::str::from_utf8(f).map_err(|_| "a day field is not a number")?;
+        let n: i64 = text.parse().map_err(|_| "a day field is not a number")?;
+        Ok(if n < 0 { None } else { Some(n) })
+    };
+    for f in &fields[3..8] {
+        day(f)?;
+    }
+    Ok((
+        name.to_vec(),
+        ShadowEntry {
+            hash: Zeroizing::new(hash.to_owned()),
+            last_change: day(fields[2])?,
+            max_age: day(fields[4])?,
+            expire: day(fields[7])?,
+        },
+    ))
+}
+
+/// The entry of `user` through NSS (`getspnam_r`); `Ok(None)` if there is none.
+pub fn getspnam(user: &[u8]) -> std::io::Result<Option<ShadowEntry>> {
+    let name = CString::new(user).map_err(|_| std::io::ErrorKind::InvalidInput)?;
+    let mut buf = Zeroizing::new(vec![0 as c_char; 1024]);
+    loop {
+        // SAFETY: zeroed spwd is a valid out-parameter; getspnam_r fills it with pointers
+        // into `buf`, which outlives every use below.
+        let mut sp: libc::spwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::spwd = std::ptr::null_mut();
+        // SAFETY: all pointers are valid; the buffer length is its real length.
+        let rc = unsafe {
+            libc::getspnam_r(
+                name.as_ptr(),
+                &mut sp,
+                buf.as_mut_ptr(),
+                buf.len(),
+                &mut result,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            let bigger = buf.len() * 2;
+            buf.resize(bigger, 0);
+            continue;
+        }
+        if rc != 0 && rc != libc::ENOENT {
+            return Err(std::io::Error::from_raw_os_error(rc));
+        }
+        if result.is_null() {
+            return Ok(None);
+        }
+        // c_long is i64 on 64-bit Linux but not everywhere.
+        #[allow(clippy::useless_conversion)]
+        let day = |v: libc::c_long| if v < 0 { None } else { Some(i64::from(v)) };
+        // SAFETY: on success sp_pwdp points to a NUL-terminated string in `buf`.
+        let hash = unsafe { CStr::from_ptr(sp.sp_pwdp) }
+            .to_string_lossy()
+            .into_owned();
+        return Ok(Some(ShadowEntry {
+            hash: Zeroizing::new(hash),
+            last_change: day(sp.sp_lstchg),
+            max_age: day(sp.sp_max),
+            expire: day(sp.sp_expire),
+        }));
+    }
+}
+
+type Entries = Arc<HashMap<Vec<u8>, ShadowEntry>>;
+
+/// What tells one version of a shadow file from another: device, inode, mtime (s, ns), size.
+type FileVersion = (u64, u64, i64, i64, u64);
+
+/// The shadow passdb.
+pub struct Shadow {
+    source: ShadowSource,
+    cache: Option<Cache>,
+    file: Mutex<Option<(FileVersion, Entries)>>,
+    dummy: String,
+}
+
+impl std::fmt::Debug for Shadow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shadow")
+            .field("source", &self.source)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+impl Shadow {
+    /// Opens the source and checks that it can be read: the daemon must not start if it
+    /// would answer every request with "no" (not root, not in group shadow).
+    pub fn new(source: ShadowSource, cache: Option<Cache>) -> Result<Shadow, String> {
+        let dummy = crypt::hash(b"a password nobody has", "$y$")
+            .ok_or("libxcrypt cannot make a yescrypt hash")?;
+        let shadow = Shadow {
+            source,
+            cache,
+            file: Mutex::new(None),
+            dummy,
+        };
+        match &shadow.source {
+            ShadowSource::File(path) => {
+                shadow
+                    .entries(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            }
+            ShadowSource::System => {
+                let readable = std::fs::File::open("/etc/shadow").map(|_| ());
+                match (getspnam(b"root"), readable) {
+                    (Err(e), _) => return Err(format!("cannot read shadow entries: {e}")),
+                    (Ok(None), Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        return Err(format!(
+                            "cannot read /etc/shadow: {e} (run as root or in group shadow, or \
+                             use --shadow-file)"
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(shadow)
+    }
+
+    fn entries(&self, path: &Path) -> std::io::Result<Entries> {
+        let meta = std::fs::metadata(path)?;
+        let id = (
+            meta.dev(),
+            meta.ino(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.len(),
+        );
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, entries)) = file.as_ref() {
+            if *known == id {
+                return Ok(Arc::clone(entries));
+            }
+        }
+        let text = Zeroizing::new(std::fs::read(path)?);
+        let (entries, skipped) = parse_shadow(&text);
+        for s in &skipped {
+            tracing::warn!("{}: line {} skipped: {}", path.display(), s.line, s.reason);
+        }
+        let entries = Arc::new(entries);
+        *file = Some((id, Arc::clone(&entries)));
+        Ok(entries)
+    }
+
+    fn lookup(&self, user: &[u8]) -> Result<Option<ShadowEntry>, PassdbError> {
+        match &self.source {
+            ShadowSource::System => getspnam(user)
+                .map_err(|e| PassdbError::Backend(format!("getspnam_r({}): {e}", Printable(user)))),
+            ShadowSource::File(path) => Ok(self
+                .entries(path)
+                .map_err(|e| PassdbError::Backend(format!("{}: {e}", path.display())))?
+                .get(user)
+                .cloned()),
+        }
+    }
+
+    pub(crate) fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
+        let password = q.password.expose();
+        let Some(entry) = self.lookup(&q.authid)? else {
+            let _ = crypt::verify(password, &self.dummy);
+            return Ok(PassdbResult::UserUnknown);
+        };
+        let slot: [&[u8]; 3] = [b"shadow", &q.authid, entry.hash.as_bytes()];
+        let now = Instant::now();
+        let cached = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.hit(&slot, password, now));
+        if !cached {
+            match crypt::verify(password, &entry.hash) {
+                Some(true) => {}
+                Some(false) => return Ok(PassdbResult::PasswordMismatch),
+                None => {
+                    // Locked, empty or unusable hash: never a match, at the same cost.
+                    let _ = crypt::verify(password, &self.dummy);
+                    return Ok(PassdbResult::PasswordMismatch);
+                }
+            }
+        }
+        // Cyrus checks expiry after the password, so these replies reveal nothing to a
+        // client that does not know it.
+        let today = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() / 86400)
+            .unwrap_or(0) as i64;
+        if entry.expire.is_some_and(|expire| today > expire) {
+            return Ok(PassdbResult::UserDisabled);
+        }
+        if let (Some(changed), Some(max)) = (entry.last_change, entry.max_age) {
+            if changed + max < today {
+                return Ok(PassdbResult::PassExpired);
+            }
+        }
+        if let (Some(cache), false) = (&self.cache, cached) {
+            cache.insert(&slot, password, now);
+        }
+        Ok(PassdbResult::Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_shadow_and_skips_bad_lines_by_number() {
+        let long = "n".repeat(300);
+        let text = format!(
+            "alice:$6$salt$hash:19000:0:99999:7:::\n\
+             bob:!$y$locked:19000:0:99999:7:::\r\n\
+             carol:x:19000\n\
+             \n\
+             dave:*:19000:0:99999:7::20000:\n\
+             {long}:x:1:0:99999:7:::\n\
+             erin:x:soon:0:99999:7:::\n\
+             frank::::::::\n"
+        );
+        let (entries, skipped) = parse_shadow(text.as_bytes());
+        let mut names: Vec<&[u8]> = entries.keys().map(Vec::as_slice).collect();
+        names.sort();
+        assert_eq!(names, [&b"alice"[..], b"dave", b"frank"]);
+        assert_eq!(entries[&b"dave".to_vec()].expire, Some(20000));
+        assert_eq!(entries[&b"alice".to_vec()].last_change, Some(19000));
+        assert_eq!(entries[&b"frank".to_vec()].max_age, None);
+        let lines: Vec<(usize, &str)> = skipped.iter().map(|s| (s.line, s.reason)).collect();
+        assert_eq!(
+            lines,
+            [
+                (2, "carriage return (CR/LF line end)"),
+                (3, "not 9 colon-separated fields"),
+                (6, "user name too long"),
+                (7, "a day field is not a number"),
+            ]
+        );
+    }
+
+    #[test]
+    fn getspnam_finds_root_or_nothing() {
+        // Reads, never writes; root exists on every system, alice should not.
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(getspnam(b"root").unwrap().is_some());
+        }
+        assert!(getspnam(b"no-such-user-saslauthd-rs").unwrap().is_none());
+    }
+}
