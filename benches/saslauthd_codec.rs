@@ -5,8 +5,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use saslauthd_rs::auth::{Authenticator, RealmPolicy};
-use saslauthd_rs::passdb::{Passdb, Sasldb};
+use saslauthd_rs::passdb::{Passdb, Query, Sasldb};
 use saslauthd_rs::protocol::saslauthd::{decode_request, encode_request};
 use saslauthd_rs::sasldb::{OpenMode, Store};
 use saslauthd_rs::secret::Password;
@@ -47,36 +46,35 @@ fn main() {
             .set_password(b"alice", b"example.org", Some(b"secret"))
             .unwrap();
     }
-    let auth = Authenticator::new(
-        Passdb::Sasldb(Sasldb::new(&path).unwrap()),
-        RealmPolicy {
-            default_realm: b"example.org".to_vec(),
-            combine: false,
-        },
-    );
-    let (request, pw) = decode_request(&wire).unwrap().unwrap();
+    let passdb = std::sync::Arc::new(Passdb::Sasldb(Sasldb::new(&path).unwrap()));
+    let query = Query {
+        authid: b"alice".to_vec(),
+        realm: b"example.org".to_vec(),
+        service: b"smtp".to_vec(),
+        remote: None,
+        password: Password::new(b"secret".to_vec()),
+    };
     bench(
-        "verify_plain, sasldb, 2001 users (stat + txn + cmp)",
+        "sasldb verify_plain, 2001 users (stat + txn + cmp)",
         500_000,
         || {
-            black_box(auth.verify_plain(black_box(&request), black_box(&pw)));
+            black_box(passdb.verify_plain(black_box(&query)).unwrap());
         },
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .build()
         .unwrap();
-    let auth = std::sync::Arc::new(auth);
-    let request = std::sync::Arc::new(request);
-    let pw = std::sync::Arc::new(pw);
+    let query = std::sync::Arc::new(query);
     let start = Instant::now();
     let n = 100_000;
     rt.block_on(async {
         for _ in 0..n {
-            let (a, r, p) = (auth.clone(), request.clone(), pw.clone());
+            let (db, q) = (passdb.clone(), query.clone());
             black_box(
-                tokio::task::spawn_blocking(move || a.verify_plain(&r, &p))
+                tokio::task::spawn_blocking(move || db.verify_plain(&q))
                     .await
+                    .unwrap()
                     .unwrap(),
             );
         }
