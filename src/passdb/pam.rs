@@ -106,6 +106,7 @@ impl Pam {
             .as_ref()
             .is_some_and(|c| c.hit(&slot, password, now))
         {
+            tracing::debug!("pam: cache hit for {user} (service {service}), PAM not asked");
             return Ok(PassdbResult::Ok);
         }
         let conversation = Conversation {

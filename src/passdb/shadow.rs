@@ -214,16 +214,20 @@ impl Shadow {
             dummy,
         };
         match &shadow.source {
+            // Loaded on the first request, when logging is up, so that skipped lines are
+            // reported; here only whether it can be read at all.
             ShadowSource::File(path) => {
-                shadow
-                    .entries(path)
+                std::fs::File::open(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             }
             ShadowSource::System => {
-                let readable = std::fs::File::open("/etc/shadow").map(|_| ());
-                match (getspnam(b"root"), readable) {
-                    (Err(e), _) => return Err(format!("cannot read shadow entries: {e}")),
-                    (Ok(None), Err(e)) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                // Probing getspnam_r("root") proves nothing: nss-systemd makes up entries
+                // for root and nobody for anyone. The files source is what needs the rights.
+                if let Err(e) = getspnam(b"root") {
+                    return Err(format!("cannot read shadow entries: {e}"));
+                }
+                match std::fs::File::open("/etc/shadow") {
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                         return Err(format!(
                             "cannot read /etc/shadow: {e} (run as root or in group shadow, or \
                              use --shadow-file)"
@@ -285,7 +289,12 @@ impl Shadow {
             .cache
             .as_ref()
             .is_some_and(|c| c.hit(&slot, password, now));
-        if !cached {
+        if cached {
+            tracing::debug!(
+                "shadow: cache hit for {}, hash not recomputed",
+                Printable(&q.authid)
+            );
+        } else {
             match crypt::verify(password, &entry.hash) {
                 Some(true) => {}
                 Some(false) => return Ok(PassdbResult::PasswordMismatch),
@@ -360,5 +369,31 @@ mod tests {
             assert!(getspnam(b"root").unwrap().is_some());
         }
         assert!(getspnam(b"no-such-user-saslauthd-rs").unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+    use crate::secret::Password;
+
+    #[test]
+    fn a_success_is_cached_under_the_current_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shadow");
+        let hash = crypt::hash(b"pw", "$6$").unwrap();
+        std::fs::write(&path, format!("alice:{hash}:19000:0:99999:7:::\n")).unwrap();
+        let cache = Cache::new(std::time::Duration::from_secs(60), 64);
+        let shadow = Shadow::new(ShadowSource::File(path), Some(cache)).unwrap();
+        let q = Query {
+            authid: b"alice".to_vec(),
+            realm: vec![],
+            service: b"smtp".to_vec(),
+            remote: None,
+            password: Password::new(b"pw".to_vec()),
+        };
+        assert_eq!(shadow.verify_plain(&q).unwrap(), PassdbResult::Ok);
+        assert_eq!(shadow.cache.as_ref().unwrap().len(), 1);
+        assert_eq!(shadow.verify_plain(&q).unwrap(), PassdbResult::Ok);
     }
 }
