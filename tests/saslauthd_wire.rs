@@ -392,3 +392,40 @@ fn logs_never_hold_passwords() {
         assert!(!log.contains(secret), "{secret} logged: {log}");
     }
 }
+
+#[test]
+fn failures_are_delayed_without_slowing_others() {
+    let d = Daemon::start(USERS, &["--failure-delay", "1"]);
+    let socket = d.socket.clone();
+    let start = Instant::now();
+    let slow = std::thread::spawn(move || {
+        let reply = common::raw_exchange(
+            &socket,
+            &frame(&[
+                b"alice",
+                b"wrong",
+                b"smtp",
+                b"example.org",
+                b"192.0.2.7;4242",
+            ]),
+        );
+        (reply, Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // Another client, meanwhile: answered at once, before the failure.
+    assert_eq!(
+        d.ask("bob", "correct horse battery staple", "smtp", "example.org"),
+        "OK"
+    );
+    let good_done = Instant::now();
+    let (reply, failed_done) = slow.join().unwrap();
+    assert_eq!(reply, b"\x00\x02NO");
+    assert!(
+        good_done < failed_done,
+        "the success did not wait for the failure"
+    );
+    assert!(
+        failed_done - start >= Duration::from_millis(800),
+        "failure answered after the delay"
+    );
+}
