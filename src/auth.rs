@@ -153,7 +153,10 @@ impl Authenticator {
             password,
         };
         let result = if self.passdb.is_blocking() {
-            self.run_blocking(query).await
+            match self.passdb.verify_cached(&query) {
+                Some(verdict) => Ok(verdict),
+                None => self.run_blocking(query).await,
+            }
         } else {
             self.passdb.verify_plain(&query)
         };

@@ -151,6 +151,17 @@ impl Passdb {
         matches!(self, Passdb::Shadow(_) | Passdb::Pam(_))
     }
 
+    /// A verdict from the credential cache alone, for a blocking passdb whose cache can be
+    /// consulted without blocking; `None` means "ask [`Passdb::verify_plain`]". Cache hits
+    /// are answered on the reactor, without a round trip through the thread pool.
+    pub fn verify_cached(&self, q: &Query) -> Option<PassdbResult> {
+        match self {
+            Passdb::Shadow(db) => db.verify_cached(q),
+            Passdb::Pam(db) => db.verify_cached(q),
+            Passdb::Sasldb(_) | Passdb::Memory(_) => None,
+        }
+    }
+
     /// Checks a cleartext password.
     ///
     /// sasldb and memory answer from memory-mapped or in-process data in about a

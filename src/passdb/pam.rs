@@ -89,11 +89,32 @@ impl Pam {
         )
     }
 
-    pub(crate) fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
-        let service = match &self.service {
+    /// The verdict from the cache alone (no PAM call): the driver tries this on the reactor
+    /// before it hands the check to the blocking pool.
+    pub(crate) fn verify_cached(&self, q: &Query) -> Option<PassdbResult> {
+        let cache = self.cache.as_ref()?;
+        let service = self.service_for(q);
+        let user = std::str::from_utf8(&q.authid).ok()?;
+        let slot: [&[u8]; 3] = [b"pam", service.as_bytes(), user.as_bytes()];
+        if !cache.hit(&slot, q.password.expose(), Instant::now()) {
+            return None;
+        }
+        tracing::debug!("pam: cache hit for {user} (service {service}), PAM not asked");
+        Some(PassdbResult::Ok)
+    }
+
+    fn service_for(&self, q: &Query) -> String {
+        match &self.service {
             Some(service) => service.clone(),
             None => String::from_utf8_lossy(&q.service).into_owned(),
-        };
+        }
+    }
+
+    pub(crate) fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
+        if let Some(verdict) = self.verify_cached(q) {
+            return Ok(verdict);
+        }
+        let service = self.service_for(q);
         // PAM takes C strings; a user name that is not UTF-8 cannot exist in it.
         let Ok(user) = std::str::from_utf8(&q.authid) else {
             return Ok(PassdbResult::UserUnknown);
@@ -101,14 +122,6 @@ impl Pam {
         let password = q.password.expose();
         let slot: [&[u8]; 3] = [b"pam", service.as_bytes(), user.as_bytes()];
         let now = Instant::now();
-        if self
-            .cache
-            .as_ref()
-            .is_some_and(|c| c.hit(&slot, password, now))
-        {
-            tracing::debug!("pam: cache hit for {user} (service {service}), PAM not asked");
-            return Ok(PassdbResult::Ok);
-        }
         let conversation = Conversation {
             user: user.to_owned(),
             password: Zeroizing::new(password.to_vec()),

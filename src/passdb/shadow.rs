@@ -277,53 +277,78 @@ impl Shadow {
         }
     }
 
+    /// The verdict from the cache alone, when the entry can be had without blocking (a
+    /// shadow file, held in memory): the driver calls this on the reactor before it hands
+    /// the check to the blocking pool. `None`: ask [`Shadow::verify_plain`].
+    pub(crate) fn verify_cached(&self, q: &Query) -> Option<PassdbResult> {
+        let (ShadowSource::File(path), Some(_)) = (&self.source, &self.cache) else {
+            return None;
+        };
+        let entries = self.entries(path).ok()?;
+        self.cached_verdict(entries.get(&q.authid)?, q)
+    }
+
+    /// A cache hit for this entry's current hash: the account checks still run (the entry
+    /// is fresh), the hash is not recomputed.
+    fn cached_verdict(&self, entry: &ShadowEntry, q: &Query) -> Option<PassdbResult> {
+        let slot: [&[u8]; 3] = [b"shadow", &q.authid, entry.hash.as_bytes()];
+        if !self
+            .cache
+            .as_ref()?
+            .hit(&slot, q.password.expose(), Instant::now())
+        {
+            return None;
+        }
+        tracing::debug!(
+            "shadow: cache hit for {}, hash not recomputed",
+            Printable(&q.authid)
+        );
+        Some(account_state(entry))
+    }
+
     pub(crate) fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
         let password = q.password.expose();
         let Some(entry) = self.lookup(&q.authid)? else {
             let _ = crypt::verify(password, &self.dummy);
             return Ok(PassdbResult::UserUnknown);
         };
-        let slot: [&[u8]; 3] = [b"shadow", &q.authid, entry.hash.as_bytes()];
-        let now = Instant::now();
-        let cached = self
-            .cache
-            .as_ref()
-            .is_some_and(|c| c.hit(&slot, password, now));
-        if cached {
-            tracing::debug!(
-                "shadow: cache hit for {}, hash not recomputed",
-                Printable(&q.authid)
-            );
-        } else {
-            match crypt::verify(password, &entry.hash) {
-                Some(true) => {}
-                Some(false) => return Ok(PassdbResult::PasswordMismatch),
-                None => {
-                    // Locked, empty or unusable hash: never a match, at the same cost.
-                    let _ = crypt::verify(password, &self.dummy);
-                    return Ok(PassdbResult::PasswordMismatch);
-                }
+        if let Some(verdict) = self.cached_verdict(&entry, q) {
+            return Ok(verdict);
+        }
+        match crypt::verify(password, &entry.hash) {
+            Some(true) => {}
+            Some(false) => return Ok(PassdbResult::PasswordMismatch),
+            None => {
+                // Locked, empty or unusable hash: never a match, at the same cost.
+                let _ = crypt::verify(password, &self.dummy);
+                return Ok(PassdbResult::PasswordMismatch);
             }
         }
-        // Cyrus checks expiry after the password, so these replies reveal nothing to a
-        // client that does not know it.
-        let today = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() / 86400)
-            .unwrap_or(0) as i64;
-        if entry.expire.is_some_and(|expire| today > expire) {
-            return Ok(PassdbResult::UserDisabled);
+        let verdict = account_state(&entry);
+        if let (Some(cache), PassdbResult::Ok) = (&self.cache, verdict) {
+            let slot: [&[u8]; 3] = [b"shadow", &q.authid, entry.hash.as_bytes()];
+            cache.insert(&slot, password, Instant::now());
         }
-        if let (Some(changed), Some(max)) = (entry.last_change, entry.max_age) {
-            if changed + max < today {
-                return Ok(PassdbResult::PassExpired);
-            }
-        }
-        if let (Some(cache), false) = (&self.cache, cached) {
-            cache.insert(&slot, password, now);
-        }
-        Ok(PassdbResult::Ok)
+        Ok(verdict)
     }
+}
+
+/// Account expiry and password ageing, as Cyrus's auth_shadow.c, checked after the password
+/// (so these verdicts reveal nothing to a client that does not know it).
+fn account_state(entry: &ShadowEntry) -> PassdbResult {
+    let today = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / 86400)
+        .unwrap_or(0) as i64;
+    if entry.expire.is_some_and(|expire| today > expire) {
+        return PassdbResult::UserDisabled;
+    }
+    if let (Some(changed), Some(max)) = (entry.last_change, entry.max_age) {
+        if changed + max < today {
+            return PassdbResult::PassExpired;
+        }
+    }
+    PassdbResult::Ok
 }
 
 #[cfg(test)]

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Measures saslauthd-rs -a shadow (yescrypt and sha512-crypt; -n 1 against -n 2; with -c,
+# cache hits against the sasldb path) and Debian's Cyrus saslauthd -a shadow under
+# nss_wrapper, with the same load generator in the same run.
+#
+#   benches/compare-shadow.sh [CLIENTS] [SECONDS]
+#
+# Needs Debian's sasl2-bin, whois (mkpasswd) and libnss-wrapper. The shadow entries live in a
+# temporary file (nss_wrapper stands in for /etc/shadow for Cyrus; ours reads it with
+# --shadow-file): no system account is touched. Loopback Unix sockets only.
+set -euo pipefail
+clients=${1:-16}
+secs=${2:-10}
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+cargo build --release --quiet --bins
+bin=$here/target/release
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+y=$(mkpasswd -m yescrypt secret)
+s=$(mkpasswd -m sha512crypt secret)
+printf 'ybench:%s:19000:0:99999:7:::\nsbench:%s:19000:0:99999:7:::\n' "$y" "$s" > "$tmp/shadow"
+printf 'ybench:x:2001:2001::/nonexistent:/bin/false\nsbench:x:2002:2002::/nonexistent:/bin/false\n' > "$tmp/passwd"
+printf 'ybench:x:2001:\nsbench:x:2002:\n' > "$tmp/group"
+echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
+
+start() { # name, then the command
+    local name=$1; shift
+    mkdir -p "$tmp/$name"
+    setsid "$@" -m "$tmp/$name" >/dev/null 2>&1 &
+    pids+=($!)
+    for _ in $(seq 200); do [ -S "$tmp/$name/mux" ] && return; sleep 0.05; done
+    echo "$name did not start" >&2; exit 1
+}
+start cyrus env LD_PRELOAD=libnss_wrapper.so NSS_WRAPPER_PASSWD="$tmp/passwd" \
+    NSS_WRAPPER_GROUP="$tmp/group" NSS_WRAPPER_SHADOW="$tmp/shadow" \
+    /usr/sbin/saslauthd -a shadow -d -n 5
+ours=("$bin/saslauthd-rs" -a shadow -f --shadow-file "$tmp/shadow" --failure-delay 0)
+start n1 "${ours[@]}" -n 1
+start n2 "${ours[@]}" -n 2
+start cached "${ours[@]}" -n 2 -c
+start sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
+
+run() { "$bin/saslauthd-bench" --clients "$clients" --duration "$secs" --password secret "$@"; }
+echo "# $(nproc) cores, $clients clients, $secs s each; $(date -u +%F)"
+for user in ybench sbench; do
+    scheme=$([ $user = ybench ] && echo yescrypt || echo sha512-crypt)
+    run --socket "$tmp/cyrus/mux" --user $user --label "cyrus -a shadow -n 5, $scheme"
+    run --socket "$tmp/n1/mux" --user $user --label "saslauthd-rs -a shadow -n 1, $scheme"
+    run --socket "$tmp/n2/mux" --user $user --label "saslauthd-rs -a shadow -n 2, $scheme"
+    run --socket "$tmp/cached/mux" --user $user --label "saslauthd-rs -a shadow -n 2 -c (hits), $scheme"
+done
+run --socket "$tmp/sasldb/mux" --user alice --realm example.org --label "saslauthd-rs -a sasldb (reference)"
