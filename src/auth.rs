@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::passdb::{Passdb, PassdbError, PassdbResult, Query};
 use crate::penalty::{attempt_fingerprint, PeerKey, Penalty};
+use crate::pool::Pool;
 use crate::request::{AuthRequest, Printable};
 use crate::secret::Password;
 
@@ -18,10 +18,13 @@ use crate::secret::Password;
 /// well inside Postfix's 10 s.
 pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// The pool size for `-n 0` (Cyrus: a process per connection).
+pub const UNBOUNDED_WORKERS: usize = 64;
+
 /// How the driver runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Blocking backend calls at once (`-n`; 0 = no bound).
+    /// Blocking backend calls at once (`-n`; 0 means [`UNBOUNDED_WORKERS`]).
     pub workers: usize,
     /// The base failure delay (0 = none).
     pub failure_delay: Duration,
@@ -64,7 +67,7 @@ pub enum Refusal {
 pub struct Authenticator {
     passdb: Arc<Passdb>,
     realms: RealmPolicy,
-    pool: Arc<Semaphore>,
+    pool: Option<Pool>,
     penalty: Penalty,
     attempt_key: [u8; 32],
 }
@@ -73,18 +76,19 @@ impl Authenticator {
     /// Builds a driver over `passdb`.
     pub fn new(passdb: Passdb, realms: RealmPolicy, options: Options) -> Self {
         let workers = if options.workers == 0 {
-            Semaphore::MAX_PERMITS
+            UNBOUNDED_WORKERS
         } else {
             options.workers
         };
         let mut attempt_key = [0u8; 32];
         crate::random::fill(&mut attempt_key);
         Authenticator {
-            passdb: Arc::new(passdb),
             realms,
-            pool: Arc::new(Semaphore::new(workers)),
+            // Only blocking passdbs need threads.
+            pool: passdb.is_blocking().then(|| Pool::new(workers)),
             penalty: Penalty::new(options.failure_delay),
             attempt_key,
+            passdb: Arc::new(passdb),
         }
     }
 
@@ -167,28 +171,19 @@ impl Authenticator {
     }
 
     /// Runs a blocking check on the pool: at most `-n` at once, answered within
-    /// [`BACKEND_TIMEOUT`] (waiting for a slot included). A call that overruns keeps its slot
-    /// until it returns, so a hung backend cannot take more than `-n` threads.
+    /// [`BACKEND_TIMEOUT`] (time in the queue included). A call that overruns keeps its
+    /// worker until it returns, so a hung backend cannot take more than `-n` threads.
     async fn run_blocking(&self, query: Query) -> Result<PassdbResult, PassdbError> {
         let passdb = Arc::clone(&self.passdb);
-        let pool = Arc::clone(&self.pool);
         let kind = passdb.kind();
-        let call = async move {
-            let permit = pool
-                .acquire_owned()
-                .await
-                .expect("the pool is never closed");
-            tokio::task::spawn_blocking(move || {
-                let result = passdb.verify_plain(&query);
-                drop(permit);
-                result
-            })
-            .await
+        let Some(pool) = &self.pool else {
+            return passdb.verify_plain(&query);
         };
+        let call = pool.run(move || passdb.verify_plain(&query));
         match tokio::time::timeout(BACKEND_TIMEOUT, call).await {
             Ok(Ok(result)) => result,
-            Ok(Err(join)) => Err(PassdbError::Backend(format!(
-                "the {kind} check failed: {join}"
+            Ok(Err(lost)) => Err(PassdbError::Backend(format!(
+                "the {kind} check failed: {lost}"
             ))),
             Err(_) => Err(PassdbError::Timeout(kind, BACKEND_TIMEOUT)),
         }

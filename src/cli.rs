@@ -70,7 +70,7 @@ option information:
   -l             Disable accept() locking (accepted; saslauthd-rs has no accept lock).
   -m <path>      Alternate path for the saslauthd working directory,
                  must be absolute. The socket is <path>/mux.
-  -n <procs>     Number of concurrent shadow/PAM checks (0: no bound).
+  -n <procs>     Number of concurrent shadow/PAM checks (0: 64).
   -s <kilobytes> Size of the credential cache (in kilobytes)
   -t <seconds>   Timeout for items in the credential cache (in seconds)
   -v             Display version information and available mechs

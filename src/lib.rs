@@ -28,6 +28,7 @@ pub mod crypt;
 pub mod getopt;
 pub mod passdb;
 pub mod penalty;
+pub mod pool;
 pub mod process;
 pub mod protocol;
 pub mod random;

@@ -59,11 +59,13 @@ pub fn read_password_pipe(input: &mut impl Read) -> Result<Zeroizing<Vec<u8>>, R
 /// Prompts on stdout and reads one line from the terminal on stdin with echo off (Cyrus's
 /// `ECHONL` is kept, so the newline still shows). The terminal is restored even on error.
 pub fn read_password_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>, ReadPasswordError> {
+    // Echo goes off before the prompt appears: whatever is typed once the prompt shows is
+    // never echoed.
+    let fd = io::stdin().as_raw_fd();
+    let _echo = EchoOff::new(fd)?;
     let mut stdout = io::stdout();
     stdout.write_all(prompt.as_bytes())?;
     stdout.flush()?;
-    let fd = io::stdin().as_raw_fd();
-    let _echo = EchoOff::new(fd)?;
     let mut line = Zeroizing::new(Vec::with_capacity(64));
     let mut byte = [0u8; 1];
     loop {
