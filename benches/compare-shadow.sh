@@ -45,6 +45,7 @@ start cyrus env LD_PRELOAD=libnss_wrapper.so NSS_WRAPPER_PASSWD="$tmp/passwd" \
 ours=("$bin/saslauthd-rs" -a shadow -f --shadow-file "$tmp/shadow" --failure-delay 0)
 start n1 "${ours[@]}" -n 1
 start n2 "${ours[@]}" -n 2
+start n5 "${ours[@]}" -n 5
 start cached "${ours[@]}" -n 2 -c
 start sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
 
@@ -55,6 +56,7 @@ for user in ybench sbench; do
     run --socket "$tmp/cyrus/mux" --user $user --label "cyrus -a shadow -n 5, $scheme"
     run --socket "$tmp/n1/mux" --user $user --label "saslauthd-rs -a shadow -n 1, $scheme"
     run --socket "$tmp/n2/mux" --user $user --label "saslauthd-rs -a shadow -n 2, $scheme"
+    run --socket "$tmp/n5/mux" --user $user --label "saslauthd-rs -a shadow -n 5, $scheme"
     run --socket "$tmp/cached/mux" --user $user --label "saslauthd-rs -a shadow -n 2 -c (hits), $scheme"
 done
 run --socket "$tmp/sasldb/mux" --user alice --realm example.org --label "saslauthd-rs -a sasldb (reference)"

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
 apt_install build-essential pkg-config libpam0g-dev libclang-dev \
-    sasl2-bin libsasl2-modules lmdb-utils db5.3-util util-linux coreutils
+    sasl2-bin libsasl2-modules lmdb-utils db5.3-util util-linux coreutils \
+    whois openssl libpam-wrapper libnss-wrapper libpam-modules
 ensure_cargo
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
