@@ -67,39 +67,8 @@ pub fn verify(password: &[u8], stored: &str) -> Option<bool> {
     if stored.is_empty() || stored.starts_with('!') || stored.starts_with('*') {
         return None;
     }
-    // A NUL in the password cannot be passed to crypt: it cannot match either.
-    let phrase = c_phrase(password)?;
-    let setting = CString::new(stored).ok()?;
-    let mut data = Zeroizing::new(vec![0u8; CRYPT_DATA_SIZE]);
-    // SAFETY: both strings are NUL-terminated and live across the call; `data` is a writable
-    // buffer of CRYPT_DATA_SIZE bytes, the size libxcrypt is told.
-    let out = unsafe {
-        crypt_rn(
-            phrase.as_ptr().cast(),
-            setting.as_ptr(),
-            data.as_mut_ptr().cast(),
-            CRYPT_DATA_SIZE as c_int,
-        )
-    };
-    if out.is_null() {
-        return None;
-    }
-    // SAFETY: on success crypt_rn returns a NUL-terminated string inside `data`, which is
-    // still alive here.
-    let computed = unsafe { CStr::from_ptr(out) }.to_bytes();
-    Some(computed.len() == stored.len() && bool::from(computed.ct_eq(stored.as_bytes())))
-}
-
-/// The password as a NUL-terminated C string that is wiped on drop; `None` if it holds a
-/// NUL (crypt could only see the part before it).
-fn c_phrase(password: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-    if password.contains(&0) {
-        return None;
-    }
-    let mut phrase = Zeroizing::new(Vec::with_capacity(password.len() + 1));
-    phrase.extend_from_slice(password);
-    phrase.push(0);
-    Some(phrase)
+    let computed = crypt(password, &CString::new(stored).ok()?)?;
+    Some(computed.len() == stored.len() && bool::from(computed.as_bytes().ct_eq(stored.as_bytes())))
 }
 
 /// Hashes `password` with a fresh random salt for the scheme `prefix` (`$y$`, `$6$`, ...),
@@ -123,14 +92,23 @@ pub fn hash(password: &[u8], prefix: &str) -> Option<String> {
         return None;
     }
     // SAFETY: on success the setting is a NUL-terminated string in `setting`.
-    let setting = unsafe { CStr::from_ptr(setting.as_ptr()) }
-        .to_str()
-        .ok()?
-        .to_owned();
-    let phrase = c_phrase(password)?;
-    let setting = CString::new(setting).ok()?;
+    let setting = unsafe { CStr::from_ptr(setting.as_ptr()) };
+    crypt(password, setting).map(|h| h.to_string())
+}
+
+/// One `crypt_rn` call: `password` hashed with `setting`, in a scratch area that is wiped.
+/// `None` if the password holds a NUL (crypt could only see the part before it) or libxcrypt
+/// refuses the setting.
+fn crypt(password: &[u8], setting: &CStr) -> Option<Zeroizing<String>> {
+    if password.contains(&0) {
+        return None;
+    }
+    let mut phrase = Zeroizing::new(Vec::with_capacity(password.len() + 1));
+    phrase.extend_from_slice(password);
+    phrase.push(0);
     let mut data = Zeroizing::new(vec![0u8; CRYPT_DATA_SIZE]);
-    // SAFETY: as in `verify`.
+    // SAFETY: both strings are NUL-terminated and live across the call; `data` is a writable
+    // buffer of CRYPT_DATA_SIZE bytes, the size libxcrypt is told.
     let out = unsafe {
         crypt_rn(
             phrase.as_ptr().cast(),
@@ -142,8 +120,9 @@ pub fn hash(password: &[u8], prefix: &str) -> Option<String> {
     if out.is_null() {
         return None;
     }
-    // SAFETY: as in `verify`.
-    Some(unsafe { CStr::from_ptr(out) }.to_str().ok()?.to_owned())
+    // SAFETY: on success crypt_rn returns a NUL-terminated string inside `data`, still alive.
+    let computed = unsafe { CStr::from_ptr(out) }.to_str().ok()?;
+    Some(Zeroizing::new(computed.to_owned()))
 }
 
 #[cfg(test)]

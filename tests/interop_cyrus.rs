@@ -8,10 +8,10 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 
-use common::{frame, peer, raw_exchange, Daemon, USERS};
+use common::{frame, peer, raw_exchange, Cyrus, Daemon, USERS};
 
 fn testsaslauthd(cyrus: &Path, socket: &Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(cyrus)
@@ -272,46 +272,21 @@ fn mdb_dump_shows_exactly_what_cyrus_saslpasswd2_writes() {
 
 /// Debian's own `saslauthd -a sasldb`, which always reads `/etc/sasldb2`: started in a
 /// private mount namespace with a Berkeley DB file bind-mounted over that path, so the real
-/// `/etc/sasldb2` is never touched. `setsid` keeps its `-d` SIGTERM (which signals its whole
-/// process group) away from the test.
-struct CyrusSaslauthd {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl CyrusSaslauthd {
-    fn start(bdb: &Path, run_dir: &Path) -> Option<CyrusSaslauthd> {
-        let saslauthd = peer("saslauthd")?;
-        if !Path::new("/etc/sasldb2").exists() {
-            panic!("/etc/sasldb2 (created by sasl2-bin's postinst) is needed as a mount point");
-        }
-        std::fs::create_dir_all(run_dir).unwrap();
-        let script = format!(
-            "mount --bind '{}' /etc/sasldb2 && exec '{}' -a sasldb -d -n 5 -m '{}'",
-            bdb.display(),
-            saslauthd.display(),
-            run_dir.display()
-        );
-        let child = Command::new("setsid")
-            .args(["unshare", "-m", "sh", "-c", &script])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut child = child;
-        let socket = run_dir.join("mux");
-        if let Err(e) = common::wait_for_socket(&socket, &mut child) {
-            panic!("Cyrus saslauthd (root and unshare needed): {e}");
-        }
-        Some(CyrusSaslauthd { child, socket })
+/// `/etc/sasldb2` is never touched.
+fn cyrus_sasldb(bdb: &Path, run_dir: &Path) -> Option<Cyrus> {
+    let saslauthd = peer("saslauthd")?;
+    if !Path::new("/etc/sasldb2").exists() {
+        panic!("/etc/sasldb2 (created by sasl2-bin's postinst) is needed as a mount point");
     }
-}
-
-impl Drop for CyrusSaslauthd {
-    fn drop(&mut self) {
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
+    let script = format!(
+        "mount --bind '{}' /etc/sasldb2 && exec '{}' -a sasldb -d -n 5 -m '{}'",
+        bdb.display(),
+        saslauthd.display(),
+        run_dir.display()
+    );
+    let mut command = Cyrus::command();
+    command.args(["unshare", "-m", "sh", "-c", &script]);
+    Some(Cyrus::start(command, run_dir))
 }
 
 #[test]
@@ -340,7 +315,7 @@ fn differential_against_cyrus_saslauthd() {
         );
         assert!(out.status.success());
     }
-    let Some(cyrus) = CyrusSaslauthd::start(&bdb, &dir.path().join("cyrus-run")) else {
+    let Some(cyrus) = cyrus_sasldb(&bdb, &dir.path().join("cyrus-run")) else {
         return;
     };
     // No --realm: both default to the host name.

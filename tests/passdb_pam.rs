@@ -6,9 +6,8 @@ mod common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 
-use common::{frame, peer, raw_exchange, Daemon};
+use common::{frame, peer, raw_exchange, Cyrus, Daemon};
 
 /// pam_wrapper picks its runtime directory (`/tmp/pam.<c>`) when it is loaded, with a
 /// check-then-create race between processes that start at the same moment; every start of a
@@ -206,19 +205,6 @@ fn cache_entries_expire_after_the_ttl() {
     );
 }
 
-/// Cyrus's own `saslauthd -a pam` under the same pam_wrapper setup.
-struct Cyrus {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Drop for Cyrus {
-    fn drop(&mut self) {
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn differential_against_cyrus_pam() {
     let Some(pam) = PamFixture::new(true) else {
@@ -227,22 +213,17 @@ fn differential_against_cyrus_pam() {
     let Some(saslauthd) = peer("saslauthd") else {
         return;
     };
+    // Cyrus's own `saslauthd -a pam` under the same pam_wrapper setup.
     let run = pam.dir.path().join("cyrus-run");
-    std::fs::create_dir(&run).unwrap();
-    let start = START.lock().unwrap_or_else(|e| e.into_inner());
-    let mut child = Command::new("setsid")
+    let mut command = Cyrus::command();
+    command
         .arg(&saslauthd)
         .args(["-a", "pam", "-d", "-n", "2", "-m"])
         .arg(&run)
-        .envs(pam.env())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let socket = run.join("mux");
-    common::wait_for_socket(&socket, &mut child).unwrap();
+        .envs(pam.env());
+    let start = START.lock().unwrap_or_else(|e| e.into_inner());
+    let cyrus = Cyrus::start(command, &run);
     drop(start);
-    let cyrus = Cyrus { child, socket };
     let ours = pam.daemon(&[]);
     let rows = [
         ("alice", "wonderland", "sasl-test"),

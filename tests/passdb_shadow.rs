@@ -7,10 +7,10 @@ mod common;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{frame, peer, raw_exchange, Daemon};
+use common::{frame, peer, raw_exchange, Cyrus, Daemon};
 
 const PASSWORD: &str = "s3cret pass";
 
@@ -262,51 +262,30 @@ fn a_changed_hash_takes_effect_at_once_even_with_the_cache() {
 }
 
 /// Cyrus's `saslauthd -a shadow` with nss_wrapper standing in for the system's databases
-/// (it uses getspnam, which nss_wrapper intercepts). `setsid`: its `-d` SIGTERM signals its
-/// whole process group.
-struct Cyrus {
-    child: Child,
-    socket: PathBuf,
-}
-
-impl Cyrus {
-    fn start(dir: &Path, extra: &[&str]) -> Option<Cyrus> {
-        let saslauthd = peer("saslauthd")?;
-        let wrapper = [
-            "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so",
-            "/usr/lib/libnss_wrapper.so",
-        ]
-        .into_iter()
-        .find(|p| Path::new(p).exists());
-        let Some(wrapper) = wrapper else {
-            return peer("libnss_wrapper.so").map(|_| unreachable!());
-        };
-        let run = dir.join("cyrus-run");
-        std::fs::create_dir_all(&run).unwrap();
-        let mut child = Command::new("setsid")
-            .arg(&saslauthd)
-            .args(["-a", "shadow", "-d", "-n", "2", "-m"])
-            .arg(&run)
-            .args(extra)
-            .env("LD_PRELOAD", wrapper)
-            .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
-            .env("NSS_WRAPPER_GROUP", dir.join("group"))
-            .env("NSS_WRAPPER_SHADOW", dir.join("shadow"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let socket = run.join("mux");
-        common::wait_for_socket(&socket, &mut child).unwrap();
-        Some(Cyrus { child, socket })
-    }
-}
-
-impl Drop for Cyrus {
-    fn drop(&mut self) {
-        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
-        let _ = self.child.wait();
-    }
+/// (it uses getspnam, which nss_wrapper intercepts).
+fn cyrus_shadow(dir: &Path, extra: &[&str]) -> Option<Cyrus> {
+    let saslauthd = peer("saslauthd")?;
+    let wrapper = [
+        "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so",
+        "/usr/lib/libnss_wrapper.so",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists());
+    let Some(wrapper) = wrapper else {
+        return peer("libnss_wrapper.so").map(|_| unreachable!());
+    };
+    let run = dir.join("cyrus-run");
+    let mut command = Cyrus::command();
+    command
+        .arg(&saslauthd)
+        .args(["-a", "shadow", "-d", "-n", "2", "-m"])
+        .arg(&run)
+        .args(extra)
+        .env("LD_PRELOAD", wrapper)
+        .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
+        .env("NSS_WRAPPER_GROUP", dir.join("group"))
+        .env("NSS_WRAPPER_SHADOW", dir.join("shadow"));
+    Some(Cyrus::start(command, &run))
 }
 
 #[test]
@@ -316,7 +295,7 @@ fn differential_against_cyrus_shadow() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (shadow, users) = write_fixtures(dir.path(), &mkpasswd);
-    let Some(cyrus) = Cyrus::start(dir.path(), &[]) else {
+    let Some(cyrus) = cyrus_shadow(dir.path(), &[]) else {
         return;
     };
     let ours = shadow_daemon(&shadow, &[]);
@@ -360,7 +339,7 @@ fn cyrus_cache_accepts_an_old_password_ours_does_not() {
         std::fs::write(&shadow, format!("yescrypt:{hash}:19000:0:99999:7:::\n")).unwrap();
     };
     set("oldpw");
-    let Some(cyrus) = Cyrus::start(dir.path(), &["-c"]) else {
+    let Some(cyrus) = cyrus_shadow(dir.path(), &["-c"]) else {
         return;
     };
     let ours = shadow_daemon(&shadow, &["-c"]);

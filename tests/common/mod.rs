@@ -250,3 +250,44 @@ pub fn frame(fields: &[&[u8]]) -> Vec<u8> {
     }
     out
 }
+
+/// Debian's own Cyrus `saslauthd`, for side-by-side runs. It is started through `setsid`,
+/// because in `-d` mode its SIGTERM handler signals its whole process group; dropping this
+/// kills that group.
+pub struct Cyrus {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Cyrus {
+    /// `setsid`, to which the caller adds the program and its arguments (which must put the
+    /// socket in `run_dir`) and its environment.
+    pub fn command() -> Command {
+        Command::new("setsid")
+    }
+
+    /// Starts `command` and waits until `run_dir/mux` answers.
+    pub fn start(mut command: Command, run_dir: &Path) -> Cyrus {
+        std::fs::create_dir_all(run_dir).unwrap();
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut cyrus = Cyrus {
+            child,
+            socket: run_dir.join("mux"),
+        };
+        if let Err(e) = wait_for_socket(&cyrus.socket, &mut cyrus.child) {
+            panic!("Cyrus saslauthd: {e}");
+        }
+        cyrus
+    }
+}
+
+impl Drop for Cyrus {
+    fn drop(&mut self) {
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
