@@ -129,6 +129,22 @@ impl Authenticator {
         outcome
     }
 
+    /// Waits the failure delay for a failure that never reached the passdb (SASL data that
+    /// makes no sense), so it looks like any other failure.
+    pub async fn failure_pause(&self, client_addr: Option<&[u8]>) {
+        let peer = client_addr.and_then(PeerKey::parse);
+        let delay = self.penalty.on_failure(
+            peer,
+            [0xff; 32],
+            Duration::ZERO,
+            std::time::Instant::now(),
+            crate::random::u64(),
+        );
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     async fn check(&self, request: &AuthRequest, password: Password) -> Outcome {
         if request.login.is_empty() {
             return Outcome::Refused(Refusal::EmptyLogin);

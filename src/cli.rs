@@ -21,6 +21,11 @@ pub const SPEC: Spec<'static> = Spec {
         ("shadow-file", true),
         ("pam-service", true),
         ("failure-delay", true),
+        ("dovecot-socket", true),
+        ("dovecot-socket-owner", true),
+        ("dovecot-socket-mode", true),
+        ("dovecot-no-realm-split", false),
+        ("dovecot-temp-fail", false),
         ("help", false),
         ("version", false),
     ],
@@ -90,6 +95,13 @@ long options:
   --pam-service <name>     PAM service for -a pam (default: the request's service).
   --failure-delay <secs>   Delay before a failure is answered, doubling per client
                            address up to a 4.5 s cap (default 2; 0 = off).
+  --dovecot-socket <path>  Also serve Dovecot's auth protocol there (Postfix
+                           smtpd_sasl_type = dovecot); mechanisms PLAIN, LOGIN.
+  --dovecot-socket-owner <user[:group]>   Owner of that socket.
+  --dovecot-socket-mode <octal>           Its mode (default 0660).
+  --dovecot-no-realm-split Keep user@realm whole as the user name.
+  --dovecot-temp-fail      On a backend failure send FAIL code=temp_fail instead of
+                           closing the connection.
 "
     )
 }
@@ -189,6 +201,17 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
                     number("--failure-delay", opt.str_value()?)?,
                 )?;
             }
+            "dovecot-socket" => {
+                config.dovecot_socket = Some(PathBuf::from(opt.value.clone().unwrap_or_default()))
+            }
+            "dovecot-socket-owner" => {
+                config.dovecot_socket_owner = Some(opt.str_value()?.to_owned())
+            }
+            "dovecot-socket-mode" => {
+                config.dovecot_socket_mode = config::parse_mode(opt.str_value()?)?
+            }
+            "dovecot-no-realm-split" => config.dovecot_split_realm = false,
+            "dovecot-temp-fail" => config.dovecot_temp_fail = true,
             "config" => {}
             other => unreachable!("option {other} is in SPEC but not handled"),
         }

@@ -13,6 +13,11 @@
 //! shadow_file = "/etc/shadow"  # --shadow-file; default: getspnam_r (NSS)
 //! pam_service = "smtp"         # --pam-service; default: the request's service
 //! failure_delay = 2.0          # --failure-delay, seconds; 0 turns throttling off
+//! dovecot_socket = "/var/spool/postfix/private/auth"   # --dovecot-socket
+//! dovecot_socket_owner = "postfix:postfix"             # --dovecot-socket-owner
+//! dovecot_socket_mode = "0660"                         # --dovecot-socket-mode
+//! dovecot_split_realm = true   # false: --dovecot-no-realm-split
+//! dovecot_temp_fail = false    # --dovecot-temp-fail
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -65,6 +70,17 @@ pub struct Config {
     pub pam_service: Option<String>,
     /// `--failure-delay`: the base delay before a failure is answered (0 = none).
     pub failure_delay: Duration,
+    /// `--dovecot-socket`: also serve Dovecot's auth-client protocol here.
+    pub dovecot_socket: Option<PathBuf>,
+    /// `--dovecot-socket-owner USER[:GROUP]`.
+    pub dovecot_socket_owner: Option<String>,
+    /// `--dovecot-socket-mode`.
+    pub dovecot_socket_mode: u32,
+    /// `--dovecot-no-realm-split`: keep `user@realm` whole as the authid.
+    pub dovecot_split_realm: bool,
+    /// `--dovecot-temp-fail`: on a backend failure answer `FAIL code=temp_fail` instead of
+    /// closing the connection.
+    pub dovecot_temp_fail: bool,
 }
 
 impl Default for Config {
@@ -88,6 +104,11 @@ impl Default for Config {
             shadow_file: None,
             pam_service: None,
             failure_delay: Duration::from_secs(2),
+            dovecot_socket: None,
+            dovecot_socket_owner: None,
+            dovecot_socket_mode: 0o660,
+            dovecot_split_realm: true,
+            dovecot_temp_fail: false,
         }
     }
 }
@@ -114,6 +135,11 @@ struct FileConfig {
     shadow_file: Option<PathBuf>,
     pam_service: Option<String>,
     failure_delay: Option<f64>,
+    dovecot_socket: Option<PathBuf>,
+    dovecot_socket_owner: Option<String>,
+    dovecot_socket_mode: Option<String>,
+    dovecot_split_realm: Option<bool>,
+    dovecot_temp_fail: Option<bool>,
 }
 
 /// A setting that cannot be used; the text names the setting and the problem.
@@ -188,6 +214,21 @@ impl Config {
         }
         if let Some(secs) = file.failure_delay {
             self.failure_delay = delay_secs("failure_delay", secs)?;
+        }
+        if let Some(path) = file.dovecot_socket {
+            self.dovecot_socket = Some(path);
+        }
+        if let Some(owner) = file.dovecot_socket_owner {
+            self.dovecot_socket_owner = Some(owner);
+        }
+        if let Some(mode) = file.dovecot_socket_mode {
+            self.dovecot_socket_mode = parse_mode(&mode)?;
+        }
+        if let Some(v) = file.dovecot_split_realm {
+            self.dovecot_split_realm = v;
+        }
+        if let Some(v) = file.dovecot_temp_fail {
+            self.dovecot_temp_fail = v;
         }
         Ok(())
     }

@@ -10,6 +10,7 @@ use saslauthd_rs::cli::{self, CliError, Command};
 use saslauthd_rs::config::Config;
 use saslauthd_rs::passdb::{Pam, Passdb, PassdbKind, Sasldb, Shadow, ShadowSource};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
+use saslauthd_rs::server_dovecot::{serve_dovecot, DovecotOptions};
 use saslauthd_rs::{request, server};
 
 fn main() -> ExitCode {
@@ -85,6 +86,22 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     let socket = config.socket_path();
     let listener = server::bind_mux(&config.run_dir, config.socket_mode)
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
+    let dovecot_listener = match &config.dovecot_socket {
+        None => None,
+        Some(path) => {
+            let owner = match &config.dovecot_socket_owner {
+                Some(spec) => Some(
+                    server::resolve_owner(spec)
+                        .map_err(|e| format!("--dovecot-socket-owner: {e}"))?,
+                ),
+                None => None,
+            };
+            Some(
+                server::bind_socket(path, config.dovecot_socket_mode, owner)
+                    .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
+            )
+        }
+    };
     let pidfile = if config.foreground {
         None
     } else {
@@ -148,10 +165,51 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             auth.passdb().kind(),
             request::Printable(&auth_realm(config)),
         );
-        server::serve_saslauthd(listener, auth, limits, shutdown_signal()).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let dovecot = match dovecot_listener {
+            Some(l) => Some(
+                tokio::net::UnixListener::from_std(l)
+                    .map_err(|e| format!("cannot register the dovecot socket: {e}"))?,
+            ),
+            None => None,
+        };
+        let options = DovecotOptions {
+            split_realm: config.dovecot_split_realm,
+            temp_fail: config.dovecot_temp_fail,
+            ..DovecotOptions::default()
+        };
+        if let Some(path) = &config.dovecot_socket {
+            tracing::info!("also serving Dovecot's auth protocol on {}", path.display());
+        }
+        let mux = server::serve_saslauthd(
+            listener,
+            Arc::clone(&auth),
+            limits,
+            stop.clone().cancelled_owned(),
+        );
+        let dove = async {
+            if let Some(l) = dovecot {
+                serve_dovecot(
+                    l,
+                    Arc::clone(&auth),
+                    limits,
+                    options,
+                    stop.clone().cancelled_owned(),
+                )
+                .await;
+            }
+        };
+        let signal = async {
+            shutdown_signal().await;
+            stop.cancel();
+        };
+        tokio::join!(mux, dove, signal);
         Ok::<_, String>(())
     })?;
     let _ = std::fs::remove_file(&socket);
+    if let Some(path) = &config.dovecot_socket {
+        let _ = std::fs::remove_file(path);
+    }
     if let Some(pidfile) = pidfile {
         let _ = std::fs::remove_file(pidfile);
     }

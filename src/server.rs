@@ -68,11 +68,20 @@ pub fn create_run_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Binds `<dir>/mux` with `mode`, non-blocking, ready for [`UnixListener::from_std`]. A stale
-/// socket from an earlier run is replaced (the caller holds the pid lock, so no running
-/// daemon owns it); any other file at that path is an error.
+/// Binds `<dir>/mux` with `mode`, non-blocking, ready for [`UnixListener::from_std`].
 pub fn bind_mux(dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
-    let path = dir.join("mux");
+    bind_socket(&dir.join("mux"), mode, None)
+}
+
+/// Binds a Unix socket at `path` with `mode` (and `owner`, uid and gid, when given),
+/// non-blocking. A stale socket from an earlier run is replaced (the caller holds the pid
+/// lock, so no running daemon owns it); any other file at that path is an error, and so is a
+/// path too long for `sun_path`.
+pub fn bind_socket(
+    path: &Path,
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> io::Result<std::os::unix::net::UnixListener> {
     let len = path.as_os_str().len();
     if len > MAX_SOCKET_PATH {
         return Err(io::Error::new(
@@ -84,8 +93,8 @@ pub fn bind_mux(dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixLis
             ),
         ));
     }
-    match fs::symlink_metadata(&path) {
-        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(&path)?,
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path)?,
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -98,10 +107,48 @@ pub fn bind_mux(dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixLis
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = std::os::unix::net::UnixListener::bind(&path)?;
-    fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
+}
+
+/// Resolves `user[:group]` to a uid and gid (the user's primary group when no group is
+/// named). Runs at start-up, before any thread.
+pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| format!("bad name {s:?}"));
+    let user_c = c(user)?;
+    // SAFETY: getpwnam/getgrnam return pointers to static storage, read at once; the daemon
+    // is still single-threaded here.
+    let (uid, primary) = unsafe {
+        let pw = libc::getpwnam(user_c.as_ptr());
+        if pw.is_null() {
+            return Err(format!("no such user {user:?}"));
+        }
+        ((*pw).pw_uid, (*pw).pw_gid)
+    };
+    let gid = match group {
+        None | Some("") => primary,
+        Some(group) => {
+            let group_c = c(group)?;
+            // SAFETY: as above.
+            unsafe {
+                let gr = libc::getgrnam(group_c.as_ptr());
+                if gr.is_null() {
+                    return Err(format!("no such group {group:?}"));
+                }
+                (*gr).gr_gid
+            }
+        }
+    };
+    Ok((uid, gid))
 }
 
 /// Serves the saslauthd protocol on `listener` until `shutdown` completes.
@@ -111,6 +158,27 @@ pub async fn serve_saslauthd(
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
+    let read_timeout = limits.read_timeout;
+    serve(listener, limits, shutdown, move |stream, token| {
+        let auth = Arc::clone(&auth);
+        async move { handle_connection(stream, &auth, read_timeout, &token).await }
+    })
+    .await
+}
+
+/// The accept loop both protocols share: a task per connection, at most
+/// `limits.max_connections` at once (more are closed at accept), accept errors backed off;
+/// on `shutdown` the loop stops, `token` tells connections to finish, and requests being
+/// answered get `limits.shutdown_grace`.
+pub async fn serve<F, Fut>(
+    listener: UnixListener,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+    handle: F,
+) where
+    F: Fn(UnixStream, CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let token = CancellationToken::new();
     let tracker = TaskTracker::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -144,10 +212,9 @@ pub async fn serve_saslauthd(
             drop(stream);
             continue;
         };
-        let auth = Arc::clone(&auth);
-        let token = token.clone();
+        let connection = handle(stream, token.clone());
         tracker.spawn(async move {
-            handle_connection(stream, &auth, limits.read_timeout, &token).await;
+            connection.await;
             drop(permit);
         });
     }

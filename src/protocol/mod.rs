@@ -4,4 +4,5 @@
 //! - [`saslauthd`]: Cyrus's `mux` socket (libsasl2 `pwcheck_method: saslauthd`, Postfix
 //!   `smtpd_sasl_type = cyrus`, sendmail, Cyrus IMAP).
 
+pub mod dovecot;
 pub mod saslauthd;

@@ -1,0 +1,456 @@
+//! Connections of Dovecot's auth-client protocol (`--dovecot-socket`): the handshake on
+//! accept, then `AUTH` / `CONT` / `CANCEL` lines, many requests multiplexed on one long-lived
+//! connection (Postfix keeps one per smtpd process). Each request that reaches the passdb runs
+//! in its own task, so a slow or delayed one never holds up another; replies come back to the
+//! connection through a channel and are written in the order they finish.
+//!
+//! Disconnects, as Dovecot: a bad or missing `VERSION`, `CPID`, an unknown command or
+//! mechanism, a missing `service=`, id 0, a duplicate active id, parameters after `resp=`, a
+//! line over 16 KiB. Everything about the user's data (bad base64, a wrong password, garbage
+//! SASL input) is a `FAIL`, never a disconnect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::{Authenticator, Outcome};
+use crate::mech::{self, Mechanism, Step};
+use crate::passdb::PassdbResult;
+use crate::protocol::dovecot::{self, ClientLine, MAX_LINE};
+use crate::request::AuthRequest;
+
+/// How a Dovecot-protocol listener behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct DovecotOptions {
+    /// Split a user name at its last `@` into sasldb authid and realm (as libsasl2 does
+    /// before it asks saslauthd). Off for sites whose authids hold `@`.
+    pub split_realm: bool,
+    /// When the passdb breaks, answer `FAIL ... code=temp_fail` instead of closing the
+    /// connection (Postfix answers a closed connection with 454, a temporary error).
+    pub temp_fail: bool,
+    /// Requests in flight on one connection at most; more is a protocol error.
+    pub max_requests: usize,
+    /// A request waiting for `CONT` is forgotten after this (Dovecot: 150 s).
+    pub request_timeout: Duration,
+    /// The client must finish `VERSION` and `CPID` within this.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for DovecotOptions {
+    fn default() -> Self {
+        DovecotOptions {
+            split_realm: true,
+            temp_fail: false,
+            max_requests: 4096,
+            request_timeout: Duration::from_secs(150),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A request between `AUTH` and its end.
+struct Active {
+    mech: Mechanism,
+    service: Vec<u8>,
+    rip: Option<Vec<u8>>,
+    started: Instant,
+    /// Waiting for the passdb (a `CONT` now is unexpected).
+    busy: bool,
+    /// Tells a late result from an earlier request that reused the id.
+    seq: u64,
+}
+
+/// A finished check, sent back to the connection.
+enum Done {
+    Reply {
+        id: u32,
+        seq: u64,
+        line: Vec<u8>,
+    },
+    /// The passdb broke and the connection is to be closed.
+    Close {
+        id: u32,
+        seq: u64,
+    },
+}
+
+/// What the connection does after a line.
+enum Next {
+    Continue,
+    Disconnect(String),
+}
+
+/// Serves one connection until the client leaves, breaks the protocol, or shutdown.
+pub async fn handle_connection(
+    mut stream: UnixStream,
+    auth: Arc<Authenticator>,
+    options: DovecotOptions,
+    handshake: Arc<Vec<u8>>,
+    token: CancellationToken,
+) {
+    if stream.write_all(&handshake).await.is_err() {
+        return;
+    }
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        auth,
+        options,
+        client_minor: None,
+        has_cpid: false,
+        requests: HashMap::new(),
+        seq: 0,
+        out: Vec::new(),
+        done_tx,
+    };
+    let mut buf: Vec<u8> = Vec::with_capacity(1024);
+    let mut chunk = vec![0u8; 4096];
+    let handshake_deadline = Instant::now() + options.handshake_timeout;
+    let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        if !conn.out.is_empty() {
+            let out = std::mem::take(&mut conn.out);
+            // A client that never reads its replies is dropped, not waited for.
+            match tokio::time::timeout(Duration::from_secs(30), stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                _ => return,
+            }
+        }
+        let handshaken = conn.has_cpid;
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            done = done_rx.recv() => match done {
+                Some(done) => if !conn.finish(done) {
+                    tracing::warn!("dovecot: passdb failure; closing the connection (the client will report a temporary error)");
+                    return;
+                },
+                None => return,
+            },
+            read = stream.read(&mut chunk) => {
+                let n = match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=end).collect();
+                    if line.len() > MAX_LINE {
+                        tracing::info!("dovecot: disconnecting a client: a line over {MAX_LINE} bytes");
+                        return;
+                    }
+                    if let Next::Disconnect(why) = conn.handle_line(&line[..line.len() - 1]) {
+                        tracing::info!("dovecot: disconnecting a client: {why}");
+                        let _ = stream.write_all(&conn.out).await;
+                        return;
+                    }
+                }
+                if buf.len() >= MAX_LINE {
+                    tracing::info!("dovecot: disconnecting a client: a line over {MAX_LINE} bytes");
+                    return;
+                }
+            },
+            _ = tokio::time::sleep_until(handshake_deadline), if !handshaken => {
+                tracing::info!("dovecot: no VERSION and CPID within {:?}; closing", options.handshake_timeout);
+                return;
+            },
+            _ = sweep.tick() => conn.expire(),
+        }
+    }
+}
+
+struct Connection {
+    auth: Arc<Authenticator>,
+    options: DovecotOptions,
+    client_minor: Option<u32>,
+    has_cpid: bool,
+    requests: HashMap<u32, Active>,
+    seq: u64,
+    out: Vec<u8>,
+    done_tx: mpsc::UnboundedSender<Done>,
+}
+
+impl Connection {
+    fn handle_line(&mut self, line: &[u8]) -> Next {
+        let minor = self.client_minor.unwrap_or(0);
+        let parsed = match dovecot::parse_line(line, minor) {
+            Ok(parsed) => parsed,
+            Err(e) => return Next::Disconnect(e.0),
+        };
+        match (self.client_minor, self.has_cpid, parsed) {
+            (None, _, ClientLine::Version(1, minor)) => {
+                self.client_minor = Some(minor);
+                Next::Continue
+            }
+            (None, _, ClientLine::Version(major, _)) => {
+                Next::Disconnect(format!("protocol major version {major} is not 1"))
+            }
+            (None, _, _) => Next::Disconnect("the first line is not VERSION".into()),
+            (Some(_), false, ClientLine::Cpid(_)) => {
+                self.has_cpid = true;
+                Next::Continue
+            }
+            (Some(_), false, _) => Next::Disconnect("CPID expected after VERSION".into()),
+            (Some(_), true, ClientLine::Auth(a)) => self.auth_begin(a),
+            (Some(_), true, ClientLine::Cont(id, data)) => {
+                self.cont(id, &data);
+                Next::Continue
+            }
+            (Some(_), true, ClientLine::Cancel(id)) => {
+                self.requests.remove(&id);
+                Next::Continue
+            }
+            (Some(_), true, _) => Next::Disconnect("handshake command after the handshake".into()),
+        }
+    }
+
+    fn auth_begin(&mut self, a: dovecot::Auth) -> Next {
+        if self.requests.contains_key(&a.id) {
+            return Next::Disconnect(format!("duplicate request id {}", a.id));
+        }
+        if self.requests.len() >= self.options.max_requests {
+            return Next::Disconnect(format!(
+                "more than {} requests in flight",
+                self.options.max_requests
+            ));
+        }
+        let Some(mech) = Mechanism::start(&a.mech) else {
+            return Next::Disconnect(format!("unsupported mechanism {:?}", a.mech));
+        };
+        let input = match a.resp.as_deref().map(|r| BASE64.decode(r)) {
+            None => None,
+            Some(Ok(data)) => Some(data),
+            Some(Err(_)) => {
+                self.out.extend(dovecot::fail(
+                    a.id,
+                    None,
+                    Some("invalid_base64"),
+                    Some("Invalid base64 data in initial response"),
+                ));
+                return Next::Continue;
+            }
+        };
+        self.seq += 1;
+        self.requests.insert(
+            a.id,
+            Active {
+                mech,
+                service: a.service,
+                rip: a.rip,
+                started: Instant::now(),
+                busy: false,
+                seq: self.seq,
+            },
+        );
+        self.step(a.id, input.as_deref());
+        Next::Continue
+    }
+
+    fn cont(&mut self, id: u32, data: &[u8]) {
+        let Some(active) = self.requests.get_mut(&id) else {
+            self.out.extend(dovecot::fail(
+                id,
+                None,
+                None,
+                Some("Authentication request timed out"),
+            ));
+            return;
+        };
+        if active.busy {
+            self.requests.remove(&id);
+            self.out.extend(dovecot::fail(
+                id,
+                None,
+                None,
+                Some("Unexpected continuation"),
+            ));
+            return;
+        }
+        match BASE64.decode(data) {
+            Ok(input) => self.step(id, Some(&input)),
+            Err(_) => {
+                self.requests.remove(&id);
+                self.out.extend(dovecot::fail(
+                    id,
+                    None,
+                    Some("invalid_base64"),
+                    Some("Invalid base64 data in continued response"),
+                ));
+            }
+        }
+    }
+
+    /// Feeds the mechanism and acts on its step.
+    fn step(&mut self, id: u32, input: Option<&[u8]>) {
+        let Some(active) = self.requests.get_mut(&id) else {
+            return;
+        };
+        match active.mech.step(input) {
+            Step::Challenge(challenge) => {
+                // Nothing follows a challenge on the line: the client answers with CONT.
+                self.out
+                    .extend(dovecot::cont(id, &BASE64.encode(challenge)));
+            }
+            Step::Fail(why) => {
+                active.busy = true;
+                tracing::info!("dovecot: request {id}: {why}");
+                let (auth, rip, seq, tx) = (
+                    Arc::clone(&self.auth),
+                    active.rip.clone(),
+                    active.seq,
+                    self.done_tx.clone(),
+                );
+                tokio::spawn(async move {
+                    auth.failure_pause(rip.as_deref()).await;
+                    let _ = tx.send(Done::Reply {
+                        id,
+                        seq,
+                        line: dovecot::fail(id, None, None, None),
+                    });
+                });
+            }
+            Step::VerifyPlain { user, password } => {
+                active.busy = true;
+                let (login, realm) = split_user(&user, self.options.split_realm);
+                let request = AuthRequest {
+                    login,
+                    realm,
+                    service: active.service.clone(),
+                    client_addr: active.rip.clone(),
+                };
+                let (auth, seq, tx, temp_fail) = (
+                    Arc::clone(&self.auth),
+                    active.seq,
+                    self.done_tx.clone(),
+                    self.options.temp_fail,
+                );
+                tokio::spawn(async move {
+                    let outcome = auth.verify_plain(&request, password).await;
+                    let done = match outcome {
+                        Outcome::Verdict(PassdbResult::Ok) => Done::Reply {
+                            id,
+                            seq,
+                            line: dovecot::ok(id, &user, None),
+                        },
+                        Outcome::Verdict(PassdbResult::UserDisabled) => Done::Reply {
+                            id,
+                            seq,
+                            line: dovecot::fail(id, Some(&user), Some("user_disabled"), None),
+                        },
+                        Outcome::Verdict(PassdbResult::PassExpired) => Done::Reply {
+                            id,
+                            seq,
+                            line: dovecot::fail(id, Some(&user), Some("pass_expired"), None),
+                        },
+                        Outcome::Verdict(_) | Outcome::Refused(_) => Done::Reply {
+                            id,
+                            seq,
+                            line: dovecot::fail(id, Some(&user), None, None),
+                        },
+                        Outcome::Error(_) if temp_fail => Done::Reply {
+                            id,
+                            seq,
+                            line: dovecot::fail(id, Some(&user), Some("temp_fail"), None),
+                        },
+                        Outcome::Error(_) => Done::Close { id, seq },
+                    };
+                    let _ = tx.send(done);
+                });
+            }
+        }
+    }
+
+    /// Applies a finished check; `false` means close the connection.
+    fn finish(&mut self, done: Done) -> bool {
+        let (id, seq) = match &done {
+            Done::Reply { id, seq, .. } | Done::Close { id, seq } => (*id, *seq),
+        };
+        // Cancelled, or the id was reused by a newer request: the result is dropped.
+        if self.requests.get(&id).is_none_or(|a| a.seq != seq) {
+            return true;
+        }
+        self.requests.remove(&id);
+        match done {
+            Done::Reply { line, .. } => {
+                self.out.extend(line);
+                true
+            }
+            Done::Close { .. } => false,
+        }
+    }
+
+    /// Forgets requests that waited too long for a CONT (silently, as Dovecot).
+    fn expire(&mut self) {
+        let timeout = self.options.request_timeout;
+        self.requests
+            .retain(|_, a| a.busy || a.started.elapsed() < timeout);
+    }
+}
+
+/// Splits a user name at its last `@` into (authid, realm), as libsasl2 does before it asks
+/// saslauthd; without `@` (or with `split` off) the realm is empty, meaning the default realm.
+pub fn split_user(user: &[u8], split: bool) -> (Vec<u8>, Vec<u8>) {
+    match user.iter().rposition(|&b| b == b'@') {
+        Some(at) if split => (user[..at].to_vec(), user[at + 1..].to_vec()),
+        _ => (user.to_vec(), Vec::new()),
+    }
+}
+
+/// Serves Dovecot's auth-client protocol on `listener` until `shutdown` completes.
+pub async fn serve_dovecot(
+    listener: tokio::net::UnixListener,
+    auth: Arc<Authenticator>,
+    limits: crate::server::Limits,
+    options: DovecotOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let cuid = std::sync::atomic::AtomicU32::new(0);
+    crate::server::serve(listener, limits, shutdown, move |stream, token| {
+        let n = cuid.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        handle_connection(
+            stream,
+            Arc::clone(&auth),
+            options,
+            Arc::new(handshake(n)),
+            token,
+        )
+    })
+    .await
+}
+
+/// The handshake for this daemon's mechanisms.
+pub fn handshake(cuid: u32) -> Vec<u8> {
+    let mut cookie = [0u8; 16];
+    crate::random::fill(&mut cookie);
+    dovecot::handshake(mech::OFFERED, std::process::id(), cuid, &cookie)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_split_at_the_last_at() {
+        let s = |u: &str, split| {
+            let (a, r) = split_user(u.as_bytes(), split);
+            (String::from_utf8(a).unwrap(), String::from_utf8(r).unwrap())
+        };
+        assert_eq!(
+            s("alice@example.org", true),
+            ("alice".into(), "example.org".into())
+        );
+        assert_eq!(s("a@b@c", true), ("a@b".into(), "c".into()));
+        assert_eq!(s("alice", true), ("alice".into(), "".into()));
+        assert_eq!(
+            s("alice@example.org", false),
+            ("alice@example.org".into(), "".into())
+        );
+    }
+}

@@ -1,0 +1,448 @@
+//! Dovecot's auth-client protocol over the daemon's real socket: the handshake, Postfix's and
+//! doveadm's exact lines, PLAIN and LOGIN, multiplexing, and every disconnect case.
+
+mod common;
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use common::{peer, Daemon, USERS};
+
+fn dovecot_daemon(extra: &[&str]) -> (Daemon, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    common::make_sasldb(&sasldb, USERS);
+    let auth = dir.path().join("auth");
+    let mut args: Vec<OsString> = vec![
+        "-a".into(),
+        "sasldb".into(),
+        "--sasldb".into(),
+        sasldb.clone().into(),
+        "--realm".into(),
+        "example.org".into(),
+        "--dovecot-socket".into(),
+        auth.clone().into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    let mut d = Daemon::spawn(dir, &args, &[]);
+    d.sasldb = sasldb;
+    (d, auth)
+}
+
+/// A client connection that has read the handshake.
+struct Client {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    handshake: String,
+}
+
+impl Client {
+    fn connect(path: &PathBuf) -> Client {
+        let stream = UnixStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut handshake = String::new();
+        while !handshake.ends_with("DONE\n") {
+            let mut line = String::new();
+            assert!(
+                reader.read_line(&mut line).unwrap() > 0,
+                "EOF in handshake: {handshake:?}"
+            );
+            handshake.push_str(&line);
+        }
+        Client {
+            reader,
+            writer,
+            handshake,
+        }
+    }
+
+    /// As Postfix does: VERSION 1 0 and CPID.
+    fn postfix(path: &PathBuf) -> Client {
+        let mut c = Client::connect(path);
+        c.send("VERSION\t1\t0\nCPID\t4242\n");
+        c
+    }
+
+    fn send(&mut self, text: &str) {
+        self.writer.write_all(text.as_bytes()).unwrap();
+    }
+
+    fn line_bytes(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).unwrap();
+        line
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        line
+    }
+
+    /// Whether the server closed the connection (EOF within 5 s).
+    fn closed(&mut self) -> bool {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            // Closed while our unread lines were still queued on its side.
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
+}
+
+fn plain(user: &str, password: &str) -> String {
+    B64.encode(format!("\0{user}\0{password}"))
+}
+
+#[test]
+fn handshake_on_accept() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let c = Client::connect(&auth);
+    let lines: Vec<&str> = c.handshake.lines().collect();
+    assert_eq!(lines[0], "VERSION\t1\t2");
+    assert_eq!(
+        &lines[1..3],
+        ["MECH\tPLAIN\tplaintext", "MECH\tLOGIN\tplaintext"]
+    );
+    assert!(
+        lines[3].starts_with("SPID\t") && lines[3][5..].parse::<u32>().is_ok(),
+        "{lines:?}"
+    );
+    assert_eq!(lines[4], "CUID\t1");
+    let cookie = lines[5].strip_prefix("COOKIE\t").unwrap();
+    assert!(
+        cookie.len() == 32 && cookie.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{cookie}"
+    );
+    assert_eq!(lines[6], "DONE");
+    let second = Client::connect(&auth);
+    assert!(second.handshake.contains("CUID\t2\n"));
+    assert_ne!(
+        second.handshake.lines().nth(5),
+        Some(lines[5]),
+        "a fresh cookie each time"
+    );
+}
+
+#[test]
+fn postfix_plain_and_login() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let mut c = Client::postfix(&auth);
+    // Postfix 3.7's exact AUTH line (minor 0: an empty resp= means none).
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=127.0.0.1\tresp={}\n",
+        plain("alice@example.org", "secret")
+    ));
+    assert_eq!(c.line(), "OK\t1\tuser=alice@example.org\n");
+    c.send(&format!(
+        "AUTH\t2\tPLAIN\tservice=smtp\tnologin\tresp={}\n",
+        plain("alice", "wrong")
+    ));
+    assert_eq!(c.line(), "FAIL\t2\tuser=alice\n");
+    // No @: the default realm (--realm example.org).
+    c.send(&format!(
+        "AUTH\t3\tplain\tservice=smtp\tresp={}\n",
+        plain("bob", "correct horse battery staple")
+    ));
+    assert_eq!(c.line(), "OK\t3\tuser=bob\n");
+    // PLAIN without an initial response: an empty challenge, then the data.
+    c.send("AUTH\t4\tPLAIN\tservice=smtp\tresp=\n");
+    assert_eq!(c.line(), "CONT\t4\t\n");
+    c.send(&format!(
+        "CONT\t4\t{}\n",
+        plain("carol@mail.example.net", "pa:ss@wo rd!")
+    ));
+    assert_eq!(c.line(), "OK\t4\tuser=carol@mail.example.net\n");
+    // LOGIN, as Postfix relays it.
+    c.send("AUTH\t5\tLOGIN\tservice=smtp\tnologin\tresp=\n");
+    assert_eq!(c.line(), "CONT\t5\tVXNlcm5hbWU6\n");
+    c.send(&format!("CONT\t5\t{}\n", B64.encode("alice@other.test")));
+    assert_eq!(c.line(), "CONT\t5\tUGFzc3dvcmQ6\n");
+    c.send(&format!("CONT\t5\t{}\r\n", B64.encode("different-secret")));
+    assert_eq!(c.line(), "OK\t5\tuser=alice@other.test\n");
+    // LOGIN with the user name as initial response.
+    c.send(&format!(
+        "AUTH\t6\tLOGIN\tservice=smtp\tresp={}\n",
+        B64.encode("alice@example.org")
+    ));
+    assert_eq!(c.line(), "CONT\t6\tUGFzc3dvcmQ6\n");
+    c.send(&format!("CONT\t6\t{}\n", B64.encode("nope")));
+    assert_eq!(c.line(), "FAIL\t6\tuser=alice@example.org\n");
+}
+
+#[test]
+fn user_facing_failures_keep_the_connection() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let mut c = Client::postfix(&auth);
+    c.send("AUTH\t1\tPLAIN\tservice=smtp\tresp=!!!notb64\n");
+    assert_eq!(
+        c.line(),
+        "FAIL\t1\tcode=invalid_base64\treason=Invalid base64 data in initial response\n"
+    );
+    c.send("CONT\t99\tAAAA\n");
+    assert_eq!(
+        c.line(),
+        "FAIL\t99\treason=Authentication request timed out\n"
+    );
+    c.send("AUTH\t2\tLOGIN\tservice=smtp\n");
+    assert_eq!(c.line(), "CONT\t2\tVXNlcm5hbWU6\n");
+    c.send("CONT\t2\t=\n");
+    assert_eq!(
+        c.line(),
+        "FAIL\t2\tcode=invalid_base64\treason=Invalid base64 data in continued response\n"
+    );
+    // Garbage SASL data, a NUL in LOGIN, an authzid for someone else, invalid UTF-8.
+    c.send(&format!(
+        "AUTH\t3\tPLAIN\tservice=smtp\tresp={}\n",
+        B64.encode("only-one-field")
+    ));
+    assert_eq!(c.line(), "FAIL\t3\n");
+    c.send(&format!(
+        "AUTH\t4\tLOGIN\tservice=smtp\tresp={}\n",
+        B64.encode("ali\0ce")
+    ));
+    assert_eq!(c.line(), "FAIL\t4\n");
+    c.send(&format!(
+        "AUTH\t5\tPLAIN\tservice=smtp\tresp={}\n",
+        B64.encode("bob\0alice\0secret")
+    ));
+    assert_eq!(c.line(), "FAIL\t5\n");
+    c.send(&format!(
+        "AUTH\t6\tPLAIN\tservice=smtp\tresp={}\n",
+        B64.encode(b"\0\xff\xfe@example.org\0secret")
+    ));
+    // The name comes back as the client gave it (Dovecot does the same; Postfix makes it
+    // printable before it logs it).
+    assert_eq!(c.line_bytes(), b"FAIL\t6\tuser=\xff\xfe@example.org\n");
+    // CANCEL: no reply; the id is free again.
+    c.send("AUTH\t7\tLOGIN\tservice=smtp\n");
+    assert_eq!(c.line(), "CONT\t7\tVXNlcm5hbWU6\n");
+    c.send("CANCEL\t7\n");
+    c.send(&format!(
+        "AUTH\t7\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("alice@example.org", "secret")
+    ));
+    assert_eq!(c.line(), "OK\t7\tuser=alice@example.org\n");
+}
+
+#[test]
+fn disconnect_cases() {
+    let (d, auth) = dovecot_daemon(&[]);
+    let ir = plain("alice@example.org", "secret");
+    let cases: Vec<(&str, String)> = vec![
+        ("unknown command", "HELLO\n".into()),
+        (
+            "unknown mechanism",
+            "AUTH\t1\tDIGEST-MD5\tservice=smtp\n".into(),
+        ),
+        ("no service", format!("AUTH\t1\tPLAIN\tresp={ir}\n")),
+        ("id 0", format!("AUTH\t0\tPLAIN\tservice=smtp\tresp={ir}\n")),
+        (
+            "parameters after resp",
+            format!("AUTH\t1\tPLAIN\tservice=smtp\tresp={ir}\tfoo=bar\n"),
+        ),
+        (
+            "duplicate active id",
+            "AUTH\t1\tLOGIN\tservice=smtp\nAUTH\t1\tLOGIN\tservice=smtp\n".into(),
+        ),
+        ("CONT without data", "CONT\t1\n".into()),
+        (
+            "a line over 16 KiB",
+            format!(
+                "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+                "A".repeat(17_000)
+            ),
+        ),
+    ];
+    for (what, lines) in cases {
+        let mut c = Client::postfix(&auth);
+        c.send(&lines);
+        if what == "duplicate active id" {
+            assert_eq!(c.line(), "CONT\t1\tVXNlcm5hbWU6\n");
+        }
+        assert!(c.closed(), "{what}: not disconnected");
+    }
+    for (what, lines) in [
+        ("major version 2", "VERSION\t2\t0\nCPID\t1\n"),
+        (
+            "AUTH before CPID",
+            "VERSION\t1\t2\nAUTH\t1\tPLAIN\tservice=smtp\n",
+        ),
+        ("CPID 0", "VERSION\t1\t2\nCPID\t0\n"),
+        ("no VERSION", "CPID\t1\n"),
+    ] {
+        let mut c = Client::connect(&auth);
+        c.send(lines);
+        assert!(c.closed(), "{what}: not disconnected");
+    }
+    // The daemon still serves.
+    let mut c = Client::postfix(&auth);
+    c.send(&format!("AUTH\t1\tPLAIN\tservice=smtp\tresp={ir}\n"));
+    assert_eq!(c.line(), "OK\t1\tuser=alice@example.org\n");
+    assert!(
+        d.log_text()
+            .contains("disconnecting a client: unknown command"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn requests_are_multiplexed_and_a_delayed_failure_blocks_nothing() {
+    let (_d, auth) = dovecot_daemon(&["--failure-delay", "1"]);
+    let mut c = Client::postfix(&auth);
+    let start = Instant::now();
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={}\n",
+        plain("alice", "wrong")
+    ));
+    c.send(&format!(
+        "AUTH\t2\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("alice", "secret")
+    ));
+    assert_eq!(c.line(), "OK\t2\tuser=alice\n", "the success comes first");
+    assert_eq!(c.line(), "FAIL\t1\tuser=alice\n");
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "the failure waited"
+    );
+}
+
+#[test]
+fn many_ids_on_one_connection() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let mut c = Client::postfix(&auth);
+    // 20,000 requests pipelined in batches: every one answered.
+    let ir = plain("alice", "secret");
+    for batch in 0..20 {
+        let mut lines = String::new();
+        for i in 0..1000 {
+            let id = batch * 1000 + i + 1;
+            lines.push_str(&format!("AUTH\t{id}\tPLAIN\tservice=smtp\tresp={ir}\n"));
+        }
+        c.send(&lines);
+        for _ in 0..1000 {
+            assert!(c.line().starts_with("OK\t"));
+        }
+    }
+    // 100,000 requests left waiting for CONT: past the per-connection bound, a disconnect.
+    let mut c = Client::postfix(&auth);
+    let mut lines = String::new();
+    for id in 1..=100_000 {
+        lines.push_str(&format!("AUTH\t{id}\tLOGIN\tservice=smtp\n"));
+    }
+    let writer = std::thread::spawn({
+        let mut w = c.writer.try_clone().unwrap();
+        move || {
+            let _ = w.write_all(lines.as_bytes());
+        }
+    });
+    let mut answered = 0;
+    let mut line = String::new();
+    while c.reader.read_line(&mut line).unwrap_or(0) > 0 {
+        answered += 1;
+        line.clear();
+    }
+    writer.join().unwrap();
+    assert_eq!(
+        answered, 4096,
+        "challenges up to the bound, then the connection closed"
+    );
+    // Others are served.
+    let mut other = Client::postfix(&auth);
+    other.send(&format!("AUTH\t1\tPLAIN\tservice=smtp\tresp={ir}\n"));
+    assert_eq!(other.line(), "OK\t1\tuser=alice\n");
+}
+
+#[test]
+fn a_client_that_never_reads_does_not_stop_others() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let stuck = UnixStream::connect(&auth).unwrap();
+    let mut w = stuck.try_clone().unwrap();
+    let ir = plain("alice", "secret");
+    let flood = std::thread::spawn(move || {
+        let _ = w.write_all(b"VERSION\t1\t0\nCPID\t1\n");
+        w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        for id in 1..200_000u32 {
+            if w.write_all(format!("AUTH\t{id}\tPLAIN\tservice=smtp\tresp={ir}\n").as_bytes())
+                .is_err()
+            {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let mut c = Client::postfix(&auth);
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("alice", "secret")
+    ));
+    assert_eq!(c.line(), "OK\t1\tuser=alice\n");
+    flood.join().unwrap();
+    drop(stuck);
+}
+
+#[test]
+fn doveadm_auth_test() {
+    let Some(doveadm) = peer("doveadm") else {
+        return;
+    };
+    let (_d, auth) = dovecot_daemon(&[]);
+    let run = |user: &str, password: &str| {
+        let out = Command::new(&doveadm)
+            .args(["auth", "test", "-a"])
+            .arg(&auth)
+            .args([user, password])
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run("alice@example.org", "secret");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("auth succeeded"), "{out}");
+    assert_eq!(run("alice@example.org", "wrong").0, 77);
+    assert_eq!(run("nobody@example.org", "secret").0, 77);
+    assert_eq!(
+        run("bob", "correct horse battery staple").0,
+        0,
+        "default realm"
+    );
+}
+
+#[test]
+fn socket_owner_and_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: chown needs root");
+        return;
+    }
+    let (_d, auth) = dovecot_daemon(&[
+        "--dovecot-socket-owner",
+        "nobody:nogroup",
+        "--dovecot-socket-mode",
+        "0600",
+    ]);
+    let meta = std::fs::metadata(&auth).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), 65534);
+    let mut d = _d;
+    assert!(d.stop().success());
+    assert!(!auth.exists(), "socket removed at exit");
+}
