@@ -129,6 +129,43 @@ impl Authenticator {
         outcome
     }
 
+    /// The stored cleartext secret of a request's user (realm rules applied), for
+    /// mechanisms that compute with it (CRAM-MD5). Only passdbs with
+    /// [`Passdb::has_plaintext`] answer; those never block.
+    pub fn lookup_plaintext(
+        &self,
+        request: &AuthRequest,
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, PassdbError> {
+        if request.login.is_empty() || request.login.contains(&0) || request.realm.contains(&0) {
+            return Ok(None);
+        }
+        let realm = if request.realm.is_empty() {
+            &self.realms.default_realm
+        } else {
+            &request.realm
+        };
+        self.passdb.lookup_plaintext(&request.login, realm)
+    }
+
+    /// Records the end of an exchange that a mechanism decided itself (CRAM-MD5): the log
+    /// line, the throttle, and for a failure the failure delay.
+    pub async fn mech_verdict(&self, request: &AuthRequest, mech: &str, ok: bool) {
+        let user = Printable(&request.login);
+        let (service, realm) = (Printable(&request.service), Printable(&request.realm));
+        if ok {
+            tracing::debug!(
+                "auth success: [user={user}] [service={service}] [realm={realm}] [mech={mech}]"
+            );
+            self.penalty
+                .on_success(request.client_addr.as_deref().and_then(PeerKey::parse));
+        } else {
+            tracing::info!(
+                "auth failure: [user={user}] [service={service}] [realm={realm}] [mech={mech}] [reason=wrong response]"
+            );
+            self.failure_pause(request.client_addr.as_deref()).await;
+        }
+    }
+
     /// Waits the failure delay for a failure that never reached the passdb (SASL data that
     /// makes no sense), so it looks like any other failure.
     pub async fn failure_pause(&self, client_addr: Option<&[u8]>) {

@@ -59,6 +59,10 @@ impl Default for DovecotOptions {
 /// A request between `AUTH` and its end.
 struct Active {
     mech: Mechanism,
+    /// The mechanism's name, for log lines.
+    mech_name: String,
+    /// The user, once the mechanism has named one.
+    user: Option<Vec<u8>>,
     service: Vec<u8>,
     rip: Option<Vec<u8>>,
     started: Instant,
@@ -74,6 +78,12 @@ enum Done {
         id: u32,
         seq: u64,
         line: Vec<u8>,
+    },
+    /// A looked-up secret for a mechanism that asked for one.
+    Secret {
+        id: u32,
+        seq: u64,
+        secret: Option<zeroize::Zeroizing<Vec<u8>>>,
     },
     /// The passdb broke and the connection is to be closed.
     Close {
@@ -99,6 +109,13 @@ pub async fn handle_connection(
     if stream.write_all(&handshake).await.is_err() {
         return;
     }
+    let auth_has_plaintext = auth.passdb().has_plaintext();
+    let host: Arc<str> = Arc::from(
+        String::from_utf8_lossy(
+            &crate::request::host_name().unwrap_or_else(|_| b"localhost".to_vec()),
+        )
+        .as_ref(),
+    );
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         auth,
@@ -109,6 +126,8 @@ pub async fn handle_connection(
         seq: 0,
         out: Vec::new(),
         done_tx,
+        offered: mech::offered(auth_has_plaintext),
+        host,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = vec![0u8; 4096];
@@ -175,6 +194,8 @@ struct Connection {
     seq: u64,
     out: Vec<u8>,
     done_tx: mpsc::UnboundedSender<Done>,
+    offered: &'static [dovecot::MechInfo],
+    host: Arc<str>,
 }
 
 impl Connection {
@@ -221,7 +242,7 @@ impl Connection {
                 self.options.max_requests
             ));
         }
-        let Some(mech) = Mechanism::start(&a.mech) else {
+        let Some(mech) = Mechanism::start(&a.mech, self.offered, &self.host) else {
             return Next::Disconnect(format!("unsupported mechanism {:?}", a.mech));
         };
         let input = match a.resp.as_deref().map(|r| BASE64.decode(r)) {
@@ -242,6 +263,8 @@ impl Connection {
             a.id,
             Active {
                 mech,
+                mech_name: a.mech.to_ascii_uppercase(),
+                user: None,
                 service: a.service,
                 rip: a.rip,
                 started: Instant::now(),
@@ -292,48 +315,96 @@ impl Connection {
         let Some(active) = self.requests.get_mut(&id) else {
             return;
         };
-        match active.mech.step(input) {
+        let step = active.mech.step(input);
+        self.act(id, step);
+    }
+
+    /// The request a mechanism's user name stands for: split at the last `@` into login and
+    /// realm, with the request's service and client address.
+    fn auth_request(&self, active: &Active, user: &[u8]) -> AuthRequest {
+        let (login, realm) = split_user(user, self.options.split_realm);
+        AuthRequest {
+            login,
+            realm,
+            service: active.service.clone(),
+            client_addr: active.rip.clone(),
+        }
+    }
+
+    fn act(&mut self, id: u32, step: Step) {
+        let Some(active) = self.requests.get(&id) else {
+            return;
+        };
+        let (auth, seq, tx, temp_fail) = (
+            Arc::clone(&self.auth),
+            active.seq,
+            self.done_tx.clone(),
+            self.options.temp_fail,
+        );
+        match step {
             Step::Challenge(challenge) => {
                 // Nothing follows a challenge on the line: the client answers with CONT.
                 self.out
                     .extend(dovecot::cont(id, &BASE64.encode(challenge)));
+                return;
             }
             Step::Fail(why) => {
-                active.busy = true;
-                tracing::info!("dovecot: request {id}: {why}");
-                let (auth, rip, seq, tx) = (
-                    Arc::clone(&self.auth),
-                    active.rip.clone(),
-                    active.seq,
-                    self.done_tx.clone(),
-                );
+                tracing::debug!("dovecot: request {id}: {why}");
+                let user = active.user.clone();
+                let request = user.as_deref().map(|u| self.auth_request(active, u));
+                let (rip, mech) = (active.rip.clone(), active.mech_name.clone());
                 tokio::spawn(async move {
-                    auth.failure_pause(rip.as_deref()).await;
+                    match &request {
+                        Some(request) => auth.mech_verdict(request, &mech, false).await,
+                        None => auth.failure_pause(rip.as_deref()).await,
+                    }
+                    let line = dovecot::fail(id, user.as_deref(), None, None);
+                    let _ = tx.send(Done::Reply { id, seq, line });
+                });
+            }
+            Step::Success => {
+                let user = active.user.clone().unwrap_or_default();
+                let request = self.auth_request(active, &user);
+                let mech = active.mech_name.clone();
+                tokio::spawn(async move {
+                    auth.mech_verdict(&request, &mech, true).await;
                     let _ = tx.send(Done::Reply {
                         id,
                         seq,
-                        line: dovecot::fail(id, None, None, None),
+                        line: dovecot::ok(id, &user, None),
                     });
                 });
             }
-            Step::VerifyPlain { user, password } => {
-                active.busy = true;
-                let (login, realm) = split_user(&user, self.options.split_realm);
-                let request = AuthRequest {
-                    login,
-                    realm,
-                    service: active.service.clone(),
-                    client_addr: active.rip.clone(),
-                };
-                let (auth, seq, tx, temp_fail) = (
-                    Arc::clone(&self.auth),
-                    active.seq,
-                    self.done_tx.clone(),
-                    self.options.temp_fail,
-                );
+            Step::LookupPlaintext { user } => {
+                let request = self.auth_request(active, &user);
+                let given = user.clone();
                 tokio::spawn(async move {
-                    let outcome = auth.verify_plain(&request, password).await;
-                    let done = match outcome {
+                    let done = match auth.lookup_plaintext(&request) {
+                        Ok(secret) => Done::Secret { id, seq, secret },
+                        Err(e) => {
+                            tracing::error!("dovecot: secret lookup failed: {e}");
+                            if temp_fail {
+                                let line = dovecot::fail(id, Some(&user), Some("temp_fail"), None);
+                                Done::Reply { id, seq, line }
+                            } else {
+                                Done::Close { id, seq }
+                            }
+                        }
+                    };
+                    let _ = tx.send(done);
+                });
+                if let Some(active) = self.requests.get_mut(&id) {
+                    active.user = Some(given);
+                }
+            }
+            Step::VerifyPlain { user, password } => {
+                let request = self.auth_request(active, &user);
+                if let Some(active) = self.requests.get_mut(&id) {
+                    active.user = Some(user.clone());
+                }
+                tokio::spawn(async move {
+                    let reply = |code: Option<&str>| dovecot::fail(id, Some(&user), code, None);
+                    let done = match auth.verify_plain(&request, password).await {
                         Outcome::Verdict(PassdbResult::Ok) => Done::Reply {
                             id,
                             seq,
@@ -342,22 +413,22 @@ impl Connection {
                         Outcome::Verdict(PassdbResult::UserDisabled) => Done::Reply {
                             id,
                             seq,
-                            line: dovecot::fail(id, Some(&user), Some("user_disabled"), None),
+                            line: reply(Some("user_disabled")),
                         },
                         Outcome::Verdict(PassdbResult::PassExpired) => Done::Reply {
                             id,
                             seq,
-                            line: dovecot::fail(id, Some(&user), Some("pass_expired"), None),
+                            line: reply(Some("pass_expired")),
                         },
                         Outcome::Verdict(_) | Outcome::Refused(_) => Done::Reply {
                             id,
                             seq,
-                            line: dovecot::fail(id, Some(&user), None, None),
+                            line: reply(None),
                         },
                         Outcome::Error(_) if temp_fail => Done::Reply {
                             id,
                             seq,
-                            line: dovecot::fail(id, Some(&user), Some("temp_fail"), None),
+                            line: reply(Some("temp_fail")),
                         },
                         Outcome::Error(_) => Done::Close { id, seq },
                     };
@@ -365,21 +436,36 @@ impl Connection {
                 });
             }
         }
+        // Everything but a challenge waits for a task: a CONT now is unexpected.
+        if let Some(active) = self.requests.get_mut(&id) {
+            active.busy = true;
+        }
     }
 
-    /// Applies a finished check; `false` means close the connection.
+    /// Applies a finished task; `false` means close the connection.
     fn finish(&mut self, done: Done) -> bool {
         let (id, seq) = match &done {
-            Done::Reply { id, seq, .. } | Done::Close { id, seq } => (*id, *seq),
+            Done::Reply { id, seq, .. }
+            | Done::Secret { id, seq, .. }
+            | Done::Close { id, seq } => (*id, *seq),
         };
         // Cancelled, or the id was reused by a newer request: the result is dropped.
         if self.requests.get(&id).is_none_or(|a| a.seq != seq) {
             return true;
         }
-        self.requests.remove(&id);
         match done {
             Done::Reply { line, .. } => {
+                self.requests.remove(&id);
                 self.out.extend(line);
+                true
+            }
+            Done::Secret { secret, .. } => {
+                let Some(active) = self.requests.get_mut(&id) else {
+                    return true;
+                };
+                active.busy = false;
+                let step = active.mech.resume(secret.as_deref().map(|s| s.as_slice()));
+                self.act(id, step);
                 true
             }
             Done::Close { .. } => false,
@@ -418,7 +504,7 @@ pub async fn serve_dovecot(
             stream,
             Arc::clone(&auth),
             options,
-            Arc::new(handshake(n)),
+            Arc::new(handshake(n, auth.passdb().has_plaintext())),
             token,
         )
     })
@@ -426,10 +512,10 @@ pub async fn serve_dovecot(
 }
 
 /// The handshake for this daemon's mechanisms.
-pub fn handshake(cuid: u32) -> Vec<u8> {
+pub fn handshake(cuid: u32, plaintext: bool) -> Vec<u8> {
     let mut cookie = [0u8; 16];
     crate::random::fill(&mut cookie);
-    dovecot::handshake(mech::OFFERED, std::process::id(), cuid, &cookie)
+    dovecot::handshake(mech::offered(plaintext), std::process::id(), cuid, &cookie)
 }
 
 #[cfg(test)]

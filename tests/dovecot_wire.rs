@@ -115,25 +115,29 @@ fn handshake_on_accept() {
     let lines: Vec<&str> = c.handshake.lines().collect();
     assert_eq!(lines[0], "VERSION\t1\t2");
     assert_eq!(
-        &lines[1..3],
-        ["MECH\tPLAIN\tplaintext", "MECH\tLOGIN\tplaintext"]
+        &lines[1..4],
+        [
+            "MECH\tPLAIN\tplaintext",
+            "MECH\tLOGIN\tplaintext",
+            "MECH\tCRAM-MD5\tdictionary\tactive"
+        ]
     );
     assert!(
-        lines[3].starts_with("SPID\t") && lines[3][5..].parse::<u32>().is_ok(),
+        lines[4].starts_with("SPID\t") && lines[4][5..].parse::<u32>().is_ok(),
         "{lines:?}"
     );
-    assert_eq!(lines[4], "CUID\t1");
-    let cookie = lines[5].strip_prefix("COOKIE\t").unwrap();
+    assert_eq!(lines[5], "CUID\t1");
+    let cookie = lines[6].strip_prefix("COOKIE\t").unwrap();
     assert!(
         cookie.len() == 32 && cookie.bytes().all(|b| b.is_ascii_hexdigit()),
         "{cookie}"
     );
-    assert_eq!(lines[6], "DONE");
+    assert_eq!(lines[7], "DONE");
     let second = Client::connect(&auth);
     assert!(second.handshake.contains("CUID\t2\n"));
     assert_ne!(
-        second.handshake.lines().nth(5),
-        Some(lines[5]),
+        second.handshake.lines().nth(6),
+        Some(lines[6]),
         "a fresh cookie each time"
     );
 }
@@ -445,4 +449,89 @@ fn socket_owner_and_mode() {
     let mut d = _d;
     assert!(d.stop().success());
     assert!(!auth.exists(), "socket removed at exit");
+}
+
+fn cram(c: &mut Client, id: u32, user: &str, password: &str) -> String {
+    // An initial response is ignored: the challenge comes first.
+    c.send(&format!(
+        "AUTH\t{id}\tCRAM-MD5\tservice=smtp\tresp={}\n",
+        B64.encode("ignored")
+    ));
+    let line = c.line();
+    let challenge = line
+        .strip_prefix(&format!("CONT\t{id}\t"))
+        .unwrap()
+        .trim_end();
+    let challenge = B64.decode(challenge).unwrap();
+    assert!(
+        challenge.starts_with(b"<") && challenge.ends_with(b">"),
+        "{challenge:?}"
+    );
+    let digest = saslauthd_rs::mech::cram_md5::digest_hex(password.as_bytes(), &challenge);
+    let response = [user.as_bytes(), b" ", &digest].concat();
+    c.send(&format!("CONT\t{id}\t{}\n", B64.encode(response)));
+    c.line()
+}
+
+#[test]
+fn cram_md5_from_sasldb() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let mut c = Client::postfix(&auth);
+    assert_eq!(
+        cram(&mut c, 1, "alice@example.org", "secret"),
+        "OK\t1\tuser=alice@example.org\n"
+    );
+    assert_eq!(
+        cram(&mut c, 2, "alice@example.org", "wrong"),
+        "FAIL\t2\tuser=alice@example.org\n"
+    );
+    assert_eq!(
+        cram(&mut c, 3, "nobody@example.org", "secret"),
+        "FAIL\t3\tuser=nobody@example.org\n"
+    );
+    assert_eq!(
+        cram(&mut c, 4, "carol@mail.example.net", "pa:ss@wo rd!"),
+        "OK\t4\tuser=carol@mail.example.net\n"
+    );
+    assert_eq!(
+        cram(&mut c, 5, "bob", "correct horse battery staple"),
+        "OK\t5\tuser=bob\n",
+        "default realm"
+    );
+    // Garbage instead of "user digest".
+    c.send("AUTH\t6\tCRAM-MD5\tservice=smtp\n");
+    assert!(c.line().starts_with("CONT\t6\t"));
+    c.send(&format!("CONT\t6\t{}\n", B64.encode("no-digest-here")));
+    assert_eq!(c.line(), "FAIL\t6\n");
+}
+
+#[test]
+fn passdbs_without_secrets_offer_plain_and_login_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    let hash = saslauthd_rs::crypt::hash(b"secret", "$6$").unwrap();
+    std::fs::write(&shadow, format!("alice:{hash}:19000:0:99999:7:::\n")).unwrap();
+    let auth = dir.path().join("auth");
+    let args: Vec<OsString> = vec![
+        "-a".into(),
+        "shadow".into(),
+        "--shadow-file".into(),
+        shadow.into(),
+        "--dovecot-socket".into(),
+        auth.clone().into(),
+    ];
+    let _d = Daemon::spawn(dir, &args, &[]);
+    let mut c = Client::postfix(&auth);
+    assert!(!c.handshake.contains("CRAM-MD5"), "{}", c.handshake);
+    assert!(c.handshake.contains("MECH\tPLAIN") && c.handshake.contains("MECH\tLOGIN"));
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("alice", "secret")
+    ));
+    assert_eq!(c.line(), "OK\t1\tuser=alice\n");
+    c.send("AUTH\t2\tCRAM-MD5\tservice=smtp\n");
+    assert!(
+        c.closed(),
+        "a mechanism not offered is an unknown one: disconnect"
+    );
 }

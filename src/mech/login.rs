@@ -57,6 +57,7 @@ mod tests {
                 )
             }
             Step::Fail(_) => "fail".into(),
+            other => format!("{other:?}"),
         }
     }
 

@@ -1,15 +1,16 @@
 //! SASL mechanisms as sans-I/O state machines: a mechanism takes the client's bytes and says
 //! what happens next ([`Step`]); it never touches a socket or a passdb.
 //!
-//! Done here: PLAIN (RFC 4616) and LOGIN. CRAM-MD5 and SCRAM come with the passdbs'
-//! credential lookups.
+//! Done here: PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195). SCRAM is still to come.
 
+pub mod cram_md5;
 pub mod login;
 pub mod plain;
 
 use crate::protocol::dovecot::MechInfo;
 use crate::secret::Password;
 
+pub use cram_md5::CramMd5;
 pub use login::Login;
 pub use plain::Plain;
 
@@ -25,7 +26,15 @@ pub enum Step {
         /// The password.
         password: Password,
     },
-    /// The client's data is unusable: fail (after the failure delay, like a wrong password).
+    /// Look up this user's stored cleartext secret and hand it to [`Mechanism::resume`].
+    LookupPlaintext {
+        /// The authentication identity, as the client gave it.
+        user: Vec<u8>,
+    },
+    /// The client proved it knows the secret.
+    Success,
+    /// The client's data is unusable or its proof wrong: fail (after the failure delay, like
+    /// a wrong password).
     Fail(&'static str),
 }
 
@@ -36,10 +45,12 @@ pub enum Mechanism {
     Plain(Plain),
     /// LOGIN.
     Login(Login),
+    /// CRAM-MD5.
+    CramMd5(CramMd5),
 }
 
-/// The mechanisms this build offers, as advertised (Dovecot's flag words).
-pub const OFFERED: &[MechInfo] = &[
+/// Mechanisms that need only "is this the password?".
+const VERIFY_PLAIN: &[MechInfo] = &[
     MechInfo {
         name: plain::NAME,
         flags: &["plaintext"],
@@ -50,12 +61,42 @@ pub const OFFERED: &[MechInfo] = &[
     },
 ];
 
+/// Those, plus the ones that need the stored cleartext secret.
+const WITH_PLAINTEXT: &[MechInfo] = &[
+    MechInfo {
+        name: plain::NAME,
+        flags: &["plaintext"],
+    },
+    MechInfo {
+        name: login::NAME,
+        flags: &["plaintext"],
+    },
+    MechInfo {
+        name: cram_md5::NAME,
+        flags: &["dictionary", "active"],
+    },
+];
+
+/// What to advertise: only what the passdb can serve (PAM and shadow cannot hand out a
+/// secret, so they get PLAIN and LOGIN only).
+pub fn offered(passdb_has_plaintext: bool) -> &'static [MechInfo] {
+    if passdb_has_plaintext {
+        WITH_PLAINTEXT
+    } else {
+        VERIFY_PLAIN
+    }
+}
+
 impl Mechanism {
-    /// Starts the mechanism named `name` (case-insensitive, as Dovecot); `None` if unknown.
-    pub fn start(name: &str) -> Option<Mechanism> {
-        Some(match name.to_ascii_uppercase().as_str() {
+    /// Starts the mechanism named `name` (case-insensitive, as Dovecot) if it is among
+    /// `offered`; `host` names this server in challenges.
+    pub fn start(name: &str, offered: &[MechInfo], host: &str) -> Option<Mechanism> {
+        let name = name.to_ascii_uppercase();
+        offered.iter().find(|m| m.name == name)?;
+        Some(match name.as_str() {
             plain::NAME => Mechanism::Plain(Plain),
             login::NAME => Mechanism::Login(Login::default()),
+            cram_md5::NAME => Mechanism::CramMd5(CramMd5::new(host)),
             _ => return None,
         })
     }
@@ -65,6 +106,15 @@ impl Mechanism {
         match self {
             Mechanism::Plain(m) => m.step(input),
             Mechanism::Login(m) => m.step(input),
+            Mechanism::CramMd5(m) => m.step(input),
+        }
+    }
+
+    /// Hands a looked-up secret (`None`: no such user) to a mechanism that asked for one.
+    pub fn resume(&mut self, secret: Option<&[u8]>) -> Step {
+        match self {
+            Mechanism::CramMd5(m) => m.resume(secret),
+            Mechanism::Plain(_) | Mechanism::Login(_) => Step::Fail("no secret was asked for"),
         }
     }
 }

@@ -52,6 +52,7 @@ mod tests {
                 )
             }
             Step::Fail(_) => "fail".into(),
+            other => format!("{other:?}"),
         }
     }
 

@@ -39,6 +39,14 @@ impl Memory {
         self
     }
 
+    pub(crate) fn lookup_plaintext(
+        &self,
+        authid: &[u8],
+        realm: &[u8],
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        self.users.get(&(authid.to_vec(), realm.to_vec())).cloned()
+    }
+
     pub(crate) fn verify_plain(
         &self,
         authid: &[u8],

@@ -162,6 +162,27 @@ impl Passdb {
         }
     }
 
+    /// Whether this passdb can hand out a stored cleartext secret (what CRAM-MD5 and SCRAM
+    /// need): sasldb and memory can, PAM and shadow cannot.
+    pub fn has_plaintext(&self) -> bool {
+        matches!(self, Passdb::Sasldb(_) | Passdb::Memory(_))
+    }
+
+    /// The stored cleartext password of `authid` in `realm` (sasldb `userPassword`), for
+    /// mechanisms that compute with it; `Ok(None)` for an unknown user or a passdb that has
+    /// none.
+    pub fn lookup_plaintext(
+        &self,
+        authid: &[u8],
+        realm: &[u8],
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, PassdbError> {
+        match self {
+            Passdb::Sasldb(db) => db.lookup_plaintext(authid, realm),
+            Passdb::Memory(db) => Ok(db.lookup_plaintext(authid, realm)),
+            Passdb::Shadow(_) | Passdb::Pam(_) => Ok(None),
+        }
+    }
+
     /// Checks a cleartext password.
     ///
     /// sasldb and memory answer from memory-mapped or in-process data in about a

@@ -80,6 +80,18 @@ impl Sasldb {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    pub(crate) fn lookup_plaintext(
+        &self,
+        authid: &[u8],
+        realm: &[u8],
+    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, PassdbError> {
+        match self.store() {
+            Ok(store) => Ok(store.get(authid, realm, USER_PASSWORD)?),
+            Err(SasldbError::Missing(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub(crate) fn verify_plain(
         &self,
         authid: &[u8],
