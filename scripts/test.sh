@@ -5,9 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
+# Postfix is installed unconfigured: the tests run their own throwaway instances.
+if command -v debconf-set-selections >/dev/null 2>&1; then
+    echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
+fi
 apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util util-linux coreutils \
-    whois openssl libpam-wrapper libnss-wrapper libpam-modules
+    whois openssl libpam-wrapper libnss-wrapper libpam-modules \
+    postfix swaks dovecot-core
 ensure_cargo
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -1,0 +1,213 @@
+//! A real Postfix (Debian's), driven by swaks: a throwaway instance with its own config and
+//! queue directories (tests/postfix/instance.sh), smtpd on a free 127.0.0.1 port, SASL through
+//! saslauthd-rs both ways Postfix can reach it. Needs root (Postfix's master drops to the
+//! postfix user) and the packages postfix and swaks.
+
+mod common;
+
+use std::ffi::OsString;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{peer, Daemon, USERS};
+
+const INSTANCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/postfix/instance.sh");
+
+/// A Postfix instance; stopped on drop.
+struct Postfix {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Postfix {
+    fn start(dir: &Path, sasl_type: &str, socket: &Path) -> Postfix {
+        // A free port: bind port 0, note it, let it go.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let out = Command::new(INSTANCE)
+            .args(["start"])
+            .arg(dir)
+            .arg(port.to_string())
+            .arg(sasl_type)
+            .arg(socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "postfix: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Postfix {
+            dir: dir.to_owned(),
+            port,
+        }
+    }
+
+    /// The SMTP code swaks saw for AUTH (235, 535, 454).
+    fn auth(&self, mech: &str, user: &str, password: &str) -> String {
+        let out = Command::new("swaks")
+            .args([
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--ehlo",
+                "client.test",
+            ])
+            .args([
+                "--auth",
+                mech,
+                "--auth-user",
+                user,
+                "--auth-password",
+                password,
+                "--quit-after",
+                "AUTH",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .filter_map(|l| {
+                ["<-  ", "<~  ", "<** "]
+                    .iter()
+                    .find_map(|p| l.strip_prefix(p))
+            })
+            .map(|l| l.get(..3).unwrap_or_default().to_owned())
+            .find(|code| ["235", "535", "454"].contains(&code.as_str()))
+            .unwrap_or_else(|| format!("no AUTH reply in: {text}"))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("postfix.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new(INSTANCE).arg("stop").arg(&self.dir).status();
+    }
+}
+
+fn ready() -> bool {
+    let root = unsafe { libc::geteuid() } == 0;
+    let peers = peer("swaks").is_some() && Path::new("/usr/lib/postfix/sbin/master").exists();
+    if !peers && std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") {
+        panic!("postfix is not installed (SASLAUTHD_RS_REQUIRE_PEERS=1)");
+    }
+    if !root {
+        eprintln!("SKIPPED: a Postfix instance needs root");
+    }
+    root && peers
+}
+
+/// A daemon whose sockets the postfix user can reach: group postfix on the run directory
+/// (0710) and the mux (0660), as Debian does with group sasl; the Dovecot socket owned by
+/// postfix, as `--dovecot-socket-owner postfix:postfix` makes it.
+fn daemon_for_postfix() -> (Daemon, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    common::make_sasldb(&sasldb, USERS);
+    let auth = dir.path().join("auth");
+    let args: Vec<OsString> = [
+        "-a",
+        "sasldb",
+        "--sasldb",
+        sasldb.to_str().unwrap(),
+        "--dovecot-socket",
+        auth.to_str().unwrap(),
+        "--dovecot-socket-owner",
+        "postfix:postfix",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let d = Daemon::spawn(dir, &args, &[]);
+    let gid = group_id("postfix");
+    std::os::unix::fs::chown(&d.run_dir, None, Some(gid)).unwrap();
+    std::os::unix::fs::chown(&d.socket, None, Some(gid)).unwrap();
+    (d, auth)
+}
+
+fn group_id(name: &str) -> u32 {
+    let out = Command::new("getent")
+        .args(["group", name])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn postfix_dovecot_mode_plain_login_cram_md5() {
+    if !ready() {
+        return;
+    }
+    let (d, auth) = daemon_for_postfix();
+    let postfix = Postfix::start(&d.dir.path().join("postfix"), "dovecot", &auth);
+    for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
+        assert_eq!(
+            postfix.auth(mech, "alice@example.org", "secret"),
+            "235",
+            "{mech}; {}",
+            postfix.log()
+        );
+        assert_eq!(
+            postfix.auth(mech, "alice@example.org", "wrong"),
+            "535",
+            "{mech}"
+        );
+        assert_eq!(
+            postfix.auth(mech, "carol@mail.example.net", "pa:ss@wo rd!"),
+            "235",
+            "{mech}"
+        );
+        assert_eq!(
+            postfix.auth(mech, "nobody@example.org", "secret"),
+            "535",
+            "{mech}"
+        );
+    }
+    assert!(
+        postfix.log().contains("sasl_username=alice@example.org"),
+        "{}",
+        postfix.log()
+    );
+}
+
+#[test]
+fn postfix_cyrus_mode_plain_login() {
+    if !ready() {
+        return;
+    }
+    let (d, _) = daemon_for_postfix();
+    let postfix = Postfix::start(&d.dir.path().join("postfix"), "cyrus", &d.socket);
+    for mech in ["PLAIN", "LOGIN"] {
+        assert_eq!(
+            postfix.auth(mech, "alice@example.org", "secret"),
+            "235",
+            "{mech}; {}",
+            postfix.log()
+        );
+        assert_eq!(
+            postfix.auth(mech, "alice@example.org", "wrong"),
+            "535",
+            "{mech}"
+        );
+        assert_eq!(
+            postfix.auth(mech, "bob@example.org", "correct horse battery staple"),
+            "235",
+            "{mech}"
+        );
+    }
+}
