@@ -65,6 +65,11 @@ struct Active {
     user: Option<Vec<u8>>,
     service: Vec<u8>,
     rip: Option<Vec<u8>>,
+    /// The client takes the server's final data on `OK` (`final-resp-ok`).
+    final_resp_ok: bool,
+    /// The exchange succeeded and its final data went out in a `CONT`: the client's next
+    /// `CONT` (empty) gets the `OK`.
+    final_ack: bool,
     started: Instant,
     /// Waiting for the passdb (a `CONT` now is unexpected).
     busy: bool,
@@ -75,6 +80,12 @@ struct Active {
 /// A finished check, sent back to the connection.
 enum Done {
     Reply {
+        id: u32,
+        seq: u64,
+        line: Vec<u8>,
+    },
+    /// A success whose final data goes out as a `CONT`; the request stays for the ack.
+    FinalData {
         id: u32,
         seq: u64,
         line: Vec<u8>,
@@ -267,6 +278,8 @@ impl Connection {
                 user: None,
                 service: a.service,
                 rip: a.rip,
+                final_resp_ok: a.final_resp_ok,
+                final_ack: false,
                 started: Instant::now(),
                 busy: false,
                 seq: self.seq,
@@ -286,6 +299,12 @@ impl Connection {
             ));
             return;
         };
+        if active.final_ack {
+            let user = active.user.clone().unwrap_or_default();
+            self.requests.remove(&id);
+            self.out.extend(dovecot::ok(id, &user, None));
+            return;
+        }
         if active.busy {
             self.requests.remove(&id);
             self.out.extend(dovecot::fail(
@@ -362,17 +381,33 @@ impl Connection {
                     let _ = tx.send(Done::Reply { id, seq, line });
                 });
             }
-            Step::Success => {
+            Step::Success { final_data } => {
                 let user = active.user.clone().unwrap_or_default();
                 let request = self.auth_request(active, &user);
                 let mech = active.mech_name.clone();
-                tokio::spawn(async move {
-                    auth.mech_verdict(&request, &mech, true).await;
-                    let _ = tx.send(Done::Reply {
+                let final_data = final_data.map(|d| BASE64.encode(d));
+                let done = match (final_data, active.final_resp_ok) {
+                    (None, _) => Done::Reply {
                         id,
                         seq,
                         line: dovecot::ok(id, &user, None),
-                    });
+                    },
+                    (Some(data), true) => Done::Reply {
+                        id,
+                        seq,
+                        line: dovecot::ok(id, &user, Some(&data)),
+                    },
+                    // Postfix never sends final-resp-ok: the final data is one more CONT,
+                    // and the OK answers the client's empty CONT.
+                    (Some(data), false) => Done::FinalData {
+                        id,
+                        seq,
+                        line: dovecot::cont(id, &data),
+                    },
+                };
+                tokio::spawn(async move {
+                    auth.mech_verdict(&request, &mech, true).await;
+                    let _ = tx.send(done);
                 });
             }
             Step::LookupPlaintext { user } => {
@@ -446,6 +481,7 @@ impl Connection {
     fn finish(&mut self, done: Done) -> bool {
         let (id, seq) = match &done {
             Done::Reply { id, seq, .. }
+            | Done::FinalData { id, seq, .. }
             | Done::Secret { id, seq, .. }
             | Done::Close { id, seq } => (*id, *seq),
         };
@@ -456,6 +492,14 @@ impl Connection {
         match done {
             Done::Reply { line, .. } => {
                 self.requests.remove(&id);
+                self.out.extend(line);
+                true
+            }
+            Done::FinalData { line, .. } => {
+                if let Some(active) = self.requests.get_mut(&id) {
+                    active.busy = false;
+                    active.final_ack = true;
+                }
                 self.out.extend(line);
                 true
             }

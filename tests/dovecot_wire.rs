@@ -122,6 +122,14 @@ fn handshake_on_accept() {
             "MECH\tCRAM-MD5\tdictionary\tactive"
         ]
     );
+    assert_eq!(
+        &lines[4..6],
+        [
+            "MECH\tSCRAM-SHA-1\tmutual-auth",
+            "MECH\tSCRAM-SHA-256\tmutual-auth"
+        ]
+    );
+    let lines: Vec<&str> = [&lines[..4], &lines[6..]].concat();
     assert!(
         lines[4].starts_with("SPID\t") && lines[4][5..].parse::<u32>().is_ok(),
         "{lines:?}"
@@ -136,7 +144,7 @@ fn handshake_on_accept() {
     let second = Client::connect(&auth);
     assert!(second.handshake.contains("CUID\t2\n"));
     assert_ne!(
-        second.handshake.lines().nth(6),
+        second.handshake.lines().nth(8),
         Some(lines[6]),
         "a fresh cookie each time"
     );
@@ -534,4 +542,120 @@ fn passdbs_without_secrets_offer_plain_and_login_only() {
         c.closed(),
         "a mechanism not offered is an unknown one: disconnect"
     );
+}
+
+fn scram(
+    c: &mut Client,
+    id: u32,
+    sha256: bool,
+    user: &str,
+    password: &str,
+    final_resp_ok: bool,
+) -> String {
+    let client = common::scram_client::Client {
+        sha256,
+        user: user.into(),
+        password: password.into(),
+        nonce: format!("cnonce{id}"),
+    };
+    let mech = if sha256 {
+        "SCRAM-SHA-256"
+    } else {
+        "SCRAM-SHA-1"
+    };
+    let flag = if final_resp_ok { "\tfinal-resp-ok" } else { "" };
+    c.send(&format!(
+        "AUTH\t{id}\t{mech}\tservice=smtp{flag}\tresp={}\n",
+        B64.encode(client.first())
+    ));
+    let line = c.line();
+    let server_first = line
+        .strip_prefix(&format!("CONT\t{id}\t"))
+        .expect(&line)
+        .trim_end();
+    let server_first = String::from_utf8(B64.decode(server_first).unwrap()).unwrap();
+    let (last, expected_v) = client.last(&server_first);
+    c.send(&format!("CONT\t{id}\t{}\n", B64.encode(last)));
+    let reply = c.line();
+    if let Some(ok) = reply.strip_prefix(&format!("OK\t{id}\t")) {
+        let v = ok
+            .trim_end()
+            .split('\t')
+            .find_map(|f| f.strip_prefix("resp="))
+            .unwrap();
+        assert_eq!(
+            B64.decode(v).unwrap(),
+            expected_v.as_bytes(),
+            "server signature"
+        );
+        return format!("OK\t{id}\t{}", ok.trim_end().split('\t').next().unwrap());
+    }
+    if let Some(data) = reply.strip_prefix(&format!("CONT\t{id}\t")) {
+        assert_eq!(
+            B64.decode(data.trim_end()).unwrap(),
+            expected_v.as_bytes(),
+            "server signature"
+        );
+        c.send(&format!("CONT\t{id}\t\n"));
+        return c.line().trim_end().to_owned();
+    }
+    reply.trim_end().to_owned()
+}
+
+#[test]
+fn scram_sha1_and_sha256_from_sasldb() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let mut c = Client::postfix(&auth);
+    // final-resp-ok: the signature rides on OK.
+    assert_eq!(
+        scram(&mut c, 1, true, "alice@example.org", "secret", true),
+        "OK\t1\tuser=alice@example.org"
+    );
+    // Postfix never says final-resp-ok: the signature comes in one more CONT.
+    assert_eq!(
+        scram(&mut c, 2, false, "alice@example.org", "secret", false),
+        "OK\t2\tuser=alice@example.org"
+    );
+    assert_eq!(
+        scram(
+            &mut c,
+            3,
+            true,
+            "dave.o-brien@example.org",
+            "Ünïcødé-pässwörd",
+            false
+        ),
+        "FAIL\t3\tuser=dave.o-brien@example.org"
+    );
+    assert_eq!(
+        scram(&mut c, 4, true, "alice@example.org", "wrong", false),
+        "FAIL\t4\tuser=alice@example.org"
+    );
+    // An unknown user gets a salt like anyone and fails at the same step.
+    assert_eq!(
+        scram(&mut c, 5, true, "nobody@example.org", "secret", false),
+        "FAIL\t5\tuser=nobody@example.org"
+    );
+    assert_eq!(
+        scram(
+            &mut c,
+            6,
+            false,
+            "carol@mail.example.net",
+            "pa:ss@wo rd!",
+            false
+        ),
+        "OK\t6\tuser=carol@mail.example.net"
+    );
+    // The same user again: the derived keys come from the cache, the answer is the same.
+    assert_eq!(
+        scram(&mut c, 7, true, "alice@example.org", "secret", true),
+        "OK\t7\tuser=alice@example.org"
+    );
+    // Channel binding is refused cleanly.
+    c.send(&format!(
+        "AUTH\t8\tSCRAM-SHA-256\tservice=smtp\tresp={}\n",
+        B64.encode("p=tls-unique,,n=alice,r=abc")
+    ));
+    assert_eq!(c.line(), "FAIL\t8\n");
 }

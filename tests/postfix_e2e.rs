@@ -211,3 +211,88 @@ fn postfix_cyrus_mode_plain_login() {
         );
     }
 }
+
+/// AUTH SCRAM-SHA-1/-256 over SMTP (swaks has no SCRAM): returns the final reply code, after
+/// checking the server signature Postfix relays.
+fn smtp_scram(port: u16, sha256: bool, user: &str, password: &str) -> String {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut reply = || {
+        // The last line of a (possibly multi-line) reply.
+        loop {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.trim_end().to_owned();
+            }
+        }
+    };
+    assert!(reply().starts_with("220"));
+    w.write_all(b"EHLO client.test\r\n").unwrap();
+    assert!(reply().starts_with("250"));
+    let client = common::scram_client::Client {
+        sha256,
+        user: user.into(),
+        password: password.into(),
+        nonce: "smtpnonce".into(),
+    };
+    let mech = if sha256 {
+        "SCRAM-SHA-256"
+    } else {
+        "SCRAM-SHA-1"
+    };
+    w.write_all(format!("AUTH {mech} {}\r\n", B64.encode(client.first())).as_bytes())
+        .unwrap();
+    let line = reply();
+    let Some(challenge) = line.strip_prefix("334 ") else {
+        return line[..3].to_owned();
+    };
+    let server_first = String::from_utf8(B64.decode(challenge).unwrap()).unwrap();
+    let (last, expected_v) = client.last(&server_first);
+    w.write_all(format!("{}\r\n", B64.encode(last)).as_bytes())
+        .unwrap();
+    let line = reply();
+    let Some(v) = line.strip_prefix("334 ") else {
+        return line[..3].to_owned();
+    };
+    assert_eq!(
+        B64.decode(v).unwrap(),
+        expected_v.as_bytes(),
+        "server signature via Postfix"
+    );
+    w.write_all(b"\r\n").unwrap();
+    let line = reply();
+    line[..3].to_owned()
+}
+
+#[test]
+fn postfix_dovecot_mode_scram() {
+    if !ready() {
+        return;
+    }
+    let (d, auth) = daemon_for_postfix();
+    let postfix = Postfix::start(&d.dir.path().join("postfix"), "dovecot", &auth);
+    for sha256 in [false, true] {
+        assert_eq!(
+            smtp_scram(postfix.port, sha256, "alice@example.org", "secret"),
+            "235",
+            "{}",
+            postfix.log()
+        );
+        assert_eq!(
+            smtp_scram(postfix.port, sha256, "alice@example.org", "wrong"),
+            "535"
+        );
+        assert_eq!(
+            smtp_scram(postfix.port, sha256, "nobody@example.org", "secret"),
+            "535"
+        );
+    }
+}

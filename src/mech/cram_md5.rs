@@ -110,7 +110,7 @@ impl CramMd5 {
             &challenge,
         ));
         match (secret, bool::from(expected.ct_eq(&digest))) {
-            (Some(_), true) => Step::Success,
+            (Some(_), true) => Step::Success { final_data: None },
             _ => Step::Fail("CRAM-MD5 digest mismatch"),
         }
     }
@@ -132,7 +132,10 @@ mod tests {
             Step::LookupPlaintext { user } => assert_eq!(user, b"tim"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(m.resume(Some(b"tanstaaftanstaaf")), Step::Success));
+        assert!(matches!(
+            m.resume(Some(b"tanstaaftanstaaf")),
+            Step::Success { .. }
+        ));
     }
 
     #[test]
@@ -186,7 +189,7 @@ mod tests {
         .concat();
         m.step(Some(&upper));
         assert!(
-            matches!(m.resume(Some(b"pw")), Step::Success),
+            matches!(m.resume(Some(b"pw")), Step::Success { .. }),
             "hex case does not matter"
         );
     }

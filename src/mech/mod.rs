@@ -1,11 +1,13 @@
 //! SASL mechanisms as sans-I/O state machines: a mechanism takes the client's bytes and says
 //! what happens next ([`Step`]); it never touches a socket or a passdb.
 //!
-//! Done here: PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195). SCRAM is still to come.
+//! PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802,
+//! RFC 7677).
 
 pub mod cram_md5;
 pub mod login;
 pub mod plain;
+pub mod scram;
 
 use crate::protocol::dovecot::MechInfo;
 use crate::secret::Password;
@@ -13,6 +15,7 @@ use crate::secret::Password;
 pub use cram_md5::CramMd5;
 pub use login::Login;
 pub use plain::Plain;
+pub use scram::{Scram, ScramHash};
 
 /// What the exchange needs next.
 #[derive(Debug)]
@@ -31,8 +34,12 @@ pub enum Step {
         /// The authentication identity, as the client gave it.
         user: Vec<u8>,
     },
-    /// The client proved it knows the secret.
-    Success,
+    /// The client proved it knows the secret; `final_data` is the server's last message
+    /// (SCRAM's `v=`), which the client must see.
+    Success {
+        /// Data for the client, if the mechanism has some.
+        final_data: Option<Vec<u8>>,
+    },
     /// The client's data is unusable or its proof wrong: fail (after the failure delay, like
     /// a wrong password).
     Fail(&'static str),
@@ -47,6 +54,8 @@ pub enum Mechanism {
     Login(Login),
     /// CRAM-MD5.
     CramMd5(CramMd5),
+    /// SCRAM-SHA-1 or SCRAM-SHA-256.
+    Scram(Scram),
 }
 
 /// Mechanisms that need only "is this the password?".
@@ -75,6 +84,14 @@ const WITH_PLAINTEXT: &[MechInfo] = &[
         name: cram_md5::NAME,
         flags: &["dictionary", "active"],
     },
+    MechInfo {
+        name: "SCRAM-SHA-1",
+        flags: &["mutual-auth"],
+    },
+    MechInfo {
+        name: "SCRAM-SHA-256",
+        flags: &["mutual-auth"],
+    },
 ];
 
 /// What to advertise: only what the passdb can serve (PAM and shadow cannot hand out a
@@ -97,6 +114,8 @@ impl Mechanism {
             plain::NAME => Mechanism::Plain(Plain),
             login::NAME => Mechanism::Login(Login::default()),
             cram_md5::NAME => Mechanism::CramMd5(CramMd5::new(host)),
+            "SCRAM-SHA-1" => Mechanism::Scram(Scram::new(ScramHash::Sha1)),
+            "SCRAM-SHA-256" => Mechanism::Scram(Scram::new(ScramHash::Sha256)),
             _ => return None,
         })
     }
@@ -107,6 +126,7 @@ impl Mechanism {
             Mechanism::Plain(m) => m.step(input),
             Mechanism::Login(m) => m.step(input),
             Mechanism::CramMd5(m) => m.step(input),
+            Mechanism::Scram(m) => m.step(input),
         }
     }
 
@@ -114,6 +134,7 @@ impl Mechanism {
     pub fn resume(&mut self, secret: Option<&[u8]>) -> Step {
         match self {
             Mechanism::CramMd5(m) => m.resume(secret),
+            Mechanism::Scram(m) => m.resume(secret),
             Mechanism::Plain(_) | Mechanism::Login(_) => Step::Fail("no secret was asked for"),
         }
     }

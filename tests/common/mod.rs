@@ -291,3 +291,91 @@ impl Drop for Cyrus {
         let _ = self.child.wait();
     }
 }
+
+/// The client side of SCRAM, for the tests: builds client-first, and from server-first the
+/// client-final plus the server signature to expect.
+pub mod scram_client {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::Digest;
+
+    pub struct Client {
+        pub sha256: bool,
+        pub user: String,
+        pub password: String,
+        pub nonce: String,
+    }
+
+    fn hmac(sha256: bool, key: &[u8], data: &[u8]) -> Vec<u8> {
+        if sha256 {
+            let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key).unwrap();
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        } else {
+            let mut m = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).unwrap();
+            m.update(data);
+            m.finalize().into_bytes().to_vec()
+        }
+    }
+
+    impl Client {
+        pub fn first(&self) -> String {
+            format!(
+                "n,,n={},r={}",
+                self.user.replace('=', "=3D").replace(',', "=2C"),
+                self.nonce
+            )
+        }
+
+        /// (client-final, expected server-final `v=...`).
+        pub fn last(&self, server_first: &str) -> (String, String) {
+            let field = |k: &str| {
+                server_first
+                    .split(',')
+                    .find_map(|f| f.strip_prefix(k))
+                    .unwrap()
+                    .to_owned()
+            };
+            let (nonce, salt, iter) = (field("r="), B64.decode(field("s=")).unwrap(), field("i="));
+            let iter: u32 = iter.parse().unwrap();
+            let mut salted = vec![0u8; if self.sha256 { 32 } else { 20 }];
+            if self.sha256 {
+                pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
+                    self.password.as_bytes(),
+                    &salt,
+                    iter,
+                    &mut salted,
+                );
+            } else {
+                pbkdf2::pbkdf2_hmac::<sha1::Sha1>(
+                    self.password.as_bytes(),
+                    &salt,
+                    iter,
+                    &mut salted,
+                );
+            }
+            let client_key = hmac(self.sha256, &salted, b"Client Key");
+            let stored = if self.sha256 {
+                sha2::Sha256::digest(&client_key).to_vec()
+            } else {
+                sha1::Sha1::digest(&client_key).to_vec()
+            };
+            let without_proof = format!("c=biws,r={nonce}");
+            let bare = &self.first()[3..];
+            let auth_message = format!("{bare},{server_first},{without_proof}");
+            let signature = hmac(self.sha256, &stored, auth_message.as_bytes());
+            let proof: Vec<u8> = client_key
+                .iter()
+                .zip(&signature)
+                .map(|(a, b)| a ^ b)
+                .collect();
+            let server_key = hmac(self.sha256, &salted, b"Server Key");
+            let server_signature = hmac(self.sha256, &server_key, auth_message.as_bytes());
+            (
+                format!("{without_proof},p={}", B64.encode(proof)),
+                format!("v={}", B64.encode(server_signature)),
+            )
+        }
+    }
+}
