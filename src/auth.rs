@@ -21,6 +21,13 @@ pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(4);
 /// The pool size for `-n 0` (Cyrus: a process per connection).
 pub const UNBOUNDED_WORKERS: usize = 64;
 
+fn verdict_of(result: Result<PassdbResult, PassdbError>) -> Outcome {
+    match result {
+        Ok(result) => Outcome::Verdict(result),
+        Err(e) => Outcome::Error(e),
+    }
+}
+
 /// How the driver runs.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -101,32 +108,83 @@ impl Authenticator {
     /// answered after the failure delay; this future sleeps, never the thread.
     pub async fn verify_plain(&self, request: &AuthRequest, password: Password) -> Outcome {
         let started = Instant::now();
+        let attempt = self.attempt(request, &password);
+        let outcome = match self.prepare(request, password) {
+            Ok(query) if self.passdb.is_blocking() => {
+                let result = match self.passdb.verify_cached(&query) {
+                    Some(verdict) => Ok(verdict),
+                    None => self.run_blocking(query).await,
+                };
+                verdict_of(result)
+            }
+            Ok(query) => verdict_of(self.passdb.verify_plain(&query)),
+            Err(refused) => refused,
+        };
+        let delay = self.conclude(request, &outcome, attempt, started.elapsed());
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        outcome
+    }
+
+    /// The same check, done now, for a passdb that never blocks (sasldb, memory): the
+    /// outcome and how long to wait before answering it (the failure delay; zero for a
+    /// success). `None` for a blocking passdb: use [`Authenticator::verify_plain`]. Lets a
+    /// connection answer at once without a task per request.
+    pub fn verify_plain_now(
+        &self,
+        request: &AuthRequest,
+        password: Password,
+    ) -> Option<(Outcome, Duration)> {
+        if self.passdb.is_blocking() {
+            return None;
+        }
+        let started = Instant::now();
+        let attempt = self.attempt(request, &password);
+        let outcome = match self.prepare(request, password) {
+            Ok(query) => verdict_of(self.passdb.verify_plain(&query)),
+            Err(refused) => refused,
+        };
+        let delay = self.conclude(request, &outcome, attempt, started.elapsed());
+        Some((outcome, delay))
+    }
+
+    /// A fingerprint of (user, password) for the throttle's repeated-password rule, when
+    /// the throttle will need it.
+    fn attempt(&self, request: &AuthRequest, password: &Password) -> [u8; 32] {
         let peer = request.client_addr.as_deref().and_then(PeerKey::parse);
-        let attempt = match (self.penalty.enabled(), peer) {
+        match (self.penalty.enabled(), peer) {
             (true, Some(_)) => {
                 attempt_fingerprint(&self.attempt_key, &request.login, password.expose())
             }
             _ => [0; 32],
-        };
-        let outcome = self.check(request, password).await;
-        self.log(request, &outcome);
-        match &outcome {
-            Outcome::Verdict(PassdbResult::Ok) => self.penalty.on_success(peer),
-            Outcome::Verdict(_) | Outcome::Refused(_) => {
-                let delay = self.penalty.on_failure(
-                    peer,
-                    attempt,
-                    started.elapsed(),
-                    std::time::Instant::now(),
-                    crate::random::u64(),
-                );
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
-                }
-            }
-            Outcome::Error(_) => {}
         }
-        outcome
+    }
+
+    /// Logs an outcome and feeds the throttle; returns the delay before a failure is told.
+    fn conclude(
+        &self,
+        request: &AuthRequest,
+        outcome: &Outcome,
+        attempt: [u8; 32],
+        elapsed: Duration,
+    ) -> Duration {
+        self.log(request, outcome);
+        let peer = request.client_addr.as_deref().and_then(PeerKey::parse);
+        match outcome {
+            Outcome::Verdict(PassdbResult::Ok) => {
+                self.penalty.on_success(peer);
+                Duration::ZERO
+            }
+            Outcome::Verdict(_) | Outcome::Refused(_) => self.penalty.on_failure(
+                peer,
+                attempt,
+                elapsed,
+                std::time::Instant::now(),
+                crate::random::u64(),
+            ),
+            Outcome::Error(_) => Duration::ZERO,
+        }
     }
 
     /// The stored cleartext secret of a request's user (realm rules applied), for
@@ -182,15 +240,16 @@ impl Authenticator {
         }
     }
 
-    async fn check(&self, request: &AuthRequest, password: Password) -> Outcome {
+    /// The refusals that need no passdb, and the query with realm rules applied.
+    fn prepare(&self, request: &AuthRequest, password: Password) -> Result<Query, Outcome> {
         if request.login.is_empty() {
-            return Outcome::Refused(Refusal::EmptyLogin);
+            return Err(Outcome::Refused(Refusal::EmptyLogin));
         }
         if password.is_empty() {
-            return Outcome::Refused(Refusal::EmptyPassword);
+            return Err(Outcome::Refused(Refusal::EmptyPassword));
         }
         if request.login.contains(&0) || request.realm.contains(&0) {
-            return Outcome::Refused(Refusal::NulByte);
+            return Err(Outcome::Refused(Refusal::NulByte));
         }
         let authid = if self.realms.combine && !request.realm.is_empty() {
             [&request.login[..], b"@", &request.realm[..]].concat()
@@ -202,25 +261,13 @@ impl Authenticator {
         } else {
             request.realm.clone()
         };
-        let query = Query {
+        Ok(Query {
             authid,
             realm,
             service: request.service.clone(),
             remote: request.client_addr.clone(),
             password,
-        };
-        let result = if self.passdb.is_blocking() {
-            match self.passdb.verify_cached(&query) {
-                Some(verdict) => Ok(verdict),
-                None => self.run_blocking(query).await,
-            }
-        } else {
-            self.passdb.verify_plain(&query)
-        };
-        match result {
-            Ok(result) => Outcome::Verdict(result),
-            Err(e) => Outcome::Error(e),
-        }
+        })
     }
 
     /// Runs a blocking check on the pool: at most `-n` at once, answered within

@@ -437,38 +437,33 @@ impl Connection {
                 if let Some(active) = self.requests.get_mut(&id) {
                     active.user = Some(user.clone());
                 }
-                tokio::spawn(async move {
-                    let reply = |code: Option<&str>| dovecot::fail(id, Some(&user), code, None);
-                    let done = match auth.verify_plain(&request, password).await {
-                        Outcome::Verdict(PassdbResult::Ok) => Done::Reply {
-                            id,
-                            seq,
-                            line: dovecot::ok(id, &user, None),
-                        },
-                        Outcome::Verdict(PassdbResult::UserDisabled) => Done::Reply {
-                            id,
-                            seq,
-                            line: reply(Some("user_disabled")),
-                        },
-                        Outcome::Verdict(PassdbResult::PassExpired) => Done::Reply {
-                            id,
-                            seq,
-                            line: reply(Some("pass_expired")),
-                        },
-                        Outcome::Verdict(_) | Outcome::Refused(_) => Done::Reply {
-                            id,
-                            seq,
-                            line: reply(None),
-                        },
-                        Outcome::Error(_) if temp_fail => Done::Reply {
-                            id,
-                            seq,
-                            line: reply(Some("temp_fail")),
-                        },
-                        Outcome::Error(_) => Done::Close { id, seq },
+                // A passdb that never blocks is asked here and now; only a failure's delay
+                // needs a task of its own (so it holds up nothing else).
+                if !auth.passdb().is_blocking() {
+                    // verify_plain_now answers for every passdb that does not block.
+                    let Some((outcome, delay)) = auth.verify_plain_now(&request, password) else {
+                        return;
                     };
-                    let _ = tx.send(done);
-                });
+                    let done = verdict_reply(id, seq, &user, &outcome, temp_fail);
+                    if delay.is_zero() {
+                        if let Done::Reply { line, .. } = done {
+                            self.requests.remove(&id);
+                            self.out.extend(line);
+                            return;
+                        }
+                        let _ = tx.send(done);
+                    } else {
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let _ = tx.send(done);
+                        });
+                    }
+                } else {
+                    tokio::spawn(async move {
+                        let outcome = auth.verify_plain(&request, password).await;
+                        let _ = tx.send(verdict_reply(id, seq, &user, &outcome, temp_fail));
+                    });
+                }
             }
         }
         // Everything but a challenge waits for a task: a CONT now is unexpected.
@@ -521,6 +516,28 @@ impl Connection {
         let timeout = self.options.request_timeout;
         self.requests
             .retain(|_, a| a.busy || a.started.elapsed() < timeout);
+    }
+}
+
+/// The reply to a password check: `OK`, `FAIL` with Dovecot's `code=` for disabled and
+/// expired accounts, or closing the connection when the passdb broke (unless `temp_fail`).
+fn verdict_reply(id: u32, seq: u64, user: &[u8], outcome: &Outcome, temp_fail: bool) -> Done {
+    let fail = |code: Option<&str>| Done::Reply {
+        id,
+        seq,
+        line: dovecot::fail(id, Some(user), code, None),
+    };
+    match outcome {
+        Outcome::Verdict(PassdbResult::Ok) => Done::Reply {
+            id,
+            seq,
+            line: dovecot::ok(id, user, None),
+        },
+        Outcome::Verdict(PassdbResult::UserDisabled) => fail(Some("user_disabled")),
+        Outcome::Verdict(PassdbResult::PassExpired) => fail(Some("pass_expired")),
+        Outcome::Verdict(_) | Outcome::Refused(_) => fail(None),
+        Outcome::Error(_) if temp_fail => fail(Some("temp_fail")),
+        Outcome::Error(_) => Done::Close { id, seq },
     }
 }
 

@@ -10,6 +10,12 @@
 //!
 //! It works against any saslauthd-protocol server, Cyrus's included, so both can be
 //! measured by the same generator in the same run (`benches/compare-cyrus.sh`).
+//!
+//! `--protocol dovecot` speaks Dovecot's auth-client protocol instead: each client keeps one
+//! connection (as Postfix's smtpd does) and runs one AUTH at a time on it, `--mech plain` or
+//! `--mech scram-sha-256` (the client caches its salted password per salt, as a real client
+//! may, so the load is the server's). It works against Dovecot's own auth process too
+//! (`benches/compare-dovecot.sh`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -33,6 +39,8 @@ const SPEC: Spec<'static> = Spec {
         ("service", true),
         ("fail-percent", true),
         ("label", true),
+        ("protocol", true),
+        ("mech", true),
         ("help", false),
     ],
 };
@@ -48,6 +56,8 @@ struct Settings {
     service: String,
     fail_percent: u64,
     label: String,
+    dovecot: bool,
+    scram: bool,
 }
 
 #[derive(Default)]
@@ -62,7 +72,8 @@ struct Tally {
 fn usage() -> &'static str {
     "usage: saslauthd-bench --socket PATH [--clients 16] [--duration 10] [--warmup 1]\n\
      \x20      --user USER --password PASSWORD [--realm REALM] [--service smtp]\n\
-     \x20      [--fail-percent 0] [--label NAME]\n"
+     \x20      [--fail-percent 0] [--label NAME] [--protocol saslauthd|dovecot]\n\
+     \x20      [--mech plain|scram-sha-256]\n"
 }
 
 fn parse() -> Result<Settings, String> {
@@ -80,6 +91,8 @@ fn parse() -> Result<Settings, String> {
         service: "smtp".into(),
         fail_percent: 0,
         label: "saslauthd".into(),
+        dovecot: false,
+        scram: false,
     };
     let num = |o: &getopt::Opt| -> Result<u64, String> {
         o.str_value()
@@ -99,6 +112,21 @@ fn parse() -> Result<Settings, String> {
             "service" => s.service = o.str_value().map_err(|e| e.to_string())?.into(),
             "fail-percent" => s.fail_percent = num(o)?.min(100),
             "label" => s.label = o.str_value().map_err(|e| e.to_string())?.into(),
+            "protocol" => match o.str_value().map_err(|e| e.to_string())? {
+                "saslauthd" => s.dovecot = false,
+                "dovecot" => s.dovecot = true,
+                other => return Err(format!("--protocol {other}: saslauthd or dovecot")),
+            },
+            "mech" => match o
+                .str_value()
+                .map_err(|e| e.to_string())?
+                .to_ascii_lowercase()
+                .as_str()
+            {
+                "plain" => s.scram = false,
+                "scram-sha-256" => s.scram = true,
+                other => return Err(format!("--mech {other}: plain or scram-sha-256")),
+            },
             _ => return Err(String::new()),
         }
     }
@@ -180,7 +208,11 @@ fn main() -> ExitCode {
             );
             std::thread::spawn(move || {
                 barrier.wait();
-                client(&s, id, &stop, &measuring)
+                if s.dovecot {
+                    dovecot::client(&s, id, &stop, &measuring)
+                } else {
+                    client(&s, id, &stop, &measuring)
+                }
             })
         })
         .collect();
@@ -234,4 +266,177 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     ExitCode::SUCCESS
+}
+
+/// The Dovecot auth-client side of the generator.
+mod dovecot {
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+
+    use super::{Settings, Tally};
+
+    fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    }
+
+    struct Conn {
+        reader: BufReader<UnixStream>,
+        writer: UnixStream,
+    }
+
+    impl Conn {
+        fn open(s: &Settings) -> std::io::Result<Conn> {
+            let stream = UnixStream::connect(&s.socket)?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut writer = stream.try_clone()?;
+            let mut reader = BufReader::new(stream);
+            writer
+                .write_all(format!("VERSION\t1\t2\nCPID\t{}\n", std::process::id()).as_bytes())?;
+            let mut line = String::new();
+            while line != "DONE\n" {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            Ok(Conn { reader, writer })
+        }
+
+        fn ask(&mut self, line: &str) -> std::io::Result<String> {
+            self.writer.write_all(line.as_bytes())?;
+            let mut reply = String::new();
+            if self.reader.read_line(&mut reply)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            Ok(reply)
+        }
+    }
+
+    /// One SCRAM-SHA-256 exchange; `Ok(true)` for OK.
+    fn scram(
+        c: &mut Conn,
+        id: u64,
+        user: &str,
+        password: &str,
+        salted_cache: &mut HashMap<Vec<u8>, Vec<u8>>,
+    ) -> std::io::Result<bool> {
+        let bare = format!("n={user},r=bench{id}");
+        let reply = c.ask(&format!(
+            "AUTH\t{id}\tSCRAM-SHA-256\tservice=smtp\tfinal-resp-ok\tresp={}\n",
+            B64.encode(format!("n,,{bare}"))
+        ))?;
+        let Some(first) = reply.strip_prefix(&format!("CONT\t{id}\t")) else {
+            return Ok(false);
+        };
+        let server_first =
+            String::from_utf8(B64.decode(first.trim_end()).unwrap_or_default()).unwrap_or_default();
+        let field = |k: &str| {
+            server_first
+                .split(',')
+                .find_map(|f| f.strip_prefix(k))
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (nonce, salt) = (field("r="), B64.decode(field("s=")).unwrap_or_default());
+        let iterations: u32 = field("i=").parse().unwrap_or(4096);
+        let salted = salted_cache.entry(salt.clone()).or_insert_with(|| {
+            let mut out = vec![0u8; 32];
+            pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut out);
+            out
+        });
+        let client_key = hmac(salted, b"Client Key");
+        let stored = Sha256::digest(&client_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{bare},{server_first},{without_proof}");
+        let signature = hmac(&stored, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let reply = c.ask(&format!(
+            "CONT\t{id}\t{}\n",
+            B64.encode(format!("{without_proof},p={}", B64.encode(proof)))
+        ))?;
+        if reply.starts_with("CONT\t") {
+            // A server that ignores final-resp-ok sends v= in a CONT.
+            return Ok(c.ask(&format!("CONT\t{id}\t\n"))?.starts_with("OK\t"));
+        }
+        Ok(reply.starts_with("OK\t"))
+    }
+
+    pub(super) fn client(
+        s: &Settings,
+        id: usize,
+        stop: &AtomicBool,
+        measuring: &AtomicBool,
+    ) -> Tally {
+        let mut tally = Tally {
+            latencies_us: Vec::with_capacity(1 << 16),
+            ..Tally::default()
+        };
+        let wrong = format!("{}-wrong", s.password);
+        let user = if s.realm.is_empty() {
+            s.user.clone()
+        } else {
+            format!("{}@{}", s.user, s.realm)
+        };
+        let mut conn = None;
+        let mut salted = HashMap::new();
+        let mut i: u64 = id as u64;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            let should_fail = (i * 37 % 100) < s.fail_percent;
+            let password = if should_fail { &wrong } else { &s.password };
+            let start = Instant::now();
+            let result = (|| -> std::io::Result<bool> {
+                if conn.is_none() {
+                    conn = Some(Conn::open(s)?);
+                }
+                let c = conn.as_mut().expect("just opened");
+                if s.scram {
+                    return scram(c, i, &user, password, &mut salted);
+                }
+                let resp = B64.encode(format!("\0{user}\0{password}"));
+                Ok(
+                    c.ask(&format!("AUTH\t{i}\tPLAIN\tservice=smtp\tresp={resp}\n"))?
+                        .starts_with("OK\t"),
+                )
+            })();
+            let elapsed = start.elapsed();
+            if result.is_err() {
+                conn = None;
+            }
+            if !measuring.load(Ordering::Relaxed) {
+                continue;
+            }
+            match result {
+                Ok(ok) => {
+                    if ok {
+                        tally.ok += 1;
+                    } else {
+                        tally.no += 1;
+                    }
+                    if ok == should_fail {
+                        tally.unexpected += 1;
+                    }
+                }
+                Err(_) => tally.errors += 1,
+            }
+            tally
+                .latencies_us
+                .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+        }
+        tally
+    }
 }

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Measures saslauthd-rs's Dovecot auth socket against Dovecot 2.3's own auth process
+# (passwd-file passdb), with the same load generator in the same run: persistent
+# connections, one AUTH at a time on each, AUTH PLAIN, then SCRAM-SHA-256.
+#
+#   benches/compare-dovecot.sh [CLIENTS] [SECONDS]
+#
+# Needs Debian's dovecot-core. Dovecot runs from its own config in a temporary directory
+# (protocols = none: no network listener); ours from a temporary sasldb. Unix sockets only.
+set -euo pipefail
+clients=${1:-16}
+secs=${2:-10}
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+cargo build --release --quiet --bins
+bin=$here/target/release
+tmp=$(mktemp -d)
+chmod 755 "$tmp"
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+mkdir -p "$tmp/dovecot/run" "$tmp/dovecot/state"
+echo 'alice@example.org:{PLAIN}secret' > "$tmp/dovecot/users"
+cat > "$tmp/dovecot/dovecot.conf" <<CONF
+protocols = none
+listen = 127.0.0.1
+base_dir = $tmp/dovecot/run
+state_dir = $tmp/dovecot/state
+log_path = $tmp/dovecot/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain scram-sha-256
+auth_failure_delay = 0
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $tmp/dovecot/users
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/tmp
+}
+service auth {
+  unix_listener $tmp/dovecot/auth {
+    mode = 0666
+  }
+}
+service imap-login {
+  inet_listener imap {
+    port = 0
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = 0
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service submission-login {
+  inet_listener submission {
+    port = 0
+  }
+}
+CONF
+setsid dovecot -F -c "$tmp/dovecot/dovecot.conf" >/dev/null 2>&1 &
+pids+=($!)
+
+echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
+setsid "$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours-run" --sasldb "$tmp/sasldb2" \
+    --failure-delay 0 --dovecot-socket "$tmp/ours-auth" >/dev/null 2>&1 &
+pids+=($!)
+for s in "$tmp/dovecot/auth" "$tmp/ours-auth"; do
+    for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.05; done
+    [ -S "$s" ] || { echo "no socket $s" >&2; cat "$tmp/dovecot/dovecot.log" >&2 || true; exit 1; }
+done
+
+run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
+        --user alice --realm example.org --password secret "$@"; }
+echo "# $(nproc) cores, $clients persistent connections, $secs s each; $(date -u +%F)"
+run --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth (passwd-file), AUTH PLAIN"
+run --socket "$tmp/ours-auth" --label "saslauthd-rs (sasldb), AUTH PLAIN"
+run --socket "$tmp/ours-auth" --fail-percent 50 --label "saslauthd-rs, AUTH PLAIN, 50% wrong"
+run --socket "$tmp/dovecot/auth" --mech scram-sha-256 --label "dovecot 2.3 auth, SCRAM-SHA-256"
+run --socket "$tmp/ours-auth" --mech scram-sha-256 --label "saslauthd-rs, SCRAM-SHA-256 (cached keys)"
