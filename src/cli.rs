@@ -26,6 +26,7 @@ pub const SPEC: Spec<'static> = Spec {
         ("dovecot-socket-mode", true),
         ("dovecot-no-realm-split", false),
         ("dovecot-temp-fail", false),
+        ("scram-iterations", true),
         ("help", false),
         ("version", false),
     ],
@@ -96,12 +97,14 @@ long options:
   --failure-delay <secs>   Delay before a failure is answered, doubling per client
                            address up to a 4.5 s cap (default 2; 0 = off).
   --dovecot-socket <path>  Also serve Dovecot's auth protocol there (Postfix
-                           smtpd_sasl_type = dovecot); mechanisms PLAIN, LOGIN.
+                           smtpd_sasl_type = dovecot): PLAIN, LOGIN, and with
+                           sasldb CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256.
   --dovecot-socket-owner <user[:group]>   Owner of that socket.
   --dovecot-socket-mode <octal>           Its mode (default 0660).
   --dovecot-no-realm-split Keep user@realm whole as the user name.
   --dovecot-temp-fail      On a backend failure send FAIL code=temp_fail instead of
                            closing the connection.
+  --scram-iterations <n>   SCRAM's PBKDF2 iteration count (default 4096).
 "
     )
 }
@@ -212,6 +215,10 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
             }
             "dovecot-no-realm-split" => config.dovecot_split_realm = false,
             "dovecot-temp-fail" => config.dovecot_temp_fail = true,
+            "scram-iterations" => {
+                config.scram_iterations =
+                    config::scram_iterations(number("--scram-iterations", opt.str_value()?)?)?;
+            }
             "config" => {}
             other => unreachable!("option {other} is in SPEC but not handled"),
         }

@@ -18,6 +18,7 @@
 //! dovecot_socket_mode = "0660"                         # --dovecot-socket-mode
 //! dovecot_split_realm = true   # false: --dovecot-no-realm-split
 //! dovecot_temp_fail = false    # --dovecot-temp-fail
+//! scram_iterations = 4096      # --scram-iterations
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -81,6 +82,8 @@ pub struct Config {
     /// `--dovecot-temp-fail`: on a backend failure answer `FAIL code=temp_fail` instead of
     /// closing the connection.
     pub dovecot_temp_fail: bool,
+    /// `--scram-iterations`: SCRAM's PBKDF2 iteration count (at least 4096).
+    pub scram_iterations: u32,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             dovecot_socket_mode: 0o660,
             dovecot_split_realm: true,
             dovecot_temp_fail: false,
+            scram_iterations: crate::mech::scram::ITERATIONS,
         }
     }
 }
@@ -140,6 +144,7 @@ struct FileConfig {
     dovecot_socket_mode: Option<String>,
     dovecot_split_realm: Option<bool>,
     dovecot_temp_fail: Option<bool>,
+    scram_iterations: Option<u32>,
 }
 
 /// A setting that cannot be used; the text names the setting and the problem.
@@ -230,6 +235,9 @@ impl Config {
         if let Some(v) = file.dovecot_temp_fail {
             self.dovecot_temp_fail = v;
         }
+        if let Some(n) = file.scram_iterations {
+            self.scram_iterations = scram_iterations(n)?;
+        }
         Ok(())
     }
 
@@ -280,6 +288,16 @@ pub fn delay_secs(name: &str, secs: f64) -> Result<Duration, ConfigError> {
         )));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// SCRAM's iteration count: at least 4096 (RFC 7677), at most 10,000,000.
+pub fn scram_iterations(n: u32) -> Result<u32, ConfigError> {
+    if !(4096..=10_000_000).contains(&n) {
+        return Err(ConfigError(format!(
+            "scram iterations {n}: must be 4096 to 10000000"
+        )));
+    }
+    Ok(n)
 }
 
 /// A count, at least 1.

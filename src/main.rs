@@ -176,6 +176,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         let options = DovecotOptions {
             split_realm: config.dovecot_split_realm,
             temp_fail: config.dovecot_temp_fail,
+            scram_iterations: config.scram_iterations,
             ..DovecotOptions::default()
         };
         if let Some(path) = &config.dovecot_socket {

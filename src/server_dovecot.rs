@@ -42,6 +42,8 @@ pub struct DovecotOptions {
     pub request_timeout: Duration,
     /// The client must finish `VERSION` and `CPID` within this.
     pub handshake_timeout: Duration,
+    /// SCRAM's PBKDF2 iteration count.
+    pub scram_iterations: u32,
 }
 
 impl Default for DovecotOptions {
@@ -52,6 +54,7 @@ impl Default for DovecotOptions {
             max_requests: 4096,
             request_timeout: Duration::from_secs(150),
             handshake_timeout: Duration::from_secs(10),
+            scram_iterations: mech::scram::ITERATIONS,
         }
     }
 }
@@ -121,12 +124,8 @@ pub async fn handle_connection(
         return;
     }
     let auth_has_plaintext = auth.passdb().has_plaintext();
-    let host: Arc<str> = Arc::from(
-        String::from_utf8_lossy(
-            &crate::request::host_name().unwrap_or_else(|_| b"localhost".to_vec()),
-        )
-        .as_ref(),
-    );
+    let host = crate::request::host_name().unwrap_or_else(|_| b"localhost".to_vec());
+    let host = String::from_utf8_lossy(&host).into_owned();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         auth,
@@ -138,7 +137,10 @@ pub async fn handle_connection(
         out: Vec::new(),
         done_tx,
         offered: mech::offered(auth_has_plaintext),
-        host,
+        mech_context: mech::Context {
+            host,
+            scram_iterations: options.scram_iterations,
+        },
     };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = vec![0u8; 4096];
@@ -206,7 +208,7 @@ struct Connection {
     out: Vec<u8>,
     done_tx: mpsc::UnboundedSender<Done>,
     offered: &'static [dovecot::MechInfo],
-    host: Arc<str>,
+    mech_context: mech::Context,
 }
 
 impl Connection {
@@ -253,7 +255,7 @@ impl Connection {
                 self.options.max_requests
             ));
         }
-        let Some(mech) = Mechanism::start(&a.mech, self.offered, &self.host) else {
+        let Some(mech) = Mechanism::start(&a.mech, self.offered, &self.mech_context) else {
             return Next::Disconnect(format!("unsupported mechanism {:?}", a.mech));
         };
         let input = match a.resp.as_deref().map(|r| BASE64.decode(r)) {

@@ -659,3 +659,55 @@ fn scram_sha1_and_sha256_from_sasldb() {
     ));
     assert_eq!(c.line(), "FAIL\t8\n");
 }
+
+#[test]
+fn scram_iterations_are_configurable() {
+    let (_d, auth) = dovecot_daemon(&["--scram-iterations", "8192"]);
+    let mut c = Client::postfix(&auth);
+    c.send(&format!(
+        "AUTH\t1\tSCRAM-SHA-256\tservice=smtp\tresp={}\n",
+        B64.encode("n,,n=alice,r=abc")
+    ));
+    let line = c.line();
+    let first = B64
+        .decode(line.trim_end().strip_prefix("CONT\t1\t").unwrap())
+        .unwrap();
+    assert!(String::from_utf8(first).unwrap().ends_with(",i=8192"));
+    c.send("CANCEL\t1\n");
+    assert_eq!(
+        scram(&mut c, 2, true, "alice", "secret", true),
+        "OK\t2\tuser=alice"
+    );
+}
+
+#[test]
+fn a_broken_backend_closes_the_connection_or_says_temp_fail() {
+    for temp_fail in [false, true] {
+        let extra: &[&str] = if temp_fail {
+            &["--dovecot-temp-fail"]
+        } else {
+            &[]
+        };
+        let (d, auth) = dovecot_daemon(extra);
+        let mut c = Client::postfix(&auth);
+        c.send(&format!(
+            "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+            plain("alice", "secret")
+        ));
+        assert_eq!(c.line(), "OK\t1\tuser=alice\n");
+        // The store is replaced by something that is not a sasldb: the passdb breaks.
+        std::fs::rename(&d.sasldb, d.dir.path().join("moved")).unwrap();
+        std::fs::write(&d.sasldb, "not a database\n").unwrap();
+        c.send(&format!(
+            "AUTH\t2\tPLAIN\tservice=smtp\tresp={}\n",
+            plain("alice", "secret")
+        ));
+        if temp_fail {
+            assert_eq!(c.line(), "FAIL\t2\tuser=alice\tcode=temp_fail\n");
+        } else {
+            // Postfix answers a closed connection with 454 (temporary), not 535.
+            assert!(c.closed(), "connection closed on a backend failure");
+        }
+        assert!(d.log_text().contains("unrecognised"), "{}", d.log_text());
+    }
+}

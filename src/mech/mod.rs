@@ -45,6 +45,15 @@ pub enum Step {
     Fail(&'static str),
 }
 
+/// What mechanisms need to know about this server.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The host name, in CRAM-MD5 challenges.
+    pub host: String,
+    /// SCRAM's PBKDF2 iteration count.
+    pub scram_iterations: u32,
+}
+
 /// A mechanism in progress.
 #[derive(Debug)]
 pub enum Mechanism {
@@ -106,16 +115,20 @@ pub fn offered(passdb_has_plaintext: bool) -> &'static [MechInfo] {
 
 impl Mechanism {
     /// Starts the mechanism named `name` (case-insensitive, as Dovecot) if it is among
-    /// `offered`; `host` names this server in challenges.
-    pub fn start(name: &str, offered: &[MechInfo], host: &str) -> Option<Mechanism> {
+    /// `offered`.
+    pub fn start(name: &str, offered: &[MechInfo], context: &Context) -> Option<Mechanism> {
         let name = name.to_ascii_uppercase();
         offered.iter().find(|m| m.name == name)?;
         Some(match name.as_str() {
             plain::NAME => Mechanism::Plain(Plain),
             login::NAME => Mechanism::Login(Login::default()),
-            cram_md5::NAME => Mechanism::CramMd5(CramMd5::new(host)),
-            "SCRAM-SHA-1" => Mechanism::Scram(Scram::new(ScramHash::Sha1)),
-            "SCRAM-SHA-256" => Mechanism::Scram(Scram::new(ScramHash::Sha256)),
+            cram_md5::NAME => Mechanism::CramMd5(CramMd5::new(&context.host)),
+            "SCRAM-SHA-1" => {
+                Mechanism::Scram(Scram::new(ScramHash::Sha1, context.scram_iterations))
+            }
+            "SCRAM-SHA-256" => {
+                Mechanism::Scram(Scram::new(ScramHash::Sha256, context.scram_iterations))
+            }
             _ => return None,
         })
     }

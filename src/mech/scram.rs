@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 
 use super::Step;
 
-/// The iteration count (RFC 7677's minimum and Dovecot's default).
+/// The default iteration count (RFC 7677's minimum and Dovecot's default).
 pub const ITERATIONS: u32 = 4096;
 
 /// The hash of a SCRAM variant.
@@ -114,12 +114,24 @@ fn salt_for(hash: ScramHash, user: &[u8]) -> Vec<u8> {
 
 const MAX_CACHED_KEYS: usize = 16_384;
 
-/// Keys for (hash, user, salt, password), from the cache or PBKDF2.
-fn cached_keys(hash: ScramHash, user: &[u8], salt: &[u8], password: &[u8]) -> Keys {
+/// Keys for (hash, user, salt, iterations, password), from the cache or PBKDF2.
+fn cached_keys(
+    hash: ScramHash,
+    user: &[u8],
+    salt: &[u8],
+    iterations: u32,
+    password: &[u8],
+) -> Keys {
     static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, Keys>>> = OnceLock::new();
     let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
     let mut id = Vec::with_capacity(64);
-    for part in [hash.name().as_bytes(), user, salt, password] {
+    for part in [
+        hash.name().as_bytes(),
+        user,
+        salt,
+        &iterations.to_be_bytes(),
+        password,
+    ] {
         id.extend_from_slice(&(part.len() as u64).to_be_bytes());
         id.extend_from_slice(part);
     }
@@ -128,7 +140,7 @@ fn cached_keys(hash: ScramHash, user: &[u8], salt: &[u8], password: &[u8]) -> Ke
     if let Some(keys) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&slot) {
         return keys.clone();
     }
-    let keys = hash.derive(password, salt, ITERATIONS);
+    let keys = hash.derive(password, salt, iterations);
     let mut map = cache.lock().unwrap_or_else(|e| e.into_inner());
     if map.len() >= MAX_CACHED_KEYS {
         map.clear();
@@ -148,6 +160,8 @@ pub enum Scram {
         server_nonce: String,
         /// A fixed salt (tests with RFC vectors); `None`: the per-user salt.
         salt: Option<Vec<u8>>,
+        /// The PBKDF2 iteration count.
+        iterations: u32,
     },
     /// The user's secret is being looked up.
     AwaitSecret {
@@ -157,6 +171,8 @@ pub enum Scram {
         user: Vec<u8>,
         /// The salt to use.
         salt: Vec<u8>,
+        /// The PBKDF2 iteration count.
+        iterations: u32,
         /// client-first-message-bare.
         client_first_bare: String,
         /// The gs2 header (`n,,`).
@@ -199,14 +215,15 @@ fn unescape_name(name: &str) -> Option<String> {
 }
 
 impl Scram {
-    /// A new exchange with a random server nonce.
-    pub fn new(hash: ScramHash) -> Scram {
+    /// A new exchange with a random server nonce and `iterations` PBKDF2 rounds.
+    pub fn new(hash: ScramHash, iterations: u32) -> Scram {
         let mut bytes = [0u8; 24];
         crate::random::fill(&mut bytes);
         Scram::Start {
             hash,
             server_nonce: B64.encode(bytes),
             salt: None,
+            iterations,
         }
     }
 
@@ -216,6 +233,7 @@ impl Scram {
                 hash,
                 server_nonce,
                 salt,
+                iterations,
             } => {
                 let Some(input) = input else {
                     // No initial response: an empty challenge asks for client-first.
@@ -223,10 +241,11 @@ impl Scram {
                         hash,
                         server_nonce,
                         salt,
+                        iterations,
                     };
                     return Step::Challenge(Vec::new());
                 };
-                self.client_first(hash, &server_nonce, salt, input)
+                self.client_first(hash, &server_nonce, salt, iterations, input)
             }
             Scram::AwaitClientFinal {
                 hash,
@@ -249,6 +268,7 @@ impl Scram {
         hash: ScramHash,
         server_nonce: &str,
         salt: Option<Vec<u8>>,
+        iterations: u32,
         input: &[u8],
     ) -> Step {
         let Ok(text) = std::str::from_utf8(input) else {
@@ -304,6 +324,7 @@ impl Scram {
             hash,
             user: user.clone().into_bytes(),
             salt,
+            iterations,
             client_first_bare: bare.to_owned(),
             gs2_header: format!("{cbind},{authzid},"),
             nonce: format!("{client_nonce}{server_nonce}"),
@@ -319,6 +340,7 @@ impl Scram {
             hash,
             user,
             salt,
+            iterations,
             client_first_bare,
             gs2_header,
             nonce,
@@ -326,8 +348,8 @@ impl Scram {
         else {
             return Step::Fail("unexpected SCRAM state");
         };
-        let keys = secret.map(|password| cached_keys(hash, &user, &salt, password));
-        let server_first = format!("r={nonce},s={},i={ITERATIONS}", B64.encode(&salt));
+        let keys = secret.map(|password| cached_keys(hash, &user, &salt, iterations, password));
+        let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(&salt));
         let auth_message_start = format!("{client_first_bare},{server_first}");
         *self = Scram::AwaitClientFinal {
             hash,
@@ -407,6 +429,7 @@ mod tests {
             hash,
             server_nonce: snonce.to_owned(),
             salt: Some(B64.decode(salt).unwrap()),
+            iterations: ITERATIONS,
         };
         let first = format!("n,,n=user,r={cnonce}");
         assert!(
@@ -468,14 +491,14 @@ mod tests {
             b"n,,m=ext,n=user,r=abc",
             b"\xff",
         ] {
-            let mut m = Scram::new(ScramHash::Sha256);
+            let mut m = Scram::new(ScramHash::Sha256, ITERATIONS);
             assert!(
                 matches!(m.step(Some(input)), Step::Fail(_)),
                 "{:?}",
                 String::from_utf8_lossy(input)
             );
         }
-        let mut m = Scram::new(ScramHash::Sha256);
+        let mut m = Scram::new(ScramHash::Sha256, ITERATIONS);
         assert!(
             matches!(m.step(Some(b"n,a=us=2Cer,n=us=2Cer,r=abc")), Step::LookupPlaintext { user } if user == b"us,er")
         );
@@ -484,7 +507,7 @@ mod tests {
     #[test]
     fn unknown_users_get_a_stable_salt_and_fail_at_the_proof() {
         let first = |user: &str| {
-            let mut m = Scram::new(ScramHash::Sha256);
+            let mut m = Scram::new(ScramHash::Sha256, ITERATIONS);
             m.step(Some(format!("n,,n={user},r=abc").as_bytes()));
             let Step::Challenge(c) = m.resume(None) else {
                 panic!()
@@ -505,14 +528,14 @@ mod tests {
 
     #[test]
     fn wrong_nonce_and_channel_binding_data_fail() {
-        let mut m = Scram::new(ScramHash::Sha1);
+        let mut m = Scram::new(ScramHash::Sha1, ITERATIONS);
         m.step(Some(b"n,,n=user,r=abc"));
         m.resume(Some(b"pencil"));
         assert!(matches!(
             m.step(Some(b"c=biws,r=abcX,p=AAAA")),
             Step::Fail(_)
         ));
-        let mut m = Scram::new(ScramHash::Sha1);
+        let mut m = Scram::new(ScramHash::Sha1, ITERATIONS);
         m.step(Some(b"n,,n=user,r=abc"));
         let Step::Challenge(c) = m.resume(Some(b"pencil")) else {
             panic!()
