@@ -14,6 +14,8 @@ use saslauthd_rs::server_dovecot::{serve_dovecot, DovecotOptions};
 use saslauthd_rs::{request, server};
 
 fn main() -> ExitCode {
+    // Held until the handlers are in place (see block_termination_signals).
+    process::block_termination_signals(true);
     let program = saslauthd_rs::getopt::program_name("saslauthd-rs");
     let config = match cli::parse(std::env::args_os().skip(1)) {
         Ok(Command::Run(config)) => config,
@@ -200,8 +202,12 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
                 .await;
             }
         };
+        // Handlers first, then let the signals through: one that came while starting is
+        // delivered now, to them.
+        let signalled = shutdown_signal();
+        process::block_termination_signals(false);
         let signal = async {
-            shutdown_signal().await;
+            signalled.await;
             stop.cancel();
         };
         tokio::join!(mux, dove, signal);
@@ -226,17 +232,22 @@ fn auth_realm(config: &Config) -> Vec<u8> {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now and returns a future that completes on the
+/// first of them.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight"),
-        _ = int.recv() => tracing::info!("SIGINT: finishing requests in flight"),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing requests in flight"),
+        }
     }
 }

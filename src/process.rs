@@ -122,6 +122,27 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// Blocks (`true`) or unblocks (`false`) SIGTERM and SIGINT for the calling thread (and the
+/// threads it starts afterwards). The daemon blocks them before it binds its sockets and
+/// unblocks them once its handlers are installed, so a SIGTERM that arrives while it starts
+/// is held and then handled as a clean stop, never the default kill.
+pub fn block_termination_signals(block: bool) {
+    // SAFETY: sigset operations on a local set; pthread_sigmask changes only this thread's
+    // mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
+
 /// Ignores SIGHUP, as Cyrus does (there is nothing to reload; a closing terminal must not
 /// stop the daemon).
 pub fn ignore_sighup() {

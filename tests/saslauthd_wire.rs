@@ -429,3 +429,30 @@ fn failures_are_delayed_without_slowing_others() {
         "failure answered after the delay"
     );
 }
+
+#[test]
+fn sigterm_during_start_up_is_a_clean_stop() {
+    // The socket exists before the runtime installs its handlers; a SIGTERM in between must
+    // still be a clean stop (exit 0, socket removed), not the default kill.
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..10 {
+        let run = dir.path().join(format!("run{i}"));
+        let mut child = Command::new(common::DAEMON)
+            .args(["-a", "sasldb", "-f", "--failure-delay", "0", "-m"])
+            .arg(&run)
+            .arg("--sasldb")
+            .arg(dir.path().join("sasldb2"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !run.join("mux").exists() {
+            assert!(start.elapsed() < Duration::from_secs(10));
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "round {i}: {status}");
+        assert!(!run.join("mux").exists(), "round {i}: socket left behind");
+    }
+}
