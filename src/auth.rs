@@ -187,22 +187,22 @@ impl Authenticator {
         }
     }
 
-    /// The stored cleartext secret of a request's user (realm rules applied), for
-    /// mechanisms that compute with it (CRAM-MD5). Only passdbs with
-    /// [`Passdb::has_plaintext`] answer; those never block.
-    pub fn lookup_plaintext(
+    /// The stored secrets of a request's user (realm rules applied), for mechanisms that
+    /// compute with them (CRAM-MD5, SCRAM). Only passdbs with [`Passdb::has_plaintext`]
+    /// answer; those never block.
+    pub fn lookup_credentials(
         &self,
         request: &AuthRequest,
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, PassdbError> {
+    ) -> Result<crate::mech::Credentials, PassdbError> {
         if request.login.is_empty() || request.login.contains(&0) || request.realm.contains(&0) {
-            return Ok(None);
+            return Ok(crate::mech::Credentials::default());
         }
         let realm = if request.realm.is_empty() {
             &self.realms.default_realm
         } else {
             &request.realm
         };
-        self.passdb.lookup_plaintext(&request.login, realm)
+        self.passdb.lookup_credentials(&request.login, realm)
     }
 
     /// Records the end of an exchange that a mechanism decided itself (CRAM-MD5): the log

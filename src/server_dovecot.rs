@@ -97,7 +97,7 @@ enum Done {
     Secret {
         id: u32,
         seq: u64,
-        secret: Option<zeroize::Zeroizing<Vec<u8>>>,
+        credentials: mech::Credentials,
     },
     /// The passdb broke and the connection is to be closed.
     Close {
@@ -416,8 +416,12 @@ impl Connection {
                 let request = self.auth_request(active, &user);
                 let given = user.clone();
                 tokio::spawn(async move {
-                    let done = match auth.lookup_plaintext(&request) {
-                        Ok(secret) => Done::Secret { id, seq, secret },
+                    let done = match auth.lookup_credentials(&request) {
+                        Ok(credentials) => Done::Secret {
+                            id,
+                            seq,
+                            credentials,
+                        },
                         Err(e) => {
                             tracing::error!("dovecot: secret lookup failed: {e}");
                             if temp_fail {
@@ -500,12 +504,12 @@ impl Connection {
                 self.out.extend(line);
                 true
             }
-            Done::Secret { secret, .. } => {
+            Done::Secret { credentials, .. } => {
                 let Some(active) = self.requests.get_mut(&id) else {
                     return true;
                 };
                 active.busy = false;
-                let step = active.mech.resume(secret.as_deref().map(|s| s.as_slice()));
+                let step = active.mech.resume(&credentials);
                 self.act(id, step);
                 true
             }

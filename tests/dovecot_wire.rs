@@ -711,3 +711,42 @@ fn a_broken_backend_closes_the_connection_or_says_temp_fail() {
         assert!(d.log_text().contains("unrecognised"), "{}", d.log_text());
     }
 }
+
+#[test]
+fn a_cyrus_auth_password_secret_serves_scram() {
+    let (d, auth) = dovecot_daemon(&[]);
+    // sam has only a SCRAM-SHA-256 secret, as Cyrus's saslpasswd2 writes it with
+    // scram_secret_generate and -n (no userPassword).
+    let secret = saslauthd_rs::mech::scram::format_auth_password(
+        saslauthd_rs::mech::ScramHash::Sha256,
+        b"s4m-pass",
+        b"0123456789abcdef",
+        4096,
+    );
+    let store =
+        saslauthd_rs::sasldb::Store::open(&d.sasldb, saslauthd_rs::sasldb::OpenMode::ReadWrite)
+            .unwrap();
+    store
+        .put(b"sam", b"example.org", b"authPassword", secret.as_bytes())
+        .unwrap();
+    drop(store);
+    let mut c = Client::postfix(&auth);
+    assert_eq!(
+        scram(&mut c, 1, true, "sam", "s4m-pass", true),
+        "OK\t1\tuser=sam"
+    );
+    assert_eq!(
+        scram(&mut c, 2, true, "sam", "wrong", true),
+        "FAIL\t2\tuser=sam"
+    );
+    // No cleartext: SCRAM-SHA-1 (another hash) and PLAIN cannot work for sam.
+    assert_eq!(
+        scram(&mut c, 3, false, "sam", "s4m-pass", true),
+        "FAIL\t3\tuser=sam"
+    );
+    c.send(&format!(
+        "AUTH\t4\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("sam", "s4m-pass")
+    ));
+    assert_eq!(c.line(), "FAIL\t4\tuser=sam\n");
+}

@@ -45,6 +45,15 @@ pub enum Step {
     Fail(&'static str),
 }
 
+/// A user's stored secrets, as a passdb hands them to mechanisms that compute with them.
+#[derive(Debug, Default)]
+pub struct Credentials {
+    /// The cleartext password (sasldb `userPassword`).
+    pub plaintext: Option<zeroize::Zeroizing<Vec<u8>>>,
+    /// A SCRAM secret (sasldb `authPassword`, `SCRAM-SHA-<n>$<iter>:<salt>$<stored>:<server>`).
+    pub auth_password: Option<zeroize::Zeroizing<String>>,
+}
+
 /// What mechanisms need to know about this server.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -143,11 +152,15 @@ impl Mechanism {
         }
     }
 
-    /// Hands a looked-up secret (`None`: no such user) to a mechanism that asked for one.
-    pub fn resume(&mut self, secret: Option<&[u8]>) -> Step {
+    /// Hands the user's stored secrets (empty: no such user) to a mechanism that asked.
+    pub fn resume(&mut self, credentials: &Credentials) -> Step {
+        let plaintext = credentials.plaintext.as_deref().map(|p| p.as_slice());
         match self {
-            Mechanism::CramMd5(m) => m.resume(secret),
-            Mechanism::Scram(m) => m.resume(secret),
+            Mechanism::CramMd5(m) => m.resume(plaintext),
+            Mechanism::Scram(m) => m.resume(
+                plaintext,
+                credentials.auth_password.as_deref().map(|s| s.as_str()),
+            ),
             Mechanism::Plain(_) | Mechanism::Login(_) => Step::Fail("no secret was asked for"),
         }
     }

@@ -149,6 +149,47 @@ fn cached_keys(
     keys
 }
 
+/// Parses Cyrus's `authPassword` (`SCRAM-SHA-256$4096:<salt>$<StoredKey>:<ServerKey>`, all
+/// base64) when it is for `hash`: (keys, salt, iterations).
+pub fn parse_auth_password(hash: ScramHash, value: &str) -> Option<(Keys, Vec<u8>, u32)> {
+    let (scheme, rest) = value.split_once('$')?;
+    if scheme != hash.name() {
+        return None;
+    }
+    let (params, keys) = rest.split_once('$')?;
+    let (iterations, salt) = params.split_once(':')?;
+    let (stored, server) = keys.split_once(':')?;
+    let len = hash.digest(b"").len();
+    let stored = B64.decode(stored).ok().filter(|k| k.len() == len)?;
+    let server = B64.decode(server).ok().filter(|k| k.len() == len)?;
+    let keys = Keys {
+        stored: Zeroizing::new(stored),
+        server: Zeroizing::new(server),
+    };
+    Some((
+        keys,
+        B64.decode(salt).ok()?,
+        iterations.parse().ok().filter(|&n| n > 0)?,
+    ))
+}
+
+/// Formats a SCRAM secret as Cyrus's `authPassword`.
+pub fn format_auth_password(
+    hash: ScramHash,
+    password: &[u8],
+    salt: &[u8],
+    iterations: u32,
+) -> String {
+    let keys = hash.derive(password, salt, iterations);
+    format!(
+        "{}${iterations}:{}${}:{}",
+        hash.name(),
+        B64.encode(salt),
+        B64.encode(&*keys.stored),
+        B64.encode(&*keys.server)
+    )
+}
+
 /// Where the exchange stands.
 #[derive(Debug)]
 pub enum Scram {
@@ -334,8 +375,10 @@ impl Scram {
         }
     }
 
-    /// The user's stored password (`None`: no such user); answers with server-first.
-    pub(crate) fn resume(&mut self, secret: Option<&[u8]>) -> Step {
+    /// The user's stored password and SCRAM secret (`None`, `None`: no such user); answers
+    /// with server-first. A stored secret for this hash (Cyrus's `authPassword`) is used as
+    /// it is, with its own salt and iteration count; otherwise keys come from the password.
+    pub(crate) fn resume(&mut self, secret: Option<&[u8]>, auth_password: Option<&str>) -> Step {
         let Scram::AwaitSecret {
             hash,
             user,
@@ -348,7 +391,15 @@ impl Scram {
         else {
             return Step::Fail("unexpected SCRAM state");
         };
-        let keys = secret.map(|password| cached_keys(hash, &user, &salt, iterations, password));
+        let stored = auth_password.and_then(|value| parse_auth_password(hash, value));
+        let (keys, salt, iterations) = match stored {
+            Some((keys, salt, iterations)) => (Some(keys), salt, iterations),
+            None => {
+                let keys =
+                    secret.map(|password| cached_keys(hash, &user, &salt, iterations, password));
+                (keys, salt, iterations)
+            }
+        };
         let server_first = format!("r={nonce},s={},i={iterations}", B64.encode(&salt));
         let auth_message_start = format!("{client_first_bare},{server_first}");
         *self = Scram::AwaitClientFinal {
@@ -435,7 +486,7 @@ mod tests {
         assert!(
             matches!(m.step(Some(first.as_bytes())), Step::LookupPlaintext { user } if user == b"user")
         );
-        match m.resume(Some(b"pencil")) {
+        match m.resume(Some(b"pencil"), None) {
             Step::Challenge(c) => {
                 assert_eq!(
                     String::from_utf8(c).unwrap(),
@@ -509,7 +560,7 @@ mod tests {
         let first = |user: &str| {
             let mut m = Scram::new(ScramHash::Sha256, ITERATIONS);
             m.step(Some(format!("n,,n={user},r=abc").as_bytes()));
-            let Step::Challenge(c) = m.resume(None) else {
+            let Step::Challenge(c) = m.resume(None, None) else {
                 panic!()
             };
             (m, String::from_utf8(c).unwrap())
@@ -530,14 +581,14 @@ mod tests {
     fn wrong_nonce_and_channel_binding_data_fail() {
         let mut m = Scram::new(ScramHash::Sha1, ITERATIONS);
         m.step(Some(b"n,,n=user,r=abc"));
-        m.resume(Some(b"pencil"));
+        m.resume(Some(b"pencil"), None);
         assert!(matches!(
             m.step(Some(b"c=biws,r=abcX,p=AAAA")),
             Step::Fail(_)
         ));
         let mut m = Scram::new(ScramHash::Sha1, ITERATIONS);
         m.step(Some(b"n,,n=user,r=abc"));
-        let Step::Challenge(c) = m.resume(Some(b"pencil")) else {
+        let Step::Challenge(c) = m.resume(Some(b"pencil"), None) else {
             panic!()
         };
         let nonce = String::from_utf8(c)
@@ -550,5 +601,45 @@ mod tests {
             m.step(Some(format!("c=eSws,{nonce},p=AAAA").as_bytes())),
             Step::Fail(_)
         ));
+    }
+
+    #[test]
+    fn cyrus_auth_password_is_used_as_stored() {
+        let salt = B64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let stored = format_auth_password(ScramHash::Sha256, b"pencil", &salt, 4096);
+        assert!(
+            stored.starts_with("SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$"),
+            "{stored}"
+        );
+        assert!(
+            parse_auth_password(ScramHash::Sha1, &stored).is_none(),
+            "another hash"
+        );
+        assert!(parse_auth_password(ScramHash::Sha256, "SCRAM-SHA-256$x:y$z").is_none());
+        // The RFC 7677 exchange, with no cleartext at all: the secret's salt and keys.
+        let mut m = Scram::Start {
+            hash: ScramHash::Sha256,
+            server_nonce: "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
+            salt: None,
+            iterations: 8192,
+        };
+        m.step(Some(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO"));
+        let Step::Challenge(first) = m.resume(None, Some(&stored)) else {
+            panic!()
+        };
+        assert!(String::from_utf8(first)
+            .unwrap()
+            .ends_with(",s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"));
+        let last = "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
+                    p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=";
+        match m.step(Some(last.as_bytes())) {
+            Step::Success { final_data } => {
+                assert_eq!(
+                    final_data.unwrap(),
+                    b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+                )
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

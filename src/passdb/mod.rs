@@ -168,18 +168,21 @@ impl Passdb {
         matches!(self, Passdb::Sasldb(_) | Passdb::Memory(_))
     }
 
-    /// The stored cleartext password of `authid` in `realm` (sasldb `userPassword`), for
-    /// mechanisms that compute with it; `Ok(None)` for an unknown user or a passdb that has
-    /// none.
-    pub fn lookup_plaintext(
+    /// The stored secrets of `authid` in `realm` (sasldb `userPassword` and
+    /// `authPassword`), for mechanisms that compute with them; empty for an unknown user or
+    /// a passdb that has none.
+    pub fn lookup_credentials(
         &self,
         authid: &[u8],
         realm: &[u8],
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, PassdbError> {
+    ) -> Result<crate::mech::Credentials, PassdbError> {
         match self {
-            Passdb::Sasldb(db) => db.lookup_plaintext(authid, realm),
-            Passdb::Memory(db) => Ok(db.lookup_plaintext(authid, realm)),
-            Passdb::Shadow(_) | Passdb::Pam(_) => Ok(None),
+            Passdb::Sasldb(db) => db.lookup_credentials(authid, realm),
+            Passdb::Memory(db) => Ok(crate::mech::Credentials {
+                plaintext: db.lookup_plaintext(authid, realm),
+                auth_password: None,
+            }),
+            Passdb::Shadow(_) | Passdb::Pam(_) => Ok(crate::mech::Credentials::default()),
         }
     }
 

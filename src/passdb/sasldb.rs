@@ -80,16 +80,25 @@ impl Sasldb {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    pub(crate) fn lookup_plaintext(
+    pub(crate) fn lookup_credentials(
         &self,
         authid: &[u8],
         realm: &[u8],
-    ) -> Result<Option<zeroize::Zeroizing<Vec<u8>>>, PassdbError> {
-        match self.store() {
-            Ok(store) => Ok(store.get(authid, realm, USER_PASSWORD)?),
-            Err(SasldbError::Missing(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+    ) -> Result<crate::mech::Credentials, PassdbError> {
+        let store = match self.store() {
+            Ok(store) => store,
+            Err(SasldbError::Missing(_)) => return Ok(crate::mech::Credentials::default()),
+            Err(e) => return Err(e.into()),
+        };
+        let plaintext = store.get(authid, realm, USER_PASSWORD)?;
+        let auth_password = store
+            .get(authid, realm, b"authPassword")?
+            .and_then(|v| String::from_utf8(v.to_vec()).ok())
+            .map(zeroize::Zeroizing::new);
+        Ok(crate::mech::Credentials {
+            plaintext,
+            auth_password,
+        })
     }
 
     pub(crate) fn verify_plain(
