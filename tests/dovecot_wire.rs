@@ -750,3 +750,22 @@ fn a_cyrus_auth_password_secret_serves_scram() {
     ));
     assert_eq!(c.line(), "FAIL\t4\tuser=sam\n");
 }
+
+#[test]
+fn a_16_kib_base64_blob_is_a_fail_not_a_crash() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let mut c = Client::postfix(&auth);
+    let blob = B64.encode(vec![0x41u8; 12_000]); // 16,000 base64 characters
+    c.send(&format!("AUTH\t1\tPLAIN\tservice=smtp\tresp={blob}\n"));
+    assert_eq!(c.line(), "FAIL\t1\n");
+    c.send("AUTH\t2\tLOGIN\tservice=smtp\n");
+    assert_eq!(c.line(), "CONT\t2\tVXNlcm5hbWU6\n");
+    c.send(&format!("CONT\t2\t{blob}\n"));
+    assert_eq!(
+        c.line(),
+        "CONT\t2\tUGFzc3dvcmQ6\n",
+        "a long user name is still just a user name"
+    );
+    c.send(&format!("CONT\t2\t{}\n", B64.encode("pw")));
+    assert!(c.line().starts_with("FAIL\t2\tuser="));
+}
