@@ -325,6 +325,18 @@ mod tests {
         assert_eq!(c.realm.as_deref(), Some("example.org"));
         assert_eq!(c.socket_mode, 0o600);
         assert_eq!(c.read_timeout, Duration::from_secs(3));
+        c.apply_toml(
+            "dovecot_socket = \"/var/spool/postfix/private/auth\"\n\
+             dovecot_socket_owner = \"postfix:postfix\"\ndovecot_socket_mode = \"0600\"\n\
+             dovecot_split_realm = false\ndovecot_temp_fail = true\nscram_iterations = 8192\n",
+        )
+        .unwrap();
+        assert_eq!(c.dovecot_socket.as_deref(), Some(Path::new("/var/spool/postfix/private/auth")));
+        assert_eq!(c.dovecot_socket_owner.as_deref(), Some("postfix:postfix"));
+        assert_eq!(c.dovecot_socket_mode, 0o600);
+        assert!(!c.dovecot_split_realm && c.dovecot_temp_fail);
+        assert_eq!(c.scram_iterations, 8192);
+        assert!(c.apply_toml("scram_iterations = 1000").is_err());
     }
 
     #[test]
