@@ -331,7 +331,10 @@ mod tests {
              dovecot_split_realm = false\ndovecot_temp_fail = true\nscram_iterations = 8192\n",
         )
         .unwrap();
-        assert_eq!(c.dovecot_socket.as_deref(), Some(Path::new("/var/spool/postfix/private/auth")));
+        assert_eq!(
+            c.dovecot_socket.as_deref(),
+            Some(Path::new("/var/spool/postfix/private/auth"))
+        );
         assert_eq!(c.dovecot_socket_owner.as_deref(), Some("postfix:postfix"));
         assert_eq!(c.dovecot_socket_mode, 0o600);
         assert!(!c.dovecot_split_realm && c.dovecot_temp_fail);

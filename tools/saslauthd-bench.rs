@@ -69,6 +69,28 @@ struct Tally {
     latencies_us: Vec<u32>,
 }
 
+impl Tally {
+    /// Counts one request: `Some(ok)` for an answer, `None` for an error; an answer other
+    /// than the expected one is counted as unexpected.
+    fn record(&mut self, answer: Option<bool>, should_fail: bool, elapsed: Duration) {
+        match answer {
+            Some(ok) => {
+                if ok {
+                    self.ok += 1;
+                } else {
+                    self.no += 1;
+                }
+                if ok == should_fail {
+                    self.unexpected += 1;
+                }
+            }
+            None => self.errors += 1,
+        }
+        self.latencies_us
+            .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+    }
+}
+
 fn usage() -> &'static str {
     "usage: saslauthd-bench --socket PATH [--clients 16] [--duration 10] [--warmup 1]\n\
      \x20      --user USER --password PASSWORD [--realm REALM] [--service smtp]\n\
@@ -163,23 +185,11 @@ fn client(s: &Settings, id: usize, stop: &AtomicBool, measuring: &AtomicBool) ->
         if !measuring.load(Ordering::Relaxed) {
             continue;
         }
-        match reply {
-            Ok(body) => {
-                let ok = client::is_ok(&body);
-                if ok {
-                    tally.ok += 1;
-                } else {
-                    tally.no += 1;
-                }
-                if ok == should_fail {
-                    tally.unexpected += 1;
-                }
-            }
-            Err(_) => tally.errors += 1,
-        }
-        tally
-            .latencies_us
-            .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+        tally.record(
+            reply.map(|body| client::is_ok(&body)).ok(),
+            should_fail,
+            elapsed,
+        );
     }
     tally
 }
@@ -420,22 +430,7 @@ mod dovecot {
             if !measuring.load(Ordering::Relaxed) {
                 continue;
             }
-            match result {
-                Ok(ok) => {
-                    if ok {
-                        tally.ok += 1;
-                    } else {
-                        tally.no += 1;
-                    }
-                    if ok == should_fail {
-                        tally.unexpected += 1;
-                    }
-                }
-                Err(_) => tally.errors += 1,
-            }
-            tally
-                .latencies_us
-                .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+            tally.record(result.ok(), should_fail, elapsed);
         }
         tally
     }

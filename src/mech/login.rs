@@ -45,21 +45,7 @@ impl Login {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn describe(step: Step) -> String {
-        match step {
-            Step::Challenge(c) => format!("challenge {}", String::from_utf8_lossy(&c)),
-            Step::VerifyPlain { user, password } => {
-                format!(
-                    "verify {} {}",
-                    String::from_utf8_lossy(&user),
-                    String::from_utf8_lossy(password.expose())
-                )
-            }
-            Step::Fail(_) => "fail".into(),
-            other => format!("{other:?}"),
-        }
-    }
+    use crate::mech::describe;
 
     #[test]
     fn prompts_then_verifies() {

@@ -76,20 +76,9 @@ pub enum Mechanism {
     Scram(Scram),
 }
 
-/// Mechanisms that need only "is this the password?".
-const VERIFY_PLAIN: &[MechInfo] = &[
-    MechInfo {
-        name: plain::NAME,
-        flags: &["plaintext"],
-    },
-    MechInfo {
-        name: login::NAME,
-        flags: &["plaintext"],
-    },
-];
-
-/// Those, plus the ones that need the stored cleartext secret.
-const WITH_PLAINTEXT: &[MechInfo] = &[
+/// Every mechanism, in advertising order: the first two need only "is this the password?",
+/// the rest need the stored secret.
+const ALL: &[MechInfo] = &[
     MechInfo {
         name: plain::NAME,
         flags: &["plaintext"],
@@ -116,9 +105,9 @@ const WITH_PLAINTEXT: &[MechInfo] = &[
 /// secret, so they get PLAIN and LOGIN only).
 pub fn offered(passdb_has_plaintext: bool) -> &'static [MechInfo] {
     if passdb_has_plaintext {
-        WITH_PLAINTEXT
+        ALL
     } else {
-        VERIFY_PLAIN
+        &ALL[..2]
     }
 }
 
@@ -163,5 +152,20 @@ impl Mechanism {
             ),
             Mechanism::Plain(_) | Mechanism::Login(_) => Step::Fail("no secret was asked for"),
         }
+    }
+}
+
+/// A step in words, for the mechanisms' test tables.
+#[cfg(test)]
+pub(crate) fn describe(step: Step) -> String {
+    match step {
+        Step::Challenge(c) => format!("challenge {}", String::from_utf8_lossy(&c)),
+        Step::VerifyPlain { user, password } => format!(
+            "verify {} {}",
+            String::from_utf8_lossy(&user),
+            String::from_utf8_lossy(password.expose())
+        ),
+        Step::Fail(_) => "fail".into(),
+        other => format!("{other:?}"),
     }
 }
