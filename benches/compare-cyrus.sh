@@ -7,36 +7,21 @@
 # Needs root (Cyrus's saslauthd reads only /etc/sasldb2, so a Berkeley DB copy is bind-mounted
 # over it in a private mount namespace; the real /etc/sasldb2 is never touched), and Debian's
 # sasl2-bin. Loopback Unix sockets only; every run stops by itself.
-set -euo pipefail
 clients=${1:-16}
 secs=${2:-10}
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-cargo build --release --quiet --bins
-bin=$here/target/release
-tmp=$(mktemp -d)
-cleanup() {
-    [ -n "${ours:-}" ] && kill "$ours" 2>/dev/null || true
-    [ -n "${cyrus:-}" ] && kill -KILL -- "-$cyrus" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/common.sh"
+bench_setup
 
 # The same user in both formats, each written by its own tool.
 echo secret | /usr/sbin/saslpasswd2 -p -c -u example.org -f "$tmp/sasldb2.bdb" alice
 echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2.lmdb" alice
 mkdir -p "$tmp/cyrus" "$tmp/ours"
 
-setsid unshare -m sh -c "mount --bind '$tmp/sasldb2.bdb' /etc/sasldb2 && \
-    exec /usr/sbin/saslauthd -a sasldb -d -n 5 -m '$tmp/cyrus'" >/dev/null 2>&1 &
-cyrus=$!
+start_server unshare -m sh -c "mount --bind '$tmp/sasldb2.bdb' /etc/sasldb2 && \
+    exec /usr/sbin/saslauthd -a sasldb -d -n 5 -m '$tmp/cyrus'"
 # No failure delay: this measures throughput, and Cyrus has none.
-"$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours" --sasldb "$tmp/sasldb2.lmdb" --failure-delay 0 2>/dev/null &
-ours=$!
-for s in "$tmp/cyrus/mux" "$tmp/ours/mux"; do
-    for _ in $(seq 100); do [ -S "$s" ] && break; sleep 0.05; done
-done
+start_server "$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours" --sasldb "$tmp/sasldb2.lmdb" --failure-delay 0
+wait_socket "$tmp/cyrus/mux" "$tmp/ours/mux"
 
 run() { "$bin/saslauthd-bench" --clients "$clients" --duration "$secs" --user alice \
         --password secret --realm example.org "$@"; }

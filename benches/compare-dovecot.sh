@@ -7,22 +7,10 @@
 #
 # Needs Debian's dovecot-core. Dovecot runs from its own config in a temporary directory
 # (protocols = none: no network listener); ours from a temporary sasldb. Unix sockets only.
-set -euo pipefail
 clients=${1:-16}
 secs=${2:-10}
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-cargo build --release --quiet --bins
-bin=$here/target/release
-tmp=$(mktemp -d)
-chmod 755 "$tmp"
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/common.sh"
+bench_setup
 
 mkdir -p "$tmp/dovecot/run" "$tmp/dovecot/state"
 echo 'alice@example.org:{PLAIN}secret' > "$tmp/dovecot/users"
@@ -71,17 +59,12 @@ service submission-login {
   }
 }
 CONF
-setsid dovecot -F -c "$tmp/dovecot/dovecot.conf" >/dev/null 2>&1 &
-pids+=($!)
+start_server dovecot -F -c "$tmp/dovecot/dovecot.conf"
 
 echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
-setsid "$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours-run" --sasldb "$tmp/sasldb2" \
-    --failure-delay 0 --dovecot-socket "$tmp/ours-auth" >/dev/null 2>&1 &
-pids+=($!)
-for s in "$tmp/dovecot/auth" "$tmp/ours-auth"; do
-    for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.05; done
-    [ -S "$s" ] || { echo "no socket $s" >&2; cat "$tmp/dovecot/dovecot.log" >&2 || true; exit 1; }
-done
+start_server "$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours-run" --sasldb "$tmp/sasldb2" \
+    --failure-delay 0 --dovecot-socket "$tmp/ours-auth"
+wait_socket "$tmp/dovecot/auth" "$tmp/ours-auth"
 
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
         --user alice --realm example.org --password secret "$@"; }

@@ -8,21 +8,10 @@
 # Needs Debian's sasl2-bin, whois (mkpasswd) and libnss-wrapper. The shadow entries live in a
 # temporary file (nss_wrapper stands in for /etc/shadow for Cyrus; ours reads it with
 # --shadow-file): no system account is touched. Loopback Unix sockets only.
-set -euo pipefail
 clients=${1:-16}
 secs=${2:-10}
-here=$(cd "$(dirname "$0")/.." && pwd)
-cd "$here"
-cargo build --release --quiet --bins
-bin=$here/target/release
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill -KILL -- "-$p" 2>/dev/null || kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+. "$(dirname "$0")/common.sh"
+bench_setup
 
 y=$(mkpasswd -m yescrypt secret)
 s=$(mkpasswd -m sha512crypt secret)
@@ -31,13 +20,11 @@ printf 'ybench:x:2001:2001::/nonexistent:/bin/false\nsbench:x:2002:2002::/nonexi
 printf 'ybench:x:2001:\nsbench:x:2002:\n' > "$tmp/group"
 echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
 
-start() { # name, then the command
+start() { # name, then the command; the socket goes in $tmp/<name>
     local name=$1; shift
     mkdir -p "$tmp/$name"
-    setsid "$@" -m "$tmp/$name" >/dev/null 2>&1 &
-    pids+=($!)
-    for _ in $(seq 200); do [ -S "$tmp/$name/mux" ] && return; sleep 0.05; done
-    echo "$name did not start" >&2; exit 1
+    start_server "$@" -m "$tmp/$name"
+    wait_socket "$tmp/$name/mux"
 }
 start cyrus env LD_PRELOAD=libnss_wrapper.so NSS_WRAPPER_PASSWD="$tmp/passwd" \
     NSS_WRAPPER_GROUP="$tmp/group" NSS_WRAPPER_SHADOW="$tmp/shadow" \
