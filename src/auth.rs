@@ -197,12 +197,8 @@ impl Authenticator {
         if request.login.is_empty() || request.login.contains(&0) || request.realm.contains(&0) {
             return Ok(crate::mech::Credentials::default());
         }
-        let realm = if request.realm.is_empty() {
-            &self.realms.default_realm
-        } else {
-            &request.realm
-        };
-        self.passdb.lookup_credentials(&request.login, realm)
+        self.passdb
+            .lookup_credentials(&request.login, self.realm_of(request))
     }
 
     /// Records the end of an exchange that a mechanism decided itself (CRAM-MD5): the log
@@ -240,6 +236,15 @@ impl Authenticator {
         }
     }
 
+    /// The realm a request is checked in: its own, or the default realm when it has none.
+    fn realm_of<'a>(&'a self, request: &'a AuthRequest) -> &'a [u8] {
+        if request.realm.is_empty() {
+            &self.realms.default_realm
+        } else {
+            &request.realm
+        }
+    }
+
     /// The refusals that need no passdb, and the query with realm rules applied.
     fn prepare(&self, request: &AuthRequest, password: Password) -> Result<Query, Outcome> {
         if request.login.is_empty() {
@@ -256,11 +261,7 @@ impl Authenticator {
         } else {
             request.login.clone()
         };
-        let realm = if request.realm.is_empty() {
-            self.realms.default_realm.clone()
-        } else {
-            request.realm.clone()
-        };
+        let realm = self.realm_of(request).to_vec();
         Ok(Query {
             authid,
             realm,

@@ -112,20 +112,46 @@ enum Next {
     Disconnect(String),
 }
 
-/// Serves one connection until the client leaves, breaks the protocol, or shutdown.
+/// What every connection of a listener shares, worked out once when it starts.
+#[derive(Debug)]
+pub struct Listener {
+    /// The mechanisms advertised (and accepted): what the passdb can serve.
+    pub offered: &'static [dovecot::MechInfo],
+    /// What mechanisms need to know about this server.
+    pub mech_context: mech::Context,
+}
+
+impl Listener {
+    /// The settings for a listener in front of `auth`.
+    pub fn new(auth: &Authenticator, options: &DovecotOptions) -> Listener {
+        let host = crate::request::host_name().unwrap_or_else(|_| b"localhost".to_vec());
+        Listener {
+            offered: mech::offered(auth.passdb().has_plaintext()),
+            mech_context: mech::Context {
+                host: String::from_utf8_lossy(&host).into_owned(),
+                scram_iterations: options.scram_iterations,
+            },
+        }
+    }
+}
+
+/// Serves one connection until the client leaves, breaks the protocol, or shutdown. `cuid`
+/// numbers the connection in the handshake.
 pub async fn handle_connection(
     mut stream: UnixStream,
     auth: Arc<Authenticator>,
     options: DovecotOptions,
-    handshake: Arc<Vec<u8>>,
+    listener: Arc<Listener>,
+    cuid: u32,
     token: CancellationToken,
 ) {
-    if stream.write_all(&handshake).await.is_err() {
+    if stream
+        .write_all(&handshake(cuid, listener.offered))
+        .await
+        .is_err()
+    {
         return;
     }
-    let auth_has_plaintext = auth.passdb().has_plaintext();
-    let host = crate::request::host_name().unwrap_or_else(|_| b"localhost".to_vec());
-    let host = String::from_utf8_lossy(&host).into_owned();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         auth,
@@ -136,11 +162,7 @@ pub async fn handle_connection(
         seq: 0,
         out: Vec::new(),
         done_tx,
-        offered: mech::offered(auth_has_plaintext),
-        mech_context: mech::Context {
-            host,
-            scram_iterations: options.scram_iterations,
-        },
+        listener,
     };
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     let mut chunk = vec![0u8; 4096];
@@ -207,8 +229,7 @@ struct Connection {
     seq: u64,
     out: Vec<u8>,
     done_tx: mpsc::UnboundedSender<Done>,
-    offered: &'static [dovecot::MechInfo],
-    mech_context: mech::Context,
+    listener: Arc<Listener>,
 }
 
 impl Connection {
@@ -255,7 +276,9 @@ impl Connection {
                 self.options.max_requests
             ));
         }
-        let Some(mech) = Mechanism::start(&a.mech, self.offered, &self.mech_context) else {
+        let Some(mech) =
+            Mechanism::start(&a.mech, self.listener.offered, &self.listener.mech_context)
+        else {
             return Next::Disconnect(format!("unsupported mechanism {:?}", a.mech));
         };
         let input = match a.resp.as_deref().map(|r| BASE64.decode(r)) {
@@ -565,24 +588,26 @@ pub async fn serve_dovecot(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let cuid = std::sync::atomic::AtomicU32::new(0);
+    let shared = Arc::new(Listener::new(&auth, &options));
     crate::server::serve(listener, limits, shutdown, move |stream, token| {
         let n = cuid.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         handle_connection(
             stream,
             Arc::clone(&auth),
             options,
-            Arc::new(handshake(n, auth.passdb().has_plaintext())),
+            Arc::clone(&shared),
+            n,
             token,
         )
     })
     .await
 }
 
-/// The handshake for this daemon's mechanisms.
-pub fn handshake(cuid: u32, plaintext: bool) -> Vec<u8> {
+/// The handshake advertising `offered`, with a fresh cookie.
+pub fn handshake(cuid: u32, offered: &[dovecot::MechInfo]) -> Vec<u8> {
     let mut cookie = [0u8; 16];
     crate::random::fill(&mut cookie);
-    dovecot::handshake(mech::offered(plaintext), std::process::id(), cuid, &cookie)
+    dovecot::handshake(offered, std::process::id(), cuid, &cookie)
 }
 
 #[cfg(test)]
