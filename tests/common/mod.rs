@@ -14,10 +14,11 @@ pub const SASLPASSWD2: &str = env!("CARGO_BIN_EXE_saslpasswd2-rs");
 pub const LISTUSERS: &str = env!("CARGO_BIN_EXE_sasldblistusers2-rs");
 pub const TESTSASLAUTHD: &str = env!("CARGO_BIN_EXE_testsaslauthd-rs");
 
-/// The fixtures written by the real Cyrus tools.
+/// The fixtures written by the real Cyrus tools (`tests/fixtures/sasldb/README.md` lists their
+/// users and passwords).
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/sasldb")
+        .join("tests/fixtures/sasldb")
         .join(name)
 }
 
