@@ -51,14 +51,14 @@ fn main() {
         authid: b"alice".to_vec(),
         realm: b"example.org".to_vec(),
         service: b"smtp".to_vec(),
-        remote: None,
+        peer: Default::default(),
         password: Password::new(b"secret".to_vec()),
     };
     bench(
         "sasldb verify_plain, 2001 users (stat + txn + cmp)",
         500_000,
         || {
-            black_box(passdb.verify_plain(black_box(&query)).unwrap());
+            black_box(passdb.verify_plain(black_box(&query), None).unwrap());
         },
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -72,7 +72,7 @@ fn main() {
         for _ in 0..n {
             let (db, q) = (passdb.clone(), query.clone());
             black_box(
-                tokio::task::spawn_blocking(move || db.verify_plain(&q))
+                tokio::task::spawn_blocking(move || db.verify_plain(&q, None))
                     .await
                     .unwrap()
                     .unwrap(),

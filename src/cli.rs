@@ -52,9 +52,22 @@ pub enum CliError {
     /// A value that cannot be used.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// Something that needs the usage text after it.
-    #[error("{0}")]
-    Usage(String),
+    /// An operand (the daemon takes none); usage follows.
+    #[error("unexpected argument {0:?}")]
+    UnexpectedArgument(OsString),
+    /// `-a` twice; usage follows.
+    #[error("-a may be given only once")]
+    PassdbTwice,
+}
+
+impl CliError {
+    /// Whether the usage text should follow the message.
+    pub fn wants_usage(&self) -> bool {
+        matches!(
+            self,
+            CliError::Getopt(_) | CliError::UnexpectedArgument(_) | CliError::PassdbTwice
+        )
+    }
 }
 
 /// The usage text (Cyrus's, with our additions), for stderr.
@@ -118,16 +131,17 @@ pub fn version() -> String {
 }
 
 fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, ConfigError> {
-    text.trim()
-        .parse()
-        .map_err(|_| ConfigError(format!("{flag}: {text:?} is not a valid number")))
+    text.trim().parse().map_err(|_| ConfigError::NotANumber {
+        setting: flag.to_owned(),
+        text: text.to_owned(),
+    })
 }
 
 /// Parses the daemon's arguments (without the program name).
 pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliError> {
     let parsed = SPEC.parse(args)?;
     if let Some(extra) = parsed.operands.first() {
-        return Err(CliError::Usage(format!("unexpected argument {:?}", extra)));
+        return Err(CliError::UnexpectedArgument(extra.clone()));
     }
     let mut config = Config::default();
     // The file first, so that flags override it wherever they stand.
@@ -141,7 +155,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
             "v" | "version" => return Ok(Command::Version),
             "a" => {
                 if seen_a {
-                    return Err(CliError::Usage("-a may be given only once".into()));
+                    return Err(CliError::PassdbTwice);
                 }
                 seen_a = true;
                 config.passdb = Some(config::parse_passdb(opt.str_value()?)?);
@@ -162,23 +176,21 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
             }
             "n" => {
                 let n: i64 = number("-n", opt.str_value()?)?;
-                config.workers = usize::try_from(n).map_err(|_| {
-                    ConfigError("invalid number of worker processes defined".into())
-                })?;
+                config.workers = usize::try_from(n).map_err(|_| ConfigError::Workers)?;
             }
             "s" => {
                 let kb: i64 = number("-s", opt.str_value()?)?;
-                config.cache_size_kb =
-                    u64::try_from(kb).ok().filter(|&kb| kb > 0).ok_or_else(|| {
-                        ConfigError("cache size must be positive and non zero".into())
-                    })?;
+                config.cache_size_kb = u64::try_from(kb)
+                    .ok()
+                    .filter(|&kb| kb > 0)
+                    .ok_or(ConfigError::NotPositiveNonZero("cache size"))?;
             }
             "t" => {
                 let secs: i64 = number("-t", opt.str_value()?)?;
                 let secs = u64::try_from(secs)
                     .ok()
                     .filter(|&s| s > 0)
-                    .ok_or_else(|| ConfigError("cache timeout must be positive".into()))?;
+                    .ok_or(ConfigError::NotPositive("cache timeout"))?;
                 config.cache_timeout = std::time::Duration::from_secs(secs);
             }
             "sasldb" => config.sasldb = PathBuf::from(opt.value.clone().unwrap_or_default()),
@@ -229,7 +241,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::passdb::PassdbKind;
+    use crate::verdict::PassdbKind;
 
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse(args.iter().map(OsString::from)) {

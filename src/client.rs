@@ -1,12 +1,21 @@
-//! A saslauthd-protocol client: `testsaslauthd-rs`, the load generator and the tests use it.
+//! Clients of both protocols, for `testsaslauthd-rs`, the load generator and the tests.
 //! Blocking, like libsasl2's own client, with a timeout on every step (libsasl2 has none).
+//!
+//! - [`query`]: one saslauthd-protocol request, as libsasl2 and `testsaslauthd` send it.
+//! - [`AuthClient`]: a Dovecot auth-client connection, line by line, as Postfix and
+//!   `doveadm` hold one. (The SCRAM client side is `mech::ScramClient`.)
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::protocol::saslauthd::{self, encode_request};
+
+/// Where Cyrus's clients look for the daemon: `/run/saslauthd/mux`.
+pub fn default_socket() -> PathBuf {
+    saslauthd::socket_path(Path::new(saslauthd::DEFAULT_RUN_DIR))
+}
 
 /// What to send.
 #[derive(Debug, Clone, Default)]
@@ -58,20 +67,112 @@ pub fn query(socket: &Path, q: &Query<'_>, timeout: Duration) -> Result<Vec<u8>,
     read_reply(&mut stream)
 }
 
-/// Reads one framed reply.
+/// Reads one framed reply and returns its body.
 pub fn read_reply(stream: &mut impl Read) -> Result<Vec<u8>, ClientError> {
-    let mut len = [0u8; 2];
-    stream
-        .read_exact(&mut len)
-        .map_err(|_| ClientError::SizeRead)?;
-    let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
-    stream
-        .read_exact(&mut body)
-        .map_err(|_| ClientError::Read)?;
-    Ok(body)
+    let mut buf = Vec::with_capacity(64);
+    let mut chunk = [0u8; 512];
+    loop {
+        if let Some(body) = saslauthd::decode_reply(&buf) {
+            return Ok(body.to_vec());
+        }
+        match stream.read(&mut chunk) {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            _ if buf.len() < 2 => return Err(ClientError::SizeRead),
+            _ => return Err(ClientError::Read),
+        }
+    }
 }
 
 /// Whether a reply body means success.
 pub fn is_ok(body: &[u8]) -> bool {
     saslauthd::is_ok(body)
+}
+
+/// A connection to a Dovecot auth socket that has read the server's handshake.
+pub struct AuthClient {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    handshake: String,
+}
+
+impl AuthClient {
+    /// Connects and reads the handshake through `DONE`; every read waits `timeout` at most.
+    pub fn connect(path: &Path, timeout: Duration) -> io::Result<AuthClient> {
+        let stream = UnixStream::connect(path)?;
+        stream.set_read_timeout(Some(timeout))?;
+        let writer = stream.try_clone()?;
+        let mut reader = BufReader::new(stream);
+        let mut handshake = String::new();
+        while !handshake.ends_with("DONE\n") {
+            if reader.read_line(&mut handshake)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("EOF in the handshake after {handshake:?}"),
+                ));
+            }
+        }
+        Ok(AuthClient {
+            reader,
+            writer,
+            handshake,
+        })
+    }
+
+    /// The server's handshake, `VERSION` to `DONE`.
+    pub fn handshake(&self) -> &str {
+        &self.handshake
+    }
+
+    /// Sends text as it is (lines with their LF).
+    pub fn send(&mut self, text: &str) -> io::Result<()> {
+        self.writer.write_all(text.as_bytes())
+    }
+
+    /// The next line, with its LF; empty at EOF.
+    pub fn line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        Ok(line)
+    }
+
+    /// The next line as bytes (the server returns user names as the client gave them).
+    pub fn line_bytes(&mut self) -> io::Result<Vec<u8>> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line)?;
+        Ok(line)
+    }
+
+    /// Sends a line and reads the answer; EOF is an error.
+    pub fn ask(&mut self, line: &str) -> io::Result<String> {
+        self.send(line)?;
+        let answer = self.line()?;
+        if answer.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(answer)
+    }
+
+    /// Another handle for writing, for a client that writes from another thread.
+    pub fn writer(&self) -> io::Result<UnixStream> {
+        self.writer.try_clone()
+    }
+
+    /// Whether the server closes the connection within `within` without sending more.
+    pub fn closed(&mut self, within: Duration) -> bool {
+        if self
+            .reader
+            .get_ref()
+            .set_read_timeout(Some(within))
+            .is_err()
+        {
+            return false;
+        }
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => rest.is_empty(),
+            // Closed while our unread lines were still queued on its side.
+            Err(e) => e.kind() == io::ErrorKind::ConnectionReset,
+        }
+    }
 }

@@ -21,16 +21,14 @@
 //! scram_iterations = 4096      # --scram-iterations
 //! ```
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::passdb::PassdbKind;
-
-/// The run directory of Fedora, Arch and Alpine; on Debian `/var/run` is a link to `/run`,
-/// so this is also Debian's `/var/run/saslauthd`.
-pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
+use crate::protocol::saslauthd::{self, DEFAULT_RUN_DIR};
+use crate::verdict::PassdbKind;
 
 /// Everything the daemon needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +89,7 @@ impl Default for Config {
         Config {
             passdb: None,
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
-            sasldb: PathBuf::from(crate::sasldb::DEFAULT_PATH),
+            sasldb: PathBuf::from(crate::passdb::sasldb::DEFAULT_PATH),
             realm: None,
             combine_realm: false,
             workers: 5,
@@ -112,7 +110,7 @@ impl Default for Config {
             dovecot_socket_mode: 0o660,
             dovecot_split_realm: true,
             dovecot_temp_fail: false,
-            scram_iterations: crate::mech::scram::ITERATIONS,
+            scram_iterations: crate::auth::DEFAULT_SCRAM_ITERATIONS,
         }
     }
 }
@@ -147,23 +145,80 @@ struct FileConfig {
     scram_iterations: Option<u32>,
 }
 
-/// A setting that cannot be used; the text names the setting and the problem.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConfigError(pub String);
+/// A setting that cannot be used; each names the setting (and the file) and the problem, in
+/// Cyrus's words where Cyrus has them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The configuration file cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A problem in the configuration file.
+    #[error("{}: {source}", path.display())]
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// The problem.
+        source: Box<ConfigError>,
+    },
+    /// TOML that does not parse, or an unknown key (the text names the key and its line).
+    #[error("{0}")]
+    Toml(#[from] toml::de::Error),
+    /// `-a` / `passdb` names no passdb.
+    #[error("unknown authentication mechanism: {0}")]
+    UnknownPassdb(String),
+    /// `-m` / `run_dir` is relative.
+    #[error("-m requires an absolute pathname")]
+    RelativeRunDir,
+    /// A socket mode that is not octal, or beyond 0777.
+    #[error("invalid socket mode {0:?}: expected octal, e.g. 0660")]
+    BadMode(String),
+    /// A number that is not one.
+    #[error("{setting}: {text:?} is not a valid number")]
+    NotANumber {
+        /// The flag.
+        setting: String,
+        /// What was given.
+        text: String,
+    },
+    /// `-n` below zero.
+    #[error("invalid number of worker processes defined")]
+    Workers,
+    /// A duration or count that must be positive.
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
+    /// A size that must be positive.
+    #[error("{0} must be positive and non zero")]
+    NotPositiveNonZero(&'static str),
+    /// A delay beyond what Postfix waits.
+    #[error("{0} must be between 0 and 10 seconds")]
+    DelayRange(&'static str),
+    /// A SCRAM iteration count out of range.
+    #[error("scram iterations {0}: must be 4096 to 10000000")]
+    ScramIterations(u32),
+}
 
 impl Config {
     /// Applies a TOML file over `self`.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
-        self.apply_toml(&text)
-            .map_err(|ConfigError(e)| ConfigError(format!("{}: {e}", path.display())))
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        self.apply_toml(&text).map_err(|e| ConfigError::InFile {
+            path: path.to_owned(),
+            source: Box::new(e),
+        })
     }
 
     /// Applies TOML text over `self`.
     pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError(e.to_string()))?;
+        let file: FileConfig = toml::from_str(text)?;
         if let Some(name) = file.passdb {
             self.passdb = Some(parse_passdb(&name)?);
         }
@@ -190,9 +245,7 @@ impl Config {
         }
         if let Some(kb) = file.cache_size_kb {
             if kb == 0 {
-                return Err(ConfigError(
-                    "cache_size_kb must be positive and non zero".into(),
-                ));
+                return Err(ConfigError::NotPositiveNonZero("cache_size_kb"));
             }
             self.cache_size_kb = kb;
         }
@@ -243,20 +296,19 @@ impl Config {
 
     /// The socket path, `<run_dir>/mux`.
     pub fn socket_path(&self) -> PathBuf {
-        self.run_dir.join("mux")
+        saslauthd::socket_path(&self.run_dir)
     }
 }
 
 /// Parses an `-a` / `passdb` name.
 pub fn parse_passdb(name: &str) -> Result<PassdbKind, ConfigError> {
-    PassdbKind::from_name(name)
-        .ok_or_else(|| ConfigError(format!("unknown authentication mechanism: {name}")))
+    PassdbKind::from_name(name).ok_or_else(|| ConfigError::UnknownPassdb(name.to_owned()))
 }
 
 /// Checks `-m`: Cyrus requires an absolute path.
 pub fn check_run_dir(dir: PathBuf) -> Result<PathBuf, ConfigError> {
     if !dir.is_absolute() {
-        return Err(ConfigError("-m requires an absolute pathname".into()));
+        return Err(ConfigError::RelativeRunDir);
     }
     Ok(dir)
 }
@@ -266,26 +318,22 @@ pub fn parse_mode(text: &str) -> Result<u32, ConfigError> {
     let digits = text.strip_prefix("0o").unwrap_or(text);
     match u32::from_str_radix(digits, 8) {
         Ok(mode) if mode <= 0o777 => Ok(mode),
-        _ => Err(ConfigError(format!(
-            "invalid socket mode {text:?}: expected octal, e.g. 0660"
-        ))),
+        _ => Err(ConfigError::BadMode(text.to_owned())),
     }
 }
 
 /// A whole number of seconds, at least 1.
-pub fn positive_secs(name: &str, secs: u64) -> Result<Duration, ConfigError> {
+pub fn positive_secs(name: &'static str, secs: u64) -> Result<Duration, ConfigError> {
     if secs == 0 {
-        return Err(ConfigError(format!("{name} must be positive")));
+        return Err(ConfigError::NotPositive(name));
     }
     Ok(Duration::from_secs(secs))
 }
 
 /// A delay in seconds (fractions allowed), from 0 to 10.
-pub fn delay_secs(name: &str, secs: f64) -> Result<Duration, ConfigError> {
+pub fn delay_secs(name: &'static str, secs: f64) -> Result<Duration, ConfigError> {
     if !(0.0..=10.0).contains(&secs) {
-        return Err(ConfigError(format!(
-            "{name} must be between 0 and 10 seconds"
-        )));
+        return Err(ConfigError::DelayRange(name));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -293,17 +341,15 @@ pub fn delay_secs(name: &str, secs: f64) -> Result<Duration, ConfigError> {
 /// SCRAM's iteration count: at least 4096 (RFC 7677), at most 10,000,000.
 pub fn scram_iterations(n: u32) -> Result<u32, ConfigError> {
     if !(4096..=10_000_000).contains(&n) {
-        return Err(ConfigError(format!(
-            "scram iterations {n}: must be 4096 to 10000000"
-        )));
+        return Err(ConfigError::ScramIterations(n));
     }
     Ok(n)
 }
 
 /// A count, at least 1.
-pub fn positive_count(name: &str, n: usize) -> Result<usize, ConfigError> {
+pub fn positive_count(name: &'static str, n: usize) -> Result<usize, ConfigError> {
     if n == 0 {
-        return Err(ConfigError(format!("{name} must be positive")));
+        return Err(ConfigError::NotPositive(name));
     }
     Ok(n)
 }
@@ -345,11 +391,14 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         let mut c = Config::default();
-        let err = c.apply_toml("reaml = \"x\"").unwrap_err().0;
+        let err = c.apply_toml("reaml = \"x\"").unwrap_err().to_string();
         assert!(err.contains("unknown field `reaml`"), "{err}");
-        let err = c.apply_toml("run_dir = \"relative\"").unwrap_err().0;
+        let err = c
+            .apply_toml("run_dir = \"relative\"")
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "-m requires an absolute pathname");
-        let err = c.apply_toml("passdb = \"ldap\"").unwrap_err().0;
+        let err = c.apply_toml("passdb = \"ldap\"").unwrap_err().to_string();
         assert_eq!(err, "unknown authentication mechanism: ldap");
         assert!(c.apply_toml("socket_mode = \"999\"").is_err());
         assert!(c.apply_toml("read_timeout = 0").is_err());

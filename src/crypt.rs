@@ -1,6 +1,9 @@
 //! crypt(3) through the system's libxcrypt: the one place hashes are computed for the shadow
 //! passdb. libxcrypt knows every scheme the system writes (yescrypt, gost-yescrypt, scrypt,
 //! bcrypt, sha512-crypt, sha256-crypt, md5-crypt, DES), so nothing here decides by prefix.
+//! libxcrypt has no Rust binding that exposes `crypt_rn`, so this is one of the few modules
+//! that call C directly.
+#![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 

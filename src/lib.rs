@@ -2,25 +2,42 @@
 //!
 //! # Layout
 //!
-//! The request path, one module per step:
+//! The request path, the same for both protocols from the driver down:
 //!
-//! - [`server`]: the `mux` listener, connection bounds, deadlines, shutdown.
-//! - [`protocol`]: pure decoding and encoding of the wire ([`protocol::saslauthd`]).
-//! - [`request`]: [`request::AuthRequest`], what a protocol hands on.
-//! - [`auth`]: the driver: realm rules, the passdb call, Cyrus-style log lines.
-//! - [`passdb`]: credential backends ([`passdb::Sasldb`], [`passdb::Memory`]).
-//! - [`sasldb`]: the sasldb2 file format (keys `authid\0realm\0property`) in LMDB.
-//! - [`secret`]: passwords: zeroized, redacted, compared in constant time.
+//! ```text
+//! socket ─► server::{saslauthd,dovecot}   socket loops: framing, deadlines, connection bounds
+//!         ─► protocol::{saslauthd,dovecot} pure codecs: bytes ⇄ request::*, verdict::*
+//!         ─► auth (the driver)             realm rules, cache, pool, penalty, one log line
+//!              ─► auth::handler            Dovecot only: the request table, CONT, CANCEL
+//!                   ─► mech::*             sans-I/O SASL state machines, returning Steps
+//!              ─► passdb::*                sasldb, shadow, pam, memory
+//!                   ─► sasldb              the sasldb2 file format (LMDB)
+//!         ◄─ verdict ─► protocol encodes   OK / NO reason; OK / FAIL / CONT
+//! ```
+//!
+//! - [`server`]: the listeners: sockets, connection bounds, accept back-off, shutdown;
+//!   [`server::saslauthd`] and [`server::dovecot`] are the per-protocol socket loops.
+//! - [`protocol`]: the wire codecs, [`protocol::saslauthd`] and [`protocol::dovecot`].
+//! - [`auth`]: the driver, [`auth::Authenticator`]: one password check for both protocols,
+//!   credential lookups and key derivations for the mechanisms, the failure delay
+//!   ([`auth::penalty`]), the blocking pool, the credential cache; [`auth::handler`] is the
+//!   Dovecot protocol's request table and mech ⇄ passdb loop.
+//! - [`mech`]: PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1/-256 as state machines.
+//! - [`passdb`]: the credential backends; [`crypt`] is libxcrypt beside them.
+//! - [`sasldb`]: the sasldb2 format (keys `authid\0realm\0property`) in LMDB.
+//! - Shared words, used by every part and using none of them: [`request`] (the request, the
+//!   peer, user@realm splitting), [`secret`] (passwords and stored secrets: zeroized,
+//!   redacted, compared in constant time), [`verdict`] (what was decided).
 //!
 //! Around it: [`cli`] and [`config`] (flags and TOML), [`process`] (pid lock, detaching,
-//! logging), [`client`] (the protocol's client side), [`getopt`] (the Cyrus tools' command
-//! lines), [`tools`] (what the tool binaries share).
+//! signals, logging), [`client`] (the client side of both protocols), [`getopt`] (the Cyrus
+//! tools' command lines), [`tools`] (what the tool binaries share).
 
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
-pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -28,14 +45,11 @@ pub mod crypt;
 pub mod getopt;
 pub mod mech;
 pub mod passdb;
-pub mod penalty;
-pub mod pool;
 pub mod process;
 pub mod protocol;
-pub mod random;
 pub mod request;
 pub mod sasldb;
 pub mod secret;
 pub mod server;
-pub mod server_dovecot;
 pub mod tools;
+pub mod verdict;

@@ -1,17 +1,17 @@
-//! `saslauthd-rs`: parse the flags, open the passdb, bind `<run_dir>/mux`, serve until
-//! SIGTERM or SIGINT, then remove the socket and exit 0.
+//! `saslauthd-rs`: parse the flags, open the passdb, bind `<run_dir>/mux` (and the Dovecot
+//! socket when asked), serve until SIGTERM or SIGINT, then remove the sockets and exit 0.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use saslauthd_rs::auth::{self, Authenticator, RealmPolicy};
-use saslauthd_rs::cache::Cache;
-use saslauthd_rs::cli::{self, CliError, Command};
+use saslauthd_rs::auth::{self, Authenticator, Cache, RealmPolicy};
+use saslauthd_rs::cli::{self, Command};
 use saslauthd_rs::config::Config;
-use saslauthd_rs::passdb::{Pam, Passdb, PassdbKind, Sasldb, Shadow, ShadowSource};
+use saslauthd_rs::passdb::{Pam, Passdb, Sasldb, Shadow, ShadowSource};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
-use saslauthd_rs::server_dovecot::{serve_dovecot, DovecotOptions};
-use saslauthd_rs::{request, server};
+use saslauthd_rs::request::{self, Printable};
+use saslauthd_rs::server::{self, dovecot::DovecotOptions};
+use saslauthd_rs::verdict::PassdbKind;
 
 fn main() -> ExitCode {
     // Held until the handlers are in place (see block_termination_signals).
@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             eprint!("{}", cli::version());
             return ExitCode::SUCCESS;
         }
-        Err(e @ (CliError::Getopt(_) | CliError::Usage(_))) => {
+        Err(e) if e.wants_usage() => {
             eprint!("{program}: {e}\n{}", cli::usage(&program));
             return ExitCode::FAILURE;
         }
@@ -45,14 +45,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// Everything that can fail with a message on stderr happens before detaching.
-fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
-    let cache = || {
-        config
-            .cache
-            .then(|| Cache::new(config.cache_timeout, config.cache_size_kb))
-    };
-    let passdb = match config.passdb {
+/// Builds the passdb `-a` names.
+fn open_passdb(config: &Config) -> Result<Passdb, String> {
+    Ok(match config.passdb {
         None => {
             return Err(
                 "no authentication mechanism specified (use -a sasldb, shadow or pam)".into(),
@@ -66,16 +61,23 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
                 Some(path) => ShadowSource::File(path.clone()),
                 None => ShadowSource::System,
             };
-            Passdb::Shadow(Shadow::new(source, cache())?)
+            Passdb::Shadow(Shadow::new(source).map_err(|e| e.to_string())?)
         }
-        Some(PassdbKind::Pam) => Passdb::Pam(Pam::new(config.pam_service.clone(), cache())),
+        Some(PassdbKind::Pam) => Passdb::Pam(Pam::new(config.pam_service.clone())),
         Some(PassdbKind::Memory) => {
             return Err("-a memory exists only inside the test suite".into())
         }
-    };
+    })
+}
+
+/// Everything that can fail with a message on stderr happens before detaching.
+fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
+    let passdb = open_passdb(config)?;
+    // The host name, once: the default realm (as Cyrus) and CRAM-MD5's challenges.
+    let host = request::host_name().map_err(|e| format!("gethostname: {e}"))?;
     let default_realm = match &config.realm {
         Some(realm) => realm.as_bytes().to_vec(),
-        None => request::host_name().map_err(|e| format!("gethostname: {e}"))?,
+        None => host.clone(),
     };
     let realms = RealmPolicy {
         default_realm,
@@ -86,7 +88,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot create {}: {e}", config.run_dir.display()))?;
     let lock = PidLock::acquire(&config.run_dir).map_err(|e| e.to_string())?;
     let socket = config.socket_path();
-    let listener = server::bind_mux(&config.run_dir, config.socket_mode)
+    let listener = server::saslauthd::bind(&config.run_dir, config.socket_mode)
         .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
     let dovecot_listener = match &config.dovecot_socket {
         None => None,
@@ -125,7 +127,6 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             config.sasldb.display()
         );
     }
-    process::ignore_sighup();
     let fd_limit = process::raise_fd_limit();
     let max_connections = config
         .max_connections
@@ -147,15 +148,25 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         .thread_name("saslauthd-rs")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    if config.cache && passdb.kind() == PassdbKind::Sasldb {
-        tracing::info!(
-            "-c: sasldb reads LMDB on every request, which is faster than a cache; no cache used"
-        );
-    }
+    let cache = match (config.cache, passdb.kind()) {
+        (false, _) => None,
+        (true, PassdbKind::Sasldb) => {
+            tracing::info!(
+                "-c: sasldb reads LMDB on every request, which is faster than a cache; no \
+                 cache used"
+            );
+            None
+        }
+        (true, _) => Some(Cache::new(config.cache_timeout, config.cache_size_kb)),
+    };
     let options = auth::Options {
         workers: config.workers,
         failure_delay: config.failure_delay,
+        scram_iterations: config.scram_iterations,
+        host_name: String::from_utf8_lossy(&host).into_owned(),
+        cache,
     };
+    let realm = realms.default_realm.clone();
     let auth = Arc::new(Authenticator::new(passdb, realms, options));
     runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)
@@ -164,8 +175,8 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             "{program} {} listening on {} (passdb {}, realm default {})",
             env!("CARGO_PKG_VERSION"),
             socket.display(),
-            auth.passdb().kind(),
-            request::Printable(&auth_realm(config)),
+            auth.passdb_kind(),
+            Printable(&realm),
         );
         let stop = tokio_util::sync::CancellationToken::new();
         let dovecot = match dovecot_listener {
@@ -178,13 +189,12 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         let options = DovecotOptions {
             split_realm: config.dovecot_split_realm,
             temp_fail: config.dovecot_temp_fail,
-            scram_iterations: config.scram_iterations,
             ..DovecotOptions::default()
         };
         if let Some(path) = &config.dovecot_socket {
             tracing::info!("also serving Dovecot's auth protocol on {}", path.display());
         }
-        let mux = server::serve_saslauthd(
+        let mux = server::saslauthd::serve_saslauthd(
             listener,
             Arc::clone(&auth),
             limits,
@@ -192,7 +202,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         );
         let dove = async {
             if let Some(l) = dovecot {
-                serve_dovecot(
+                server::dovecot::serve_dovecot(
                     l,
                     Arc::clone(&auth),
                     limits,
@@ -204,7 +214,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         };
         // Handlers first, then let the signals through: one that came while starting is
         // delivered now, to them.
-        let signalled = shutdown_signal();
+        let signalled = process::shutdown_signal();
         process::block_termination_signals(false);
         let signal = async {
             signalled.await;
@@ -223,31 +233,4 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     lock.remove();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-fn auth_realm(config: &Config) -> Vec<u8> {
-    match &config.realm {
-        Some(r) => r.as_bytes().to_vec(),
-        None => request::host_name().unwrap_or_default(),
-    }
-}
-
-/// Installs the SIGTERM and SIGINT handlers now and returns a future that completes on the
-/// first of them.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let handlers = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    );
-    async move {
-        let (Ok(mut term), Ok(mut int)) = handlers else {
-            tracing::error!("cannot install signal handlers; stop with SIGKILL");
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight"),
-            _ = int.recv() => tracing::info!("SIGINT: finishing requests in flight"),
-        }
-    }
 }

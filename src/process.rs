@@ -1,13 +1,16 @@
-//! The daemon as a Unix process: the pid lock, detaching from the terminal, logging to stderr
-//! or syslog, and the file-descriptor limit.
+//! The daemon as a Unix process: the pid lock, detaching from the terminal, signals, logging
+//! to stderr or syslog, and the file-descriptor limit. System calls go through `nix`.
 
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{fcntl, FcntlArg};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::syslog::{Facility, LogFlags, Severity};
+use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The lock that keeps two daemons off one run directory. Cyrus's saslauthd takes an fcntl
@@ -42,22 +45,21 @@ impl PidLock {
             .mode(0o600)
             .open(&path)
             .map_err(|e| LockError::Io(path.display().to_string(), e))?;
-        // SAFETY: an all-zero flock is a valid value; the fields we need are set below.
-        let mut lock: libc::flock = unsafe { std::mem::zeroed() };
-        lock.l_type = libc::F_WRLCK as libc::c_short;
-        lock.l_whence = libc::SEEK_SET as libc::c_short;
-        // SAFETY: fcntl with F_OFD_SETLK reads the flock struct we pass and nothing else.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            return Err(match err.raw_os_error() {
-                Some(libc::EAGAIN) | Some(libc::EACCES) => {
-                    LockError::Held(run_dir.display().to_string())
-                }
-                _ => LockError::Io(path.display().to_string(), err),
-            });
+        // A write lock on the whole file (l_len 0: to the end, however it grows).
+        let lock = libc::flock {
+            l_type: libc::F_WRLCK as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            l_len: 0,
+            l_pid: 0,
+        };
+        match fcntl(&file, FcntlArg::F_OFD_SETLK(&lock)) {
+            Ok(_) => Ok(PidLock { _file: file, path }),
+            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EACCES) => {
+                Err(LockError::Held(run_dir.display().to_string()))
+            }
+            Err(e) => Err(LockError::Io(path.display().to_string(), e.into())),
         }
-        Ok(PidLock { _file: file, path })
     }
 
     /// Removes the lock file (at exit).
@@ -66,29 +68,12 @@ impl PidLock {
     }
 }
 
-/// Forks into the background as Cyrus does without `-d`: the parent exits 0, the child starts
-/// a new session, points stdin, stdout and stderr at `/dev/null` and writes
-/// `<run_dir>/saslauthd.pid`. Must be called before any thread is started.
+/// Forks into the background as Cyrus does without `-d` (`daemon(3)`): the parent exits 0,
+/// the child starts a new session, points stdin, stdout and stderr at `/dev/null` and writes
+/// `<run_dir>/saslauthd.pid`. It stays in its working directory. Must be called before any
+/// thread is started.
 pub fn detach(run_dir: &Path) -> io::Result<PathBuf> {
-    // SAFETY: the process is single-threaded here (no runtime yet), so fork is sound.
-    match unsafe { libc::fork() } {
-        -1 => return Err(io::Error::last_os_error()),
-        0 => {}
-        // SAFETY: _exit ends the parent without running the child's destructors twice.
-        _ => unsafe { libc::_exit(0) },
-    }
-    // SAFETY: plain system calls on the child's own process state.
-    unsafe {
-        if libc::setsid() < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let null = File::options().read(true).write(true).open("/dev/null")?;
-        for fd in 0..3 {
-            if libc::dup2(null.as_raw_fd(), fd) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-        }
-    }
+    nix::unistd::daemon(true, false)?;
     let pidfile = run_dir.join("saslauthd.pid");
     let mut file = OpenOptions::new()
         .write(true)
@@ -103,52 +88,57 @@ pub fn detach(run_dir: &Path) -> io::Result<PathBuf> {
 /// Raises the soft limit on open files to the hard limit and returns the new soft limit, so
 /// that many idle clients cannot exhaust descriptors before the connection bound does.
 pub fn raise_fd_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit read and write the struct we own.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let wanted = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0 {
-                lim.rlim_cur = lim.rlim_max;
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 1024;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return hard;
+    }
+    soft
+}
+
+/// Blocks (`true`) or unblocks (`false`) SIGTERM, SIGINT and SIGHUP for the calling thread
+/// (and the threads it starts afterwards). The daemon blocks them first thing and unblocks
+/// them once its handlers are installed ([`shutdown_signal`]), so a SIGTERM that arrives
+/// while it starts is held and then handled as a clean stop, never the default kill, and a
+/// SIGHUP is held and then ignored.
+pub fn block_termination_signals(block: bool) {
+    let mut set = SigSet::empty();
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(signal);
+    }
+    let how = if block {
+        SigmaskHow::SIG_BLOCK
+    } else {
+        SigmaskHow::SIG_UNBLOCK
+    };
+    // Fails only for an invalid `how`, which this is not.
+    let _ = nix::sys::signal::pthread_sigmask(how, Some(&set), None);
+}
+
+/// Installs the signal handlers now and returns a future that completes on the first SIGTERM
+/// or SIGINT. SIGHUP is ignored, as Cyrus does (there is nothing to reload; a closing terminal
+/// must not stop the daemon). Call inside the runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let handlers = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break tracing::info!("SIGTERM: finishing requests in flight"),
+                _ = int.recv() => break tracing::info!("SIGINT: finishing requests in flight"),
+                _ = hup.recv() => tracing::info!("SIGHUP: ignored (nothing to reload)"),
             }
         }
-        lim.rlim_cur
-    }
-}
-
-/// Blocks (`true`) or unblocks (`false`) SIGTERM and SIGINT for the calling thread (and the
-/// threads it starts afterwards). The daemon blocks them before it binds its sockets and
-/// unblocks them once its handlers are installed, so a SIGTERM that arrives while it starts
-/// is held and then handled as a clean stop, never the default kill.
-pub fn block_termination_signals(block: bool) {
-    // SAFETY: sigset operations on a local set; pthread_sigmask changes only this thread's
-    // mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        let how = if block {
-            libc::SIG_BLOCK
-        } else {
-            libc::SIG_UNBLOCK
-        };
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
-    }
-}
-
-/// Ignores SIGHUP, as Cyrus does (there is nothing to reload; a closing terminal must not
-/// stop the daemon).
-pub fn ignore_sighup() {
-    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }
 
@@ -162,13 +152,24 @@ pub enum LogTarget {
 }
 
 /// Sets up logging. `verbose` adds successes and details (Cyrus's `-V`). The environment
-/// variable `SASLAUTHD_LOG` (an `EnvFilter` directive) overrides the level.
+/// variable `SASLAUTHD_LOG` (an `EnvFilter` directive) overrides the level. An event's fields
+/// are written after its message as Cyrus writes them, `[name=value]`: `auth failure:
+/// [user=alice] [service=smtp] ...`.
 pub fn init_logging(target: LogTarget, verbose: bool) {
     let default = if verbose { "debug" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SASLAUTHD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
+        if field.name() == "message" {
+            write!(w, "{value:?}")
+        } else {
+            write!(w, "[{}={value:?}]", field.name())
+        }
+    })
+    .delimited(" ");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .fmt_fields(fields)
         .with_target(false)
         .without_time();
     let _ = match target {
@@ -181,14 +182,9 @@ pub fn init_logging(target: LogTarget, verbose: bool) {
         }
         LogTarget::Syslog => {
             const IDENT: &CStr = c"saslauthd-rs";
-            // SAFETY: IDENT is a 'static C string, as openlog requires.
-            unsafe {
-                libc::openlog(
-                    IDENT.as_ptr(),
-                    libc::LOG_PID | libc::LOG_NDELAY,
-                    libc::LOG_AUTH,
-                )
-            };
+            let flags = LogFlags::LOG_PID | LogFlags::LOG_NDELAY;
+            // Cannot fail for a C string constant.
+            let _ = nix::syslog::openlog(Some(IDENT), flags, Facility::LOG_AUTH);
             builder
                 .with_ansi(false)
                 .with_level(false)
@@ -202,7 +198,7 @@ pub fn init_logging(target: LogTarget, verbose: bool) {
 struct Syslog;
 
 struct SyslogLine {
-    priority: libc::c_int,
+    severity: Severity,
     line: Vec<u8>,
 }
 
@@ -211,20 +207,20 @@ impl<'a> MakeWriter<'a> for Syslog {
 
     fn make_writer(&'a self) -> SyslogLine {
         SyslogLine {
-            priority: libc::LOG_INFO,
+            severity: Severity::LOG_INFO,
             line: Vec::new(),
         }
     }
 
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> SyslogLine {
-        let priority = match *meta.level() {
-            tracing::Level::ERROR => libc::LOG_ERR,
-            tracing::Level::WARN => libc::LOG_WARNING,
-            tracing::Level::INFO => libc::LOG_INFO,
-            _ => libc::LOG_DEBUG,
+        let severity = match *meta.level() {
+            tracing::Level::ERROR => Severity::LOG_ERR,
+            tracing::Level::WARN => Severity::LOG_WARNING,
+            tracing::Level::INFO => Severity::LOG_INFO,
+            _ => Severity::LOG_DEBUG,
         };
         SyslogLine {
-            priority,
+            severity,
             line: Vec::new(),
         }
     }
@@ -250,8 +246,9 @@ impl Drop for SyslogLine {
             return;
         }
         self.line.retain(|&b| b != 0);
-        self.line.push(0);
-        // SAFETY: the line is NUL-terminated with no interior NUL, and "%s" takes one string.
-        unsafe { libc::syslog(self.priority, c"%s".as_ptr(), self.line.as_ptr()) };
+        use std::os::unix::ffi::OsStrExt;
+        let priority = nix::syslog::Priority::new(self.severity, Facility::LOG_AUTH);
+        // Nothing to be done about a line syslog refuses.
+        let _ = nix::syslog::syslog(priority, std::ffi::OsStr::from_bytes(&self.line));
     }
 }

@@ -1,9 +1,12 @@
-//! The unit of work: who asks to be checked, for which service and realm, from where.
+//! The unit of work, as a protocol decoded it: who asks to be checked, for which service and
+//! realm, from where ([`AuthRequest`], [`Peer`]); the start of a SASL exchange
+//! ([`SaslStart`]); and the naming rules both protocols share ([`split_user`], the host name).
 
 use std::fmt;
+use std::net::IpAddr;
 
-/// A request to check a password, as a protocol decoded it. The fields are raw bytes: the
-/// saslauthd protocol carries no encoding, and sasldb keys are bytes too.
+/// A request to check a password. The fields are raw bytes: the saslauthd protocol carries no
+/// encoding, and sasldb keys are bytes too.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuthRequest {
     /// The user name exactly as sent (the saslauthd protocol never splits it at `@`).
@@ -12,8 +15,99 @@ pub struct AuthRequest {
     pub service: Vec<u8>,
     /// The realm; empty means the default realm.
     pub realm: Vec<u8>,
-    /// The client's address (`192.0.2.7;54321`) when the client sent one.
-    pub client_addr: Option<Vec<u8>>,
+    /// Where the client is, when the protocol said.
+    pub peer: Peer,
+}
+
+/// The client's address as the protocol sent it (the saslauthd protocol's fifth field,
+/// `192.0.2.7;54321`; Dovecot's `rip=`), parsed once when the request is decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    text: Option<Vec<u8>>,
+    ip: Option<IpAddr>,
+}
+
+impl Peer {
+    /// A peer from the address text a client sent, if any. The IP address is read from
+    /// `192.0.2.7;54321` (libsasl2's `SASL_IPREMOTEPORT`), `192.0.2.7`, `192.0.2.7:25`, `::1`
+    /// or `[2001:db8::1]:25`; an IPv4-mapped IPv6 address counts as IPv4. Anything else keeps
+    /// its text but has no address.
+    pub fn new(text: Option<Vec<u8>>) -> Peer {
+        let ip = text.as_deref().and_then(parse_ip);
+        Peer { text, ip }
+    }
+
+    /// The address text as sent (for logs).
+    pub fn text(&self) -> Option<&[u8]> {
+        self.text.as_deref()
+    }
+
+    /// The IP address, when the text holds one.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
+    }
+
+    /// The host part of the text, without `;port` (PAM's `PAM_RHOST`); `None` when empty.
+    pub fn host(&self) -> Option<String> {
+        let text = String::from_utf8_lossy(self.text.as_deref()?).into_owned();
+        let host = text.split(';').next().unwrap_or_default();
+        (!host.is_empty()).then(|| host.to_owned())
+    }
+}
+
+fn parse_ip(addr: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(addr).ok()?;
+    let host = text.split(';').next()?.trim();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.split(']').next())
+        .unwrap_or(host);
+    let ip: IpAddr = match host.parse() {
+        Ok(ip) => ip,
+        // "192.0.2.7:25": an IPv4 address with a port.
+        Err(_) => host.rsplit_once(':').and_then(|(h, _)| h.parse().ok())?,
+    };
+    Some(match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    })
+}
+
+/// The start of a SASL exchange (Dovecot's `AUTH`), decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaslStart {
+    /// The request id (non-zero), unique among the connection's active requests.
+    pub id: u32,
+    /// The mechanism name as sent (matched case-insensitively).
+    pub mech: String,
+    /// The service (`smtp`).
+    pub service: Vec<u8>,
+    /// The SMTP client's address.
+    pub peer: Peer,
+    /// The client takes the server's final data on the success (`final-resp-ok`).
+    pub final_resp_ok: bool,
+    /// The initial response.
+    pub initial: Input,
+}
+
+/// The client's data for one step of an exchange, after the protocol's transfer encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// None was sent (no initial response).
+    Absent,
+    /// These bytes (possibly none).
+    Data(Vec<u8>),
+    /// What was sent could not be decoded (not base64).
+    Undecodable,
+}
+
+/// Splits a user name at its last `@` into (authid, realm), as libsasl2 does before it asks
+/// saslauthd; without `@` (or with `split` off) the realm is empty, meaning the default realm.
+pub fn split_user(user: &[u8], split: bool) -> (Vec<u8>, Vec<u8>) {
+    match user.iter().rposition(|&b| b == b'@') {
+        Some(at) if split => (user[..at].to_vec(), user[at + 1..].to_vec()),
+        _ => (user.to_vec(), Vec::new()),
+    }
 }
 
 /// Bytes shown in a log line: printable ASCII as is, anything else escaped, so a user name
@@ -39,17 +133,11 @@ impl fmt::Display for Printable<'_> {
 }
 
 /// The host name as `gethostname(2)` returns it: Cyrus's default realm in `auth_sasldb` and
-/// `saslpasswd2` (not the FQDN).
+/// `saslpasswd2` (not the FQDN), and the name in CRAM-MD5 challenges. A process works it out
+/// once, at start-up.
 pub fn host_name() -> std::io::Result<Vec<u8>> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates on success when
-    // the name fits, and we stop at the first NUL or the end of the buffer.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    Ok(buf[..len].to_vec())
+    use std::os::unix::ffi::OsStringExt;
+    Ok(nix::unistd::gethostname()?.into_vec())
 }
 
 #[cfg(test)]
@@ -69,5 +157,40 @@ mod tests {
     #[test]
     fn host_name_is_not_empty() {
         assert!(!host_name().unwrap().is_empty());
+    }
+
+    #[test]
+    fn peer_addresses() {
+        let ip = |s: &str| Peer::new(Some(s.as_bytes().to_vec())).ip();
+        assert_eq!(ip("192.0.2.7;54321"), ip("192.0.2.7"));
+        assert_eq!(ip("192.0.2.7:25"), ip("192.0.2.7"));
+        assert_eq!(ip("[2001:db8::1]:25"), ip("2001:db8::1"));
+        assert_eq!(ip("::ffff:192.0.2.7"), ip("192.0.2.7"));
+        assert!(ip("192.0.2.7").is_some());
+        assert_eq!(ip(""), None);
+        assert_eq!(ip("not an address"), None);
+        let p = Peer::new(Some(b"192.0.2.7;4242".to_vec()));
+        assert_eq!(p.host().as_deref(), Some("192.0.2.7"));
+        assert_eq!(p.text(), Some(&b"192.0.2.7;4242"[..]));
+        assert_eq!(Peer::new(Some(b";1".to_vec())).host(), None);
+        assert_eq!(Peer::default().text(), None);
+    }
+
+    #[test]
+    fn user_names_split_at_the_last_at() {
+        let s = |u: &str, split| {
+            let (a, r) = split_user(u.as_bytes(), split);
+            (String::from_utf8(a).unwrap(), String::from_utf8(r).unwrap())
+        };
+        assert_eq!(
+            s("alice@example.org", true),
+            ("alice".into(), "example.org".into())
+        );
+        assert_eq!(s("a@b@c", true), ("a@b".into(), "c".into()));
+        assert_eq!(s("alice", true), ("alice".into(), "".into()));
+        assert_eq!(
+            s("alice@example.org", false),
+            ("alice@example.org".into(), "".into())
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! Secrets: a password that is wiped from memory when dropped, never printed, and compared in
-//! constant time.
+//! constant time; and a user's stored secrets as a passdb hands them out ([`Credentials`]).
 
 use std::fmt;
 
@@ -46,6 +46,43 @@ impl fmt::Debug for Password {
     }
 }
 
+/// A user's stored secrets, as a passdb hands them to mechanisms that compute with them
+/// (CRAM-MD5, SCRAM). Empty for an unknown user. Wiped on drop; `Debug` shows only which are
+/// there.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// The cleartext password (sasldb `userPassword`).
+    pub plaintext: Option<Zeroizing<Vec<u8>>>,
+    /// A SCRAM secret (sasldb `authPassword`, `SCRAM-SHA-<n>$<iter>:<salt>$<stored>:<server>`).
+    pub auth_password: Option<Zeroizing<String>>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("plaintext", &self.plaintext.as_ref().map(|_| "<redacted>"))
+            .field(
+                "auth_password",
+                &self.auth_password.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+/// Random bytes from the kernel (`getrandom(2)`), for keys, nonces and jitter. The kernel's
+/// generator does not fail once initialised; should it, the process cannot make keys and
+/// stops.
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the kernel's random generator failed");
+    bytes
+}
+
+/// A random `u64` (see [`random_bytes`]).
+pub(crate) fn random_u64() -> u64 {
+    u64::from_le_bytes(random_bytes())
+}
+
 /// Compares two secrets without leaking where they differ or how long either is.
 ///
 /// Both sides are hashed with SHA-256 first, so the comparison time does not depend on the
@@ -65,6 +102,19 @@ mod tests {
     fn debug_never_shows_the_password() {
         let p = Password::new(b"hunter2".to_vec());
         assert_eq!(format!("{p:?}"), "Password(<redacted>)");
+    }
+
+    #[test]
+    fn credentials_debug_shows_no_secret() {
+        let c = Credentials {
+            plaintext: Some(Zeroizing::new(b"hunter2".to_vec())),
+            auth_password: None,
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 
     #[test]

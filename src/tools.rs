@@ -1,9 +1,10 @@
 //! What the tool binaries share: Cyrus's notice, exit codes, and reading a password from a
 //! terminal (no echo) or a pipe.
 
-use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, IsTerminal, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
 
+use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use zeroize::Zeroizing;
 
 /// The notice every Cyrus tool prints before its usage text.
@@ -25,8 +26,7 @@ pub const MAX_PASSWORD_LEN: usize = 2048;
 
 /// Whether standard input is a terminal.
 pub fn stdin_is_tty() -> bool {
-    // SAFETY: isatty only inspects the descriptor.
-    unsafe { libc::isatty(io::stdin().as_raw_fd()) == 1 }
+    io::stdin().is_terminal()
 }
 
 /// Why no password could be read.
@@ -61,7 +61,8 @@ pub fn read_password_pipe(input: &mut impl Read) -> Result<Zeroizing<Vec<u8>>, R
 pub fn read_password_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>, ReadPasswordError> {
     // Echo goes off before the prompt appears: whatever is typed once the prompt shows is
     // never echoed.
-    let fd = io::stdin().as_raw_fd();
+    let stdin = io::stdin();
+    let fd = stdin.as_fd();
     let _echo = EchoOff::new(fd)?;
     let mut stdout = io::stdout();
     stdout.write_all(prompt.as_bytes())?;
@@ -70,64 +71,48 @@ pub fn read_password_tty(prompt: &str) -> Result<Zeroizing<Vec<u8>>, ReadPasswor
     let mut byte = [0u8; 1];
     loop {
         // Unbuffered reads: nothing of the password stays in a std buffer.
-        // SAFETY: reading one byte into a valid one-byte buffer.
-        let n = unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
-        match n {
-            0 => break,
-            1 if byte[0] == b'\n' => break,
-            1 => {
+        match nix::unistd::read(fd, &mut byte) {
+            Ok(0) => break,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) => {
                 line.push(byte[0]);
                 if line.len() > MAX_PASSWORD_LEN {
                     return Err(ReadPasswordError::TooLong);
                 }
             }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e.into());
-                }
-            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(io::Error::from(e).into()),
         }
     }
     Ok(line)
 }
 
 /// Turns terminal echo off for as long as it lives.
-struct EchoOff {
-    fd: i32,
-    saved: libc::termios,
+struct EchoOff<'fd> {
+    fd: BorrowedFd<'fd>,
+    saved: Termios,
 }
 
-impl EchoOff {
-    fn new(fd: i32) -> io::Result<EchoOff> {
-        // SAFETY: tcgetattr/tcsetattr read and write the termios struct we own.
-        unsafe {
-            let mut saved: libc::termios = std::mem::zeroed();
-            if libc::tcgetattr(fd, &mut saved) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut quiet = saved;
-            quiet.c_lflag &= !(libc::ECHO
-                | libc::ECHOE
-                | libc::ECHOK
-                | libc::ECHOCTL
-                | libc::ECHOPRT
-                | libc::ECHOKE);
-            quiet.c_lflag |= libc::ICANON | libc::ECHONL;
-            if libc::tcsetattr(fd, libc::TCSAFLUSH, &quiet) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(EchoOff { fd, saved })
-        }
+impl<'fd> EchoOff<'fd> {
+    fn new(fd: BorrowedFd<'fd>) -> io::Result<EchoOff<'fd>> {
+        let saved = termios::tcgetattr(fd)?;
+        let mut quiet = saved.clone();
+        quiet.local_flags &= !(LocalFlags::ECHO
+            | LocalFlags::ECHOE
+            | LocalFlags::ECHOK
+            | LocalFlags::ECHOCTL
+            | LocalFlags::ECHOPRT
+            | LocalFlags::ECHOKE);
+        quiet.local_flags |= LocalFlags::ICANON | LocalFlags::ECHONL;
+        termios::tcsetattr(fd, SetArg::TCSAFLUSH, &quiet)?;
+        Ok(EchoOff { fd, saved })
     }
 }
 
-impl Drop for EchoOff {
+impl Drop for EchoOff<'_> {
     fn drop(&mut self) {
-        // SAFETY: restores the attributes saved in `new`.
-        unsafe {
-            libc::tcsetattr(self.fd, libc::TCSAFLUSH, &self.saved);
-        }
+        // Nothing more to be done if the terminal went away.
+        let _ = termios::tcsetattr(self.fd, SetArg::TCSAFLUSH, &self.saved);
     }
 }
 

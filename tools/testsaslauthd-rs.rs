@@ -9,7 +9,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use saslauthd_rs::client::{self, Query};
-use saslauthd_rs::config::DEFAULT_RUN_DIR;
 use saslauthd_rs::getopt::{self, Spec};
 
 const SPEC: Spec<'static> = Spec {
@@ -39,7 +38,7 @@ fn main() -> ExitCode {
     };
     let (mut user, mut password) = (None, None);
     let (mut realm, mut service) = (Vec::new(), b"imap".to_vec());
-    let mut socket = PathBuf::from(DEFAULT_RUN_DIR).join("mux");
+    let mut socket = client::default_socket();
     let mut repeat: u64 = 1;
     let mut client_addr = None;
     for opt in &parsed.opts {

@@ -7,14 +7,14 @@ use md5::Md5;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::Step;
+use super::{MechFailure, Message, Step};
 
 /// The wire name.
-pub const NAME: &str = "CRAM-MD5";
+pub(crate) const NAME: &str = "CRAM-MD5";
 
 /// Where the exchange stands.
 #[derive(Debug)]
-pub enum CramMd5 {
+pub(crate) enum CramMd5 {
     /// The challenge is ready, not sent.
     Fresh(Vec<u8>),
     /// The challenge is out; the response is awaited.
@@ -31,7 +31,7 @@ pub enum CramMd5 {
 }
 
 /// A challenge: `<` 16 random decimal digits `.` unix time `@` host name `>`, as Dovecot.
-pub fn challenge(random: u64, unix_time: u64, host: &str) -> Vec<u8> {
+pub(crate) fn challenge(random: u64, unix_time: u64, host: &str) -> Vec<u8> {
     format!(
         "<{:016}.{unix_time}@{host}>",
         random % 10_000_000_000_000_000
@@ -54,12 +54,12 @@ pub fn digest_hex(secret: &[u8], challenge: &[u8]) -> [u8; 32] {
 
 impl CramMd5 {
     /// Starts with a fresh challenge naming `host`.
-    pub fn new(host: &str) -> CramMd5 {
+    pub(crate) fn new(host: &str) -> CramMd5 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        CramMd5::Fresh(challenge(crate::random::u64(), now, host))
+        CramMd5::Fresh(challenge(crate::secret::random_u64(), now, host))
     }
 
     pub(crate) fn step(&mut self, input: Option<&[u8]>) -> Step {
@@ -72,29 +72,29 @@ impl CramMd5 {
             }
             CramMd5::Sent(challenge) => {
                 let Some(response) = input else {
-                    return Step::Fail("no CRAM-MD5 response");
+                    return Step::Fail(MechFailure::NoResponse);
                 };
                 if response.contains(&0) {
-                    return Step::Fail("NUL byte in the CRAM-MD5 response");
+                    return Step::Fail(MechFailure::NulByte);
                 }
                 // The user name may hold spaces: the digest is after the last one.
                 let Some(space) = response.iter().rposition(|&b| b == b' ') else {
-                    return Step::Fail("CRAM-MD5 response without a space");
+                    return Step::Fail(MechFailure::Malformed(Message::CramResponse));
                 };
                 let (user, hex) = (&response[..space], &response[space + 1..]);
                 let Ok(mut digest) = <[u8; 32]>::try_from(hex) else {
-                    return Step::Fail("CRAM-MD5 digest is not 32 hex digits");
+                    return Step::Fail(MechFailure::Malformed(Message::CramResponse));
                 };
                 if user.is_empty() || !digest.iter().all(|b| b.is_ascii_hexdigit()) {
-                    return Step::Fail("malformed CRAM-MD5 response");
+                    return Step::Fail(MechFailure::Malformed(Message::CramResponse));
                 }
                 digest.make_ascii_lowercase();
                 *self = CramMd5::AwaitSecret { challenge, digest };
-                Step::LookupPlaintext {
+                Step::LookupCredentials {
                     user: user.to_vec(),
                 }
             }
-            CramMd5::AwaitSecret { .. } | CramMd5::Done => Step::Fail("unexpected CRAM-MD5 data"),
+            CramMd5::AwaitSecret { .. } | CramMd5::Done => Step::Fail(MechFailure::Unexpected),
         }
     }
 
@@ -103,7 +103,7 @@ impl CramMd5 {
     pub(crate) fn resume(&mut self, secret: Option<&[u8]>) -> Step {
         let CramMd5::AwaitSecret { challenge, digest } = std::mem::replace(self, CramMd5::Done)
         else {
-            return Step::Fail("unexpected CRAM-MD5 state");
+            return Step::Fail(MechFailure::Unexpected);
         };
         let expected = Zeroizing::new(digest_hex(
             secret.unwrap_or(b"\0no such user\0"),
@@ -111,7 +111,7 @@ impl CramMd5 {
         ));
         match (secret, bool::from(expected.ct_eq(&digest))) {
             (Some(_), true) => Step::Success { final_data: None },
-            _ => Step::Fail("CRAM-MD5 digest mismatch"),
+            _ => Step::Fail(MechFailure::WrongProof),
         }
     }
 }
@@ -129,7 +129,7 @@ mod tests {
         );
         let mut m = CramMd5::Sent(challenge.to_vec());
         match m.step(Some(b"tim b913a602c7eda7a495b4e6e7334d3890")) {
-            Step::LookupPlaintext { user } => assert_eq!(user, b"tim"),
+            Step::LookupCredentials { user } => assert_eq!(user, b"tim"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
@@ -175,7 +175,7 @@ mod tests {
         let response = [&b"user name "[..], &digest].concat();
         let mut m = CramMd5::Sent(challenge.clone());
         assert!(
-            matches!(m.step(Some(&response)), Step::LookupPlaintext { user } if user == b"user name")
+            matches!(m.step(Some(&response)), Step::LookupCredentials { user } if user == b"user name")
         );
         assert!(matches!(m.resume(Some(b"wrong")), Step::Fail(_)));
         let mut m = CramMd5::Sent(challenge.clone());

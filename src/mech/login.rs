@@ -1,15 +1,15 @@
 //! LOGIN: the server prompts `Username:` then `Password:`; an initial response is the user
 //! name. Not standardised, but what Outlook and many old clients speak.
 
-use super::Step;
+use super::{MechFailure, Step};
 use crate::secret::Password;
 
 /// The wire name.
-pub const NAME: &str = "LOGIN";
+pub(crate) const NAME: &str = "LOGIN";
 
 /// Where the exchange stands.
 #[derive(Debug, Default)]
-pub enum Login {
+pub(crate) enum Login {
     /// Nothing yet.
     #[default]
     AwaitUser,
@@ -20,7 +20,7 @@ pub enum Login {
 impl Login {
     pub(crate) fn step(&mut self, input: Option<&[u8]>) -> Step {
         if input.is_some_and(|data| data.contains(&0)) {
-            return Step::Fail("NUL byte in LOGIN data");
+            return Step::Fail(MechFailure::NulByte);
         }
         match std::mem::take(self) {
             Login::AwaitUser => match input {
@@ -32,7 +32,7 @@ impl Login {
                 }
             },
             Login::AwaitPassword(user) => match input {
-                None | Some([]) => Step::Fail("empty LOGIN password"),
+                None | Some([]) => Step::Fail(MechFailure::EmptyCredentials),
                 Some(password) => Step::VerifyPlain {
                     user,
                     password: Password::new(password.to_vec()),

@@ -1,14 +1,14 @@
 //! PLAIN (RFC 4616): `authzid NUL authcid NUL password`.
 
-use super::Step;
+use super::{MechFailure, Message, Step};
 use crate::secret::Password;
 
 /// The wire name.
-pub const NAME: &str = "PLAIN";
+pub(crate) const NAME: &str = "PLAIN";
 
 /// PLAIN has a single step.
 #[derive(Debug, Default)]
-pub struct Plain;
+pub(crate) struct Plain;
 
 impl Plain {
     pub(crate) fn step(&mut self, input: Option<&[u8]>) -> Step {
@@ -20,15 +20,15 @@ impl Plain {
         let (Some(authzid), Some(authcid), Some(password), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Step::Fail("invalid PLAIN data (not authzid NUL authcid NUL password)");
+            return Step::Fail(MechFailure::Malformed(Message::PlainData));
         };
         if authcid.is_empty() || password.is_empty() {
-            return Step::Fail("empty PLAIN user name or password");
+            return Step::Fail(MechFailure::EmptyCredentials);
         }
         // Logging in as someone else needs master users, which we do not have; an authzid
         // equal to the authcid (doveadm always sends that) is the same as none.
         if !authzid.is_empty() && authzid != authcid {
-            return Step::Fail("PLAIN authorization identity differs from the user");
+            return Step::Fail(MechFailure::ForeignAuthzid);
         }
         Step::VerifyPlain {
             user: authcid.to_vec(),

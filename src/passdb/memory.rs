@@ -4,8 +4,9 @@ use std::collections::HashMap;
 
 use zeroize::Zeroizing;
 
-use super::{verdict, PassdbResult};
-use crate::secret::Password;
+use super::verdict;
+use crate::secret::{Credentials, Password};
+use crate::verdict::PassdbResult;
 
 /// A user's key: `(authid, realm)`.
 type UserKey = (Vec<u8>, Vec<u8>);
@@ -39,12 +40,11 @@ impl Memory {
         self
     }
 
-    pub(crate) fn lookup_plaintext(
-        &self,
-        authid: &[u8],
-        realm: &[u8],
-    ) -> Option<Zeroizing<Vec<u8>>> {
-        self.users.get(&(authid.to_vec(), realm.to_vec())).cloned()
+    pub(crate) fn lookup_credentials(&self, authid: &[u8], realm: &[u8]) -> Credentials {
+        Credentials {
+            plaintext: self.users.get(&(authid.to_vec(), realm.to_vec())).cloned(),
+            auth_password: None,
+        }
     }
 
     pub(crate) fn verify_plain(

@@ -1,18 +1,24 @@
 //! Credential backends ("passdbs"; Cyrus calls them authentication mechanisms, `-a`).
 //!
-//! A passdb answers one question, "is this the password of `authid` in `realm`?", with a
-//! verdict ([`PassdbResult`]); `Err` is kept for a backend that broke, which callers answer
-//! differently from a wrong password. Passdbs are a closed enum dispatched by `match`.
+//! A passdb answers "is this the password of `authid` in `realm`?" with a verdict
+//! ([`PassdbResult`]), and, when it has them, hands out a user's stored secrets
+//! ([`Credentials`]) for the mechanisms that compute with them. `Err` is kept for a backend
+//! that broke, which the driver answers differently from a wrong password. Passdbs are a closed
+//! enum dispatched by `match`; they know no socket, no wire and no mechanism, and are called
+//! by the driver only.
 
 pub mod memory;
 pub mod pam;
 pub mod sasldb;
 pub mod shadow;
 
-use std::fmt;
+use std::io;
+use std::path::PathBuf;
 
+use crate::request::Peer;
 use crate::sasldb::SasldbError;
-use crate::secret::Password;
+use crate::secret::{Credentials, Password};
+use crate::verdict::{PassdbKind, PassdbResult, SuccessCache};
 
 pub use memory::Memory;
 pub use pam::Pam;
@@ -29,96 +35,64 @@ pub struct Query {
     pub realm: Vec<u8>,
     /// The service (PAM's service name).
     pub service: Vec<u8>,
-    /// The client's address, when known (`PAM_RHOST`).
-    pub remote: Option<Vec<u8>>,
+    /// The client, when known (`PAM_RHOST`).
+    pub peer: Peer,
     /// The password.
     pub password: Password,
 }
 
-/// The verdict of a passdb.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassdbResult {
-    /// The password is right.
-    Ok,
-    /// The user exists; the password is wrong.
-    PasswordMismatch,
-    /// No such user.
-    UserUnknown,
-    /// The account is locked or disabled.
-    UserDisabled,
-    /// The password or account has expired.
-    PassExpired,
-}
-
-impl PassdbResult {
-    /// The reason written in log lines (never on the wire: there, unknown user and wrong
-    /// password look the same).
-    pub fn log_reason(self) -> &'static str {
-        match self {
-            PassdbResult::Ok => "success",
-            PassdbResult::PasswordMismatch => "password mismatch",
-            PassdbResult::UserUnknown => "unknown user",
-            PassdbResult::UserDisabled => "account disabled",
-            PassdbResult::PassExpired => "password expired",
-        }
-    }
-}
-
-/// A backend that broke (not a wrong password).
+/// A backend that broke (not a wrong password). Each names what it concerns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PassdbError {
     /// The sasldb file could not be read.
     #[error(transparent)]
     Sasldb(#[from] SasldbError),
-    /// PAM, NSS or a shadow file failed; the text names the call and the cause.
-    #[error("{0}")]
-    Backend(String),
-    /// The backend did not answer in time (the call may still be running).
-    #[error("no answer from the {0} passdb within {1:?}")]
-    Timeout(PassdbKind, std::time::Duration),
-}
-
-/// The passdbs this build knows, by their Cyrus `-a` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassdbKind {
-    /// `-a sasldb`.
-    Sasldb,
-    /// `-a shadow`.
-    Shadow,
-    /// `-a pam`.
-    Pam,
-    /// In-memory users, for tests.
-    Memory,
-}
-
-impl PassdbKind {
-    /// Parses a Cyrus `-a` name (case-insensitive, as Cyrus's `strcasecmp`).
-    pub fn from_name(name: &str) -> Option<PassdbKind> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "sasldb" => PassdbKind::Sasldb,
-            "shadow" => PassdbKind::Shadow,
-            "pam" => PassdbKind::Pam,
-            "memory" => PassdbKind::Memory,
-            _ => return None,
-        })
-    }
-
-    /// The `-a` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            PassdbKind::Sasldb => "sasldb",
-            PassdbKind::Shadow => "shadow",
-            PassdbKind::Pam => "pam",
-            PassdbKind::Memory => "memory",
-        }
-    }
-}
-
-impl fmt::Display for PassdbKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+    /// A PAM call failed in a way that is no verdict (a module missing, a service file
+    /// unreadable, a backend unreachable).
+    #[error("PAM {call} (service {service:?}, user {user}): {source}")]
+    Pam {
+        /// The call (`pam_authenticate`).
+        call: &'static str,
+        /// The PAM service.
+        service: String,
+        /// The user, printable.
+        user: String,
+        /// What PAM said.
+        source: pam_client::Error,
+    },
+    /// `getspnam_r` failed (not "no such user").
+    #[error("getspnam_r({user}): {source}")]
+    Nss {
+        /// The user, printable.
+        user: String,
+        /// The error.
+        source: io::Error,
+    },
+    /// The shadow file could not be read.
+    #[error("{}: {source}", path.display())]
+    ShadowFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// At start-up: a file the passdb needs cannot be read.
+    #[error("cannot read {}: {source}{hint}", path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+        /// What to do about it, when there is something to say.
+        hint: &'static str,
+    },
+    /// At start-up: NSS cannot give shadow entries at all.
+    #[error("cannot read shadow entries: {0}")]
+    NoShadowEntries(io::Error),
+    /// At start-up: libxcrypt cannot hash with yescrypt (the unknown user's dummy hash).
+    #[error("libxcrypt cannot make a yescrypt hash")]
+    NoYescrypt,
 }
 
 /// A configured passdb.
@@ -151,59 +125,60 @@ impl Passdb {
         matches!(self, Passdb::Shadow(_) | Passdb::Pam(_))
     }
 
+    /// Whether this passdb can hand out a user's stored secrets (what CRAM-MD5 and SCRAM
+    /// need): sasldb and memory can, PAM and shadow cannot. Those that can never block.
+    pub fn has_credentials(&self) -> bool {
+        matches!(self, Passdb::Sasldb(_) | Passdb::Memory(_))
+    }
+
     /// A verdict from the credential cache alone, for a blocking passdb whose cache can be
-    /// consulted without blocking; `None` means "ask [`Passdb::verify_plain`]". Cache hits
-    /// are answered on the reactor, without a round trip through the thread pool.
-    pub fn verify_cached(&self, q: &Query) -> Option<PassdbResult> {
+    /// consulted without blocking; `None` means "ask [`Passdb::verify_plain`]". Lets the driver
+    /// answer cache hits on the reactor, without a round trip through the thread pool.
+    pub fn verify_cached(&self, q: &Query, cache: &dyn SuccessCache) -> Option<PassdbResult> {
         match self {
-            Passdb::Shadow(db) => db.verify_cached(q),
-            Passdb::Pam(db) => db.verify_cached(q),
+            Passdb::Shadow(db) => db.verify_cached(q, cache),
+            Passdb::Pam(db) => db.verify_cached(q, cache),
             Passdb::Sasldb(_) | Passdb::Memory(_) => None,
         }
     }
 
-    /// Whether this passdb can hand out a stored cleartext secret (what CRAM-MD5 and SCRAM
-    /// need): sasldb and memory can, PAM and shadow cannot.
-    pub fn has_plaintext(&self) -> bool {
-        matches!(self, Passdb::Sasldb(_) | Passdb::Memory(_))
-    }
-
-    /// The stored secrets of `authid` in `realm` (sasldb `userPassword` and
-    /// `authPassword`), for mechanisms that compute with them; empty for an unknown user or
-    /// a passdb that has none.
+    /// The stored secrets of `authid` in `realm` (sasldb `userPassword` and `authPassword`);
+    /// empty for an unknown user or a passdb that has none.
     pub fn lookup_credentials(
         &self,
         authid: &[u8],
         realm: &[u8],
-    ) -> Result<crate::mech::Credentials, PassdbError> {
+    ) -> Result<Credentials, PassdbError> {
         match self {
             Passdb::Sasldb(db) => db.lookup_credentials(authid, realm),
-            Passdb::Memory(db) => Ok(crate::mech::Credentials {
-                plaintext: db.lookup_plaintext(authid, realm),
-                auth_password: None,
-            }),
-            Passdb::Shadow(_) | Passdb::Pam(_) => Ok(crate::mech::Credentials::default()),
+            Passdb::Memory(db) => Ok(db.lookup_credentials(authid, realm)),
+            Passdb::Shadow(_) | Passdb::Pam(_) => Ok(Credentials::default()),
         }
     }
 
-    /// Checks a cleartext password.
+    /// Checks a cleartext password; `cache` is the driver's credential cache (`-c`), for the
+    /// passdbs whose checks are worth remembering.
     ///
     /// sasldb and memory answer from memory-mapped or in-process data in about a
     /// microsecond, so the driver runs them inline on the reactor: handing them to a thread
     /// pool would cost more than the lookup (see BENCHMARKS.md). Shadow and PAM block.
-    pub fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
+    pub fn verify_plain(
+        &self,
+        q: &Query,
+        cache: Option<&dyn SuccessCache>,
+    ) -> Result<PassdbResult, PassdbError> {
         match self {
             Passdb::Sasldb(db) => db.verify_plain(&q.authid, &q.realm, &q.password),
             Passdb::Memory(db) => Ok(db.verify_plain(&q.authid, &q.realm, &q.password)),
-            Passdb::Shadow(db) => db.verify_plain(q),
-            Passdb::Pam(db) => db.verify_plain(q),
+            Passdb::Shadow(db) => db.verify_plain(q, cache),
+            Passdb::Pam(db) => db.verify_plain(q, cache),
         }
     }
 }
 
 /// Compares a password with a stored secret, or, for an unknown user, with a dummy of the
 /// same cost, so both verdicts take the same time.
-pub(crate) fn verdict(stored: Option<&[u8]>, password: &Password) -> PassdbResult {
+fn verdict(stored: Option<&[u8]>, password: &Password) -> PassdbResult {
     match stored {
         Some(stored) if password.matches(stored) => PassdbResult::Ok,
         Some(_) => PassdbResult::PasswordMismatch,

@@ -12,15 +12,14 @@ use std::time::Instant;
 use pam_client::{Context, ConversationHandler, ErrorCode, Flag};
 use zeroize::Zeroizing;
 
-use super::{PassdbError, PassdbResult, Query};
-use crate::cache::Cache;
+use super::{PassdbError, Query};
 use crate::request::Printable;
+use crate::verdict::{PassdbResult, SuccessCache};
 
 /// The PAM passdb.
 #[derive(Debug)]
 pub struct Pam {
     service: Option<String>,
-    cache: Option<Cache>,
 }
 
 /// The non-interactive conversation.
@@ -77,22 +76,18 @@ fn verdict(stage: Stage, code: ErrorCode) -> Option<PassdbResult> {
 
 impl Pam {
     /// A PAM passdb; `service` overrides the request's service as the PAM service name.
-    pub fn new(service: Option<String>, cache: Option<Cache>) -> Pam {
-        Pam { service, cache }
-    }
-
-    /// Whether a verdict came from `pam_acct_mgmt` (Cyrus: `NO PAM acct error`).
-    pub fn is_account_verdict(result: PassdbResult) -> bool {
-        matches!(
-            result,
-            PassdbResult::UserDisabled | PassdbResult::PassExpired
-        )
+    pub fn new(service: Option<String>) -> Pam {
+        Pam { service }
     }
 
     /// The verdict from the cache alone (no PAM call): the driver tries this on the reactor
-    /// before it hands the check to the blocking pool.
-    pub(crate) fn verify_cached(&self, q: &Query) -> Option<PassdbResult> {
-        let cache = self.cache.as_ref()?;
+    /// before it hands the check to the blocking pool. PAM cannot be asked whether a password
+    /// changed, so a success is remembered by service and user until the cache's TTL.
+    pub(crate) fn verify_cached(
+        &self,
+        q: &Query,
+        cache: &dyn SuccessCache,
+    ) -> Option<PassdbResult> {
         let service = self.service_for(q);
         let user = std::str::from_utf8(&q.authid).ok()?;
         let slot: [&[u8]; 3] = [b"pam", service.as_bytes(), user.as_bytes()];
@@ -110,8 +105,12 @@ impl Pam {
         }
     }
 
-    pub(crate) fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
-        if let Some(verdict) = self.verify_cached(q) {
+    pub(crate) fn verify_plain(
+        &self,
+        q: &Query,
+        cache: Option<&dyn SuccessCache>,
+    ) -> Result<PassdbResult, PassdbError> {
+        if let Some(verdict) = cache.and_then(|cache| self.verify_cached(q, cache)) {
             return Ok(verdict);
         }
         let service = self.service_for(q);
@@ -126,21 +125,17 @@ impl Pam {
             user: user.to_owned(),
             password: Zeroizing::new(password.to_vec()),
         };
-        let broke = |call: &str, e: pam_client::Error| {
-            PassdbError::Backend(format!(
-                "PAM {call} (service {service:?}, user {}): {e}",
-                Printable(user.as_bytes())
-            ))
+        let broke = |call: &'static str, source: pam_client::Error| PassdbError::Pam {
+            call,
+            service: service.clone(),
+            user: Printable(user.as_bytes()).to_string(),
+            source,
         };
         let mut ctx =
             Context::new(&service, Some(user), conversation).map_err(|e| broke("pam_start", e))?;
-        if let Some(addr) = &q.remote {
-            let host = String::from_utf8_lossy(addr);
-            let host = host.split(';').next().unwrap_or_default();
-            if !host.is_empty() {
-                ctx.set_rhost(Some(host))
-                    .map_err(|e| broke("pam_set_item(PAM_RHOST)", e))?;
-            }
+        if let Some(host) = q.peer.host() {
+            ctx.set_rhost(Some(&host))
+                .map_err(|e| broke("pam_set_item(PAM_RHOST)", e))?;
         }
         if let Err(e) = ctx.authenticate(Flag::SILENT) {
             return match verdict(Stage::Authenticate, e.code()) {
@@ -154,7 +149,7 @@ impl Pam {
                 None => Err(broke("pam_acct_mgmt", e)),
             };
         }
-        if let Some(cache) = &self.cache {
+        if let Some(cache) = cache {
             cache.insert(&slot, password, now);
         }
         Ok(PassdbResult::Ok)

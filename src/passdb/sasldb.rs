@@ -10,9 +10,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{verdict, PassdbError, PassdbResult};
-use crate::sasldb::{OpenMode, SasldbError, Store, USER_PASSWORD};
-use crate::secret::Password;
+use super::{verdict, PassdbError};
+use crate::sasldb::{OpenMode, SasldbError, Store, AUTH_PASSWORD, USER_PASSWORD};
+use crate::secret::{Credentials, Password};
+use crate::verdict::PassdbResult;
+
+/// The file the sasldb passdb reads unless told otherwise (Cyrus's `SASL_DB_PATH`).
+pub use crate::sasldb::DEFAULT_PATH;
 
 /// A sasldb2 file, reopened when it is replaced.
 #[derive(Debug)]
@@ -84,18 +88,18 @@ impl Sasldb {
         &self,
         authid: &[u8],
         realm: &[u8],
-    ) -> Result<crate::mech::Credentials, PassdbError> {
+    ) -> Result<Credentials, PassdbError> {
         let store = match self.store() {
             Ok(store) => store,
-            Err(SasldbError::Missing(_)) => return Ok(crate::mech::Credentials::default()),
+            Err(SasldbError::Missing(_)) => return Ok(Credentials::default()),
             Err(e) => return Err(e.into()),
         };
         let plaintext = store.get(authid, realm, USER_PASSWORD)?;
         let auth_password = store
-            .get(authid, realm, b"authPassword")?
+            .get(authid, realm, AUTH_PASSWORD)?
             .and_then(|v| String::from_utf8(v.to_vec()).ok())
             .map(zeroize::Zeroizing::new);
-        Ok(crate::mech::Credentials {
+        Ok(Credentials {
             plaintext,
             auth_password,
         })

@@ -17,10 +17,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use super::{PassdbError, PassdbResult, Query};
-use crate::cache::Cache;
+use super::{PassdbError, Query};
 use crate::crypt;
 use crate::request::Printable;
+use crate::verdict::{PassdbResult, SuccessCache};
 
 /// Where entries come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,7 +133,9 @@ fn parse_line(line: &[u8]) -> Result<(Vec<u8>, ShadowEntry), &'static str> {
     ))
 }
 
-/// The entry of `user` through NSS (`getspnam_r`); `Ok(None)` if there is none.
+/// The entry of `user` through NSS (`getspnam_r`); `Ok(None)` if there is none. nix has no
+/// shadow interface, so this is one of the few places that call C directly.
+#[allow(unsafe_code)]
 pub fn getspnam(user: &[u8]) -> std::io::Result<Option<ShadowEntry>> {
     let name = CString::new(user).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     let mut buf = Zeroizing::new(vec![0 as c_char; 1024]);
@@ -187,7 +189,6 @@ type FileVersion = (u64, u64, i64, i64, u64);
 /// The shadow passdb.
 pub struct Shadow {
     source: ShadowSource,
-    cache: Option<Cache>,
     file: Mutex<Option<(FileVersion, Entries)>>,
     dummy: String,
 }
@@ -196,20 +197,17 @@ impl std::fmt::Debug for Shadow {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shadow")
             .field("source", &self.source)
-            .field("cache", &self.cache)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
 impl Shadow {
     /// Opens the source and checks that it can be read: the daemon must not start if it
     /// would answer every request with "no" (not root, not in group shadow).
-    pub fn new(source: ShadowSource, cache: Option<Cache>) -> Result<Shadow, String> {
-        let dummy = crypt::hash(b"a password nobody has", "$y$")
-            .ok_or("libxcrypt cannot make a yescrypt hash")?;
+    pub fn new(source: ShadowSource) -> Result<Shadow, PassdbError> {
+        let dummy = crypt::hash(b"a password nobody has", "$y$").ok_or(PassdbError::NoYescrypt)?;
         let shadow = Shadow {
             source,
-            cache,
             file: Mutex::new(None),
             dummy,
         };
@@ -217,21 +215,23 @@ impl Shadow {
             // Loaded on the first request, when logging is up, so that skipped lines are
             // reported; here only whether it can be read at all.
             ShadowSource::File(path) => {
-                std::fs::File::open(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                std::fs::File::open(path).map_err(|source| PassdbError::Unreadable {
+                    path: path.clone(),
+                    source,
+                    hint: "",
+                })?;
             }
             ShadowSource::System => {
                 // Probing getspnam_r("root") proves nothing: nss-systemd makes up entries
                 // for root and nobody for anyone. The files source is what needs the rights.
-                if let Err(e) = getspnam(b"root") {
-                    return Err(format!("cannot read shadow entries: {e}"));
-                }
+                getspnam(b"root").map_err(PassdbError::NoShadowEntries)?;
                 match std::fs::File::open("/etc/shadow") {
-                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                        return Err(format!(
-                            "cannot read /etc/shadow: {e} (run as root or in group shadow, or \
-                             use --shadow-file)"
-                        ))
+                    Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                        return Err(PassdbError::Unreadable {
+                            path: PathBuf::from("/etc/shadow"),
+                            source,
+                            hint: " (run as root or in group shadow, or use --shadow-file)",
+                        })
                     }
                     _ => {}
                 }
@@ -267,11 +267,16 @@ impl Shadow {
 
     fn lookup(&self, user: &[u8]) -> Result<Option<ShadowEntry>, PassdbError> {
         match &self.source {
-            ShadowSource::System => getspnam(user)
-                .map_err(|e| PassdbError::Backend(format!("getspnam_r({}): {e}", Printable(user)))),
+            ShadowSource::System => getspnam(user).map_err(|source| PassdbError::Nss {
+                user: Printable(user).to_string(),
+                source,
+            }),
             ShadowSource::File(path) => Ok(self
                 .entries(path)
-                .map_err(|e| PassdbError::Backend(format!("{}: {e}", path.display())))?
+                .map_err(|source| PassdbError::ShadowFile {
+                    path: path.clone(),
+                    source,
+                })?
                 .get(user)
                 .cloned()),
         }
@@ -280,39 +285,29 @@ impl Shadow {
     /// The verdict from the cache alone, when the entry can be had without blocking (a
     /// shadow file, held in memory): the driver calls this on the reactor before it hands
     /// the check to the blocking pool. `None`: ask [`Shadow::verify_plain`].
-    pub(crate) fn verify_cached(&self, q: &Query) -> Option<PassdbResult> {
-        let (ShadowSource::File(path), Some(_)) = (&self.source, &self.cache) else {
+    pub(crate) fn verify_cached(
+        &self,
+        q: &Query,
+        cache: &dyn SuccessCache,
+    ) -> Option<PassdbResult> {
+        let ShadowSource::File(path) = &self.source else {
             return None;
         };
         let entries = self.entries(path).ok()?;
-        self.cached_verdict(entries.get(&q.authid)?, q)
+        cached_verdict(entries.get(&q.authid)?, q, cache)
     }
 
-    /// A cache hit for this entry's current hash: the account checks still run (the entry
-    /// is fresh), the hash is not recomputed.
-    fn cached_verdict(&self, entry: &ShadowEntry, q: &Query) -> Option<PassdbResult> {
-        let slot: [&[u8]; 3] = [b"shadow", &q.authid, entry.hash.as_bytes()];
-        if !self
-            .cache
-            .as_ref()?
-            .hit(&slot, q.password.expose(), Instant::now())
-        {
-            return None;
-        }
-        tracing::debug!(
-            "shadow: cache hit for {}, hash not recomputed",
-            Printable(&q.authid)
-        );
-        Some(account_state(entry))
-    }
-
-    pub(crate) fn verify_plain(&self, q: &Query) -> Result<PassdbResult, PassdbError> {
+    pub(crate) fn verify_plain(
+        &self,
+        q: &Query,
+        cache: Option<&dyn SuccessCache>,
+    ) -> Result<PassdbResult, PassdbError> {
         let password = q.password.expose();
         let Some(entry) = self.lookup(&q.authid)? else {
             let _ = crypt::verify(password, &self.dummy);
             return Ok(PassdbResult::UserUnknown);
         };
-        if let Some(verdict) = self.cached_verdict(&entry, q) {
+        if let Some(verdict) = cache.and_then(|cache| cached_verdict(&entry, q, cache)) {
             return Ok(verdict);
         }
         match crypt::verify(password, &entry.hash) {
@@ -325,12 +320,34 @@ impl Shadow {
             }
         }
         let verdict = account_state(&entry);
-        if let (Some(cache), PassdbResult::Ok) = (&self.cache, verdict) {
-            let slot: [&[u8]; 3] = [b"shadow", &q.authid, entry.hash.as_bytes()];
-            cache.insert(&slot, password, Instant::now());
+        if let (Some(cache), PassdbResult::Ok) = (cache, verdict) {
+            cache.insert(&slot(&entry, q), password, Instant::now());
         }
         Ok(verdict)
     }
+}
+
+/// The cache slot of a check: the user and the entry's current hash, so that a changed
+/// password is another slot.
+fn slot<'a>(entry: &'a ShadowEntry, q: &'a Query) -> [&'a [u8]; 3] {
+    [b"shadow", &q.authid, entry.hash.as_bytes()]
+}
+
+/// A cache hit for this entry's current hash: the account checks still run (the entry is
+/// fresh), the hash is not recomputed.
+fn cached_verdict(
+    entry: &ShadowEntry,
+    q: &Query,
+    cache: &dyn SuccessCache,
+) -> Option<PassdbResult> {
+    if !cache.hit(&slot(entry, q), q.password.expose(), Instant::now()) {
+        return None;
+    }
+    tracing::debug!(
+        "shadow: cache hit for {}, hash not recomputed",
+        Printable(&q.authid)
+    );
+    Some(account_state(entry))
 }
 
 /// Account expiry and password ageing, as Cyrus's auth_shadow.c, checked after the password
@@ -390,7 +407,7 @@ mod tests {
     #[test]
     fn getspnam_finds_root_or_nothing() {
         // Reads, never writes; root exists on every system, alice should not.
-        if unsafe { libc::geteuid() } == 0 {
+        if nix::unistd::geteuid().is_root() {
             assert!(getspnam(b"root").unwrap().is_some());
         }
         assert!(getspnam(b"no-such-user-saslauthd-rs").unwrap().is_none());
@@ -402,23 +419,50 @@ mod cache_tests {
     use super::*;
     use crate::secret::Password;
 
+    /// A slot's parts and the password.
+    type Remembered = (Vec<Vec<u8>>, Vec<u8>);
+
+    /// Records slots as they are inserted; hits what it holds.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Remembered>>);
+
+    impl SuccessCache for Recorder {
+        fn hit(&self, slot: &[&[u8]], password: &[u8], _: Instant) -> bool {
+            let slot: Vec<Vec<u8>> = slot.iter().map(|p| p.to_vec()).collect();
+            self.0.lock().unwrap().contains(&(slot, password.to_vec()))
+        }
+
+        fn insert(&self, slot: &[&[u8]], password: &[u8], _: Instant) {
+            let slot = slot.iter().map(|p| p.to_vec()).collect();
+            self.0.lock().unwrap().push((slot, password.to_vec()));
+        }
+    }
+
     #[test]
     fn a_success_is_cached_under_the_current_hash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shadow");
         let hash = crypt::hash(b"pw", "$6$").unwrap();
         std::fs::write(&path, format!("alice:{hash}:19000:0:99999:7:::\n")).unwrap();
-        let cache = Cache::new(std::time::Duration::from_secs(60), 64);
-        let shadow = Shadow::new(ShadowSource::File(path), Some(cache)).unwrap();
+        let cache = Recorder::default();
+        let shadow = Shadow::new(ShadowSource::File(path)).unwrap();
         let q = Query {
             authid: b"alice".to_vec(),
             realm: vec![],
             service: b"smtp".to_vec(),
-            remote: None,
+            peer: Default::default(),
             password: Password::new(b"pw".to_vec()),
         };
-        assert_eq!(shadow.verify_plain(&q).unwrap(), PassdbResult::Ok);
-        assert_eq!(shadow.cache.as_ref().unwrap().len(), 1);
-        assert_eq!(shadow.verify_plain(&q).unwrap(), PassdbResult::Ok);
+        assert_eq!(
+            shadow.verify_plain(&q, Some(&cache)).unwrap(),
+            PassdbResult::Ok
+        );
+        assert_eq!(cache.0.lock().unwrap().len(), 1);
+        assert_eq!(cache.0.lock().unwrap()[0].0[2], hash.as_bytes());
+        assert_eq!(shadow.verify_cached(&q, &cache), Some(PassdbResult::Ok));
+        assert_eq!(
+            shadow.verify_plain(&q, Some(&cache)).unwrap(),
+            PassdbResult::Ok
+        );
     }
 }

@@ -1,12 +1,20 @@
 //! Dovecot's auth-client protocol, version 1.2 (Dovecot 2.3 `auth-client-connection.c`,
 //! `auth-request-handler.c`), as Postfix (`smtpd_sasl_type = dovecot`), Exim and `doveadm`
-//! speak it. Pure parsing and encoding; the connection lives in `server.rs`.
+//! speak it. Pure parsing and encoding over bytes: the connection that owns the socket is
+//! `server::dovecot`, the request table that answers is `auth::handler`.
 //!
 //! Lines end with LF (a CR before it is tolerated); fields are separated by TAB; values are
 //! escaped with 0x01 (`\x01 1` = 0x01, `\x01 t` = TAB, `\x01 r` = CR, `\x01 n` = LF, `\x01 0`
-//! = NUL), not backslashes.
+//! = NUL), not backslashes. SASL data travels in base64, which this module decodes and
+//! encodes: the rest of the daemon sees bytes.
 
-use std::fmt;
+use std::io::Write;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+
+use crate::request::{Input, Peer, SaslStart};
+use crate::verdict::{Answer, FailCode};
 
 /// The longest line accepted, LF included (`AUTH_CLIENT_MAX_LINE_LENGTH`); longer: disconnect.
 pub const MAX_LINE: usize = 16384;
@@ -17,6 +25,11 @@ pub const VERSION: (u32, u32) = (1, 2);
 /// Escapes a value for a reply field.
 pub fn escape(value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
+    escape_into(&mut out, value);
+    out
+}
+
+fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
     for &b in value {
         match b {
             0x01 => out.extend_from_slice(b"\x011"),
@@ -27,7 +40,6 @@ pub fn escape(value: &[u8]) -> Vec<u8> {
             _ => out.push(b),
         }
     }
-    out
 }
 
 /// Undoes [`escape`]; `\x01` before any other byte yields that byte, a trailing lone `\x01`
@@ -53,24 +65,21 @@ pub fn unescape(value: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A mechanism as advertised: its name and Dovecot's flag words, in Dovecot's order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MechInfo {
-    /// The SASL name (`PLAIN`).
-    pub name: &'static str,
-    /// Flag words (`plaintext`, `dictionary`, `active`, `mutual-auth`).
-    pub flags: &'static [&'static str],
-}
-
 /// The server's handshake, sent whole on accept before the client says anything (Dovecot 2.3;
-/// Exim waits for `DONE` before it sends `VERSION`). `MECH` lines come before `SPID`: Postfix
+/// Exim waits for `DONE` before it sends `VERSION`): a `MECH` line for each (name, flag words)
+/// of `mechs`, then `SPID`, `CUID`, `COOKIE`, `DONE`. `MECH` lines come before `SPID`: Postfix
 /// takes a `SPID` with no `MECH` before it for an auth-master socket and gives up.
-pub fn handshake(mechs: &[MechInfo], spid: u32, cuid: u32, cookie: &[u8; 16]) -> Vec<u8> {
+pub fn handshake<'a>(
+    mechs: impl IntoIterator<Item = (&'a str, &'a [&'a str])>,
+    spid: u32,
+    cuid: u32,
+    cookie: &[u8; 16],
+) -> Vec<u8> {
     let mut out = format!("VERSION\t{}\t{}\n", VERSION.0, VERSION.1);
-    for mech in mechs {
+    for (name, flags) in mechs {
         out.push_str("MECH\t");
-        out.push_str(mech.name);
-        for flag in mech.flags {
+        out.push_str(name);
+        for flag in flags {
             out.push('\t');
             out.push_str(flag);
         }
@@ -84,24 +93,6 @@ pub fn handshake(mechs: &[MechInfo], spid: u32, cuid: u32, cookie: &[u8; 16]) ->
     out.into_bytes()
 }
 
-/// An `AUTH` command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Auth {
-    /// The request id (non-zero).
-    pub id: u32,
-    /// The mechanism name as sent (matched case-insensitively).
-    pub mech: String,
-    /// `service=` (2.4: `protocol=`).
-    pub service: Vec<u8>,
-    /// `rip=`, the SMTP client's address, when sent and not empty.
-    pub rip: Option<Vec<u8>>,
-    /// `final-resp-ok`: the server's last data may ride on `OK` as `resp=`.
-    pub final_resp_ok: bool,
-    /// The initial response: `None` when absent (or `resp=` from a client of minor < 2, as
-    /// Postfix and Exim send it), otherwise the base64 text (possibly empty).
-    pub resp: Option<Vec<u8>>,
-}
-
 /// A line from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientLine {
@@ -110,35 +101,108 @@ pub enum ClientLine {
     /// `CPID <pid>`.
     Cpid(u32),
     /// `AUTH ...`.
-    Auth(Auth),
+    Auth(SaslStart),
     /// `CONT <id> <base64>`.
-    Cont(u32, Vec<u8>),
+    Cont(u32, Input),
     /// `CANCEL <id>`.
     Cancel(u32),
 }
 
+/// The numbered fields of the client's lines, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NumberField {
+    /// `VERSION`'s major version.
+    VersionMajor,
+    /// `VERSION`'s minor version.
+    VersionMinor,
+    /// `CPID`'s process id.
+    Cpid,
+    /// `AUTH`'s request id.
+    AuthId,
+    /// `CONT`'s request id.
+    ContId,
+    /// `CANCEL`'s request id.
+    CancelId,
+}
+
+impl std::fmt::Display for NumberField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            NumberField::VersionMajor => "VERSION major",
+            NumberField::VersionMinor => "VERSION minor",
+            NumberField::Cpid => "CPID",
+            NumberField::AuthId => "AUTH id",
+            NumberField::ContId => "CONT id",
+            NumberField::CancelId => "CANCEL id",
+        })
+    }
+}
+
 /// A line that ends the connection, as Dovecot disconnects for it; the text is logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ProtocolError(pub String);
-
-impl fmt::Display for ProtocolError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+pub enum ProtocolError {
+    /// A number is missing.
+    #[error("{0} missing")]
+    Missing(NumberField),
+    /// A number is not one.
+    #[error("{0} is not a number")]
+    NotANumber(NumberField),
+    /// A number does not fit 32 bits.
+    #[error("{0} is out of range")]
+    OutOfRange(NumberField),
+    /// `CPID 0`.
+    #[error("CPID 0")]
+    CpidZero,
+    /// `AUTH 0 ...`.
+    #[error("AUTH id 0")]
+    AuthIdZero,
+    /// `AUTH <id>` and nothing more.
+    #[error("AUTH without mechanism")]
+    NoMechanism,
+    /// Parameters after `resp=`, which must be last.
+    #[error("AUTH parameters after 'resp'")]
+    ParametersAfterResp,
+    /// `AUTH` without `service=`.
+    #[error("AUTH without service=")]
+    NoService,
+    /// `CONT <id>` and nothing more.
+    #[error("CONT without data")]
+    ContWithoutData,
+    /// A command this protocol does not have.
+    #[error("unknown command {0:?}")]
+    UnknownCommand(String),
+    /// The first line is not `VERSION`.
+    #[error("the first line is not VERSION")]
+    NoVersion,
+    /// A major version other than 1.
+    #[error("protocol major version {0} is not 1")]
+    MajorVersion(u32),
+    /// Something other than `CPID` after `VERSION`.
+    #[error("CPID expected after VERSION")]
+    NoCpid,
+    /// `VERSION` or `CPID` again.
+    #[error("handshake command after the handshake")]
+    HandshakeAgain,
 }
 
-fn bad(text: impl Into<String>) -> ProtocolError {
-    ProtocolError(text.into())
+fn number(field: Option<&[u8]>, what: NumberField) -> Result<u32, ProtocolError> {
+    let field = field.ok_or(ProtocolError::Missing(what))?;
+    if field.is_empty() || !field.iter().all(u8::is_ascii_digit) {
+        return Err(ProtocolError::NotANumber(what));
+    }
+    // ASCII digits only, so this is UTF-8.
+    std::str::from_utf8(field)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or(ProtocolError::OutOfRange(what))
 }
 
-fn number(field: Option<&[u8]>, what: &str) -> Result<u32, ProtocolError> {
-    let field = field.ok_or_else(|| bad(format!("{what} missing")))?;
-    let text = std::str::from_utf8(field).map_err(|_| bad(format!("{what} is not a number")))?;
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(bad(format!("{what} is not a number")));
+/// Base64 from the client: absent, data, or undecodable.
+fn decode(data: &[u8]) -> Input {
+    match BASE64.decode(data) {
+        Ok(bytes) => Input::Data(bytes),
+        Err(_) => Input::Undecodable,
     }
-    text.parse()
-        .map_err(|_| bad(format!("{what} is out of range")))
 }
 
 /// Parses one line (without its LF; a trailing CR is ignored). `client_minor` is the minor
@@ -149,125 +213,196 @@ pub fn parse_line(line: &[u8], client_minor: u32) -> Result<ClientLine, Protocol
     let command = fields.next().unwrap_or_default();
     match command {
         b"VERSION" => {
-            let major = number(fields.next(), "VERSION major")?;
-            let minor = number(fields.next(), "VERSION minor")?;
+            let major = number(fields.next(), NumberField::VersionMajor)?;
+            let minor = number(fields.next(), NumberField::VersionMinor)?;
             Ok(ClientLine::Version(major, minor))
         }
-        b"CPID" => {
-            let pid = number(fields.next(), "CPID")?;
-            if pid == 0 {
-                return Err(bad("CPID 0"));
-            }
-            Ok(ClientLine::Cpid(pid))
-        }
+        b"CPID" => match number(fields.next(), NumberField::Cpid)? {
+            0 => Err(ProtocolError::CpidZero),
+            pid => Ok(ClientLine::Cpid(pid)),
+        },
         b"AUTH" => parse_auth(fields, client_minor).map(ClientLine::Auth),
         b"CONT" => {
-            let id = number(fields.next(), "CONT id")?;
-            let data = fields.next().ok_or_else(|| bad("CONT without data"))?;
-            Ok(ClientLine::Cont(id, data.to_vec()))
+            let id = number(fields.next(), NumberField::ContId)?;
+            let data = fields.next().ok_or(ProtocolError::ContWithoutData)?;
+            Ok(ClientLine::Cont(id, decode(data)))
         }
-        b"CANCEL" => Ok(ClientLine::Cancel(number(fields.next(), "CANCEL id")?)),
-        other => Err(bad(format!(
-            "unknown command {:?}",
-            String::from_utf8_lossy(other)
-        ))),
+        b"CANCEL" => Ok(ClientLine::Cancel(number(
+            fields.next(),
+            NumberField::CancelId,
+        )?)),
+        other => Err(ProtocolError::UnknownCommand(
+            String::from_utf8_lossy(other).into_owned(),
+        )),
     }
 }
 
 fn parse_auth<'a>(
     mut fields: impl Iterator<Item = &'a [u8]>,
     client_minor: u32,
-) -> Result<Auth, ProtocolError> {
-    let id = number(fields.next(), "AUTH id")?;
+) -> Result<SaslStart, ProtocolError> {
+    let id = number(fields.next(), NumberField::AuthId)?;
     if id == 0 {
-        return Err(bad("AUTH id 0"));
+        return Err(ProtocolError::AuthIdZero);
     }
     let mech = fields
         .next()
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| bad("AUTH without mechanism"))?;
-    let mut auth = Auth {
-        id,
-        mech: String::from_utf8_lossy(mech).into_owned(),
-        service: Vec::new(),
-        rip: None,
-        final_resp_ok: false,
-        resp: None,
-    };
-    let mut has_service = false;
+        .ok_or(ProtocolError::NoMechanism)?;
+    let mut service = None;
+    let mut rip = None;
+    let mut final_resp_ok = false;
+    let mut initial = Input::Absent;
     let mut after_resp = false;
     for field in fields {
         if after_resp {
-            return Err(bad("AUTH parameters after 'resp'"));
+            return Err(ProtocolError::ParametersAfterResp);
         }
         let (name, value) = match field.iter().position(|&b| b == b'=') {
             Some(i) => (&field[..i], Some(&field[i + 1..])),
             None => (field, None),
         };
         match (name, value) {
-            (b"service" | b"protocol", Some(v)) => {
-                auth.service = unescape(v);
-                has_service = true;
-            }
-            (b"rip", Some(v)) if !v.is_empty() => auth.rip = Some(unescape(v)),
-            (b"final-resp-ok", _) => auth.final_resp_ok = true,
+            (b"service" | b"protocol", Some(v)) => service = Some(unescape(v)),
+            (b"rip", Some(v)) if !v.is_empty() => rip = Some(unescape(v)),
+            (b"final-resp-ok", _) => final_resp_ok = true,
             (b"resp", Some(v)) => {
                 after_resp = true;
                 // Postfix and Exim say minor 0 and send "resp=" for "no initial response".
-                auth.resp = if v.is_empty() && client_minor < 2 {
-                    None
-                } else {
-                    Some(v.to_vec())
-                };
+                if !(v.is_empty() && client_minor < 2) {
+                    initial = decode(v);
+                }
             }
             // Unknown parameters (Postfix's "nologin", lip=, secured, ...) are ignored.
             _ => {}
         }
     }
-    if !has_service {
-        return Err(bad("AUTH without service="));
-    }
-    Ok(auth)
+    Ok(SaslStart {
+        id,
+        mech: String::from_utf8_lossy(mech).into_owned(),
+        service: service.ok_or(ProtocolError::NoService)?,
+        peer: Peer::new(rip),
+        final_resp_ok,
+        initial,
+    })
 }
 
-/// `OK <id> user=<name>`, with the server's final data as `resp=` when there is some.
-pub fn ok(id: u32, user: &[u8], final_data: Option<&str>) -> Vec<u8> {
-    let mut out = format!("OK\t{id}\tuser=").into_bytes();
-    out.extend_from_slice(&escape(user));
-    if let Some(data) = final_data {
-        out.extend_from_slice(b"\tresp=");
-        out.extend_from_slice(data.as_bytes());
-    }
-    out.push(b'\n');
-    out
+/// A request, once the handshake is done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `AUTH`: start an exchange.
+    Auth(SaslStart),
+    /// `CONT`: the client's next step.
+    Cont(u32, Input),
+    /// `CANCEL`: forget a request.
+    Cancel(u32),
 }
 
-/// `CONT <id> <base64>`.
-pub fn cont(id: u32, base64: &str) -> Vec<u8> {
-    format!("CONT\t{id}\t{base64}\n").into_bytes()
+/// The client's side of one connection: `VERSION` first (major 1), then `CPID`, then
+/// requests; anything else in between ends the connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Session {
+    minor: Option<u32>,
+    cpid: bool,
 }
 
-/// `FAIL <id> [user=<name>] [code=<code>] [reason=<text>]`.
-pub fn fail(id: u32, user: Option<&[u8]>, code: Option<&str>, reason: Option<&str>) -> Vec<u8> {
-    let mut out = format!("FAIL\t{id}").into_bytes();
-    if let Some(user) = user {
-        out.extend_from_slice(b"\tuser=");
-        out.extend_from_slice(&escape(user));
+impl Session {
+    /// A connection that has sent nothing.
+    pub fn new() -> Session {
+        Session::default()
     }
-    if let Some(code) = code {
-        out.extend_from_slice(format!("\tcode={code}").as_bytes());
+
+    /// Whether `VERSION` and `CPID` have come.
+    pub fn handshaken(&self) -> bool {
+        self.cpid
     }
-    if let Some(reason) = reason {
-        out.extend_from_slice(b"\treason=");
-        out.extend_from_slice(&escape(reason.as_bytes()));
+
+    /// Takes one line: `Ok(None)` for a handshake line, `Ok(Some)` for a request.
+    pub fn read(&mut self, line: &[u8]) -> Result<Option<Request>, ProtocolError> {
+        let parsed = parse_line(line, self.minor.unwrap_or(0))?;
+        Ok(match (self.minor, self.cpid, parsed) {
+            (None, _, ClientLine::Version(1, minor)) => {
+                self.minor = Some(minor);
+                None
+            }
+            (None, _, ClientLine::Version(major, _)) => {
+                return Err(ProtocolError::MajorVersion(major))
+            }
+            (None, _, _) => return Err(ProtocolError::NoVersion),
+            (Some(_), false, ClientLine::Cpid(_)) => {
+                self.cpid = true;
+                None
+            }
+            (Some(_), false, _) => return Err(ProtocolError::NoCpid),
+            (Some(_), true, ClientLine::Auth(start)) => Some(Request::Auth(start)),
+            (Some(_), true, ClientLine::Cont(id, input)) => Some(Request::Cont(id, input)),
+            (Some(_), true, ClientLine::Cancel(id)) => Some(Request::Cancel(id)),
+            (Some(_), true, _) => return Err(ProtocolError::HandshakeAgain),
+        })
     }
-    out.push(b'\n');
-    out
+}
+
+/// Appends an answer as its line: `OK <id> user=<name> [resp=<base64>]`, `CONT <id>
+/// <base64>` or `FAIL <id> [user=<name>] [code=<code>] [reason=<text>]`.
+pub fn encode(answer: &Answer, out: &mut Vec<u8>) {
+    // Writes to a Vec cannot fail.
+    let _ = match answer {
+        Answer::Continue { id, data } => writeln!(out, "CONT\t{id}\t{}", BASE64.encode(data)),
+        Answer::Success {
+            id,
+            user,
+            final_data,
+        } => {
+            let _ = write!(out, "OK\t{id}\tuser=");
+            escape_into(out, user);
+            if let Some(data) = final_data {
+                let _ = write!(out, "\tresp={}", BASE64.encode(data));
+            }
+            writeln!(out)
+        }
+        Answer::Failure {
+            id,
+            user,
+            code,
+            reason,
+        } => {
+            let _ = write!(out, "FAIL\t{id}");
+            if let Some(user) = user {
+                out.extend_from_slice(b"\tuser=");
+                escape_into(out, user);
+            }
+            if let Some(code) = code {
+                let _ = write!(out, "\tcode={}", code_name(*code));
+            }
+            if let Some(reason) = reason {
+                out.extend_from_slice(b"\treason=");
+                escape_into(out, reason.to_string().as_bytes());
+            }
+            writeln!(out)
+        }
+    };
+}
+
+/// Dovecot's names for the failure codes (`AUTH_CLIENT_FAIL_CODE_*`).
+fn code_name(code: FailCode) -> &'static str {
+    match code {
+        FailCode::TempFail => "temp_fail",
+        FailCode::UserDisabled => "user_disabled",
+        FailCode::PassExpired => "pass_expired",
+        FailCode::InvalidBase64 => "invalid_base64",
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::FailReason;
+
+    fn encoded(answer: Answer) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(&answer, &mut out);
+        out
+    }
 
     #[test]
     fn escaping_round_trips_as_dovecot() {
@@ -280,17 +415,8 @@ mod tests {
 
     #[test]
     fn handshake_bytes() {
-        let mechs = [
-            MechInfo {
-                name: "PLAIN",
-                flags: &["plaintext"],
-            },
-            MechInfo {
-                name: "LOGIN",
-                flags: &["plaintext"],
-            },
-        ];
-        let h = handshake(&mechs, 42, 1, &[0xab; 16]);
+        let mechs: [(&str, &[&str]); 2] = [("PLAIN", &["plaintext"]), ("LOGIN", &["plaintext"])];
+        let h = handshake(mechs, 42, 1, &[0xab; 16]);
         assert_eq!(
             String::from_utf8(h).unwrap(),
             "VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nSPID\t42\nCUID\t1\n\
@@ -320,9 +446,9 @@ mod tests {
             (a.id, a.mech.as_str(), a.service.as_slice()),
             (1, "PLAIN", &b"smtp"[..])
         );
-        assert_eq!(a.rip.as_deref(), Some(&b"192.0.2.7"[..]));
-        assert_eq!(a.resp, None);
-        // doveadm: minor 2, the IR present.
+        assert_eq!(a.peer.text(), Some(&b"192.0.2.7"[..]));
+        assert_eq!(a.initial, Input::Absent);
+        // doveadm: minor 2, the IR present (decoded here).
         let ClientLine::Auth(a) = parse_line(
             b"AUTH\t1\tPLAIN\tservice=doveadm\tdebug\tresp=YWxpY2UAYWxpY2UAc2VjcmV0",
             2,
@@ -330,15 +456,19 @@ mod tests {
         .unwrap() else {
             panic!()
         };
-        assert_eq!(a.resp.as_deref(), Some(&b"YWxpY2UAYWxpY2UAc2VjcmV0"[..]));
+        assert_eq!(a.initial, Input::Data(b"alice\0alice\0secret".to_vec()));
         let ClientLine::Auth(a) = parse_line(b"AUTH\t2\tLOGIN\tprotocol=imap\tresp=", 2).unwrap()
         else {
             panic!()
         };
-        assert_eq!(a.resp.as_deref(), Some(&b""[..]));
+        assert_eq!(a.initial, Input::Data(vec![]));
         assert_eq!(
             parse_line(b"CONT\t7\t", 2).unwrap(),
-            ClientLine::Cont(7, vec![])
+            ClientLine::Cont(7, Input::Data(vec![]))
+        );
+        assert_eq!(
+            parse_line(b"CONT\t7\t=", 2).unwrap(),
+            ClientLine::Cont(7, Input::Undecodable)
         );
         assert_eq!(parse_line(b"CANCEL\t7", 2).unwrap(), ClientLine::Cancel(7));
     }
@@ -365,25 +495,91 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+        assert_eq!(
+            parse_line(b"HELLO", 2).unwrap_err().to_string(),
+            "unknown command \"HELLO\""
+        );
+    }
+
+    #[test]
+    fn the_handshake_comes_first() {
+        let mut s = Session::new();
+        assert_eq!(s.read(b"CPID\t1").unwrap_err(), ProtocolError::NoVersion);
+        let mut s = Session::new();
+        assert_eq!(
+            s.read(b"VERSION\t2\t0").unwrap_err(),
+            ProtocolError::MajorVersion(2)
+        );
+        let mut s = Session::new();
+        assert_eq!(s.read(b"VERSION\t1\t2").unwrap(), None);
+        assert!(!s.handshaken());
+        assert_eq!(
+            s.read(b"AUTH\t1\tPLAIN\tservice=smtp").unwrap_err(),
+            ProtocolError::NoCpid
+        );
+        let mut s = Session::new();
+        s.read(b"VERSION\t1\t0").unwrap();
+        assert_eq!(s.read(b"CPID\t9").unwrap(), None);
+        assert!(s.handshaken());
+        assert_eq!(s.read(b"CANCEL\t3").unwrap(), Some(Request::Cancel(3)));
+        // Minor 0 (Postfix): an empty resp= is no initial response.
+        let Some(Request::Auth(start)) = s.read(b"AUTH\t1\tPLAIN\tservice=smtp\tresp=").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(start.initial, Input::Absent);
+        assert_eq!(
+            s.read(b"VERSION\t1\t0").unwrap_err(),
+            ProtocolError::HandshakeAgain
+        );
     }
 
     #[test]
     fn replies() {
-        assert_eq!(ok(1, b"alice", None), b"OK\t1\tuser=alice\n");
         assert_eq!(
-            ok(2, b"al\tice", Some("dj0x")),
+            encoded(Answer::Success {
+                id: 1,
+                user: b"alice".to_vec(),
+                final_data: None
+            }),
+            b"OK\t1\tuser=alice\n"
+        );
+        assert_eq!(
+            encoded(Answer::Success {
+                id: 2,
+                user: b"al\tice".to_vec(),
+                final_data: Some(b"v=1".to_vec())
+            }),
             b"OK\t2\tuser=al\x01tice\tresp=dj0x\n"
         );
-        assert_eq!(cont(3, "VXNlcm5hbWU6"), b"CONT\t3\tVXNlcm5hbWU6\n");
-        assert_eq!(fail(4, Some(b"bob"), None, None), b"FAIL\t4\tuser=bob\n");
         assert_eq!(
-            fail(
-                5,
-                None,
-                Some("invalid_base64"),
-                Some("Invalid base64 data in initial response")
-            ),
+            encoded(Answer::Continue {
+                id: 3,
+                data: b"Username:".to_vec()
+            }),
+            b"CONT\t3\tVXNlcm5hbWU6\n"
+        );
+        assert_eq!(
+            encoded(Answer::failure(4, Some(b"bob".to_vec()))),
+            b"FAIL\t4\tuser=bob\n"
+        );
+        assert_eq!(
+            encoded(Answer::Failure {
+                id: 5,
+                user: None,
+                code: Some(FailCode::InvalidBase64),
+                reason: Some(FailReason::InitialNotBase64),
+            }),
             b"FAIL\t5\tcode=invalid_base64\treason=Invalid base64 data in initial response\n"
+        );
+        assert_eq!(
+            encoded(Answer::Failure {
+                id: 6,
+                user: Some(b"alice".to_vec()),
+                code: Some(FailCode::TempFail),
+                reason: None,
+            }),
+            b"FAIL\t6\tuser=alice\tcode=temp_fail\n"
         );
     }
 }

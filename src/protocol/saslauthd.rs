@@ -5,14 +5,28 @@
 //! A reply is one counted string: `OK` or `NO <reason>`. One request per connection.
 //!
 //! These functions are pure: they look at the bytes buffered so far and say whether a whole
-//! request is there. The connection (in `server.rs`) owns the socket and the buffer.
+//! request is there. The connection (`server::saslauthd`) owns the socket and the buffer;
+//! the client side is `client`.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 
-use crate::auth::{Outcome, Refusal};
-use crate::passdb::{PassdbKind, PassdbResult};
-use crate::request::AuthRequest;
+use crate::request::{AuthRequest, Peer};
 use crate::secret::Password;
+use crate::verdict::{Outcome, PassdbKind, PassdbResult, Refusal};
+
+/// Where Cyrus's daemon and its clients look for the socket by default: the run directory
+/// of Fedora, Arch and Alpine (on Debian `/var/run` is a link to `/run`, so this is also
+/// Debian's `/var/run/saslauthd`).
+pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
+
+/// The socket's name in the run directory (Cyrus's `SOCKET_FILE "/mux"`).
+pub const SOCKET_NAME: &str = "mux";
+
+/// The socket in a run directory: `<run_dir>/mux`.
+pub fn socket_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(SOCKET_NAME)
+}
 
 /// The largest field Cyrus accepts (`MAX_REQ_LEN` in `saslauthd-main.h`): 256 is allowed,
 /// 257 is refused.
@@ -105,7 +119,7 @@ fn assemble(fields: &[&[u8]; 5], client_addr: Option<&[u8]>) -> (AuthRequest, Pa
         login: fields[0].to_vec(),
         service: fields[2].to_vec(),
         realm: fields[3].to_vec(),
-        client_addr: client_addr.map(<[u8]>::to_vec),
+        peer: Peer::new(client_addr.map(<[u8]>::to_vec)),
     };
     (request, Password::new(fields[1].to_vec()))
 }
@@ -203,7 +217,7 @@ pub fn reply_for(outcome: &Outcome, passdb: PassdbKind) -> Reply {
         }
         Outcome::Refused(Refusal::EmptyLogin) => Reply::No("NULL login received".into()),
         Outcome::Refused(Refusal::EmptyPassword) => Reply::No("NULL password received".into()),
-        Outcome::Error(_) => Reply::No("internal mechanism failure".into()),
+        Outcome::Error => Reply::No("internal mechanism failure".into()),
     }
 }
 
@@ -244,7 +258,7 @@ mod tests {
         assert_eq!(pw.expose(), b"newpw2");
         assert_eq!(r.service, b"smtp");
         assert_eq!(r.realm, b"example.org");
-        assert_eq!(r.client_addr, None);
+        assert_eq!(r.peer.text(), None);
         let again = encode_request(b"alice", b"newpw2", b"smtp", b"example.org", None).unwrap();
         assert_eq!(again, wire);
     }
@@ -253,10 +267,10 @@ mod tests {
     fn five_fields_carry_the_client_address() {
         let wire = req(&[b"bob", b"pw", b"imap", b"", b"192.0.2.7;54321"]);
         let (r, _) = decode_request(&wire).unwrap().unwrap();
-        assert_eq!(r.client_addr.as_deref(), Some(&b"192.0.2.7;54321"[..]));
+        assert_eq!(r.peer.text(), Some(&b"192.0.2.7;54321"[..]));
         let empty = req(&[b"bob", b"pw", b"imap", b"", b""]);
         let (r, _) = decode_request(&empty).unwrap().unwrap();
-        assert_eq!(r.client_addr.as_deref(), Some(&b""[..]));
+        assert_eq!(r.peer.text(), Some(&b""[..]));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub use lmdb::{OpenMode, Store};
 /// The property that holds the cleartext password (libsasl `SASL_AUX_PASSWORD_PROP`).
 pub const USER_PASSWORD: &[u8] = b"userPassword";
 
+/// The property that holds SCRAM secrets (Cyrus's `authPassword`, RFC 3112 syntax).
+pub const AUTH_PASSWORD: &[u8] = b"authPassword";
+
 /// Legacy per-mechanism secrets that Cyrus's `saslpasswd2` deletes on every change.
 pub const STALE_SECRETS: [&[u8]; 3] = [
     b"cmusaslsecretCRAM-MD5",

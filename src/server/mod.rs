@@ -1,14 +1,21 @@
-//! Listeners and connections: the `mux` socket, the connection bound, read deadlines and
-//! graceful shutdown.
+//! Listeners: the sockets, the connection bound, accept back-off and graceful shutdown, shared
+//! by both protocols; each protocol's connection loop (framing, deadlines, and nothing of the
+//! verdict) is in its own file:
+//!
+//! - [`saslauthd`]: one request per connection on `<run_dir>/mux`.
+//! - [`dovecot`]: Dovecot's auth-client protocol, long-lived connections.
 //!
 //! Cyrus's saslauthd reads with no timeout and serves at most `-n` connections at once, so
-//! `-n` idle clients stop it. Here every connection is a task with a deadline for its whole
-//! request, so idle clients cost a little memory and nothing else; past `max_connections`
-//! new connections are closed at once rather than queued behind idle ones.
+//! `-n` idle clients stop it. Here every connection is a task with a deadline, so idle clients
+//! cost a little memory and nothing else; past `max_connections` new connections are closed
+//! at once rather than queued behind idle ones.
 //!
 //! Shutdown order: the accept loop stops; connections still waiting for their request are
 //! closed (the token is cancelled); those whose request is being answered finish; then the
 //! caller removes the socket.
+
+pub mod dovecot;
+pub mod saslauthd;
 
 use std::fs;
 use std::future::Future;
@@ -19,15 +26,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-use crate::auth::Authenticator;
-use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
 
 /// The longest socket path `sun_path` holds (108 bytes with the NUL). Cyrus truncates longer
 /// `-m` paths silently; we refuse them.
@@ -66,11 +68,6 @@ pub fn create_run_dir(dir: &Path) -> io::Result<()> {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o710))?;
     }
     Ok(())
-}
-
-/// Binds `<dir>/mux` with `mode`, non-blocking, ready for [`UnixListener::from_std`].
-pub fn bind_mux(dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
-    bind_socket(&dir.join("mux"), mode, None)
 }
 
 /// Binds a Unix socket at `path` with `mode` (and `owner`, uid and gid, when given),
@@ -116,54 +113,50 @@ pub fn bind_socket(
     Ok(listener)
 }
 
+/// Why a socket owner cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnerError {
+    /// No such user.
+    #[error("no such user {0:?}")]
+    NoUser(String),
+    /// No such group.
+    #[error("no such group {0:?}")]
+    NoGroup(String),
+    /// The lookup itself failed.
+    #[error("cannot look up {name:?}: {source}")]
+    Lookup {
+        /// The user or group.
+        name: String,
+        /// Why.
+        source: nix::Error,
+    },
+}
+
 /// Resolves `user[:group]` to a uid and gid (the user's primary group when no group is
-/// named). Runs at start-up, before any thread.
-pub fn resolve_owner(spec: &str) -> Result<(u32, u32), String> {
+/// named), with the reentrant `getpwnam_r` and `getgrnam_r`.
+pub fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
+    use nix::unistd::{Group, User};
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| format!("bad name {s:?}"));
-    let user_c = c(user)?;
-    // SAFETY: getpwnam/getgrnam return pointers to static storage, read at once; the daemon
-    // is still single-threaded here.
-    let (uid, primary) = unsafe {
-        let pw = libc::getpwnam(user_c.as_ptr());
-        if pw.is_null() {
-            return Err(format!("no such user {user:?}"));
-        }
-        ((*pw).pw_uid, (*pw).pw_gid)
+    let failed = |name: &str| {
+        let name = name.to_owned();
+        move |source| OwnerError::Lookup { name, source }
     };
+    let found = User::from_name(user)
+        .map_err(failed(user))?
+        .ok_or_else(|| OwnerError::NoUser(user.to_owned()))?;
     let gid = match group {
-        None | Some("") => primary,
+        None | Some("") => found.gid,
         Some(group) => {
-            let group_c = c(group)?;
-            // SAFETY: as above.
-            unsafe {
-                let gr = libc::getgrnam(group_c.as_ptr());
-                if gr.is_null() {
-                    return Err(format!("no such group {group:?}"));
-                }
-                (*gr).gr_gid
-            }
+            Group::from_name(group)
+                .map_err(failed(group))?
+                .ok_or_else(|| OwnerError::NoGroup(group.to_owned()))?
+                .gid
         }
     };
-    Ok((uid, gid))
-}
-
-/// Serves the saslauthd protocol on `listener` until `shutdown` completes.
-pub async fn serve_saslauthd(
-    listener: UnixListener,
-    auth: Arc<Authenticator>,
-    limits: Limits,
-    shutdown: impl Future<Output = ()>,
-) {
-    let read_timeout = limits.read_timeout;
-    serve(listener, limits, shutdown, move |stream, token| {
-        let auth = Arc::clone(&auth);
-        async move { handle_connection(stream, &auth, read_timeout, &token).await }
-    })
-    .await
+    Ok((found.uid.as_raw(), gid.as_raw()))
 }
 
 /// The accept loop both protocols share: a task per connection, at most
@@ -229,63 +222,4 @@ pub async fn serve<F, Fut>(
             limits.shutdown_grace
         );
     }
-}
-
-/// One connection: read one request within the deadline, answer it, close.
-async fn handle_connection(
-    mut stream: UnixStream,
-    auth: &Authenticator,
-    read_timeout: Duration,
-    token: &CancellationToken,
-) {
-    let deadline = Instant::now() + read_timeout;
-    let mut buf = [0u8; MAX_REQUEST_LEN];
-    let mut filled = 0;
-    let decoded = loop {
-        match saslauthd::decode_request(&buf[..filled]) {
-            Ok(Some(decoded)) => break decoded,
-            Ok(None) => {}
-            Err(e @ DecodeError::FieldTooLong { .. }) => {
-                tracing::warn!("{e}");
-                let _ = write_reply(&mut stream, saslauthd::FIELD_TOO_LONG_REPLY, deadline).await;
-                return;
-            }
-        }
-        // decode_request needs at most MAX_REQUEST_LEN bytes to decide, so `filled` is
-        // below the buffer's length here.
-        let read = tokio::select! {
-            biased;
-            _ = token.cancelled() => return,
-            read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])) => read,
-        };
-        match read {
-            Ok(Ok(0)) => return, // EOF before a whole request: Cyrus closes without a reply.
-            Ok(Ok(n)) => filled += n,
-            Ok(Err(e)) => {
-                tracing::debug!("read failed: {e}");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("no whole request within {read_timeout:?}; closing");
-                return;
-            }
-        }
-    };
-    let (request, password) = decoded;
-    // The request buffer held the password; wipe it before answering.
-    zeroize::Zeroize::zeroize(&mut buf[..]);
-    let outcome = auth.verify_plain(&request, password).await;
-    let reply = saslauthd::reply_for(&outcome, auth.passdb().kind()).encode();
-    if let Err(e) = write_reply(&mut stream, &reply, deadline).await {
-        tracing::debug!("reply not sent: {e}");
-    }
-}
-
-async fn write_reply(stream: &mut UnixStream, reply: &[u8], deadline: Instant) -> io::Result<()> {
-    // A reply is a few bytes and always fits the socket buffer; the deadline only guards
-    // against a peer whose buffer is full.
-    let write_deadline = deadline.max(Instant::now() + Duration::from_secs(1));
-    tokio::time::timeout_at(write_deadline, stream.write_all(reply))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
 }

@@ -1,5 +1,5 @@
 //! The bounded blocking pool (`-n`): a fixed set of threads that run blocking checks (a
-//! crypt hash, a PAM transaction) off the reactor.
+//! crypt hash, a PAM transaction) and costly computations (SCRAM's PBKDF2) off the reactor.
 //!
 //! Workers take the next job straight from a shared queue as soon as they finish one, so a
 //! busy pool never waits on the reactor between jobs (with tokio's `spawn_blocking` behind a
@@ -18,19 +18,18 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed pool of worker threads.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     jobs: mpsc::Sender<Job>,
-    threads: usize,
 }
 
 /// The job did not return a value: it panicked (a bug in a PAM module, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the blocking check did not complete (it panicked)")]
-pub struct JobLost;
+pub(crate) struct JobLost;
 
 impl Pool {
     /// Starts `threads` workers (at least one).
-    pub fn new(threads: usize) -> Pool {
+    pub(crate) fn new(threads: usize) -> Pool {
         let threads = threads.max(1);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -50,16 +49,11 @@ impl Pool {
                 })
                 .expect("the system cannot start a worker thread");
         }
-        Pool { jobs, threads }
-    }
-
-    /// How many workers there are.
-    pub fn threads(&self) -> usize {
-        self.threads
+        Pool { jobs }
     }
 
     /// Runs `f` on a worker and waits for its result without blocking the reactor.
-    pub async fn run<T, F>(&self, f: F) -> Result<T, JobLost>
+    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, JobLost>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,

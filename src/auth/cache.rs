@@ -1,15 +1,15 @@
 //! The credential cache (`-c`): remembers recent successful checks so that an expensive
-//! backend (a yescrypt hash, a PAM stack) is not asked again for the same password.
+//! backend (a yescrypt hash, a PAM stack) is not asked again for the same password. The driver
+//! owns it and hands it to the passdb as a [`SuccessCache`].
 //!
 //! Better than Cyrus's in three ways:
 //! - nothing stored is a password or an unsalted digest: a slot is HMAC-SHA-256 of what
 //!   identifies the check, and its verifier is HMAC-SHA-256 of the password, both under a
 //!   random key made when the process starts, so a memory dump reveals nothing reusable;
-//! - callers put what would make an old password invalid into the slot itself (the shadow
+//! - passdbs put what would make an old password invalid into the slot itself (the shadow
 //!   passdb puts the current hash string there), so a password change misses at once;
 //! - entries live `ttl` (default 60 s), not 8 hours, and only successes are stored.
 
-use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,45 +18,38 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::bounded::BoundedMap;
+use crate::verdict::SuccessCache;
+
 type Digest = [u8; 32];
 
 /// A bounded map of recent successes.
 pub struct Cache {
     key: Zeroizing<[u8; 32]>,
     ttl: Duration,
-    max_entries: usize,
-    entries: Mutex<HashMap<Digest, Entry>>,
-}
-
-struct Entry {
-    verifier: Digest,
-    created: Instant,
+    entries: Mutex<BoundedMap<Digest, Digest>>,
 }
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cache")
             .field("ttl", &self.ttl)
-            .field("max_entries", &self.max_entries)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-/// About what one entry costs (two digests, an instant, the map's overhead).
+/// About what one entry costs (two digests, an instant, the maps' overhead).
 const ENTRY_BYTES: u64 = 128;
 
 impl Cache {
     /// A cache whose entries live `ttl`, holding about `size_kb` KiB (Cyrus's `-s`).
     pub fn new(ttl: Duration, size_kb: u64) -> Cache {
-        let mut key = Zeroizing::new([0u8; 32]);
-        crate::random::fill(&mut key[..]);
         let max_entries =
             usize::try_from((size_kb * 1024 / ENTRY_BYTES).max(16)).unwrap_or(usize::MAX);
         Cache {
-            key,
+            key: Zeroizing::new(crate::secret::random_bytes()),
             ttl,
-            max_entries,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(BoundedMap::new(max_entries, ttl)),
         }
     }
 
@@ -71,64 +64,31 @@ impl Cache {
         mac.finalize().into_bytes().into()
     }
 
-    /// Whether `password` succeeded for the check named by `slot` within the TTL.
-    pub fn hit(&self, slot: &[&[u8]], password: &[u8], now: Instant) -> bool {
-        let slot = self.mac(slot);
-        let verifier = self.mac(&[&slot, password]);
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        match entries.get(&slot) {
-            Some(entry) if now.saturating_duration_since(entry.created) < self.ttl => {
-                bool::from(entry.verifier.ct_eq(&verifier))
-            }
-            _ => false,
-        }
-    }
-
-    /// Records a success; replaces what the slot held (an older password).
-    pub fn insert(&self, slot: &[&[u8]], password: &[u8], now: Instant) {
-        let slot = self.mac(slot);
-        let verifier = self.mac(&[&slot, password]);
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.max_entries && !entries.contains_key(&slot) {
-            let ttl = self.ttl;
-            entries.retain(|_, e| now.saturating_duration_since(e.created) < ttl);
-            if entries.len() >= self.max_entries {
-                // Still full of live entries: drop the oldest.
-                if let Some(oldest) = entries
-                    .iter()
-                    .min_by_key(|(_, e)| e.created)
-                    .map(|(k, _)| *k)
-                {
-                    entries.remove(&oldest);
-                }
-            }
-        }
-        entries.insert(
-            slot,
-            Entry {
-                verifier,
-                created: now,
-            },
-        );
-    }
-
-    /// Forgets a slot (its backend said no).
-    pub fn forget(&self, slot: &[&[u8]]) {
-        let slot = self.mac(slot);
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&slot);
+    fn entries(&self) -> std::sync::MutexGuard<'_, BoundedMap<Digest, Digest>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// How many entries are held.
-    pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries().len()
+    }
+}
+
+impl SuccessCache for Cache {
+    fn hit(&self, slot: &[&[u8]], password: &[u8], now: Instant) -> bool {
+        let slot = self.mac(slot);
+        let verifier = self.mac(&[&slot, password]);
+        match self.entries().get(&slot, now) {
+            Some(stored) => bool::from(stored.ct_eq(&verifier)),
+            None => false,
+        }
     }
 
-    /// Whether the cache is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn insert(&self, slot: &[&[u8]], password: &[u8], now: Instant) {
+        let slot = self.mac(slot);
+        let verifier = self.mac(&[&slot, password]);
+        self.entries().insert(slot, verifier, now);
     }
 }
 
@@ -157,8 +117,6 @@ mod tests {
         cache.insert(slot, b"changed", t0);
         assert!(!cache.hit(slot, b"secret", t0));
         assert!(cache.hit(slot, b"changed", t0));
-        cache.forget(slot);
-        assert!(!cache.hit(slot, b"changed", t0));
     }
 
     #[test]
@@ -190,12 +148,13 @@ mod tests {
     #[test]
     fn nothing_stored_is_the_password() {
         let cache = Cache::new(Duration::from_secs(60), 64);
-        cache.insert(&[b"alice"], b"hunter2hunter2", Instant::now());
-        let entries = cache.entries.lock().unwrap();
-        for (slot, entry) in entries.iter() {
-            for bytes in [&slot[..], &entry.verifier[..]] {
-                assert!(!bytes.windows(7).any(|w| w == b"hunter2"));
-            }
+        let t0 = Instant::now();
+        cache.insert(&[b"alice"], b"hunter2hunter2", t0);
+        let slot = cache.mac(&[b"alice"]);
+        let entries = cache.entries();
+        let verifier = entries.get(&slot, t0).unwrap();
+        for bytes in [&slot[..], &verifier[..]] {
+            assert!(!bytes.windows(7).any(|w| w == b"hunter2"));
         }
     }
 }

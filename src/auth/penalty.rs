@@ -9,15 +9,19 @@
 //!   /48, as Dovecot does, so one host cannot dodge by rotating addresses.
 //! - The same wrong password again (a misconfigured client retrying) does not raise it.
 //! - A success resets the peer. Internal errors are never delayed.
+//! - Peers are remembered for [`PEER_TTL`] after their last failure, [`MAX_PEERS`] at most;
+//!   beyond that the longest idle make room, one at a time, so a client with many addresses
+//!   cannot reset everyone's penalty.
 //! - The delay is a sleep in the request's own task: it never blocks other requests.
 //! - `failure_delay` 0 turns all of it off (tests).
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+use super::bounded::BoundedMap;
 
 /// Every reply, whatever the delays, comes within this.
 pub const MAX_REPLY: Duration = Duration::from_millis(4500);
@@ -25,55 +29,40 @@ pub const MAX_REPLY: Duration = Duration::from_millis(4500);
 /// Doubling stops here (2 s × 2^3 is already past the cap).
 const MAX_STEPS: u32 = 3;
 
-/// Peers remembered at most; beyond, the stalest are forgotten.
-const MAX_PEERS: usize = 65_536;
+/// Peers remembered at most (about 100 bytes each).
+const MAX_PEERS: usize = 1 << 17;
 
 /// Peers idle this long are forgotten.
 const PEER_TTL: Duration = Duration::from_secs(600);
 
 /// A peer's key: an IPv4 address, or an IPv6 /48.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PeerKey(IpAddr);
+pub(crate) struct PeerKey(IpAddr);
 
 impl PeerKey {
-    /// Parses `192.0.2.7;54321` (libsasl2's `SASL_IPREMOTEPORT`), `192.0.2.7`, `::1` or
-    /// `[2001:db8::1]:25`. `None` for anything else.
-    pub fn parse(addr: &[u8]) -> Option<PeerKey> {
-        let text = std::str::from_utf8(addr).ok()?;
-        let host = text.split(';').next()?.trim();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.split(']').next())
-            .unwrap_or(host);
-        let ip: IpAddr = match host.parse() {
-            Ok(ip) => ip,
-            // "192.0.2.7:25": an IPv4 address with a port.
-            Err(_) => host.rsplit_once(':').and_then(|(h, _)| h.parse().ok())?,
-        };
-        Some(PeerKey(match ip {
+    /// The key of an address.
+    pub(crate) fn of(ip: IpAddr) -> PeerKey {
+        PeerKey(match ip {
             IpAddr::V4(v4) => IpAddr::V4(v4),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => IpAddr::V4(v4),
-                None => {
-                    let mut seg = v6.segments();
-                    seg[3..].fill(0);
-                    IpAddr::V6(seg.into())
-                }
-            },
-        }))
+            IpAddr::V6(v6) => {
+                let mut seg = v6.segments();
+                seg[3..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        })
     }
 }
 
+#[derive(Clone, Copy)]
 struct PeerState {
     steps: u32,
-    last_attempt: [u8; 32],
-    last_seen: Instant,
+    last_attempt: u64,
 }
 
 /// The throttle.
-pub struct Penalty {
+pub(crate) struct Penalty {
     failure_delay: Duration,
-    peers: Mutex<HashMap<PeerKey, PeerState>>,
+    peers: Mutex<BoundedMap<PeerKey, PeerState>>,
 }
 
 impl std::fmt::Debug for Penalty {
@@ -86,36 +75,45 @@ impl std::fmt::Debug for Penalty {
 
 /// A fingerprint of (user, password), to tell a retry of the same wrong password from a new
 /// guess. Salted with a per-process key; never stored beside anything reversible.
-pub fn attempt_fingerprint(key: &[u8; 32], user: &[u8], password: &[u8]) -> [u8; 32] {
+pub(crate) fn attempt_fingerprint(key: &[u8; 32], user: &[u8], password: &[u8]) -> u64 {
     let mut h = Sha256::new();
     h.update(key);
     h.update((user.len() as u64).to_be_bytes());
     h.update(user);
     h.update(password);
-    h.finalize().into()
+    let digest = h.finalize();
+    u64::from_be_bytes(
+        digest[..8]
+            .try_into()
+            .expect("a SHA-256 digest has 32 bytes"),
+    )
 }
 
 impl Penalty {
     /// A throttle with the given base delay (0 disables it).
-    pub fn new(failure_delay: Duration) -> Penalty {
+    pub(crate) fn new(failure_delay: Duration) -> Penalty {
         Penalty {
             failure_delay,
-            peers: Mutex::new(HashMap::new()),
+            peers: Mutex::new(BoundedMap::new(MAX_PEERS, PEER_TTL)),
         }
     }
 
     /// Whether failures are delayed at all.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.failure_delay.is_zero()
+    }
+
+    fn peers(&self) -> std::sync::MutexGuard<'_, BoundedMap<PeerKey, PeerState>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Records a failure and returns how long to wait before answering, given that the
     /// request has already taken `elapsed`. `jitter` is a random value; the delay is scaled
     /// by 0.8 + 0.4 × (jitter / u64::MAX).
-    pub fn on_failure(
+    pub(crate) fn on_failure(
         &self,
         peer: Option<PeerKey>,
-        attempt: [u8; 32],
+        attempt: u64,
         elapsed: Duration,
         now: Instant,
         jitter: u64,
@@ -126,28 +124,25 @@ impl Penalty {
         let steps = match peer {
             None => 0,
             Some(peer) => {
-                let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-                if peers.len() >= MAX_PEERS && !peers.contains_key(&peer) {
-                    peers.retain(|_, s| now.saturating_duration_since(s.last_seen) < PEER_TTL);
-                    if peers.len() >= MAX_PEERS {
-                        peers.clear();
-                    }
-                }
-                let state = peers.entry(peer).or_insert(PeerState {
+                let mut peers = self.peers();
+                let state = peers.get(&peer, now).copied().unwrap_or(PeerState {
                     steps: 0,
-                    last_attempt: [0; 32],
-                    last_seen: now,
+                    last_attempt: 0,
                 });
-                if now.saturating_duration_since(state.last_seen) >= PEER_TTL {
-                    state.steps = 0;
-                }
-                let current = state.steps;
-                if state.last_attempt != attempt {
-                    state.steps = (state.steps + 1).min(MAX_STEPS);
-                }
-                state.last_attempt = attempt;
-                state.last_seen = now;
-                current
+                let steps = if state.last_attempt != attempt {
+                    (state.steps + 1).min(MAX_STEPS)
+                } else {
+                    state.steps
+                };
+                peers.insert(
+                    peer,
+                    PeerState {
+                        steps,
+                        last_attempt: attempt,
+                    },
+                    now,
+                );
+                state.steps
             }
         };
         let base = self.failure_delay.saturating_mul(1 << steps);
@@ -157,12 +152,9 @@ impl Penalty {
     }
 
     /// A success: the peer starts afresh.
-    pub fn on_success(&self, peer: Option<PeerKey>) {
+    pub(crate) fn on_success(&self, peer: Option<PeerKey>) {
         if let (true, Some(peer)) = (self.enabled(), peer) {
-            self.peers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&peer);
+            self.peers().remove(&peer);
         }
     }
 }
@@ -170,6 +162,7 @@ impl Penalty {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::request::Peer;
 
     const MID: u64 = u64::MAX / 2; // jitter factor 1.0
 
@@ -177,9 +170,13 @@ mod tests {
         d.as_millis()
     }
 
+    fn key(s: &str) -> Option<PeerKey> {
+        Peer::new(Some(s.as_bytes().to_vec())).ip().map(PeerKey::of)
+    }
+
     #[test]
     fn peer_keys() {
-        let k = |s: &str| PeerKey::parse(s.as_bytes());
+        let k = key;
         assert_eq!(k("192.0.2.7;54321"), k("192.0.2.7"));
         assert_eq!(k("192.0.2.7:25"), k("192.0.2.7"));
         assert_ne!(k("192.0.2.7"), k("192.0.2.8"));
@@ -198,8 +195,8 @@ mod tests {
     fn doubling_cap_reset_and_repeats() {
         let p = Penalty::new(Duration::from_secs(2));
         let t = Instant::now();
-        let peer = PeerKey::parse(b"192.0.2.7");
-        let a = |n: u8| [n; 32];
+        let peer = key("192.0.2.7");
+        let a = |n: u8| u64::from(n);
         let delays: Vec<u128> = (1..=5)
             .map(|i| ms(p.on_failure(peer, a(i), Duration::ZERO, t, MID)))
             .collect();
@@ -213,7 +210,7 @@ mod tests {
         assert_eq!(ms(p.on_failure(peer, a(2), Duration::ZERO, t, MID)), 4000);
         assert_eq!(ms(p.on_failure(peer, a(3), Duration::ZERO, t, MID)), 4500);
         // Another peer is not affected; an unknown peer gets the base delay only.
-        let other = PeerKey::parse(b"198.51.100.1");
+        let other = key("198.51.100.1");
         assert_eq!(ms(p.on_failure(other, a(9), Duration::ZERO, t, MID)), 2000);
         for i in 0..5 {
             assert_eq!(ms(p.on_failure(None, a(i), Duration::ZERO, t, MID)), 2000);
@@ -227,12 +224,32 @@ mod tests {
     }
 
     #[test]
+    fn existing_peers_keep_their_state_when_100000_new_addresses_arrive() {
+        let p = Penalty::new(Duration::from_secs(2));
+        let t = Instant::now();
+        let peer = key("192.0.2.7");
+        assert_eq!(ms(p.on_failure(peer, 1, Duration::ZERO, t, MID)), 2000);
+        assert_eq!(ms(p.on_failure(peer, 2, Duration::ZERO, t, MID)), 4000);
+        // One client, 100,000 addresses (one failure each): before, the table was cleared
+        // at 65,536 peers, and everyone's penalty with it.
+        for i in 0..100_000u32 {
+            let flood = PeerKey::of(IpAddr::V4((0x0a00_0000 + i).into()));
+            p.on_failure(Some(flood), 1, Duration::ZERO, t, MID);
+        }
+        assert_eq!(
+            ms(p.on_failure(peer, 3, Duration::ZERO, t, MID)),
+            4500,
+            "the peer is still at its third step"
+        );
+    }
+
+    #[test]
     fn the_cap_counts_time_already_spent() {
         let p = Penalty::new(Duration::from_secs(2));
         let t = Instant::now();
-        let d = p.on_failure(None, [1; 32], Duration::from_millis(3500), t, MID);
+        let d = p.on_failure(None, 1, Duration::from_millis(3500), t, MID);
         assert_eq!(ms(d), 1000);
-        let d = p.on_failure(None, [1; 32], Duration::from_secs(6), t, MID);
+        let d = p.on_failure(None, 1, Duration::from_secs(6), t, MID);
         assert_eq!(d, Duration::ZERO);
     }
 
@@ -240,20 +257,17 @@ mod tests {
     fn jitter_stays_within_twenty_percent() {
         let p = Penalty::new(Duration::from_secs(2));
         let t = Instant::now();
-        assert_eq!(ms(p.on_failure(None, [1; 32], Duration::ZERO, t, 0)), 1600);
-        assert_eq!(
-            ms(p.on_failure(None, [1; 32], Duration::ZERO, t, u64::MAX)),
-            2400
-        );
+        assert_eq!(ms(p.on_failure(None, 1, Duration::ZERO, t, 0)), 1600);
+        assert_eq!(ms(p.on_failure(None, 1, Duration::ZERO, t, u64::MAX)), 2400);
     }
 
     #[test]
     fn zero_disables_everything() {
         let p = Penalty::new(Duration::ZERO);
-        let peer = PeerKey::parse(b"192.0.2.7");
+        let peer = key("192.0.2.7");
         for i in 0..5 {
             assert_eq!(
-                p.on_failure(peer, [i; 32], Duration::ZERO, Instant::now(), MID),
+                p.on_failure(peer, i, Duration::ZERO, Instant::now(), MID),
                 Duration::ZERO
             );
         }

@@ -1,0 +1,642 @@
+//! The request table of one Dovecot-protocol connection, and the mech ⇄ passdb loop that runs
+//! in it (Dovecot's `auth-request-handler.c`): `AUTH` starts a mechanism, `CONT` feeds it,
+//! `CANCEL` drops it, and each [`Step`] is acted on — a challenge goes out, a password check or
+//! a lookup of secrets goes to the passdb, a key derivation to the pool. Nothing here reads or
+//! writes a socket: the connection hands in decoded requests and takes out [`Answer`]s.
+//!
+//! Work that has to wait (a blocking passdb, a key derivation, a failure's delay) runs in a task
+//! of its own, so a slow request never holds up another; its result comes back through
+//! [`Handler::completed`]. A result for a request that was cancelled, or whose id was reused
+//! since, is dropped.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::{Authenticator, Broken, Decision, Via};
+use crate::mech::{MechFailure, Mechanism, Step};
+use crate::request::{split_user, AuthRequest, Input, Peer, SaslStart};
+use crate::verdict::{Answer, FailCode, FailReason, Outcome, PassdbResult};
+
+/// How a connection's requests are handled.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Split a user name at its last `@` into sasldb authid and realm (as libsasl2 does
+    /// before it asks saslauthd). Off for sites whose authids hold `@`.
+    pub split_realm: bool,
+    /// When the passdb breaks, answer `FAIL ... code=temp_fail` instead of closing the
+    /// connection (Postfix answers a closed connection with 454, a temporary error).
+    pub temp_fail: bool,
+    /// Requests in flight on one connection at most; more is a protocol violation.
+    pub max_requests: usize,
+    /// A request waiting for `CONT` is forgotten after this (Dovecot: 150 s).
+    pub request_timeout: Duration,
+}
+
+/// A request that ends the connection, as Dovecot disconnects for it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// `AUTH` with the id of a request still active.
+    #[error("duplicate request id {0}")]
+    DuplicateId(u32),
+    /// More requests in flight than allowed.
+    #[error("more than {0} requests in flight")]
+    TooManyRequests(usize),
+    /// A mechanism that is not offered.
+    #[error("unsupported mechanism {0:?}")]
+    UnsupportedMechanism(String),
+}
+
+/// The passdb broke and the client is to be told by closing the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Close;
+
+/// Where an active request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Waiting for the client's next `CONT`.
+    Talking,
+    /// Waiting for the passdb, the pool or a delay: a `CONT` now is unexpected.
+    Busy,
+    /// The exchange succeeded and its final data went out in a `CONT`: the client's next
+    /// `CONT` (empty) gets the `OK`.
+    Acknowledging,
+}
+
+/// A request between `AUTH` and its end.
+struct Active {
+    mech: Mechanism,
+    /// The user, once the mechanism has named one.
+    user: Option<Vec<u8>>,
+    service: Vec<u8>,
+    peer: Peer,
+    /// The client takes the server's final data on `OK` (`final-resp-ok`).
+    final_resp_ok: bool,
+    phase: Phase,
+    started: Instant,
+    /// Tells a late result from an earlier request that reused the id.
+    seq: u64,
+}
+
+/// The result of work that had to wait, for [`Handler::finish`].
+pub struct Done {
+    id: u32,
+    seq: u64,
+    result: Finished,
+}
+
+enum Finished {
+    /// The request's answer: it ends.
+    Answer(Answer),
+    /// A success whose final data goes out as a `CONT`; the request stays for the ack.
+    FinalData(Vec<u8>),
+    /// Derived keys for the mechanism.
+    Keys(crate::mech::Keys),
+    /// The passdb broke: close the connection.
+    Close,
+}
+
+/// The requests of one connection.
+pub struct Handler {
+    auth: Arc<Authenticator>,
+    settings: Settings,
+    requests: HashMap<u32, Active>,
+    seq: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    answers: Vec<Answer>,
+}
+
+impl fmt::Debug for Handler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handler")
+            .field("requests", &self.requests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handler {
+    /// An empty request table over `auth`.
+    pub fn new(auth: Arc<Authenticator>, settings: Settings) -> Handler {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Handler {
+            auth,
+            settings,
+            requests: HashMap::new(),
+            seq: 0,
+            done_tx,
+            done_rx,
+            answers: Vec::new(),
+        }
+    }
+
+    /// The driver this table runs on.
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    /// The answers ready for the client, in order.
+    pub fn answers(&mut self) -> std::vec::Drain<'_, Answer> {
+        self.answers.drain(..)
+    }
+
+    /// `AUTH`: starts an exchange. The id must be new and the mechanism offered.
+    pub fn begin(&mut self, start: SaslStart) -> Result<(), Violation> {
+        if self.requests.contains_key(&start.id) {
+            return Err(Violation::DuplicateId(start.id));
+        }
+        if self.requests.len() >= self.settings.max_requests {
+            return Err(Violation::TooManyRequests(self.settings.max_requests));
+        }
+        let Some(mech) =
+            Mechanism::start(&start.mech, self.auth.offered(), self.auth.mech_context())
+        else {
+            return Err(Violation::UnsupportedMechanism(start.mech));
+        };
+        let input = match start.initial {
+            Input::Absent => None,
+            Input::Data(data) => Some(data),
+            Input::Undecodable => {
+                self.answers.push(Answer::Failure {
+                    id: start.id,
+                    user: None,
+                    code: Some(FailCode::InvalidBase64),
+                    reason: Some(FailReason::InitialNotBase64),
+                });
+                return Ok(());
+            }
+        };
+        self.seq += 1;
+        self.requests.insert(
+            start.id,
+            Active {
+                mech,
+                user: None,
+                service: start.service,
+                peer: start.peer,
+                final_resp_ok: start.final_resp_ok,
+                phase: Phase::Talking,
+                started: Instant::now(),
+                seq: self.seq,
+            },
+        );
+        self.step(start.id, input.as_deref());
+        Ok(())
+    }
+
+    /// `CONT`: the client's next step of an exchange.
+    pub fn cont(&mut self, id: u32, input: Input) {
+        let Some(active) = self.requests.get_mut(&id) else {
+            self.answers.push(Answer::Failure {
+                id,
+                user: None,
+                code: None,
+                reason: Some(FailReason::TimedOut),
+            });
+            return;
+        };
+        match (active.phase, input) {
+            (Phase::Acknowledging, _) => {
+                let user = active.user.take().unwrap_or_default();
+                self.requests.remove(&id);
+                self.answers.push(Answer::Success {
+                    id,
+                    user,
+                    final_data: None,
+                });
+            }
+            (Phase::Busy, _) => {
+                self.requests.remove(&id);
+                self.answers.push(Answer::Failure {
+                    id,
+                    user: None,
+                    code: None,
+                    reason: Some(FailReason::UnexpectedContinuation),
+                });
+            }
+            (Phase::Talking, Input::Data(data)) => self.step(id, Some(&data)),
+            (Phase::Talking, Input::Absent) => self.step(id, None),
+            (Phase::Talking, Input::Undecodable) => {
+                self.requests.remove(&id);
+                self.answers.push(Answer::Failure {
+                    id,
+                    user: None,
+                    code: Some(FailCode::InvalidBase64),
+                    reason: Some(FailReason::ContinuedNotBase64),
+                });
+            }
+        }
+    }
+
+    /// `CANCEL`: the request is forgotten, without an answer.
+    pub fn cancel(&mut self, id: u32) {
+        self.requests.remove(&id);
+    }
+
+    /// Forgets requests that waited too long for a `CONT` (silently, as Dovecot).
+    pub fn expire(&mut self) {
+        let timeout = self.settings.request_timeout;
+        self.requests
+            .retain(|_, a| a.phase == Phase::Busy || a.started.elapsed() < timeout);
+    }
+
+    /// The next result of work that had to wait.
+    pub async fn completed(&mut self) -> Done {
+        // The handler holds a sender itself, so the channel never closes.
+        self.done_rx
+            .recv()
+            .await
+            .expect("the handler keeps a sender of its own")
+    }
+
+    /// Applies a result of [`Handler::completed`]. `Err`: the passdb broke; close the
+    /// connection.
+    pub fn finish(&mut self, done: Done) -> Result<(), Close> {
+        let Done { id, seq, result } = done;
+        // Cancelled, or the id was reused by a newer request: the result is dropped.
+        if self.requests.get(&id).is_none_or(|a| a.seq != seq) {
+            return Ok(());
+        }
+        match result {
+            Finished::Answer(answer) => {
+                self.requests.remove(&id);
+                self.answers.push(answer);
+            }
+            Finished::FinalData(data) => {
+                if let Some(active) = self.requests.get_mut(&id) {
+                    active.phase = Phase::Acknowledging;
+                }
+                self.answers.push(Answer::Continue { id, data });
+            }
+            Finished::Keys(keys) => {
+                if let Some(active) = self.requests.get_mut(&id) {
+                    active.phase = Phase::Talking;
+                    let step = active.mech.resume_keys(keys);
+                    self.act(id, step);
+                }
+            }
+            Finished::Close => return Err(Close),
+        }
+        Ok(())
+    }
+
+    /// Feeds the mechanism and acts on its step.
+    fn step(&mut self, id: u32, input: Option<&[u8]>) {
+        let Some(active) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let step = active.mech.step(input);
+        self.act(id, step);
+    }
+
+    fn act(&mut self, id: u32, step: Step) {
+        let (split, temp_fail) = (self.settings.split_realm, self.settings.temp_fail);
+        let Some(active) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let via = Via::dovecot(active.mech.name());
+        match step {
+            // Nothing follows a challenge on the line: the client answers with CONT.
+            Step::Challenge(data) => self.answers.push(Answer::Continue { id, data }),
+            Step::Fail(why) => self.mech_failed(id, why),
+            Step::Success { final_data } => self.mech_succeeded(id, final_data),
+            // Only passdbs that never block hand out secrets: asked here and now.
+            Step::LookupCredentials { user } => {
+                let request = auth_request(split, active, &user);
+                active.user = Some(user);
+                match self.auth.lookup_credentials(&request, via) {
+                    Ok(credentials) => {
+                        let step = active.mech.resume_credentials(&credentials);
+                        self.act(id, step);
+                    }
+                    Err(Broken) => self.broken(id),
+                }
+            }
+            Step::Derive(derivation) => match self.auth.derive(derivation).now() {
+                Ok(Ok(keys)) => {
+                    let step = active.mech.resume_keys(keys);
+                    self.act(id, step);
+                }
+                Ok(Err(Broken)) => self.broken(id),
+                Err(running) => {
+                    active.phase = Phase::Busy;
+                    let (seq, tx) = (active.seq, self.done_tx.clone());
+                    tokio::spawn(async move {
+                        let result = match running.await {
+                            Ok(keys) => Finished::Keys(keys),
+                            Err(Broken) => Finished::Close,
+                        };
+                        let _ = tx.send(Done { id, seq, result });
+                    });
+                }
+            },
+            Step::VerifyPlain { user, password } => {
+                let request = auth_request(split, active, &user);
+                active.user = Some(user);
+                match self.auth.verify_plain(&request, password, via).now() {
+                    Ok(decision) => {
+                        let result =
+                            answer_for(id, active.user.clone(), decision.outcome, temp_fail);
+                        self.deliver(id, decision.delay, result);
+                    }
+                    Err(running) => {
+                        active.phase = Phase::Busy;
+                        let (seq, tx, user) =
+                            (active.seq, self.done_tx.clone(), active.user.clone());
+                        tokio::spawn(async move {
+                            let Decision { outcome, delay } = running.await;
+                            if !delay.is_zero() {
+                                tokio::time::sleep(delay).await;
+                            }
+                            let result = answer_for(id, user, outcome, temp_fail);
+                            let _ = tx.send(Done { id, seq, result });
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// A failure the mechanism decided: told after the failure delay.
+    fn mech_failed(&mut self, id: u32, why: MechFailure) {
+        let Some(active) = self.requests.get(&id) else {
+            return;
+        };
+        tracing::debug!("dovecot: request {id}: {why}");
+        let via = Via::dovecot(active.mech.name());
+        let split = self.settings.split_realm;
+        let request = active
+            .user
+            .as_deref()
+            .map(|u| auth_request(split, active, u));
+        let delay = self.auth.conclude_exchange(
+            request.as_ref(),
+            &active.peer,
+            via,
+            Some(why),
+            active.started,
+        );
+        let answer = Answer::failure(id, active.user.clone());
+        self.deliver(id, delay, Finished::Answer(answer));
+    }
+
+    /// A success the mechanism decided (CRAM-MD5, SCRAM): `OK`, with the final data on it when
+    /// the client takes it there.
+    fn mech_succeeded(&mut self, id: u32, final_data: Option<Vec<u8>>) {
+        let Some(active) = self.requests.get(&id) else {
+            return;
+        };
+        let user = active.user.clone().unwrap_or_default();
+        let request = auth_request(self.settings.split_realm, active, &user);
+        let via = Via::dovecot(active.mech.name());
+        self.auth
+            .conclude_exchange(Some(&request), &active.peer, via, None, active.started);
+        let result = match (final_data, active.final_resp_ok) {
+            (final_data @ None, _) | (final_data @ Some(_), true) => {
+                Finished::Answer(Answer::Success {
+                    id,
+                    user,
+                    final_data,
+                })
+            }
+            // Postfix never sends final-resp-ok: the final data is one more CONT, and the OK
+            // answers the client's empty CONT.
+            (Some(data), false) => Finished::FinalData(data),
+        };
+        self.deliver(id, Duration::ZERO, result);
+    }
+
+    /// The passdb broke while the request needed it.
+    fn broken(&mut self, id: u32) {
+        let user = self.requests.get(&id).and_then(|a| a.user.clone());
+        let result = answer_for(id, user, Outcome::Error, self.settings.temp_fail);
+        self.deliver(id, Duration::ZERO, result);
+    }
+
+    /// Applies a result now, or after `delay` in a task of its own (so that it holds up
+    /// nothing else). A broken passdb goes through the channel, so that the connection closes
+    /// from its loop.
+    fn deliver(&mut self, id: u32, delay: Duration, result: Finished) {
+        let Some(active) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let seq = active.seq;
+        match result {
+            Finished::Close => {
+                active.phase = Phase::Busy;
+                let _ = self.done_tx.send(Done { id, seq, result });
+            }
+            result if delay.is_zero() => {
+                // Only a Close makes finish fail, and that went the other way.
+                let _ = self.finish(Done { id, seq, result });
+            }
+            result => {
+                active.phase = Phase::Busy;
+                let tx = self.done_tx.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = tx.send(Done { id, seq, result });
+                });
+            }
+        }
+    }
+}
+
+/// The request a user name stands for: split at the last `@` into login and realm (unless
+/// `split` is off), with the exchange's service and client.
+fn auth_request(split: bool, active: &Active, user: &[u8]) -> AuthRequest {
+    let (login, realm) = split_user(user, split);
+    AuthRequest {
+        login,
+        realm,
+        service: active.service.clone(),
+        peer: active.peer.clone(),
+    }
+}
+
+/// The answer to a password check: `OK`, `FAIL` with Dovecot's `code=` for disabled and
+/// expired accounts, or closing the connection when the passdb broke (unless `temp_fail`).
+fn answer_for(id: u32, user: Option<Vec<u8>>, outcome: Outcome, temp_fail: bool) -> Finished {
+    let fail = |code| {
+        Finished::Answer(Answer::Failure {
+            id,
+            user: user.clone(),
+            code,
+            reason: None,
+        })
+    };
+    match outcome {
+        Outcome::Verdict(PassdbResult::Ok) => Finished::Answer(Answer::Success {
+            id,
+            user: user.clone().unwrap_or_default(),
+            final_data: None,
+        }),
+        Outcome::Verdict(PassdbResult::UserDisabled) => fail(Some(FailCode::UserDisabled)),
+        Outcome::Verdict(PassdbResult::PassExpired) => fail(Some(FailCode::PassExpired)),
+        Outcome::Verdict(_) | Outcome::Refused(_) => fail(None),
+        Outcome::Error if temp_fail => fail(Some(FailCode::TempFail)),
+        Outcome::Error => Finished::Close,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Options, RealmPolicy};
+    use crate::mech::{ScramClient, ScramHash};
+    use crate::passdb::{Memory, Passdb};
+
+    const ITERATIONS: u32 = 4096;
+
+    fn handler() -> (Arc<Authenticator>, Handler) {
+        let memory = Memory::new().with_user("alice", "example.org", "secret");
+        let auth = Arc::new(Authenticator::new(
+            Passdb::Memory(memory),
+            RealmPolicy {
+                default_realm: b"example.org".to_vec(),
+                combine: false,
+            },
+            Options {
+                workers: 1,
+                failure_delay: Duration::ZERO,
+                scram_iterations: ITERATIONS,
+                host_name: "test.host".into(),
+                cache: None,
+            },
+        ));
+        let settings = Settings {
+            split_realm: true,
+            temp_fail: false,
+            max_requests: 16,
+            request_timeout: Duration::from_secs(150),
+        };
+        (Arc::clone(&auth), Handler::new(auth, settings))
+    }
+
+    /// The next answer, waiting for work in flight as the connection would.
+    async fn answer(handler: &mut Handler) -> Answer {
+        loop {
+            if let Some(answer) = handler.answers().next() {
+                return answer;
+            }
+            let done = handler.completed().await;
+            handler.finish(done).unwrap();
+        }
+    }
+
+    /// A whole SCRAM-SHA-256 exchange with final-resp-ok; the PBKDF2 rounds the server ran
+    /// for it, and whether it ended in OK.
+    async fn scram(
+        auth: &Authenticator,
+        handler: &mut Handler,
+        id: u32,
+        user: &str,
+        password: &str,
+    ) -> (u64, bool) {
+        let before = auth.rounds();
+        let mut client = ScramClient::new(ScramHash::Sha256, user, password);
+        let first = client.first(&format!("nonce{id}"));
+        handler
+            .begin(SaslStart {
+                id,
+                mech: "SCRAM-SHA-256".into(),
+                service: b"smtp".to_vec(),
+                peer: Peer::default(),
+                final_resp_ok: true,
+                initial: Input::Data(first.into_bytes()),
+            })
+            .unwrap();
+        let Answer::Continue { data, .. } = answer(handler).await else {
+            panic!("no server-first")
+        };
+        let rounds = auth.rounds() - before;
+        let (last, _) = client.last(&String::from_utf8(data).unwrap()).unwrap();
+        handler.cont(id, Input::Data(last.into_bytes()));
+        let ok = matches!(answer(handler).await, Answer::Success { .. });
+        (rounds, ok)
+    }
+
+    #[tokio::test]
+    async fn an_unknown_users_scram_exchange_costs_what_a_known_users_does() {
+        let (auth, mut handler) = handler();
+        let iterations = u64::from(ITERATIONS);
+        // Cold: both derive their keys once, with the configured iteration count.
+        assert_eq!(
+            scram(&auth, &mut handler, 1, "alice", "secret").await,
+            (iterations, true)
+        );
+        assert_eq!(
+            scram(&auth, &mut handler, 2, "ghost", "secret").await,
+            (iterations, false)
+        );
+        // Warm: neither derives again.
+        assert_eq!(
+            scram(&auth, &mut handler, 3, "alice", "secret").await,
+            (0, true)
+        );
+        assert_eq!(
+            scram(&auth, &mut handler, 4, "ghost", "secret").await,
+            (0, false)
+        );
+        // A wrong password costs nothing more either: the keys come from the stored secret.
+        assert_eq!(
+            scram(&auth, &mut handler, 5, "alice", "wrong").await,
+            (0, false)
+        );
+    }
+
+    #[tokio::test]
+    async fn requests_and_violations() {
+        let (_auth, mut handler) = handler();
+        let start = |id, mech: &str| SaslStart {
+            id,
+            mech: mech.into(),
+            service: b"smtp".to_vec(),
+            peer: Peer::default(),
+            final_resp_ok: false,
+            initial: Input::Absent,
+        };
+        handler.begin(start(1, "login")).unwrap();
+        assert_eq!(
+            handler.answers().collect::<Vec<_>>(),
+            [Answer::Continue {
+                id: 1,
+                data: b"Username:".to_vec()
+            }]
+        );
+        assert_eq!(
+            handler.begin(start(1, "PLAIN")),
+            Err(Violation::DuplicateId(1))
+        );
+        assert_eq!(
+            handler.begin(start(2, "DIGEST-MD5")),
+            Err(Violation::UnsupportedMechanism("DIGEST-MD5".into()))
+        );
+        handler.cont(1, Input::Data(b"alice@example.org".to_vec()));
+        handler.cont(1, Input::Data(b"secret".to_vec()));
+        let answers: Vec<Answer> = handler.answers().collect();
+        assert_eq!(
+            answers[1],
+            Answer::Success {
+                id: 1,
+                user: b"alice@example.org".to_vec(),
+                final_data: None
+            }
+        );
+        handler.cancel(9);
+        handler.cont(9, Input::Data(vec![]));
+        assert_eq!(
+            handler.answers().collect::<Vec<_>>(),
+            [Answer::Failure {
+                id: 9,
+                user: None,
+                code: None,
+                reason: Some(FailReason::TimedOut)
+            }]
+        );
+    }
+}

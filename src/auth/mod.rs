@@ -1,0 +1,700 @@
+//! The driver, one for both protocols (Dovecot's `auth-request.c` and
+//! `auth-request-handler.c`): from a decoded request to a verdict, through the realm rules,
+//! the credential cache, the passdb (inline when it never blocks, otherwise on the bounded
+//! pool) and the failure delay, with one log line per authentication.
+//!
+//! - [`Authenticator::verify_plain`] is the one password check: the saslauthd protocol's only
+//!   operation, and PLAIN's and LOGIN's over the Dovecot protocol. It answers at once when the
+//!   passdb never blocks and otherwise hands back a [`Check`] to await.
+//! - [`handler`] holds the Dovecot protocol's request table and runs the mechanisms: the
+//!   mech ⇄ passdb loop, CONT, CANCEL, expiry. Key derivations ([`Authenticator::derive`]) run
+//!   on the pool and are cached, and an unknown user's cost what a known user's do.
+//! - [`penalty`], [`pool`], [`cache`] and [`bounded`] are the driver's own parts.
+
+mod bounded;
+mod cache;
+pub mod handler;
+pub mod penalty;
+mod pool;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use zeroize::Zeroizing;
+
+use crate::mech::{self, Derivation, Keys, MechFailure, MechInfo};
+use crate::passdb::{Passdb, PassdbError, Query};
+use crate::request::{AuthRequest, Peer, Printable};
+use crate::secret::{Credentials, Password};
+use crate::verdict::{Outcome, PassdbKind, PassdbResult, Refusal};
+
+use bounded::BoundedMap;
+pub use cache::Cache;
+use penalty::{attempt_fingerprint, PeerKey, Penalty};
+use pool::Pool;
+
+/// How long a blocking backend may take before the request is answered as an internal
+/// failure. With the failure delay's cap ([`penalty::MAX_REPLY`]) every reply comes well
+/// inside Postfix's 10 s.
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// SCRAM's PBKDF2 iteration count unless configured (RFC 7677's minimum, Dovecot's default).
+pub const DEFAULT_SCRAM_ITERATIONS: u32 = mech::scram::ITERATIONS;
+
+/// The pool size for `-n 0` (Cyrus: a process per connection).
+pub const UNBOUNDED_WORKERS: usize = 64;
+
+/// Derived SCRAM keys remembered at most, and for how long.
+const MAX_DERIVED_KEYS: usize = 16_384;
+const DERIVED_KEYS_TTL: Duration = Duration::from_secs(3600);
+
+/// How the driver runs.
+#[derive(Debug)]
+pub struct Options {
+    /// Blocking backend calls and key derivations at once (`-n`; 0 means
+    /// [`UNBOUNDED_WORKERS`]).
+    pub workers: usize,
+    /// The base failure delay (0 = none).
+    pub failure_delay: Duration,
+    /// SCRAM's PBKDF2 iteration count.
+    pub scram_iterations: u32,
+    /// The host name (CRAM-MD5 challenges), worked out once at start-up.
+    pub host_name: String,
+    /// The credential cache (`-c`), for passdbs whose checks are costly.
+    pub cache: Option<Cache>,
+}
+
+/// How realms are chosen, as Cyrus's saslauthd does.
+#[derive(Debug, Clone)]
+pub struct RealmPolicy {
+    /// Used when the request's realm is empty: `--realm`, else the host name.
+    pub default_realm: Vec<u8>,
+    /// `-r`: a non-empty realm is appended to the login (`login@realm`), and still passed.
+    pub combine: bool,
+}
+
+/// Which protocol a request came by, and which SASL mechanism it runs, for log lines.
+#[derive(Debug, Clone, Copy)]
+pub struct Via {
+    protocol: &'static str,
+    mechanism: Option<&'static str>,
+}
+
+impl Via {
+    /// The saslauthd protocol (no SASL mechanism: libsasl2 ran it).
+    pub const SASLAUTHD: Via = Via {
+        protocol: "saslauthd",
+        mechanism: None,
+    };
+
+    /// The Dovecot protocol, running `mechanism`.
+    pub fn dovecot(mechanism: &'static str) -> Via {
+        Via {
+            protocol: "dovecot",
+            mechanism: Some(mechanism),
+        }
+    }
+}
+
+/// A finished password check: the outcome, and how long to wait before telling it (the failure
+/// delay; zero for a success).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// What the check came to.
+    pub outcome: Outcome,
+    /// The failure delay still to wait.
+    pub delay: Duration,
+}
+
+/// The answer to something the driver was asked: there already, or running (on the pool).
+/// Await it; or take it [`Check::now`] when it is there, and spawn it when it is not.
+pub struct Check<T>(Inner<T>);
+
+type Running<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+enum Inner<T> {
+    Ready(Option<T>),
+    Running(Running<T>),
+}
+
+impl<T> Check<T> {
+    fn ready(value: T) -> Check<T> {
+        Check(Inner::Ready(Some(value)))
+    }
+
+    fn running(future: impl Future<Output = T> + Send + 'static) -> Check<T> {
+        Check(Inner::Running(Box::pin(future)))
+    }
+
+    /// The answer, if it is there; otherwise the check itself, to be awaited or spawned.
+    pub fn now(self) -> Result<T, Check<T>> {
+        match self.0 {
+            Inner::Ready(Some(value)) => Ok(value),
+            other => Err(Check(other)),
+        }
+    }
+}
+
+impl<T: Unpin> Future for Check<T> {
+    type Output = T;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<T> {
+        match &mut self.get_mut().0 {
+            // Taken once: a future is not polled again after it is ready.
+            Inner::Ready(value) => Poll::Ready(value.take().expect("polled after completion")),
+            Inner::Running(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// The passdb (or the pool in front of it) broke; the driver has logged why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broken;
+
+/// Why a check got no verdict.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    #[error(transparent)]
+    Passdb(#[from] PassdbError),
+    #[error("no answer from the {0} passdb within {1:?}")]
+    Timeout(PassdbKind, Duration),
+    #[error("the {0} check failed: {1}")]
+    Lost(PassdbKind, pool::JobLost),
+}
+
+/// What a check came to, before it is logged.
+enum Checked {
+    Refused(Refusal),
+    Verdict(PassdbResult),
+    Failed(CheckError),
+}
+
+/// What one log line tells.
+enum Logged<'a> {
+    Success,
+    Failure(&'a dyn fmt::Display),
+    Error(&'a dyn fmt::Display),
+}
+
+/// Checks passwords against one passdb, and runs SASL mechanisms over it.
+pub struct Authenticator {
+    passdb: Arc<Passdb>,
+    realms: RealmPolicy,
+    cache: Option<Arc<Cache>>,
+    pool: Pool,
+    penalty: Penalty,
+    /// Derived SCRAM keys, by [`Derivation::cache_id`].
+    derived: Mutex<BoundedMap<[u8; 32], Keys>>,
+    /// PBKDF2 rounds run so far (the work an exchange cost, for tests and, later, metrics).
+    rounds: AtomicU64,
+    /// Keys the attempt fingerprints and the derived-key ids.
+    secret: Zeroizing<[u8; 32]>,
+    mech_context: mech::Context,
+    offered: &'static [MechInfo],
+}
+
+impl fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("passdb", &self.passdb)
+            .field("realms", &self.realms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authenticator {
+    /// Builds a driver over `passdb`.
+    pub fn new(passdb: Passdb, realms: RealmPolicy, options: Options) -> Self {
+        let workers = if options.workers == 0 {
+            UNBOUNDED_WORKERS
+        } else {
+            options.workers
+        };
+        Authenticator {
+            offered: mech::offered(passdb.has_credentials()),
+            realms,
+            cache: options.cache.map(Arc::new),
+            pool: Pool::new(workers),
+            penalty: Penalty::new(options.failure_delay),
+            derived: Mutex::new(BoundedMap::new(MAX_DERIVED_KEYS, DERIVED_KEYS_TTL)),
+            rounds: AtomicU64::new(0),
+            secret: Zeroizing::new(crate::secret::random_bytes()),
+            mech_context: mech::Context {
+                host: options.host_name,
+                scram_iterations: options.scram_iterations,
+                secret: crate::secret::random_bytes(),
+            },
+            passdb: Arc::new(passdb),
+        }
+    }
+
+    /// Which passdb answers.
+    pub fn passdb_kind(&self) -> PassdbKind {
+        self.passdb.kind()
+    }
+
+    /// The mechanisms the passdb can serve (and that are advertised and accepted).
+    pub(crate) fn offered(&self) -> &'static [MechInfo] {
+        self.offered
+    }
+
+    /// What mechanisms need to know about this server.
+    pub(crate) fn mech_context(&self) -> &mech::Context {
+        &self.mech_context
+    }
+
+    /// Checks a cleartext password. Refusals and passdbs that never block (sasldb, memory)
+    /// and cache hits are answered at once; a blocking passdb's check runs on the pool, at
+    /// most `-n` at once, answered within [`BACKEND_TIMEOUT`].
+    pub fn verify_plain(
+        self: &Arc<Self>,
+        request: &AuthRequest,
+        password: Password,
+        via: Via,
+    ) -> Check<Decision> {
+        let started = Instant::now();
+        let attempt = self.attempt(request, &password);
+        let query = match self.query(request, password) {
+            Ok(query) => query,
+            Err(refusal) => {
+                let checked = Checked::Refused(refusal);
+                return Check::ready(self.conclude(request, via, checked, attempt, started));
+            }
+        };
+        let cached = self
+            .cache
+            .as_deref()
+            .and_then(|cache| self.passdb.verify_cached(&query, cache));
+        if let Some(verdict) = cached {
+            let checked = Checked::Verdict(verdict);
+            return Check::ready(self.conclude(request, via, checked, attempt, started));
+        }
+        if !self.passdb.is_blocking() {
+            let checked = match self.passdb.verify_plain(&query, None) {
+                Ok(verdict) => Checked::Verdict(verdict),
+                Err(e) => Checked::Failed(e.into()),
+            };
+            return Check::ready(self.conclude(request, via, checked, attempt, started));
+        }
+        let auth = Arc::clone(self);
+        let request = request.clone();
+        Check::running(async move {
+            let checked = match auth.run_blocking(query).await {
+                Ok(verdict) => Checked::Verdict(verdict),
+                Err(e) => Checked::Failed(e),
+            };
+            auth.conclude(&request, via, checked, attempt, started)
+        })
+    }
+
+    /// The stored secrets of a request's user (realm rules applied), for mechanisms that
+    /// compute with them. Only passdbs that [have credentials](Passdb::has_credentials)
+    /// answer, and those never block. A name that could not be looked up (empty, or with a NUL)
+    /// has none.
+    pub(crate) fn lookup_credentials(
+        &self,
+        request: &AuthRequest,
+        via: Via,
+    ) -> Result<Credentials, Broken> {
+        if refusal(request, None).is_some() {
+            return Ok(Credentials::default());
+        }
+        let started = Instant::now();
+        self.passdb
+            .lookup_credentials(&request.login, self.realm_of(request))
+            .map_err(|e| {
+                self.log(request, via, Logged::Error(&e), started.elapsed());
+                Broken
+            })
+    }
+
+    /// Derives a mechanism's keys: from the cache of derived keys, or with PBKDF2 on the
+    /// pool, never on the caller's thread. Known and unknown users go the same way.
+    pub(crate) fn derive(self: &Arc<Self>, derivation: Derivation) -> Check<Result<Keys, Broken>> {
+        let id = derivation.cache_id(&self.secret);
+        let cached = self.derived().get(&id, std::time::Instant::now()).cloned();
+        if let Some(keys) = cached {
+            return Check::ready(Ok(keys));
+        }
+        let auth = Arc::clone(self);
+        Check::running(async move {
+            auth.rounds
+                .fetch_add(u64::from(derivation.iterations()), Ordering::Relaxed);
+            match auth.pool.run(move || derivation.run()).await {
+                Ok(keys) => {
+                    auth.derived()
+                        .insert(id, keys.clone(), std::time::Instant::now());
+                    Ok(keys)
+                }
+                Err(lost) => {
+                    tracing::error!("key derivation failed: {lost}");
+                    Err(Broken)
+                }
+            }
+        })
+    }
+
+    fn derived(&self) -> std::sync::MutexGuard<'_, BoundedMap<[u8; 32], Keys>> {
+        self.derived.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// PBKDF2 rounds run so far.
+    #[cfg(test)]
+    pub(crate) fn rounds(&self) -> u64 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+
+    /// Records the end of an exchange that a mechanism decided itself (a CRAM-MD5 digest, a
+    /// SCRAM proof, or data that makes no sense): the log line when the exchange had named a
+    /// user, the throttle, and for a failure the delay to wait before telling it.
+    pub(crate) fn conclude_exchange(
+        &self,
+        request: Option<&AuthRequest>,
+        peer: &Peer,
+        via: Via,
+        failure: Option<MechFailure>,
+        started: Instant,
+    ) -> Duration {
+        let elapsed = started.elapsed();
+        let key = peer.ip().map(PeerKey::of);
+        if let Some(request) = request {
+            let logged = match &failure {
+                None => Logged::Success,
+                Some(why) => Logged::Failure(why),
+            };
+            self.log(request, via, logged, elapsed);
+        }
+        if failure.is_none() {
+            self.penalty.on_success(key);
+            return Duration::ZERO;
+        }
+        // No password to fingerprint: every such failure of a peer counts as the same attempt.
+        self.penalty.on_failure(
+            key,
+            u64::MAX,
+            elapsed,
+            std::time::Instant::now(),
+            crate::secret::random_u64(),
+        )
+    }
+
+    /// A fingerprint of (user, password) for the throttle's repeated-password rule, when
+    /// the throttle will need it.
+    fn attempt(&self, request: &AuthRequest, password: &Password) -> u64 {
+        match (self.penalty.enabled(), request.peer.ip()) {
+            (true, Some(_)) => attempt_fingerprint(&self.secret, &request.login, password.expose()),
+            _ => 0,
+        }
+    }
+
+    /// Logs a check and feeds the throttle: the decision, with the delay before a failure is
+    /// told.
+    fn conclude(
+        &self,
+        request: &AuthRequest,
+        via: Via,
+        checked: Checked,
+        attempt: u64,
+        started: Instant,
+    ) -> Decision {
+        let elapsed = started.elapsed();
+        let key = request.peer.ip().map(PeerKey::of);
+        let decision = match checked {
+            Checked::Verdict(PassdbResult::Ok) => {
+                self.penalty.on_success(key);
+                Decision {
+                    outcome: Outcome::Verdict(PassdbResult::Ok),
+                    delay: Duration::ZERO,
+                }
+            }
+            Checked::Verdict(_) | Checked::Refused(_) => Decision {
+                outcome: match checked {
+                    Checked::Refused(refusal) => Outcome::Refused(refusal),
+                    Checked::Verdict(result) => Outcome::Verdict(result),
+                    Checked::Failed(_) => Outcome::Error,
+                },
+                delay: self.penalty.on_failure(
+                    key,
+                    attempt,
+                    elapsed,
+                    std::time::Instant::now(),
+                    crate::secret::random_u64(),
+                ),
+            },
+            // Internal errors are not delayed.
+            Checked::Failed(_) => Decision {
+                outcome: Outcome::Error,
+                delay: Duration::ZERO,
+            },
+        };
+        let logged = match &checked {
+            Checked::Verdict(PassdbResult::Ok) => Logged::Success,
+            Checked::Verdict(result) => Logged::Failure(result),
+            Checked::Refused(refusal) => Logged::Failure(refusal),
+            Checked::Failed(e) => Logged::Error(e),
+        };
+        self.log(request, via, logged, elapsed);
+        decision
+    }
+
+    /// The realm a request is checked in: its own, or the default realm when it has none.
+    fn realm_of<'a>(&'a self, request: &'a AuthRequest) -> &'a [u8] {
+        if request.realm.is_empty() {
+            &self.realms.default_realm
+        } else {
+            &request.realm
+        }
+    }
+
+    /// The passdb query for a request, with the realm rules applied; or why none is asked.
+    fn query(&self, request: &AuthRequest, password: Password) -> Result<Query, Refusal> {
+        if let Some(refusal) = refusal(request, Some(&password)) {
+            return Err(refusal);
+        }
+        let authid = if self.realms.combine && !request.realm.is_empty() {
+            [&request.login[..], b"@", &request.realm[..]].concat()
+        } else {
+            request.login.clone()
+        };
+        Ok(Query {
+            authid,
+            realm: self.realm_of(request).to_vec(),
+            service: request.service.clone(),
+            peer: request.peer.clone(),
+            password,
+        })
+    }
+
+    /// Runs a blocking check on the pool: at most `-n` at once, answered within
+    /// [`BACKEND_TIMEOUT`] (time in the queue included). A call that overruns keeps its
+    /// worker until it returns, so a hung backend cannot take more than `-n` threads.
+    async fn run_blocking(&self, query: Query) -> Result<PassdbResult, CheckError> {
+        let passdb = Arc::clone(&self.passdb);
+        let cache = self.cache.clone();
+        let kind = passdb.kind();
+        let call = self.pool.run(move || {
+            let cache = cache
+                .as_deref()
+                .map(|c| c as &dyn crate::verdict::SuccessCache);
+            passdb.verify_plain(&query, cache)
+        });
+        match tokio::time::timeout(BACKEND_TIMEOUT, call).await {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(lost)) => Err(CheckError::Lost(kind, lost)),
+            Err(_) => Err(CheckError::Timeout(kind, BACKEND_TIMEOUT)),
+        }
+    }
+
+    /// The one log line of an authentication, in Cyrus's words (`auth failure: [user=..]
+    /// [service=..] [realm=..] [mech=<passdb>] [reason=..]`), each part a structured field,
+    /// then where the request came from and how long it took. Successes are logged at debug
+    /// level (`-V`), as Cyrus does. Never a password, never a stored hash.
+    fn log(&self, request: &AuthRequest, via: Via, logged: Logged<'_>, elapsed: Duration) {
+        macro_rules! event {
+            ($level:expr, $message:literal $(, $name:ident = $value:expr)?) => {
+                tracing::event!(
+                    $level,
+                    user = %Printable(&request.login),
+                    service = %Printable(&request.service),
+                    realm = %Printable(&request.realm),
+                    mech = %self.passdb.kind(),
+                    $($name = %$value,)?
+                    remote = request.peer.text().map(|t| tracing::field::display(Printable(t))),
+                    protocol = %via.protocol,
+                    sasl = via.mechanism.map(tracing::field::display),
+                    duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                    $message
+                )
+            };
+        }
+        match logged {
+            Logged::Success => event!(tracing::Level::DEBUG, "auth success:"),
+            Logged::Failure(reason) => {
+                event!(tracing::Level::INFO, "auth failure:", reason = reason)
+            }
+            Logged::Error(error) => event!(tracing::Level::ERROR, "auth error:", error = error),
+        }
+    }
+}
+
+/// The refusals that need no passdb (Cyrus's `NULL login received`, `NULL password received`,
+/// and our refusal of a NUL byte in a name). `password` is `None` for a lookup of secrets.
+fn refusal(request: &AuthRequest, password: Option<&Password>) -> Option<Refusal> {
+    if request.login.is_empty() {
+        return Some(Refusal::EmptyLogin);
+    }
+    if password.is_some_and(Password::is_empty) {
+        return Some(Refusal::EmptyPassword);
+    }
+    if request.login.contains(&0) || request.realm.contains(&0) {
+        return Some(Refusal::NulByte);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::passdb::Memory;
+
+    fn options(failure_delay: Duration) -> Options {
+        Options {
+            workers: 1,
+            failure_delay,
+            scram_iterations: mech::scram::ITERATIONS,
+            host_name: "myhost".into(),
+            cache: None,
+        }
+    }
+
+    fn auth(combine: bool) -> Arc<Authenticator> {
+        let memory = Memory::new()
+            .with_user("alice", "example.org", "secret")
+            .with_user("bob", "myhost", "builder")
+            .with_user("carol@example.org", "example.org", "combined");
+        Arc::new(Authenticator::new(
+            Passdb::Memory(memory),
+            RealmPolicy {
+                default_realm: b"myhost".to_vec(),
+                combine,
+            },
+            options(Duration::ZERO),
+        ))
+    }
+
+    fn check(a: &Arc<Authenticator>, login: &str, password: &str, realm: &str) -> String {
+        let request = AuthRequest {
+            login: login.as_bytes().to_vec(),
+            service: b"smtp".to_vec(),
+            realm: realm.as_bytes().to_vec(),
+            peer: Peer::default(),
+        };
+        let password = Password::new(password.as_bytes().to_vec());
+        // A passdb that never blocks answers at once.
+        let decision = a
+            .verify_plain(&request, password, Via::SASLAUTHD)
+            .now()
+            .ok()
+            .unwrap();
+        format!("{:?}", decision.outcome)
+    }
+
+    #[test]
+    fn realms_and_refusals() {
+        let a = auth(false);
+        let rows = [
+            ("alice", "secret", "example.org", "Verdict(Ok)"),
+            ("alice", "wrong", "example.org", "Verdict(PasswordMismatch)"),
+            ("alice", "secret", "", "Verdict(UserUnknown)"),
+            ("alice@example.org", "secret", "", "Verdict(UserUnknown)"),
+            ("bob", "builder", "", "Verdict(Ok)"),
+            ("nobody", "x", "example.org", "Verdict(UserUnknown)"),
+            ("", "x", "example.org", "Refused(EmptyLogin)"),
+            ("alice", "", "example.org", "Refused(EmptyPassword)"),
+            ("alice\0zz", "secret", "example.org", "Refused(NulByte)"),
+        ];
+        for (login, password, realm, want) in rows {
+            assert_eq!(
+                check(&a, login, password, realm),
+                want,
+                "{login:?}/{realm:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn combine_appends_a_non_empty_realm_only() {
+        let a = auth(true);
+        assert_eq!(check(&a, "carol", "combined", "example.org"), "Verdict(Ok)");
+        assert_eq!(check(&a, "bob", "builder", ""), "Verdict(Ok)");
+        assert_eq!(
+            check(&a, "alice", "secret", "example.org"),
+            "Verdict(UserUnknown)"
+        );
+    }
+
+    fn delayed_auth() -> Arc<Authenticator> {
+        let memory = Memory::new().with_user("alice", "example.org", "secret");
+        Arc::new(Authenticator::new(
+            Passdb::Memory(memory),
+            RealmPolicy {
+                default_realm: b"example.org".to_vec(),
+                combine: false,
+            },
+            options(Duration::from_secs(2)),
+        ))
+    }
+
+    fn request(login: &str, addr: &str) -> AuthRequest {
+        AuthRequest {
+            login: login.as_bytes().to_vec(),
+            service: b"smtp".to_vec(),
+            realm: b"example.org".to_vec(),
+            peer: Peer::new(Some(addr.as_bytes().to_vec())),
+        }
+    }
+
+    /// A check as the saslauthd protocol runs it: the verdict, told after the delay.
+    async fn told(auth: &Arc<Authenticator>, request: &AuthRequest, password: &str) -> Outcome {
+        let password = Password::new(password.as_bytes().to_vec());
+        let decision = auth.verify_plain(request, password, Via::SASLAUTHD).await;
+        tokio::time::sleep(decision.delay).await;
+        decision.outcome
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_wait_successes_do_not_and_others_are_not_slowed() {
+        let auth = delayed_auth();
+        let slow = {
+            let auth = Arc::clone(&auth);
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let outcome = told(&auth, &request("alice", "192.0.2.7;1"), "wrong").await;
+                (format!("{outcome:?}"), start.elapsed())
+            })
+        };
+        tokio::task::yield_now().await;
+        let start = Instant::now();
+        let outcome = told(&auth, &request("alice", "198.51.100.1;2"), "secret").await;
+        assert_eq!(format!("{outcome:?}"), "Verdict(Ok)");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "not slowed by another's failure"
+        );
+        let (outcome, waited) = slow.await.unwrap();
+        assert_eq!(outcome, "Verdict(PasswordMismatch)");
+        let window = Duration::from_millis(1600)..=Duration::from_millis(2400);
+        assert!(window.contains(&waited), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_reply_within_the_cap() {
+        let auth = delayed_auth();
+        let mut waits = Vec::new();
+        for i in 0..6 {
+            let start = Instant::now();
+            told(
+                &auth,
+                &request("alice", "192.0.2.7;1"),
+                &format!("guess{i}"),
+            )
+            .await;
+            waits.push(start.elapsed());
+        }
+        assert!(waits[1] > waits[0], "{waits:?}");
+        assert!(waits.iter().all(|w| *w <= penalty::MAX_REPLY), "{waits:?}");
+        assert_eq!(*waits.last().unwrap(), penalty::MAX_REPLY);
+        // A success resets: the next failure waits the base delay again.
+        told(&auth, &request("alice", "192.0.2.7;1"), "secret").await;
+        let start = Instant::now();
+        told(&auth, &request("alice", "192.0.2.7;1"), "again").await;
+        assert!(start.elapsed() <= Duration::from_millis(2400));
+    }
+}

@@ -1,0 +1,196 @@
+//! Connections of Dovecot's auth-client protocol (`--dovecot-socket`): the handshake on
+//! accept, then lines, many requests multiplexed on one long-lived connection (Postfix keeps
+//! one per smtpd process). This is the socket loop only: it frames lines (16 KiB at most),
+//! hands them to the codec's [`Session`], passes the requests to the driver's
+//! [`Handler`], and writes the answers as they come, with its deadlines: the handshake,
+//! a client that does not read, and the expiry sweep.
+//!
+//! Disconnects, as Dovecot: a bad or missing `VERSION`, `CPID`, an unknown command or
+//! mechanism, a missing `service=`, id 0, a duplicate active id, parameters after `resp=`, a
+//! line over 16 KiB. Everything about the user's data (bad base64, a wrong password, garbage
+//! SASL input) is a `FAIL`, never a disconnect.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{serve, Limits};
+use crate::auth::handler::{Handler, Settings, Violation};
+use crate::auth::Authenticator;
+use crate::protocol::dovecot::{self, ProtocolError, Request, Session, MAX_LINE};
+
+/// How a Dovecot-protocol listener behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct DovecotOptions {
+    /// Split a user name at its last `@` into sasldb authid and realm (as libsasl2 does
+    /// before it asks saslauthd). Off for sites whose authids hold `@`.
+    pub split_realm: bool,
+    /// When the passdb breaks, answer `FAIL ... code=temp_fail` instead of closing the
+    /// connection (Postfix answers a closed connection with 454, a temporary error).
+    pub temp_fail: bool,
+    /// Requests in flight on one connection at most; more is a protocol error.
+    pub max_requests: usize,
+    /// A request waiting for `CONT` is forgotten after this (Dovecot: 150 s).
+    pub request_timeout: Duration,
+    /// The client must finish `VERSION` and `CPID` within this.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for DovecotOptions {
+    fn default() -> Self {
+        DovecotOptions {
+            split_realm: true,
+            temp_fail: false,
+            max_requests: 4096,
+            request_timeout: Duration::from_secs(150),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A client that does not read its answers for this long is dropped, not waited for.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often requests abandoned in the middle of an exchange are looked for.
+const SWEEP: Duration = Duration::from_secs(5);
+
+/// Serves Dovecot's auth-client protocol on `listener` until `shutdown` completes.
+pub async fn serve_dovecot(
+    listener: UnixListener,
+    auth: Arc<Authenticator>,
+    limits: Limits,
+    options: DovecotOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let cuid = AtomicU32::new(0);
+    let settings = Settings {
+        split_realm: options.split_realm,
+        temp_fail: options.temp_fail,
+        max_requests: options.max_requests,
+        request_timeout: options.request_timeout,
+    };
+    serve(listener, limits, shutdown, move |stream, token| {
+        let n = cuid.fetch_add(1, Ordering::Relaxed) + 1;
+        let handler = Handler::new(Arc::clone(&auth), settings);
+        handle_connection(stream, handler, options.handshake_timeout, n, token)
+    })
+    .await
+}
+
+/// The handshake advertising what `handler`'s driver offers, with a fresh cookie; `cuid`
+/// numbers the connection.
+fn handshake(auth: &Authenticator, cuid: u32) -> Vec<u8> {
+    let cookie: [u8; 16] = crate::secret::random_bytes();
+    let mechs = auth.offered().iter().map(|m| (m.name, m.flags));
+    dovecot::handshake(mechs, std::process::id(), cuid, &cookie)
+}
+
+/// Serves one connection until the client leaves, breaks the protocol, or shutdown.
+async fn handle_connection(
+    mut stream: UnixStream,
+    mut handler: Handler,
+    handshake_timeout: Duration,
+    cuid: u32,
+    token: CancellationToken,
+) {
+    if stream
+        .write_all(&handshake(handler.auth(), cuid))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let mut session = Session::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let handshake_deadline = Instant::now() + handshake_timeout;
+    let mut sweep = tokio::time::interval(SWEEP);
+    loop {
+        for answer in handler.answers() {
+            dovecot::encode(&answer, &mut out);
+        }
+        if !out.is_empty() {
+            match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out)).await {
+                Ok(Ok(())) => out.clear(),
+                _ => return,
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            done = handler.completed() => {
+                if handler.finish(done).is_err() {
+                    tracing::warn!(
+                        "dovecot: passdb failure; closing the connection (the client will \
+                         report a temporary error)"
+                    );
+                    return;
+                }
+            },
+            read = stream.read_buf(&mut buf) => {
+                match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                if let Err(why) = take_lines(&mut buf, &mut session, &mut handler) {
+                    tracing::info!("dovecot: disconnecting a client: {why}");
+                    for answer in handler.answers() {
+                        dovecot::encode(&answer, &mut out);
+                    }
+                    let _ = stream.write_all(&out).await;
+                    return;
+                }
+                buf.reserve(4096);
+            },
+            _ = tokio::time::sleep_until(handshake_deadline), if !session.handshaken() => {
+                tracing::info!("dovecot: no VERSION and CPID within {handshake_timeout:?}; closing");
+                return;
+            },
+            _ = sweep.tick() => handler.expire(),
+        }
+    }
+}
+
+/// Why a client is disconnected.
+#[derive(Debug, thiserror::Error)]
+enum Disconnect {
+    #[error("a line over {MAX_LINE} bytes")]
+    LineTooLong,
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error(transparent)]
+    Violation(#[from] Violation),
+}
+
+/// Hands every whole line in `buf` to the session and the handler and keeps the rest.
+fn take_lines(
+    buf: &mut Vec<u8>,
+    session: &mut Session,
+    handler: &mut Handler,
+) -> Result<(), Disconnect> {
+    let mut start = 0;
+    while let Some(len) = buf[start..].iter().position(|&b| b == b'\n') {
+        if len + 1 > MAX_LINE {
+            return Err(Disconnect::LineTooLong);
+        }
+        let line = &buf[start..start + len];
+        start += len + 1;
+        match session.read(line)? {
+            None => {}
+            Some(Request::Auth(begin)) => handler.begin(begin)?,
+            Some(Request::Cont(id, input)) => handler.cont(id, input),
+            Some(Request::Cancel(id)) => handler.cancel(id),
+        }
+    }
+    buf.drain(..start);
+    if buf.len() >= MAX_LINE {
+        return Err(Disconnect::LineTooLong);
+    }
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Connections of the saslauthd protocol on `<run_dir>/mux`: read one request within the
+//! deadline, ask the driver, write the reply, close. The request's bounds (256 bytes a field,
+//! five fields) are the codec's; the verdict is the driver's.
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{bind_socket, serve, Limits};
+use crate::auth::{Authenticator, Via};
+use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
+
+/// Binds `<run_dir>/mux` with `mode`, non-blocking, ready for [`UnixListener::from_std`].
+pub fn bind(run_dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
+    bind_socket(&saslauthd::socket_path(run_dir), mode, None)
+}
+
+/// Serves the saslauthd protocol on `listener` until `shutdown` completes.
+pub async fn serve_saslauthd(
+    listener: UnixListener,
+    auth: Arc<Authenticator>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let read_timeout = limits.read_timeout;
+    serve(listener, limits, shutdown, move |stream, token| {
+        let auth = Arc::clone(&auth);
+        async move { handle_connection(stream, &auth, read_timeout, &token).await }
+    })
+    .await
+}
+
+/// One connection: read one request within the deadline, answer it, close.
+async fn handle_connection(
+    mut stream: UnixStream,
+    auth: &Arc<Authenticator>,
+    read_timeout: Duration,
+    token: &CancellationToken,
+) {
+    let deadline = Instant::now() + read_timeout;
+    let mut buf = [0u8; MAX_REQUEST_LEN];
+    let mut filled = 0;
+    let decoded = loop {
+        match saslauthd::decode_request(&buf[..filled]) {
+            Ok(Some(decoded)) => break decoded,
+            Ok(None) => {}
+            Err(e @ DecodeError::FieldTooLong { .. }) => {
+                tracing::warn!("{e}");
+                let _ = write_reply(&mut stream, saslauthd::FIELD_TOO_LONG_REPLY, deadline).await;
+                return;
+            }
+        }
+        // decode_request needs at most MAX_REQUEST_LEN bytes to decide, so `filled` is
+        // below the buffer's length here.
+        let read = tokio::select! {
+            biased;
+            _ = token.cancelled() => return,
+            read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])) => read,
+        };
+        match read {
+            Ok(Ok(0)) => return, // EOF before a whole request: Cyrus closes without a reply.
+            Ok(Ok(n)) => filled += n,
+            Ok(Err(e)) => {
+                tracing::debug!("read failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("no whole request within {read_timeout:?}; closing");
+                return;
+            }
+        }
+    };
+    let (request, password) = decoded;
+    // The request buffer held the password; wipe it before answering.
+    zeroize::Zeroize::zeroize(&mut buf[..]);
+    let decision = auth.verify_plain(&request, password, Via::SASLAUTHD).await;
+    if !decision.delay.is_zero() {
+        tokio::time::sleep(decision.delay).await;
+    }
+    let reply = saslauthd::reply_for(&decision.outcome, auth.passdb_kind()).encode();
+    if let Err(e) = write_reply(&mut stream, &reply, deadline).await {
+        tracing::debug!("reply not sent: {e}");
+    }
+}
+
+async fn write_reply(stream: &mut UnixStream, reply: &[u8], deadline: Instant) -> io::Result<()> {
+    // A reply is a few bytes and always fits the socket buffer; the deadline only guards
+    // against a peer whose buffer is full.
+    let write_deadline = deadline.max(Instant::now() + Duration::from_secs(1));
+    tokio::time::timeout_at(write_deadline, stream.write_all(reply))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
+}

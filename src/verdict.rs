@@ -1,0 +1,210 @@
+//! Verdicts as data, shared by every part: what a passdb decided ([`PassdbResult`]), what a
+//! password check came to ([`Outcome`]), and how the driver answers one step of a SASL exchange
+//! ([`Answer`], with Dovecot's [`FailCode`]s). A verdict is a normal return value; a backend
+//! that broke is told apart ([`Outcome::Error`]) and answered differently on the wire.
+//!
+//! After Dovecot's `enum passdb_result` (`passdb.h`) and `AUTH_CLIENT_FAIL_CODE_*`
+//! (`auth-client-interface.h`).
+
+use std::fmt;
+use std::time::Instant;
+
+/// The passdbs this build knows, by their Cyrus `-a` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassdbKind {
+    /// `-a sasldb`.
+    Sasldb,
+    /// `-a shadow`.
+    Shadow,
+    /// `-a pam`.
+    Pam,
+    /// In-memory users, for tests.
+    Memory,
+}
+
+impl PassdbKind {
+    /// Parses a Cyrus `-a` name (case-insensitive, as Cyrus's `strcasecmp`).
+    pub fn from_name(name: &str) -> Option<PassdbKind> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "sasldb" => PassdbKind::Sasldb,
+            "shadow" => PassdbKind::Shadow,
+            "pam" => PassdbKind::Pam,
+            "memory" => PassdbKind::Memory,
+            _ => return None,
+        })
+    }
+
+    /// The `-a` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PassdbKind::Sasldb => "sasldb",
+            PassdbKind::Shadow => "shadow",
+            PassdbKind::Pam => "pam",
+            PassdbKind::Memory => "memory",
+        }
+    }
+}
+
+impl fmt::Display for PassdbKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The verdict of a passdb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PassdbResult {
+    /// The password is right.
+    Ok,
+    /// The user exists; the password is wrong.
+    PasswordMismatch,
+    /// No such user.
+    UserUnknown,
+    /// The account is locked or disabled.
+    UserDisabled,
+    /// The password or account has expired.
+    PassExpired,
+}
+
+impl PassdbResult {
+    /// The reason written in log lines (never on the wire: there, unknown user and wrong
+    /// password look the same).
+    pub fn log_reason(self) -> &'static str {
+        match self {
+            PassdbResult::Ok => "success",
+            PassdbResult::PasswordMismatch => "password mismatch",
+            PassdbResult::UserUnknown => "unknown user",
+            PassdbResult::UserDisabled => "account disabled",
+            PassdbResult::PassExpired => "password expired",
+        }
+    }
+}
+
+/// What one password check came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The request was refused before any lookup.
+    Refused(Refusal),
+    /// The passdb's verdict.
+    Verdict(PassdbResult),
+    /// The passdb broke (the driver has logged why): not a wrong password.
+    Error,
+}
+
+/// Requests refused without asking the passdb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// An empty login (`NO NULL login received`).
+    EmptyLogin,
+    /// An empty password (`NO NULL password received`).
+    EmptyPassword,
+    /// A NUL byte in the login or realm. Cyrus truncates at it (so `alice\0zz` is accepted
+    /// as `alice`); we refuse, as an ordinary authentication failure.
+    NulByte,
+}
+
+impl fmt::Display for PassdbResult {
+    /// The log reason.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.log_reason())
+    }
+}
+
+impl fmt::Display for Refusal {
+    /// The name, for log lines (`[reason=EmptyLogin]`).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Remembers recent successful checks, for passdbs whose checks are costly (a yescrypt hash,
+/// a PAM stack). The driver owns it; a passdb names the slot of a check and puts into it
+/// whatever would make an old password invalid (the shadow passdb: the current hash), so that
+/// a changed password misses at once.
+pub trait SuccessCache: Send + Sync {
+    /// Whether `password` succeeded for the check named by `slot`, recently enough.
+    fn hit(&self, slot: &[&[u8]], password: &[u8], now: Instant) -> bool;
+    /// Records a success; replaces what the slot held (an older password).
+    fn insert(&self, slot: &[&[u8]], password: &[u8], now: Instant);
+}
+
+/// The driver's answer to one step of a SASL exchange (Dovecot's `OK`, `CONT`, `FAIL`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Send this challenge (or the server's final data) and wait for the client's next step.
+    Continue {
+        /// The request id.
+        id: u32,
+        /// Raw bytes; the protocol encodes them.
+        data: Vec<u8>,
+    },
+    /// The client is authenticated as `user`.
+    Success {
+        /// The request id.
+        id: u32,
+        /// The user name as the client gave it.
+        user: Vec<u8>,
+        /// The server's last message (SCRAM's `v=`), when the client takes it here.
+        final_data: Option<Vec<u8>>,
+    },
+    /// The exchange failed.
+    Failure {
+        /// The request id.
+        id: u32,
+        /// The user, when the exchange had named one.
+        user: Option<Vec<u8>>,
+        /// Why, for clients that act on it.
+        code: Option<FailCode>,
+        /// A text for the client's log.
+        reason: Option<FailReason>,
+    },
+}
+
+impl Answer {
+    /// A failure with no code and no reason: what a wrong password gets.
+    pub fn failure(id: u32, user: Option<Vec<u8>>) -> Answer {
+        Answer::Failure {
+            id,
+            user,
+            code: None,
+            reason: None,
+        }
+    }
+}
+
+/// Dovecot's failure codes (`code=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailCode {
+    /// The backend broke; try again later (`temp_fail`).
+    TempFail,
+    /// The account is disabled (`user_disabled`).
+    UserDisabled,
+    /// The password has expired (`pass_expired`).
+    PassExpired,
+    /// The client's data was not base64 (`invalid_base64`).
+    InvalidBase64,
+}
+
+/// The texts a failure may carry (`reason=`), as Dovecot words them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// `AUTH` with an initial response that is not base64.
+    InitialNotBase64,
+    /// `CONT` with data that is not base64.
+    ContinuedNotBase64,
+    /// `CONT` for a request that is not (or no longer) there.
+    TimedOut,
+    /// `CONT` while the request waits for the backend.
+    UnexpectedContinuation,
+}
+
+impl fmt::Display for FailReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailReason::InitialNotBase64 => "Invalid base64 data in initial response",
+            FailReason::ContinuedNotBase64 => "Invalid base64 data in continued response",
+            FailReason::TimedOut => "Authentication request timed out",
+            FailReason::UnexpectedContinuation => "Unexpected continuation",
+        })
+    }
+}
