@@ -4,15 +4,17 @@
 mod common;
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::{peer, Daemon, USERS};
+use saslauthd_rs::client::AuthClient;
+use saslauthd_rs::mech::{ScramClient, ScramHash};
 
 fn dovecot_daemon(extra: &[&str]) -> (Daemon, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -35,72 +37,41 @@ fn dovecot_daemon(extra: &[&str]) -> (Daemon, PathBuf) {
     (d, auth)
 }
 
-/// A client connection that has read the handshake.
+/// The library's auth client, where every step is expected to work.
 struct Client {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    inner: AuthClient,
     handshake: String,
 }
 
 impl Client {
-    fn connect(path: &PathBuf) -> Client {
-        let stream = UnixStream::connect(path).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let writer = stream.try_clone().unwrap();
-        let mut reader = BufReader::new(stream);
-        let mut handshake = String::new();
-        while !handshake.ends_with("DONE\n") {
-            let mut line = String::new();
-            assert!(
-                reader.read_line(&mut line).unwrap() > 0,
-                "EOF in handshake: {handshake:?}"
-            );
-            handshake.push_str(&line);
-        }
-        Client {
-            reader,
-            writer,
-            handshake,
-        }
+    fn connect(path: &Path) -> Client {
+        let inner = AuthClient::connect(path, Duration::from_secs(10)).unwrap();
+        let handshake = inner.handshake().to_owned();
+        Client { inner, handshake }
     }
 
     /// As Postfix does: VERSION 1 0 and CPID.
-    fn postfix(path: &PathBuf) -> Client {
+    fn postfix(path: &Path) -> Client {
         let mut c = Client::connect(path);
         c.send("VERSION\t1\t0\nCPID\t4242\n");
         c
     }
 
     fn send(&mut self, text: &str) {
-        self.writer.write_all(text.as_bytes()).unwrap();
+        self.inner.send(text).unwrap();
     }
 
     fn line_bytes(&mut self) -> Vec<u8> {
-        let mut line = Vec::new();
-        self.reader.read_until(b'\n', &mut line).unwrap();
-        line
+        self.inner.line_bytes().unwrap()
     }
 
     fn line(&mut self) -> String {
-        let mut line = String::new();
-        self.reader.read_line(&mut line).unwrap();
-        line
+        self.inner.line().unwrap()
     }
 
     /// Whether the server closed the connection (EOF within 5 s).
     fn closed(&mut self) -> bool {
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => rest.is_empty(),
-            // Closed while our unread lines were still queued on its side.
-            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-        }
+        self.inner.closed(Duration::from_secs(5))
     }
 }
 
@@ -358,16 +329,14 @@ fn many_ids_on_one_connection() {
         lines.push_str(&format!("AUTH\t{id}\tLOGIN\tservice=smtp\n"));
     }
     let writer = std::thread::spawn({
-        let mut w = c.writer.try_clone().unwrap();
+        let mut w = c.inner.writer().unwrap();
         move || {
             let _ = w.write_all(lines.as_bytes());
         }
     });
     let mut answered = 0;
-    let mut line = String::new();
-    while c.reader.read_line(&mut line).unwrap_or(0) > 0 {
+    while c.inner.line().is_ok_and(|line| !line.is_empty()) {
         answered += 1;
-        line.clear();
     }
     writer.join().unwrap();
     assert_eq!(
@@ -552,21 +521,17 @@ fn scram(
     password: &str,
     final_resp_ok: bool,
 ) -> String {
-    let client = common::scram_client::Client {
-        sha256,
-        user: user.into(),
-        password: password.into(),
-        nonce: format!("cnonce{id}"),
-    };
-    let mech = if sha256 {
-        "SCRAM-SHA-256"
+    let hash = if sha256 {
+        ScramHash::Sha256
     } else {
-        "SCRAM-SHA-1"
+        ScramHash::Sha1
     };
+    let mut client = ScramClient::new(hash, user, password);
+    let mech = hash.name();
     let flag = if final_resp_ok { "\tfinal-resp-ok" } else { "" };
     c.send(&format!(
         "AUTH\t{id}\t{mech}\tservice=smtp{flag}\tresp={}\n",
-        B64.encode(client.first())
+        B64.encode(client.first(&format!("cnonce{id}")))
     ));
     let line = c.line();
     let server_first = line
@@ -574,7 +539,7 @@ fn scram(
         .expect(&line)
         .trim_end();
     let server_first = String::from_utf8(B64.decode(server_first).unwrap()).unwrap();
-    let (last, expected_v) = client.last(&server_first);
+    let (last, expected_v) = client.last(&server_first).unwrap();
     c.send(&format!("CONT\t{id}\t{}\n", B64.encode(last)));
     let reply = c.line();
     if let Some(ok) = reply.strip_prefix(&format!("OK\t{id}\t")) {
@@ -718,7 +683,7 @@ fn a_cyrus_auth_password_secret_serves_scram() {
     // sam has only a SCRAM-SHA-256 secret, as Cyrus's saslpasswd2 writes it with
     // scram_secret_generate and -n (no userPassword).
     let secret = saslauthd_rs::mech::scram::format_auth_password(
-        saslauthd_rs::mech::ScramHash::Sha256,
+        ScramHash::Sha256,
         b"s4m-pass",
         b"0123456789abcdef",
         4096,

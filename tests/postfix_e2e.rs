@@ -237,25 +237,22 @@ fn smtp_scram(port: u16, sha256: bool, user: &str, password: &str) -> String {
     assert!(reply().starts_with("220"));
     w.write_all(b"EHLO client.test\r\n").unwrap();
     assert!(reply().starts_with("250"));
-    let client = common::scram_client::Client {
-        sha256,
-        user: user.into(),
-        password: password.into(),
-        nonce: "smtpnonce".into(),
-    };
-    let mech = if sha256 {
-        "SCRAM-SHA-256"
+    use saslauthd_rs::mech::{ScramClient, ScramHash};
+    let hash = if sha256 {
+        ScramHash::Sha256
     } else {
-        "SCRAM-SHA-1"
+        ScramHash::Sha1
     };
-    w.write_all(format!("AUTH {mech} {}\r\n", B64.encode(client.first())).as_bytes())
+    let mut client = ScramClient::new(hash, user, password);
+    let first = client.first("smtpnonce");
+    w.write_all(format!("AUTH {} {}\r\n", hash.name(), B64.encode(first)).as_bytes())
         .unwrap();
     let line = reply();
     let Some(challenge) = line.strip_prefix("334 ") else {
         return line[..3].to_owned();
     };
     let server_first = String::from_utf8(B64.decode(challenge).unwrap()).unwrap();
-    let (last, expected_v) = client.last(&server_first);
+    let (last, expected_v) = client.last(&server_first).unwrap();
     w.write_all(format!("{}\r\n", B64.encode(last)).as_bytes())
         .unwrap();
     let line = reply();

@@ -278,106 +278,40 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The Dovecot auth-client side of the generator.
+/// The Dovecot auth-client side of the generator, on the library's client.
 mod dovecot {
-    use std::collections::HashMap;
-    use std::io::{BufRead, BufReader, Write};
-    use std::os::unix::net::UnixStream;
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
-    use hmac::{Hmac, Mac};
-    use sha2::{Digest, Sha256};
+    use saslauthd_rs::client::AuthClient;
+    use saslauthd_rs::mech::{ScramClient, ScramHash};
 
     use super::{Settings, Tally};
 
-    fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
-        m.update(data);
-        m.finalize().into_bytes().to_vec()
+    fn open(s: &Settings) -> std::io::Result<AuthClient> {
+        let mut c = AuthClient::connect(&s.socket, Duration::from_secs(10))?;
+        c.send(&format!("VERSION\t1\t2\nCPID\t{}\n", std::process::id()))?;
+        Ok(c)
     }
 
-    struct Conn {
-        reader: BufReader<UnixStream>,
-        writer: UnixStream,
-    }
-
-    impl Conn {
-        fn open(s: &Settings) -> std::io::Result<Conn> {
-            let stream = UnixStream::connect(&s.socket)?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            let mut writer = stream.try_clone()?;
-            let mut reader = BufReader::new(stream);
-            writer
-                .write_all(format!("VERSION\t1\t2\nCPID\t{}\n", std::process::id()).as_bytes())?;
-            let mut line = String::new();
-            while line != "DONE\n" {
-                line.clear();
-                if reader.read_line(&mut line)? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-            }
-            Ok(Conn { reader, writer })
-        }
-
-        fn ask(&mut self, line: &str) -> std::io::Result<String> {
-            self.writer.write_all(line.as_bytes())?;
-            let mut reply = String::new();
-            if self.reader.read_line(&mut reply)? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            Ok(reply)
-        }
-    }
-
-    /// One SCRAM-SHA-256 exchange; `Ok(true)` for OK.
-    fn scram(
-        c: &mut Conn,
-        id: u64,
-        user: &str,
-        password: &str,
-        salted_cache: &mut HashMap<Vec<u8>, Vec<u8>>,
-    ) -> std::io::Result<bool> {
-        let bare = format!("n={user},r=bench{id}");
+    /// One SCRAM-SHA-256 exchange; `Ok(true)` for OK. The client keeps its SaltedPassword,
+    /// as a real client may, so the load is the server's.
+    fn scram(c: &mut AuthClient, id: u64, client: &mut ScramClient) -> std::io::Result<bool> {
+        let first = client.first(&format!("bench{id}"));
         let reply = c.ask(&format!(
             "AUTH\t{id}\tSCRAM-SHA-256\tservice=smtp\tfinal-resp-ok\tresp={}\n",
-            B64.encode(format!("n,,{bare}"))
+            B64.encode(first)
         ))?;
-        let Some(first) = reply.strip_prefix(&format!("CONT\t{id}\t")) else {
+        let Some(data) = reply.strip_prefix(&format!("CONT\t{id}\t")) else {
             return Ok(false);
         };
-        let server_first =
-            String::from_utf8(B64.decode(first.trim_end()).unwrap_or_default()).unwrap_or_default();
-        let field = |k: &str| {
-            server_first
-                .split(',')
-                .find_map(|f| f.strip_prefix(k))
-                .unwrap_or("")
-                .to_owned()
+        let server_first = B64.decode(data.trim_end()).unwrap_or_default();
+        let Some((last, _)) = client.last(&String::from_utf8_lossy(&server_first)) else {
+            return Ok(false);
         };
-        let (nonce, salt) = (field("r="), B64.decode(field("s=")).unwrap_or_default());
-        let iterations: u32 = field("i=").parse().unwrap_or(4096);
-        let salted = salted_cache.entry(salt.clone()).or_insert_with(|| {
-            let mut out = vec![0u8; 32];
-            pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), &salt, iterations, &mut out);
-            out
-        });
-        let client_key = hmac(salted, b"Client Key");
-        let stored = Sha256::digest(&client_key);
-        let without_proof = format!("c=biws,r={nonce}");
-        let auth_message = format!("{bare},{server_first},{without_proof}");
-        let signature = hmac(&stored, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&signature)
-            .map(|(a, b)| a ^ b)
-            .collect();
-        let reply = c.ask(&format!(
-            "CONT\t{id}\t{}\n",
-            B64.encode(format!("{without_proof},p={}", B64.encode(proof)))
-        ))?;
+        let reply = c.ask(&format!("CONT\t{id}\t{}\n", B64.encode(last)))?;
         if reply.starts_with("CONT\t") {
             // A server that ignores final-resp-ok sends v= in a CONT.
             return Ok(c.ask(&format!("CONT\t{id}\t\n"))?.starts_with("OK\t"));
@@ -401,8 +335,9 @@ mod dovecot {
         } else {
             format!("{}@{}", s.user, s.realm)
         };
+        let mut right_scram = ScramClient::new(ScramHash::Sha256, &user, &s.password);
+        let mut wrong_scram = ScramClient::new(ScramHash::Sha256, &user, &wrong);
         let mut conn = None;
-        let mut salted = HashMap::new();
         let mut i: u64 = id as u64;
         while !stop.load(Ordering::Relaxed) {
             i += 1;
@@ -411,11 +346,16 @@ mod dovecot {
             let start = Instant::now();
             let result = (|| -> std::io::Result<bool> {
                 if conn.is_none() {
-                    conn = Some(Conn::open(s)?);
+                    conn = Some(open(s)?);
                 }
                 let c = conn.as_mut().expect("just opened");
                 if s.scram {
-                    return scram(c, i, &user, password, &mut salted);
+                    let client = if should_fail {
+                        &mut wrong_scram
+                    } else {
+                        &mut right_scram
+                    };
+                    return scram(c, i, client);
                 }
                 let resp = B64.encode(format!("\0{user}\0{password}"));
                 Ok(
