@@ -68,7 +68,7 @@ pub fn query(socket: &Path, q: &Query<'_>, timeout: Duration) -> Result<Vec<u8>,
 }
 
 /// Reads one framed reply and returns its body.
-pub fn read_reply(stream: &mut impl Read) -> Result<Vec<u8>, ClientError> {
+fn read_reply(stream: &mut impl Read) -> Result<Vec<u8>, ClientError> {
     let mut buf = Vec::with_capacity(64);
     let mut chunk = [0u8; 512];
     loop {

@@ -217,7 +217,7 @@ impl Config {
     }
 
     /// Applies TOML text over `self`.
-    pub fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
+    pub(crate) fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
         let file: FileConfig = toml::from_str(text)?;
         if let Some(name) = file.passdb {
             self.passdb = Some(parse_passdb(&name)?);

@@ -18,7 +18,6 @@ unsafe extern "C" {
         data: *mut c_void,
         size: c_int,
     ) -> *mut c_char;
-    fn crypt_checksalt(setting: *const c_char) -> c_int;
     fn crypt_gensalt_rn(
         prefix: *const c_char,
         count: libc::c_ulong,
@@ -31,36 +30,6 @@ unsafe extern "C" {
 
 /// `sizeof(struct crypt_data)` in libxcrypt 4 (`/usr/include/crypt.h`).
 const CRYPT_DATA_SIZE: usize = 32768;
-
-/// What libxcrypt says of a stored hash (`crypt_checksalt`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaltStatus {
-    /// A current scheme.
-    Ok,
-    /// Not a hash libxcrypt can check (`!`, `*`, empty, garbage).
-    Invalid,
-    /// A scheme disabled in this build.
-    Disabled,
-    /// Weak but usable (DES, md5-crypt, sha256-crypt).
-    Legacy,
-    /// Usable, with too few rounds.
-    TooCheap,
-}
-
-/// Classifies a stored hash without computing anything.
-pub fn check_salt(stored: &str) -> SaltStatus {
-    let Ok(setting) = CString::new(stored) else {
-        return SaltStatus::Invalid;
-    };
-    // SAFETY: `setting` is a valid NUL-terminated string for the duration of the call.
-    match unsafe { crypt_checksalt(setting.as_ptr()) } {
-        0 => SaltStatus::Ok,
-        2 => SaltStatus::Disabled,
-        3 => SaltStatus::Legacy,
-        4 => SaltStatus::TooCheap,
-        _ => SaltStatus::Invalid,
-    }
-}
 
 /// Whether `password` hashes to `stored`. `None` when `stored` is not a hash libxcrypt can
 /// check (locked, empty, unknown scheme): such a hash never matches. The comparison is in
@@ -146,7 +115,6 @@ mod tests {
         // Traditional DES: the first 8 bytes count, as crypt(3) always did.
         assert_eq!(verify(b"password", "sa3tHJ3/KuYvI"), Some(true));
         assert_eq!(verify(b"passwore", "sa3tHJ3/KuYvI"), Some(false));
-        assert_eq!(check_salt("sa3tHJ3/KuYvI"), SaltStatus::Legacy);
     }
 
     #[test]
@@ -155,6 +123,5 @@ mod tests {
             assert_eq!(verify(b"", stored), None, "{stored:?}");
             assert_eq!(verify(b"anything", stored), None, "{stored:?}");
         }
-        assert_eq!(check_salt("!"), SaltStatus::Invalid);
     }
 }

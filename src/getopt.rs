@@ -43,7 +43,7 @@ impl Opt {
     }
 
     /// `-u` or `--sasldb`, for messages.
-    pub fn display_name(&self) -> String {
+    fn display_name(&self) -> String {
         if self.name.chars().count() == 1 {
             format!("-{}", self.name)
         } else {

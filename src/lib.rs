@@ -17,10 +17,10 @@
 //!
 //! - [`server`]: the listeners: sockets, connection bounds, accept back-off, shutdown;
 //!   [`server::saslauthd`] and [`server::dovecot`] are the per-protocol socket loops.
-//! - [`protocol`]: the wire codecs, [`protocol::saslauthd`] and [`protocol::dovecot`].
+//! - [`protocol`]: the wire codecs, [`protocol::saslauthd`] and `protocol::dovecot`.
 //! - [`auth`]: the driver, [`auth::Authenticator`]: one password check for both protocols,
 //!   credential lookups and key derivations for the mechanisms, the failure delay
-//!   ([`auth::penalty`]), the blocking pool, the credential cache; [`auth::handler`] is the
+//!   (`auth::penalty`), the blocking pool, the credential cache; `auth::handler` is the
 //!   Dovecot protocol's request table and mech ⇄ passdb loop.
 //! - [`mech`]: PLAIN, LOGIN, CRAM-MD5, SCRAM-SHA-1/-256 as state machines.
 //! - [`passdb`]: the credential backends; [`crypt`] is libxcrypt beside them.

@@ -66,17 +66,17 @@ pub enum PassdbResult {
     PassExpired,
 }
 
-impl PassdbResult {
+impl fmt::Display for PassdbResult {
     /// The reason written in log lines (never on the wire: there, unknown user and wrong
     /// password look the same).
-    pub fn log_reason(self) -> &'static str {
-        match self {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
             PassdbResult::Ok => "success",
             PassdbResult::PasswordMismatch => "password mismatch",
             PassdbResult::UserUnknown => "unknown user",
             PassdbResult::UserDisabled => "account disabled",
             PassdbResult::PassExpired => "password expired",
-        }
+        })
     }
 }
 
@@ -101,13 +101,6 @@ pub enum Refusal {
     /// A NUL byte in the login or realm. Cyrus truncates at it (so `alice\0zz` is accepted
     /// as `alice`); we refuse, as an ordinary authentication failure.
     NulByte,
-}
-
-impl fmt::Display for PassdbResult {
-    /// The log reason.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.log_reason())
-    }
 }
 
 impl fmt::Display for Refusal {

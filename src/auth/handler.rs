@@ -24,22 +24,22 @@ use crate::verdict::{Answer, FailCode, FailReason, Outcome, PassdbResult};
 
 /// How a connection's requests are handled.
 #[derive(Debug, Clone, Copy)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// Split a user name at its last `@` into sasldb authid and realm (as libsasl2 does
     /// before it asks saslauthd). Off for sites whose authids hold `@`.
-    pub split_realm: bool,
+    pub(crate) split_realm: bool,
     /// When the passdb breaks, answer `FAIL ... code=temp_fail` instead of closing the
     /// connection (Postfix answers a closed connection with 454, a temporary error).
-    pub temp_fail: bool,
+    pub(crate) temp_fail: bool,
     /// Requests in flight on one connection at most; more is a protocol violation.
-    pub max_requests: usize,
+    pub(crate) max_requests: usize,
     /// A request waiting for `CONT` is forgotten after this (Dovecot: 150 s).
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 /// A request that ends the connection, as Dovecot disconnects for it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Violation {
+pub(crate) enum Violation {
     /// `AUTH` with the id of a request still active.
     #[error("duplicate request id {0}")]
     DuplicateId(u32),
@@ -53,7 +53,7 @@ pub enum Violation {
 
 /// The passdb broke and the client is to be told by closing the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Close;
+pub(crate) struct Close;
 
 /// Where an active request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,7 +83,7 @@ struct Active {
 }
 
 /// The result of work that had to wait, for [`Handler::finish`].
-pub struct Done {
+pub(crate) struct Done {
     id: u32,
     seq: u64,
     result: Finished,
@@ -101,7 +101,7 @@ enum Finished {
 }
 
 /// The requests of one connection.
-pub struct Handler {
+pub(crate) struct Handler {
     auth: Arc<Authenticator>,
     settings: Settings,
     requests: HashMap<u32, Active>,
@@ -121,7 +121,7 @@ impl fmt::Debug for Handler {
 
 impl Handler {
     /// An empty request table over `auth`.
-    pub fn new(auth: Arc<Authenticator>, settings: Settings) -> Handler {
+    pub(crate) fn new(auth: Arc<Authenticator>, settings: Settings) -> Handler {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Handler {
             auth,
@@ -135,17 +135,17 @@ impl Handler {
     }
 
     /// The driver this table runs on.
-    pub fn auth(&self) -> &Authenticator {
+    pub(crate) fn auth(&self) -> &Authenticator {
         &self.auth
     }
 
     /// The answers ready for the client, in order.
-    pub fn answers(&mut self) -> std::vec::Drain<'_, Answer> {
+    pub(crate) fn answers(&mut self) -> std::vec::Drain<'_, Answer> {
         self.answers.drain(..)
     }
 
     /// `AUTH`: starts an exchange. The id must be new and the mechanism offered.
-    pub fn begin(&mut self, start: SaslStart) -> Result<(), Violation> {
+    pub(crate) fn begin(&mut self, start: SaslStart) -> Result<(), Violation> {
         if self.requests.contains_key(&start.id) {
             return Err(Violation::DuplicateId(start.id));
         }
@@ -189,7 +189,7 @@ impl Handler {
     }
 
     /// `CONT`: the client's next step of an exchange.
-    pub fn cont(&mut self, id: u32, input: Input) {
+    pub(crate) fn cont(&mut self, id: u32, input: Input) {
         let Some(active) = self.requests.get_mut(&id) else {
             self.answers.push(Answer::Failure {
                 id,
@@ -233,19 +233,19 @@ impl Handler {
     }
 
     /// `CANCEL`: the request is forgotten, without an answer.
-    pub fn cancel(&mut self, id: u32) {
+    pub(crate) fn cancel(&mut self, id: u32) {
         self.requests.remove(&id);
     }
 
     /// Forgets requests that waited too long for a `CONT` (silently, as Dovecot).
-    pub fn expire(&mut self) {
+    pub(crate) fn expire(&mut self) {
         let timeout = self.settings.request_timeout;
         self.requests
             .retain(|_, a| a.phase == Phase::Busy || a.started.elapsed() < timeout);
     }
 
     /// The next result of work that had to wait.
-    pub async fn completed(&mut self) -> Done {
+    pub(crate) async fn completed(&mut self) -> Done {
         // The handler holds a sender itself, so the channel never closes.
         self.done_rx
             .recv()
@@ -255,7 +255,7 @@ impl Handler {
 
     /// Applies a result of [`Handler::completed`]. `Err`: the passdb broke; close the
     /// connection.
-    pub fn finish(&mut self, done: Done) -> Result<(), Close> {
+    pub(crate) fn finish(&mut self, done: Done) -> Result<(), Close> {
         let Done { id, seq, result } = done;
         // Cancelled, or the id was reused by a newer request: the result is dropped.
         if self.requests.get(&id).is_none_or(|a| a.seq != seq) {

@@ -6,15 +6,15 @@
 //! - [`Authenticator::verify_plain`] is the one password check: the saslauthd protocol's only
 //!   operation, and PLAIN's and LOGIN's over the Dovecot protocol. It answers at once when the
 //!   passdb never blocks and otherwise hands back a [`Check`] to await.
-//! - [`handler`] holds the Dovecot protocol's request table and runs the mechanisms: the
+//! - `handler` holds the Dovecot protocol's request table and runs the mechanisms: the
 //!   mech ⇄ passdb loop, CONT, CANCEL, expiry. Key derivations ([`Authenticator::derive`]) run
 //!   on the pool and are cached, and an unknown user's cost what a known user's do.
-//! - [`penalty`], [`pool`], [`cache`] and [`bounded`] are the driver's own parts.
+//! - `penalty`, `pool`, `cache` and `bounded` are the driver's own parts.
 
 mod bounded;
 mod cache;
-pub mod handler;
-pub mod penalty;
+pub(crate) mod handler;
+pub(crate) mod penalty;
 mod pool;
 
 use std::fmt;
@@ -40,15 +40,15 @@ use penalty::{attempt_fingerprint, PeerKey, Penalty};
 use pool::Pool;
 
 /// How long a blocking backend may take before the request is answered as an internal
-/// failure. With the failure delay's cap ([`penalty::MAX_REPLY`]) every reply comes well
-/// inside Postfix's 10 s.
-pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(4);
+/// failure. With the failure delay's cap (4.5 s) every reply comes well inside Postfix's
+/// 10 s.
+pub(crate) const BACKEND_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// SCRAM's PBKDF2 iteration count unless configured (RFC 7677's minimum, Dovecot's default).
 pub const DEFAULT_SCRAM_ITERATIONS: u32 = mech::scram::ITERATIONS;
 
 /// The pool size for `-n 0` (Cyrus: a process per connection).
-pub const UNBOUNDED_WORKERS: usize = 64;
+pub(crate) const UNBOUNDED_WORKERS: usize = 64;
 
 /// Derived SCRAM keys remembered at most, and for how long.
 const MAX_DERIVED_KEYS: usize = 16_384;

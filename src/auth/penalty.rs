@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::bounded::BoundedMap;
 
 /// Every reply, whatever the delays, comes within this.
-pub const MAX_REPLY: Duration = Duration::from_millis(4500);
+pub(crate) const MAX_REPLY: Duration = Duration::from_millis(4500);
 
 /// Doubling stops here (2 s × 2^3 is already past the cap).
 const MAX_STEPS: u32 = 3;

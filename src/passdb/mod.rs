@@ -7,10 +7,10 @@
 //! enum dispatched by `match`; they know no socket, no wire and no mechanism, and are called
 //! by the driver only.
 
-pub mod memory;
-pub mod pam;
-pub mod sasldb;
-pub mod shadow;
+mod memory;
+mod pam;
+pub(crate) mod sasldb;
+mod shadow;
 
 use std::io;
 use std::path::PathBuf;

@@ -16,7 +16,7 @@ use crate::secret::{Credentials, Password};
 use crate::verdict::PassdbResult;
 
 /// The file the sasldb passdb reads unless told otherwise (Cyrus's `SASL_DB_PATH`).
-pub use crate::sasldb::DEFAULT_PATH;
+pub(crate) use crate::sasldb::DEFAULT_PATH;
 
 /// A sasldb2 file, reopened when it is replaced.
 #[derive(Debug)]

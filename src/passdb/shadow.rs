@@ -33,7 +33,7 @@ pub enum ShadowSource {
 
 /// One shadow(5) entry: the fields the checks use. Days are days since 1970-01-01.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ShadowEntry {
+pub(super) struct ShadowEntry {
     /// The hash string (`$y$...`, `!...` for locked).
     pub hash: Zeroizing<String>,
     /// Last password change (`sp_lstchg`).
@@ -57,7 +57,7 @@ impl std::fmt::Debug for ShadowEntry {
 
 /// A line of a shadow file that was skipped, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SkippedLine {
+pub(super) struct SkippedLine {
     /// 1-based.
     pub line: usize,
     /// What is wrong with it.
@@ -68,7 +68,7 @@ const MAX_NAME: usize = 256;
 const MAX_HASH: usize = 1024;
 
 /// Parses shadow(5) text. Malformed lines are skipped and reported, never fatal.
-pub fn parse_shadow(text: &[u8]) -> (HashMap<Vec<u8>, ShadowEntry>, Vec<SkippedLine>) {
+pub(super) fn parse_shadow(text: &[u8]) -> (HashMap<Vec<u8>, ShadowEntry>, Vec<SkippedLine>) {
     let mut entries = HashMap::new();
     let mut skipped = Vec::new();
     for (i, line) in text.split(|&b| b == b'\n').enumerate() {
@@ -136,7 +136,7 @@ fn parse_line(line: &[u8]) -> Result<(Vec<u8>, ShadowEntry), &'static str> {
 /// The entry of `user` through NSS (`getspnam_r`); `Ok(None)` if there is none. nix has no
 /// shadow interface, so this is one of the few places that call C directly.
 #[allow(unsafe_code)]
-pub fn getspnam(user: &[u8]) -> std::io::Result<Option<ShadowEntry>> {
+pub(super) fn getspnam(user: &[u8]) -> std::io::Result<Option<ShadowEntry>> {
     let name = CString::new(user).map_err(|_| std::io::ErrorKind::InvalidInput)?;
     let mut buf = Zeroizing::new(vec![0 as c_char; 1024]);
     loop {

@@ -17,18 +17,12 @@ use crate::request::{Input, Peer, SaslStart};
 use crate::verdict::{Answer, FailCode};
 
 /// The longest line accepted, LF included (`AUTH_CLIENT_MAX_LINE_LENGTH`); longer: disconnect.
-pub const MAX_LINE: usize = 16384;
+pub(crate) const MAX_LINE: usize = 16384;
 
 /// The protocol version we speak: 1.2, as Dovecot 2.3.
-pub const VERSION: (u32, u32) = (1, 2);
+pub(crate) const VERSION: (u32, u32) = (1, 2);
 
 /// Escapes a value for a reply field.
-pub fn escape(value: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(value.len());
-    escape_into(&mut out, value);
-    out
-}
-
 fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
     for &b in value {
         match b {
@@ -42,9 +36,9 @@ fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
     }
 }
 
-/// Undoes [`escape`]; `\x01` before any other byte yields that byte, a trailing lone `\x01`
+/// Undoes [`escape_into`]; `\x01` before any other byte yields that byte, a trailing lone `\x01`
 /// is dropped (as Dovecot's `str_tabunescape`).
-pub fn unescape(value: &[u8]) -> Vec<u8> {
+pub(crate) fn unescape(value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(value.len());
     let mut bytes = value.iter();
     while let Some(&b) = bytes.next() {
@@ -69,7 +63,7 @@ pub fn unescape(value: &[u8]) -> Vec<u8> {
 /// Exim waits for `DONE` before it sends `VERSION`): a `MECH` line for each (name, flag words)
 /// of `mechs`, then `SPID`, `CUID`, `COOKIE`, `DONE`. `MECH` lines come before `SPID`: Postfix
 /// takes a `SPID` with no `MECH` before it for an auth-master socket and gives up.
-pub fn handshake<'a>(
+pub(crate) fn handshake<'a>(
     mechs: impl IntoIterator<Item = (&'a str, &'a [&'a str])>,
     spid: u32,
     cuid: u32,
@@ -95,7 +89,7 @@ pub fn handshake<'a>(
 
 /// A line from the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientLine {
+pub(crate) enum ClientLine {
     /// `VERSION <major> <minor>`.
     Version(u32, u32),
     /// `CPID <pid>`.
@@ -110,7 +104,7 @@ pub enum ClientLine {
 
 /// The numbered fields of the client's lines, for messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NumberField {
+pub(crate) enum NumberField {
     /// `VERSION`'s major version.
     VersionMajor,
     /// `VERSION`'s minor version.
@@ -140,7 +134,7 @@ impl std::fmt::Display for NumberField {
 
 /// A line that ends the connection, as Dovecot disconnects for it; the text is logged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProtocolError {
+pub(crate) enum ProtocolError {
     /// A number is missing.
     #[error("{0} missing")]
     Missing(NumberField),
@@ -207,7 +201,7 @@ fn decode(data: &[u8]) -> Input {
 
 /// Parses one line (without its LF; a trailing CR is ignored). `client_minor` is the minor
 /// version the client sent (it changes what an empty `resp=` means).
-pub fn parse_line(line: &[u8], client_minor: u32) -> Result<ClientLine, ProtocolError> {
+pub(crate) fn parse_line(line: &[u8], client_minor: u32) -> Result<ClientLine, ProtocolError> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let mut fields = line.split(|&b| b == b'\t');
     let command = fields.next().unwrap_or_default();
@@ -289,7 +283,7 @@ fn parse_auth<'a>(
 
 /// A request, once the handshake is done.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
+pub(crate) enum Request {
     /// `AUTH`: start an exchange.
     Auth(SaslStart),
     /// `CONT`: the client's next step.
@@ -301,24 +295,24 @@ pub enum Request {
 /// The client's side of one connection: `VERSION` first (major 1), then `CPID`, then
 /// requests; anything else in between ends the connection.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Session {
+pub(crate) struct Session {
     minor: Option<u32>,
     cpid: bool,
 }
 
 impl Session {
     /// A connection that has sent nothing.
-    pub fn new() -> Session {
+    pub(crate) fn new() -> Session {
         Session::default()
     }
 
     /// Whether `VERSION` and `CPID` have come.
-    pub fn handshaken(&self) -> bool {
+    pub(crate) fn handshaken(&self) -> bool {
         self.cpid
     }
 
     /// Takes one line: `Ok(None)` for a handshake line, `Ok(Some)` for a request.
-    pub fn read(&mut self, line: &[u8]) -> Result<Option<Request>, ProtocolError> {
+    pub(crate) fn read(&mut self, line: &[u8]) -> Result<Option<Request>, ProtocolError> {
         let parsed = parse_line(line, self.minor.unwrap_or(0))?;
         Ok(match (self.minor, self.cpid, parsed) {
             (None, _, ClientLine::Version(1, minor)) => {
@@ -344,7 +338,7 @@ impl Session {
 
 /// Appends an answer as its line: `OK <id> user=<name> [resp=<base64>]`, `CONT <id>
 /// <base64>` or `FAIL <id> [user=<name>] [code=<code>] [reason=<text>]`.
-pub fn encode(answer: &Answer, out: &mut Vec<u8>) {
+pub(crate) fn encode(answer: &Answer, out: &mut Vec<u8>) {
     // Writes to a Vec cannot fail.
     let _ = match answer {
         Answer::Continue { id, data } => writeln!(out, "CONT\t{id}\t{}", BASE64.encode(data)),
@@ -397,6 +391,12 @@ fn code_name(code: FailCode) -> &'static str {
 mod tests {
     use super::*;
     use crate::verdict::FailReason;
+
+    fn escape(value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        escape_into(&mut out, value);
+        out
+    }
 
     fn encoded(answer: Answer) -> Vec<u8> {
         let mut out = Vec::new();

@@ -3,7 +3,7 @@
 //!
 //! - [`saslauthd`]: Cyrus's `mux` socket (libsasl2 `pwcheck_method: saslauthd`, Postfix
 //!   `smtpd_sasl_type = cyrus`, sendmail, Cyrus IMAP).
-//! - [`dovecot`]: Dovecot's auth-client protocol (Postfix `smtpd_sasl_type = dovecot`).
+//! - `dovecot`: Dovecot's auth-client protocol (Postfix `smtpd_sasl_type = dovecot`).
 
-pub mod dovecot;
+pub(crate) mod dovecot;
 pub mod saslauthd;

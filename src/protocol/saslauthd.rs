@@ -21,7 +21,7 @@ use crate::verdict::{Outcome, PassdbKind, PassdbResult, Refusal};
 pub const DEFAULT_RUN_DIR: &str = "/run/saslauthd";
 
 /// The socket's name in the run directory (Cyrus's `SOCKET_FILE "/mux"`).
-pub const SOCKET_NAME: &str = "mux";
+const SOCKET_NAME: &str = "mux";
 
 /// The socket in a run directory: `<run_dir>/mux`.
 pub fn socket_path(run_dir: &Path) -> PathBuf {

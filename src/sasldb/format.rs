@@ -50,7 +50,7 @@ const GDBM_MAGICS: [u32; 5] = [
 ];
 
 /// Classifies the first bytes of a file.
-pub fn classify(head: &[u8]) -> Format {
+pub(super) fn classify(head: &[u8]) -> Format {
     if head.is_empty() {
         return Format::Empty;
     }
@@ -77,7 +77,7 @@ pub fn classify(head: &[u8]) -> Format {
 }
 
 /// Reads the head of `path` and classifies it. A missing file is an `Err` of kind `NotFound`.
-pub fn sniff(path: &Path) -> io::Result<Format> {
+pub(super) fn sniff(path: &Path) -> io::Result<Format> {
     let mut head = [0u8; 32];
     let mut file = File::open(path)?;
     let mut filled = 0;

@@ -6,14 +6,14 @@
 //! formats apart by their magic numbers. This module reads and writes the LMDB format; the
 //! Berkeley DB and GDBM files of Debian and Fedora are recognised and refused by name.
 
-pub mod format;
-pub mod lmdb;
+mod format;
+mod lmdb;
 
 use std::fmt;
 use std::path::PathBuf;
 
 pub use format::Format;
-pub use lmdb::{OpenMode, Store};
+pub use lmdb::{Entry, OpenMode, Store};
 
 /// The property that holds the cleartext password (libsasl `SASL_AUX_PASSWORD_PROP`).
 pub const USER_PASSWORD: &[u8] = b"userPassword";
