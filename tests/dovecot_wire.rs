@@ -734,3 +734,103 @@ fn a_16_kib_base64_blob_is_a_fail_not_a_crash() {
     c.send(&format!("CONT\t2\t{}\n", B64.encode("pw")));
     assert!(c.line().starts_with("FAIL\t2\tuser="));
 }
+
+#[test]
+fn a_cold_scram_login_does_not_hold_up_plain_logins() {
+    // Four cold SCRAM logins at once (a known user each, and one unknown), each deriving its
+    // keys with 2,000,000 PBKDF2 rounds on two workers: about a second of CPU apiece. When the
+    // derivation ran on the threads that serve sockets, they stalled every other connection.
+    let (_d, auth) = dovecot_daemon(&["--scram-iterations", "2000000", "-n", "2"]);
+    let waiting = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(4));
+    let scrams: Vec<_> = [
+        "alice@example.org",
+        "bob@example.org",
+        "carol@mail.example.net",
+        "nobody@example.org",
+    ]
+    .into_iter()
+    .map(|user| {
+        let (auth, waiting) = (auth.clone(), std::sync::Arc::clone(&waiting));
+        std::thread::spawn(move || {
+            let mut c = Client::postfix(&auth);
+            let mut client = ScramClient::new(ScramHash::Sha256, user, "whatever");
+            let start = Instant::now();
+            c.send(&format!(
+                "AUTH\t1\tSCRAM-SHA-256\tservice=smtp\tresp={}\n",
+                B64.encode(client.first("cold"))
+            ));
+            let line = c.line();
+            let took = start.elapsed();
+            waiting.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            assert!(line.starts_with("CONT\t1\t"), "{line}");
+            took
+        })
+    })
+    .collect();
+    // Meanwhile, PLAIN logins on another connection, one after another.
+    let mut c = Client::postfix(&auth);
+    let (mut logins, mut slowest) = (0u32, Duration::ZERO);
+    while waiting.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+        logins += 1;
+        let start = Instant::now();
+        c.send(&format!(
+            "AUTH\t{logins}\tPLAIN\tservice=smtp\tresp={}\n",
+            plain("alice", "secret")
+        ));
+        assert_eq!(c.line(), format!("OK\t{logins}\tuser=alice\n"));
+        slowest = slowest.max(start.elapsed());
+    }
+    let scram = scrams.into_iter().map(|t| t.join().unwrap()).max().unwrap();
+    assert!(
+        scram >= Duration::from_millis(400),
+        "the derivations were long enough to tell ({scram:?})"
+    );
+    assert!(logins >= 10, "PLAIN kept being served: {logins} logins");
+    assert!(
+        slowest < Duration::from_millis(100) && slowest * 8 < scram,
+        "no PLAIN login waited for a derivation: slowest {slowest:?}, SCRAM {scram:?}"
+    );
+}
+
+#[test]
+fn an_unknown_user_cannot_log_in_with_a_decoy_proof() {
+    // Before, an unknown user's SCRAM keys came from a public constant (password
+    // "\0no such user\0", salt "salt", 1 round): a client that computed its proof from those
+    // logged in as any user the sasldb does not have.
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    let hmac = |key: &[u8], data: &[u8]| {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap();
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
+    };
+    let (_d, auth) = dovecot_daemon(&[]);
+    let mut c = Client::postfix(&auth);
+    c.send(&format!(
+        "AUTH\t1\tSCRAM-SHA-256\tservice=smtp\tfinal-resp-ok\tresp={}\n",
+        B64.encode("n,,n=mallory,r=attack")
+    ));
+    let line = c.line();
+    let server_first = B64
+        .decode(line.trim_end().strip_prefix("CONT\t1\t").unwrap())
+        .unwrap();
+    let server_first = String::from_utf8(server_first).unwrap();
+    let nonce = server_first.split(',').next().unwrap();
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(b"\0no such user\0", b"salt", 1, &mut salted);
+    let client_key = hmac(&salted, b"Client Key");
+    let stored = Sha256::digest(&client_key);
+    let without_proof = format!("c=biws,{nonce}");
+    let auth_message = format!("n=mallory,r=attack,{server_first},{without_proof}");
+    let signature = hmac(&stored, auth_message.as_bytes());
+    let proof: Vec<u8> = client_key
+        .iter()
+        .zip(&signature)
+        .map(|(a, b)| a ^ b)
+        .collect();
+    c.send(&format!(
+        "CONT\t1\t{}\n",
+        B64.encode(format!("{without_proof},p={}", B64.encode(proof)))
+    ));
+    assert_eq!(c.line(), "FAIL\t1\tuser=mallory\n");
+}
