@@ -1,14 +1,29 @@
 //! The sasldb passdb: `userPassword` from a sasldb2 file, compared in constant time.
 //!
 //! Unlike Cyrus's `auth_sasldb`, which always opens the compile-time path, the path is
-//! configurable (`--sasldb`). The file is opened once and kept open; each request stats the
-//! path, and if the file was replaced (another inode, e.g. `mv new sasldb2`) or appeared
-//! after start-up, it is reopened. Changes made in place by `saslpasswd2-rs` need no reopen:
-//! every lookup is a fresh LMDB read transaction.
+//! configurable (`--sasldb`). The file is opened once and kept open. Changes made in place
+//! (`saslpasswd2-rs`, any LMDB writer) need no reopen: every lookup is a fresh LMDB read
+//! transaction. A file replaced by another (another inode: `mv new sasldb2`, `rm` and
+//! re-create) or created after start-up is opened on the next request.
+//!
+//! To know that without a `stat` of the path on every request (a path walk, the largest
+//! single cost of a sasldb check), the file's directory is watched with inotify: a request
+//! asks only whether events are pending (`poll` with no wait), and looks at the path when they
+//! are. Events are consumed under the write lock, and a request that saw none held the read
+//! lock meanwhile, so a request that comes after a replacement always sees it. When the path
+//! or its directory goes through a symlink (whose target's directory is not watched), when
+//! inotify is not available, or when the watch is lost, every request looks at the path, as
+//! before.
 
+use std::ffi::OsString;
+use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock, RwLockWriteGuard};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::{verdict, PassdbError};
 use crate::sasldb::{OpenMode, SasldbError, Store, AUTH_PASSWORD, USER_PASSWORD};
@@ -22,13 +37,96 @@ pub(crate) use crate::sasldb::DEFAULT_PATH;
 #[derive(Debug)]
 pub struct Sasldb {
     path: PathBuf,
-    current: Mutex<Option<Opened>>,
+    seen: RwLock<Seen>,
+    watch: Option<Watch>,
 }
 
+/// What the path held when it was last looked at.
 #[derive(Debug)]
-struct Opened {
-    file_id: (u64, u64),
-    store: Arc<Store>,
+enum Seen {
+    /// Not known (never looked, or the last look failed): look again.
+    Unknown,
+    /// No file: every user is unknown.
+    Missing,
+    /// This file, open.
+    Open {
+        file_id: (u64, u64),
+        store: Arc<Store>,
+    },
+}
+
+/// The inotify watch on the file's directory.
+#[derive(Debug)]
+struct Watch {
+    inotify: Inotify,
+    /// The file's name in the directory (for the log line).
+    name: OsString,
+    /// Cleared when the watch can no longer be trusted (the directory went away, the path
+    /// became a symlink): from then on every request looks at the path.
+    alive: AtomicBool,
+}
+
+impl Watch {
+    /// A watch on `path`'s directory, unless the path or its directory goes through a
+    /// symlink or inotify is not available.
+    fn on(path: &Path) -> Option<Watch> {
+        let name = path.file_name()?.to_owned();
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let absolute = std::path::absolute(dir).ok()?;
+        if std::fs::canonicalize(dir).ok()? != absolute || is_symlink(path) {
+            return None;
+        }
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        let events = AddWatchFlags::IN_CREATE
+            | AddWatchFlags::IN_DELETE
+            | AddWatchFlags::IN_MOVED_FROM
+            | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_ONLYDIR;
+        inotify.add_watch(dir, events).ok()?;
+        Some(Watch {
+            inotify,
+            name,
+            alive: AtomicBool::new(true),
+        })
+    }
+
+    /// Whether events are pending (or the watch cannot tell): `poll` with no wait, which
+    /// consumes nothing.
+    fn pending(&self) -> bool {
+        if !self.alive.load(Ordering::Acquire) {
+            return true;
+        }
+        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
+        !matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(0))
+    }
+
+    /// Consumes the pending events (under the write lock); a sign that the watch is gone
+    /// turns it off.
+    fn drain(&self) {
+        let gone = AddWatchFlags::IN_IGNORED
+            | AddWatchFlags::IN_DELETE_SELF
+            | AddWatchFlags::IN_MOVE_SELF
+            | AddWatchFlags::IN_UNMOUNT;
+        while let Ok(events) = self.inotify.read_events() {
+            if events.iter().any(|e| e.mask.intersects(gone)) {
+                tracing::info!(
+                    "the directory of the sasldb file {} went away; looking at the path on \
+                     every request from now on",
+                    Path::new(&self.name).display()
+                );
+                self.alive.store(false, Ordering::Release);
+            }
+        }
+    }
+}
+
+fn is_symlink(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
 impl Sasldb {
@@ -37,7 +135,8 @@ impl Sasldb {
     pub fn new(path: &Path) -> Result<Sasldb, SasldbError> {
         let db = Sasldb {
             path: path.to_owned(),
-            current: Mutex::new(None),
+            seen: RwLock::new(Seen::Unknown),
+            watch: Watch::on(path),
         };
         match db.store() {
             Ok(_) | Err(SasldbError::Missing(_)) => Ok(db),
@@ -52,36 +151,80 @@ impl Sasldb {
 
     /// The open store for the file now at the path.
     fn store(&self) -> Result<Arc<Store>, SasldbError> {
-        let meta = std::fs::metadata(&self.path).map_err(|source| {
-            if source.kind() == std::io::ErrorKind::NotFound {
-                SasldbError::Missing(self.path.clone())
-            } else {
-                SasldbError::Io {
-                    path: self.path.clone(),
-                    source,
-                }
+        {
+            // Readers share the lock, from every thread, without waiting on each other.
+            let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+            let unchanged = self.watch.as_ref().is_some_and(|w| !w.pending());
+            match &*seen {
+                Seen::Open { store, .. } if unchanged => return Ok(Arc::clone(store)),
+                Seen::Missing if unchanged => return Err(SasldbError::Missing(self.path.clone())),
+                _ => {}
             }
-        })?;
+        }
+        let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(watch) = &self.watch {
+            watch.drain();
+        }
+        self.look(&mut seen)
+    }
+
+    /// Looks at the path and opens what is there, when it is not what is open already.
+    fn look(&self, seen: &mut RwLockWriteGuard<'_, Seen>) -> Result<Arc<Store>, SasldbError> {
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(source) => {
+                let missing = source.kind() == std::io::ErrorKind::NotFound;
+                **seen = if missing {
+                    Seen::Missing
+                } else {
+                    Seen::Unknown
+                };
+                return Err(if missing {
+                    SasldbError::Missing(self.path.clone())
+                } else {
+                    SasldbError::Io {
+                        path: self.path.clone(),
+                        source,
+                    }
+                });
+            }
+        };
+        if let (Some(watch), true) = (&self.watch, is_symlink(&self.path)) {
+            // The link's target is in a directory nobody watches.
+            watch.alive.store(false, Ordering::Release);
+        }
         let file_id = (meta.dev(), meta.ino());
-        // The lock is held only to clone or swap an Arc; nothing blocks while holding it
-        // except the rare (re)open itself.
-        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(opened) = current.as_ref().filter(|o| o.file_id == file_id) {
-            return Ok(Arc::clone(&opened.store));
+        if let Seen::Open {
+            file_id: known,
+            store,
+        } = &**seen
+        {
+            if *known == file_id {
+                return Ok(Arc::clone(store));
+            }
         }
-        let store = Arc::new(Store::open(&self.path, OpenMode::ReadOnly)?);
-        if current.is_some() {
-            tracing::info!(path = %self.path.display(), "sasldb file replaced; reopened");
+        let reopened = matches!(**seen, Seen::Open { .. });
+        match Store::open(&self.path, OpenMode::ReadOnly) {
+            Ok(store) => {
+                if reopened {
+                    tracing::info!(path = %self.path.display(), "sasldb file replaced; reopened");
+                }
+                let store = Arc::new(store);
+                **seen = Seen::Open {
+                    file_id,
+                    store: Arc::clone(&store),
+                };
+                Ok(store)
+            }
+            Err(e) => {
+                **seen = Seen::Unknown;
+                Err(e)
+            }
         }
-        *current = Some(Opened {
-            file_id,
-            store: Arc::clone(&store),
-        });
-        Ok(store)
     }
 
     fn forget(&self) {
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Seen::Unknown;
     }
 
     pub(crate) fn lookup_credentials(
@@ -134,5 +277,78 @@ impl Sasldb {
             }
             other => Ok(other?),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_db(path: &Path, password: &[u8]) {
+        let store = Store::open(path, OpenMode::ReadWrite).unwrap();
+        store
+            .set_password(b"alice", b"example.org", Some(password))
+            .unwrap();
+    }
+
+    fn check(db: &Sasldb, password: &[u8]) -> PassdbResult {
+        db.verify_plain(b"alice", b"example.org", &Password::new(password.to_vec()))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_replaced_file_is_served_on_the_next_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sasldb2");
+        let db = Sasldb::new(&path).unwrap();
+        assert!(db.watch.is_some(), "a plain directory is watched");
+        assert_eq!(check(&db, b"one"), PassdbResult::UserUnknown, "no file yet");
+        write_db(&path, b"one");
+        assert_eq!(
+            check(&db, b"one"),
+            PassdbResult::Ok,
+            "created after start-up"
+        );
+        for round in 0..20u8 {
+            // Replaced by rename, with or without its -lock file.
+            let new = dir.path().join("new");
+            write_db(&new, &[b'a' + round]);
+            if round % 2 == 0 {
+                std::fs::rename(dir.path().join("new-lock"), dir.path().join("sasldb2-lock"))
+                    .unwrap();
+            }
+            std::fs::rename(&new, &path).unwrap();
+            assert_eq!(
+                check(&db, &[b'a' + round]),
+                PassdbResult::Ok,
+                "round {round}"
+            );
+        }
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(check(&db, b"one"), PassdbResult::UserUnknown, "removed");
+        write_db(&path, b"two");
+        assert_eq!(check(&db, b"two"), PassdbResult::Ok, "re-created");
+        assert!(db.watch.as_ref().unwrap().alive.load(Ordering::Acquire));
+    }
+
+    #[test]
+    fn through_a_symlink_every_request_looks_at_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("real");
+        write_db(&target, b"one");
+        let link = dir.path().join("sasldb2");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let db = Sasldb::new(&link).unwrap();
+        assert!(db.watch.is_none());
+        assert_eq!(check(&db, b"one"), PassdbResult::Ok);
+        let other = dir.path().join("other");
+        write_db(&other, b"two");
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+        assert_eq!(
+            check(&db, b"two"),
+            PassdbResult::Ok,
+            "the link now points elsewhere"
+        );
     }
 }

@@ -75,7 +75,11 @@ impl Store {
     /// file is refused by name and left untouched (no `-lock` file is created beside it).
     pub fn open(path: &Path, mode: OpenMode) -> Result<Store, SasldbError> {
         Self::check(path, mode)?;
-        let mut flags = EnvironmentFlags::NO_SUB_DIR;
+        // NO_TLS: a reader slot belongs to the transaction, not to the thread. With slots kept
+        // in thread-local storage, a file replaced under a running daemon (`mv new sasldb2`)
+        // failed with MDB_BAD_RSLOT: closing the old environment frees its TLS key, the new
+        // one may get the same key, and the thread's stale slot is the old environment's.
+        let mut flags = EnvironmentFlags::NO_SUB_DIR | EnvironmentFlags::NO_TLS;
         if mode == OpenMode::ReadOnly {
             flags |= EnvironmentFlags::READ_ONLY;
         }

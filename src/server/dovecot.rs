@@ -78,7 +78,14 @@ pub async fn serve_dovecot(
     serve(listener, limits, shutdown, move |stream, token| {
         let n = cuid.fetch_add(1, Ordering::Relaxed) + 1;
         let handler = Handler::new(Arc::clone(&auth), settings);
-        handle_connection(stream, handler, options.handshake_timeout, n, token)
+        // A token of its own: the connection polls it on every pass of its loop.
+        handle_connection(
+            stream,
+            handler,
+            options.handshake_timeout,
+            n,
+            token.child_token(),
+        )
     })
     .await
 }
@@ -111,6 +118,8 @@ async fn handle_connection(
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let handshake_deadline = Instant::now() + handshake_timeout;
     let mut sweep = tokio::time::interval(SWEEP);
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         for answer in handler.answers() {
             dovecot::encode(&answer, &mut out);
@@ -123,7 +132,7 @@ async fn handle_connection(
         }
         tokio::select! {
             biased;
-            _ = token.cancelled() => return,
+            _ = &mut cancelled => return,
             done = handler.completed() => {
                 if handler.finish(done).is_err() {
                     tracing::warn!(

@@ -22,12 +22,11 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -159,22 +158,57 @@ pub fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
     Ok((found.uid.as_raw(), gid.as_raw()))
 }
 
+/// Connections open on a listener: a counter that is only ever tried, never waited on (a full
+/// listener closes new connections), so an atomic does what a semaphore would, without the
+/// semaphore's lock on every release.
+struct Slots {
+    open: AtomicUsize,
+    max: usize,
+}
+
+/// One open connection; the slot is given back when it drops.
+struct Slot(Arc<Slots>);
+
+impl Slots {
+    fn take(self: &Arc<Self>) -> Option<Slot> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(Arc::clone(self)))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The accept loop both protocols share: a task per connection, at most
 /// `limits.max_connections` at once (more are closed at accept), accept errors backed off;
-/// on `shutdown` the loop stops, `token` tells connections to finish, and requests being
-/// answered get `limits.shutdown_grace`.
+/// on `shutdown` the loop stops, the token each connection holds tells it to finish, and
+/// requests being answered get `limits.shutdown_grace`.
+///
+/// Every connection gets the same token behind an `Arc`: cloning a token itself takes a lock
+/// its clones share, and a connection per request would take it twice each. A long-lived
+/// connection that polls the token often takes a child token of its own.
 pub async fn serve<F, Fut>(
     listener: UnixListener,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
     handle: F,
 ) where
-    F: Fn(UnixStream, CancellationToken) -> Fut,
+    F: Fn(UnixStream, Arc<CancellationToken>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let token = CancellationToken::new();
+    let token = Arc::new(CancellationToken::new());
     let tracker = TaskTracker::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let slots = Arc::new(Slots {
+        open: AtomicUsize::new(0),
+        max: limits.max_connections,
+    });
     let refused = AtomicU64::new(0);
     let mut backoff = Duration::from_millis(1);
     tokio::pin!(shutdown);
@@ -193,7 +227,7 @@ pub async fn serve<F, Fut>(
             },
         };
         backoff = Duration::from_millis(1);
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+        let Some(slot) = slots.take() else {
             let n = refused.fetch_add(1, Ordering::Relaxed);
             if (n + 1).is_power_of_two() {
                 tracing::warn!(
@@ -205,10 +239,10 @@ pub async fn serve<F, Fut>(
             drop(stream);
             continue;
         };
-        let connection = handle(stream, token.clone());
+        let connection = handle(stream, Arc::clone(&token));
         tracker.spawn(async move {
             connection.await;
-            drop(permit);
+            drop(slot);
         });
     }
     token.cancel();

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -45,10 +45,11 @@ async fn handle_connection(
     token: &CancellationToken,
 ) {
     let deadline = Instant::now() + read_timeout;
-    let mut buf = [0u8; MAX_REQUEST_LEN];
-    let mut filled = 0;
+    // On the heap and small: the connection's future is moved into its task whole, and real
+    // requests are a few dozen bytes. It grows, up to MAX_REQUEST_LEN, for long ones.
+    let mut buf: Vec<u8> = Vec::with_capacity(128);
     let decoded = loop {
-        match saslauthd::decode_request(&buf[..filled]) {
+        match saslauthd::decode_request(&buf) {
             Ok(Some(decoded)) => break decoded,
             Ok(None) => {}
             Err(e @ DecodeError::FieldTooLong { .. }) => {
@@ -57,21 +58,38 @@ async fn handle_connection(
                 return;
             }
         }
-        // decode_request needs at most MAX_REQUEST_LEN bytes to decide, so `filled` is
-        // below the buffer's length here.
-        let read = tokio::select! {
-            biased;
-            _ = token.cancelled() => return,
-            read = tokio::time::timeout_at(deadline, stream.read(&mut buf[filled..])) => read,
-        };
-        match read {
-            Ok(Ok(0)) => return, // EOF before a whole request: Cyrus closes without a reply.
-            Ok(Ok(n)) => filled += n,
-            Ok(Err(e)) => {
+        // decode_request needs at most MAX_REQUEST_LEN bytes to decide, so the buffer is
+        // shorter than that here. What has arrived is taken at once (the usual case: clients
+        // send the whole request in one write right after connecting); only a client that
+        // has sent nothing yet is waited for, with the deadline and the shutdown token.
+        if buf.len() == buf.capacity() {
+            buf.reserve_exact(MAX_REQUEST_LEN - buf.len());
+        }
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return, // EOF before a whole request: Cyrus closes without a reply.
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
                 tracing::debug!("read failed: {e}");
                 return;
             }
-            Err(_) => {
+        }
+        // Boxed: the timer and the token's waiter exist only for clients that make us wait.
+        let waited = Box::pin(async {
+            tokio::select! {
+                biased;
+                _ = token.cancelled() => None,
+                readable = tokio::time::timeout_at(deadline, stream.readable()) => Some(readable),
+            }
+        });
+        match waited.await {
+            None => return,
+            Some(Ok(Ok(()))) => {}
+            Some(Ok(Err(e))) => {
+                tracing::debug!("read failed: {e}");
+                return;
+            }
+            Some(Err(_)) => {
                 tracing::debug!("no whole request within {read_timeout:?}; closing");
                 return;
             }
@@ -79,7 +97,7 @@ async fn handle_connection(
     };
     let (request, password) = decoded;
     // The request buffer held the password; wipe it before answering.
-    zeroize::Zeroize::zeroize(&mut buf[..]);
+    zeroize::Zeroize::zeroize(&mut buf);
     let decision = auth.verify_plain(&request, password, Via::SASLAUTHD).await;
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
@@ -91,10 +109,19 @@ async fn handle_connection(
 }
 
 async fn write_reply(stream: &mut UnixStream, reply: &[u8], deadline: Instant) -> io::Result<()> {
-    // A reply is a few bytes and always fits the socket buffer; the deadline only guards
-    // against a peer whose buffer is full.
+    // A reply is a few bytes and nearly always fits the socket buffer at once; the deadline
+    // only guards against a peer whose buffer is full.
+    let reply = match stream.try_write(reply) {
+        Ok(n) if n == reply.len() => return Ok(()),
+        Ok(n) => &reply[n..],
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => reply,
+        Err(e) => return Err(e),
+    };
     let write_deadline = deadline.max(Instant::now() + Duration::from_secs(1));
-    tokio::time::timeout_at(write_deadline, stream.write_all(reply))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
+    Box::pin(tokio::time::timeout_at(
+        write_deadline,
+        stream.write_all(reply),
+    ))
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
 }
