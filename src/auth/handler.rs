@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::{Authenticator, Broken, Decision, Via};
-use crate::mech::{MechFailure, Mechanism, Step};
+use crate::mech::{Mechanism, Step};
 use crate::request::{split_user, AuthRequest, Input, Peer, SaslStart};
 use crate::verdict::{Answer, FailCode, FailReason, Outcome, PassdbResult};
 
@@ -171,26 +171,23 @@ impl Handler {
             }
         };
         self.seq += 1;
-        self.requests.insert(
-            start.id,
-            Active {
-                mech,
-                user: None,
-                service: start.service,
-                peer: start.peer,
-                final_resp_ok: start.final_resp_ok,
-                phase: Phase::Talking,
-                started: Instant::now(),
-                seq: self.seq,
-            },
-        );
-        self.step(start.id, input.as_deref());
+        let active = Active {
+            mech,
+            user: None,
+            service: start.service,
+            peer: start.peer,
+            final_resp_ok: start.final_resp_ok,
+            phase: Phase::Talking,
+            started: Instant::now(),
+            seq: self.seq,
+        };
+        self.step(start.id, active, input.as_deref());
         Ok(())
     }
 
     /// `CONT`: the client's next step of an exchange.
     pub(crate) fn cont(&mut self, id: u32, input: Input) {
-        let Some(active) = self.requests.get_mut(&id) else {
+        let Some(mut active) = self.requests.remove(&id) else {
             self.answers.push(Answer::Failure {
                 id,
                 user: None,
@@ -200,36 +197,31 @@ impl Handler {
             return;
         };
         match (active.phase, input) {
-            (Phase::Acknowledging, _) => {
-                let user = active.user.take().unwrap_or_default();
-                self.requests.remove(&id);
-                self.answers.push(Answer::Success {
-                    id,
-                    user,
-                    final_data: None,
-                });
-            }
-            (Phase::Busy, _) => {
-                self.requests.remove(&id);
-                self.answers.push(Answer::Failure {
-                    id,
-                    user: None,
-                    code: None,
-                    reason: Some(FailReason::UnexpectedContinuation),
-                });
-            }
-            (Phase::Talking, Input::Data(data)) => self.step(id, Some(&data)),
-            (Phase::Talking, Input::Absent) => self.step(id, None),
-            (Phase::Talking, Input::Undecodable) => {
-                self.requests.remove(&id);
-                self.answers.push(Answer::Failure {
-                    id,
-                    user: None,
-                    code: Some(FailCode::InvalidBase64),
-                    reason: Some(FailReason::ContinuedNotBase64),
-                });
-            }
+            (Phase::Acknowledging, _) => self.answers.push(Answer::Success {
+                id,
+                user: active.user.take().unwrap_or_default(),
+                final_data: None,
+            }),
+            (Phase::Busy, _) => self.answers.push(Answer::Failure {
+                id,
+                user: None,
+                code: None,
+                reason: Some(FailReason::UnexpectedContinuation),
+            }),
+            (Phase::Talking, Input::Data(data)) => self.step(id, active, Some(&data)),
+            (Phase::Talking, Input::Absent) => self.step(id, active, None),
+            (Phase::Talking, Input::Undecodable) => self.answers.push(Answer::Failure {
+                id,
+                user: None,
+                code: Some(FailCode::InvalidBase64),
+                reason: Some(FailReason::ContinuedNotBase64),
+            }),
         }
+    }
+
+    /// Whether requests are in the table (waiting for a `CONT`, the passdb, or a delay).
+    pub(crate) fn has_requests(&self) -> bool {
+        !self.requests.is_empty()
     }
 
     /// `CANCEL`: the request is forgotten, without an answer.
@@ -257,192 +249,194 @@ impl Handler {
     /// connection.
     pub(crate) fn finish(&mut self, done: Done) -> Result<(), Close> {
         let Done { id, seq, result } = done;
-        // Cancelled, or the id was reused by a newer request: the result is dropped.
-        if self.requests.get(&id).is_none_or(|a| a.seq != seq) {
+        let Some(active) = self.requests.remove(&id) else {
+            // Cancelled: the result is dropped.
+            return Ok(());
+        };
+        if active.seq != seq {
+            // The id was reused by a newer request: the result is dropped.
+            self.requests.insert(id, active);
             return Ok(());
         }
-        match result {
-            Finished::Answer(answer) => {
-                self.requests.remove(&id);
-                self.answers.push(answer);
-            }
-            Finished::FinalData(data) => {
-                if let Some(active) = self.requests.get_mut(&id) {
-                    active.phase = Phase::Acknowledging;
-                }
-                self.answers.push(Answer::Continue { id, data });
-            }
-            Finished::Keys(keys) => {
-                if let Some(active) = self.requests.get_mut(&id) {
-                    active.phase = Phase::Talking;
-                    let step = active.mech.resume_keys(keys);
-                    self.act(id, step);
-                }
-            }
-            Finished::Close => return Err(Close),
-        }
-        Ok(())
+        self.apply(id, active, result)
     }
 
-    /// Feeds the mechanism and acts on its step.
-    fn step(&mut self, id: u32, input: Option<&[u8]>) {
-        let Some(active) = self.requests.get_mut(&id) else {
-            return;
-        };
+    /// Feeds the mechanism and acts on what it says.
+    fn step(&mut self, id: u32, mut active: Active, input: Option<&[u8]>) {
         let step = active.mech.step(input);
-        self.act(id, step);
+        self.proceed(id, active, step);
     }
 
-    fn act(&mut self, id: u32, step: Step) {
+    /// Acts on the mechanism's steps until the exchange waits or ends. The request is held
+    /// here by value; one that waits (for a `CONT`, the passdb, the pool, a delay) goes into
+    /// the table, one that ends never does.
+    fn proceed(&mut self, id: u32, mut active: Active, mut step: Step) {
         let (split, temp_fail) = (self.settings.split_realm, self.settings.temp_fail);
-        let Some(active) = self.requests.get_mut(&id) else {
-            return;
-        };
         let via = Via::dovecot(active.mech.name());
-        match step {
-            // Nothing follows a challenge on the line: the client answers with CONT.
-            Step::Challenge(data) => self.answers.push(Answer::Continue { id, data }),
-            Step::Fail(why) => self.mech_failed(id, why),
-            Step::Success { final_data } => self.mech_succeeded(id, final_data),
-            // Only passdbs that never block hand out secrets: asked here and now.
-            Step::LookupCredentials { user } => {
-                let request = auth_request(split, active, &user);
-                active.user = Some(user);
-                match self.auth.lookup_credentials(&request, via) {
-                    Ok(credentials) => {
-                        let step = active.mech.resume_credentials(&credentials);
-                        self.act(id, step);
+        loop {
+            step = match step {
+                // Nothing follows a challenge on the line: the client answers with CONT.
+                Step::Challenge(data) => {
+                    self.answers.push(Answer::Continue { id, data });
+                    active.phase = Phase::Talking;
+                    self.requests.insert(id, active);
+                    return;
+                }
+                Step::Fail(why) => {
+                    tracing::debug!("dovecot: request {id}: {why}");
+                    let request = active
+                        .user
+                        .as_deref()
+                        .map(|u| auth_request(split, &active, u));
+                    let delay = self.auth.conclude_exchange(
+                        request.as_ref(),
+                        &active.peer,
+                        via,
+                        Some(why),
+                        active.started,
+                    );
+                    let answer = Answer::failure(id, active.user.take());
+                    return self.deliver(id, active, delay, Finished::Answer(answer));
+                }
+                Step::Success { final_data } => {
+                    let user = active.user.take().unwrap_or_default();
+                    let request = auth_request(split, &active, &user);
+                    self.auth.conclude_exchange(
+                        Some(&request),
+                        &active.peer,
+                        via,
+                        None,
+                        active.started,
+                    );
+                    let result = match (final_data, active.final_resp_ok) {
+                        (final_data @ None, _) | (final_data @ Some(_), true) => {
+                            Finished::Answer(Answer::Success {
+                                id,
+                                user,
+                                final_data,
+                            })
+                        }
+                        // Postfix never sends final-resp-ok: the final data is one more CONT,
+                        // and the OK answers the client's empty CONT.
+                        (Some(data), false) => {
+                            active.user = Some(user);
+                            Finished::FinalData(data)
+                        }
+                    };
+                    return self.deliver(id, active, Duration::ZERO, result);
+                }
+                // Only passdbs that never block hand out secrets: asked here and now.
+                Step::LookupCredentials { user } => {
+                    let request = auth_request(split, &active, &user);
+                    active.user = Some(user);
+                    match self.auth.lookup_credentials(&request, via) {
+                        Ok(credentials) => active.mech.resume_credentials(&credentials),
+                        Err(Broken) => {
+                            let result =
+                                answer_for(id, active.user.take(), Outcome::Error, temp_fail);
+                            return self.deliver(id, active, Duration::ZERO, result);
+                        }
                     }
-                    Err(Broken) => self.broken(id),
                 }
-            }
-            Step::Derive(derivation) => match self.auth.derive(derivation).now() {
-                Ok(Ok(keys)) => {
-                    let step = active.mech.resume_keys(keys);
-                    self.act(id, step);
-                }
-                Ok(Err(Broken)) => self.broken(id),
-                Err(running) => {
-                    active.phase = Phase::Busy;
-                    let (seq, tx) = (active.seq, self.done_tx.clone());
-                    tokio::spawn(async move {
-                        let result = match running.await {
-                            Ok(keys) => Finished::Keys(keys),
-                            Err(Broken) => Finished::Close,
-                        };
-                        let _ = tx.send(Done { id, seq, result });
-                    });
-                }
-            },
-            Step::VerifyPlain { user, password } => {
-                let request = auth_request(split, active, &user);
-                active.user = Some(user);
-                match self.auth.verify_plain(&request, password, via).now() {
-                    Ok(decision) => {
-                        let result =
-                            answer_for(id, active.user.clone(), decision.outcome, temp_fail);
-                        self.deliver(id, decision.delay, result);
+                Step::Derive(derivation) => match self.auth.derive(derivation).now() {
+                    Ok(Ok(keys)) => active.mech.resume_keys(keys),
+                    Ok(Err(Broken)) => {
+                        let result = answer_for(id, active.user.take(), Outcome::Error, temp_fail);
+                        return self.deliver(id, active, Duration::ZERO, result);
                     }
                     Err(running) => {
-                        active.phase = Phase::Busy;
-                        let (seq, tx, user) =
-                            (active.seq, self.done_tx.clone(), active.user.clone());
+                        let (seq, tx) = (active.seq, self.done_tx.clone());
                         tokio::spawn(async move {
-                            let Decision { outcome, delay } = running.await;
-                            if !delay.is_zero() {
-                                tokio::time::sleep(delay).await;
-                            }
-                            let result = answer_for(id, user, outcome, temp_fail);
+                            let result = match running.await {
+                                Ok(keys) => Finished::Keys(keys),
+                                Err(Broken) => Finished::Close,
+                            };
                             let _ = tx.send(Done { id, seq, result });
                         });
+                        return self.wait(id, active);
+                    }
+                },
+                Step::VerifyPlain { user, password } => {
+                    // The exchange ends with this check: its service and client go to it.
+                    let (login, realm) = split_user(&user, split);
+                    let request = AuthRequest {
+                        login,
+                        realm,
+                        service: std::mem::take(&mut active.service),
+                        peer: std::mem::take(&mut active.peer),
+                    };
+                    active.user = Some(user);
+                    match self.auth.verify_plain(&request, password, via).now() {
+                        Ok(decision) => {
+                            let user = active.user.take();
+                            let result = answer_for(id, user, decision.outcome, temp_fail);
+                            return self.deliver(id, active, decision.delay, result);
+                        }
+                        Err(running) => {
+                            let (seq, tx) = (active.seq, self.done_tx.clone());
+                            let user = active.user.clone();
+                            tokio::spawn(async move {
+                                let Decision { outcome, delay } = running.await;
+                                if !delay.is_zero() {
+                                    tokio::time::sleep(delay).await;
+                                }
+                                let result = answer_for(id, user, outcome, temp_fail);
+                                let _ = tx.send(Done { id, seq, result });
+                            });
+                            return self.wait(id, active);
+                        }
                     }
                 }
-            }
+            };
         }
     }
 
-    /// A failure the mechanism decided: told after the failure delay.
-    fn mech_failed(&mut self, id: u32, why: MechFailure) {
-        let Some(active) = self.requests.get(&id) else {
-            return;
-        };
-        tracing::debug!("dovecot: request {id}: {why}");
-        let via = Via::dovecot(active.mech.name());
-        let split = self.settings.split_realm;
-        let request = active
-            .user
-            .as_deref()
-            .map(|u| auth_request(split, active, u));
-        let delay = self.auth.conclude_exchange(
-            request.as_ref(),
-            &active.peer,
-            via,
-            Some(why),
-            active.started,
-        );
-        let answer = Answer::failure(id, active.user.clone());
-        self.deliver(id, delay, Finished::Answer(answer));
-    }
-
-    /// A success the mechanism decided (CRAM-MD5, SCRAM): `OK`, with the final data on it when
-    /// the client takes it there.
-    fn mech_succeeded(&mut self, id: u32, final_data: Option<Vec<u8>>) {
-        let Some(active) = self.requests.get(&id) else {
-            return;
-        };
-        let user = active.user.clone().unwrap_or_default();
-        let request = auth_request(self.settings.split_realm, active, &user);
-        let via = Via::dovecot(active.mech.name());
-        self.auth
-            .conclude_exchange(Some(&request), &active.peer, via, None, active.started);
-        let result = match (final_data, active.final_resp_ok) {
-            (final_data @ None, _) | (final_data @ Some(_), true) => {
-                Finished::Answer(Answer::Success {
-                    id,
-                    user,
-                    final_data,
-                })
-            }
-            // Postfix never sends final-resp-ok: the final data is one more CONT, and the OK
-            // answers the client's empty CONT.
-            (Some(data), false) => Finished::FinalData(data),
-        };
-        self.deliver(id, Duration::ZERO, result);
-    }
-
-    /// The passdb broke while the request needed it.
-    fn broken(&mut self, id: u32) {
-        let user = self.requests.get(&id).and_then(|a| a.user.clone());
-        let result = answer_for(id, user, Outcome::Error, self.settings.temp_fail);
-        self.deliver(id, Duration::ZERO, result);
+    /// The request waits for work in flight: a `CONT` now is unexpected.
+    fn wait(&mut self, id: u32, mut active: Active) {
+        active.phase = Phase::Busy;
+        self.requests.insert(id, active);
     }
 
     /// Applies a result now, or after `delay` in a task of its own (so that it holds up
     /// nothing else). A broken passdb goes through the channel, so that the connection closes
     /// from its loop.
-    fn deliver(&mut self, id: u32, delay: Duration, result: Finished) {
-        let Some(active) = self.requests.get_mut(&id) else {
-            return;
-        };
+    fn deliver(&mut self, id: u32, active: Active, delay: Duration, result: Finished) {
         let seq = active.seq;
         match result {
             Finished::Close => {
-                active.phase = Phase::Busy;
                 let _ = self.done_tx.send(Done { id, seq, result });
+                self.wait(id, active);
             }
-            result if delay.is_zero() => {
-                // Only a Close makes finish fail, and that went the other way.
-                let _ = self.finish(Done { id, seq, result });
-            }
+            // Only a Close makes apply fail, and that went the other way.
+            result if delay.is_zero() => drop(self.apply(id, active, result)),
             result => {
-                active.phase = Phase::Busy;
                 let tx = self.done_tx.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
                     let _ = tx.send(Done { id, seq, result });
                 });
+                self.wait(id, active);
             }
         }
+    }
+
+    /// A result for a request, now: an answer ends it, final data makes it wait for the
+    /// client's ack, keys go to its mechanism.
+    fn apply(&mut self, id: u32, mut active: Active, result: Finished) -> Result<(), Close> {
+        match result {
+            Finished::Answer(answer) => self.answers.push(answer),
+            Finished::FinalData(data) => {
+                active.phase = Phase::Acknowledging;
+                self.requests.insert(id, active);
+                self.answers.push(Answer::Continue { id, data });
+            }
+            Finished::Keys(keys) => {
+                let step = active.mech.resume_keys(keys);
+                self.proceed(id, active, step);
+            }
+            Finished::Close => return Err(Close),
+        }
+        Ok(())
     }
 }
 

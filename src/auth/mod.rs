@@ -17,6 +17,7 @@ pub(crate) mod handler;
 pub(crate) mod penalty;
 mod pool;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -260,12 +261,17 @@ impl Authenticator {
     ) -> Check<Decision> {
         let started = Instant::now();
         let attempt = self.attempt(request, &password);
-        let query = match self.query(request, password) {
-            Ok(query) => query,
-            Err(refusal) => {
-                let checked = Checked::Refused(refusal);
-                return Check::ready(self.conclude(request, via, checked, attempt, started));
-            }
+        if let Some(refusal) = refusal(request, Some(&password)) {
+            let checked = Checked::Refused(refusal);
+            return Check::ready(self.conclude(request, via, checked, attempt, started));
+        }
+        let authid = self.authid(request);
+        let query = Query {
+            authid: &authid,
+            realm: self.realm_of(request),
+            service: &request.service,
+            peer: &request.peer,
+            password: &password,
         };
         let cached = self
             .cache
@@ -282,10 +288,13 @@ impl Authenticator {
             };
             return Check::ready(self.conclude(request, via, checked, attempt, started));
         }
+        // The pool's thread needs its own copy of what the query borrows.
+        let realm = query.realm.to_vec();
+        let owned = (authid.into_owned(), realm, password);
         let auth = Arc::clone(self);
         let request = request.clone();
         Check::running(async move {
-            let checked = match auth.run_blocking(query).await {
+            let checked = match auth.run_blocking(&request, owned).await {
                 Ok(verdict) => Checked::Verdict(verdict),
                 Err(e) => Checked::Failed(e),
             };
@@ -452,33 +461,37 @@ impl Authenticator {
         }
     }
 
-    /// The passdb query for a request, with the realm rules applied; or why none is asked.
-    fn query(&self, request: &AuthRequest, password: Password) -> Result<Query, Refusal> {
-        if let Some(refusal) = refusal(request, Some(&password)) {
-            return Err(refusal);
-        }
-        let authid = if self.realms.combine && !request.realm.is_empty() {
-            [&request.login[..], b"@", &request.realm[..]].concat()
+    /// The name the passdb is asked for: the login, or with `-r` and a realm, `login@realm`.
+    fn authid<'a>(&self, request: &'a AuthRequest) -> Cow<'a, [u8]> {
+        if self.realms.combine && !request.realm.is_empty() {
+            Cow::Owned([&request.login[..], b"@", &request.realm[..]].concat())
         } else {
-            request.login.clone()
-        };
-        Ok(Query {
-            authid,
-            realm: self.realm_of(request).to_vec(),
-            service: request.service.clone(),
-            peer: request.peer.clone(),
-            password,
-        })
+            Cow::Borrowed(&request.login)
+        }
     }
 
     /// Runs a blocking check on the pool: at most `-n` at once, answered within
     /// [`BACKEND_TIMEOUT`] (time in the queue included). A call that overruns keeps its
     /// worker until it returns, so a hung backend cannot take more than `-n` threads.
-    async fn run_blocking(&self, query: Query) -> Result<PassdbResult, CheckError> {
+    /// `owned` is the query's authid, realm and password.
+    async fn run_blocking(
+        &self,
+        request: &AuthRequest,
+        owned: (Vec<u8>, Vec<u8>, Password),
+    ) -> Result<PassdbResult, CheckError> {
         let passdb = Arc::clone(&self.passdb);
         let cache = self.cache.clone();
         let kind = passdb.kind();
+        let (service, peer) = (request.service.clone(), request.peer.clone());
         let call = self.pool.run(move || {
+            let (authid, realm, password) = owned;
+            let query = Query {
+                authid: &authid,
+                realm: &realm,
+                service: &service,
+                peer: &peer,
+                password: &password,
+            };
             let cache = cache
                 .as_deref()
                 .map(|c| c as &dyn crate::verdict::SuccessCache);

@@ -25,20 +25,20 @@ pub use pam::Pam;
 pub use sasldb::Sasldb;
 pub use shadow::{Shadow, ShadowSource};
 
-/// What a passdb is asked: final names (realm defaulting and `-r` applied), owned, so that a
-/// blocking passdb can take it to another thread.
-#[derive(Debug, Clone)]
-pub struct Query {
+/// What a passdb is asked: final names (realm defaulting and `-r` applied), borrowed from the
+/// request (the driver copies them for a check that runs on another thread).
+#[derive(Debug, Clone, Copy)]
+pub struct Query<'a> {
     /// The user name to look up.
-    pub authid: Vec<u8>,
+    pub authid: &'a [u8],
     /// The realm (sasldb); the others ignore it, as Cyrus's do.
-    pub realm: Vec<u8>,
+    pub realm: &'a [u8],
     /// The service (PAM's service name).
-    pub service: Vec<u8>,
+    pub service: &'a [u8],
     /// The client, when known (`PAM_RHOST`).
-    pub peer: Peer,
+    pub peer: &'a Peer,
     /// The password.
-    pub password: Password,
+    pub password: &'a Password,
 }
 
 /// A backend that broke (not a wrong password). Each names what it concerns.
@@ -134,7 +134,7 @@ impl Passdb {
     /// A verdict from the credential cache alone, for a blocking passdb whose cache can be
     /// consulted without blocking; `None` means "ask [`Passdb::verify_plain`]". Lets the driver
     /// answer cache hits on the reactor, without a round trip through the thread pool.
-    pub fn verify_cached(&self, q: &Query, cache: &dyn SuccessCache) -> Option<PassdbResult> {
+    pub fn verify_cached(&self, q: &Query<'_>, cache: &dyn SuccessCache) -> Option<PassdbResult> {
         match self {
             Passdb::Shadow(db) => db.verify_cached(q, cache),
             Passdb::Pam(db) => db.verify_cached(q, cache),
@@ -164,12 +164,12 @@ impl Passdb {
     /// pool would cost more than the lookup (see BENCHMARKS.md). Shadow and PAM block.
     pub fn verify_plain(
         &self,
-        q: &Query,
+        q: &Query<'_>,
         cache: Option<&dyn SuccessCache>,
     ) -> Result<PassdbResult, PassdbError> {
         match self {
-            Passdb::Sasldb(db) => db.verify_plain(&q.authid, &q.realm, &q.password),
-            Passdb::Memory(db) => Ok(db.verify_plain(&q.authid, &q.realm, &q.password)),
+            Passdb::Sasldb(db) => db.verify_plain(q.authid, q.realm, q.password),
+            Passdb::Memory(db) => Ok(db.verify_plain(q.authid, q.realm, q.password)),
             Passdb::Shadow(db) => db.verify_plain(q, cache),
             Passdb::Pam(db) => db.verify_plain(q, cache),
         }

@@ -85,11 +85,11 @@ impl Pam {
     /// changed, so a success is remembered by service and user until the cache's TTL.
     pub(crate) fn verify_cached(
         &self,
-        q: &Query,
+        q: &Query<'_>,
         cache: &dyn SuccessCache,
     ) -> Option<PassdbResult> {
         let service = self.service_for(q);
-        let user = std::str::from_utf8(&q.authid).ok()?;
+        let user = std::str::from_utf8(q.authid).ok()?;
         let slot: [&[u8]; 3] = [b"pam", service.as_bytes(), user.as_bytes()];
         if !cache.hit(&slot, q.password.expose(), Instant::now()) {
             return None;
@@ -98,16 +98,16 @@ impl Pam {
         Some(PassdbResult::Ok)
     }
 
-    fn service_for(&self, q: &Query) -> String {
+    fn service_for(&self, q: &Query<'_>) -> String {
         match &self.service {
             Some(service) => service.clone(),
-            None => String::from_utf8_lossy(&q.service).into_owned(),
+            None => String::from_utf8_lossy(q.service).into_owned(),
         }
     }
 
     pub(crate) fn verify_plain(
         &self,
-        q: &Query,
+        q: &Query<'_>,
         cache: Option<&dyn SuccessCache>,
     ) -> Result<PassdbResult, PassdbError> {
         if let Some(verdict) = cache.and_then(|cache| self.verify_cached(q, cache)) {
@@ -115,7 +115,7 @@ impl Pam {
         }
         let service = self.service_for(q);
         // PAM takes C strings; a user name that is not UTF-8 cannot exist in it.
-        let Ok(user) = std::str::from_utf8(&q.authid) else {
+        let Ok(user) = std::str::from_utf8(q.authid) else {
             return Ok(PassdbResult::UserUnknown);
         };
         let password = q.password.expose();

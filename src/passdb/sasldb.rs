@@ -138,10 +138,8 @@ impl Sasldb {
             seen: RwLock::new(Seen::Unknown),
             watch: Watch::on(path),
         };
-        match db.store() {
-            Ok(_) | Err(SasldbError::Missing(_)) => Ok(db),
-            Err(e) => Err(e),
-        }
+        db.with_store(|_| Ok(()))?;
+        Ok(db)
     }
 
     /// The file's path.
@@ -149,15 +147,35 @@ impl Sasldb {
         &self.path
     }
 
-    /// The open store for the file now at the path.
-    fn store(&self) -> Result<Arc<Store>, SasldbError> {
+    /// Runs `f` on the store of the file now at the path (`None`: there is none), under the
+    /// read lock: readers share it, from every thread, and no reference count is touched per
+    /// request. A map grown by another process is opened afresh and `f` run again.
+    fn with_store<R>(
+        &self,
+        f: impl Fn(Option<&Store>) -> Result<R, SasldbError>,
+    ) -> Result<R, SasldbError> {
+        match self.with_store_once(&f) {
+            Err(SasldbError::Lmdb {
+                source: ::lmdb::Error::MapResized,
+                ..
+            }) => {
+                self.forget();
+                self.with_store_once(&f)
+            }
+            other => other,
+        }
+    }
+
+    fn with_store_once<R>(
+        &self,
+        f: &impl Fn(Option<&Store>) -> Result<R, SasldbError>,
+    ) -> Result<R, SasldbError> {
         {
-            // Readers share the lock, from every thread, without waiting on each other.
             let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
             let unchanged = self.watch.as_ref().is_some_and(|w| !w.pending());
             match &*seen {
-                Seen::Open { store, .. } if unchanged => return Ok(Arc::clone(store)),
-                Seen::Missing if unchanged => return Err(SasldbError::Missing(self.path.clone())),
+                Seen::Open { store, .. } if unchanged => return f(Some(store)),
+                Seen::Missing if unchanged => return f(None),
                 _ => {}
             }
         }
@@ -165,7 +183,13 @@ impl Sasldb {
         if let Some(watch) = &self.watch {
             watch.drain();
         }
-        self.look(&mut seen)
+        let looked = self.look(&mut seen);
+        drop(seen);
+        match looked {
+            Ok(store) => f(Some(&store)),
+            Err(SasldbError::Missing(_)) => f(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Looks at the path and opens what is there, when it is not what is open already.
@@ -232,20 +256,20 @@ impl Sasldb {
         authid: &[u8],
         realm: &[u8],
     ) -> Result<Credentials, PassdbError> {
-        let store = match self.store() {
-            Ok(store) => store,
-            Err(SasldbError::Missing(_)) => return Ok(Credentials::default()),
-            Err(e) => return Err(e.into()),
-        };
-        let plaintext = store.get(authid, realm, USER_PASSWORD)?;
-        let auth_password = store
-            .get(authid, realm, AUTH_PASSWORD)?
-            .and_then(|v| String::from_utf8(v.to_vec()).ok())
-            .map(zeroize::Zeroizing::new);
-        Ok(Credentials {
-            plaintext,
-            auth_password,
-        })
+        Ok(self.with_store(|store| {
+            let Some(store) = store else {
+                return Ok(Credentials::default());
+            };
+            let plaintext = store.get(authid, realm, USER_PASSWORD)?;
+            let auth_password = store
+                .get(authid, realm, AUTH_PASSWORD)?
+                .and_then(|v| String::from_utf8(v.to_vec()).ok())
+                .map(zeroize::Zeroizing::new);
+            Ok(Credentials {
+                plaintext,
+                auth_password,
+            })
+        })?)
     }
 
     pub(crate) fn verify_plain(
@@ -254,29 +278,12 @@ impl Sasldb {
         realm: &[u8],
         password: &Password,
     ) -> Result<PassdbResult, PassdbError> {
-        let lookup = |store: &Store| {
-            store.with_value(authid, realm, USER_PASSWORD, |stored| {
+        Ok(self.with_store(|store| match store {
+            Some(store) => store.with_value(authid, realm, USER_PASSWORD, |stored| {
                 verdict(stored, password)
-            })
-        };
-        let store = match self.store() {
-            Ok(store) => store,
-            Err(SasldbError::Missing(_)) => return Ok(verdict(None, password)),
-            Err(e) => return Err(e.into()),
-        };
-        match lookup(&store) {
-            // Another process grew the map beyond ours: open the environment afresh.
-            Err(SasldbError::Lmdb {
-                source: ::lmdb::Error::MapResized,
-                ..
-            }) => {
-                drop(store);
-                self.forget();
-                let store = self.store()?;
-                Ok(lookup(&store)?)
-            }
-            other => Ok(other?),
-        }
+            }),
+            None => Ok(verdict(None, password)),
+        })?)
     }
 }
 

@@ -287,23 +287,23 @@ impl Shadow {
     /// the check to the blocking pool. `None`: ask [`Shadow::verify_plain`].
     pub(crate) fn verify_cached(
         &self,
-        q: &Query,
+        q: &Query<'_>,
         cache: &dyn SuccessCache,
     ) -> Option<PassdbResult> {
         let ShadowSource::File(path) = &self.source else {
             return None;
         };
         let entries = self.entries(path).ok()?;
-        cached_verdict(entries.get(&q.authid)?, q, cache)
+        cached_verdict(entries.get(q.authid)?, q, cache)
     }
 
     pub(crate) fn verify_plain(
         &self,
-        q: &Query,
+        q: &Query<'_>,
         cache: Option<&dyn SuccessCache>,
     ) -> Result<PassdbResult, PassdbError> {
         let password = q.password.expose();
-        let Some(entry) = self.lookup(&q.authid)? else {
+        let Some(entry) = self.lookup(q.authid)? else {
             let _ = crypt::verify(password, &self.dummy);
             return Ok(PassdbResult::UserUnknown);
         };
@@ -330,14 +330,14 @@ impl Shadow {
 /// The cache slot of a check: the user and the entry's current hash, so that a changed
 /// password is another slot.
 fn slot<'a>(entry: &'a ShadowEntry, q: &'a Query) -> [&'a [u8]; 3] {
-    [b"shadow", &q.authid, entry.hash.as_bytes()]
+    [b"shadow", q.authid, entry.hash.as_bytes()]
 }
 
 /// A cache hit for this entry's current hash: the account checks still run (the entry is
 /// fresh), the hash is not recomputed.
 fn cached_verdict(
     entry: &ShadowEntry,
-    q: &Query,
+    q: &Query<'_>,
     cache: &dyn SuccessCache,
 ) -> Option<PassdbResult> {
     if !cache.hit(&slot(entry, q), q.password.expose(), Instant::now()) {
@@ -345,7 +345,7 @@ fn cached_verdict(
     }
     tracing::debug!(
         "shadow: cache hit for {}, hash not recomputed",
-        Printable(&q.authid)
+        Printable(q.authid)
     );
     Some(account_state(entry))
 }
@@ -446,12 +446,13 @@ mod cache_tests {
         std::fs::write(&path, format!("alice:{hash}:19000:0:99999:7:::\n")).unwrap();
         let cache = Recorder::default();
         let shadow = Shadow::new(ShadowSource::File(path)).unwrap();
+        let (peer, password) = (Default::default(), Password::new(b"pw".to_vec()));
         let q = Query {
-            authid: b"alice".to_vec(),
-            realm: vec![],
-            service: b"smtp".to_vec(),
-            peer: Default::default(),
-            password: Password::new(b"pw".to_vec()),
+            authid: b"alice",
+            realm: b"",
+            service: b"smtp",
+            peer: &peer,
+            password: &password,
         };
         assert_eq!(
             shadow.verify_plain(&q, Some(&cache)).unwrap(),

@@ -24,6 +24,13 @@ pub(crate) const VERSION: (u32, u32) = (1, 2);
 
 /// Escapes a value for a reply field.
 fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
+    // Names almost never hold a byte to escape: copy them whole.
+    if memchr::memchr3(b'\t', b'\n', b'\r', value).is_none()
+        && memchr::memchr2(0, 1, value).is_none()
+    {
+        out.extend_from_slice(value);
+        return;
+    }
     for &b in value {
         match b {
             0x01 => out.extend_from_slice(b"\x011"),

@@ -10,7 +10,7 @@ use ::lmdb::{Cursor, Database, Environment, EnvironmentFlags, Transaction, Write
 use zeroize::Zeroizing;
 
 use super::format::{self, Format};
-use super::{encode_key, user_prefix, SasldbError, STALE_SECRETS, USER_PASSWORD};
+use super::{encode_key, user_prefix, with_key, SasldbError, STALE_SECRETS, USER_PASSWORD};
 
 /// The address space reserved for the map. LMDB grows the file only as data is written; this
 /// bound only has to exceed any real sasldb2 (Cyrus's own default is 1 MiB).
@@ -127,11 +127,16 @@ impl Store {
         property: &[u8],
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R, SasldbError> {
-        let key = encode_key(authid, realm, property);
         let txn = self.env.begin_ro_txn().map_err(|e| self.lmdb_err(e))?;
-        let result = match txn.get(self.db, &key) {
-            Ok(value) => f(Some(value)),
-            Err(::lmdb::Error::NotFound) => f(None),
+        let found = with_key(authid, realm, property, |key| {
+            match txn.get(self.db, &key) {
+                Ok(value) => Ok(Some(value)),
+                Err(::lmdb::Error::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let result = match found {
+            Ok(value) => f(value),
             Err(e) => return Err(self.lmdb_err(e)),
         };
         txn.commit().map_err(|e| self.lmdb_err(e))?;

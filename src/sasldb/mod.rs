@@ -48,6 +48,29 @@ pub fn encode_key(authid: &[u8], realm: &[u8], property: &[u8]) -> Vec<u8> {
     key
 }
 
+/// Builds a key as [`encode_key`] does, on the stack when it is short (as every key Cyrus's
+/// clients can send is), and hands it to `f`.
+pub(crate) fn with_key<R>(
+    authid: &[u8],
+    realm: &[u8],
+    property: &[u8],
+    f: impl FnOnce(&[u8]) -> R,
+) -> R {
+    let len = authid.len() + realm.len() + property.len() + 2;
+    let mut stack = [0u8; 600];
+    let Some(key) = stack.get_mut(..len) else {
+        return f(&encode_key(authid, realm, property));
+    };
+    let (a, rest) = key.split_at_mut(authid.len());
+    a.copy_from_slice(authid);
+    let (r, rest) = rest[1..].split_at_mut(realm.len());
+    r.copy_from_slice(realm);
+    rest[1..].copy_from_slice(property);
+    rest[0] = 0;
+    key[authid.len()] = 0;
+    f(key)
+}
+
 /// The `authid NUL realm NUL` prefix shared by all of a user's properties.
 pub fn user_prefix(authid: &[u8], realm: &[u8]) -> Vec<u8> {
     let mut prefix = encode_key(authid, realm, b"");
@@ -183,6 +206,19 @@ mod tests {
         assert_eq!(parsed.realm, b"example.org");
         assert_eq!(parsed.property, USER_PASSWORD);
         assert_eq!(parsed.to_string(), "alice@example.org: userPassword");
+    }
+
+    #[test]
+    fn keys_on_the_stack_are_the_same_keys() {
+        for (a, r) in [
+            (&b"alice"[..], &b"example.org"[..]),
+            (b"", b""),
+            (&[b'x'; 300][..], &[b'y'; 300][..]),
+        ] {
+            with_key(a, r, USER_PASSWORD, |key| {
+                assert_eq!(key, encode_key(a, r, USER_PASSWORD))
+            });
+        }
     }
 
     #[test]

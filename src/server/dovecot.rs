@@ -11,13 +11,14 @@
 //! SASL input) is a `FAIL`, never a disconnect.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use super::{serve, Limits};
@@ -117,7 +118,9 @@ async fn handle_connection(
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let handshake_deadline = Instant::now() + handshake_timeout;
-    let mut sweep = tokio::time::interval(SWEEP);
+    // Armed only while requests wait: most connections spend their life with none (every
+    // PLAIN login is answered at once), and then keep no timer.
+    let mut sweep: Option<Pin<Box<Sleep>>> = None;
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
     loop {
@@ -129,6 +132,11 @@ async fn handle_connection(
                 Ok(Ok(())) => out.clear(),
                 _ => return,
             }
+        }
+        match (handler.has_requests(), sweep.is_some()) {
+            (true, false) => sweep = Some(Box::pin(tokio::time::sleep(SWEEP))),
+            (false, true) => sweep = None,
+            _ => {}
         }
         tokio::select! {
             biased;
@@ -161,7 +169,13 @@ async fn handle_connection(
                 tracing::info!("dovecot: no VERSION and CPID within {handshake_timeout:?}; closing");
                 return;
             },
-            _ = sweep.tick() => handler.expire(),
+            _ = async { match sweep.as_mut() {
+                Some(sleep) => sleep.await,
+                None => std::future::pending().await,
+            } } => {
+                handler.expire();
+                sweep = None;
+            },
         }
     }
 }
@@ -184,7 +198,7 @@ fn take_lines(
     handler: &mut Handler,
 ) -> Result<(), Disconnect> {
     let mut start = 0;
-    while let Some(len) = buf[start..].iter().position(|&b| b == b'\n') {
+    while let Some(len) = memchr::memchr(b'\n', &buf[start..]) {
         if len + 1 > MAX_LINE {
             return Err(Disconnect::LineTooLong);
         }
