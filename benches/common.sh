@@ -1,15 +1,19 @@
 # Sourced by the compare-*.sh benchmarks: builds the release binaries, makes a temporary
 # directory, starts servers in their own sessions and stops them all at exit.
-#   bench_setup            sets $here, $bin, $tmp; installs the cleanup
+#   bench_setup            sets $here, $bin, $tmp; installs the cleanup; builds the binaries
+#                          and the do-nothing servers ($bin/examples/null-server)
 #   start_server CMD...    runs CMD in a new session (its process group is killed at exit)
 #   wait_socket PATH...    waits up to 10 s for each Unix socket, fails otherwise
+#   baseline ARGS...       `run ARGS` (the script's own) when BASELINE names a binary
+#   medians                after rounds of rows (saved with `| tee -a "$tmp/rows"`): the
+#                          median rate of each row, and its share of the first row's
 set -euo pipefail
 bench_pids=()
 
 bench_setup() {
     here=$(cd "$(dirname "${BASH_SOURCE[1]}")/.." && pwd)
     cd "$here"
-    cargo build --release --quiet --bins
+    cargo build --release --quiet --bins --example null-server
     bin=$here/target/release
     tmp=$(mktemp -d)
     chmod 755 "$tmp"
@@ -32,4 +36,33 @@ wait_socket() {
         for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.05; done
         [ -S "$s" ] || { echo "no server on $s" >&2; exit 1; }
     done
+}
+
+baseline() {
+    [ -z "${BASELINE:-}" ] || run "$@"
+}
+
+# The median rate and p99 of each label over the rounds, in first-seen order, with the rate's
+# share of the first label's (the do-nothing server's, when it is measured first).
+medians() {
+    echo "# medians of ${ROUNDS:-1} rounds: req/s, % of the first row's, p99"
+    awk -F': ' '
+        function median(key, c,    a, b, t, v) {
+            for (a = 1; a <= c; a++) v[a] = vals[key, a]
+            for (a = 1; a <= c; a++) for (b = a + 1; b <= c; b++) if (v[b] < v[a]) { t = v[a]; v[a] = v[b]; v[b] = t }
+            return (c % 2) ? v[(c + 1) / 2] : (v[c / 2] + v[c / 2 + 1]) / 2
+        }
+        / req\/s / {
+            label = $1; split($2, f, " ")
+            if (!(label in n)) order[++labels] = label
+            c = ++n[label]; vals["r" label, c] = f[1]
+            for (i = 1; i < length(f); i++) if (f[i] == "p99") vals["p" label, c] = f[i + 1]
+        }
+        END {
+            for (i = 1; i <= labels; i++) {
+                l = order[i]; m = median("r" l, n[l]); p = median("p" l, n[l])
+                if (i == 1) first = m
+                printf "%-58s %8d  %4.0f%%  p99 %6d us\n", l, m, 100 * m / first, p
+            }
+        }' "$tmp/rows"
 }

@@ -5,6 +5,11 @@
 #
 #   benches/compare-dovecot.sh [CLIENTS] [SECONDS]
 #
+# Also measured in the same run: a do-nothing server of the protocol (benches/null_server.rs,
+# which answers OK to every AUTH without checking: the limit this machine allows), and, when
+# BASELINE names another saslauthd-rs binary (an earlier build), that one. ROUNDS repeats the
+# rows, for a noisy machine.
+#
 # Needs Debian's dovecot-core. Dovecot runs from its own config in a temporary directory
 # (protocols = none: no network listener); ours from a temporary sasldb. Unix sockets only.
 clients=${1:-16}
@@ -64,13 +69,25 @@ start_server dovecot -F -c "$tmp/dovecot/dovecot.conf"
 echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
 start_server "$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours-run" --sasldb "$tmp/sasldb2" \
     --failure-delay 0 --dovecot-socket "$tmp/ours-auth"
-wait_socket "$tmp/dovecot/auth" "$tmp/ours-auth"
+start_server "$bin/examples/null-server" dovecot "$tmp/null-auth"
+wait_socket "$tmp/dovecot/auth" "$tmp/ours-auth" "$tmp/null-auth"
+if [ -n "${BASELINE:-}" ]; then
+    start_server "$BASELINE" -a sasldb -f -m "$tmp/baseline-run" --sasldb "$tmp/sasldb2" \
+        --failure-delay 0 --dovecot-socket "$tmp/baseline-auth"
+    wait_socket "$tmp/baseline-auth"
+fi
 
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
         --user alice --realm example.org --password secret "$@"; }
 echo "# $(nproc) cores, $clients persistent connections, $secs s each; $(date -u +%F)"
-run --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth (passwd-file), AUTH PLAIN"
-run --socket "$tmp/ours-auth" --label "saslauthd-rs (sasldb), AUTH PLAIN"
-run --socket "$tmp/ours-auth" --fail-percent 50 --label "saslauthd-rs, AUTH PLAIN, 50% wrong"
-run --socket "$tmp/dovecot/auth" --mech scram-sha-256 --label "dovecot 2.3 auth, SCRAM-SHA-256"
-run --socket "$tmp/ours-auth" --mech scram-sha-256 --label "saslauthd-rs, SCRAM-SHA-256 (cached keys)"
+for round in $(seq "${ROUNDS:-1}"); do {
+    run --socket "$tmp/null-auth" --label "do-nothing dovecot-protocol server, AUTH PLAIN"
+    run --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth (passwd-file), AUTH PLAIN"
+    run --socket "$tmp/ours-auth" --label "saslauthd-rs (sasldb), AUTH PLAIN"
+    baseline --socket "$tmp/baseline-auth" --label "baseline saslauthd-rs, AUTH PLAIN"
+    run --socket "$tmp/ours-auth" --fail-percent 50 --label "saslauthd-rs, AUTH PLAIN, 50% wrong"
+    run --socket "$tmp/dovecot/auth" --mech scram-sha-256 --label "dovecot 2.3 auth, SCRAM-SHA-256"
+    run --socket "$tmp/ours-auth" --mech scram-sha-256 --label "saslauthd-rs, SCRAM-SHA-256 (cached keys)"
+    baseline --socket "$tmp/baseline-auth" --mech scram-sha-256 --label "baseline saslauthd-rs, SCRAM-SHA-256"
+} | tee -a "$tmp/rows"; done
+medians

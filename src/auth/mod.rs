@@ -414,33 +414,25 @@ impl Authenticator {
     ) -> Decision {
         let elapsed = started.elapsed();
         let key = request.peer.ip().map(PeerKey::of);
-        let decision = match checked {
-            Checked::Verdict(PassdbResult::Ok) => {
+        let outcome = match &checked {
+            Checked::Refused(refusal) => Outcome::Refused(*refusal),
+            Checked::Verdict(result) => Outcome::Verdict(*result),
+            Checked::Failed(_) => Outcome::Error,
+        };
+        let delay = match outcome {
+            Outcome::Verdict(PassdbResult::Ok) => {
                 self.penalty.on_success(key);
-                Decision {
-                    outcome: Outcome::Verdict(PassdbResult::Ok),
-                    delay: Duration::ZERO,
-                }
+                Duration::ZERO
             }
-            Checked::Verdict(_) | Checked::Refused(_) => Decision {
-                outcome: match checked {
-                    Checked::Refused(refusal) => Outcome::Refused(refusal),
-                    Checked::Verdict(result) => Outcome::Verdict(result),
-                    Checked::Failed(_) => Outcome::Error,
-                },
-                delay: self.penalty.on_failure(
-                    key,
-                    attempt,
-                    elapsed,
-                    std::time::Instant::now(),
-                    crate::secret::random_u64(),
-                ),
-            },
+            Outcome::Verdict(_) | Outcome::Refused(_) => self.penalty.on_failure(
+                key,
+                attempt,
+                elapsed,
+                std::time::Instant::now(),
+                crate::secret::random_u64(),
+            ),
             // Internal errors are not delayed.
-            Checked::Failed(_) => Decision {
-                outcome: Outcome::Error,
-                delay: Duration::ZERO,
-            },
+            Outcome::Error => Duration::ZERO,
         };
         let logged = match &checked {
             Checked::Verdict(PassdbResult::Ok) => Logged::Success,
@@ -449,7 +441,7 @@ impl Authenticator {
             Checked::Failed(e) => Logged::Error(e),
         };
         self.log(request, via, logged, elapsed);
-        decision
+        Decision { outcome, delay }
     }
 
     /// The realm a request is checked in: its own, or the default realm when it has none.
