@@ -7,7 +7,7 @@
 //!   operation, and PLAIN's and LOGIN's over the Dovecot protocol. It answers at once when the
 //!   passdb never blocks and otherwise hands back a [`Check`] to await.
 //! - `handler` holds the Dovecot protocol's request table and runs the mechanisms: the
-//!   mech ⇄ passdb loop, CONT, CANCEL, expiry. Key derivations ([`Authenticator::derive`]) run
+//!   mech ⇄ passdb loop, CONT, CANCEL, expiry. Key derivations (`Authenticator::derive`) run
 //!   on the pool and are cached, and an unknown user's cost what a known user's do.
 //! - `penalty`, `pool`, `cache` and `bounded` are the driver's own parts.
 
@@ -59,7 +59,7 @@ const DERIVED_KEYS_TTL: Duration = Duration::from_secs(3600);
 #[derive(Debug)]
 pub struct Options {
     /// Blocking backend calls and key derivations at once (`-n`; 0 means
-    /// [`UNBOUNDED_WORKERS`]).
+    /// `UNBOUNDED_WORKERS`).
     pub workers: usize,
     /// The base failure delay (0 = none).
     pub failure_delay: Duration,
@@ -252,7 +252,7 @@ impl Authenticator {
 
     /// Checks a cleartext password. Refusals and passdbs that never block (sasldb, memory)
     /// and cache hits are answered at once; a blocking passdb's check runs on the pool, at
-    /// most `-n` at once, answered within [`BACKEND_TIMEOUT`].
+    /// most `-n` at once, answered within `BACKEND_TIMEOUT`.
     pub fn verify_plain(
         self: &Arc<Self>,
         request: &AuthRequest,
@@ -463,7 +463,7 @@ impl Authenticator {
     }
 
     /// Runs a blocking check on the pool: at most `-n` at once, answered within
-    /// [`BACKEND_TIMEOUT`] (time in the queue included). A call that overruns keeps its
+    /// `BACKEND_TIMEOUT` (time in the queue included). A call that overruns keeps its
     /// worker until it returns, so a hung backend cannot take more than `-n` threads.
     /// `owned` is the query's authid, realm and password.
     async fn run_blocking(

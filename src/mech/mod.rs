@@ -1,10 +1,10 @@
 //! SASL mechanisms as sans-I/O state machines: a mechanism takes the client's bytes and says
-//! what happens next ([`Step`]); it never touches a socket or a passdb, never waits, and does
-//! no costly work itself: a key derivation is handed to the driver as a [`Derivation`], which
+//! what happens next (`Step`); it never touches a socket or a passdb, never waits, and does
+//! no costly work itself: a key derivation is handed to the driver as a `Derivation`, which
 //! runs it on the blocking pool and hands the keys back.
 //!
 //! PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802,
-//! RFC 7677), each with the names Dovecot advertises them under ([`MechInfo`]).
+//! RFC 7677), each with the names Dovecot advertises them under (`MechInfo`).
 
 pub mod cram_md5;
 pub(crate) mod login;

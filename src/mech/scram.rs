@@ -3,9 +3,9 @@
 //!
 //! The server's keys come from a Cyrus `authPassword` secret when the sasldb holds one for the
 //! hash, otherwise from the stored cleartext password with a salt that is stable per user and
-//! server run (HMAC of the user name under the per-process secret of [`Context`]). Deriving
+//! server run (HMAC of the user name under the per-process secret of `Context`). Deriving
 //! keys from a password is costly (PBKDF2, up to millions of rounds), so the mechanism does not
-//! do it: it asks the driver with a [`Step::Derive`], and the driver runs the [`Derivation`] on
+//! do it: it asks the driver with a `Step::Derive`, and the driver runs the `Derivation` on
 //! its blocking pool (or answers from its cache of derived keys).
 //!
 //! An unknown user is not told apart: it gets a salt like anyone, its keys are derived from a
@@ -435,7 +435,7 @@ impl Scram {
         })
     }
 
-    /// The keys of a [`Step::Derive`]: answers with server-first.
+    /// The keys of a `Step::Derive`: answers with server-first.
     pub(crate) fn resume_keys(&mut self, keys: Keys) -> Step {
         let Scram::AwaitKeys {
             hash,

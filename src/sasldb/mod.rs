@@ -2,7 +2,7 @@
 //!
 //! Every record is one key/value pair. The key is `authid NUL realm NUL property` with no
 //! trailing NUL; the value is the property's raw bytes (for `userPassword`, the cleartext
-//! password). Cyrus keeps no format tag in the file, so [`format::sniff`] tells the on-disk
+//! password). Cyrus keeps no format tag in the file, so `format::sniff` tells the on-disk
 //! formats apart by their magic numbers. This module reads and writes the LMDB format; the
 //! Berkeley DB and GDBM files of Debian and Fedora are recognised and refused by name.
 

@@ -1,8 +1,8 @@
 //! Connections of Dovecot's auth-client protocol (`--dovecot-socket`): the handshake on
 //! accept, then lines, many requests multiplexed on one long-lived connection (Postfix keeps
 //! one per smtpd process). This is the socket loop only: it frames lines (16 KiB at most),
-//! hands them to the codec's [`Session`], passes the requests to the driver's
-//! [`Handler`], and writes the answers as they come, with its deadlines: the handshake,
+//! hands them to the codec's `Session`, passes the requests to the driver's
+//! `Handler`, and writes the answers as they come, with its deadlines: the handshake,
 //! a client that does not read, and the expiry sweep.
 //!
 //! Disconnects, as Dovecot: a bad or missing `VERSION`, `CPID`, an unknown command or
