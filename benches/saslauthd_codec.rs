@@ -35,7 +35,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sasldb2");
     {
-        let store = Store::open(&path, OpenMode::ReadWrite).unwrap();
+        let mut store = Store::open(&path, OpenMode::ReadWrite).unwrap();
         for i in 0..2000 {
             let user = format!("user{i}");
             store

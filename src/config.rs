@@ -4,6 +4,7 @@
 //! passdb = "sasldb"            # -a
 //! run_dir = "/run/saslauthd"   # -m; the socket is run_dir/mux
 //! sasldb = "/etc/sasldb2"      # --sasldb
+//! sasldb_format = "bdb"        # for saslpasswd2-rs --config: the format of a new file
 //! realm = "example.org"        # --realm; default: the host name
 //! combine_realm = false        # -r
 //! workers = 5                  # -n
@@ -39,6 +40,9 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// The sasldb2 file (`--sasldb`).
     pub sasldb: PathBuf,
+    /// `sasldb_format`: the format `saslpasswd2-rs --config` gives a new sasldb2 (the daemon
+    /// only reads files, whatever their format; it checks the value so that a typo is seen).
+    pub sasldb_format: Option<crate::passdb::sasldb::Format>,
     /// The default realm (`--realm`); `None` means the host name, as Cyrus.
     pub realm: Option<String>,
     /// `-r`: pass `login@realm` to the passdb.
@@ -90,6 +94,7 @@ impl Default for Config {
             passdb: None,
             run_dir: PathBuf::from(DEFAULT_RUN_DIR),
             sasldb: PathBuf::from(crate::passdb::sasldb::DEFAULT_PATH),
+            sasldb_format: None,
             realm: None,
             combine_realm: false,
             workers: 5,
@@ -123,6 +128,7 @@ struct FileConfig {
     passdb: Option<String>,
     run_dir: Option<PathBuf>,
     sasldb: Option<PathBuf>,
+    sasldb_format: Option<String>,
     realm: Option<String>,
     combine_realm: Option<bool>,
     workers: Option<usize>,
@@ -198,6 +204,9 @@ pub enum ConfigError {
     /// A delay beyond what Postfix waits.
     #[error("{0} must be between 0 and 10 seconds")]
     DelayRange(&'static str),
+    /// `sasldb_format` names no format.
+    #[error("sasldb_format: {0}")]
+    SasldbFormat(String),
     /// A SCRAM iteration count out of range.
     #[error("scram iterations {0}: must be 4096 to 10000000")]
     ScramIterations(u32),
@@ -227,6 +236,11 @@ impl Config {
         }
         if let Some(path) = file.sasldb {
             self.sasldb = path;
+        }
+        if let Some(format) = file.sasldb_format {
+            self.sasldb_format = Some(format.parse().map_err(
+                |e: crate::passdb::sasldb::UnknownFormat| ConfigError::SasldbFormat(e.to_string()),
+            )?);
         }
         if let Some(realm) = file.realm {
             self.realm = Some(realm);

@@ -135,3 +135,63 @@ mod tests {
         ));
     }
 }
+
+/// The sasldb settings of the daemon's TOML configuration file that the tools share:
+/// `sasldb` (the file) and `sasldb_format` (the format of a new file). Other keys are the
+/// daemon's and are not looked at.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SasldbSettings {
+    /// `sasldb = "/etc/sasldb2"`.
+    pub path: Option<std::path::PathBuf>,
+    /// `sasldb_format = "bdb"`.
+    pub format: Option<crate::sasldb::Kind>,
+}
+
+impl SasldbSettings {
+    /// Reads the settings from the configuration file at `path`.
+    pub fn load(path: &std::path::Path) -> Result<SasldbSettings, String> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            sasldb: Option<std::path::PathBuf>,
+            sasldb_format: Option<String>,
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: File =
+            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+        let format = file
+            .sasldb_format
+            .map(|f| f.parse())
+            .transpose()
+            .map_err(|e| format!("{}: sasldb_format: {e}", path.display()))?;
+        Ok(SasldbSettings {
+            path: file.sasldb,
+            format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn the_tools_read_their_two_keys_and_ignore_the_daemons() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("saslauthd-rs.toml");
+        std::fs::write(
+            &path,
+            "passdb = \"sasldb\"\nsasldb = \"/srv/sasldb2\"\nsasldb_format = \"gdbm\"\nworkers = 3\n",
+        )
+        .unwrap();
+        let settings = SasldbSettings::load(&path).unwrap();
+        assert_eq!(
+            settings.path.as_deref(),
+            Some(std::path::Path::new("/srv/sasldb2"))
+        );
+        assert_eq!(settings.format, Some(crate::sasldb::Kind::Gdbm));
+        std::fs::write(&path, "sasldb_format = \"ndbm\"\n").unwrap();
+        let err = SasldbSettings::load(&path).unwrap_err();
+        assert!(err.contains("unknown sasldb format \"ndbm\""), "{err}");
+    }
+}

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{frame, peer, raw_exchange, Cyrus, Daemon, USERS};
@@ -160,33 +160,17 @@ fn libsasl2_pwcheck_saslauthd_reaches_saslauthd_rs() {
     );
 }
 
-/// The records of a `db_dump -p` / `mdb_dump -p` listing, headers left out.
-fn dump_records(dump: &str) -> BTreeSet<(String, String)> {
-    let body: Vec<&str> = dump
-        .lines()
-        .skip_while(|l| *l != "HEADER=END")
-        .skip(1)
-        .take_while(|l| *l != "DATA=END")
-        .collect();
-    body.chunks(2)
-        .map(|kv| {
-            (
-                kv[0].to_owned(),
-                kv.get(1).copied().unwrap_or("").to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[test]
-fn mdb_dump_shows_exactly_what_cyrus_saslpasswd2_writes() {
-    let (Some(mdb_dump), Some(cyrus), Some(db_dump)) =
-        (peer("mdb_dump"), peer("saslpasswd2"), peer("db5.3_dump"))
-    else {
+fn every_format_holds_exactly_what_cyrus_saslpasswd2_writes() {
+    let (Some(cyrus), Some(_), Some(_), Some(_)) = (
+        peer("saslpasswd2"),
+        peer("mdb_dump"),
+        peer("db5.3_dump"),
+        peer("gdbm_dump"),
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let ours = dir.path().join("ours");
     let theirs = dir.path().join("theirs");
     let entries: &[(&[&str], &[u8])] = &[
         (&["-c", "-u", "example.org", "alice"], b"secret\n"),
@@ -202,15 +186,26 @@ fn mdb_dump_shows_exactly_what_cyrus_saslpasswd2_writes() {
         (&["-u", "example.org", "nl"], b"two\nlines\n"),
         (&["-u", "x.test", "a@b@c"], b"first-at\n"),
         (&["hostrealm"], b"pw\n"),
+        (&["-u", "example.org", "longpw"], &[b'L'; 1500]),
         (&["-u", "example.org", "frank"], b"gone\n"),
     ];
-    for (program, path) in [
-        (Path::new(common::SASLPASSWD2), &ours),
-        (cyrus.as_path(), &theirs),
-    ] {
+    // Ours in each format (a new file on Debian gets Berkeley DB, what libsasl2 reads);
+    // Cyrus's in its own (Berkeley DB).
+    let ours: Vec<(PathBuf, &[&str])> = vec![
+        (dir.path().join("ours-default"), &[]),
+        (dir.path().join("ours-lmdb"), &["--format", "lmdb"]),
+        (dir.path().join("ours-gdbm"), &["--format", "gdbm"]),
+    ];
+    let writers: Vec<(PathBuf, &Path, &[&str])> = ours
+        .iter()
+        .map(|(p, f)| (PathBuf::from(common::SASLPASSWD2), p.as_path(), *f))
+        .chain([(cyrus.clone(), theirs.as_path(), &[][..])])
+        .collect();
+    for (program, path, format) in &writers {
         for (args, input) in entries {
             let out = common::run_with_stdin(
                 Command::new(program)
+                    .args(*format)
                     .arg("-p")
                     .arg("-f")
                     .arg(path)
@@ -231,30 +226,43 @@ fn mdb_dump_shows_exactly_what_cyrus_saslpasswd2_writes() {
             .unwrap();
         assert!(out.status.success());
     }
-    let mdb = Command::new(mdb_dump)
-        .args(["-n", "-p"])
-        .arg(&ours)
-        .output()
-        .unwrap();
-    assert!(
-        mdb.status.success(),
-        "{}",
-        String::from_utf8_lossy(&mdb.stderr)
+    let theirs_records = common::records_by_peer(&theirs).unwrap();
+    assert_eq!(theirs_records.len(), 8, "{theirs_records:?}");
+    assert_eq!(
+        theirs_records.get(&b"alice\0example.org\0userPassword"[..]),
+        Some(&b"secret".to_vec())
     );
-    let bdb = Command::new(db_dump)
-        .arg("-p")
-        .arg(&theirs)
-        .output()
-        .unwrap();
-    assert!(bdb.status.success());
-    let ours = dump_records(&String::from_utf8_lossy(&mdb.stdout));
-    let theirs = dump_records(&String::from_utf8_lossy(&bdb.stdout));
-    assert_eq!(ours.len(), 7, "{ours:?}");
-    assert!(ours.contains(&(
-        " alice\\00example.org\\00userPassword".into(),
-        " secret".into()
-    )));
-    assert_eq!(ours, theirs, "mdb_dump of ours vs db5.3_dump of Cyrus's");
+    let expect_format = [
+        ("ours-default", "Berkeley DB"),
+        ("ours-lmdb", "LMDB"),
+        ("ours-gdbm", "GNU dbm"),
+    ];
+    for (name, magic) in expect_format {
+        let path = dir.path().join(name);
+        let file = Command::new("file").arg(&path).output().unwrap();
+        let file = String::from_utf8_lossy(&file.stdout);
+        assert!(
+            file.contains(magic) || (magic == "LMDB" && file.contains("data")),
+            "{name}: {file}"
+        );
+        // Read by the format's own C library (db5.3_dump, mdb_dump, gdbm_dump).
+        assert_eq!(
+            common::records_by_peer(&path).unwrap(),
+            theirs_records,
+            "{name} as its C library reads it, vs Cyrus's file"
+        );
+    }
+    if let Some(verify) = peer("db5.3_verify") {
+        let out = Command::new(verify)
+            .arg(dir.path().join("ours-default"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "db5.3_verify: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // And Cyrus's listing of its file matches ours of ours.
     let list = |program: &Path, path: &Path| {
         let out = Command::new(program).arg("-f").arg(path).output().unwrap();
@@ -264,8 +272,16 @@ fn mdb_dump_shows_exactly_what_cyrus_saslpasswd2_writes() {
             .collect::<BTreeSet<_>>()
     };
     let cyrus_list = peer("sasldblistusers2").unwrap();
+    for (name, _) in expect_format {
+        assert_eq!(
+            list(Path::new(common::LISTUSERS), &dir.path().join(name)),
+            list(&cyrus_list, &dir.path().join("theirs")),
+            "{name}"
+        );
+    }
+    // Cyrus's own tool lists the Berkeley DB file we wrote, in the same words.
     assert_eq!(
-        list(Path::new(common::LISTUSERS), &dir.path().join("ours")),
+        list(&cyrus_list, &dir.path().join("ours-default")),
         list(&cyrus_list, &dir.path().join("theirs"))
     );
 }

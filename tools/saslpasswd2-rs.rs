@@ -1,5 +1,9 @@
 //! `saslpasswd2-rs`: set or delete a user's password in a sasldb2 file, with the flags,
 //! prompts, messages and exit codes of Cyrus's `saslpasswd2` (`utils/saslpasswd.c`).
+//!
+//! The file keeps its format (Berkeley DB hash, GDBM or LMDB). A new file gets the format the
+//! host's libsasl2 reads, unless `--format` (or `sasldb_format` in the `--config` file) says
+//! otherwise, so that Postfix's `auxprop` reads what this tool writes.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -7,12 +11,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use saslauthd_rs::getopt::{self, Spec};
-use saslauthd_rs::sasldb::{self, OpenMode, Part, Store};
-use saslauthd_rs::tools::{self, exit, ReadPasswordError};
+use saslauthd_rs::sasldb::{self, host, Kind, OpenMode, Part, Store};
+use saslauthd_rs::tools::{self, exit, ReadPasswordError, SasldbSettings};
 
 const SPEC: Spec<'static> = Spec {
     short: "vpcdnf:u:a:h?",
-    long: &[],
+    long: &[("format", true), ("config", true)],
 };
 
 fn usage(program: &str) -> String {
@@ -60,8 +64,14 @@ fn run(program: &str) -> Result<(), Failure> {
         .parse(std::env::args_os().skip(1))
         .map_err(|e| Failure::Usage(Some(e.to_string())))?;
     let (mut pipe, mut create, mut disable, mut no_plain) = (false, false, false, false);
-    let mut path = PathBuf::from(sasldb::DEFAULT_PATH);
+    let mut path: Option<PathBuf> = None;
+    let mut format: Option<Kind> = None;
     let mut user_domain: Option<OsString> = None;
+    let mut settings = SasldbSettings::default();
+    for opt in parsed.opts.iter().filter(|o| o.name == "config") {
+        let file = PathBuf::from(opt.value.clone().unwrap_or_default());
+        settings = SasldbSettings::load(&file).map_err(|e| Failure::Exit(exit::FAIL, e))?;
+    }
     for opt in &parsed.opts {
         match opt.name.as_str() {
             "v" => {
@@ -76,7 +86,16 @@ fn run(program: &str) -> Result<(), Failure> {
             "c" => create = true,
             "d" => disable = true,
             "n" => no_plain = true,
-            "f" => path = PathBuf::from(opt.value.clone().unwrap_or_default()),
+            "f" => path = Some(PathBuf::from(opt.value.clone().unwrap_or_default())),
+            "format" => {
+                let name = opt.value.clone().unwrap_or_default();
+                format = Some(
+                    name.to_string_lossy()
+                        .parse()
+                        .map_err(|e: sasldb::UnknownKind| Failure::Usage(Some(e.to_string())))?,
+                );
+            }
+            "config" => {}
             "u" => user_domain = opt.value.clone(),
             "a" => {
                 if opt.bytes_value().contains(&b'/') {
@@ -89,6 +108,12 @@ fn run(program: &str) -> Result<(), Failure> {
             _ => return Err(Failure::Usage(None)), // -h, -?
         }
     }
+    let path = path
+        .or(settings.path)
+        .unwrap_or_else(|| PathBuf::from(sasldb::DEFAULT_PATH));
+    let new_format = format
+        .or(settings.format)
+        .unwrap_or_else(|| host::new_file_kind().kind);
     if create && disable {
         return Err(Failure::Usage(Some(
             "-c and -d cannot be used together".into(),
@@ -120,7 +145,7 @@ fn run(program: &str) -> Result<(), Failure> {
 
     let db_failure = |e: sasldb::SasldbError| Failure::Exit(exit::FAIL, e.to_string());
     if disable {
-        let store = Store::open(&path, OpenMode::ReadWrite).map_err(db_failure)?;
+        let mut store = Store::open_creating(&path, new_format).map_err(db_failure)?;
         store.delete_user(authid, &realm).map_err(db_failure)?;
         return Ok(());
     }
@@ -141,7 +166,7 @@ fn run(program: &str) -> Result<(), Failure> {
             sasldb::CYRUS_SASLAUTHD_MAX_VALUE
         );
     }
-    let store = Store::open(&path, OpenMode::ReadWrite).map_err(db_failure)?;
+    let mut store = Store::open_creating(&path, new_format).map_err(db_failure)?;
     let plain = if no_plain { None } else { Some(&password[..]) };
     store
         .set_password(authid, &realm, plain)

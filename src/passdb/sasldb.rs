@@ -1,37 +1,51 @@
 //! The sasldb passdb: `userPassword` from a sasldb2 file, compared in constant time.
 //!
 //! Unlike Cyrus's `auth_sasldb`, which always opens the compile-time path, the path is
-//! configurable (`--sasldb`). The file is opened once and kept open. Changes made in place
-//! (`saslpasswd2-rs`, any LMDB writer) need no reopen: every lookup is a fresh LMDB read
-//! transaction. A file replaced by another (another inode: `mv new sasldb2`, `rm` and
-//! re-create) or created after start-up is opened on the next request.
+//! configurable (`--sasldb`), and the file may be in any of the three formats (see
+//! `crate::sasldb`). It is opened once and kept open. An LMDB file changed in place
+//! (`saslpasswd2-rs`, any LMDB writer) needs no reopen: every lookup is a fresh LMDB read
+//! transaction. A Berkeley DB or GDBM file is held in memory and read again when it changes:
+//! replaced by another file (our writers, `mv new sasldb2`) or changed in place (Cyrus's
+//! tools). A file created after start-up is opened on the next request.
 //!
 //! To know that without a `stat` of the path on every request (a path walk, the largest
 //! single cost of a sasldb check), the file's directory is watched with inotify: a request
 //! asks only whether events are pending (`poll` with no wait), and looks at the path when they
 //! are. Events are consumed under the write lock, and a request that saw none held the read
-//! lock meanwhile, so a request that comes after a replacement always sees it. When the path
-//! or its directory goes through a symlink (whose target's directory is not watched), when
-//! inotify is not available, or when the watch is lost, every request looks at the path, as
-//! before.
+//! lock meanwhile, so a request that comes after a change always sees it. When the path or
+//! its directory goes through a symlink (whose target's directory is not watched), when
+//! inotify is not available, or when the watch is lost, every request looks at the path.
+//!
+//! A torn read is never served. A Berkeley DB file that a Cyrus tool is writing in place (the
+//! watch has seen it modified and not yet closed) is not read until the writer closes it; a
+//! GDBM file is read under C GDBM's shared lock; a file that changes while it is read is read
+//! again. A version that cannot be read (damaged, not a database) is logged once and makes
+//! every request fail until the file changes: the last good version is not served, as it may
+//! hold a password changed since.
 
 use std::ffi::OsString;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::{verdict, PassdbError};
-use crate::sasldb::{OpenMode, SasldbError, Store, AUTH_PASSWORD, USER_PASSWORD};
+use crate::sasldb::{OpenMode, SasldbError, Stamp, Store, AUTH_PASSWORD, USER_PASSWORD};
 use crate::secret::{Credentials, Password};
 use crate::verdict::PassdbResult;
 
 /// The file the sasldb passdb reads unless told otherwise (Cyrus's `SASL_DB_PATH`).
 pub(crate) use crate::sasldb::DEFAULT_PATH;
+/// The sasldb2 formats, named in the daemon's configuration.
+pub(crate) use crate::sasldb::{Kind as Format, UnknownKind as UnknownFormat};
+
+/// How long a file can go on being written in place before it is read anyway (a writer that
+/// keeps it open for good would otherwise hide every change).
+const WRITER_GRACE: Duration = Duration::from_secs(2);
 
 /// A sasldb2 file, reopened when it is replaced.
 #[derive(Debug)]
@@ -42,28 +56,29 @@ pub struct Sasldb {
 }
 
 /// What the path held when it was last looked at.
-#[derive(Debug)]
-enum Seen {
-    /// Not known (never looked, or the last look failed): look again.
-    Unknown,
-    /// No file: every user is unknown.
-    Missing,
-    /// This file, open.
-    Open {
-        file_id: (u64, u64),
-        store: Arc<Store>,
-    },
+#[derive(Debug, Default)]
+struct Seen {
+    /// The store that serves requests; `None`: no file (every user is unknown), or none read.
+    store: Option<Arc<Store>>,
+    /// Whether `store` is what the path holds, as far as the watch knows; when not, the
+    /// next request looks at the path.
+    current: bool,
+    /// A version of the file that could not be read, with the reason: not read again until
+    /// it changes.
+    refused: Option<(Stamp, String)>,
 }
 
 /// The inotify watch on the file's directory.
 #[derive(Debug)]
 struct Watch {
     inotify: Inotify,
-    /// The file's name in the directory (for the log line).
+    /// The file's name in the directory: events for other names are ignored.
     name: OsString,
     /// Cleared when the watch can no longer be trusted (the directory went away, the path
     /// became a symlink): from then on every request looks at the path.
     alive: AtomicBool,
+    /// Set while the file is being written in place (modified, not yet closed).
+    writing: AtomicBool,
 }
 
 impl Watch {
@@ -84,6 +99,8 @@ impl Watch {
             | AddWatchFlags::IN_DELETE
             | AddWatchFlags::IN_MOVED_FROM
             | AddWatchFlags::IN_MOVED_TO
+            | AddWatchFlags::IN_MODIFY
+            | AddWatchFlags::IN_CLOSE_WRITE
             | AddWatchFlags::IN_DELETE_SELF
             | AddWatchFlags::IN_MOVE_SELF
             | AddWatchFlags::IN_ONLYDIR;
@@ -92,6 +109,7 @@ impl Watch {
             inotify,
             name,
             alive: AtomicBool::new(true),
+            writing: AtomicBool::new(false),
         })
     }
 
@@ -105,23 +123,43 @@ impl Watch {
         !matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(0))
     }
 
-    /// Consumes the pending events (under the write lock); a sign that the watch is gone
-    /// turns it off.
-    fn drain(&self) {
+    /// Consumes the pending events (under the write lock) and says whether any concerned
+    /// the file; a sign that the watch is gone turns it off.
+    fn drain(&self) -> bool {
         let gone = AddWatchFlags::IN_IGNORED
             | AddWatchFlags::IN_DELETE_SELF
             | AddWatchFlags::IN_MOVE_SELF
             | AddWatchFlags::IN_UNMOUNT;
+        let mut touched = !self.alive.load(Ordering::Acquire);
         while let Ok(events) = self.inotify.read_events() {
-            if events.iter().any(|e| e.mask.intersects(gone)) {
-                tracing::info!(
-                    "the directory of the sasldb file {} went away; looking at the path on \
-                     every request from now on",
-                    Path::new(&self.name).display()
-                );
-                self.alive.store(false, Ordering::Release);
+            for event in &events {
+                if event.mask.intersects(gone) {
+                    tracing::info!(
+                        "the directory of the sasldb file {} went away; looking at the path \
+                         on every request from now on",
+                        Path::new(&self.name).display()
+                    );
+                    self.alive.store(false, Ordering::Release);
+                    touched = true;
+                } else if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    touched = true;
+                } else if event.name.as_deref() == Some(self.name.as_os_str()) {
+                    touched = true;
+                    if event.mask.contains(AddWatchFlags::IN_MODIFY) {
+                        self.writing.store(true, Ordering::Release);
+                    } else {
+                        // Closed after writing, replaced, created or removed: whatever is
+                        // at the path now is whole.
+                        self.writing.store(false, Ordering::Release);
+                    }
+                }
             }
         }
+        touched
+    }
+
+    fn writing(&self) -> bool {
+        self.writing.load(Ordering::Acquire)
     }
 }
 
@@ -131,11 +169,12 @@ fn is_symlink(path: &Path) -> bool {
 
 impl Sasldb {
     /// Prepares to read `path`. A missing file is not an error here (Cyrus starts without
-    /// one too, and every user is unknown until it appears); another format is.
+    /// one too, and every user is unknown until it appears); another format, or a file that
+    /// cannot be read, is.
     pub fn new(path: &Path) -> Result<Sasldb, SasldbError> {
         let db = Sasldb {
             path: path.to_owned(),
-            seen: RwLock::new(Seen::Unknown),
+            seen: RwLock::new(Seen::default()),
             watch: Watch::on(path),
         };
         db.with_store(|_| Ok(()))?;
@@ -172,44 +211,44 @@ impl Sasldb {
     ) -> Result<R, SasldbError> {
         {
             let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
-            let unchanged = self.watch.as_ref().is_some_and(|w| !w.pending());
-            match &*seen {
-                Seen::Open { store, .. } if unchanged => return f(Some(store)),
-                Seen::Missing if unchanged => return f(None),
-                _ => {}
+            if seen.current && self.watch.as_ref().is_some_and(|w| !w.pending()) {
+                return f(seen.store.as_deref());
             }
         }
         let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(watch) = &self.watch {
-            watch.drain();
+        let touched = self.watch.as_ref().is_none_or(|w| w.drain());
+        if touched || !seen.current {
+            self.look(&mut seen)?;
         }
-        let looked = self.look(&mut seen);
+        let store = seen.store.clone();
         drop(seen);
-        match looked {
-            Ok(store) => f(Some(&store)),
-            Err(SasldbError::Missing(_)) => f(None),
-            Err(e) => Err(e),
-        }
+        f(store.as_deref())
     }
 
     /// Looks at the path and opens what is there, when it is not what is open already.
-    fn look(&self, seen: &mut RwLockWriteGuard<'_, Seen>) -> Result<Arc<Store>, SasldbError> {
+    /// `Err` only when there is nothing to serve.
+    fn look(&self, seen: &mut Seen) -> Result<(), SasldbError> {
+        let watched = self
+            .watch
+            .as_ref()
+            .is_some_and(|w| w.alive.load(Ordering::Acquire));
         let meta = match std::fs::metadata(&self.path) {
             Ok(meta) => meta,
-            Err(source) => {
-                let missing = source.kind() == std::io::ErrorKind::NotFound;
-                **seen = if missing {
-                    Seen::Missing
-                } else {
-                    Seen::Unknown
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if seen.store.is_some() {
+                    tracing::info!(path = %self.path.display(), "sasldb file removed; every user is unknown");
+                }
+                *seen = Seen {
+                    current: watched,
+                    ..Seen::default()
                 };
-                return Err(if missing {
-                    SasldbError::Missing(self.path.clone())
-                } else {
-                    SasldbError::Io {
-                        path: self.path.clone(),
-                        source,
-                    }
+                return Ok(());
+            }
+            Err(source) => {
+                seen.current = false;
+                return Err(SasldbError::Io {
+                    path: self.path.clone(),
+                    source,
                 });
             }
         };
@@ -217,38 +256,67 @@ impl Sasldb {
             // The link's target is in a directory nobody watches.
             watch.alive.store(false, Ordering::Release);
         }
-        let file_id = (meta.dev(), meta.ino());
-        if let Seen::Open {
-            file_id: known,
-            store,
-        } = &**seen
-        {
-            if *known == file_id {
-                return Ok(Arc::clone(store));
+        let stamp = Stamp::of(&meta);
+        seen.current = watched;
+        if seen.store.as_ref().is_some_and(|s| s.serves(&stamp)) {
+            return Ok(());
+        }
+        if let Some((refused, why)) = &seen.refused {
+            if *refused == stamp {
+                // Every request looks (a stat) and fails, until the file changes.
+                seen.current = false;
+                return Err(SasldbError::Unreadable(why.clone()));
             }
         }
-        let reopened = matches!(**seen, Seen::Open { .. });
+        let being_written = self.watch.as_ref().is_some_and(|w| w.writing())
+            && meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok())
+                .is_some_and(|age| age < WRITER_GRACE);
+        if being_written && seen.store.is_some() {
+            // Serve the last version until the writer closes the file.
+            seen.current = false;
+            return Ok(());
+        }
         match Store::open(&self.path, OpenMode::ReadOnly) {
             Ok(store) => {
-                if reopened {
-                    tracing::info!(path = %self.path.display(), "sasldb file replaced; reopened");
+                if seen.store.is_some() {
+                    tracing::info!(path = %self.path.display(), format = %store.kind(), "sasldb file changed; reread");
                 }
-                let store = Arc::new(store);
-                **seen = Seen::Open {
-                    file_id,
-                    store: Arc::clone(&store),
+                seen.store = Some(Arc::new(store));
+                seen.refused = None;
+                seen.current = watched && !being_written;
+                Ok(())
+            }
+            Err(SasldbError::Missing(_)) => {
+                *seen = Seen {
+                    current: watched,
+                    ..Seen::default()
                 };
-                Ok(store)
+                Ok(())
+            }
+            Err(e @ SasldbError::Busy { .. }) => {
+                // Look again on the next request.
+                seen.current = false;
+                match seen.store {
+                    Some(_) => Ok(()),
+                    None => Err(e),
+                }
             }
             Err(e) => {
-                **seen = Seen::Unknown;
+                // Not the last good version: it may hold a password that was changed since.
+                tracing::error!("{e}; every request fails until the file changes");
+                seen.store = None;
+                seen.current = false;
+                seen.refused = Some((stamp, e.to_string()));
                 Err(e)
             }
         }
     }
 
     fn forget(&self) {
-        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Seen::Unknown;
+        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Seen::default();
     }
 
     pub(crate) fn lookup_credentials(
@@ -292,7 +360,7 @@ mod tests {
     use super::*;
 
     fn write_db(path: &Path, password: &[u8]) {
-        let store = Store::open(path, OpenMode::ReadWrite).unwrap();
+        let mut store = Store::open_creating(path, crate::sasldb::Kind::Lmdb).unwrap();
         store
             .set_password(b"alice", b"example.org", Some(password))
             .unwrap();

@@ -34,6 +34,19 @@ impl fmt::Display for Format {
     }
 }
 
+impl Format {
+    /// Why a file of this format is not a sasldb2 database, for messages.
+    pub fn explain(&self) -> String {
+        match self {
+            Format::BerkeleyDb(method) => format!(
+                "a Berkeley DB {method} database (libsasl2's sasldb2 files are hash databases)"
+            ),
+            Format::Empty => "it is empty".into(),
+            _ => "its first bytes match no database format (Berkeley DB hash, GDBM, LMDB)".into(),
+        }
+    }
+}
+
 const LMDB_MAGIC: u32 = 0xBEEF_C0DE;
 const BDB_MAGICS: [(u32, &str); 4] = [
     (0x0006_1561, "hash"),

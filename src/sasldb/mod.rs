@@ -2,18 +2,84 @@
 //!
 //! Every record is one key/value pair. The key is `authid NUL realm NUL property` with no
 //! trailing NUL; the value is the property's raw bytes (for `userPassword`, the cleartext
-//! password). Cyrus keeps no format tag in the file, so `format::sniff` tells the on-disk
-//! formats apart by their magic numbers. This module reads and writes the LMDB format; the
-//! Berkeley DB and GDBM files of Debian and Fedora are recognised and refused by name.
+//! password). The same records live in one of three on-disk formats, whichever the host's
+//! libsasl2 was built with: Berkeley DB hash (Debian, Ubuntu), GDBM (Fedora, RHEL, Alpine,
+//! Arch) or LMDB (upstream master). Cyrus keeps no format tag in the file, so `format::sniff`
+//! tells them apart by their magic numbers, and [`Store`] serves the rest of the code whatever
+//! the format: LMDB in place (`lmdb`), the others held in memory (`table`) and rewritten whole
+//! and crash-safe (`replace`) by the Berkeley DB reader and writer (`bdb`) or the GDBM one
+//! (`gdbm`). [`host`] tells which format the host's libsasl2 reads, for new files.
 
+mod bdb;
 mod format;
+mod gdbm;
+pub mod host;
 mod lmdb;
+mod replace;
+mod store;
+mod table;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 
+pub use bdb::Endian;
 pub use format::Format;
-pub use lmdb::{Entry, OpenMode, Store};
+pub use store::{Entry, OpenMode, Record, Store};
+pub use table::Stamp;
+
+/// A format this crate reads and writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// LMDB 0.9, one data file plus `<file>-lock` (Cyrus built `--with-dblib=lmdb`).
+    Lmdb,
+    /// Berkeley DB hash, version 9 (Debian's and Ubuntu's libsasl2).
+    BerkeleyDb,
+    /// GNU dbm (Fedora's, RHEL's, Alpine's and Arch's libsasl2).
+    Gdbm,
+}
+
+impl Kind {
+    /// Every format, in the order the usage texts list them.
+    pub const ALL: [Kind; 3] = [Kind::Lmdb, Kind::BerkeleyDb, Kind::Gdbm];
+
+    /// The name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Lmdb => "lmdb",
+            Kind::BerkeleyDb => "bdb",
+            Kind::Gdbm => "gdbm",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Lmdb => "LMDB",
+            Kind::BerkeleyDb => "Berkeley DB (hash)",
+            Kind::Gdbm => "GDBM",
+        })
+    }
+}
+
+/// A `--format` value that names no format.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown sasldb format {0:?}: use lmdb, bdb or gdbm")]
+pub struct UnknownKind(pub String);
+
+impl FromStr for Kind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Kind, UnknownKind> {
+        match s.to_ascii_lowercase().as_str() {
+            "lmdb" => Ok(Kind::Lmdb),
+            "bdb" | "berkeley" | "berkeleydb" | "db" => Ok(Kind::BerkeleyDb),
+            "gdbm" => Ok(Kind::Gdbm),
+            _ => Err(UnknownKind(s.to_owned())),
+        }
+    }
+}
 
 /// The property that holds the cleartext password (libsasl `SASL_AUX_PASSWORD_PROP`).
 pub const USER_PASSWORD: &[u8] = b"userPassword";
@@ -156,18 +222,73 @@ pub enum SasldbError {
     /// The file does not exist (and was not to be created).
     #[error("{}: no such sasldb file", .0.display())]
     Missing(PathBuf),
-    /// The file holds another database format.
-    #[error(
-        "{}: this is a {} sasldb2 file; saslauthd-rs reads and writes only LMDB sasldb2 files \
-         (see README.md, \"Migrating from Cyrus\")",
-        .path.display(),
-        .format
-    )]
+    /// The file holds something that is not a sasldb2 database.
+    #[error("{}: not a sasldb2 file: {}", .path.display(), .format.explain())]
     ForeignFormat {
         /// The file.
         path: PathBuf,
         /// What it holds.
         format: Format,
+    },
+    /// A database of a kind or variant that is not read (named).
+    #[error("{}: {}", .path.display(), .what)]
+    Unsupported {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        what: String,
+    },
+    /// A damaged or truncated file.
+    #[error("{}: a damaged {} file: {}", .path.display(), .format, .problem)]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// Its format.
+        format: Kind,
+        /// What is wrong, and where.
+        problem: String,
+    },
+    /// Another program is changing the file.
+    #[error("{}: busy: {}", .path.display(), .why)]
+    Busy {
+        /// The file.
+        path: PathBuf,
+        /// Who.
+        why: &'static str,
+    },
+    /// A rewrite could not give the new file the old one's owner, mode or label.
+    #[error(
+        "{}: cannot keep {} on the new copy ({}); nothing was changed: run this as root \
+         or as the file's owner",
+        .path.display(),
+        .what,
+        .source
+    )]
+    KeepAccess {
+        /// The file.
+        path: PathBuf,
+        /// What could not be kept.
+        what: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A version of the file that could not be read before, not read again until it
+    /// changes (the text is the first error's).
+    #[error("{0}")]
+    Unreadable(String),
+    /// A change was asked of a store opened read-only.
+    #[error("{}: opened read-only", .0.display())]
+    ReadOnly(PathBuf),
+    /// A new file was to be created where one exists.
+    #[error("{}: already exists (give --replace to replace it)", .0.display())]
+    Exists(PathBuf),
+    /// The file's directory could not be opened or locked.
+    #[error("{}: its directory: {}", .path.display(), .source)]
+    Directory {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
     },
     /// The file could not be read or written.
     #[error("{}: {}", .path.display(), .source)]

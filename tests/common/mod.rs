@@ -22,6 +22,108 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The records of a sasldb2 file as the format's own C library sees them: `db5.3_dump -p`
+/// (Berkeley DB), `mdb_dump -n -p` (LMDB) or `gdbm_dump` (GDBM), picked by the file's magic.
+/// `None` when the peer is missing (and not required). Panics when the tool rejects the file.
+pub fn records_by_peer(path: &Path) -> Option<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
+    let head = std::fs::read(path).unwrap();
+    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().unwrap());
+    let (tool, args): (&str, &[&str]) = if head.len() >= 20 && word(16) == 0xBEEF_C0DE {
+        ("mdb_dump", &["-n", "-p"])
+    } else if head.len() >= 16 && word(12) == 0x0006_1561 {
+        ("db5.3_dump", &["-p"])
+    } else if head.len() >= 4 && (word(0) & 0xffff_fff0) == 0x1357_9ac0 {
+        ("gdbm_dump", &[])
+    } else {
+        panic!("{}: no sasldb2 magic", path.display());
+    };
+    let program = peer(tool)?;
+    let mut cmd = Command::new(program);
+    cmd.args(args).arg(path);
+    if tool == "gdbm_dump" {
+        cmd.arg("-");
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{tool} {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let values: Vec<Vec<u8>> = if tool == "gdbm_dump" {
+        gdbm_dump_items(&text)
+    } else {
+        text.lines()
+            .skip_while(|l| *l != "HEADER=END")
+            .skip(1)
+            .take_while(|l| *l != "DATA=END")
+            .map(|l| unescape_dump(l.strip_prefix(' ').unwrap_or(l)))
+            .collect()
+    };
+    assert!(values.len().is_multiple_of(2), "{tool}: odd item count");
+    Some(
+        values
+            .chunks(2)
+            .map(|kv| (kv[0].clone(), kv[1].clone()))
+            .collect(),
+    )
+}
+
+/// One item of `db_dump -p` / `mdb_dump -p`: printable bytes, `\\` and `\XX` escapes.
+fn unescape_dump(line: &str) -> Vec<u8> {
+    let bytes = line.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            i += 2;
+        } else if bytes[i] == b'\\' {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+            out.push(u8::from_str_radix(hex, 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The items of a `gdbm_dump` ASCII dump: `#:len=N` then base64 lines.
+fn gdbm_dump_items(text: &str) -> Vec<Vec<u8>> {
+    use base64::Engine;
+    let mut items = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if line.starts_with("#:len=") || line.starts_with("# End of data") {
+            if let Some(b64) = current.take() {
+                items.push(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b64)
+                        .unwrap(),
+                );
+            }
+            if line.starts_with("#:len=") {
+                current = Some(String::new());
+            }
+        } else if let Some(b64) = current.as_mut() {
+            if !line.starts_with('#') {
+                b64.push_str(line.trim());
+            }
+        }
+    }
+    if let Some(b64) = current {
+        items.push(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        );
+    }
+    items
+}
+
 /// A peer program from Debian's packages. When `SASLAUTHD_RS_REQUIRE_PEERS=1` (as `.ci/run`
 /// sets it) a missing peer fails the test; otherwise the test is skipped with a message.
 pub fn peer(program: &str) -> Option<PathBuf> {

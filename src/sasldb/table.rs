@@ -1,0 +1,254 @@
+//! Berkeley DB and GDBM sasldb2 files, held in memory.
+//!
+//! Neither format can be read safely while another process changes it in place without a
+//! lock (Cyrus's Berkeley DB backend takes none), and neither is worth walking on every
+//! request, so a file is read whole, checked, and kept as a hash table; lookups never touch
+//! the file. Whoever holds a `Table` learns from [`Stamp`] whether the file at the path is
+//! still the one it read (the daemon's sasldb passdb asks before every request it has been
+//! told of a change). Writes build a whole new file (`replace`), so the table and the
+//! file stay one.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use zeroize::Zeroizing;
+
+use super::bdb::{self, Problem};
+use super::gdbm::{self, Records, Shape};
+use super::replace::{self, WriteLock};
+use super::{Kind, SasldbError};
+
+/// What identifies one version of a file: a rewrite by rename changes the inode, a change in
+/// place the size or the times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    /// The stamp of a file's metadata.
+    pub fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether both name the same inode (whatever its contents).
+    pub fn same_inode(&self, other: &Stamp) -> bool {
+        (self.dev, self.ino) == (other.dev, other.ino)
+    }
+}
+
+/// The on-disk variant of a table's file, kept when it is rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Variant {
+    BerkeleyDb(bdb::Layout),
+    Gdbm(Shape),
+}
+
+impl Variant {
+    pub(super) fn kind(&self) -> Kind {
+        match self {
+            Variant::BerkeleyDb(_) => Kind::BerkeleyDb,
+            Variant::Gdbm(_) => Kind::Gdbm,
+        }
+    }
+
+    /// A new file's variant.
+    pub(super) fn new_file(kind: Kind) -> Option<Variant> {
+        match kind {
+            Kind::BerkeleyDb => Some(Variant::BerkeleyDb(bdb::Layout::default())),
+            Kind::Gdbm => Some(Variant::Gdbm(Shape::default())),
+            Kind::Lmdb => None,
+        }
+    }
+
+    /// The mode a new file gets before the umask, as Cyrus's backends create theirs.
+    fn create_mode(&self) -> u32 {
+        match self {
+            Variant::BerkeleyDb(_) => 0o660,
+            Variant::Gdbm(_) => 0o600,
+        }
+    }
+}
+
+impl std::fmt::Display for Variant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Variant::BerkeleyDb(layout) => write!(
+                f,
+                "Berkeley DB hash, version 9, {}, {}-byte pages",
+                layout.endian, layout.page_size
+            ),
+            Variant::Gdbm(shape) => write!(f, "GDBM ({shape})"),
+        }
+    }
+}
+
+/// The records of one version of a file.
+pub(super) struct Table {
+    pub(super) variant: Variant,
+    /// In the file's own order (Berkeley DB's cursor order; GDBM's `nextkey` order).
+    pub(super) records: IndexMap<Box<[u8]>, Zeroizing<Box<[u8]>>>,
+    pub(super) stamp: Option<Stamp>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table")
+            .field("variant", &self.variant)
+            .field("records", &self.records.len())
+            .field("stamp", &self.stamp)
+            .finish()
+    }
+}
+
+/// How often a file that changes while it is read is read again before giving up.
+const READ_ATTEMPTS: usize = 3;
+
+impl Table {
+    /// An empty table for a file not yet written.
+    pub(super) fn empty(variant: Variant) -> Table {
+        Table {
+            variant,
+            records: IndexMap::new(),
+            stamp: None,
+        }
+    }
+
+    /// Reads the whole file at `path`, known to hold `kind`. A file that changes while it is
+    /// read (another process writing in place) is read again; `wait` is how long a GDBM
+    /// writer's lock is waited for.
+    pub(super) fn load(path: &Path, kind: Kind, wait: Duration) -> Result<Table, SasldbError> {
+        for _ in 0..READ_ATTEMPTS {
+            let before = stamp(path)?;
+            let (variant, records) = match kind {
+                Kind::BerkeleyDb => read_bdb(path)?,
+                Kind::Gdbm => read_gdbm(path, wait)?,
+                Kind::Lmdb => unreachable!("LMDB files are not held in memory"),
+            };
+            if stamp(path)? != before {
+                continue;
+            }
+            let mut table = Table::empty(variant);
+            table.stamp = Some(before);
+            for (key, value) in records {
+                let value = Zeroizing::new(value.into_boxed_slice());
+                if table
+                    .records
+                    .insert(key.into_boxed_slice(), value)
+                    .is_some()
+                {
+                    return Err(SasldbError::Damaged {
+                        path: path.to_owned(),
+                        format: kind,
+                        problem: "a key appears twice".into(),
+                    });
+                }
+            }
+            return Ok(table);
+        }
+        Err(SasldbError::Busy {
+            path: path.to_owned(),
+            why: "it kept changing while it was read (another program is writing it)",
+        })
+    }
+
+    /// Writes `records` as a new file over the locked path, in `variant`; returns the new
+    /// file's stamp.
+    pub(super) fn save(
+        lock: &WriteLock,
+        variant: Variant,
+        records: &IndexMap<Box<[u8]>, Zeroizing<Box<[u8]>>>,
+    ) -> Result<Stamp, SasldbError> {
+        let path = lock.target();
+        let pairs: Vec<(&[u8], &[u8])> = records.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+        replace::replace(lock, variant.create_mode(), |scratch, file| match variant {
+            Variant::BerkeleyDb(layout) => {
+                let mut uid = [0u8; 20];
+                getrandom::fill(&mut uid).map_err(|e| SasldbError::Io {
+                    path: path.to_owned(),
+                    source: std::io::Error::other(e),
+                })?;
+                let bytes = bdb::write(&pairs, layout, uid)
+                    .map_err(|problem| problem_error(path, Kind::BerkeleyDb, problem))?;
+                replace::write_all(scratch, file, &Zeroizing::new(bytes))
+            }
+            Variant::Gdbm(shape) => {
+                gdbm::write(scratch, &pairs, shape).map_err(|f| gdbm_error(path, f))
+            }
+        })?;
+        stamp(path)
+    }
+}
+
+fn stamp(path: &Path) -> Result<Stamp, SasldbError> {
+    std::fs::metadata(path)
+        .map(|m| Stamp::of(&m))
+        .map_err(|source| SasldbError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+fn read_bdb(path: &Path) -> Result<(Variant, Records), SasldbError> {
+    let io = |source| SasldbError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    // The raw pages hold every password: wipe them once parsed.
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes).map_err(io)?;
+    let contents = bdb::read(&bytes).map_err(|p| problem_error(path, Kind::BerkeleyDb, p))?;
+    Ok((Variant::BerkeleyDb(contents.layout), contents.records))
+}
+
+fn read_gdbm(path: &Path, wait: Duration) -> Result<(Variant, Records), SasldbError> {
+    let (shape, records) = gdbm::read(path, wait).map_err(|f| gdbm_error(path, f))?;
+    Ok((Variant::Gdbm(shape), records))
+}
+
+fn problem_error(path: &Path, format: Kind, problem: Problem) -> SasldbError {
+    match problem {
+        Problem::Unsupported(what) => SasldbError::Unsupported {
+            path: path.to_owned(),
+            what,
+        },
+        Problem::Damaged(problem) => SasldbError::Damaged {
+            path: path.to_owned(),
+            format,
+            problem,
+        },
+    }
+}
+
+fn gdbm_error(path: &Path, failure: gdbm::Failure) -> SasldbError {
+    match failure {
+        gdbm::Failure::Locked => SasldbError::Busy {
+            path: path.to_owned(),
+            why: "a GDBM writer holds its lock",
+        },
+        gdbm::Failure::Bad(problem) => SasldbError::Damaged {
+            path: path.to_owned(),
+            format: Kind::Gdbm,
+            problem,
+        },
+        gdbm::Failure::Io(source) => SasldbError::Io {
+            path: path.to_owned(),
+            source,
+        },
+    }
+}
