@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
-# saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, LMDB and Berkeley DB
-# tools), then run the whole test suite against them, plus the lint gates.
+# saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, the LMDB, Berkeley DB
+# and GDBM tools and libraries), then run the whole test suite against them, plus the lint gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
@@ -10,9 +10,9 @@ if command -v debconf-set-selections >/dev/null 2>&1; then
     echo "postfix postfix/main_mailer_type select No configuration" | as_root debconf-set-selections
 fi
 apt_install build-essential pkg-config libpam0g-dev libclang-dev \
-    sasl2-bin libsasl2-modules lmdb-utils db5.3-util util-linux coreutils \
-    whois openssl libpam-wrapper libnss-wrapper libpam-modules \
-    postfix swaks dovecot-core
+    sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
+    coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
+    postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core
 ensure_cargo
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -136,6 +136,27 @@ mod tests {
     }
 }
 
+/// What `-v` says about a sasldb2 file: its format (or why it cannot be read), and the format
+/// a new file would get, with the reason.
+pub fn describe_sasldb(path: &std::path::Path, new_format: Option<crate::sasldb::Kind>) -> String {
+    use crate::sasldb::{host, Store};
+    let file = match Store::open_for_listing(path) {
+        Ok(store) => format!("{}: {}", path.display(), store.describe()),
+        Err(crate::sasldb::SasldbError::Missing(_)) => {
+            format!("{}: no such file yet", path.display())
+        }
+        Err(e) => e.to_string(),
+    };
+    let new = match new_format {
+        Some(kind) => format!("new sasldb files: {kind} (as configured)"),
+        None => {
+            let host = host::new_file_kind();
+            format!("new sasldb files: {} ({})", host.kind, host.why)
+        }
+    };
+    format!("{file}\n{new}")
+}
+
 /// The sasldb settings of the daemon's TOML configuration file that the tools share:
 /// `sasldb` (the file) and `sasldb_format` (the format of a new file). Other keys are the
 /// daemon's and are not looked at.

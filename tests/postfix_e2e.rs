@@ -293,3 +293,103 @@ fn postfix_dovecot_mode_scram() {
         );
     }
 }
+
+/// Runs `saslpasswd2-rs ARGS -f FILE` with `password` on stdin (`-p`), as an admin would.
+fn saslpasswd2(file: &Path, args: &[&str], password: &str) {
+    let out = common::run_with_stdin(
+        Command::new(common::SASLPASSWD2)
+            .arg("-p")
+            .arg("-f")
+            .arg(file)
+            .args(args),
+        format!("{password}\n").as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "saslpasswd2-rs {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The most common setup of the admin guides: Postfix in cyrus mode with
+/// `pwcheck_method: auxprop`, where libsasl2's own sasldb plugin reads the file. Here the file
+/// is created and changed only by saslpasswd2-rs, and every change is seen at once.
+#[test]
+fn postfix_auxprop_reads_what_saslpasswd2_rs_writes() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    // dave in the realm libsasl2 gives a bare user name (the server's host name).
+    saslpasswd2(
+        &sasldb,
+        &["-c", "-u", "postfix.test", "dave"],
+        "s3cret dave",
+    );
+    saslpasswd2(&sasldb, &["-c", "-u", "example.org", "alice"], "secret");
+    // A new file is in the format this host's libsasl2 reads: Berkeley DB on Debian.
+    let head = std::fs::read(&sasldb).unwrap();
+    assert_eq!(
+        u32::from_le_bytes(head[12..16].try_into().unwrap()),
+        0x0006_1561,
+        "a Berkeley DB hash file"
+    );
+    // As Debian has it (root:sasl, with postfix in the sasl group): smtpd must read it.
+    let gid = group_id("postfix");
+    std::os::unix::fs::chown(&sasldb, None, Some(gid)).unwrap();
+    let postfix = Postfix::start(&dir.path().join("postfix"), "auxprop", &sasldb);
+    let mechs = ["PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5"];
+    for mech in mechs {
+        assert_eq!(
+            postfix.auth(mech, "dave", "s3cret dave"),
+            "235",
+            "{mech}; {}",
+            postfix.log()
+        );
+        assert_eq!(postfix.auth(mech, "dave", "wrong"), "535", "{mech}");
+        assert_eq!(postfix.auth(mech, "nobody", "s3cret dave"), "535", "{mech}");
+    }
+    for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
+        assert_eq!(
+            postfix.auth(mech, "alice@example.org", "secret"),
+            "235",
+            "{mech}"
+        );
+    }
+    // Add a user: visible at once.
+    saslpasswd2(&sasldb, &["-c", "-u", "postfix.test", "erin"], "erin-pw");
+    for mech in mechs {
+        assert_eq!(
+            postfix.auth(mech, "erin", "erin-pw"),
+            "235",
+            "new user, {mech}"
+        );
+    }
+    // Change a password: the old one fails at once.
+    saslpasswd2(&sasldb, &["-u", "postfix.test", "dave"], "changed");
+    for mech in mechs {
+        assert_eq!(postfix.auth(mech, "dave", "changed"), "235", "{mech}");
+        assert_eq!(postfix.auth(mech, "dave", "s3cret dave"), "535", "{mech}");
+    }
+    // Delete a user.
+    let out = Command::new(common::SASLPASSWD2)
+        .args(["-d", "-u", "postfix.test", "-f"])
+        .arg(&sasldb)
+        .arg("erin")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for mech in mechs {
+        assert_eq!(
+            postfix.auth(mech, "erin", "erin-pw"),
+            "535",
+            "deleted, {mech}"
+        );
+    }
+    // Every rewrite kept the group that lets smtpd read the file.
+    let meta = std::fs::metadata(&sasldb).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.gid(), meta.mode() & 0o777), (gid, 0o640));
+}

@@ -3,13 +3,14 @@
 //! Values (passwords) are never printed.
 //!
 //! Unlike Cyrus, which exits 0 when it cannot read the file, this exits 1 with a message.
+//! Every format is read (Berkeley DB hash, GDBM, LMDB); `-v` names the file's.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use saslauthd_rs::getopt::{self, Spec};
-use saslauthd_rs::sasldb::{self, Key, OpenMode, Store};
+use saslauthd_rs::sasldb::{self, Key, Store};
 use saslauthd_rs::tools::{self, exit};
 
 const SPEC: Spec<'static> = Spec {
@@ -38,16 +39,10 @@ fn main() -> ExitCode {
     };
     let mut path: Option<PathBuf> = None;
     let mut json = false;
+    let mut version = false;
     for opt in &parsed.opts {
         match opt.name.as_str() {
-            "v" => {
-                eprintln!(
-                    "{}{program}: saslauthd-rs {} (compatible with Cyrus SASL 2.1.28 sasldblistusers2)",
-                    tools::CMU_NOTICE,
-                    env!("CARGO_PKG_VERSION")
-                );
-                return ExitCode::SUCCESS;
-            }
+            "v" => version = true,
             "f" => path = opt.value.clone().map(PathBuf::from),
             "json" => json = true,
             _ => {
@@ -65,7 +60,16 @@ fn main() -> ExitCode {
         }
     }
     let path = path.unwrap_or_else(|| PathBuf::from(sasldb::DEFAULT_PATH));
-    let entries = match Store::open(&path, OpenMode::ReadOnly).and_then(|s| s.keys()) {
+    if version {
+        eprintln!(
+            "{}{program}: saslauthd-rs {} (compatible with Cyrus SASL 2.1.28 sasldblistusers2)\n{}",
+            tools::CMU_NOTICE,
+            env!("CARGO_PKG_VERSION"),
+            tools::describe_sasldb(&path, None)
+        );
+        return ExitCode::SUCCESS;
+    }
+    let entries = match Store::open_for_listing(&path).and_then(|s| s.keys()) {
         Ok(entries) => entries,
         Err(e) => {
             eprintln!("{program}: listusers failed: {e}");

@@ -68,20 +68,14 @@ fn run(program: &str) -> Result<(), Failure> {
     let mut format: Option<Kind> = None;
     let mut user_domain: Option<OsString> = None;
     let mut settings = SasldbSettings::default();
+    let mut version = false;
     for opt in parsed.opts.iter().filter(|o| o.name == "config") {
         let file = PathBuf::from(opt.value.clone().unwrap_or_default());
         settings = SasldbSettings::load(&file).map_err(|e| Failure::Exit(exit::FAIL, e))?;
     }
     for opt in &parsed.opts {
         match opt.name.as_str() {
-            "v" => {
-                eprintln!(
-                    "{}{program}: saslauthd-rs {} (compatible with Cyrus SASL 2.1.28 saslpasswd2)",
-                    tools::CMU_NOTICE,
-                    env!("CARGO_PKG_VERSION")
-                );
-                return Ok(());
-            }
+            "v" => version = true,
             "p" => pipe = true,
             "c" => create = true,
             "d" => disable = true,
@@ -111,6 +105,15 @@ fn run(program: &str) -> Result<(), Failure> {
     let path = path
         .or(settings.path)
         .unwrap_or_else(|| PathBuf::from(sasldb::DEFAULT_PATH));
+    if version {
+        eprintln!(
+            "{}{program}: saslauthd-rs {} (compatible with Cyrus SASL 2.1.28 saslpasswd2)\n{}",
+            tools::CMU_NOTICE,
+            env!("CARGO_PKG_VERSION"),
+            tools::describe_sasldb(&path, format.or(settings.format))
+        );
+        return Ok(());
+    }
     let new_format = format
         .or(settings.format)
         .unwrap_or_else(|| host::new_file_kind().kind);

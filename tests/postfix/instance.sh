@@ -5,6 +5,8 @@
 #   instance.sh start DIR PORT dovecot SOCKET   smtpd_sasl_type = dovecot, path SOCKET
 #   instance.sh start DIR PORT cyrus MUX        smtpd_sasl_type = cyrus, libsasl2 ->
 #                                               pwcheck_method saslauthd, saslauthd_path MUX
+#   instance.sh start DIR PORT auxprop SASLDB   smtpd_sasl_type = cyrus, libsasl2 reads the
+#                                               sasldb2 file itself (pwcheck_method auxprop)
 #   instance.sh stop DIR
 set -euo pipefail
 cmd=$1 dir=$2
@@ -21,6 +23,12 @@ smtpd_sasl_path = $socket" ;;
 smtpd_sasl_path = smtpd
 cyrus_sasl_config_path = $dir/etc/sasl"
         printf 'pwcheck_method: saslauthd\nsaslauthd_path: %s\nmech_list: PLAIN LOGIN\n' \
+            "$socket" > "$dir/etc/sasl/smtpd.conf" ;;
+    auxprop) sasl="smtpd_sasl_type = cyrus
+smtpd_sasl_path = smtpd"
+        # What the admin guides say, read from <config_directory>/sasl/smtpd.conf as
+        # Debian's Postfix does, plus the file to read.
+        printf 'pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: cram-md5 digest-md5 plain login\nsasldb_path: %s\n' \
             "$socket" > "$dir/etc/sasl/smtpd.conf" ;;
     *) echo "unknown type $type" >&2; exit 2 ;;
 esac
