@@ -18,7 +18,7 @@ bench_setup
 
 # The same user in both formats, each written by its own tool.
 echo secret | /usr/sbin/saslpasswd2 -p -c -u example.org -f "$tmp/sasldb2.bdb" alice
-echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2.lmdb" alice
+echo secret | "$bin/saslpasswd2-rs" --format lmdb -p -c -u example.org -f "$tmp/sasldb2.lmdb" alice
 mkdir -p "$tmp/cyrus" "$tmp/ours"
 
 start_server unshare -m sh -c "mount --bind '$tmp/sasldb2.bdb' /etc/sasldb2 && \

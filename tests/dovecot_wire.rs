@@ -6,14 +6,14 @@ mod common;
 use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use common::dovecot::{cram, plain, scram, Client};
 use common::{peer, Daemon, USERS};
-use saslauthd_rs::client::AuthClient;
 use saslauthd_rs::mech::{ScramClient, ScramHash};
 
 fn dovecot_daemon(extra: &[&str]) -> (Daemon, PathBuf) {
@@ -35,48 +35,6 @@ fn dovecot_daemon(extra: &[&str]) -> (Daemon, PathBuf) {
     let mut d = Daemon::spawn(dir, &args, &[]);
     d.sasldb = sasldb;
     (d, auth)
-}
-
-/// The library's auth client, where every step is expected to work.
-struct Client {
-    inner: AuthClient,
-    handshake: String,
-}
-
-impl Client {
-    fn connect(path: &Path) -> Client {
-        let inner = AuthClient::connect(path, Duration::from_secs(10)).unwrap();
-        let handshake = inner.handshake().to_owned();
-        Client { inner, handshake }
-    }
-
-    /// As Postfix does: VERSION 1 0 and CPID.
-    fn postfix(path: &Path) -> Client {
-        let mut c = Client::connect(path);
-        c.send("VERSION\t1\t0\nCPID\t4242\n");
-        c
-    }
-
-    fn send(&mut self, text: &str) {
-        self.inner.send(text).unwrap();
-    }
-
-    fn line_bytes(&mut self) -> Vec<u8> {
-        self.inner.line_bytes().unwrap()
-    }
-
-    fn line(&mut self) -> String {
-        self.inner.line().unwrap()
-    }
-
-    /// Whether the server closed the connection (EOF within 5 s).
-    fn closed(&mut self) -> bool {
-        self.inner.closed(Duration::from_secs(5))
-    }
-}
-
-fn plain(user: &str, password: &str) -> String {
-    B64.encode(format!("\0{user}\0{password}"))
 }
 
 #[test]
@@ -428,28 +386,6 @@ fn socket_owner_and_mode() {
     assert!(!auth.exists(), "socket removed at exit");
 }
 
-fn cram(c: &mut Client, id: u32, user: &str, password: &str) -> String {
-    // An initial response is ignored: the challenge comes first.
-    c.send(&format!(
-        "AUTH\t{id}\tCRAM-MD5\tservice=smtp\tresp={}\n",
-        B64.encode("ignored")
-    ));
-    let line = c.line();
-    let challenge = line
-        .strip_prefix(&format!("CONT\t{id}\t"))
-        .unwrap()
-        .trim_end();
-    let challenge = B64.decode(challenge).unwrap();
-    assert!(
-        challenge.starts_with(b"<") && challenge.ends_with(b">"),
-        "{challenge:?}"
-    );
-    let digest = saslauthd_rs::mech::cram_md5::digest_hex(password.as_bytes(), &challenge);
-    let response = [user.as_bytes(), b" ", &digest].concat();
-    c.send(&format!("CONT\t{id}\t{}\n", B64.encode(response)));
-    c.line()
-}
-
 #[test]
 fn cram_md5_from_sasldb() {
     let (_d, auth) = dovecot_daemon(&[]);
@@ -511,60 +447,6 @@ fn passdbs_without_secrets_offer_plain_and_login_only() {
         c.closed(),
         "a mechanism not offered is an unknown one: disconnect"
     );
-}
-
-fn scram(
-    c: &mut Client,
-    id: u32,
-    sha256: bool,
-    user: &str,
-    password: &str,
-    final_resp_ok: bool,
-) -> String {
-    let hash = if sha256 {
-        ScramHash::Sha256
-    } else {
-        ScramHash::Sha1
-    };
-    let mut client = ScramClient::new(hash, user, password);
-    let mech = hash.name();
-    let flag = if final_resp_ok { "\tfinal-resp-ok" } else { "" };
-    c.send(&format!(
-        "AUTH\t{id}\t{mech}\tservice=smtp{flag}\tresp={}\n",
-        B64.encode(client.first(&format!("cnonce{id}")))
-    ));
-    let line = c.line();
-    let server_first = line
-        .strip_prefix(&format!("CONT\t{id}\t"))
-        .expect(&line)
-        .trim_end();
-    let server_first = String::from_utf8(B64.decode(server_first).unwrap()).unwrap();
-    let (last, expected_v) = client.last(&server_first).unwrap();
-    c.send(&format!("CONT\t{id}\t{}\n", B64.encode(last)));
-    let reply = c.line();
-    if let Some(ok) = reply.strip_prefix(&format!("OK\t{id}\t")) {
-        let v = ok
-            .trim_end()
-            .split('\t')
-            .find_map(|f| f.strip_prefix("resp="))
-            .unwrap();
-        assert_eq!(
-            B64.decode(v).unwrap(),
-            expected_v.as_bytes(),
-            "server signature"
-        );
-        return format!("OK\t{id}\t{}", ok.trim_end().split('\t').next().unwrap());
-    }
-    if let Some(data) = reply.strip_prefix(&format!("CONT\t{id}\t")) {
-        assert_eq!(
-            B64.decode(data.trim_end()).unwrap(),
-            expected_v.as_bytes(),
-            "server signature"
-        );
-        c.send(&format!("CONT\t{id}\t\n"));
-        return c.line().trim_end().to_owned();
-    }
-    reply.trim_end().to_owned()
 }
 
 #[test]

@@ -72,10 +72,22 @@ pub(super) enum Failure {
 fn failure(e: gdbm_native::Error) -> Failure {
     match e {
         gdbm_native::Error::Locked => Failure::Locked,
+        // A short or garbled file comes back as an I/O error: it is damage, not the system.
+        gdbm_native::Error::Io(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Failure::Bad(e.to_string())
+        }
         gdbm_native::Error::Io(e) => Failure::Io(e),
         other => Failure::Bad(other.to_string()),
     }
 }
+
+/// The bucket cache of a rewrite (gdbm-native's default is 4 MiB).
+const WRITE_CACHE: usize = 64 << 20;
 
 /// Records, key and value, in the file's order.
 pub(super) type Records = Vec<(Vec<u8>, Vec<u8>)>;
@@ -109,7 +121,9 @@ pub(super) fn write(path: &Path, records: &[(&[u8], &[u8])], shape: Shape) -> Re
         .numsync(shape.numsync)
         .endian(shape.endian)
         .layout(shape.layout)
-        .block_size(BlockSize::Exactly(shape.block_size));
+        .block_size(BlockSize::Exactly(shape.block_size))
+        // The whole file is written at once: a cache that holds it saves re-reading buckets.
+        .cachesize(WRITE_CACHE);
     if let Some(sign) = shape.char_sign {
         options.char_sign(sign);
     }

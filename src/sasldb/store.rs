@@ -93,7 +93,8 @@ fn sniff(path: &Path, mode: OpenMode) -> Result<Option<Kind>, SasldbError> {
         Ok(Format::Lmdb) => Ok(Some(Kind::Lmdb)),
         Ok(Format::BerkeleyDb("hash")) => Ok(Some(Kind::BerkeleyDb)),
         Ok(Format::Gdbm) => Ok(Some(Kind::Gdbm)),
-        Ok(Format::Empty) => missing(),
+        // Written into as a new file, as Berkeley DB and GDBM do with an empty file.
+        Ok(Format::Empty) if mode == OpenMode::ReadWrite => Ok(None),
         Ok(other) => Err(SasldbError::ForeignFormat {
             path: path.to_owned(),
             format: other,

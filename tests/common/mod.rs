@@ -2,6 +2,8 @@
 //! make sasldb2 files with `saslpasswd2-rs`, and find Debian's peer programs.
 #![allow(dead_code)]
 
+pub mod dovecot;
+
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
