@@ -847,6 +847,134 @@ fn every_fixture_round_trips_through_every_format() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 }
 
+/// A big-endian file written by Berkeley DB itself (`db5.3_load` with `db_lorder=4321`, as
+/// an s390x host's would be) reads as its little-endian original.
+#[test]
+fn a_big_endian_berkeley_db_file_reads_as_the_little_endian_one() {
+    let (Some(dump), Some(load)) = (peer("db5.3_dump"), peer("db5.3_load")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let le = copy_fixture(dir.path(), "bdb-hash", true);
+    let be = dir.path().join("big-endian");
+    let out = Command::new(dump).arg(&le).output().unwrap();
+    let text = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("HEADER=END", "db_lorder=4321\nHEADER=END");
+    let out = common::run_with_stdin(Command::new(load).arg(&be), text.as_bytes());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = Command::new("file").arg(&be).output().unwrap();
+    assert!(String::from_utf8_lossy(&file.stdout).contains("big-endian"));
+    let all = |path: &Path| -> BTreeMap<Vec<u8>, Vec<u8>> {
+        Store::open(path, OpenMode::ReadOnly)
+            .unwrap()
+            .records()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_vec()))
+            .collect()
+    };
+    assert_eq!(all(&be), all(&le));
+    assert_eq!(all(&be).len(), 2007);
+    let v = Command::new(LISTUSERS).arg("-v").arg(&be).output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stderr).contains("big-endian"));
+    // A change keeps the file's byte order.
+    ours(&be, &["-u", "example.org", "alice"], "changed");
+    let v = Command::new(LISTUSERS).arg("-v").arg(&be).output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stderr).contains("big-endian"));
+    assert_eq!(
+        records_by_peer(&be)
+            .unwrap()
+            .get(&b"alice\0example.org\0userPassword"[..]),
+        Some(&b"changed".to_vec())
+    );
+}
+
+/// While ours changes a GDBM file, a C GDBM writer is kept out (its change would be lost
+/// under our rename); C GDBM readers are not.
+#[test]
+fn a_c_gdbm_writer_waits_for_ours() {
+    if !Path::new("/usr/bin/python3").exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = copy_fixture(dir.path(), "gdbm", false);
+    let c_gdbm = |mode: &str| {
+        Command::new("/usr/bin/python3")
+            .args([
+                "-c",
+                "import dbm.gnu, sys; dbm.gnu.open(sys.argv[1], sys.argv[2]).close()",
+            ])
+            .arg(&path)
+            .arg(mode)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(c_gdbm("w"));
+    let store = Store::open(&path, OpenMode::ReadWrite).unwrap();
+    assert!(
+        !c_gdbm("w"),
+        "a C GDBM writer is refused while ours holds the file"
+    );
+    assert!(c_gdbm("r"), "readers are not");
+    drop(store);
+    assert!(c_gdbm("w"));
+}
+
+/// Writers of ours never interleave: concurrent changes to one file all land.
+#[test]
+fn concurrent_writers_lose_nothing() {
+    for kind in Kind::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sasldb2");
+        Store::create(&path, kind, &bulk_records(2000), false).unwrap();
+        let children: Vec<_> = (0..12)
+            .map(|n| {
+                let mut child = Command::new(SASLPASSWD2)
+                    .args(["-p", "-c", "-u", "race.example", "-f"])
+                    .arg(&path)
+                    .arg(format!("racer{n}"))
+                    .stdin(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                child
+                    .stdin
+                    .take()
+                    .unwrap()
+                    .write_all(format!("pw{n}\n").as_bytes())
+                    .unwrap();
+                child
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let records = Store::open(&path, OpenMode::ReadOnly)
+            .unwrap()
+            .records()
+            .unwrap();
+        assert_eq!(records.len(), 2012, "{kind}: every change landed");
+        for n in 0..12 {
+            let key = format!("racer{n}\0race.example\0userPassword").into_bytes();
+            assert!(records
+                .iter()
+                .any(|(k, v)| *k == key && v[..] == *format!("pw{n}").as_bytes()));
+        }
+    }
+}
+
 /// The migration of README.md ("Migrating from Cyrus"), as written: a Debian sasldb2 kept as
 /// it is, or converted, and served either way.
 #[test]

@@ -177,7 +177,14 @@ impl Sasldb {
             seen: RwLock::new(Seen::default()),
             watch: Watch::on(path),
         };
-        db.with_store(|_| Ok(()))?;
+        match db.with_store(|_| Ok(())) {
+            // A writer holds the file (a C GDBM writer's lock): start, and read it on the
+            // first request.
+            Err(SasldbError::Busy { .. }) => {
+                tracing::warn!(path = %path.display(), "sasldb file busy at start-up; it is read on the first request")
+            }
+            other => other?,
+        }
         Ok(db)
     }
 

@@ -803,6 +803,51 @@ mod tests {
         }
     }
 
+    /// Berkeley DB's own tools accept what we write in either byte order (skipped where
+    /// db5.3-util is not installed; the test suite installs it).
+    #[test]
+    fn berkeley_dbs_tools_verify_and_dump_what_it_writes() {
+        let (verify, dump) = ("/usr/bin/db5.3_verify", "/usr/bin/db5.3_dump");
+        if !std::path::Path::new(verify).exists() {
+            eprintln!("SKIPPED: db5.3-util is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for endian in [Endian::Little, Endian::Big] {
+            let records = sample(3000);
+            let borrowed: Vec<(&[u8], &[u8])> =
+                records.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+            let layout = Layout {
+                endian,
+                page_size: 4096,
+            };
+            let path = dir.path().join(format!("{endian}"));
+            std::fs::write(&path, write(&borrowed, layout, [3; 20]).unwrap()).unwrap();
+            let out = std::process::Command::new(verify)
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{endian}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let out = std::process::Command::new(dump)
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let text = String::from_utf8(out.stdout).unwrap();
+            let data_lines = text
+                .lines()
+                .skip_while(|l| *l != "HEADER=END")
+                .skip(1)
+                .take_while(|l| *l != "DATA=END")
+                .count();
+            assert_eq!(data_lines, 2 * records.len(), "{endian}");
+        }
+    }
+
     #[test]
     fn pages_are_sorted_longer_key_first_on_a_tie() {
         assert_eq!(page_order(b"ab", b"abc"), Ordering::Greater);

@@ -48,6 +48,10 @@ pub struct Store {
     lock: Option<WriteLock>,
     /// The file's stamp when an LMDB store was opened (a table keeps its own).
     opened: Option<Stamp>,
+    /// For a GDBM file opened for writing: a shared lock on it, held until the store is
+    /// dropped, so that a C GDBM writer (which locks exclusively) cannot change the file
+    /// between our read and our rename, where its change would be lost.
+    _guard: Option<std::fs::File>,
 }
 
 enum Backend {
@@ -135,6 +139,10 @@ impl Store {
         let path = lock.as_ref().map_or(path, |l| l.target()).to_owned();
         let found = sniff(&path, mode)?;
         let kind = found.unwrap_or_else(|| new.unwrap_or_else(|| host::new_file_kind().kind));
+        let guard = match (mode, found) {
+            (OpenMode::ReadWrite, Some(Kind::Gdbm)) => Some(shared_lock(&path)?),
+            _ => None,
+        };
         let backend = match (kind, found) {
             (Kind::Lmdb, _) => Backend::Lmdb(Lmdb::open(&path, mode)?),
             (_, Some(_)) => {
@@ -154,6 +162,7 @@ impl Store {
             backend,
             lock,
             opened,
+            _guard: guard,
         })
     }
 
@@ -166,6 +175,7 @@ impl Store {
                 backend: Backend::Table(Table::load(path, Kind::Gdbm, TOOL_LOCK_WAIT)?),
                 lock: None,
                 opened: None,
+                _guard: None,
             }),
             _ => Store::open(path, OpenMode::ReadOnly),
         }
@@ -355,6 +365,31 @@ impl Store {
         match Variant::new_file(kind) {
             Some(variant) => Table::save(&lock, variant, &pairs_map(&pairs)).map(|_| ()),
             None => Lmdb::create_replacing(&lock, &pairs),
+        }
+    }
+}
+
+/// A shared `flock` on `path`, as C GDBM's readers take, waiting a few seconds for a writer.
+fn shared_lock(path: &Path) -> Result<std::fs::File, SasldbError> {
+    let io = |source| SasldbError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let deadline = std::time::Instant::now() + TOOL_LOCK_WAIT;
+    loop {
+        match file.try_lock_shared() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(SasldbError::Busy {
+                    path: path.to_owned(),
+                    why: "a GDBM writer has held its lock for 5 seconds",
+                })
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
         }
     }
 }

@@ -29,12 +29,18 @@ pub fn fixture(name: &str) -> PathBuf {
 /// `None` when the peer is missing (and not required). Panics when the tool rejects the file.
 pub fn records_by_peer(path: &Path) -> Option<std::collections::BTreeMap<Vec<u8>, Vec<u8>>> {
     let head = std::fs::read(path).unwrap();
-    let word = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().unwrap());
-    let (tool, args): (&str, &[&str]) = if head.len() >= 20 && word(16) == 0xBEEF_C0DE {
+    // Either byte order.
+    let word = |at: usize, magic: u32, mask: u32| {
+        head.get(at..at + 4).is_some_and(|b| {
+            let b: [u8; 4] = b.try_into().unwrap();
+            u32::from_le_bytes(b) & mask == magic || u32::from_be_bytes(b) & mask == magic
+        })
+    };
+    let (tool, args): (&str, &[&str]) = if word(16, 0xBEEF_C0DE, !0) {
         ("mdb_dump", &["-n", "-p"])
-    } else if head.len() >= 16 && word(12) == 0x0006_1561 {
+    } else if word(12, 0x0006_1561, !0) {
         ("db5.3_dump", &["-p"])
-    } else if head.len() >= 4 && (word(0) & 0xffff_fff0) == 0x1357_9ac0 {
+    } else if word(0, 0x1357_9ac0, 0xffff_fff0) {
         ("gdbm_dump", &[])
     } else {
         panic!("{}: no sasldb2 magic", path.display());
