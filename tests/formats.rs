@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::dovecot::{cram, plain, scram, Client};
-use common::{peer, records_by_peer, Daemon, LISTUSERS, SASLPASSWD2};
+use common::{peer, records_by_peer, Daemon, Rng, LISTUSERS, SASLPASSWD2};
 use saslauthd_rs::sasldb::{Kind, OpenMode, Record, Store};
 use zeroize::Zeroizing;
 
@@ -250,38 +250,30 @@ fn the_daemon_serves_every_fixture_through_both_protocols() {
     }
 }
 
-/// `saslpasswd2-rs ARGS -f FILE` with `password` on stdin.
+/// `saslpasswd2-rs -p -f FILE ARGS` with `password` on stdin.
 fn ours(file: &Path, args: &[&str], password: &str) {
-    let out = common::run_with_stdin(
-        Command::new(SASLPASSWD2)
-            .arg("-p")
-            .arg("-f")
-            .arg(file)
-            .args(args),
-        format!("{password}\n").as_bytes(),
-    );
-    assert!(
-        out.status.success(),
-        "saslpasswd2-rs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::passwd(Path::new(SASLPASSWD2), file, args, password);
 }
 
-/// Cyrus's `saslpasswd2 ARGS -f FILE` (Debian's: Berkeley DB) with `password` on stdin.
-fn cyrus(program: &Path, file: &Path, args: &[&str], password: &str) {
-    let out = common::run_with_stdin(
-        Command::new(program)
-            .arg("-p")
-            .arg("-f")
-            .arg(file)
-            .args(args),
-        format!("{password}\n").as_bytes(),
-    );
-    assert!(
-        out.status.success(),
-        "saslpasswd2 {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// Starts `saslpasswd2-rs -p -f FILE ARGS` with `password` on its stdin, without waiting.
+fn spawn_ours(file: &Path, args: &[&str], password: &str) -> std::process::Child {
+    let mut child = Command::new(SASLPASSWD2)
+        .arg("-p")
+        .arg("-f")
+        .arg(file)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    child
 }
 
 /// Changes `authid@example.org`'s password in place through C GDBM (Python's `dbm.gnu`, which
@@ -361,7 +353,7 @@ fn changes_are_served_on_the_next_request_in_every_format() {
                 };
                 for round in 0..10 {
                     let password = format!("cyrus-{round}");
-                    cyrus(
+                    common::passwd(
                         cyrus_passwd,
                         &path,
                         &["-u", "example.org", "alice"],
@@ -373,7 +365,7 @@ fn changes_are_served_on_the_next_request_in_every_format() {
                         "Cyrus's in-place write {round}"
                     );
                 }
-                cyrus(
+                common::passwd(
                     cyrus_passwd,
                     &path,
                     &["-c", "-u", "example.org", "dan"],
@@ -441,13 +433,13 @@ fn cyrus_and_ours_change_each_others_berkeley_db_files() {
             std::fs::copy(common::fixture("sasldb2-bdb-hash-2007users"), &path).unwrap();
         }
         let d = Daemon::start_on(dir, path.clone(), &[]);
-        cyrus(
+        common::passwd(
             &cyrus_passwd,
             &path,
             &["-c", "-u", "example.org", "bob"],
             "bob-1",
         );
-        cyrus(
+        common::passwd(
             &cyrus_passwd,
             &path,
             &["-u", "example.org", "alice"],
@@ -470,7 +462,7 @@ fn cyrus_and_ours_change_each_others_berkeley_db_files() {
         assert!(!listed.contains(&"alice@example.org: userPassword".to_owned()));
         // And Cyrus again, over what ours wrote.
         for n in 0..50 {
-            cyrus(
+            common::passwd(
                 &cyrus_passwd,
                 &path,
                 &["-c", "-u", "grow.example", &format!("g{n}")],
@@ -490,19 +482,6 @@ fn cyrus_and_ours_change_each_others_berkeley_db_files() {
             records.get(&b"zed\0example.org\0userPassword"[..]),
             Some(&b"zed-3".to_vec())
         );
-    }
-}
-
-/// A small xorshift generator: the crash test's kill times, reproducible from the seed it
-/// prints.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 
@@ -545,21 +524,7 @@ fn a_writer_killed_at_any_moment_leaves_a_whole_file() {
         let (mut killed, mut finished) = (0, 0);
         for round in 0..30 {
             let password = format!("pw-{round}");
-            let mut child = Command::new(SASLPASSWD2)
-                .args(["-p", "-u", "example.org", "-f"])
-                .arg(&path)
-                .arg("victim")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(format!("{password}\n").as_bytes())
-                .unwrap();
+            let mut child = spawn_ours(&path, &["-u", "example.org", "victim"], &password);
             std::thread::sleep(Duration::from_micros(rng.next() % (span * 5 / 4)));
             let _ = child.kill();
             let status = child.wait().unwrap();
@@ -936,21 +901,11 @@ fn concurrent_writers_lose_nothing() {
         Store::create(&path, kind, &bulk_records(2000), false).unwrap();
         let children: Vec<_> = (0..12)
             .map(|n| {
-                let mut child = Command::new(SASLPASSWD2)
-                    .args(["-p", "-c", "-u", "race.example", "-f"])
-                    .arg(&path)
-                    .arg(format!("racer{n}"))
-                    .stdin(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child
-                    .stdin
-                    .take()
-                    .unwrap()
-                    .write_all(format!("pw{n}\n").as_bytes())
-                    .unwrap();
-                child
+                spawn_ours(
+                    &path,
+                    &["-c", "-u", "race.example", &format!("racer{n}")],
+                    &format!("pw{n}"),
+                )
             })
             .collect();
         for child in children {

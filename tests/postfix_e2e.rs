@@ -294,21 +294,9 @@ fn postfix_dovecot_mode_scram() {
     }
 }
 
-/// Runs `saslpasswd2-rs ARGS -f FILE` with `password` on stdin (`-p`), as an admin would.
+/// Runs `saslpasswd2-rs -p -f FILE ARGS` with `password` on stdin, as an admin would.
 fn saslpasswd2(file: &Path, args: &[&str], password: &str) {
-    let out = common::run_with_stdin(
-        Command::new(common::SASLPASSWD2)
-            .arg("-p")
-            .arg("-f")
-            .arg(file)
-            .args(args),
-        format!("{password}\n").as_bytes(),
-    );
-    assert!(
-        out.status.success(),
-        "saslpasswd2-rs {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::passwd(Path::new(common::SASLPASSWD2), file, args, password);
 }
 
 /// The most common setup of the admin guides: Postfix in cyrus mode with

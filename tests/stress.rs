@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, USERS};
+use common::{Daemon, Rng, USERS};
 
 fn raise_fd_limit(wanted: u64) {
     unsafe {
@@ -45,18 +45,6 @@ fn ten_thousand_idle_connections() {
     drop(idle);
     assert!(start.elapsed() < Duration::from_secs(60));
     assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "OK");
-}
-
-/// A small deterministic generator (xorshift), so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

@@ -156,18 +156,43 @@ pub fn make_sasldb(path: &Path, users: &[(&str, &str, &str)]) {
 }
 
 pub fn set_password(path: &Path, authid: &str, realm: &str, password: &str) {
+    passwd(
+        Path::new(SASLPASSWD2),
+        path,
+        &["-c", "-u", realm, authid],
+        password,
+    );
+}
+
+/// Runs a saslpasswd2 (ours or Cyrus's) as `PROGRAM -p -f FILE ARGS`, with `password` and a
+/// newline on stdin, and checks that it succeeded.
+pub fn passwd(program: &Path, file: &Path, args: &[&str], password: &str) {
     let out = run_with_stdin(
-        Command::new(SASLPASSWD2)
-            .args(["-p", "-c", "-u", realm, "-f"])
-            .arg(path)
-            .arg(authid),
+        Command::new(program)
+            .arg("-p")
+            .arg("-f")
+            .arg(file)
+            .args(args),
         format!("{password}\n").as_bytes(),
     );
     assert!(
         out.status.success(),
-        "saslpasswd2-rs failed: {}",
+        "{} {args:?}: {}",
+        program.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A small deterministic generator (xorshift), so a failure can be replayed from its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
 }
 
 pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
