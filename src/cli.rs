@@ -26,6 +26,7 @@ pub const SPEC: Spec<'static> = Spec {
         ("dovecot-socket-mode", true),
         ("dovecot-no-realm-split", false),
         ("dovecot-temp-fail", false),
+        ("dovecot-mechanisms", true),
         ("scram-iterations", true),
         ("help", false),
         ("version", false),
@@ -112,6 +113,8 @@ long options:
   --dovecot-socket <path>  Also serve Dovecot's auth protocol there (Postfix
                            smtpd_sasl_type = dovecot): PLAIN, LOGIN, and with
                            sasldb CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256.
+  --dovecot-mechanisms <list>  The mechanisms that socket offers (comma- or
+                           space-separated; DIGEST-MD5 only when named here).
   --dovecot-socket-owner <user[:group]>   Owner of that socket.
   --dovecot-socket-mode <octal>           Its mode (default 0660).
   --dovecot-no-realm-split Keep user@realm whole as the user name.
@@ -227,6 +230,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
             }
             "dovecot-no-realm-split" => config.dovecot_split_realm = false,
             "dovecot-temp-fail" => config.dovecot_temp_fail = true,
+            "dovecot-mechanisms" => {
+                config.dovecot_mechanisms = Some(
+                    crate::mech::parse_names(opt.str_value()?)
+                        .map_err(config::ConfigError::from)?,
+                )
+            }
             "scram-iterations" => {
                 config.scram_iterations =
                     config::scram_iterations(number("--scram-iterations", opt.str_value()?)?)?;

@@ -19,6 +19,7 @@
 //! dovecot_socket_mode = "0660"                         # --dovecot-socket-mode
 //! dovecot_split_realm = true   # false: --dovecot-no-realm-split
 //! dovecot_temp_fail = false    # --dovecot-temp-fail
+//! dovecot_mechanisms = "plain login cram-md5 digest-md5"   # --dovecot-mechanisms
 //! scram_iterations = 4096      # --scram-iterations
 //! ```
 
@@ -84,6 +85,9 @@ pub struct Config {
     /// `--dovecot-temp-fail`: on a backend failure answer `FAIL code=temp_fail` instead of
     /// closing the connection.
     pub dovecot_temp_fail: bool,
+    /// `--dovecot-mechanisms`: the mechanisms the Dovecot socket offers (canonical names);
+    /// `None`: every one the passdb can serve but DIGEST-MD5.
+    pub dovecot_mechanisms: Option<Vec<&'static str>>,
     /// `--scram-iterations`: SCRAM's PBKDF2 iteration count (at least 4096).
     pub scram_iterations: u32,
 }
@@ -115,6 +119,7 @@ impl Default for Config {
             dovecot_socket_mode: 0o660,
             dovecot_split_realm: true,
             dovecot_temp_fail: false,
+            dovecot_mechanisms: None,
             scram_iterations: crate::auth::DEFAULT_SCRAM_ITERATIONS,
         }
     }
@@ -148,6 +153,7 @@ struct FileConfig {
     dovecot_socket_mode: Option<String>,
     dovecot_split_realm: Option<bool>,
     dovecot_temp_fail: Option<bool>,
+    dovecot_mechanisms: Option<String>,
     scram_iterations: Option<u32>,
 }
 
@@ -207,6 +213,9 @@ pub enum ConfigError {
     /// `sasldb_format` names no format.
     #[error("sasldb_format: {0}")]
     SasldbFormat(String),
+    /// `--dovecot-mechanisms` / `dovecot_mechanisms` names no mechanism of ours.
+    #[error("dovecot_mechanisms: {0}")]
+    Mechanisms(#[from] crate::mech::MechListError),
     /// A SCRAM iteration count out of range.
     #[error("scram iterations {0}: must be 4096 to 10000000")]
     ScramIterations(u32),
@@ -301,6 +310,9 @@ impl Config {
         }
         if let Some(v) = file.dovecot_temp_fail {
             self.dovecot_temp_fail = v;
+        }
+        if let Some(list) = file.dovecot_mechanisms {
+            self.dovecot_mechanisms = Some(crate::mech::parse_names(&list)?);
         }
         if let Some(n) = file.scram_iterations {
             self.scram_iterations = scram_iterations(n)?;
@@ -400,6 +412,17 @@ mod tests {
         assert!(!c.dovecot_split_realm && c.dovecot_temp_fail);
         assert_eq!(c.scram_iterations, 8192);
         assert!(c.apply_toml("scram_iterations = 1000").is_err());
+        c.apply_toml("dovecot_mechanisms = \"plain, Login digest-md5\"")
+            .unwrap();
+        assert_eq!(
+            c.dovecot_mechanisms.as_deref(),
+            Some(&["PLAIN", "LOGIN", "DIGEST-MD5"][..])
+        );
+        let err = c
+            .apply_toml("dovecot_mechanisms = \"plain ntlm\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown mechanism \"ntlm\""), "{err}");
     }
 
     #[test]

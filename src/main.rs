@@ -165,9 +165,12 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         scram_iterations: config.scram_iterations,
         host_name: String::from_utf8_lossy(&host).into_owned(),
         cache,
+        mechanisms: config.dovecot_mechanisms.clone(),
     };
     let realm = realms.default_realm.clone();
-    let auth = Arc::new(Authenticator::new(passdb, realms, options));
+    let auth = Authenticator::new(passdb, realms, options)
+        .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
+    let auth = Arc::new(auth);
     runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot register the socket: {e}"))?;

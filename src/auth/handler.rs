@@ -152,9 +152,12 @@ impl Handler {
         if self.requests.len() >= self.settings.max_requests {
             return Err(Violation::TooManyRequests(self.settings.max_requests));
         }
-        let Some(mech) =
-            Mechanism::start(&start.mech, self.auth.offered(), self.auth.mech_context())
-        else {
+        let Some(mech) = Mechanism::start(
+            &start.mech,
+            self.auth.offered(),
+            self.auth.mech_context(),
+            &start.service,
+        ) else {
             return Err(Violation::UnsupportedMechanism(start.mech));
         };
         let input = match start.initial {
@@ -326,8 +329,21 @@ impl Handler {
                     return self.deliver(id, active, Duration::ZERO, result);
                 }
                 // Only passdbs that never block hand out secrets: asked here and now.
-                Step::LookupCredentials { user } => {
-                    let request = auth_request(split, &active, &user);
+                Step::LookupCredentials { user, realm } => {
+                    // A realm apart from the user (DIGEST-MD5) is reported as user@realm,
+                    // as Dovecot does, and looked up as given.
+                    let (request, user) = match realm {
+                        Some(realm) => {
+                            let full = [&user[..], b"@", &realm[..]].concat();
+                            let request = AuthRequest {
+                                login: user,
+                                realm,
+                                ..auth_request(split, &active, b"")
+                            };
+                            (request, full)
+                        }
+                        None => (auth_request(split, &active, &user), user),
+                    };
                     active.user = Some(user);
                     match self.auth.lookup_credentials(&request, via) {
                         Ok(credentials) => active.mech.resume_credentials(&credentials),
@@ -487,21 +503,29 @@ mod tests {
     const ITERATIONS: u32 = 4096;
 
     fn handler() -> (Arc<Authenticator>, Handler) {
+        handler_offering(None)
+    }
+
+    fn handler_offering(mechanisms: Option<Vec<&'static str>>) -> (Arc<Authenticator>, Handler) {
         let memory = Memory::new().with_user("alice", "example.org", "secret");
-        let auth = Arc::new(Authenticator::new(
-            Passdb::Memory(memory),
-            RealmPolicy {
-                default_realm: b"example.org".to_vec(),
-                combine: false,
-            },
-            Options {
-                workers: 1,
-                failure_delay: Duration::ZERO,
-                scram_iterations: ITERATIONS,
-                host_name: "test.host".into(),
-                cache: None,
-            },
-        ));
+        let auth = Arc::new(
+            Authenticator::new(
+                Passdb::Memory(memory),
+                RealmPolicy {
+                    default_realm: b"example.org".to_vec(),
+                    combine: false,
+                },
+                Options {
+                    workers: 1,
+                    failure_delay: Duration::ZERO,
+                    scram_iterations: ITERATIONS,
+                    host_name: "test.host".into(),
+                    cache: None,
+                    mechanisms,
+                },
+            )
+            .unwrap(),
+        );
         let settings = Settings {
             split_realm: true,
             temp_fail: false,
@@ -581,6 +605,76 @@ mod tests {
             scram(&auth, &mut handler, 5, "alice", "wrong").await,
             (0, false)
         );
+    }
+
+    /// A whole DIGEST-MD5 exchange without final-resp-ok, as Postfix runs it: the answer to
+    /// the response, and the last answer.
+    async fn digest(
+        handler: &mut Handler,
+        id: u32,
+        user: &str,
+        realm: Option<&str>,
+        password: &str,
+    ) -> (Answer, Option<Answer>) {
+        handler
+            .begin(SaslStart {
+                id,
+                mech: "digest-md5".into(),
+                service: b"smtp".to_vec(),
+                peer: Peer::default(),
+                final_resp_ok: false,
+                initial: Input::Absent,
+            })
+            .unwrap();
+        let Answer::Continue { data, .. } = answer(handler).await else {
+            panic!("no challenge")
+        };
+        let (response, rspauth) = crate::mech::digest_md5::client_response(
+            &data,
+            user,
+            realm,
+            password.as_bytes(),
+            "smtp/mail.example.org",
+        )
+        .unwrap();
+        handler.cont(id, Input::Data(response));
+        let first = answer(handler).await;
+        match &first {
+            Answer::Continue { data, .. } => {
+                assert_eq!(*data, rspauth, "the server proves it knows the password");
+                handler.cont(id, Input::Data(Vec::new()));
+                (first, Some(answer(handler).await))
+            }
+            _ => (first, None),
+        }
+    }
+
+    #[tokio::test]
+    async fn digest_md5_when_offered_with_the_realm_the_client_names() {
+        let (_auth, mut handler) = handler_offering(Some(vec!["PLAIN", "DIGEST-MD5"]));
+        let success = |id, user: &str| {
+            Some(Answer::Success {
+                id,
+                user: user.as_bytes().to_vec(),
+                final_data: None,
+            })
+        };
+        // The default realm is example.org: offered in the challenge, used when none is named.
+        let (_, last) = digest(&mut handler, 1, "alice", None, "secret").await;
+        assert_eq!(last, success(1, "alice@example.org"));
+        let (_, last) = digest(&mut handler, 2, "alice", Some("example.org"), "secret").await;
+        assert_eq!(last, success(2, "alice@example.org"));
+        for (id, user, realm, password) in [
+            (3, "alice", Some("other.org"), "secret"),
+            (4, "alice", None, "wrong"),
+            (5, "ghost", None, "secret"),
+        ] {
+            let (first, last) = digest(&mut handler, id, user, realm, password).await;
+            assert!(
+                matches!(first, Answer::Failure { .. }) && last.is_none(),
+                "{user} {realm:?} {password}: {first:?}"
+            );
+        }
     }
 
     #[tokio::test]

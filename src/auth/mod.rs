@@ -69,6 +69,9 @@ pub struct Options {
     pub host_name: String,
     /// The credential cache (`-c`), for passdbs whose checks are costly.
     pub cache: Option<Cache>,
+    /// The mechanisms the Dovecot socket offers (canonical names from
+    /// [`mech::parse_names`]); `None`: every one the passdb can serve but DIGEST-MD5.
+    pub mechanisms: Option<Vec<&'static str>>,
 }
 
 /// How realms are chosen, as Cyrus's saslauthd does.
@@ -197,7 +200,7 @@ pub struct Authenticator {
     /// Keys the attempt fingerprints and the derived-key ids.
     secret: Zeroizing<[u8; 32]>,
     mech_context: mech::Context,
-    offered: &'static [MechInfo],
+    offered: Vec<MechInfo>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -210,16 +213,25 @@ impl fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// Builds a driver over `passdb`.
-    pub fn new(passdb: Passdb, realms: RealmPolicy, options: Options) -> Self {
+    /// Builds a driver over `passdb`; fails when a mechanism named in `options` is unknown or
+    /// needs a secret the passdb cannot hand out.
+    pub fn new(
+        passdb: Passdb,
+        realms: RealmPolicy,
+        options: Options,
+    ) -> Result<Self, mech::MechListError> {
         let workers = if options.workers == 0 {
             UNBOUNDED_WORKERS
         } else {
             options.workers
         };
-        Authenticator {
-            offered: mech::offered(passdb.has_credentials()),
-            realms,
+        let offered = mech::offered(
+            options.mechanisms.as_deref(),
+            passdb.has_credentials(),
+            &passdb.kind().to_string(),
+        )?;
+        Ok(Authenticator {
+            offered,
             cache: options.cache.map(Arc::new),
             pool: Pool::new(workers),
             penalty: Penalty::new(options.failure_delay),
@@ -228,11 +240,13 @@ impl Authenticator {
             secret: Zeroizing::new(crate::secret::random_bytes()),
             mech_context: mech::Context {
                 host: options.host_name,
+                realm: String::from_utf8_lossy(&realms.default_realm).into_owned(),
                 scram_iterations: options.scram_iterations,
                 secret: crate::secret::random_bytes(),
             },
+            realms,
             passdb: Arc::new(passdb),
-        }
+        })
     }
 
     /// Which passdb answers.
@@ -241,8 +255,8 @@ impl Authenticator {
     }
 
     /// The mechanisms the passdb can serve (and that are advertised and accepted).
-    pub(crate) fn offered(&self) -> &'static [MechInfo] {
-        self.offered
+    pub(crate) fn offered(&self) -> &[MechInfo] {
+        &self.offered
     }
 
     /// What mechanisms need to know about this server.
@@ -555,6 +569,7 @@ mod tests {
             scram_iterations: mech::scram::ITERATIONS,
             host_name: "myhost".into(),
             cache: None,
+            mechanisms: None,
         }
     }
 
@@ -563,14 +578,17 @@ mod tests {
             .with_user("alice", "example.org", "secret")
             .with_user("bob", "myhost", "builder")
             .with_user("carol@example.org", "example.org", "combined");
-        Arc::new(Authenticator::new(
-            Passdb::Memory(memory),
-            RealmPolicy {
-                default_realm: b"myhost".to_vec(),
-                combine,
-            },
-            options(Duration::ZERO),
-        ))
+        Arc::new(
+            Authenticator::new(
+                Passdb::Memory(memory),
+                RealmPolicy {
+                    default_realm: b"myhost".to_vec(),
+                    combine,
+                },
+                options(Duration::ZERO),
+            )
+            .unwrap(),
+        )
     }
 
     fn check(a: &Arc<Authenticator>, login: &str, password: &str, realm: &str) -> String {
@@ -626,14 +644,17 @@ mod tests {
 
     fn delayed_auth() -> Arc<Authenticator> {
         let memory = Memory::new().with_user("alice", "example.org", "secret");
-        Arc::new(Authenticator::new(
-            Passdb::Memory(memory),
-            RealmPolicy {
-                default_realm: b"example.org".to_vec(),
-                combine: false,
-            },
-            options(Duration::from_secs(2)),
-        ))
+        Arc::new(
+            Authenticator::new(
+                Passdb::Memory(memory),
+                RealmPolicy {
+                    default_realm: b"example.org".to_vec(),
+                    combine: false,
+                },
+                options(Duration::from_secs(2)),
+            )
+            .unwrap(),
+        )
     }
 
     fn request(login: &str, addr: &str) -> AuthRequest {

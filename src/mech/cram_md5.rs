@@ -92,6 +92,7 @@ impl CramMd5 {
                 *self = CramMd5::AwaitSecret { challenge, digest };
                 Step::LookupCredentials {
                     user: user.to_vec(),
+                    realm: None,
                 }
             }
             CramMd5::AwaitSecret { .. } | CramMd5::Done => Step::Fail(MechFailure::Unexpected),
@@ -129,7 +130,7 @@ mod tests {
         );
         let mut m = CramMd5::Sent(challenge.to_vec());
         match m.step(Some(b"tim b913a602c7eda7a495b4e6e7334d3890")) {
-            Step::LookupCredentials { user } => assert_eq!(user, b"tim"),
+            Step::LookupCredentials { user, .. } => assert_eq!(user, b"tim"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
@@ -175,7 +176,7 @@ mod tests {
         let response = [&b"user name "[..], &digest].concat();
         let mut m = CramMd5::Sent(challenge.clone());
         assert!(
-            matches!(m.step(Some(&response)), Step::LookupCredentials { user } if user == b"user name")
+            matches!(m.step(Some(&response)), Step::LookupCredentials { user, .. } if user == b"user name")
         );
         assert!(matches!(m.resume(Some(b"wrong")), Step::Fail(_)));
         let mut m = CramMd5::Sent(challenge.clone());

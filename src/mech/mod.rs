@@ -3,10 +3,12 @@
 //! no costly work itself: a key derivation is handed to the driver as a `Derivation`, which
 //! runs it on the blocking pool and hands the keys back.
 //!
-//! PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802,
-//! RFC 7677), each with the names Dovecot advertises them under (`MechInfo`).
+//! PLAIN (RFC 4616), LOGIN, CRAM-MD5 (RFC 2195), DIGEST-MD5 (RFC 2831, offered only when
+//! asked for), SCRAM-SHA-1 and SCRAM-SHA-256 (RFC 5802, RFC 7677), each with the names and
+//! flags Dovecot advertises them under (`MechInfo`).
 
 pub mod cram_md5;
+pub mod digest_md5;
 pub(crate) mod login;
 pub(crate) mod plain;
 pub mod scram;
@@ -16,6 +18,7 @@ use std::fmt;
 use crate::secret::{Credentials, Password};
 
 use cram_md5::CramMd5;
+use digest_md5::DigestMd5;
 use login::Login;
 use plain::Plain;
 pub(crate) use scram::{Derivation, Keys, Scram};
@@ -37,6 +40,9 @@ pub(crate) enum Step {
     LookupCredentials {
         /// The authentication identity, as the client gave it.
         user: Vec<u8>,
+        /// The realm, where the mechanism carries one apart from the user (DIGEST-MD5);
+        /// `None`: the user name's own `@realm`, or the default realm.
+        realm: Option<Vec<u8>>,
     },
     /// Derive keys (costly) and hand them to [`Mechanism::resume_keys`].
     Derive(Derivation),
@@ -77,8 +83,12 @@ pub(crate) enum MechFailure {
     ChannelBinding,
     /// SCRAM channel-binding data other than the gs2 header sent first.
     ChannelBindingMismatch,
-    /// A SCRAM nonce other than the one agreed.
+    /// A SCRAM or DIGEST-MD5 nonce other than the one agreed.
     NonceMismatch,
+    /// A DIGEST-MD5 `qop` other than `auth` (no security layers here).
+    Unsupported,
+    /// A DIGEST-MD5 `digest-uri` for another service than the exchange's.
+    WrongService,
     /// A wrong CRAM-MD5 digest or SCRAM proof: the verdict.
     WrongProof,
 }
@@ -90,6 +100,8 @@ pub(crate) enum Message {
     PlainData,
     /// CRAM-MD5's `user SP digest`.
     CramResponse,
+    /// DIGEST-MD5's digest-response.
+    DigestResponse,
     /// SCRAM's client-first-message.
     ScramClientFirst,
     /// SCRAM's client-final-message.
@@ -115,6 +127,8 @@ impl fmt::Display for MechFailure {
                 f.write_str("channel binding data does not match")
             }
             MechFailure::NonceMismatch => f.write_str("nonce does not match"),
+            MechFailure::Unsupported => f.write_str("quality of protection other than auth"),
+            MechFailure::WrongService => f.write_str("digest-uri names another service"),
             MechFailure::WrongProof => f.write_str("wrong response"),
         }
     }
@@ -125,6 +139,7 @@ impl fmt::Display for Message {
         f.write_str(match self {
             Message::PlainData => "PLAIN data (not authzid NUL authcid NUL password)",
             Message::CramResponse => "CRAM-MD5 response (not user SP 32 hex digits)",
+            Message::DigestResponse => "DIGEST-MD5 response",
             Message::ScramClientFirst => "SCRAM client-first",
             Message::ScramClientFinal => "SCRAM client-final",
         })
@@ -145,6 +160,8 @@ pub(crate) struct MechInfo {
 pub(crate) struct Context {
     /// The host name, in CRAM-MD5 challenges.
     pub(crate) host: String,
+    /// The default realm, offered in DIGEST-MD5 challenges.
+    pub(crate) realm: String,
     /// SCRAM's PBKDF2 iteration count.
     pub(crate) scram_iterations: u32,
     /// A random per-process secret: SCRAM's per-user salts and its unknown-user decoy are
@@ -156,6 +173,7 @@ impl fmt::Debug for Context {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Context")
             .field("host", &self.host)
+            .field("realm", &self.realm)
             .field("scram_iterations", &self.scram_iterations)
             .finish_non_exhaustive()
     }
@@ -170,12 +188,14 @@ pub(crate) enum Mechanism {
     Login(Login),
     /// CRAM-MD5.
     CramMd5(CramMd5),
+    /// DIGEST-MD5.
+    DigestMd5(DigestMd5),
     /// SCRAM-SHA-1 or SCRAM-SHA-256.
     Scram(Scram),
 }
 
-/// Every mechanism, in advertising order: the first two need only "is this the password?",
-/// the rest need the stored secret.
+/// Every mechanism, in advertising order (Dovecot's): the first two need only "is this the
+/// password?", the rest need the stored secret.
 const ALL: &[MechInfo] = &[
     MechInfo {
         name: plain::NAME,
@@ -190,6 +210,10 @@ const ALL: &[MechInfo] = &[
         flags: &["dictionary", "active"],
     },
     MechInfo {
+        name: digest_md5::NAME,
+        flags: &["dictionary", "active", "mutual-auth"],
+    },
+    MechInfo {
         name: ScramHash::Sha1.name(),
         flags: &["mutual-auth"],
     },
@@ -199,25 +223,112 @@ const ALL: &[MechInfo] = &[
     },
 ];
 
-/// What to advertise: only what the passdb can serve (PAM and shadow cannot hand out a
-/// secret, so they get PLAIN and LOGIN only).
-pub(crate) fn offered(passdb_has_credentials: bool) -> &'static [MechInfo] {
-    if passdb_has_credentials {
+/// How many of [`ALL`] need only "is this the password?" (PAM and shadow serve only those).
+const PLAINTEXT: usize = 2;
+
+/// The mechanisms offered when none are named: all but the historic DIGEST-MD5.
+const DEFAULT_OFF: &[&str] = &[digest_md5::NAME];
+
+/// Every mechanism name, for error messages.
+fn all_names() -> String {
+    ALL.iter().map(|m| m.name).collect::<Vec<_>>().join(" ")
+}
+
+/// A list of mechanism names that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MechListError {
+    /// A name that is no mechanism of ours.
+    #[error("unknown mechanism {0:?} (known: {known})", known = all_names())]
+    Unknown(String),
+    /// A mechanism that needs the stored password, over a passdb that only checks one.
+    #[error("mechanism {mech} needs the stored password, which the {passdb} passdb cannot hand out (it can serve PLAIN and LOGIN)")]
+    NotServable {
+        /// The mechanism.
+        mech: &'static str,
+        /// The passdb.
+        passdb: String,
+    },
+    /// An empty list.
+    #[error("no mechanism named")]
+    Empty,
+}
+
+/// Parses a list of mechanism names (comma- or space-separated, case-insensitive) into their
+/// canonical names, in the order given, without repeats.
+pub fn parse_names(text: &str) -> Result<Vec<&'static str>, MechListError> {
+    let mut names = Vec::new();
+    for word in text.split(|c: char| c == ',' || c.is_whitespace()) {
+        if word.is_empty() {
+            continue;
+        }
+        let info = ALL
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(word))
+            .ok_or_else(|| MechListError::Unknown(word.to_owned()))?;
+        if !names.contains(&info.name) {
+            names.push(info.name);
+        }
+    }
+    if names.is_empty() {
+        return Err(MechListError::Empty);
+    }
+    Ok(names)
+}
+
+/// What to advertise, in advertising order: the mechanisms `names` lists (canonical names,
+/// from [`parse_names`]), or by default all the passdb can serve but DIGEST-MD5. A named
+/// mechanism the passdb cannot serve (PAM and shadow cannot hand out a secret) is an error.
+pub(crate) fn offered(
+    names: Option<&[&str]>,
+    passdb_has_credentials: bool,
+    passdb: &str,
+) -> Result<Vec<MechInfo>, MechListError> {
+    let servable = if passdb_has_credentials {
         ALL
     } else {
-        &ALL[..2]
+        &ALL[..PLAINTEXT]
+    };
+    let Some(names) = names else {
+        return Ok(servable
+            .iter()
+            .filter(|m| !DEFAULT_OFF.contains(&m.name))
+            .copied()
+            .collect());
+    };
+    for name in names {
+        let info = ALL
+            .iter()
+            .find(|m| m.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| MechListError::Unknown((*name).to_owned()))?;
+        if !servable.contains(info) {
+            return Err(MechListError::NotServable {
+                mech: info.name,
+                passdb: passdb.to_owned(),
+            });
+        }
     }
+    Ok(servable
+        .iter()
+        .filter(|m| names.iter().any(|n| m.name.eq_ignore_ascii_case(n)))
+        .copied()
+        .collect())
 }
 
 impl Mechanism {
     /// Starts the mechanism named `name` (case-insensitive, as Dovecot) if it is among
-    /// `offered`.
-    pub(crate) fn start(name: &str, offered: &[MechInfo], context: &Context) -> Option<Mechanism> {
+    /// `offered`, for an exchange of `service`.
+    pub(crate) fn start(
+        name: &str,
+        offered: &[MechInfo],
+        context: &Context,
+        service: &[u8],
+    ) -> Option<Mechanism> {
         let info = offered.iter().find(|m| m.name.eq_ignore_ascii_case(name))?;
         Some(match info.name {
             plain::NAME => Mechanism::Plain(Plain),
             login::NAME => Mechanism::Login(Login::default()),
             cram_md5::NAME => Mechanism::CramMd5(CramMd5::new(&context.host)),
+            digest_md5::NAME => Mechanism::DigestMd5(DigestMd5::new(&context.realm, service)),
             name if name == ScramHash::Sha1.name() => {
                 Mechanism::Scram(Scram::new(ScramHash::Sha1, context))
             }
@@ -234,6 +345,7 @@ impl Mechanism {
             Mechanism::Plain(_) => plain::NAME,
             Mechanism::Login(_) => login::NAME,
             Mechanism::CramMd5(_) => cram_md5::NAME,
+            Mechanism::DigestMd5(_) => digest_md5::NAME,
             Mechanism::Scram(m) => m.hash().name(),
         }
     }
@@ -244,6 +356,7 @@ impl Mechanism {
             Mechanism::Plain(m) => m.step(input),
             Mechanism::Login(m) => m.step(input),
             Mechanism::CramMd5(m) => m.step(input),
+            Mechanism::DigestMd5(m) => m.step(input),
             Mechanism::Scram(m) => m.step(input),
         }
     }
@@ -253,6 +366,7 @@ impl Mechanism {
         let plaintext = credentials.plaintext.as_deref().map(|p| p.as_slice());
         match self {
             Mechanism::CramMd5(m) => m.resume(plaintext),
+            Mechanism::DigestMd5(m) => m.resume(plaintext),
             Mechanism::Scram(m) => m.resume_credentials(
                 plaintext,
                 credentials.auth_password.as_deref().map(|s| s.as_str()),
@@ -289,7 +403,51 @@ pub(crate) fn describe(step: Step) -> String {
 pub(crate) fn test_context() -> Context {
     Context {
         host: "test.host".into(),
+        realm: "test.realm".into(),
         scram_iterations: scram::ITERATIONS,
         secret: [7; 32],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[MechInfo]) -> Vec<&'static str> {
+        list.iter().map(|m| m.name).collect()
+    }
+
+    #[test]
+    fn what_is_offered() {
+        let all = "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256";
+        assert_eq!(
+            names(&offered(None, true, "sasldb").unwrap()).join(" "),
+            all
+        );
+        assert_eq!(
+            names(&offered(None, false, "pam").unwrap()),
+            ["PLAIN", "LOGIN"]
+        );
+        // Named: in advertising order, whatever order they were named in.
+        let named = parse_names("digest-md5, Plain  cram-md5,plain").unwrap();
+        assert_eq!(named, ["DIGEST-MD5", "PLAIN", "CRAM-MD5"]);
+        assert_eq!(
+            names(&offered(Some(&named), true, "sasldb").unwrap()),
+            ["PLAIN", "CRAM-MD5", "DIGEST-MD5"]
+        );
+        let digest = &offered(Some(&named), true, "sasldb").unwrap()[2];
+        assert_eq!(digest.flags, ["dictionary", "active", "mutual-auth"]);
+        assert_eq!(
+            offered(Some(&named), false, "shadow")
+                .unwrap_err()
+                .to_string(),
+            "mechanism DIGEST-MD5 needs the stored password, which the shadow passdb cannot \
+             hand out (it can serve PLAIN and LOGIN)"
+        );
+        assert_eq!(
+            parse_names("plain gssapi").unwrap_err(),
+            MechListError::Unknown("gssapi".into())
+        );
+        assert_eq!(parse_names(" , ").unwrap_err(), MechListError::Empty);
     }
 }

@@ -367,6 +367,7 @@ impl Scram {
                         };
                         Step::LookupCredentials {
                             user: user.into_bytes(),
+                            realm: None,
                         }
                     }
                     Err(failure) => Step::Fail(failure),
@@ -670,7 +671,7 @@ mod tests {
         };
         let first = format!("n,,n=user,r={cnonce}");
         assert!(
-            matches!(m.step(Some(first.as_bytes())), Step::LookupCredentials { user } if user == b"user")
+            matches!(m.step(Some(first.as_bytes())), Step::LookupCredentials { user, .. } if user == b"user")
         );
         let step = m.resume_credentials(Some(b"pencil"), None);
         match derive(&mut m, step) {
@@ -738,7 +739,7 @@ mod tests {
         }
         let mut m = Scram::new(ScramHash::Sha256, &test_context());
         assert!(
-            matches!(m.step(Some(b"n,a=us=2Cer,n=us=2Cer,r=abc")), Step::LookupCredentials { user } if user == b"us,er")
+            matches!(m.step(Some(b"n,a=us=2Cer,n=us=2Cer,r=abc")), Step::LookupCredentials { user, .. } if user == b"us,er")
         );
     }
 
@@ -849,7 +850,7 @@ mod tests {
         let first = client.first("cnonce");
         assert!(matches!(
             m.step(Some(first.as_bytes())),
-            Step::LookupCredentials { user } if user == b"us,er"
+            Step::LookupCredentials { user, .. } if user == b"us,er"
         ));
         let step = m.resume_credentials(Some(b"pencil"), None);
         let Step::Challenge(c) = derive(&mut m, step) else {
