@@ -73,6 +73,8 @@ fn open_passdb(config: &Config) -> Result<Passdb, String> {
 /// Everything that can fail with a message on stderr happens before detaching.
 fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     let passdb = open_passdb(config)?;
+    auth::check_mechanisms(&passdb, config.dovecot_mechanisms.as_deref())
+        .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
     // The host name, once: the default realm (as Cyrus) and CRAM-MD5's challenges.
     let host = request::host_name().map_err(|e| format!("gethostname: {e}"))?;
     let default_realm = match &config.realm {

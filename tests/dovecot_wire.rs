@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use common::dovecot::{cram, plain, scram, Client};
+use common::dovecot::{cram, digest, plain, scram, Client};
 use common::{peer, Daemon, USERS};
 use saslauthd_rs::mech::{ScramClient, ScramHash};
 
@@ -416,6 +416,134 @@ fn cram_md5_from_sasldb() {
     assert!(c.line().starts_with("CONT\t6\t"));
     c.send(&format!("CONT\t6\t{}\n", B64.encode("no-digest-here")));
     assert_eq!(c.line(), "FAIL\t6\n");
+}
+
+#[test]
+fn digest_md5_only_when_named() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let c = Client::postfix(&auth);
+    assert!(!c.handshake.contains("DIGEST-MD5"), "{}", c.handshake);
+    let (_d, auth) = dovecot_daemon(&["--dovecot-mechanisms", "plain,LOGIN cram-md5, digest-md5"]);
+    let mut c = Client::postfix(&auth);
+    let mechs: Vec<&str> = c
+        .handshake
+        .lines()
+        .filter(|l| l.starts_with("MECH\t"))
+        .collect();
+    assert_eq!(
+        mechs,
+        [
+            "MECH\tPLAIN\tplaintext",
+            "MECH\tLOGIN\tplaintext",
+            "MECH\tCRAM-MD5\tdictionary\tactive",
+            "MECH\tDIGEST-MD5\tdictionary\tactive\tmutual-auth",
+        ],
+        "named ones only, Dovecot's flags"
+    );
+    let rows = [
+        // The realm the client names, as a user made with saslpasswd2 -u has it.
+        (
+            "alice",
+            Some("example.org"),
+            "secret",
+            "OK\t1\tuser=alice@example.org\n",
+        ),
+        (
+            "carol",
+            Some("mail.example.net"),
+            "pa:ss@wo rd!",
+            "OK\t2\tuser=carol@mail.example.net\n",
+        ),
+        // None named: the one offered, the default realm (--realm example.org).
+        ("alice", None, "secret", "OK\t3\tuser=alice@example.org\n"),
+        (
+            "bob",
+            None,
+            "correct horse battery staple",
+            "OK\t4\tuser=bob@example.org\n",
+        ),
+        (
+            "alice",
+            Some("example.org"),
+            "wrong",
+            "FAIL\t5\tuser=alice@example.org\n",
+        ),
+        (
+            "alice",
+            Some("mail.example.net"),
+            "secret",
+            "FAIL\t6\tuser=alice@mail.example.net\n",
+        ),
+        (
+            "nobody",
+            Some("example.org"),
+            "secret",
+            "FAIL\t7\tuser=nobody@example.org\n",
+        ),
+    ];
+    for (i, (user, realm, password, want)) in rows.into_iter().enumerate() {
+        let id = u32::try_from(i).unwrap() + 1;
+        assert_eq!(
+            digest(&mut c, id, user, realm, password),
+            want,
+            "{user} {realm:?}"
+        );
+    }
+    // A user name with its own realm, the realm offered kept (what swaks sends).
+    assert_eq!(
+        digest(&mut c, 10, "carol@mail.example.net", None, "pa:ss@wo rd!"),
+        "OK\t10\tuser=carol@mail.example.net\n"
+    );
+    // A response for another service, or garbage: FAIL, the connection stays.
+    c.send("AUTH\t8\tDIGEST-MD5\tservice=smtp\n");
+    assert!(c.line().starts_with("CONT\t8\t"));
+    c.send(&format!(
+        "CONT\t8\t{}\n",
+        B64.encode("username=\"alice\",,=")
+    ));
+    assert_eq!(c.line(), "FAIL\t8\n");
+    assert_eq!(
+        digest(&mut c, 9, "alice", None, "secret"),
+        "OK\t9\tuser=alice@example.org\n"
+    );
+}
+
+#[test]
+fn a_mechanism_list_that_cannot_be_served_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    std::fs::write(&shadow, "").unwrap();
+    let m = dir.path().join("run");
+    let run = |args: &[&str]| {
+        let out = Command::new(common::DAEMON)
+            .args(["-d", "-m"])
+            .arg(&m)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["-a", "sasldb", "--dovecot-mechanisms", "plain ntlm"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("unknown mechanism \"ntlm\""), "{err}");
+    let shadow = shadow.to_str().unwrap();
+    let (code, err) = run(&[
+        "-a",
+        "shadow",
+        "--shadow-file",
+        shadow,
+        "--dovecot-mechanisms",
+        "plain,cram-md5",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("mechanism CRAM-MD5 needs the stored password, which the shadow passdb"),
+        "{err}"
+    );
+    assert!(!m.join("mux").exists(), "nothing listens");
 }
 
 #[test]

@@ -22,6 +22,11 @@ struct Postfix {
 
 impl Postfix {
     fn start(dir: &Path, sasl_type: &str, socket: &Path) -> Postfix {
+        Postfix::start_with(dir, sasl_type, socket, "")
+    }
+
+    /// With `main_cf` lines added to the instance's main.cf.
+    fn start_with(dir: &Path, sasl_type: &str, socket: &Path, main_cf: &str) -> Postfix {
         // A free port: bind port 0, note it, let it go.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -34,6 +39,7 @@ impl Postfix {
             .arg(port.to_string())
             .arg(sasl_type)
             .arg(socket)
+            .env("POSTFIX_MAIN_EXTRA", main_cf)
             .output()
             .unwrap();
         assert!(
@@ -109,6 +115,11 @@ fn ready() -> bool {
 /// (0710) and the mux (0660), as Debian does with group sasl; the Dovecot socket owned by
 /// postfix, as `--dovecot-socket-owner postfix:postfix` makes it.
 fn daemon_for_postfix() -> (Daemon, PathBuf) {
+    daemon_for_postfix_with(&[])
+}
+
+/// The same with more flags.
+fn daemon_for_postfix_with(extra: &[&str]) -> (Daemon, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let sasldb = dir.path().join("sasldb2");
@@ -125,6 +136,7 @@ fn daemon_for_postfix() -> (Daemon, PathBuf) {
         "postfix:postfix",
     ]
     .iter()
+    .chain(extra)
     .map(OsString::from)
     .collect();
     let d = Daemon::spawn(dir, &args, &[]);
@@ -212,6 +224,36 @@ fn postfix_cyrus_mode_plain_login() {
     }
 }
 
+/// Sends `commands` after the greeting, one at a time; every reply line, in order.
+fn smtp(port: u16, commands: &[&str]) -> Vec<String> {
+    use std::io::{BufRead, BufReader, Write};
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let mut w = stream.try_clone().unwrap();
+    let mut r = BufReader::new(stream);
+    let mut lines = Vec::new();
+    let mut reply = |lines: &mut Vec<String>| loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 {
+            return;
+        }
+        let line = line.trim_end().to_owned();
+        let last = line.len() < 4 || line.as_bytes()[3] != b'-';
+        lines.push(line);
+        if last {
+            return;
+        }
+    };
+    reply(&mut lines);
+    for command in commands {
+        w.write_all(format!("{command}\r\n").as_bytes()).unwrap();
+        reply(&mut lines);
+    }
+    lines
+}
+
 /// AUTH SCRAM-SHA-1/-256 over SMTP (swaks has no SCRAM): returns the final reply code, after
 /// checking the server signature Postfix relays.
 fn smtp_scram(port: u16, sha256: bool, user: &str, password: &str) -> String {
@@ -292,6 +334,81 @@ fn postfix_dovecot_mode_scram() {
             "535"
         );
     }
+}
+
+/// The guide's secure setup in dovecot mode: `smtpd_sasl_security_options = noanonymous,
+/// noplaintext` and `broken_sasl_auth_clients = yes`, the daemon offering DIGEST-MD5 too.
+/// Postfix then offers only what does not send the password (the MECH flags decide), and
+/// each of those authenticates against the sasldb through the Dovecot socket.
+#[test]
+fn postfix_dovecot_mode_noplaintext_offers_only_secret_mechanisms() {
+    if !ready() {
+        return;
+    }
+    let (d, auth) = daemon_for_postfix_with(&[
+        "--realm",
+        "example.org",
+        "--dovecot-mechanisms",
+        "plain login cram-md5 digest-md5 scram-sha-1 scram-sha-256",
+    ]);
+    let postfix = Postfix::start_with(
+        &d.dir.path().join("postfix"),
+        "dovecot",
+        &auth,
+        "smtpd_sasl_security_options = noanonymous, noplaintext\nbroken_sasl_auth_clients = yes",
+    );
+    let ehlo = smtp(postfix.port, &["EHLO client.test", "QUIT"]);
+    let offered = |prefix: &str| {
+        ehlo.iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {ehlo:?}"))
+            .to_owned()
+    };
+    let want = "CRAM-MD5 DIGEST-MD5 SCRAM-SHA-1 SCRAM-SHA-256";
+    assert_eq!(offered("250-AUTH "), want);
+    assert_eq!(offered("250-AUTH="), want, "broken_sasl_auth_clients");
+    for mech in ["CRAM-MD5", "DIGEST-MD5"] {
+        for (user, password, code) in [
+            ("alice@example.org", "secret", "235"),
+            ("bob", "correct horse battery staple", "235"),
+            ("carol@mail.example.net", "pa:ss@wo rd!", "235"),
+            ("alice@example.org", "wrong", "535"),
+            ("nobody@example.org", "secret", "535"),
+        ] {
+            assert_eq!(
+                postfix.auth(mech, user, password),
+                code,
+                "{mech} {user}; {}",
+                postfix.log()
+            );
+        }
+    }
+    for sha256 in [false, true] {
+        assert_eq!(
+            smtp_scram(postfix.port, sha256, "alice@example.org", "secret"),
+            "235"
+        );
+    }
+    // PLAIN is refused by Postfix itself: never offered, never passed on.
+    let plain = format!(
+        "AUTH PLAIN {}",
+        common::dovecot::plain("alice@example.org", "secret")
+    );
+    let replies = smtp(postfix.port, &["EHLO client.test", &plain, "QUIT"]);
+    assert!(
+        replies
+            .iter()
+            .any(|l| l.starts_with("535 5.7.8") && l.contains("Invalid authentication mechanism")),
+        "{replies:?}"
+    );
+    let log = d.log_text();
+    assert!(
+        log.lines().any(|l| l.contains(
+            "auth success: [user=alice] [service=smtp] \
+             [realm=example.org] [mech=sasldb]"
+        ) && l.contains("DIGEST-MD5")),
+        "{log}"
+    );
 }
 
 /// Runs `saslpasswd2-rs -p -f FILE ARGS` with `password` on stdin, as an admin would.

@@ -203,6 +203,24 @@ pub struct Authenticator {
     offered: Vec<MechInfo>,
 }
 
+/// What the Dovecot socket offers over `passdb`: the mechanisms `names` lists, or by default
+/// every one it can serve but DIGEST-MD5.
+fn offered_mechanisms(
+    passdb: &Passdb,
+    names: Option<&[&'static str]>,
+) -> Result<Vec<MechInfo>, mech::MechListError> {
+    mech::offered(names, passdb.has_credentials(), &passdb.kind().to_string())
+}
+
+/// Checks, before anything is bound, that `passdb` can serve the mechanisms `names` lists
+/// (what [`Authenticator::new`] will check again).
+pub fn check_mechanisms(
+    passdb: &Passdb,
+    names: Option<&[&'static str]>,
+) -> Result<(), mech::MechListError> {
+    offered_mechanisms(passdb, names).map(drop)
+}
+
 impl fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Authenticator")
@@ -225,11 +243,7 @@ impl Authenticator {
         } else {
             options.workers
         };
-        let offered = mech::offered(
-            options.mechanisms.as_deref(),
-            passdb.has_credentials(),
-            &passdb.kind().to_string(),
-        )?;
+        let offered = offered_mechanisms(&passdb, options.mechanisms.as_deref())?;
         Ok(Authenticator {
             offered,
             cache: options.cache.map(Arc::new),

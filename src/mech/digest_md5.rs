@@ -404,7 +404,13 @@ impl DigestMd5 {
                 match Response::parse(input, &challenge) {
                     Ok(response) => {
                         let user = response.username.clone();
-                        let realm = (!response.realm.is_empty()).then(|| response.realm.clone());
+                        // As libsasl2: a user name with its own `@realm` that keeps the realm
+                        // offered is split like any other (swaks sends `alice@example.org`
+                        // with the server's realm); another realm is the user's realm.
+                        let own =
+                            response.realm == challenge.realm.as_bytes() && user.contains(&b'@');
+                        let realm =
+                            (!response.realm.is_empty() && !own).then(|| response.realm.clone());
                         *self = DigestMd5::AwaitSecret(Box::new(response));
                         Step::LookupCredentials { user, realm }
                     }

@@ -129,3 +129,32 @@ pub fn scram(
     }
     reply.trim_end().to_owned()
 }
+
+/// DIGEST-MD5 through the Dovecot socket as Postfix runs it (no final-resp-ok), with `realm`
+/// named or (`None`) the one the server offers, checking the server's `rspauth`; the final
+/// reply line.
+pub fn digest(c: &mut Client, id: u32, user: &str, realm: Option<&str>, password: &str) -> String {
+    c.send(&format!("AUTH\t{id}\tDIGEST-MD5\tservice=smtp\tnologin\n"));
+    let line = c.line();
+    let challenge = line
+        .strip_prefix(&format!("CONT\t{id}\t"))
+        .expect(&line)
+        .trim_end();
+    let challenge = B64.decode(challenge).unwrap();
+    let (response, rspauth) = saslauthd_rs::mech::digest_md5::client_response(
+        &challenge,
+        user,
+        realm,
+        password.as_bytes(),
+        "smtp/mail.example.org",
+    )
+    .expect("a challenge that parses");
+    c.send(&format!("CONT\t{id}\t{}\n", B64.encode(response)));
+    let reply = c.line();
+    if let Some(data) = reply.strip_prefix(&format!("CONT\t{id}\t")) {
+        assert_eq!(B64.decode(data.trim_end()).unwrap(), rspauth, "rspauth");
+        c.send(&format!("CONT\t{id}\t\n"));
+        return c.line();
+    }
+    reply
+}

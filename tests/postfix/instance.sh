@@ -8,6 +8,7 @@
 #   instance.sh start DIR PORT auxprop SASLDB   smtpd_sasl_type = cyrus, libsasl2 reads the
 #                                               sasldb2 file itself (pwcheck_method auxprop)
 #   instance.sh stop DIR
+# POSTFIX_MAIN_EXTRA: lines appended to main.cf (a later line wins in Postfix).
 set -euo pipefail
 cmd=$1 dir=$2
 if [ "$cmd" = stop ]; then
@@ -51,6 +52,7 @@ smtpd_tls_security_level = none
 smtpd_relay_restrictions = permit_sasl_authenticated, reject
 broken_sasl_auth_clients = no
 $sasl
+${POSTFIX_MAIN_EXTRA:-}
 MAIN
 cat > "$dir/etc/master.cf" <<MASTER
 127.0.0.1:$port inet n - n - - smtpd
