@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
 # saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, the LMDB, Berkeley DB
-# and GDBM tools and libraries), then run the whole test suite against them, plus the lint gates.
+# and GDBM tools and libraries, Postfix, Dovecot, sendmail unpacked beside), then run the whole test suite against them, plus the lint gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
@@ -12,7 +12,21 @@ fi
 apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
-    postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core
+    postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2
+# sendmail conflicts with postfix: its packages are unpacked, not installed, once, into a
+# cache the sendmail tests run it from (in private namespaces; see tests/sendmail.rs).
+sendmail_root=target/peers/sendmail
+if [ ! -x "$sendmail_root/usr/libexec/sendmail/sendmail" ]; then
+    debs=$(mktemp -d)
+    (cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf m4 >/dev/null 2>&1) || {
+        as_root apt-get update -qq
+        (cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf m4 >/dev/null)
+    }
+    rm -rf "$sendmail_root" && mkdir -p "$sendmail_root"
+    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$sendmail_root"; done
+    rm -rf "$debs"
+fi
+export SASLAUTHD_RS_SENDMAIL="$PWD/$sendmail_root"
 ensure_cargo
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

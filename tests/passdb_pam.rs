@@ -4,85 +4,10 @@
 
 mod common;
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::{frame, peer, raw_exchange, Cyrus, Daemon};
-
-/// pam_wrapper picks its runtime directory (`/tmp/pam.<c>`) when it is loaded, with a
-/// check-then-create race between processes that start at the same moment; every start of a
-/// process under pam_wrapper in this file holds this lock until that process is listening.
-static START: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-const MODULES: &str = "/usr/lib/x86_64-linux-gnu/pam_wrapper";
-const SECURITY: &str = "/usr/lib/x86_64-linux-gnu/security";
-
-struct PamFixture {
-    dir: tempfile::TempDir,
-}
-
-impl PamFixture {
-    /// `sasl-test` checks against a pam_matrix passdb; `other` denies; with `with_other`
-    /// false, there is no `other` service at all.
-    fn new(with_other: bool) -> Option<PamFixture> {
-        if !Path::new(MODULES).join("pam_matrix.so").exists() {
-            peer("libpam_wrapper.so")?;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let services = dir.path().join("services");
-        std::fs::create_dir(&services).unwrap();
-        let fixture = PamFixture { dir };
-        fixture.set_passdb(
-            "alice:wonderland:sasl-test\nbob:builder:other-service\ncarol:pw:sasl-test\n",
-        );
-        let matrix = format!(
-            "{MODULES}/pam_matrix.so passdb={}",
-            fixture.passdb().display()
-        );
-        let stack: String = ["auth", "account", "password", "session"]
-            .iter()
-            .map(|t| format!("{t} required {matrix}\n"))
-            .collect();
-        std::fs::write(services.join("sasl-test"), stack).unwrap();
-        if with_other {
-            let deny: String = ["auth", "account", "password", "session"]
-                .iter()
-                .map(|t| format!("{t} required {SECURITY}/pam_deny.so\n"))
-                .collect();
-            std::fs::write(services.join("other"), deny).unwrap();
-        }
-        Some(fixture)
-    }
-
-    fn passdb(&self) -> PathBuf {
-        self.dir.path().join("passdb")
-    }
-
-    fn set_passdb(&self, text: &str) {
-        // Written whole and renamed, so a PAM call never reads half a file.
-        let tmp = self.dir.path().join("passdb.new");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, self.passdb()).unwrap();
-    }
-
-    fn env(&self) -> Vec<(&'static str, OsString)> {
-        vec![
-            ("LD_PRELOAD", "libpam_wrapper.so".into()),
-            ("PAM_WRAPPER", "1".into()),
-            (
-                "PAM_WRAPPER_SERVICE_DIR",
-                self.dir.path().join("services").into(),
-            ),
-        ]
-    }
-
-    fn daemon(&self, extra: &[&str]) -> Daemon {
-        let mut args: Vec<OsString> = vec!["-a".into(), "pam".into()];
-        args.extend(extra.iter().map(OsString::from));
-        let _start = START.lock().unwrap_or_else(|e| e.into_inner());
-        Daemon::spawn(tempfile::tempdir().unwrap(), &args, &self.env())
-    }
-}
+use common::pam::{PamFixture, START};
+use common::{frame, peer, raw_exchange, Cyrus};
 
 fn ask(socket: &Path, user: &str, password: &str, service: &str) -> Vec<u8> {
     raw_exchange(

@@ -55,37 +55,9 @@ impl Postfix {
 
     /// The SMTP code swaks saw for AUTH (235, 535, 454).
     fn auth(&self, mech: &str, user: &str, password: &str) -> String {
-        let out = Command::new("swaks")
-            .args([
-                "--server",
-                "127.0.0.1",
-                "--port",
-                &self.port.to_string(),
-                "--ehlo",
-                "client.test",
-            ])
-            .args([
-                "--auth",
-                mech,
-                "--auth-user",
-                user,
-                "--auth-password",
-                password,
-                "--quit-after",
-                "AUTH",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        text.lines()
-            .filter_map(|l| {
-                ["<-  ", "<~  ", "<** "]
-                    .iter()
-                    .find_map(|p| l.strip_prefix(p))
-            })
-            .map(|l| l.get(..3).unwrap_or_default().to_owned())
-            .find(|code| ["235", "535", "454"].contains(&code.as_str()))
-            .unwrap_or_else(|| format!("no AUTH reply in: {text}"))
+        let mut swaks = Command::new("swaks");
+        swaks.args(["--server", "127.0.0.1"]);
+        common::smtp::swaks_auth(swaks, self.port, mech, user, password)
     }
 
     fn log(&self) -> String {
@@ -224,36 +196,6 @@ fn postfix_cyrus_mode_plain_login() {
     }
 }
 
-/// Sends `commands` after the greeting, one at a time; every reply line, in order.
-fn smtp(port: u16, commands: &[&str]) -> Vec<String> {
-    use std::io::{BufRead, BufReader, Write};
-    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
-        .unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    let mut lines = Vec::new();
-    let mut reply = |lines: &mut Vec<String>| loop {
-        let mut line = String::new();
-        if r.read_line(&mut line).unwrap() == 0 {
-            return;
-        }
-        let line = line.trim_end().to_owned();
-        let last = line.len() < 4 || line.as_bytes()[3] != b'-';
-        lines.push(line);
-        if last {
-            return;
-        }
-    };
-    reply(&mut lines);
-    for command in commands {
-        w.write_all(format!("{command}\r\n").as_bytes()).unwrap();
-        reply(&mut lines);
-    }
-    lines
-}
-
 /// AUTH SCRAM-SHA-1/-256 over SMTP (swaks has no SCRAM): returns the final reply code, after
 /// checking the server signature Postfix relays.
 fn smtp_scram(port: u16, sha256: bool, user: &str, password: &str) -> String {
@@ -357,7 +299,7 @@ fn postfix_dovecot_mode_noplaintext_offers_only_secret_mechanisms() {
         &auth,
         "smtpd_sasl_security_options = noanonymous, noplaintext\nbroken_sasl_auth_clients = yes",
     );
-    let ehlo = smtp(postfix.port, &["EHLO client.test", "QUIT"]);
+    let ehlo = common::smtp::session(("127.0.0.1", postfix.port), &["EHLO client.test", "QUIT"]);
     let offered = |prefix: &str| {
         ehlo.iter()
             .find_map(|l| l.strip_prefix(prefix))
@@ -394,7 +336,10 @@ fn postfix_dovecot_mode_noplaintext_offers_only_secret_mechanisms() {
         "AUTH PLAIN {}",
         common::dovecot::plain("alice@example.org", "secret")
     );
-    let replies = smtp(postfix.port, &["EHLO client.test", &plain, "QUIT"]);
+    let replies = common::smtp::session(
+        ("127.0.0.1", postfix.port),
+        &["EHLO client.test", &plain, "QUIT"],
+    );
     assert!(
         replies
             .iter()

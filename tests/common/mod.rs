@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod pam;
+pub mod smtp;
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
