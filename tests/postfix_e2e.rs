@@ -22,11 +22,18 @@ struct Postfix {
 
 impl Postfix {
     fn start(dir: &Path, sasl_type: &str, socket: &Path) -> Postfix {
-        Postfix::start_with(dir, sasl_type, socket, "")
+        Postfix::start_with(dir, sasl_type, socket, "", "")
     }
 
-    /// With `main_cf` lines added to the instance's main.cf.
-    fn start_with(dir: &Path, sasl_type: &str, socket: &Path, main_cf: &str) -> Postfix {
+    /// With `main_cf` lines added to the instance's main.cf and, unless empty, `smtpd_conf`
+    /// as libsasl2's smtpd.conf (the socket or file path added).
+    fn start_with(
+        dir: &Path,
+        sasl_type: &str,
+        socket: &Path,
+        main_cf: &str,
+        smtpd_conf: &str,
+    ) -> Postfix {
         // A free port: bind port 0, note it, let it go.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -40,6 +47,7 @@ impl Postfix {
             .arg(sasl_type)
             .arg(socket)
             .env("POSTFIX_MAIN_EXTRA", main_cf)
+            .env("POSTFIX_SMTPD_CONF", smtpd_conf)
             .output()
             .unwrap();
         assert!(
@@ -298,6 +306,7 @@ fn postfix_dovecot_mode_noplaintext_offers_only_secret_mechanisms() {
         "dovecot",
         &auth,
         "smtpd_sasl_security_options = noanonymous, noplaintext\nbroken_sasl_auth_clients = yes",
+        "",
     );
     let ehlo = common::smtp::session(("127.0.0.1", postfix.port), &["EHLO client.test", "QUIT"]);
     let offered = |prefix: &str| {
@@ -442,4 +451,176 @@ fn postfix_auxprop_reads_what_saslpasswd2_rs_writes() {
     let meta = std::fs::metadata(&sasldb).unwrap();
     use std::os::unix::fs::MetadataExt;
     assert_eq!((meta.gid(), meta.mode() & 0o777), (gid, 0o640));
+}
+
+fn fixture(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/postfix")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The mechanisms an EHLO reply offers (`250-AUTH ...`), sorted.
+fn offered(port: u16) -> Vec<String> {
+    let lines = common::smtp::session(("127.0.0.1", port), &["EHLO client.test", "QUIT"]);
+    let mut mechs: Vec<String> = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("250-AUTH "))
+        .unwrap_or_else(|| panic!("no AUTH in {lines:?}"))
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    mechs.sort_unstable();
+    mechs
+}
+
+/// Setup 3, Debian's Postfix with the sasldb as the guide has it: smtpd.conf and main.cf
+/// verbatim (tests/fixtures/postfix), the user made as the guide makes it
+/// (`saslpasswd2 -c -u $(postconf -h myhostname) user`) but by saslpasswd2-rs. EHLO offers only
+/// what does not send the password; both authenticate; sasldblistusers2-rs prints the guide's
+/// line.
+#[test]
+fn postfix_debian_sasldb_guide() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    saslpasswd2(
+        &sasldb,
+        &["-c", "-u", "postfix.test", "dave"],
+        "s3cret dave",
+    );
+    std::os::unix::fs::chown(&sasldb, None, Some(group_id("postfix"))).unwrap();
+    let postfix = Postfix::start_with(
+        &dir.path().join("postfix"),
+        "auxprop",
+        &sasldb,
+        &fixture("main.cf.sasldb"),
+        &fixture("smtpd.conf.auxprop"),
+    );
+    assert_eq!(offered(postfix.port), ["CRAM-MD5", "DIGEST-MD5"]);
+    let lines = common::smtp::session(("127.0.0.1", postfix.port), &["EHLO client.test", "QUIT"]);
+    assert!(
+        lines.iter().any(|l| l.starts_with("250-AUTH=")),
+        "broken_sasl_auth_clients: {lines:?}"
+    );
+    for mech in ["CRAM-MD5", "DIGEST-MD5"] {
+        assert_eq!(
+            postfix.auth(mech, "dave", "s3cret dave"),
+            "235",
+            "{mech}: {}",
+            postfix.log()
+        );
+        assert_eq!(postfix.auth(mech, "dave", "wrong"), "535", "{mech}");
+        assert_eq!(postfix.auth(mech, "nobody", "s3cret dave"), "535", "{mech}");
+    }
+    let out = Command::new(common::LISTUSERS)
+        .arg("-f")
+        .arg(&sasldb)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "dave@postfix.test: userPassword\n"
+    );
+}
+
+/// Setup 4, Postfix in cyrus mode with saslauthd (smtpd.conf `pwcheck_method: saslauthd`,
+/// `mech_list: plain login`), and the guide's realm trap: `smtpd_sasl_local_domain` left
+/// empty works for PAM and shadow, which ignore the realm; the sasldb needs the realm its
+/// users were made in, so there it must be `$myhostname` (what saslpasswd2 gives a bare
+/// name on the mail host), or the daemon's default realm, which is this machine's host name,
+/// not Postfix's `myhostname`.
+#[test]
+fn postfix_cyrus_saslauthd_guide_and_the_realm_trap() {
+    if !ready() {
+        return;
+    }
+    let smtpd_conf = fixture("smtpd.conf.saslauthd");
+    let empty_domain = fixture("main.cf.saslauthd");
+    let host_domain = format!("{empty_domain}smtpd_sasl_local_domain = $myhostname\n");
+    let group = group_id("postfix");
+    let for_postfix = |d: &Daemon| {
+        std::os::unix::fs::chown(&d.run_dir, None, Some(group)).unwrap();
+        std::os::unix::fs::chown(&d.socket, None, Some(group)).unwrap();
+    };
+
+    // -a shadow (CentOS's MECH=shadow), and -a pam: either realm setting works.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shadow = dir.path().join("shadow");
+    let hash = saslauthd_rs::crypt::hash(b"shadow pw", "$6$").unwrap();
+    std::fs::write(&shadow, format!("dave:{hash}:19000:0:99999:7:::\n")).unwrap();
+    let args: Vec<OsString> = ["-a", "shadow", "--shadow-file"]
+        .iter()
+        .map(OsString::from)
+        .chain([shadow.into_os_string()])
+        .collect();
+    let shadow_daemon = Daemon::spawn(dir, &args, &[]);
+    for_postfix(&shadow_daemon);
+    let pam = common::pam::PamFixture::new(true).expect("pam_wrapper");
+    pam.set_passdb("erin:pam pw:sasl-test\n");
+    let pam_daemon = pam.daemon(&["--pam-service", "sasl-test"]);
+    std::fs::set_permissions(
+        pam_daemon.dir.path(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    for_postfix(&pam_daemon);
+    for (daemon, user, password) in [
+        (&shadow_daemon, "dave", "shadow pw"),
+        (&pam_daemon, "erin", "pam pw"),
+    ] {
+        for main_cf in [&empty_domain, &host_domain] {
+            let place = tempfile::tempdir().unwrap();
+            let postfix = Postfix::start_with(
+                &place.path().join("postfix"),
+                "cyrus",
+                &daemon.socket,
+                main_cf,
+                &smtpd_conf,
+            );
+            assert_eq!(offered(postfix.port), ["LOGIN", "PLAIN"]);
+            for mech in ["PLAIN", "LOGIN"] {
+                assert_eq!(
+                    postfix.auth(mech, user, password),
+                    "235",
+                    "{user} {mech} {main_cf:?}: {}",
+                    postfix.log()
+                );
+                assert_eq!(postfix.auth(mech, user, "wrong"), "535", "{user} {mech}");
+            }
+        }
+    }
+
+    // -a sasldb: users made in the realm Postfix's myhostname names.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    saslpasswd2(&sasldb, &["-c", "-u", "postfix.test", "frank"], "sasldb pw");
+    let sasldb_daemon = Daemon::launch(dir, sasldb, None, &[]);
+    for_postfix(&sasldb_daemon);
+    for (main_cf, want) in [(&host_domain, "235"), (&empty_domain, "535")] {
+        let place = tempfile::tempdir().unwrap();
+        let postfix = Postfix::start_with(
+            &place.path().join("postfix"),
+            "cyrus",
+            &sasldb_daemon.socket,
+            main_cf,
+            &smtpd_conf,
+        );
+        assert_eq!(
+            postfix.auth("PLAIN", "frank", "sasldb pw"),
+            want,
+            "{main_cf:?}: {}",
+            postfix.log()
+        );
+    }
+    let log = sasldb_daemon.log_text();
+    assert!(
+        log.contains("[user=frank] [service=smtp] [realm=postfix.test]"),
+        "{log}"
+    );
 }

@@ -9,6 +9,8 @@
 #                                               sasldb2 file itself (pwcheck_method auxprop)
 #   instance.sh stop DIR
 # POSTFIX_MAIN_EXTRA: lines appended to main.cf (a later line wins in Postfix).
+# POSTFIX_SMTPD_CONF: smtpd.conf as a guide has it (cyrus and auxprop types); the socket or
+# file path is added as saslauthd_path or sasldb_path.
 set -euo pipefail
 cmd=$1 dir=$2
 if [ "$cmd" = stop ]; then
@@ -23,14 +25,20 @@ smtpd_sasl_path = $socket" ;;
     cyrus) sasl="smtpd_sasl_type = cyrus
 smtpd_sasl_path = smtpd
 cyrus_sasl_config_path = $dir/etc/sasl"
-        printf 'pwcheck_method: saslauthd\nsaslauthd_path: %s\nmech_list: PLAIN LOGIN\n' \
-            "$socket" > "$dir/etc/sasl/smtpd.conf" ;;
+        if [ -n "${POSTFIX_SMTPD_CONF:-}" ]; then
+            printf '%s\nsaslauthd_path: %s\n' "$POSTFIX_SMTPD_CONF" "$socket"
+        else
+            printf 'pwcheck_method: saslauthd\nsaslauthd_path: %s\nmech_list: PLAIN LOGIN\n' "$socket"
+        fi > "$dir/etc/sasl/smtpd.conf" ;;
     auxprop) sasl="smtpd_sasl_type = cyrus
 smtpd_sasl_path = smtpd"
         # What the admin guides say, read from <config_directory>/sasl/smtpd.conf as
         # Debian's Postfix does, plus the file to read.
-        printf 'pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: cram-md5 digest-md5 plain login\nsasldb_path: %s\n' \
-            "$socket" > "$dir/etc/sasl/smtpd.conf" ;;
+        if [ -n "${POSTFIX_SMTPD_CONF:-}" ]; then
+            printf '%s\nsasldb_path: %s\n' "$POSTFIX_SMTPD_CONF" "$socket"
+        else
+            printf 'pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: cram-md5 digest-md5 plain login\nsasldb_path: %s\n' "$socket"
+        fi > "$dir/etc/sasl/smtpd.conf" ;;
     *) echo "unknown type $type" >&2; exit 2 ;;
 esac
 cat > "$dir/etc/main.cf" <<MAIN
