@@ -365,6 +365,19 @@ fn postfix_dovecot_mode_noplaintext_offers_only_secret_mechanisms() {
     );
 }
 
+/// A sasldb2 that smtpd (user postfix) may read, in a directory of its own, with `users`
+/// (realm, user, password) made by saslpasswd2-rs as the guides make them.
+fn sasldb_for_postfix(users: &[(&str, &str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    for (realm, user, password) in users {
+        saslpasswd2(&sasldb, &["-c", "-u", realm, user], password);
+    }
+    std::os::unix::fs::chown(&sasldb, None, Some(group_id("postfix"))).unwrap();
+    (dir, sasldb)
+}
+
 /// Runs `saslpasswd2-rs -p -f FILE ARGS` with `password` on stdin, as an admin would.
 fn saslpasswd2(file: &Path, args: &[&str], password: &str) {
     common::passwd(Path::new(common::SASLPASSWD2), file, args, password);
@@ -378,16 +391,11 @@ fn postfix_auxprop_reads_what_saslpasswd2_rs_writes() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let sasldb = dir.path().join("sasldb2");
     // dave in the realm libsasl2 gives a bare user name (the server's host name).
-    saslpasswd2(
-        &sasldb,
-        &["-c", "-u", "postfix.test", "dave"],
-        "s3cret dave",
-    );
-    saslpasswd2(&sasldb, &["-c", "-u", "example.org", "alice"], "secret");
+    let (dir, sasldb) = sasldb_for_postfix(&[
+        ("postfix.test", "dave", "s3cret dave"),
+        ("example.org", "alice", "secret"),
+    ]);
     // A new file is in the format this host's libsasl2 reads: Berkeley DB on Debian.
     let head = std::fs::read(&sasldb).unwrap();
     assert_eq!(
@@ -397,7 +405,6 @@ fn postfix_auxprop_reads_what_saslpasswd2_rs_writes() {
     );
     // As Debian has it (root:sasl, with postfix in the sasl group): smtpd must read it.
     let gid = group_id("postfix");
-    std::os::unix::fs::chown(&sasldb, None, Some(gid)).unwrap();
     let postfix = Postfix::start(&dir.path().join("postfix"), "auxprop", &sasldb);
     let mechs = ["PLAIN", "LOGIN", "CRAM-MD5", "DIGEST-MD5"];
     for mech in mechs {
@@ -484,15 +491,7 @@ fn postfix_debian_sasldb_guide() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let sasldb = dir.path().join("sasldb2");
-    saslpasswd2(
-        &sasldb,
-        &["-c", "-u", "postfix.test", "dave"],
-        "s3cret dave",
-    );
-    std::os::unix::fs::chown(&sasldb, None, Some(group_id("postfix"))).unwrap();
+    let (dir, sasldb) = sasldb_for_postfix(&[("postfix.test", "dave", "s3cret dave")]);
     let postfix = Postfix::start_with(
         &dir.path().join("postfix"),
         "auxprop",
@@ -548,17 +547,7 @@ fn postfix_cyrus_saslauthd_guide_and_the_realm_trap() {
     };
 
     // -a shadow (CentOS's MECH=shadow), and -a pam: either realm setting works.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let shadow = dir.path().join("shadow");
-    let hash = saslauthd_rs::crypt::hash(b"shadow pw", "$6$").unwrap();
-    std::fs::write(&shadow, format!("dave:{hash}:19000:0:99999:7:::\n")).unwrap();
-    let args: Vec<OsString> = ["-a", "shadow", "--shadow-file"]
-        .iter()
-        .map(OsString::from)
-        .chain([shadow.into_os_string()])
-        .collect();
-    let shadow_daemon = Daemon::spawn(dir, &args, &[]);
+    let shadow_daemon = Daemon::with_shadow_user("dave", "shadow pw");
     for_postfix(&shadow_daemon);
     let pam = common::pam::PamFixture::new(true).expect("pam_wrapper");
     pam.set_passdb("erin:pam pw:sasl-test\n");
@@ -596,10 +585,7 @@ fn postfix_cyrus_saslauthd_guide_and_the_realm_trap() {
     }
 
     // -a sasldb: users made in the realm Postfix's myhostname names.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let sasldb = dir.path().join("sasldb2");
-    saslpasswd2(&sasldb, &["-c", "-u", "postfix.test", "frank"], "sasldb pw");
+    let (dir, sasldb) = sasldb_for_postfix(&[("postfix.test", "frank", "sasldb pw")]);
     let sasldb_daemon = Daemon::launch(dir, sasldb, None, &[]);
     for_postfix(&sasldb_daemon);
     for (main_cf, want) in [(&host_domain, "235"), (&empty_domain, "535")] {

@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -419,16 +418,7 @@ fn sendmail_msa_587_through_saslauthd_rs_shadow() {
     let Some(root) = sendmail_root() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let shadow = dir.path().join("shadow");
-    let hash = saslauthd_rs::crypt::hash(b"s3cret pass", "$6$").unwrap();
-    std::fs::write(&shadow, format!("dave:{hash}:19000:0:99999:7:::\n")).unwrap();
-    let args: Vec<OsString> = ["-a", "shadow", "--shadow-file"]
-        .iter()
-        .map(OsString::from)
-        .chain([shadow.into_os_string()])
-        .collect();
-    let daemon = Daemon::spawn(dir, &args, &[]);
+    let daemon = Daemon::with_shadow_user("dave", "s3cret pass");
     let conf = fixture("Sendmail.conf.saslauthd").replace("@MUX@", daemon.socket.to_str().unwrap());
     let sendmail = Sendmail::start(&root, &fixture("msa.mc"), Some(&conf));
     msa_checks(&sendmail, &daemon, "dave", "s3cret pass");

@@ -264,6 +264,25 @@ impl Daemon {
         d
     }
 
+    /// Starts `saslauthd-rs -a shadow` over a shadow file holding one `user` whose password
+    /// is `password` (SHA-512 crypt), in a directory others may traverse (mail servers reach
+    /// its socket as their own users).
+    pub fn with_shadow_user(user: &str, password: &str) -> Daemon {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let shadow = dir.path().join("shadow");
+        let hash = saslauthd_rs::crypt::hash(password.as_bytes(), "$6$").unwrap();
+        std::fs::write(&shadow, format!("{user}:{hash}:19000:0:99999:7:::\n")).unwrap();
+        let args: Vec<OsString> = vec![
+            "-a".into(),
+            "shadow".into(),
+            "--shadow-file".into(),
+            shadow.into(),
+        ];
+        Self::spawn(dir, &args, &[])
+    }
+
     /// Starts `saslauthd-rs -f -V -m <dir>/run --failure-delay 0 ARGS` with extra environment
     /// (later flags in `args` override the earlier ones).
     pub fn spawn(dir: tempfile::TempDir, args: &[OsString], env: &[(&str, OsString)]) -> Daemon {
