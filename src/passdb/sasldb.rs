@@ -2,11 +2,11 @@
 //!
 //! Unlike Cyrus's `auth_sasldb`, which always opens the compile-time path, the path is
 //! configurable (`--sasldb`), and the file may be in any of the three formats (see
-//! `crate::sasldb`). It is opened once and kept open. An LMDB file changed in place
-//! (`saslpasswd2-rs`, any LMDB writer) needs no reopen: every lookup is a fresh LMDB read
-//! transaction. A Berkeley DB or GDBM file is held in memory and read again when it changes:
-//! replaced by another file (our writers, `mv new sasldb2`) or changed in place (Cyrus's
-//! tools). A file created after start-up is opened on the next request.
+//! `crate::sasldb`). The file is read whole, never mapped (a mapped file that is truncated or
+//! overwritten kills the process), held in memory and read again when it changes: replaced by
+//! another file (our writers, `mv new sasldb2`) or changed in place (liblmdb's writers,
+//! Cyrus's tools, `cp other sasldb2`). A file created after start-up is opened on the next
+//! request.
 //!
 //! To know that without a `stat` of the path on every request (a path walk, the largest
 //! single cost of a sasldb check), the file's directory is watched with inotify: a request
@@ -195,26 +195,10 @@ impl Sasldb {
 
     /// Runs `f` on the store of the file now at the path (`None`: there is none), under the
     /// read lock: readers share it, from every thread, and no reference count is touched per
-    /// request. A map grown by another process is opened afresh and `f` run again.
+    /// request.
     fn with_store<R>(
         &self,
         f: impl Fn(Option<&Store>) -> Result<R, SasldbError>,
-    ) -> Result<R, SasldbError> {
-        match self.with_store_once(&f) {
-            Err(SasldbError::Lmdb {
-                source: ::lmdb::Error::MapResized,
-                ..
-            }) => {
-                self.forget();
-                self.with_store_once(&f)
-            }
-            other => other,
-        }
-    }
-
-    fn with_store_once<R>(
-        &self,
-        f: &impl Fn(Option<&Store>) -> Result<R, SasldbError>,
     ) -> Result<R, SasldbError> {
         {
             let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
@@ -320,10 +304,6 @@ impl Sasldb {
                 Err(e)
             }
         }
-    }
-
-    fn forget(&self) {
-        *self.seen.write().unwrap_or_else(|e| e.into_inner()) = Seen::default();
     }
 
     pub(crate) fn lookup_credentials(

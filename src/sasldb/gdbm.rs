@@ -72,11 +72,14 @@ pub(super) enum Failure {
 fn failure(e: gdbm_native::Error) -> Failure {
     match e {
         gdbm_native::Error::Locked => Failure::Locked,
-        // A short or garbled file comes back as an I/O error: it is damage, not the system.
+        // A short or garbled file comes back as an I/O error: it is damage, not the system
+        // (a garbled offset makes a seek fail with EINVAL).
         gdbm_native::Error::Io(e)
             if matches!(
                 e.kind(),
-                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+                std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::InvalidData
+                    | std::io::ErrorKind::InvalidInput
             ) =>
         {
             Failure::Bad(e.to_string())

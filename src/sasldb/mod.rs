@@ -15,6 +15,7 @@ mod format;
 mod gdbm;
 pub mod host;
 mod lmdb;
+mod lmdb_file;
 mod replace;
 mod store;
 mod table;

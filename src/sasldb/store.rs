@@ -1,9 +1,10 @@
 //! One sasldb2 file, whatever its format: the interface the rest of the code uses.
 //!
-//! An LMDB file is used in place, as Cyrus's `db_lmdb.c` uses it: every read is a fresh read
-//! transaction, every change one write transaction. A Berkeley DB or GDBM file is read whole
-//! into a [`Table`] and every change writes a whole new file that is renamed over the old one
-//! (see `replace`). Writers of every format hold the writers' lock while the store is open.
+//! A store opened for reading (the daemon, the listing tool) reads the file whole into a
+//! [`Table`], whatever its format, and never maps it (a mapped file that is truncated kills
+//! the process). For writing, an LMDB file is used in place, as Cyrus's `db_lmdb.c` uses it:
+//! every change one write transaction; a Berkeley DB or GDBM file is held as a table and every
+//! change writes a whole new file that is renamed over the old one (see `replace`). Writers of every format hold the writers' lock while the store is open.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -144,7 +145,9 @@ impl Store {
             _ => None,
         };
         let backend = match (kind, found) {
-            (Kind::Lmdb, _) => Backend::Lmdb(Lmdb::open(&path, mode)?),
+            (Kind::Lmdb, _) if mode == OpenMode::ReadWrite => {
+                Backend::Lmdb(Lmdb::open(&path, mode)?)
+            }
             (_, Some(_)) => {
                 let wait = match mode {
                     OpenMode::ReadOnly => Duration::ZERO,

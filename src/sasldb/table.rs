@@ -1,9 +1,9 @@
-//! Berkeley DB and GDBM sasldb2 files, held in memory.
+//! sasldb2 files held in memory: Berkeley DB and GDBM files always, LMDB files for readers.
 //!
-//! Neither format can be read safely while another process changes it in place without a
-//! lock (Cyrus's Berkeley DB backend takes none), and neither is worth walking on every
-//! request, so a file is read whole, checked, and kept as a hash table; lookups never touch
-//! the file. Whoever holds a `Table` learns from [`Stamp`] whether the file at the path is
+//! Neither Berkeley DB nor GDBM can be read safely while another process changes it in place
+//! without a lock (Cyrus's Berkeley DB backend takes none), and neither is worth walking on
+//! every request; an LMDB file mapped into memory kills its reader when it is truncated. So a
+//! file is read whole, checked, and kept as a hash table; lookups never touch the file. Whoever holds a `Table` learns from [`Stamp`] whether the file at the path is
 //! still the one it read (the daemon's sasldb passdb asks before every request it has been
 //! told of a change). Writes build a whole new file (`replace`), so the table and the
 //! file stay one.
@@ -56,6 +56,8 @@ impl Stamp {
 pub(super) enum Variant {
     BerkeleyDb(bdb::Layout),
     Gdbm(Shape),
+    /// Read only: an LMDB file is changed in place by liblmdb (`super::lmdb`).
+    Lmdb,
 }
 
 impl Variant {
@@ -63,6 +65,7 @@ impl Variant {
         match self {
             Variant::BerkeleyDb(_) => Kind::BerkeleyDb,
             Variant::Gdbm(_) => Kind::Gdbm,
+            Variant::Lmdb => Kind::Lmdb,
         }
     }
 
@@ -80,6 +83,7 @@ impl Variant {
         match self {
             Variant::BerkeleyDb(_) => 0o660,
             Variant::Gdbm(_) => 0o600,
+            Variant::Lmdb => 0o660,
         }
     }
 }
@@ -93,6 +97,7 @@ impl std::fmt::Display for Variant {
                 layout.endian, layout.page_size
             ),
             Variant::Gdbm(shape) => write!(f, "GDBM ({shape})"),
+            Variant::Lmdb => f.write_str("LMDB (one data file, with its lock file beside it)"),
         }
     }
 }
@@ -137,7 +142,7 @@ impl Table {
             let (variant, records) = match kind {
                 Kind::BerkeleyDb => read_bdb(path)?,
                 Kind::Gdbm => read_gdbm(path, wait)?,
-                Kind::Lmdb => unreachable!("LMDB files are not held in memory"),
+                Kind::Lmdb => read_lmdb(path)?,
             };
             if stamp(path)? != before {
                 continue;
@@ -189,6 +194,10 @@ impl Table {
             Variant::Gdbm(shape) => {
                 gdbm::write(scratch, &pairs, shape).map_err(|f| gdbm_error(path, f))
             }
+            Variant::Lmdb => Err(SasldbError::Unsupported {
+                path: path.to_owned(),
+                what: "rewriting an LMDB file whole (it is changed in place)".into(),
+            }),
         })?;
         stamp(path)
     }
@@ -214,6 +223,18 @@ fn read_bdb(path: &Path) -> Result<(Variant, Records), SasldbError> {
     file.read_to_end(&mut bytes).map_err(io)?;
     let contents = bdb::read(&bytes).map_err(|p| problem_error(path, Kind::BerkeleyDb, p))?;
     Ok((Variant::BerkeleyDb(contents.layout), contents.records))
+}
+
+fn read_lmdb(path: &Path) -> Result<(Variant, Records), SasldbError> {
+    let io = |source| SasldbError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let mut bytes = Zeroizing::new(Vec::new());
+    file.read_to_end(&mut bytes).map_err(io)?;
+    let records = super::lmdb_file::read(&bytes).map_err(|p| problem_error(path, Kind::Lmdb, p))?;
+    Ok((Variant::Lmdb, records))
 }
 
 fn read_gdbm(path: &Path, wait: Duration) -> Result<(Variant, Records), SasldbError> {
@@ -300,17 +321,23 @@ mod tests {
         bytes
     }
 
-    /// Random damage to every fixture of both formats held in memory: the reader returns the
+    /// Random damage to every fixture of every format: the reader returns the
     /// records or an error naming the file, never panics, loops or allocates without bound
     /// (each read is timed).
     #[test]
     fn readers_survive_random_damage() {
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sasldb");
-        let seed = 0x5eed_0000_0000_0001
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs();
+        // SASLDB_DAMAGE_SEED replays a failure's seed.
+        let seed = std::env::var("SASLDB_DAMAGE_SEED")
+            .ok()
+            .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+            .unwrap_or_else(|| {
+                0x5eed_0000_0000_0001
+                    ^ std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs()
+            });
         eprintln!("damage seed {seed:#x}");
         let mut rng = Rng(seed);
         let dir = tempfile::tempdir().unwrap();
@@ -320,6 +347,8 @@ mod tests {
             ("sasldb2-bdb-hash-2007users", Kind::BerkeleyDb, 1500),
             ("sasldb2-gdbm", Kind::Gdbm, 1500),
             ("sasldb2-gdbm-2007users", Kind::Gdbm, 500),
+            ("sasldb2-lmdb", Kind::Lmdb, 3000),
+            ("sasldb2-lmdb-2007users", Kind::Lmdb, 500),
         ] {
             let base = std::fs::read(fixtures.join(name)).unwrap();
             let (mut read, mut refused) = (0, 0);
