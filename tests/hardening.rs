@@ -1,0 +1,296 @@
+//! What a careless admin or a hostile local user does to a running daemon, each case under
+//! load, each test printing what it held.
+
+mod common;
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{dovecot::plain, Daemon};
+
+/// Writes a sasldb2 in `format` holding `users` (user, realm, password) with saslpasswd2-rs.
+fn make(format: &str, path: &Path, users: &[(&str, &str, &str)]) {
+    for (user, realm, password) in users {
+        common::passwd(
+            Path::new(common::SASLPASSWD2),
+            path,
+            &["--format", format, "-c", "-u", realm, user],
+            password,
+        );
+    }
+}
+
+/// What the requests of one phase got.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    ok: u64,
+    /// Any other reply to a right password: a refusal or an internal error.
+    failed: u64,
+    /// A wrong password accepted: never allowed.
+    wrong_ok: u64,
+    /// Dovecot connections the daemon closed (a backend error closes one).
+    closed: u64,
+}
+
+const PHASES: &[&str] = &[
+    "steady",
+    "replaced by rename (mv new sasldb2), lock file too",
+    "overwritten in place (cp other sasldb2)",
+    "truncated to 0 bytes, then replaced",
+    "garbage written in place, then replaced",
+    "removed, then re-created",
+    "steady after all that",
+];
+
+/// The phases in which every login must succeed.
+const STRICT: &[usize] = &[0, 1, 6];
+
+struct Load {
+    phase: Arc<AtomicUsize>,
+    tallies: Arc<Mutex<Vec<Tally>>>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Logins as alice (right and wrong passwords) on both sockets until stopped.
+    fn start(mux: &Path, auth: &Path) -> Load {
+        let phase = Arc::new(AtomicUsize::new(0));
+        let tallies = Arc::new(Mutex::new(vec![Tally::default(); PHASES.len()]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for n in 0..4 {
+            let (phase, tallies, stop) = (phase.clone(), tallies.clone(), stop.clone());
+            let mux = mux.to_owned();
+            threads.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let wrong = n == 3;
+                    let q = saslauthd_rs::client::Query {
+                        login: b"alice",
+                        password: if wrong { b"wrong" } else { b"secret" },
+                        service: b"smtp",
+                        realm: b"example.org",
+                        client_addr: None,
+                    };
+                    let reply = saslauthd_rs::client::query(&mux, &q, Duration::from_secs(10));
+                    let ok = matches!(&reply, Ok(body) if body == b"OK");
+                    let mut t = tallies.lock().unwrap();
+                    let t = &mut t[phase.load(Ordering::Relaxed)];
+                    match (wrong, ok) {
+                        (true, true) => t.wrong_ok += 1,
+                        (true, false) => {}
+                        (false, true) => t.ok += 1,
+                        (false, false) => t.failed += 1,
+                    }
+                }
+            }));
+        }
+        {
+            let (phase, tallies, stop) = (phase.clone(), tallies.clone(), stop.clone());
+            let auth = auth.to_owned();
+            threads.push(std::thread::spawn(move || {
+                let connect = || {
+                    let stream = UnixStream::connect(&auth).unwrap();
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    let mut w = stream.try_clone().unwrap();
+                    w.write_all(b"VERSION\t1\t0\nCPID\t1\n").unwrap();
+                    let mut r = BufReader::new(stream);
+                    let mut line = String::new();
+                    while line != "DONE\n" {
+                        line.clear();
+                        r.read_line(&mut line).unwrap();
+                    }
+                    (w, r)
+                };
+                let (mut w, mut r) = connect();
+                let mut id = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    id += 1;
+                    let sent = w.write_all(
+                        format!(
+                            "AUTH\t{id}\tPLAIN\tservice=smtp\tresp={}\n",
+                            plain("alice@example.org", "secret")
+                        )
+                        .as_bytes(),
+                    );
+                    let mut line = String::new();
+                    let read = r.read_line(&mut line);
+                    let mut t = tallies.lock().unwrap();
+                    let t = &mut t[phase.load(Ordering::Relaxed)];
+                    if sent.is_err() || !matches!(read, Ok(n) if n > 0) {
+                        t.closed += 1;
+                        drop(t);
+                        (w, r) = connect();
+                    } else if line.starts_with("OK\t") {
+                        t.ok += 1;
+                    } else {
+                        t.failed += 1;
+                    }
+                }
+            }));
+        }
+        Load {
+            phase,
+            tallies,
+            stop,
+            threads,
+        }
+    }
+
+    fn finish(self) -> Vec<Tally> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads {
+            t.join().unwrap();
+        }
+        self.tallies.lock().unwrap().clone()
+    }
+}
+
+/// Writes `bytes` as `path` by a rename (what `mv` does), with a stale lock file beside.
+fn rename_in(dir: &Path, path: &Path, bytes: &[u8]) {
+    let tmp = dir.join("incoming");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::write(dir.join("incoming-lock"), [0u8; 8192]).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+    let mut lock = path.as_os_str().to_owned();
+    lock.push("-lock");
+    std::fs::rename(dir.join("incoming-lock"), lock).unwrap();
+}
+
+fn file_changes_under_load(format: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_owned();
+    let path = d.join("sasldb2");
+    // Two versions holding alice with the same password, and more users apart.
+    make(
+        format,
+        &d.join("v1"),
+        &[
+            ("alice", "example.org", "secret"),
+            ("bob", "example.org", "b"),
+        ],
+    );
+    make(
+        format,
+        &d.join("v2"),
+        &[
+            ("carol", "example.org", "c"),
+            ("alice", "example.org", "secret"),
+            ("dave", "example.org", "d"),
+        ],
+    );
+    let (v1, v2) = (
+        std::fs::read(d.join("v1")).unwrap(),
+        std::fs::read(d.join("v2")).unwrap(),
+    );
+    std::fs::copy(d.join("v1"), &path).unwrap();
+    let auth = d.join("auth");
+    let args: Vec<OsString> = vec![
+        "-a".into(),
+        "sasldb".into(),
+        "--sasldb".into(),
+        path.clone().into(),
+        "--dovecot-socket".into(),
+        auth.clone().into(),
+    ];
+    let mut daemon = Daemon::spawn(dir, &args, &[]);
+    let load = Load::start(&daemon.socket, &auth);
+    let hold = |ms| std::thread::sleep(Duration::from_millis(ms));
+    let mut rng = common::Rng(0x5eed ^ format.len() as u64);
+    for phase in 0..PHASES.len() {
+        load.phase.store(phase, Ordering::Relaxed);
+        let started = Instant::now();
+        for round in 0..6 {
+            let (this, other) = if round % 2 == 0 {
+                (&v2, &v1)
+            } else {
+                (&v1, &v2)
+            };
+            match phase {
+                1 => rename_in(&d, &path, this),
+                2 => std::fs::write(&path, this).unwrap(),
+                3 => {
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
+                    hold(40);
+                    rename_in(&d, &path, other);
+                }
+                4 => {
+                    let garbage: Vec<u8> = (0..65536).map(|_| rng.next() as u8).collect();
+                    std::fs::write(&path, garbage).unwrap();
+                    hold(40);
+                    rename_in(&d, &path, other);
+                }
+                5 => {
+                    std::fs::remove_file(&path).unwrap();
+                    hold(40);
+                    rename_in(&d, &path, this);
+                }
+                _ => {}
+            }
+            hold(60);
+            assert!(
+                daemon.alive(),
+                "{format}: the daemon died in phase {:?}: {}",
+                PHASES[phase],
+                daemon.log_text()
+            );
+        }
+        // Let the last change settle before the next phase is counted.
+        while started.elapsed() < Duration::from_millis(500) {
+            hold(20);
+        }
+    }
+    let tallies = load.finish();
+    for (name, t) in PHASES.iter().zip(&tallies) {
+        eprintln!(
+            "{format}: {name}: {} logins ok, {} failed, {} Dovecot connections closed, {} wrong passwords accepted",
+            t.ok, t.failed, t.closed, t.wrong_ok
+        );
+    }
+    for (i, t) in tallies.iter().enumerate() {
+        assert_eq!(
+            t.wrong_ok, 0,
+            "{format}: {}: a wrong password was accepted",
+            PHASES[i]
+        );
+        assert!(t.ok > 0, "{format}: {}: nothing got through", PHASES[i]);
+        if STRICT.contains(&i) {
+            assert_eq!(
+                (t.failed, t.closed),
+                (0, 0),
+                "{format}: {}: {}",
+                PHASES[i],
+                daemon.log_text()
+            );
+        }
+    }
+    assert_eq!(daemon.ask("alice", "secret", "smtp", "example.org"), "OK");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn an_lmdb_file_changed_under_load() {
+    file_changes_under_load("lmdb");
+}
+
+#[test]
+fn a_berkeley_db_file_changed_under_load() {
+    file_changes_under_load("bdb");
+}
+
+#[test]
+fn a_gdbm_file_changed_under_load() {
+    file_changes_under_load("gdbm");
+}
