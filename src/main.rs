@@ -86,8 +86,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         combine: config.combine_realm,
     };
 
-    server::create_run_dir(&config.run_dir)
-        .map_err(|e| format!("cannot create {}: {e}", config.run_dir.display()))?;
+    server::create_run_dir(&config.run_dir)?;
     let lock = PidLock::acquire(&config.run_dir).map_err(|e| e.to_string())?;
     let socket = config.socket_path();
     let listener = server::saslauthd::bind(&config.run_dir, config.socket_mode)
@@ -102,6 +101,11 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
                 ),
                 None => None,
             };
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => std::path::Path::new("."),
+            };
+            server::check_socket_dir(dir, owner.map(|(uid, _)| uid))?;
             Some(
                 server::bind_socket(path, config.dovecot_socket_mode, owner)
                     .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,

@@ -43,6 +43,8 @@ impl PidLock {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            // A symlink planted here would have us lock (and later remove) its target.
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&path)
             .map_err(|e| LockError::Io(path.display().to_string(), e))?;
         // A write lock on the whole file (l_len 0: to the end, however it grows).
@@ -80,6 +82,7 @@ pub fn detach(run_dir: &Path) -> io::Result<PathBuf> {
         .create(true)
         .truncate(true)
         .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&pidfile)?;
     writeln!(file, "{}", std::process::id())?;
     Ok(pidfile)

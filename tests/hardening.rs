@@ -294,3 +294,219 @@ fn a_berkeley_db_file_changed_under_load() {
 fn a_gdbm_file_changed_under_load() {
     file_changes_under_load("gdbm");
 }
+
+/// Runs the daemon on run directory `run` over an empty sasldb; its exit code and stderr
+/// (it must not start).
+fn refused_start(run: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(common::DAEMON)
+        .args([
+            "-a",
+            "sasldb",
+            "-d",
+            "--sasldb",
+            "/nonexistent/sasldb2",
+            "-m",
+        ])
+        .arg(run)
+        .args(extra)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the daemon started on {}", run.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[test]
+fn run_directories_other_users_could_tamper_with_are_refused() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mode = |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m));
+    // World-writable: another user could rename mux and bind their own.
+    let open = d.join("open");
+    std::fs::create_dir(&open).unwrap();
+    mode(&open, 0o777).unwrap();
+    let (code, err) = refused_start(&open, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{} is writable by other users (mode 0777)",
+            open.display()
+        )),
+        "{err}"
+    );
+    // Group-writable, sticky or not: refused for the run directory itself.
+    mode(&open, 0o1770).unwrap();
+    let (_, err) = refused_start(&open, &[]);
+    assert!(
+        err.contains("is writable by other users (mode 1770)"),
+        "{err}"
+    );
+    // A symlink to a good directory: not followed.
+    let good = d.join("good");
+    std::fs::create_dir(&good).unwrap();
+    let link = d.join("link");
+    symlink(&good, &link).unwrap();
+    let (_, err) = refused_start(&link, &[]);
+    assert!(
+        err.contains(&format!("{} is a symlink", link.display())),
+        "{err}"
+    );
+    // A parent others may write into (not sticky): they could rename the directory itself.
+    let parent = d.join("parent");
+    std::fs::create_dir(&parent).unwrap();
+    mode(&parent, 0o777).unwrap();
+    let (_, err) = refused_start(&parent.join("run"), &[]);
+    assert!(
+        err.contains(&format!(
+            "{} is writable by other users (mode 0777)",
+            parent.display()
+        )),
+        "{err}"
+    );
+    // A sticky parent (as /tmp) is fine for a directory of the daemon's own.
+    mode(&parent, 0o1777).unwrap();
+    let args: Vec<OsString> = vec!["-a".into(), "sasldb".into()];
+    let sticky_parent = tempfile::tempdir().unwrap();
+    mode(sticky_parent.path(), 0o1777).unwrap();
+    let daemon = Daemon::spawn(sticky_parent, &args, &[]);
+    assert!(daemon.socket.exists());
+    if is_root() {
+        // Owned by another user.
+        let theirs = d.join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        mode(&theirs, 0o700).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(NOBODY), None).unwrap();
+        let (_, err) = refused_start(&theirs, &[]);
+        assert!(
+            err.contains(&format!("{} is owned by uid {NOBODY}", theirs.display())),
+            "{err}"
+        );
+    }
+    eprintln!("refused: a 0777, a 1770, a symlinked and another user's run directory, and one under a 0777 parent; started under a 1777 parent");
+}
+
+#[test]
+fn symlinks_planted_for_the_lock_files_are_not_followed() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let victim = d.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    // The pid lock.
+    let run = d.join("run");
+    std::fs::create_dir(&run).unwrap();
+    symlink(&victim, run.join("saslauthd.pid.lock")).unwrap();
+    let (code, err) = refused_start(&run, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("saslauthd.pid.lock"), "{err}");
+    // LMDB's lock file, for saslpasswd2-rs and for the daemon.
+    let db = d.join("sasldb2");
+    make("lmdb", &db, &[("alice", "example.org", "secret")]);
+    let lock = d.join("sasldb2-lock");
+    std::fs::remove_file(&lock).unwrap();
+    symlink(&victim, &lock).unwrap();
+    let out = common::run_with_stdin(
+        std::process::Command::new(common::SASLPASSWD2)
+            .args(["-p", "-f"])
+            .arg(&db)
+            .args(["-u", "example.org", "alice"]),
+        b"changed\n",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("sasldb2-lock: is a symlink"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let args: Vec<OsString> = vec![
+        "-a".into(),
+        "sasldb".into(),
+        "--sasldb".into(),
+        db.clone().into(),
+    ];
+    let daemon = Daemon::spawn(tempfile::tempdir().unwrap(), &args, &[]);
+    assert_eq!(daemon.ask("alice", "secret", "smtp", "example.org"), "OK");
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "precious\n",
+        "the target is untouched"
+    );
+    eprintln!("not followed: a symlinked pid lock (start refused), LMDB's lock (saslpasswd2-rs refused, the daemon never opens it)");
+}
+
+#[test]
+fn saslpasswd2_follows_only_trusted_symlinks_to_existing_files() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let passwd = |path: &Path| {
+        common::run_with_stdin(
+            std::process::Command::new(common::SASLPASSWD2)
+                .args(["-p", "-c", "-f"])
+                .arg(path)
+                .args(["-u", "example.org", "alice"]),
+            b"secret\n",
+        )
+    };
+    // A dangling link: nothing is created through it.
+    let dangling = d.join("dangling");
+    symlink(d.join("made-through-link"), &dangling).unwrap();
+    let out = passwd(&dangling);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is a symlink to nothing"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!d.join("made-through-link").exists());
+    // A link of our own to an existing file is followed (Fedora's /etc/sasldb2 -> sasl2/).
+    let real = d.join("real");
+    make("bdb", &real, &[("bob", "example.org", "b")]);
+    let ours = d.join("ours");
+    symlink(&real, &ours).unwrap();
+    assert!(passwd(&ours).status.success());
+    assert!(std::fs::symlink_metadata(&ours)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    if is_root() {
+        // Another user's link: not followed.
+        let theirs = d.join("theirs");
+        symlink(&real, &theirs).unwrap();
+        std::os::unix::fs::lchown(&theirs, Some(NOBODY), Some(NOBODY)).unwrap();
+        let out = passwd(&theirs);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("symlink owned by another user"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    eprintln!("saslpasswd2-rs: refused a dangling link and another user's link, followed its own");
+}

@@ -55,6 +55,16 @@ impl Lmdb {
                 source,
             },
         };
+        // liblmdb opens (and creates) `<path>-lock` following symlinks: one planted there
+        // would have it overwrite the link's target.
+        let mut lock = path.as_os_str().to_owned();
+        lock.push("-lock");
+        if std::fs::symlink_metadata(&lock).is_ok_and(|m| !m.file_type().is_file()) {
+            return Err(SasldbError::Symlink {
+                path: lock.into(),
+                why: "is a symlink or not a file where LMDB's lock file belongs; not opening                       through it",
+            });
+        }
         let env = Environment::new()
             .set_flags(flags)
             .set_map_size(MAP_SIZE)

@@ -283,6 +283,15 @@ pub enum SasldbError {
     /// A new file was to be created where one exists.
     #[error("{}: already exists (give --replace to replace it)", .0.display())]
     Exists(PathBuf),
+    /// A symlink that is not followed: owned by someone else (or in someone else's
+    /// directory), pointing nowhere, or where a lock file belongs.
+    #[error("{}: {why}", .path.display())]
+    Symlink {
+        /// The symlink.
+        path: PathBuf,
+        /// Why it is not followed.
+        why: &'static str,
+    },
     /// The file's directory could not be opened or locked.
     #[error("{}: its directory: {}", .path.display(), .source)]
     Directory {

@@ -51,12 +51,31 @@ pub(super) struct WriteLock {
 impl WriteLock {
     /// Takes the writers' lock for `path`, waiting up to ten seconds for another writer.
     ///
-    /// A symlink is followed: the file it points to is the one rewritten (renaming over the
+    /// A symlink is followed only when it and its directory belong to root or to us (so no
+    /// other user can point it at a file of ours), and only to a file that exists (nothing is
+    /// created through one): the file it points to is the one rewritten (renaming over the
     /// link would turn it into a file of its own), and its directory is the one locked.
     pub(super) fn take(path: &Path) -> Result<WriteLock, SasldbError> {
         let target = match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_symlink() => {
-                std::fs::canonicalize(path).map_err(|e| io_err(path, e))?
+                let dir = std::fs::metadata(parent(path)).map_err(|e| io_err(path, e))?;
+                let me = nix::unistd::geteuid().as_raw();
+                if ![0, me].contains(&meta.uid()) || ![0, me].contains(&dir.uid()) {
+                    return Err(SasldbError::Symlink {
+                        path: path.to_owned(),
+                        why: "is a symlink owned by another user, or in another user's                               directory; not following it",
+                    });
+                }
+                match std::fs::canonicalize(path) {
+                    Ok(target) => target,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(SasldbError::Symlink {
+                            path: path.to_owned(),
+                            why: "is a symlink to nothing; not creating a file through it",
+                        })
+                    }
+                    Err(e) => return Err(io_err(path, e)),
+                }
             }
             _ => path.to_owned(),
         };

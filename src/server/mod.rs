@@ -56,15 +56,92 @@ impl Default for Limits {
 }
 
 /// Creates the run directory if it is missing, mode 0710 exactly (Debian's `root:sasl 0710`:
-/// the socket itself is group-writable, the directory decides who reaches it).
-pub fn create_run_dir(dir: &Path) -> io::Result<()> {
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o710)
-            .create(dir)?;
-        // The umask may have narrowed it.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o710))?;
+/// the socket itself is group-writable, the directory decides who reaches it), and refuses one
+/// that another user could tamper with (see [`check_socket_dir`]).
+pub fn create_run_dir(dir: &Path) -> Result<(), String> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            }
+            // mkdir(2) never follows a symlink planted meanwhile: it fails with EEXIST.
+            fs::DirBuilder::new()
+                .mode(0o710)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            // The umask may have narrowed it.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o710))
+                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+        }
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Ok(_) => {}
+    }
+    check_socket_dir(dir, None)
+}
+
+/// Whether a directory owned by `uid` is ours to trust: root's, the daemon's user's, or
+/// `also`'s.
+fn trusted(uid: u32, also: Option<u32>) -> bool {
+    uid == 0 || uid == nix::unistd::geteuid().as_raw() || Some(uid) == also
+}
+
+/// Refuses a directory a socket is to be bound in when another local user could rename the
+/// socket and bind their own in its place (and so receive the clients' passwords), as
+/// OpenSSH's StrictModes does: the directory must be a directory (not a symlink), owned by
+/// root, the daemon's user or `also` (the socket's owner), and writable by no one else; each
+/// directory above it must be owned by root, the daemon's user or `also`, and be writable by
+/// no one else unless it is sticky (`/tmp`).
+pub fn check_socket_dir(dir: &Path, also: Option<u32>) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if meta.file_type().is_symlink() {
+        return Err(format!(
+            "{} is a symlink; a socket directory must be a real directory (give its own path)",
+            dir.display()
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let unsafe_dir = |path: &Path, meta: &fs::Metadata, own: bool| -> Option<String> {
+        if !trusted(meta.uid(), also) {
+            return Some(format!(
+                "{} is owned by uid {}, not root or the daemon's user; another user could \
+                 replace the socket in it",
+                path.display(),
+                meta.uid()
+            ));
+        }
+        let writable = meta.mode() & 0o022 != 0;
+        let sticky = meta.mode() & 0o1000 != 0;
+        (writable && (own || !sticky)).then(|| {
+            format!(
+                "{} is writable by other users (mode {:04o}); another user could replace the \
+                 socket in it",
+                path.display(),
+                meta.mode() & 0o7777
+            )
+        })
+    };
+    if let Some(problem) = unsafe_dir(dir, &meta, true) {
+        return Err(problem);
+    }
+    // Every directory above, both as written (a symlink on the way lives in the directory
+    // before it) and as resolved.
+    let absolute = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let resolved = fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for chain in [&absolute, &resolved] {
+        for ancestor in chain.ancestors().skip(1) {
+            let meta =
+                fs::metadata(ancestor).map_err(|e| format!("{}: {e}", ancestor.display()))?;
+            if let Some(problem) = unsafe_dir(ancestor, &meta, false) {
+                return Err(problem);
+            }
+        }
     }
     Ok(())
 }
@@ -103,11 +180,16 @@ pub fn bind_socket(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    // The socket is created with its mode (the umask, for this one call, is what the mode
+    // leaves out) and its owner set without following a symlink: nothing is done to the path
+    // after bind that a symlink planted there could redirect. (Start-up is single-threaded.)
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(!mode & 0o777));
+    let bound = std::os::unix::net::UnixListener::bind(path);
+    nix::sys::stat::umask(umask);
+    let listener = bound?;
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     }
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
     listener.set_nonblocking(true)?;
     Ok(listener)
 }
