@@ -122,11 +122,11 @@ impl Load {
                     );
                     let mut line = String::new();
                     let read = r.read_line(&mut line);
-                    let mut t = tallies.lock().unwrap();
-                    let t = &mut t[phase.load(Ordering::Relaxed)];
+                    let mut guard = tallies.lock().unwrap();
+                    let t = &mut guard[phase.load(Ordering::Relaxed)];
                     if sent.is_err() || !matches!(read, Ok(n) if n > 0) {
                         t.closed += 1;
-                        drop(t);
+                        drop(guard);
                         (w, r) = connect();
                     } else if line.starts_with("OK\t") {
                         t.ok += 1;
@@ -204,7 +204,7 @@ fn file_changes_under_load(format: &str) {
     let load = Load::start(&daemon.socket, &auth);
     let hold = |ms| std::thread::sleep(Duration::from_millis(ms));
     let mut rng = common::Rng(0x5eed ^ format.len() as u64);
-    for phase in 0..PHASES.len() {
+    for (phase, name) in PHASES.iter().enumerate() {
         load.phase.store(phase, Ordering::Relaxed);
         let started = Instant::now();
         for round in 0..6 {
@@ -242,8 +242,7 @@ fn file_changes_under_load(format: &str) {
             hold(60);
             assert!(
                 daemon.alive(),
-                "{format}: the daemon died in phase {:?}: {}",
-                PHASES[phase],
+                "{format}: the daemon died in phase {name:?}: {}",
                 daemon.log_text()
             );
         }
