@@ -509,3 +509,51 @@ fn saslpasswd2_follows_only_trusted_symlinks_to_existing_files() {
     }
     eprintln!("saslpasswd2-rs: refused a dangling link and another user's link, followed its own");
 }
+
+/// SIGTERM while Dovecot requests wait out their failure delay and another waits for the
+/// client's next step: every one is answered before its connection closes, at once.
+#[test]
+fn a_stop_answers_every_dovecot_request_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    common::make_sasldb(&sasldb, common::USERS);
+    let auth = dir.path().join("auth");
+    let args: Vec<OsString> = vec![
+        "-a".into(),
+        "sasldb".into(),
+        "--sasldb".into(),
+        sasldb.into(),
+        "--dovecot-socket".into(),
+        auth.clone().into(),
+        "--failure-delay".into(),
+        "2".into(),
+    ];
+    let mut daemon = Daemon::spawn(dir, &args, &[]);
+    let mut clients: Vec<common::dovecot::Client> = (0..40)
+        .map(|i| {
+            let mut c = common::dovecot::Client::postfix(&auth);
+            c.send(&format!(
+                "AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.{i}\tresp={}\n",
+                plain("alice@example.org", "wrong")
+            ));
+            c
+        })
+        .collect();
+    // One exchange half-way: LOGIN has asked for the user name.
+    let mut talking = common::dovecot::Client::postfix(&auth);
+    talking.send("AUTH\t7\tLOGIN\tservice=smtp\n");
+    assert!(talking.line().starts_with("CONT\t7\t"));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) };
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(c.line(), "FAIL\t1\tuser=alice@example.org\n", "client {i}");
+        assert!(c.closed(), "client {i}: closed after its answer");
+    }
+    assert_eq!(talking.line(), "FAIL\t7\n");
+    assert!(talking.closed());
+    let status = daemon.wait();
+    let took = started.elapsed();
+    assert!(status.success(), "{status}");
+    eprintln!("stop: 41 Dovecot requests in flight answered, exit 0 in {took:?}");
+}

@@ -87,6 +87,8 @@ pub(crate) struct Done {
     id: u32,
     seq: u64,
     result: Finished,
+    /// A failure held back by the failure delay is not answered before this.
+    not_before: Option<tokio::time::Instant>,
 }
 
 enum Finished {
@@ -108,6 +110,9 @@ pub(crate) struct Handler {
     seq: u64,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Results held back by the failure delay, kept here (not in sleeping tasks) so that a
+    /// shutdown can answer them at once.
+    delayed: Vec<Done>,
     answers: Vec<Answer>,
 }
 
@@ -130,6 +135,7 @@ impl Handler {
             seq: 0,
             done_tx,
             done_rx,
+            delayed: Vec::new(),
             answers: Vec::new(),
         }
     }
@@ -239,19 +245,74 @@ impl Handler {
             .retain(|_, a| a.phase == Phase::Busy || a.started.elapsed() < timeout);
     }
 
-    /// The next result of work that had to wait.
+    /// The next result of work that had to wait: from the pool, or a delayed failure whose
+    /// time has come. Cancel-safe: nothing is lost when the future is dropped.
     pub(crate) async fn completed(&mut self) -> Done {
-        // The handler holds a sender itself, so the channel never closes.
-        self.done_rx
-            .recv()
-            .await
-            .expect("the handler keeps a sender of its own")
+        loop {
+            let next = self
+                .delayed
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, d)| d.not_before)
+                .map(|(i, d)| (i, d.not_before));
+            tokio::select! {
+                biased;
+                _ = async {
+                    match next {
+                        Some((_, Some(at))) => tokio::time::sleep_until(at).await,
+                        Some((_, None)) => {}
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let (i, _) = next.expect("a delayed result");
+                    return self.delayed.swap_remove(i);
+                }
+                done = self.done_rx.recv() => {
+                    // The handler holds a sender itself, so the channel never closes.
+                    let done = done.expect("the handler keeps a sender of its own");
+                    match done.not_before {
+                        Some(at) if at > tokio::time::Instant::now() => self.delayed.push(done),
+                        _ => return done,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shutdown: every delayed failure is due now, and every exchange waiting for the
+    /// client's next step (which will not come) fails at once; what waits for the passdb is
+    /// still answered when it completes. [`Handler::has_requests`] says when all are.
+    pub(crate) fn drain(&mut self) {
+        for done in &mut self.delayed {
+            done.not_before = None;
+        }
+        let waiting: Vec<u32> = self
+            .requests
+            .iter()
+            .filter(|(_, a)| a.phase != Phase::Busy)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            if let Some(active) = self.requests.remove(&id) {
+                self.answers.push(match active.phase {
+                    // It succeeded; only the client's ack of the final data was missing.
+                    Phase::Acknowledging => Answer::Success {
+                        id,
+                        user: active.user.unwrap_or_default(),
+                        final_data: None,
+                    },
+                    _ => Answer::failure(id, active.user),
+                });
+            }
+        }
     }
 
     /// Applies a result of [`Handler::completed`]. `Err`: the passdb broke; close the
     /// connection.
     pub(crate) fn finish(&mut self, done: Done) -> Result<(), Close> {
-        let Done { id, seq, result } = done;
+        let Done {
+            id, seq, result, ..
+        } = done;
         let Some(active) = self.requests.remove(&id) else {
             // Cancelled: the result is dropped.
             return Ok(());
@@ -367,7 +428,12 @@ impl Handler {
                                 Ok(keys) => Finished::Keys(keys),
                                 Err(Broken) => Finished::Close,
                             };
-                            let _ = tx.send(Done { id, seq, result });
+                            let _ = tx.send(Done {
+                                id,
+                                seq,
+                                result,
+                                not_before: None,
+                            });
                         });
                         return self.wait(id, active);
                     }
@@ -393,11 +459,15 @@ impl Handler {
                             let user = active.user.clone();
                             tokio::spawn(async move {
                                 let Decision { outcome, delay } = running.await;
-                                if !delay.is_zero() {
-                                    tokio::time::sleep(delay).await;
-                                }
                                 let result = answer_for(id, user, outcome, temp_fail);
-                                let _ = tx.send(Done { id, seq, result });
+                                let not_before =
+                                    (!delay.is_zero()).then(|| tokio::time::Instant::now() + delay);
+                                let _ = tx.send(Done {
+                                    id,
+                                    seq,
+                                    result,
+                                    not_before,
+                                });
                             });
                             return self.wait(id, active);
                         }
@@ -420,16 +490,22 @@ impl Handler {
         let seq = active.seq;
         match result {
             Finished::Close => {
-                let _ = self.done_tx.send(Done { id, seq, result });
+                let _ = self.done_tx.send(Done {
+                    id,
+                    seq,
+                    result,
+                    not_before: None,
+                });
                 self.wait(id, active);
             }
             // Only a Close makes apply fail, and that went the other way.
             result if delay.is_zero() => drop(self.apply(id, active, result)),
             result => {
-                let tx = self.done_tx.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = tx.send(Done { id, seq, result });
+                self.delayed.push(Done {
+                    id,
+                    seq,
+                    result,
+                    not_before: Some(tokio::time::Instant::now() + delay),
                 });
                 self.wait(id, active);
             }

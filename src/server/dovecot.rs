@@ -99,7 +99,8 @@ fn handshake(auth: &Authenticator, cuid: u32) -> Vec<u8> {
     dovecot::handshake(mechs, std::process::id(), cuid, &cookie)
 }
 
-/// Serves one connection until the client leaves, breaks the protocol, or shutdown.
+/// Serves one connection until the client leaves, breaks the protocol, or shutdown (which
+/// answers every request in flight first, a delayed failure at once).
 async fn handle_connection(
     mut stream: UnixStream,
     mut handler: Handler,
@@ -123,6 +124,8 @@ async fn handle_connection(
     let mut sweep: Option<Pin<Box<Sleep>>> = None;
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
+    // Shutdown: no more requests are read; those in flight are answered, then it closes.
+    let mut draining = false;
     loop {
         for answer in handler.answers() {
             dovecot::encode(&answer, &mut out);
@@ -133,6 +136,9 @@ async fn handle_connection(
                 _ => return,
             }
         }
+        if draining && !handler.has_requests() {
+            return;
+        }
         match (handler.has_requests(), sweep.is_some()) {
             (true, false) => sweep = Some(Box::pin(tokio::time::sleep(SWEEP))),
             (false, true) => sweep = None,
@@ -140,7 +146,10 @@ async fn handle_connection(
         }
         tokio::select! {
             biased;
-            _ = &mut cancelled => return,
+            _ = &mut cancelled, if !draining => {
+                draining = true;
+                handler.drain();
+            },
             done = handler.completed() => {
                 if handler.finish(done).is_err() {
                     tracing::warn!(
@@ -150,7 +159,7 @@ async fn handle_connection(
                     return;
                 }
             },
-            read = stream.read_buf(&mut buf) => {
+            read = stream.read_buf(&mut buf), if !draining => {
                 match read {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {}

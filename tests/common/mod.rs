@@ -341,6 +341,27 @@ impl Daemon {
         String::from_utf8(body).unwrap()
     }
 
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Waits (at most 15 s) for the daemon to exit by itself.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                child.kill().unwrap();
+                panic!("saslauthd-rs did not exit in 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the daemon is still running.
     pub fn alive(&mut self) -> bool {
         self.child
