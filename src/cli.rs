@@ -18,6 +18,7 @@ pub const SPEC: Spec<'static> = Spec {
         ("socket-mode", true),
         ("timeout", true),
         ("max-connections", true),
+        ("dovecot-max-connections", true),
         ("shadow-file", true),
         ("pam-service", true),
         ("failure-delay", true),
@@ -105,7 +106,7 @@ long options:
                            (default: the host name, as Cyrus).
   --socket-mode <octal>    Mode of the mux socket (default 0660).
   --timeout <seconds>      Time a client has to send its request (default 10).
-  --max-connections <n>    Open connections at most (default 16384).
+  --max-connections <n>    Open connections on the mux socket at most (default 4096).
   --shadow-file <path>     shadow(5) file for -a shadow (default: getspnam, i.e. NSS).
   --pam-service <name>     PAM service for -a pam (default: the request's service).
   --failure-delay <secs>   Delay before a failure is answered, doubling per client
@@ -117,6 +118,8 @@ long options:
                            space-separated; DIGEST-MD5 only when named here).
   --dovecot-socket-owner <user[:group]>   Owner of that socket.
   --dovecot-socket-mode <octal>           Its mode (default 0660).
+  --dovecot-max-connections <n>  Its open connections at most (default 4096); when
+                           full, the one idle longest is closed to make room.
   --dovecot-no-realm-split Keep user@realm whole as the user name.
   --dovecot-temp-fail      On a backend failure send FAIL code=temp_fail instead of
                            closing the connection.
@@ -207,6 +210,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
                 config.max_connections = config::positive_count(
                     "--max-connections",
                     number("--max-connections", opt.str_value()?)?,
+                )?;
+            }
+            "dovecot-max-connections" => {
+                config.dovecot_max_connections = config::positive_count(
+                    "--dovecot-max-connections",
+                    number("--dovecot-max-connections", opt.str_value()?)?,
                 )?;
             }
             "shadow-file" => {

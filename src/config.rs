@@ -9,7 +9,8 @@
 //! combine_realm = false        # -r
 //! workers = 5                  # -n
 //! read_timeout = 10            # --timeout, seconds
-//! max_connections = 16384      # --max-connections
+//! max_connections = 4096       # --max-connections (the mux socket)
+//! dovecot_max_connections = 4096    # --dovecot-max-connections (the Dovecot socket)
 //! socket_mode = "0660"         # --socket-mode
 //! shadow_file = "/etc/shadow"  # --shadow-file; default: getspnam_r (NSS)
 //! pam_service = "smtp"         # --pam-service; default: the request's service
@@ -62,8 +63,11 @@ pub struct Config {
     pub verbose: bool,
     /// How long a client may take to send its request.
     pub read_timeout: Duration,
-    /// How many connections may be open at once; more are closed at accept.
+    /// How many connections the mux socket may have open at once; more are closed at accept.
     pub max_connections: usize,
+    /// How many the Dovecot socket may have; when full, its longest-idle connection is closed
+    /// to make room.
+    pub dovecot_max_connections: usize,
     /// The mode of the `mux` socket.
     pub socket_mode: u32,
     /// `-O` options, kept for passdbs that take them.
@@ -108,7 +112,8 @@ impl Default for Config {
             foreground: false,
             verbose: false,
             read_timeout: Duration::from_secs(10),
-            max_connections: 16384,
+            max_connections: 4096,
+            dovecot_max_connections: 4096,
             socket_mode: 0o660,
             mech_options: Vec::new(),
             shadow_file: None,
@@ -143,6 +148,7 @@ struct FileConfig {
     verbose: Option<bool>,
     read_timeout: Option<u64>,
     max_connections: Option<usize>,
+    dovecot_max_connections: Option<usize>,
     socket_mode: Option<String>,
     mech_options: Option<Vec<String>>,
     shadow_file: Option<PathBuf>,
@@ -280,6 +286,9 @@ impl Config {
         }
         if let Some(n) = file.max_connections {
             self.max_connections = positive_count("max_connections", n)?;
+        }
+        if let Some(n) = file.dovecot_max_connections {
+            self.dovecot_max_connections = positive_count("dovecot_max_connections", n)?;
         }
         if let Some(mode) = file.socket_mode {
             self.socket_mode = parse_mode(&mode)?;

@@ -70,8 +70,22 @@ fn open_passdb(config: &Config) -> Result<Passdb, String> {
     })
 }
 
+/// Descriptors beyond the connection budgets: the listeners, the store, inotify, the log,
+/// the runtime's own, and room for the file a passdb opens per request.
+const FD_RESERVE: u64 = 128;
+
 /// Everything that can fail with a message on stderr happens before detaching.
 fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
+    process::forbid_core_dumps();
+    // Each listener has its own connection budget, and the descriptors for both (and the
+    // files and pipes the daemon itself holds) are there before anything is accepted.
+    let dovecot_budget = if config.dovecot_socket.is_some() {
+        config.dovecot_max_connections
+    } else {
+        0
+    };
+    let needed = (config.max_connections + dovecot_budget) as u64 + FD_RESERVE;
+    process::fit_fd_limit(needed)?;
     let passdb = open_passdb(config)?;
     auth::check_mechanisms(&passdb, config.dovecot_mechanisms.as_deref())
         .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
@@ -133,20 +147,14 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             config.sasldb.display()
         );
     }
-    let fd_limit = process::raise_fd_limit();
-    let max_connections = config
-        .max_connections
-        .min(usize::try_from(fd_limit.saturating_sub(64)).unwrap_or(usize::MAX))
-        .max(1);
-    if max_connections < config.max_connections {
-        tracing::warn!(
-            "open-file limit {fd_limit}: serving at most {max_connections} connections at once"
-        );
-    }
     let limits = server::Limits {
         read_timeout: config.read_timeout,
-        max_connections,
+        max_connections: config.max_connections,
         ..server::Limits::default()
+    };
+    let dovecot_limits = server::Limits {
+        max_connections: config.dovecot_max_connections,
+        ..limits
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -214,7 +222,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
                 server::dovecot::serve_dovecot(
                     l,
                     Arc::clone(&auth),
-                    limits,
+                    dovecot_limits,
                     options,
                     stop.clone().cancelled_owned(),
                 )

@@ -88,17 +88,48 @@ pub fn detach(run_dir: &Path) -> io::Result<PathBuf> {
     Ok(pidfile)
 }
 
-/// Raises the soft limit on open files to the hard limit and returns the new soft limit, so
-/// that many idle clients cannot exhaust descriptors before the connection bound does.
-pub fn raise_fd_limit() -> u64 {
+/// Makes the open-file limit fit `needed` descriptors: the soft limit is raised to the hard
+/// one, and the hard one (which root may raise) beyond it when it is too low. Returns the
+/// limit in force, or an error naming both figures when `needed` cannot be had, so that idle
+/// clients of one socket can never exhaust the descriptors the other needs to accept.
+pub fn fit_fd_limit(needed: u64) -> Result<u64, String> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return 1024;
-    };
-    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        return hard;
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit(NOFILE): {e}"))?;
+    if soft >= needed {
+        return Ok(soft);
     }
-    soft
+    if hard >= needed {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+            .map_err(|e| format!("setrlimit(NOFILE, {hard}): {e}"))?;
+        return Ok(hard);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, needed, needed) {
+        Ok(()) => Ok(needed),
+        Err(e) => Err(format!(
+            "the connection limits need {needed} open files, and the hard limit is {hard} \
+             (raising it: {e}); lower --max-connections / --dovecot-max-connections or raise \
+             LimitNOFILE"
+        )),
+    }
+}
+
+/// Returns the heap's free pages to the system (glibc's `malloc_trim`), after thousands of
+/// connections have come and gone.
+#[allow(unsafe_code)]
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim takes a size and only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// While secrets are in memory, the process leaves no core dump and cannot be attached to
+/// by its own user (`PR_SET_DUMPABLE` 0; also `RLIMIT_CORE` 0).
+pub fn forbid_core_dumps() {
+    use nix::sys::resource::{setrlimit, Resource};
+    let _ = setrlimit(Resource::RLIMIT_CORE, 0, 0);
+    let _ = nix::sys::prctl::set_dumpable(false);
 }
 
 /// Blocks (`true`) or unblocks (`false`) SIGTERM, SIGINT and SIGHUP for the calling thread

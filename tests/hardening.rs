@@ -557,3 +557,173 @@ fn a_stop_answers_every_dovecot_request_in_flight() {
     assert!(status.success(), "{status}");
     eprintln!("stop: 41 Dovecot requests in flight answered, exit 0 in {took:?}");
 }
+
+/// The daemon's resident memory, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Raises this process's open-file limit to its hard limit (the tests hold thousands).
+fn many_files() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+}
+
+fn dovecot_daemon(extra: &[&str]) -> (Daemon, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    common::make_sasldb(&sasldb, common::USERS);
+    let auth = dir.path().join("auth");
+    let mut args: Vec<OsString> = vec![
+        "-a".into(),
+        "sasldb".into(),
+        "--sasldb".into(),
+        sasldb.into(),
+        "--dovecot-socket".into(),
+        auth.clone().into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    (Daemon::spawn(dir, &args, &[]), auth)
+}
+
+/// A full Dovecot listener closes its longest-idle connection for a new one: 50 clients that
+/// handshake and sit idle lock no one out.
+#[test]
+fn idle_dovecot_holders_make_room() {
+    let (daemon, auth) = dovecot_daemon(&["--dovecot-max-connections", "50"]);
+    let mut holders: Vec<common::dovecot::Client> = (0..50)
+        .map(|_| common::dovecot::Client::postfix(&auth))
+        .collect();
+    let started = Instant::now();
+    // The new clients stay connected, as Postfix's smtpd processes do.
+    let mut newcomers = Vec::new();
+    for i in 0..24 {
+        let mut c = common::dovecot::Client::postfix(&auth);
+        c.send(&format!(
+            "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+            plain("alice@example.org", "secret")
+        ));
+        assert_eq!(c.line(), "OK\t1\tuser=alice@example.org\n", "login {i}");
+        newcomers.push(c);
+    }
+    let took = started.elapsed();
+    let closed: Vec<bool> = holders
+        .iter_mut()
+        .map(|c| c.inner.closed(Duration::from_millis(200)))
+        .collect();
+    // One idle holder closed per newcomer, the longest idle first.
+    assert_eq!(closed, [vec![true; 24], vec![false; 26]].concat());
+    let closed = 24;
+    // The mux socket has a budget of its own.
+    assert_eq!(daemon.ask("alice", "secret", "smtp", "example.org"), "OK");
+    eprintln!("idle holders: 50 held the Dovecot socket; 24 of 24 new logins served in {took:?}, {closed} idle holders closed for them");
+}
+
+/// Many Dovecot holders cannot starve the mux listener of descriptors: the limit is raised
+/// to fit both budgets, or the start is refused.
+#[test]
+fn both_budgets_fit_the_descriptor_limit() {
+    many_files();
+    let (daemon, auth) = dovecot_daemon(&["--dovecot-max-connections", "600"]);
+    let holders: Vec<common::dovecot::Client> = (0..560)
+        .map(|_| common::dovecot::Client::postfix(&auth))
+        .collect();
+    for _ in 0..5 {
+        assert_eq!(daemon.ask("alice", "secret", "smtp", "example.org"), "OK");
+    }
+    drop(holders);
+    // A limit that cannot hold the budgets: one clear line, no start.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--nofile=200:200",
+            "--",
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(common::DAEMON)
+        .args(["-a", "sasldb", "-d", "-m"])
+        .arg(dir.path().join("run"))
+        .args(["--max-connections", "1000"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the connection limits need 1128 open files, and the hard limit is 200"),
+        "{err}"
+    );
+    eprintln!("descriptors: 560 Dovecot holders, 5 of 5 mux logins served; a 200-file limit for 1,000 connections refused at start");
+}
+
+/// Requests in flight hold a bounded amount of the client's data: LOGINs waiting for their
+/// passwords with 11 KiB user names are refused past 256 KiB per connection.
+#[test]
+fn requests_in_flight_hold_bounded_memory() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let (daemon, auth) = dovecot_daemon(&[]);
+    let before = rss_kib(daemon.pid());
+    // 11 KiB: the longest whose base64 fits a line.
+    let user = B64.encode("u".repeat(11 * 1024));
+    let mut peak = before;
+    let mut held = 0;
+    for _ in 0..4 {
+        let mut c = common::dovecot::Client::postfix(&auth);
+        let mut answered = 0;
+        for id in 1..=4096u32 {
+            c.send(&format!("AUTH\t{id}\tLOGIN\tservice=smtp\n"));
+            if !c.line().starts_with(&format!("CONT\t{id}\t")) {
+                break;
+            }
+            c.send(&format!("CONT\t{id}\t{user}\n"));
+            match c.inner.line() {
+                Ok(line) if line.starts_with(&format!("CONT\t{id}\t")) => answered += 1,
+                _ => break,
+            }
+        }
+        held += answered;
+        peak = peak.max(rss_kib(daemon.pid()));
+        assert!(
+            answered < 40,
+            "{answered} LOGINs with 12 KiB user names held"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss_kib(daemon.pid());
+    assert!(peak - before < 8 * 1024, "{before} KiB -> {peak} KiB");
+    assert_eq!(daemon.ask("alice", "secret", "smtp", "example.org"), "OK");
+    eprintln!("memory: 4 connections of 11 KiB LOGINs: {held} held in all before the bound; RSS {before} KiB -> peak {peak} KiB -> {after} KiB after");
+}
+
+/// Slowloris: 2,000 connections on each socket that never finish a request.
+#[test]
+fn slowloris_connections_keep_memory_small() {
+    many_files();
+    let (daemon, auth) = dovecot_daemon(&[]);
+    let before = rss_kib(daemon.pid());
+    let mut held = Vec::new();
+    for _ in 0..2000 {
+        let mut mux = UnixStream::connect(&daemon.socket).unwrap();
+        mux.write_all(&[0]).unwrap();
+        let mut dove = UnixStream::connect(&auth).unwrap();
+        dove.write_all(b"VERSION\t1").unwrap();
+        held.push((mux, dove));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let peak = rss_kib(daemon.pid());
+    drop(held);
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = rss_kib(daemon.pid());
+    eprintln!("slowloris: 2,000 + 2,000 connections: RSS {before} KiB -> {peak} KiB -> {after} KiB after they closed");
+    assert!(peak < 16 * 1024, "{peak} KiB with 4,000 slow connections");
+    assert_eq!(daemon.ask("alice", "secret", "smtp", "example.org"), "OK");
+}

@@ -49,6 +49,59 @@ pub(crate) enum Violation {
     /// A mechanism that is not offered.
     #[error("unsupported mechanism {0:?}")]
     UnsupportedMechanism(String),
+    /// Requests in flight holding more of the client's data than one connection may.
+    #[error("requests in flight hold more than {0} bytes")]
+    TooMuchHeld(usize),
+}
+
+/// Bytes of the client's data one connection's requests in flight may hold (what their
+/// mechanisms were fed: a LOGIN user name waiting for its password, say). Postfix has one
+/// request in flight per connection, of a few hundred bytes.
+pub(crate) const MAX_HELD_PER_CONNECTION: usize = 256 << 10;
+/// The same for all connections together: beyond it a new request is answered
+/// `FAIL code=temp_fail` at once.
+pub(crate) const MAX_HELD_TOTAL: usize = 64 << 20;
+/// What a request costs before any data: its entry in the table and its mechanism.
+const REQUEST_COST: usize = 512;
+
+static HELD_TOTAL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// The bytes one request holds, counted in its connection's and the process's totals until
+/// it is dropped, whichever way it ends.
+struct Held {
+    bytes: usize,
+    connection: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Which bound a request would cross.
+enum Over {
+    Connection,
+    Process,
+}
+
+impl Held {
+    /// Adds `n` bytes, unless that crosses a bound (then nothing is added).
+    fn add(&mut self, n: usize) -> Result<(), Over> {
+        use std::sync::atomic::Ordering;
+        if self.connection.load(Ordering::Relaxed) + n > MAX_HELD_PER_CONNECTION {
+            return Err(Over::Connection);
+        }
+        if HELD_TOTAL.fetch_add(n, Ordering::AcqRel) + n > MAX_HELD_TOTAL {
+            HELD_TOTAL.fetch_sub(n, Ordering::AcqRel);
+            return Err(Over::Process);
+        }
+        self.connection.fetch_add(n, Ordering::AcqRel);
+        self.bytes += n;
+        Ok(())
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        HELD_TOTAL.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.connection.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// The passdb broke and the client is to be told by closing the connection.
@@ -80,6 +133,8 @@ struct Active {
     started: Instant,
     /// Tells a late result from an earlier request that reused the id.
     seq: u64,
+    /// The client's data it holds, counted against the bounds.
+    held: Held,
 }
 
 /// The result of work that had to wait, for [`Handler::finish`].
@@ -108,11 +163,15 @@ pub(crate) struct Handler {
     settings: Settings,
     requests: HashMap<u32, Active>,
     seq: u64,
-    done_tx: mpsc::UnboundedSender<Done>,
-    done_rx: mpsc::UnboundedReceiver<Done>,
+    /// Results of work that had to wait (the pool, a key derivation) come back here. Made on
+    /// first use: a channel costs a few KiB, and most connections never need one (a PLAIN
+    /// login over sasldb is answered at once).
+    done: Option<(mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>)>,
     /// Results held back by the failure delay, kept here (not in sleeping tasks) so that a
     /// shutdown can answer them at once.
     delayed: Vec<Done>,
+    /// Bytes this connection's requests hold ([`Held`]).
+    held: Arc<std::sync::atomic::AtomicUsize>,
     answers: Vec<Answer>,
 }
 
@@ -127,17 +186,24 @@ impl fmt::Debug for Handler {
 impl Handler {
     /// An empty request table over `auth`.
     pub(crate) fn new(auth: Arc<Authenticator>, settings: Settings) -> Handler {
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Handler {
             auth,
             settings,
             requests: HashMap::new(),
             seq: 0,
-            done_tx,
-            done_rx,
+            done: None,
             delayed: Vec::new(),
+            held: Arc::default(),
             answers: Vec::new(),
         }
+    }
+
+    /// The sender of the results channel, made on first use.
+    fn done_tx(&mut self) -> mpsc::UnboundedSender<Done> {
+        self.done
+            .get_or_insert_with(mpsc::unbounded_channel)
+            .0
+            .clone()
     }
 
     /// The driver this table runs on.
@@ -179,8 +245,31 @@ impl Handler {
                 return Ok(());
             }
         };
+        let mut held = Held {
+            bytes: 0,
+            connection: Arc::clone(&self.held),
+        };
+        let cost = REQUEST_COST + start.service.len() + input.as_ref().map_or(0, Vec::len);
+        match held.add(cost) {
+            Ok(()) => {}
+            Err(Over::Connection) => return Err(Violation::TooMuchHeld(MAX_HELD_PER_CONNECTION)),
+            Err(Over::Process) => {
+                tracing::warn!(
+                    "dovecot: requests in flight hold {MAX_HELD_TOTAL} bytes; refusing new ones \
+                     for now"
+                );
+                self.answers.push(Answer::Failure {
+                    id: start.id,
+                    user: None,
+                    code: Some(FailCode::TempFail),
+                    reason: None,
+                });
+                return Ok(());
+            }
+        }
         self.seq += 1;
         let active = Active {
+            held,
             mech,
             user: None,
             service: start.service,
@@ -217,7 +306,19 @@ impl Handler {
                 code: None,
                 reason: Some(FailReason::UnexpectedContinuation),
             }),
-            (Phase::Talking, Input::Data(data)) => self.step(id, active, Some(&data)),
+            (Phase::Talking, Input::Data(data)) => match active.held.add(data.len()) {
+                Ok(()) => self.step(id, active, Some(&data)),
+                // Over a bound: this request fails (and frees what it held).
+                Err(over) => self.answers.push(Answer::Failure {
+                    id,
+                    user: None,
+                    code: match over {
+                        Over::Process => Some(FailCode::TempFail),
+                        Over::Connection => None,
+                    },
+                    reason: None,
+                }),
+            },
             (Phase::Talking, Input::Absent) => self.step(id, active, None),
             (Phase::Talking, Input::Undecodable) => self.answers.push(Answer::Failure {
                 id,
@@ -267,7 +368,12 @@ impl Handler {
                     let (i, _) = next.expect("a delayed result");
                     return self.delayed.swap_remove(i);
                 }
-                done = self.done_rx.recv() => {
+                done = async {
+                    match self.done.as_mut() {
+                        Some((_, rx)) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     // The handler holds a sender itself, so the channel never closes.
                     let done = done.expect("the handler keeps a sender of its own");
                     match done.not_before {
@@ -422,7 +528,7 @@ impl Handler {
                         return self.deliver(id, active, Duration::ZERO, result);
                     }
                     Err(running) => {
-                        let (seq, tx) = (active.seq, self.done_tx.clone());
+                        let (seq, tx) = (active.seq, self.done_tx());
                         tokio::spawn(async move {
                             let result = match running.await {
                                 Ok(keys) => Finished::Keys(keys),
@@ -455,7 +561,7 @@ impl Handler {
                             return self.deliver(id, active, decision.delay, result);
                         }
                         Err(running) => {
-                            let (seq, tx) = (active.seq, self.done_tx.clone());
+                            let (seq, tx) = (active.seq, self.done_tx());
                             let user = active.user.clone();
                             tokio::spawn(async move {
                                 let Decision { outcome, delay } = running.await;
@@ -490,7 +596,7 @@ impl Handler {
         let seq = active.seq;
         match result {
             Finished::Close => {
-                let _ = self.done_tx.send(Done {
+                let _ = self.done_tx().send(Done {
                     id,
                     seq,
                     result,

@@ -10,13 +10,14 @@
 //! line over 16 KiB. Everything about the user's data (bad base64, a wrong password, garbage
 //! SASL input) is a `FAIL`, never a disconnect.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -61,6 +62,73 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often requests abandoned in the middle of an exchange are looked for.
 const SWEEP: Duration = Duration::from_secs(5);
 
+/// What the listener knows of one connection, to pick the one idle longest when it is full.
+#[derive(Debug, Default)]
+struct Activity {
+    /// When the client last sent a line (milliseconds since the registry began).
+    last: AtomicU64,
+    /// Requests in flight: such a connection is never the one closed.
+    busy: AtomicBool,
+}
+
+/// The open connections of one listener.
+#[derive(Debug)]
+struct Registry {
+    epoch: std::time::Instant,
+    open: Mutex<HashMap<u32, (Arc<Activity>, CancellationToken)>>,
+}
+
+impl Registry {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Closes the connection idle longest with nothing in flight, if there is one (Postfix's
+    /// smtpd processes each hold one connection for their whole life, so a full listener is
+    /// most likely full of processes that have gone quiet, or of someone holding it).
+    fn evict(&self) -> bool {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = open
+            .iter()
+            .filter(|(_, (a, _))| !a.busy.load(Ordering::Acquire))
+            .min_by_key(|(_, (a, _))| a.last.load(Ordering::Acquire))
+            .map(|(cuid, _)| *cuid);
+        match idle.and_then(|cuid| open.remove(&cuid)) {
+            Some((_, token)) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's entry in the registry, removed when the connection ends.
+struct Registered {
+    registry: Arc<Registry>,
+    cuid: u32,
+    activity: Arc<Activity>,
+    /// The connection's place in the listener's budget.
+    _slot: super::Slot,
+}
+
+impl Registered {
+    /// The client sent something; `busy`: requests are in flight.
+    fn touch(&self, busy: bool) {
+        self.activity
+            .last
+            .store(self.registry.now(), Ordering::Release);
+        self.activity.busy.store(busy, Ordering::Release);
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.remove(&self.cuid);
+    }
+}
+
 /// Serves Dovecot's auth-client protocol on `listener` until `shutdown` completes.
 pub async fn serve_dovecot(
     listener: UnixListener,
@@ -76,18 +144,48 @@ pub async fn serve_dovecot(
         max_requests: options.max_requests,
         request_timeout: options.request_timeout,
     };
-    serve(listener, limits, shutdown, move |stream, token| {
-        let n = cuid.fetch_add(1, Ordering::Relaxed) + 1;
-        let handler = Handler::new(Arc::clone(&auth), settings);
-        // A token of its own: the connection polls it on every pass of its loop.
-        handle_connection(
-            stream,
-            handler,
-            options.handshake_timeout,
-            n,
-            token.child_token(),
-        )
-    })
+    let registry = Arc::new(Registry {
+        epoch: std::time::Instant::now(),
+        open: Mutex::new(HashMap::new()),
+    });
+    let evict = {
+        let registry = Arc::clone(&registry);
+        move || registry.evict()
+    };
+    serve(
+        listener,
+        limits,
+        shutdown,
+        evict,
+        move |stream, token, slot| {
+            let n = cuid.fetch_add(1, Ordering::Relaxed) + 1;
+            let handler = Handler::new(Arc::clone(&auth), settings);
+            // A token of its own: the connection polls it on every pass of its loop, and the
+            // listener cancels it to close the connection when it is the one idle longest.
+            let token = token.child_token();
+            let activity = Arc::new(Activity::default());
+            activity.last.store(registry.now(), Ordering::Release);
+            registry
+                .open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(n, (Arc::clone(&activity), token.clone()));
+            let registered = Registered {
+                registry: Arc::clone(&registry),
+                cuid: n,
+                activity,
+                _slot: slot,
+            };
+            handle_connection(
+                stream,
+                handler,
+                options.handshake_timeout,
+                n,
+                token,
+                registered,
+            )
+        },
+    )
     .await
 }
 
@@ -107,6 +205,7 @@ async fn handle_connection(
     handshake_timeout: Duration,
     cuid: u32,
     token: CancellationToken,
+    registered: Registered,
 ) {
     if stream
         .write_all(&handshake(handler.auth(), cuid))
@@ -116,8 +215,11 @@ async fn handle_connection(
         return;
     }
     let mut session = Session::new();
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    // Both buffers hold memory only while there is something in them: most connections sit
+    // idle most of their life (a Postfix smtpd process between sessions, or a client
+    // holding the socket), and thousands of them must cost little.
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
     let handshake_deadline = Instant::now() + handshake_timeout;
     // Armed only while requests wait: most connections spend their life with none (every
     // PLAIN login is answered at once), and then keep no timer.
@@ -132,7 +234,7 @@ async fn handle_connection(
         }
         if !out.is_empty() {
             match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out)).await {
-                Ok(Ok(())) => out.clear(),
+                Ok(Ok(())) => out = Vec::new(),
                 _ => return,
             }
         }
@@ -151,7 +253,9 @@ async fn handle_connection(
                 handler.drain();
             },
             done = handler.completed() => {
-                if handler.finish(done).is_err() {
+                let finished = handler.finish(done);
+                registered.activity.busy.store(handler.has_requests(), Ordering::Release);
+                if finished.is_err() {
                     tracing::warn!(
                         "dovecot: passdb failure; closing the connection (the client will \
                          report a temporary error)"
@@ -159,12 +263,24 @@ async fn handle_connection(
                     return;
                 }
             },
-            read = stream.read_buf(&mut buf), if !draining => {
-                match read {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) => {}
+            ready = stream.readable(), if !draining => {
+                if ready.is_err() {
+                    return;
                 }
-                if let Err(why) = take_lines(&mut buf, &mut session, &mut handler) {
+                buf.reserve(4096);
+                match stream.try_read_buf(&mut buf) {
+                    Ok(0) => return,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Readiness without data: give the room back.
+                        buf.shrink_to_fit();
+                        continue;
+                    }
+                    Err(_) => return,
+                }
+                let taken = take_lines(&mut buf, &mut session, &mut handler);
+                registered.touch(handler.has_requests());
+                if let Err(why) = taken {
                     tracing::info!("dovecot: disconnecting a client: {why}");
                     for answer in handler.answers() {
                         dovecot::encode(&answer, &mut out);
@@ -172,7 +288,11 @@ async fn handle_connection(
                     let _ = stream.write_all(&out).await;
                     return;
                 }
-                buf.reserve(4096);
+                if buf.is_empty() {
+                    buf = Vec::new();
+                } else {
+                    buf.shrink_to_fit();
+                }
             },
             _ = tokio::time::sleep_until(handshake_deadline), if !session.handshaken() => {
                 tracing::info!("dovecot: no VERSION and CPID within {handshake_timeout:?}; closing");

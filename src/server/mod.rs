@@ -49,7 +49,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             read_timeout: Duration::from_secs(10),
-            max_connections: 16384,
+            max_connections: 4096,
             shutdown_grace: Duration::from_secs(5),
         }
     }
@@ -246,12 +246,22 @@ pub fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
 struct Slots {
     open: AtomicUsize,
     max: usize,
+    /// The most open since memory was last released.
+    high: AtomicUsize,
 }
 
-/// One open connection; the slot is given back when it drops.
-struct Slot(Arc<Slots>);
+/// One open connection's place in its listener's budget, given back when it drops: the
+/// connection's future holds it, so that the task is that future alone (an `async` wrapper
+/// that awaited it would hold the future twice over, as rustc lays such blocks out).
+pub struct Slot(Arc<Slots>);
 
 impl Slots {
+    /// A slot beyond the budget, for a connection that replaces one being closed.
+    fn take_over(self: &Arc<Self>) -> Slot {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Slot(Arc::clone(self))
+    }
+
     fn take(self: &Arc<Self>) -> Option<Slot> {
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -264,12 +274,29 @@ impl Slots {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        let open = self.0.open.fetch_sub(1, Ordering::AcqRel) - 1;
+        // When most of many connections have gone, give their memory back to the system
+        // (glibc keeps freed memory in its arenas for good otherwise).
+        let high = self
+            .0
+            .high
+            .fetch_max(open + 1, Ordering::AcqRel)
+            .max(open + 1);
+        if high >= TRIM_AFTER && open * 4 < high {
+            self.0.high.store(open, Ordering::Release);
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn_blocking(crate::process::release_free_memory);
+            }
+        }
     }
 }
 
+/// How many connections must have been open before their closing is worth a trim.
+const TRIM_AFTER: usize = 512;
+
 /// The accept loop both protocols share: a task per connection, at most
-/// `limits.max_connections` at once (more are closed at accept), accept errors backed off;
+/// `limits.max_connections` at once (more are closed at accept, unless `evict` closes an
+/// idle connection to make room and says so), accept errors backed off;
 /// on `shutdown` the loop stops, the token each connection holds tells it to finish, and
 /// requests being answered get `limits.shutdown_grace`.
 ///
@@ -280,9 +307,10 @@ pub async fn serve<F, Fut>(
     listener: UnixListener,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
+    evict: impl Fn() -> bool,
     handle: F,
 ) where
-    F: Fn(UnixStream, Arc<CancellationToken>) -> Fut,
+    F: Fn(UnixStream, Arc<CancellationToken>, Slot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let token = Arc::new(CancellationToken::new());
@@ -290,6 +318,7 @@ pub async fn serve<F, Fut>(
     let slots = Arc::new(Slots {
         open: AtomicUsize::new(0),
         max: limits.max_connections,
+        high: AtomicUsize::new(0),
     });
     let refused = AtomicU64::new(0);
     let mut backoff = Duration::from_millis(1);
@@ -309,7 +338,7 @@ pub async fn serve<F, Fut>(
             },
         };
         backoff = Duration::from_millis(1);
-        let Some(slot) = slots.take() else {
+        let Some(slot) = slots.take().or_else(|| evict().then(|| slots.take_over())) else {
             let n = refused.fetch_add(1, Ordering::Relaxed);
             if (n + 1).is_power_of_two() {
                 tracing::warn!(
@@ -321,11 +350,7 @@ pub async fn serve<F, Fut>(
             drop(stream);
             continue;
         };
-        let connection = handle(stream, Arc::clone(&token));
-        tracker.spawn(async move {
-            connection.await;
-            drop(slot);
-        });
+        tracker.spawn(handle(stream, Arc::clone(&token), slot));
     }
     token.cancel();
     tracker.close();

@@ -30,20 +30,28 @@ pub async fn serve_saslauthd(
     shutdown: impl Future<Output = ()>,
 ) {
     let read_timeout = limits.read_timeout;
-    serve(listener, limits, shutdown, move |stream, token| {
-        let auth = Arc::clone(&auth);
-        async move { handle_connection(stream, &auth, read_timeout, &token).await }
-    })
+    // A connection here lives one request, within the read timeout: none is worth evicting.
+    serve(
+        listener,
+        limits,
+        shutdown,
+        || false,
+        move |stream, token, slot| {
+            handle_connection(stream, Arc::clone(&auth), read_timeout, token, slot)
+        },
+    )
     .await
 }
 
 /// One connection: read one request within the deadline, answer it, close.
 async fn handle_connection(
     mut stream: UnixStream,
-    auth: &Arc<Authenticator>,
+    auth: Arc<Authenticator>,
     read_timeout: Duration,
-    token: &CancellationToken,
+    token: Arc<CancellationToken>,
+    _slot: super::Slot,
 ) {
+    let (auth, token) = (&auth, &*token);
     let deadline = Instant::now() + read_timeout;
     // On the heap and small: the connection's future is moved into its task whole, and real
     // requests are a few dozen bytes. It grows, up to MAX_REQUEST_LEN, for long ones.
