@@ -727,3 +727,102 @@ fn slowloris_connections_keep_memory_small() {
     assert!(peak < 16 * 1024, "{peak} KiB with 4,000 slow connections");
     assert_eq!(daemon.ask("alice", "secret", "smtp", "example.org"), "OK");
 }
+
+/// Every flow of both sockets, logged at the most verbose level: no password, stored value
+/// or SASL response appears in any log line or reply; no core dump can be left.
+#[test]
+fn no_secret_reaches_a_log_or_a_reply() {
+    use base64::engine::general_purpose::STANDARD as B64;
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    let secret = "Sup3r-Secret-Pw";
+    make(
+        "bdb",
+        &sasldb,
+        &[
+            ("alice", "example.org", secret),
+            ("bob", "example.org", "B0b-Secret-Pw"),
+        ],
+    );
+    let auth = dir.path().join("auth");
+    let args: Vec<OsString> = vec![
+        "-a".into(),
+        "sasldb".into(),
+        "--sasldb".into(),
+        sasldb.into(),
+        "--realm".into(),
+        "example.org".into(),
+        "--dovecot-socket".into(),
+        auth.clone().into(),
+        "--dovecot-mechanisms".into(),
+        "plain login cram-md5 digest-md5 scram-sha-1 scram-sha-256".into(),
+        "-d".into(),
+    ];
+    let daemon = Daemon::spawn(dir, &args, &[("SASLAUTHD_LOG", "trace".into())]);
+    let wrong = "Wr0ng-Guess-Pw";
+    let mut replies = String::new();
+    let mut sent: Vec<String> = vec![secret.into(), "B0b-Secret-Pw".into(), wrong.into()];
+    // The mux socket: right, wrong, unknown, empty realm, malformed.
+    for (user, password) in [("alice", secret), ("alice", wrong), ("nobody", secret)] {
+        replies += &daemon.ask(user, password, "smtp", "example.org");
+    }
+    replies += &String::from_utf8_lossy(&daemon.raw(b"\x00\x05alice\x00\x0fSup3r-Secret"));
+    // The Dovecot socket: every mechanism, right and wrong.
+    let mut c = common::dovecot::Client::postfix(&auth);
+    let mut id = 0;
+    for password in [secret, wrong] {
+        for user in ["alice@example.org", "ghost@example.org"] {
+            id += 1;
+            let ir = plain(user, password);
+            sent.push(ir.clone());
+            c.send(&format!("AUTH\t{id}\tPLAIN\tservice=smtp\tresp={ir}\n"));
+            replies += &c.line();
+            id += 1;
+            c.send(&format!("AUTH\t{id}\tLOGIN\tservice=smtp\n"));
+            replies += &c.line();
+            c.send(&format!("CONT\t{id}\t{}\n", B64.encode(user)));
+            replies += &c.line();
+            let pw = B64.encode(password);
+            sent.push(pw.clone());
+            c.send(&format!("CONT\t{id}\t{pw}\n"));
+            replies += &c.line();
+            id += 1;
+            replies += &common::dovecot::cram(&mut c, id, user, password);
+            id += 1;
+            replies += &common::dovecot::digest(&mut c, id, user, None, password);
+            for sha256 in [false, true] {
+                id += 1;
+                replies += &common::dovecot::scram(&mut c, id, sha256, user, password, true);
+            }
+        }
+    }
+    assert!(
+        replies.contains("OK\t") && replies.contains("FAIL\t"),
+        "{replies}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let log = daemon.log_text();
+    assert!(log.lines().count() > 20, "the log is verbose: {log}");
+    for secret in &sent {
+        assert!(
+            !log.contains(secret.as_str()),
+            "{secret:?} in the log:\n{log}"
+        );
+        assert!(!replies.contains(secret.as_str()), "{secret:?} in a reply");
+    }
+    // Not even a fragment of the stored password.
+    assert!(!log.contains("Sup3r") && !log.contains("B0b-S"), "{log}");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", daemon.pid())).unwrap();
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+    eprintln!(
+        "secrets: {} log lines at trace level, {} replies' bytes, {} secrets and SASL responses checked: none found; {core}",
+        log.lines().count(),
+        replies.len(),
+        sent.len()
+    );
+}
