@@ -37,6 +37,12 @@ set +e
 SASLAUTHD_RS_REQUIRE_PEERS=1 cargo test 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# Every fuzz target, bounded (FUZZ_SECONDS each; 0 skips them).
+fuzz_status=0
+if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
+    scripts/fuzz.sh "${FUZZ_SECONDS:-20}" || fuzz_status=$?
+fi
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+[ "$status" -eq 0 ] || exit "$status"
+exit "$fuzz_status"

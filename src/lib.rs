@@ -42,6 +42,8 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crypt;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod getopt;
 pub mod mech;
 pub mod passdb;

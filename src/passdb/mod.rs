@@ -23,6 +23,7 @@ use crate::verdict::{PassdbKind, PassdbResult, SuccessCache};
 pub use memory::Memory;
 pub use pam::Pam;
 pub use sasldb::Sasldb;
+pub(crate) use shadow::fuzz_parse as fuzz_shadow;
 pub use shadow::{Shadow, ShadowSource};
 
 /// What a passdb is asked: final names (realm defaulting and `-r` applied), borrowed from the

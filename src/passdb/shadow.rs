@@ -67,6 +67,16 @@ pub(super) struct SkippedLine {
 const MAX_NAME: usize = 256;
 const MAX_HASH: usize = 1024;
 
+/// For the fuzz targets: parses shadow(5) text; every line is an entry or a skipped line.
+pub(crate) fn fuzz_parse(text: &[u8]) {
+    let (entries, skipped) = parse_shadow(text);
+    let lines = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert!(entries.len() + skipped.len() <= lines);
+}
+
 /// Parses shadow(5) text. Malformed lines are skipped and reported, never fatal.
 pub(super) fn parse_shadow(text: &[u8]) -> (HashMap<Vec<u8>, ShadowEntry>, Vec<SkippedLine>) {
     let mut entries = HashMap::new();
