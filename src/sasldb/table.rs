@@ -212,27 +212,27 @@ fn stamp(path: &Path) -> Result<Stamp, SasldbError> {
         })
 }
 
-fn read_bdb(path: &Path) -> Result<(Variant, Records), SasldbError> {
+/// The whole file, in a buffer wiped when dropped (the raw pages hold every password).
+fn read_whole(path: &Path) -> Result<Zeroizing<Vec<u8>>, SasldbError> {
     let io = |source| SasldbError::Io {
         path: path.to_owned(),
         source,
     };
-    let mut file = File::open(path).map_err(io)?;
-    // The raw pages hold every password: wipe them once parsed.
     let mut bytes = Zeroizing::new(Vec::new());
-    file.read_to_end(&mut bytes).map_err(io)?;
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(io)?;
+    Ok(bytes)
+}
+
+fn read_bdb(path: &Path) -> Result<(Variant, Records), SasldbError> {
+    let bytes = read_whole(path)?;
     let contents = bdb::read(&bytes).map_err(|p| problem_error(path, Kind::BerkeleyDb, p))?;
     Ok((Variant::BerkeleyDb(contents.layout), contents.records))
 }
 
 fn read_lmdb(path: &Path) -> Result<(Variant, Records), SasldbError> {
-    let io = |source| SasldbError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let mut file = File::open(path).map_err(io)?;
-    let mut bytes = Zeroizing::new(Vec::new());
-    file.read_to_end(&mut bytes).map_err(io)?;
+    let bytes = read_whole(path)?;
     let records = super::lmdb_file::read(&bytes).map_err(|p| problem_error(path, Kind::Lmdb, p))?;
     Ok((Variant::Lmdb, records))
 }

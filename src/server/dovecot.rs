@@ -65,7 +65,7 @@ const SWEEP: Duration = Duration::from_secs(5);
 /// What the listener knows of one connection, to pick the one idle longest when it is full.
 #[derive(Debug, Default)]
 struct Activity {
-    /// When the client last sent a line (milliseconds since the registry began).
+    /// When the client last sent a line (microseconds since the registry began).
     last: AtomicU64,
     /// Requests in flight: such a connection is never the one closed.
     busy: AtomicBool,
@@ -80,7 +80,7 @@ struct Registry {
 
 impl Registry {
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Closes the connection idle longest with nothing in flight, if there is one (Postfix's
@@ -91,7 +91,8 @@ impl Registry {
         let idle = open
             .iter()
             .filter(|(_, (a, _))| !a.busy.load(Ordering::Acquire))
-            .min_by_key(|(_, (a, _))| a.last.load(Ordering::Acquire))
+            // The older connection first when two went quiet at the same moment.
+            .min_by_key(|(cuid, (a, _))| (a.last.load(Ordering::Acquire), **cuid))
             .map(|(cuid, _)| *cuid);
         match idle.and_then(|cuid| open.remove(&cuid)) {
             Some((_, token)) => {

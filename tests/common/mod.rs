@@ -369,21 +369,10 @@ impl Daemon {
             .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
-    /// SIGTERM, then the exit status.
+    /// SIGTERM, then the exit status (within 15 s).
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                child.kill().unwrap();
-                panic!("saslauthd-rs ignored SIGTERM for 15 s");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        self.wait()
     }
 }
 
