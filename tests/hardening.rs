@@ -69,6 +69,8 @@ impl Load {
             let mux = mux.to_owned();
             threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
+                    // Counted in the phase it was sent in.
+                    let sent_in = phase.load(Ordering::Relaxed);
                     let wrong = n == 3;
                     let q = saslauthd_rs::client::Query {
                         login: b"alice",
@@ -80,7 +82,7 @@ impl Load {
                     let reply = saslauthd_rs::client::query(&mux, &q, Duration::from_secs(10));
                     let ok = matches!(&reply, Ok(body) if body == b"OK");
                     let mut t = tallies.lock().unwrap();
-                    let t = &mut t[phase.load(Ordering::Relaxed)];
+                    let t = &mut t[sent_in];
                     match (wrong, ok) {
                         (true, true) => t.wrong_ok += 1,
                         (true, false) => {}
@@ -112,6 +114,7 @@ impl Load {
                 let (mut w, mut r) = connect();
                 let mut id = 0u32;
                 while !stop.load(Ordering::Relaxed) {
+                    let sent_in = phase.load(Ordering::Relaxed);
                     id += 1;
                     let sent = w.write_all(
                         format!(
@@ -123,7 +126,7 @@ impl Load {
                     let mut line = String::new();
                     let read = r.read_line(&mut line);
                     let mut guard = tallies.lock().unwrap();
-                    let t = &mut guard[phase.load(Ordering::Relaxed)];
+                    let t = &mut guard[sent_in];
                     if sent.is_err() || !matches!(read, Ok(n) if n > 0) {
                         t.closed += 1;
                         drop(guard);
@@ -247,6 +250,7 @@ fn file_changes_under_load(format: &str) {
             );
         }
         // Let the last change settle before the next phase is counted.
+        hold(150);
         while started.elapsed() < Duration::from_millis(500) {
             hold(20);
         }

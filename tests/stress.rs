@@ -26,7 +26,7 @@ fn raise_fd_limit(wanted: u64) {
 #[test]
 fn ten_thousand_idle_connections() {
     raise_fd_limit(10_500);
-    let d = Daemon::start(USERS, &["--timeout", "60"]);
+    let d = Daemon::start(USERS, &["--timeout", "60", "--max-connections", "12000"]);
     let start = Instant::now();
     let mut idle = Vec::with_capacity(10_000);
     for i in 0..10_000 {
