@@ -53,5 +53,6 @@ pub mod request;
 pub mod sasldb;
 pub mod secret;
 pub mod server;
+pub mod systemd;
 pub mod tools;
 pub mod verdict;

@@ -11,6 +11,7 @@ use saslauthd_rs::passdb::{Pam, Passdb, Sasldb, Shadow, ShadowSource};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::request::{self, Printable};
 use saslauthd_rs::server::{self, dovecot::DovecotOptions};
+use saslauthd_rs::systemd;
 use saslauthd_rs::verdict::PassdbKind;
 
 fn main() -> ExitCode {
@@ -77,9 +78,12 @@ const FD_RESERVE: u64 = 128;
 /// Everything that can fail with a message on stderr happens before detaching.
 fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     process::forbid_core_dumps();
+    // Sockets passed by systemd's socket activation are used as they are (their units set
+    // path, mode and owner); the others are bound below.
+    let passed = systemd::passed_sockets()?;
     // Each listener has its own connection budget, and the descriptors for both (and the
     // files and pipes the daemon itself holds) are there before anything is accepted.
-    let dovecot_budget = if config.dovecot_socket.is_some() {
+    let dovecot_budget = if config.dovecot_socket.is_some() || passed.dovecot.is_some() {
         config.dovecot_max_connections
     } else {
         0
@@ -103,11 +107,17 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     server::create_run_dir(&config.run_dir)?;
     let lock = PidLock::acquire(&config.run_dir).map_err(|e| e.to_string())?;
     let socket = config.socket_path();
-    let listener = server::saslauthd::bind(&config.run_dir, config.socket_mode)
-        .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?;
-    let dovecot_listener = match &config.dovecot_socket {
-        None => None,
-        Some(path) => {
+    let bound_mux = passed.mux.is_none();
+    let listener = match passed.mux {
+        Some(listener) => listener,
+        None => server::saslauthd::bind(&config.run_dir, config.socket_mode)
+            .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?,
+    };
+    let bound_dovecot = passed.dovecot.is_none();
+    let dovecot_listener = match (passed.dovecot, &config.dovecot_socket) {
+        (Some(listener), _) => Some(listener),
+        (None, None) => None,
+        (None, Some(path)) => {
             let owner = match &config.dovecot_socket_owner {
                 Some(spec) => Some(
                     server::resolve_owner(spec)
@@ -189,9 +199,14 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot register the socket: {e}"))?;
         tracing::info!(
-            "{program} {} listening on {} (passdb {}, realm default {})",
+            "{program} {} listening on {}{} (passdb {}, realm default {})",
             env!("CARGO_PKG_VERSION"),
             socket.display(),
+            if bound_mux {
+                ""
+            } else {
+                " (the socket the service manager passed)"
+            },
             auth.passdb_kind(),
             Printable(&realm),
         );
@@ -235,13 +250,35 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         process::block_termination_signals(false);
         let signal = async {
             signalled.await;
+            systemd::notify("STOPPING=1");
             stop.cancel();
         };
-        tokio::join!(mux, dove, signal);
+        // Every socket listens: the service manager may send clients now.
+        systemd::notify(&format!(
+            "READY=1\nSTATUS=serving (passdb {})",
+            auth.passdb_kind()
+        ));
+        let watchdog = async {
+            let Some(every) = systemd::watchdog_interval() else {
+                return std::future::pending().await;
+            };
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                systemd::notify("WATCHDOG=1");
+            }
+        };
+        tokio::select! {
+            _ = async { tokio::join!(mux, dove, signal) } => {}
+            _ = watchdog => {}
+        }
         Ok::<_, String>(())
     })?;
-    let _ = std::fs::remove_file(&socket);
-    if let Some(path) = &config.dovecot_socket {
+    // Sockets systemd passed are its own to remove.
+    if bound_mux {
+        let _ = std::fs::remove_file(&socket);
+    }
+    if let (true, Some(path)) = (bound_dovecot, &config.dovecot_socket) {
         let _ = std::fs::remove_file(path);
     }
     if let Some(pidfile) = pidfile {
