@@ -28,6 +28,8 @@ pub const SPEC: Spec<'static> = Spec {
         ("dovecot-no-realm-split", false),
         ("dovecot-temp-fail", false),
         ("dovecot-mechanisms", true),
+        ("user", true),
+        ("group", true),
         ("scram-iterations", true),
         ("help", false),
         ("version", false),
@@ -124,6 +126,10 @@ long options:
   --dovecot-temp-fail      On a backend failure send FAIL code=temp_fail instead of
                            closing the connection.
   --scram-iterations <n>   SCRAM's PBKDF2 iteration count (default 4096).
+  --user <name>            Become this user once the sockets are bound (keeping the
+                           shadow group for -a shadow, the sasldb file's group for
+                           -a sasldb).
+  --group <name>           Its primary group (default: the user's own).
 "
     )
 }
@@ -239,6 +245,8 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
             }
             "dovecot-no-realm-split" => config.dovecot_split_realm = false,
             "dovecot-temp-fail" => config.dovecot_temp_fail = true,
+            "user" => config.user = Some(opt.str_value()?.to_owned()),
+            "group" => config.group = Some(opt.str_value()?.to_owned()),
             "dovecot-mechanisms" => {
                 config.dovecot_mechanisms = Some(
                     crate::mech::parse_names(opt.str_value()?)

@@ -22,6 +22,8 @@
 //! dovecot_temp_fail = false    # --dovecot-temp-fail
 //! dovecot_mechanisms = "plain login cram-md5 digest-md5"   # --dovecot-mechanisms
 //! scram_iterations = 4096      # --scram-iterations
+//! user = "saslauthd"           # --user: drop to this user once the sockets are bound
+//! group = "sasl"               # --group: and this primary group (default: the user's)
 //! ```
 
 use std::io;
@@ -89,6 +91,10 @@ pub struct Config {
     /// `--dovecot-temp-fail`: on a backend failure answer `FAIL code=temp_fail` instead of
     /// closing the connection.
     pub dovecot_temp_fail: bool,
+    /// `--user`: the user the daemon becomes once its sockets are bound.
+    pub user: Option<String>,
+    /// `--group`: its primary group (default: the user's own).
+    pub group: Option<String>,
     /// `--dovecot-mechanisms`: the mechanisms the Dovecot socket offers (canonical names);
     /// `None`: every one the passdb can serve but DIGEST-MD5.
     pub dovecot_mechanisms: Option<Vec<&'static str>>,
@@ -125,6 +131,8 @@ impl Default for Config {
             dovecot_split_realm: true,
             dovecot_temp_fail: false,
             dovecot_mechanisms: None,
+            user: None,
+            group: None,
             scram_iterations: crate::auth::DEFAULT_SCRAM_ITERATIONS,
         }
     }
@@ -160,6 +168,8 @@ struct FileConfig {
     dovecot_split_realm: Option<bool>,
     dovecot_temp_fail: Option<bool>,
     dovecot_mechanisms: Option<String>,
+    user: Option<String>,
+    group: Option<String>,
     scram_iterations: Option<u32>,
 }
 
@@ -319,6 +329,12 @@ impl Config {
         }
         if let Some(v) = file.dovecot_temp_fail {
             self.dovecot_temp_fail = v;
+        }
+        if let Some(user) = file.user {
+            self.user = Some(user);
+        }
+        if let Some(group) = file.group {
+            self.group = Some(group);
         }
         if let Some(list) = file.dovecot_mechanisms {
             self.dovecot_mechanisms = Some(crate::mech::parse_names(&list)?);

@@ -71,6 +71,28 @@ fn open_passdb(config: &Config) -> Result<Passdb, String> {
     })
 }
 
+/// After dropping privileges, the passdb's file must still be readable: say so at start
+/// (before binding or detaching) rather than fail every request.
+fn check_readable_as(config: &Config, identity: &process::Identity) -> Result<(), String> {
+    let file = match config.passdb {
+        Some(PassdbKind::Sasldb) if config.sasldb.exists() => config.sasldb.as_path(),
+        Some(PassdbKind::Shadow) => match config.shadow_file.as_deref() {
+            Some(file) => file,
+            None => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    match process::as_identity(identity, || std::fs::File::open(file).map(drop))? {
+        Ok(()) => Ok(()),
+        Err(e) => Err(format!(
+            "as {} (--user), {} cannot be read: {e}; give its group read access or run \
+             without --user",
+            identity.name,
+            file.display()
+        )),
+    }
+}
+
 /// Descriptors beyond the connection budgets: the listeners, the store, inotify, the log,
 /// the runtime's own, and room for the file a passdb opens per request.
 const FD_RESERVE: u64 = 128;
@@ -91,6 +113,25 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     let needed = (config.max_connections + dovecot_budget) as u64 + FD_RESERVE;
     process::fit_fd_limit(needed)?;
     let passdb = open_passdb(config)?;
+    let identity = match &config.user {
+        None => None,
+        Some(user) => {
+            let mut keep = Vec::new();
+            match config.passdb {
+                Some(PassdbKind::Shadow) => keep.push(process::KeepGroup::Named("shadow")),
+                Some(PassdbKind::Sasldb) => {
+                    use std::os::unix::fs::MetadataExt;
+                    if let Ok(meta) = std::fs::metadata(&config.sasldb) {
+                        keep.push(process::KeepGroup::Id(meta.gid()));
+                    }
+                }
+                _ => {}
+            }
+            let identity = process::resolve_identity(user, config.group.as_deref(), &keep)?;
+            check_readable_as(config, &identity)?;
+            Some(identity)
+        }
+    };
     auth::check_mechanisms(&passdb, config.dovecot_mechanisms.as_deref())
         .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
     // The host name, once: the default realm (as Cyrus) and CRAM-MD5's challenges.
@@ -166,6 +207,19 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         max_connections: config.dovecot_max_connections,
         ..limits
     };
+
+    // Sockets bound, lock held, limits raised: become the unprivileged user before any
+    // thread starts (the pool, the runtime), keeping only the groups the passdb reads with.
+    if let Some(identity) = &identity {
+        process::drop_privileges(identity)?;
+        tracing::info!(
+            "running as {} (uid {}, gid {}, groups {:?})",
+            identity.name,
+            identity.uid,
+            identity.gid,
+            identity.groups
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

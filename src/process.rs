@@ -114,6 +114,100 @@ pub fn fit_fd_limit(needed: u64) -> Result<u64, String> {
     }
 }
 
+/// Who the daemon becomes once its sockets are bound (`--user`, `--group`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The user's name, for messages.
+    pub name: String,
+    /// Its uid.
+    pub uid: u32,
+    /// The primary group: `--group`, else the user's own.
+    pub gid: u32,
+    /// Supplementary groups kept for the passdb (the shadow group, the sasldb file's group).
+    pub groups: Vec<u32>,
+}
+
+/// Looks up `user` (and `group`, else the user's primary group) and the supplementary groups
+/// named in `keep` that exist.
+pub fn resolve_identity(
+    user: &str,
+    group: Option<&str>,
+    keep: &[KeepGroup],
+) -> Result<Identity, String> {
+    use nix::unistd::{Group, User};
+    let found = User::from_name(user)
+        .map_err(|e| format!("--user {user}: {e}"))?
+        .ok_or_else(|| format!("--user {user}: no such user"))?;
+    let gid = match group {
+        None => found.gid.as_raw(),
+        Some(name) => Group::from_name(name)
+            .map_err(|e| format!("--group {name}: {e}"))?
+            .ok_or_else(|| format!("--group {name}: no such group"))?
+            .gid
+            .as_raw(),
+    };
+    let mut groups = vec![gid];
+    for wanted in keep {
+        let id = match wanted {
+            KeepGroup::Named(name) => Group::from_name(name)
+                .ok()
+                .flatten()
+                .map(|g| g.gid.as_raw()),
+            KeepGroup::Id(id) => Some(*id),
+        };
+        if let Some(id) = id.filter(|id| !groups.contains(id)) {
+            groups.push(id);
+        }
+    }
+    Ok(Identity {
+        name: user.to_owned(),
+        uid: found.uid.as_raw(),
+        gid,
+        groups,
+    })
+}
+
+/// A supplementary group the passdb needs: by name (`shadow`, when it exists) or by id (the
+/// group of the sasldb file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepGroup {
+    /// A group name; skipped when the system has none of that name.
+    Named(&'static str),
+    /// A group id.
+    Id(u32),
+}
+
+/// Runs `f` with `identity`'s effective ids (root's are restored after), so that what the
+/// daemon will be able to do as that user is known before it detaches.
+pub fn as_identity<R>(identity: &Identity, f: impl FnOnce() -> R) -> Result<R, String> {
+    use nix::unistd::{getgroups, setegid, seteuid, setgroups, Gid, Uid};
+    let saved = getgroups().map_err(|e| format!("getgroups: {e}"))?;
+    let groups: Vec<Gid> = identity.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    setegid(Gid::from_raw(identity.gid)).map_err(|e| format!("setegid: {e}"))?;
+    seteuid(Uid::from_raw(identity.uid)).map_err(|e| format!("seteuid: {e}"))?;
+    let result = f();
+    seteuid(Uid::from_raw(0)).map_err(|e| format!("seteuid(0): {e}"))?;
+    setegid(Gid::from_raw(0)).map_err(|e| format!("setegid(0): {e}"))?;
+    setgroups(&saved).map_err(|e| format!("setgroups: {e}"))?;
+    Ok(result)
+}
+
+/// Becomes `identity` for good: supplementary groups, then group, then user; then checks that
+/// root cannot be regained. Must be called before any thread is started (the pool, the
+/// runtime), so that every thread runs as the new user.
+pub fn drop_privileges(identity: &Identity) -> Result<(), String> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    let groups: Vec<Gid> = identity.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
+    setgid(Gid::from_raw(identity.gid)).map_err(|e| format!("setgid({}): {e}", identity.gid))?;
+    setuid(Uid::from_raw(identity.uid)).map_err(|e| format!("setuid({}): {e}", identity.uid))?;
+    if identity.uid != 0 && setuid(Uid::from_raw(0)).is_ok() {
+        return Err("still able to become root after dropping privileges".into());
+    }
+    Ok(())
+}
+
 /// Returns the heap's free pages to the system (glibc's `malloc_trim`), after thousands of
 /// connections have come and gone.
 #[allow(unsafe_code)]

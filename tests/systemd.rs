@@ -109,7 +109,10 @@ fn socket_activation_and_notifications() {
         .arg(&auth)
         .arg("--fdname=mux:dovecot")
         // It gives the program only LISTEN_* and what --setenv names.
-        .arg(format!("--setenv=NOTIFY_SOCKET={}", d.join("notify").display()))
+        .arg(format!(
+            "--setenv=NOTIFY_SOCKET={}",
+            d.join("notify").display()
+        ))
         .arg("--setenv=WATCHDOG_USEC=200000")
         .arg(common::DAEMON)
         .args(["-a", "sasldb", "-f", "--failure-delay", "0", "--sasldb"])
@@ -167,4 +170,102 @@ fn socket_activation_and_notifications() {
         "passed sockets are systemd's to remove"
     );
     eprintln!("systemd: READY=1, WATCHDOG=1, STOPPING=1 seen; PLAIN on the passed Dovecot socket and a mux request answered; exit 0");
+}
+
+/// A uid's and gids' lines of /proc/PID/status.
+fn ids(pid: u32) -> (String, String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (field("Uid:"), field("Gid:"), field("Groups:"))
+}
+
+fn group_id(name: &str) -> u32 {
+    nix::unistd::Group::from_name(name)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no group {name}"))
+        .gid
+        .as_raw()
+}
+
+/// Started as root with `--user nobody`, the daemon binds its sockets and then runs as
+/// nobody, keeping only the group that reads the passdb's file.
+#[test]
+fn drops_to_the_user_it_is_told() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: dropping privileges needs root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mail = group_id("mail");
+    // sasldb: the file's group (mail) is kept.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    common::make_sasldb(&sasldb, common::USERS);
+    std::os::unix::fs::chown(&sasldb, Some(0), Some(mail)).unwrap();
+    std::fs::set_permissions(&sasldb, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let d = common::Daemon::start_on(dir, sasldb.clone(), &["--user", "nobody"]);
+    let (uid, gid, groups) = ids(d.pid());
+    assert_eq!(uid, "65534 65534 65534 65534");
+    assert_eq!(gid, "65534 65534 65534 65534");
+    let mut groups: Vec<u32> = groups.split(' ').map(|g| g.parse().unwrap()).collect();
+    groups.sort_unstable();
+    let mut want = [65534, mail];
+    want.sort_unstable();
+    assert_eq!(groups, want, "nobody's group and the sasldb file's");
+    assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "OK");
+    // A change (by root) is read by the daemon as nobody.
+    common::set_password(&sasldb, "alice", "example.org", "changed");
+    assert_eq!(d.ask("alice", "changed", "smtp", "example.org"), "OK");
+    assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "NO");
+    // shadow: the shadow group is kept.
+    let dir = tempfile::tempdir().unwrap();
+    let shadow = dir.path().join("shadow");
+    let hash = saslauthd_rs::crypt::hash(b"pw", "$6$").unwrap();
+    std::fs::write(&shadow, format!("dave:{hash}:19000:0:99999:7:::\n")).unwrap();
+    std::os::unix::fs::chown(&shadow, Some(0), Some(group_id("shadow"))).unwrap();
+    std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args: Vec<std::ffi::OsString> = vec![
+        "-a".into(),
+        "shadow".into(),
+        "--shadow-file".into(),
+        shadow.clone().into(),
+        "--user".into(),
+        "nobody".into(),
+    ];
+    let s = common::Daemon::spawn(dir, &args, &[]);
+    let (uid, _, groups) = ids(s.pid());
+    assert_eq!(uid, "65534 65534 65534 65534");
+    assert!(
+        groups
+            .split(' ')
+            .any(|g| g == group_id("shadow").to_string()),
+        "{groups}"
+    );
+    assert_eq!(s.ask("dave", "pw", "smtp", ""), "OK");
+    // A file the user cannot read: refused at start (before detaching), with the reason.
+    std::fs::set_permissions(&sasldb, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = Command::new(common::DAEMON)
+        .args(["-a", "sasldb", "--user", "nobody", "--sasldb"])
+        .arg(&sasldb)
+        .arg("-m")
+        .arg(tempfile::tempdir().unwrap().path().join("run"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("as nobody (--user)") && err.contains("cannot be read"),
+        "{err}"
+    );
+    eprintln!("privileges: as nobody (uid 65534) with group mail for the sasldb and shadow for -a shadow; logins and a change served; an unreadable file refused at start");
 }
