@@ -31,6 +31,7 @@ pub const SPEC: Spec<'static> = Spec {
         ("user", true),
         ("group", true),
         ("scram-iterations", true),
+        ("check-config", false),
         ("help", false),
         ("version", false),
     ],
@@ -45,6 +46,8 @@ pub enum Command {
     Help,
     /// `-v`: version on stderr, exit 0 (as Cyrus).
     Version,
+    /// `--check-config`: validate everything a start would, print the effective settings.
+    CheckConfig(Box<Config>),
 }
 
 /// A command line that cannot be used.
@@ -103,6 +106,8 @@ option information:
 
 long options:
   --config <file>          TOML configuration file (flags override it).
+  --check-config           Check the configuration and the passdb as a start would, print
+                           the effective settings, exit (0: usable).
   --sasldb <path>          sasldb2 file for -a sasldb (default /etc/sasldb2).
   --realm <realm>          Default realm for requests with an empty realm
                            (default: the host name, as Cyrus).
@@ -257,9 +262,12 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
                 config.scram_iterations =
                     config::scram_iterations(number("--scram-iterations", opt.str_value()?)?)?;
             }
-            "config" => {}
+            "config" | "check-config" => {}
             other => unreachable!("option {other} is in SPEC but not handled"),
         }
+    }
+    if parsed.opts.iter().any(|o| o.name == "check-config") {
+        return Ok(Command::CheckConfig(Box::new(config)));
     }
     Ok(Command::Run(Box::new(config)))
 }

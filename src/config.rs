@@ -238,6 +238,82 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The effective settings as a configuration file would give them, every key (those
+    /// left to a default that depends on the host, commented): what `--check-config` prints.
+    pub fn effective(&self) -> String {
+        let q = |text: &str| toml::Value::String(text.to_owned()).to_string();
+        let path = |p: &Path| q(&p.to_string_lossy());
+        let opt = |key: &str, value: Option<String>, default: &str| match value {
+            Some(v) => format!("{key} = {v}\n"),
+            None => format!("# {key}: {default}\n"),
+        };
+        let mut out = String::new();
+        out += &opt(
+            "passdb",
+            self.passdb.map(|p| q(p.name())),
+            "none given (-a)",
+        );
+        out += &format!("run_dir = {}\n", path(&self.run_dir));
+        out += &format!("sasldb = {}\n", path(&self.sasldb));
+        out += &opt(
+            "sasldb_format",
+            self.sasldb_format.map(|f| q(f.name())),
+            "the format this host's libsasl2 reads",
+        );
+        out += &opt("realm", self.realm.as_deref().map(q), "the host name");
+        out += &format!("combine_realm = {}\n", self.combine_realm);
+        out += &format!("workers = {}\n", self.workers);
+        out += &format!("cache = {}\n", self.cache);
+        out += &format!("cache_timeout = {}\n", self.cache_timeout.as_secs());
+        out += &format!("cache_size_kb = {}\n", self.cache_size_kb);
+        out += &format!("verbose = {}\n", self.verbose);
+        out += &format!("read_timeout = {}\n", self.read_timeout.as_secs());
+        out += &format!("max_connections = {}\n", self.max_connections);
+        out += &format!("socket_mode = \"{:04o}\"\n", self.socket_mode);
+        let options: Vec<String> = self.mech_options.iter().map(|o| q(o)).collect();
+        out += &format!("mech_options = [{}]\n", options.join(", "));
+        out += &opt(
+            "shadow_file",
+            self.shadow_file.as_deref().map(path),
+            "NSS (getspnam_r)",
+        );
+        out += &opt(
+            "pam_service",
+            self.pam_service.as_deref().map(q),
+            "the request's service",
+        );
+        out += &format!("failure_delay = {:?}\n", self.failure_delay.as_secs_f64());
+        out += &opt(
+            "dovecot_socket",
+            self.dovecot_socket.as_deref().map(path),
+            "none",
+        );
+        out += &opt(
+            "dovecot_socket_owner",
+            self.dovecot_socket_owner.as_deref().map(q),
+            "the daemon's user",
+        );
+        out += &format!(
+            "dovecot_socket_mode = \"{:04o}\"\n",
+            self.dovecot_socket_mode
+        );
+        out += &format!(
+            "dovecot_max_connections = {}\n",
+            self.dovecot_max_connections
+        );
+        out += &format!("dovecot_split_realm = {}\n", self.dovecot_split_realm);
+        out += &format!("dovecot_temp_fail = {}\n", self.dovecot_temp_fail);
+        out += &opt(
+            "dovecot_mechanisms",
+            self.dovecot_mechanisms.as_ref().map(|m| q(&m.join(" "))),
+            "every one the passdb can serve but DIGEST-MD5",
+        );
+        out += &format!("scram_iterations = {}\n", self.scram_iterations);
+        out += &opt("user", self.user.as_deref().map(q), "stay root");
+        out += &opt("group", self.group.as_deref().map(q), "the user's own");
+        out
+    }
+
     /// Applies a TOML file over `self`.
     pub fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {

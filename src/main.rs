@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             eprint!("{}", cli::version());
             return ExitCode::SUCCESS;
         }
+        Ok(Command::CheckConfig(config)) => return check_config(&program, &config),
         Err(e) if e.wants_usage() => {
             eprint!("{program}: {e}\n{}", cli::usage(&program));
             return ExitCode::FAILURE;
@@ -39,6 +40,33 @@ fn main() -> ExitCode {
     };
     match start(&program, &config) {
         Ok(code) => code,
+        Err(message) => {
+            eprintln!("{program}: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--check-config`: what a start checks before it binds anything (the passdb opens, the
+/// mechanisms can be served, the socket owner and `--user` exist), then the effective
+/// settings on stdout.
+fn check_config(program: &str, config: &Config) -> ExitCode {
+    let checked = open_passdb(config).and_then(|passdb| {
+        auth::check_mechanisms(&passdb, config.dovecot_mechanisms.as_deref())
+            .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
+        if let Some(spec) = &config.dovecot_socket_owner {
+            server::resolve_owner(spec).map_err(|e| format!("--dovecot-socket-owner: {e}"))?;
+        }
+        if let Some(user) = &config.user {
+            process::resolve_identity(user, config.group.as_deref(), &[])?;
+        }
+        Ok(())
+    });
+    match checked {
+        Ok(()) => {
+            print!("{}", config.effective());
+            ExitCode::SUCCESS
+        }
         Err(message) => {
             eprintln!("{program}: {message}");
             ExitCode::FAILURE

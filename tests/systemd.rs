@@ -269,3 +269,67 @@ fn drops_to_the_user_it_is_told() {
     );
     eprintln!("privileges: as nobody (uid 65534) with group mail for the sasldb and shadow for -a shadow; logins and a change served; an unreadable file refused at start");
 }
+
+/// `--check-config`: the shipped example parses, the effective settings it prints read back
+/// as the same settings, and a typo, a bad value or a missing user is one clear line.
+#[test]
+fn check_config_validates_and_prints_the_effective_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/saslauthd-rs.toml");
+    let check = |config: &Path, extra: &[&str]| {
+        let out = Command::new(common::DAEMON)
+            .arg("--check-config")
+            .arg("--config")
+            .arg(config)
+            .args(["--sasldb"])
+            .arg(dir.path().join("sasldb2"))
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, effective, err) = check(&example, &["--realm", "example.org"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(effective.contains("passdb = \"sasldb\"\n"), "{effective}");
+    assert!(
+        effective.contains("realm = \"example.org\"\n"),
+        "flags override the file"
+    );
+    // What it printed is a configuration file meaning the same.
+    let again = dir.path().join("effective.toml");
+    std::fs::write(&again, &effective).unwrap();
+    let (code, effective_again, err) = check(&again, &[]);
+    assert_eq!(
+        (code, effective_again.as_str()),
+        (Some(0), effective.as_str()),
+        "{err}"
+    );
+    for (text, wanted) in [
+        ("passdb = \"sasldb\"\nreaml = \"x\"\n", "line 2"),
+        ("socket_mode = \"999\"\n", "invalid socket mode \"999\""),
+        (
+            "user = \"no-such-user\"\npassdb = \"sasldb\"\n",
+            "--user no-such-user: no such user",
+        ),
+        (
+            "passdb = \"shadow\"\ndovecot_mechanisms = \"cram-md5\"\n",
+            "mechanism CRAM-MD5 needs the stored password",
+        ),
+    ] {
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, text).unwrap();
+        let (code, out, err) = check(&bad, &[]);
+        assert_eq!(code, Some(1), "{text:?}: {out}");
+        assert!(err.contains(wanted), "{text:?}: {err}");
+        assert!(out.is_empty());
+    }
+    assert!(check(&bad_path(), &[]).2.contains("cannot read"));
+}
+
+fn bad_path() -> PathBuf {
+    PathBuf::from("/nonexistent/saslauthd-rs.toml")
+}
