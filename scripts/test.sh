@@ -27,6 +27,19 @@ if [ ! -x "$sendmail_root/usr/libexec/sendmail/sendmail" ]; then
     rm -rf "$debs"
 fi
 export SASLAUTHD_RS_SENDMAIL="$PWD/$sendmail_root"
+# fail2ban, the same way: installing it would start a banning service on this machine.
+fail2ban_root=target/peers/fail2ban
+if [ ! -f "$fail2ban_root/usr/bin/fail2ban-regex" ]; then
+    debs=$(mktemp -d)
+    (cd "$debs" && apt-get download fail2ban >/dev/null 2>&1) || {
+        as_root apt-get update -qq
+        (cd "$debs" && apt-get download fail2ban >/dev/null)
+    }
+    rm -rf "$fail2ban_root" && mkdir -p "$fail2ban_root"
+    dpkg -x "$debs"/fail2ban_*.deb "$fail2ban_root"
+    rm -rf "$debs"
+fi
+export SASLAUTHD_RS_FAIL2BAN="$PWD/$fail2ban_root"
 ensure_cargo
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
