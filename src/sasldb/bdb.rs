@@ -709,14 +709,7 @@ impl Pages {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/sasldb")
-                .join(name),
-        )
-        .unwrap()
-    }
+    use crate::sasldb::fixture;
 
     #[test]
     fn the_hash_is_berkeley_dbs() {

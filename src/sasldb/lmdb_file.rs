@@ -288,14 +288,7 @@ impl<'a> Walk<'a> {
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Vec<u8> {
-        std::fs::read(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("tests/fixtures/sasldb")
-                .join(name),
-        )
-        .unwrap()
-    }
+    use crate::sasldb::fixture;
 
     #[test]
     fn reads_the_fixtures_as_liblmdb_does() {

@@ -324,6 +324,17 @@ pub enum SasldbError {
     NulInPart(Part),
 }
 
+/// A Cyrus-written fixture of `tests/fixtures/sasldb`, for the readers' unit tests.
+#[cfg(test)]
+pub(crate) fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/sasldb")
+            .join(name),
+    )
+    .unwrap()
+}
+
 /// For the fuzz targets: reads `bytes` as a file of `kind`; a Berkeley DB file that reads is
 /// written back and must read as the same records.
 pub(crate) fn fuzz_read(kind: Kind, bytes: &[u8]) {
