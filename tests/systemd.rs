@@ -17,6 +17,7 @@ const UNITS: &[&str] = &[
     "saslauthd-rs.service",
     "saslauthd-rs.socket",
     "saslauthd-rs-dovecot.socket",
+    "saslauthd.service",
 ];
 
 fn tool(name: &str) -> Option<PathBuf> {
@@ -43,13 +44,19 @@ fn the_units_verify() {
                 .join(unit),
         )
         .unwrap();
-        assert!(text.contains("/usr/sbin/saslauthd-rs") || !unit.ends_with(".service"));
+        let wrapper = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/saslauthd-compat/saslauthd.wrapper"
+        );
+        let text = text
+            .replace("/usr/sbin/saslauthd-rs", common::DAEMON)
+            .replace("/usr/lib/saslauthd-rs/saslauthd.wrapper", wrapper);
+        assert!(
+            !unit.ends_with(".service") || text.contains(common::DAEMON) || text.contains(wrapper),
+            "{unit} runs the daemon"
+        );
         let path = dir.path().join(unit);
-        std::fs::write(
-            &path,
-            text.replace("/usr/sbin/saslauthd-rs", common::DAEMON),
-        )
-        .unwrap();
+        std::fs::write(&path, text).unwrap();
         paths.push(path);
     }
     let out = Command::new(analyze)
