@@ -109,6 +109,14 @@ fn socket_activation_and_notifications() {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let log = std::fs::File::create(d.join("daemon.log")).unwrap();
+    // Killed if the test fails half-way (it becomes the daemon by exec).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = Command::new(activate)
         .arg("-l")
         .arg(&mux)
@@ -130,6 +138,7 @@ fn socket_activation_and_notifications() {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
+        .map(KillOnDrop)
         .unwrap();
     wait_for(&mux);
     wait_for(&auth);
@@ -157,7 +166,7 @@ fn socket_activation_and_notifications() {
     assert_eq!(reply, b"OK");
     let watchdog = next_notice(&notify);
     assert_eq!(watchdog, "WATCHDOG=1");
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     let mut stopping = next_notice(&notify);
     while stopping == "WATCHDOG=1" {
         stopping = next_notice(&notify);
@@ -165,7 +174,7 @@ fn socket_activation_and_notifications() {
     assert_eq!(stopping, "STOPPING=1");
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
         assert!(Instant::now() < deadline, "no exit after SIGTERM");
