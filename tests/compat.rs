@@ -25,15 +25,10 @@ fn through_the_wrapper(env: &[(&str, &std::path::Path)], run: &std::path::Path) 
     if let Err(e) = common::wait_for_socket(&socket, &mut child) {
         panic!("the wrapper's daemon: {e}");
     }
-    let q = saslauthd_rs::client::Query {
-        login: b"alice",
-        password: b"secret",
-        service: b"smtp",
-        realm: b"example.org",
-        client_addr: None,
-    };
-    let reply = saslauthd_rs::client::query(&socket, &q, Duration::from_secs(5)).unwrap();
-    assert_eq!(reply, b"OK");
+    assert_eq!(
+        common::ask_at(&socket, "alice", "secret", "smtp", "example.org"),
+        "OK"
+    );
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }

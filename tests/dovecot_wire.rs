@@ -13,28 +13,16 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use common::dovecot::{cram, digest, plain, scram, Client};
-use common::{peer, Daemon, USERS};
+use common::{peer, Daemon};
 use saslauthd_rs::mech::{ScramClient, ScramHash};
 
 fn dovecot_daemon(extra: &[&str]) -> (Daemon, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let sasldb = dir.path().join("sasldb2");
-    common::make_sasldb(&sasldb, USERS);
-    let auth = dir.path().join("auth");
-    let mut args: Vec<OsString> = vec![
-        "-a".into(),
-        "sasldb".into(),
-        "--sasldb".into(),
-        sasldb.clone().into(),
-        "--realm".into(),
-        "example.org".into(),
-        "--dovecot-socket".into(),
-        auth.clone().into(),
-    ];
-    args.extend(extra.iter().map(OsString::from));
-    let mut d = Daemon::spawn(dir, &args, &[]);
-    d.sasldb = sasldb;
-    (d, auth)
+    let args: Vec<&str> = ["--realm", "example.org"]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect();
+    Daemon::with_dovecot(&args)
 }
 
 #[test]

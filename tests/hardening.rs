@@ -518,21 +518,7 @@ fn saslpasswd2_follows_only_trusted_symlinks_to_existing_files() {
 /// client's next step: every one is answered before its connection closes, at once.
 #[test]
 fn a_stop_answers_every_dovecot_request_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let sasldb = dir.path().join("sasldb2");
-    common::make_sasldb(&sasldb, common::USERS);
-    let auth = dir.path().join("auth");
-    let args: Vec<OsString> = vec![
-        "-a".into(),
-        "sasldb".into(),
-        "--sasldb".into(),
-        sasldb.into(),
-        "--dovecot-socket".into(),
-        auth.clone().into(),
-        "--failure-delay".into(),
-        "2".into(),
-    ];
-    let mut daemon = Daemon::spawn(dir, &args, &[]);
+    let (mut daemon, auth) = Daemon::with_dovecot(&["--failure-delay", "2"]);
     let mut clients: Vec<common::dovecot::Client> = (0..40)
         .map(|i| {
             let mut c = common::dovecot::Client::postfix(&auth);
@@ -579,28 +565,11 @@ fn many_files() {
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
 }
 
-fn dovecot_daemon(extra: &[&str]) -> (Daemon, std::path::PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let sasldb = dir.path().join("sasldb2");
-    common::make_sasldb(&sasldb, common::USERS);
-    let auth = dir.path().join("auth");
-    let mut args: Vec<OsString> = vec![
-        "-a".into(),
-        "sasldb".into(),
-        "--sasldb".into(),
-        sasldb.into(),
-        "--dovecot-socket".into(),
-        auth.clone().into(),
-    ];
-    args.extend(extra.iter().map(OsString::from));
-    (Daemon::spawn(dir, &args, &[]), auth)
-}
-
 /// A full Dovecot listener closes its longest-idle connection for a new one: 50 clients that
 /// handshake and sit idle lock no one out.
 #[test]
 fn idle_dovecot_holders_make_room() {
-    let (daemon, auth) = dovecot_daemon(&["--dovecot-max-connections", "50"]);
+    let (daemon, auth) = Daemon::with_dovecot(&["--dovecot-max-connections", "50"]);
     let mut holders: Vec<common::dovecot::Client> = (0..50)
         .map(|_| common::dovecot::Client::postfix(&auth))
         .collect();
@@ -634,7 +603,7 @@ fn idle_dovecot_holders_make_room() {
 #[test]
 fn both_budgets_fit_the_descriptor_limit() {
     many_files();
-    let (daemon, auth) = dovecot_daemon(&["--dovecot-max-connections", "600"]);
+    let (daemon, auth) = Daemon::with_dovecot(&["--dovecot-max-connections", "600"]);
     let holders: Vec<common::dovecot::Client> = (0..560)
         .map(|_| common::dovecot::Client::postfix(&auth))
         .collect();
@@ -674,7 +643,7 @@ fn both_budgets_fit_the_descriptor_limit() {
 fn requests_in_flight_hold_bounded_memory() {
     use base64::engine::general_purpose::STANDARD as B64;
     use base64::Engine;
-    let (daemon, auth) = dovecot_daemon(&[]);
+    let (daemon, auth) = Daemon::with_dovecot(&[]);
     let before = rss_kib(daemon.pid());
     // 11 KiB: the longest whose base64 fits a line.
     let user = B64.encode("u".repeat(11 * 1024));
@@ -712,7 +681,7 @@ fn requests_in_flight_hold_bounded_memory() {
 #[test]
 fn slowloris_connections_keep_memory_small() {
     many_files();
-    let (daemon, auth) = dovecot_daemon(&[]);
+    let (daemon, auth) = Daemon::with_dovecot(&[]);
     let before = rss_kib(daemon.pid());
     let mut held = Vec::new();
     for _ in 0..2000 {

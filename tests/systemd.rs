@@ -155,15 +155,10 @@ fn socket_activation_and_notifications() {
         plain("alice@example.org", "secret")
     ));
     assert_eq!(c.line(), "OK\t1\tuser=alice@example.org\n");
-    let q = saslauthd_rs::client::Query {
-        login: b"alice",
-        password: b"secret",
-        service: b"smtp",
-        realm: b"example.org",
-        client_addr: None,
-    };
-    let reply = saslauthd_rs::client::query(&mux, &q, Duration::from_secs(10)).unwrap();
-    assert_eq!(reply, b"OK");
+    assert_eq!(
+        common::ask_at(&mux, "alice", "secret", "smtp", "example.org"),
+        "OK"
+    );
     let watchdog = next_notice(&notify);
     assert_eq!(watchdog, "WATCHDOG=1");
     unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };

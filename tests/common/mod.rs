@@ -330,15 +330,28 @@ impl Daemon {
 
     /// Sends a 4-field request and returns the reply body.
     pub fn ask(&self, login: &str, password: &str, service: &str, realm: &str) -> String {
-        let q = saslauthd_rs::client::Query {
-            login: login.as_bytes(),
-            password: password.as_bytes(),
-            service: service.as_bytes(),
-            realm: realm.as_bytes(),
-            client_addr: None,
-        };
-        let body = saslauthd_rs::client::query(&self.socket, &q, Duration::from_secs(10)).unwrap();
-        String::from_utf8(body).unwrap()
+        ask_at(&self.socket, login, password, service, realm)
+    }
+
+    /// `saslauthd-rs -a sasldb` over [`USERS`] serving Dovecot's protocol too, at the
+    /// returned path, with `extra` flags.
+    pub fn with_dovecot(extra: &[&str]) -> (Daemon, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let sasldb = dir.path().join("sasldb2");
+        make_sasldb(&sasldb, USERS);
+        let auth = dir.path().join("auth");
+        let mut args: Vec<OsString> = vec![
+            "-a".into(),
+            "sasldb".into(),
+            "--sasldb".into(),
+            sasldb.clone().into(),
+            "--dovecot-socket".into(),
+            auth.clone().into(),
+        ];
+        args.extend(extra.iter().map(OsString::from));
+        let mut d = Self::spawn(dir, &args, &[]);
+        d.sasldb = sasldb;
+        (d, auth)
     }
 
     /// The daemon's pid.
@@ -386,6 +399,19 @@ impl Drop for Daemon {
 }
 
 /// Waits until `socket` accepts connections (10 s at most), failing early if `child` exits.
+/// Sends a 4-field request to the mux socket at `socket`; the reply body.
+pub fn ask_at(socket: &Path, login: &str, password: &str, service: &str, realm: &str) -> String {
+    let q = saslauthd_rs::client::Query {
+        login: login.as_bytes(),
+        password: password.as_bytes(),
+        service: service.as_bytes(),
+        realm: realm.as_bytes(),
+        client_addr: None,
+    };
+    let body = saslauthd_rs::client::query(socket, &q, Duration::from_secs(10)).unwrap();
+    String::from_utf8(body).unwrap()
+}
+
 pub fn wait_for_socket(socket: &Path, child: &mut Child) -> Result<(), String> {
     let start = Instant::now();
     while UnixStream::connect(socket).is_err() {
