@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use saslauthd_rs::auth::{self, Authenticator, Cache, RealmPolicy};
+use saslauthd_rs::auth::{self, Authenticator, Cache, Live, RealmPolicy};
 use saslauthd_rs::cli::{self, Command};
 use saslauthd_rs::config::Config;
 use saslauthd_rs::passdb::{Pam, Passdb, Sasldb, Shadow, ShadowSource};
@@ -121,6 +121,154 @@ fn check_readable_as(config: &Config, identity: &process::Identity) -> Result<()
     }
 }
 
+/// The realm rules `config` sets; `host` is the default realm unless `--realm` names one.
+fn realm_policy(config: &Config, host: &[u8]) -> RealmPolicy {
+    RealmPolicy {
+        default_realm: match &config.realm {
+            Some(realm) => realm.as_bytes().to_vec(),
+            None => host.to_vec(),
+        },
+        combine: config.combine_realm,
+    }
+}
+
+/// The driver `config` describes over `passdb`; after `previous` on a reload (whose throttle
+/// state it keeps).
+fn driver(
+    config: &Config,
+    passdb: Passdb,
+    realms: RealmPolicy,
+    host: &[u8],
+    previous: Option<&Authenticator>,
+) -> Result<Authenticator, String> {
+    let cache = match (config.cache, passdb.kind()) {
+        (false, _) => None,
+        (true, PassdbKind::Sasldb) => {
+            tracing::info!(
+                "-c: sasldb reads LMDB on every request, which is faster than a cache; no \
+                 cache used"
+            );
+            None
+        }
+        (true, _) => Some(Cache::new(config.cache_timeout, config.cache_size_kb)),
+    };
+    let options = auth::Options {
+        workers: config.workers,
+        failure_delay: config.failure_delay,
+        scram_iterations: config.scram_iterations,
+        host_name: String::from_utf8_lossy(host).into_owned(),
+        cache,
+        mechanisms: config.dovecot_mechanisms.clone(),
+    };
+    match previous {
+        None => Authenticator::new(passdb, realms, options),
+        Some(previous) => previous.reloaded(passdb, realms, options),
+    }
+    .map_err(|e| format!("--dovecot-mechanisms: {e}"))
+}
+
+/// The settings a reload cannot change (sockets, identity, budgets): those `next` changes,
+/// by their flag names.
+fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut differs = |name, same: bool| {
+        if !same {
+            changed.push(name);
+        }
+    };
+    differs("-m (run_dir)", now.run_dir == next.run_dir);
+    differs("--socket-mode", now.socket_mode == next.socket_mode);
+    differs(
+        "--max-connections",
+        now.max_connections == next.max_connections,
+    );
+    differs(
+        "--dovecot-max-connections",
+        now.dovecot_max_connections == next.dovecot_max_connections,
+    );
+    differs(
+        "--dovecot-socket",
+        now.dovecot_socket == next.dovecot_socket,
+    );
+    differs(
+        "--dovecot-socket-owner",
+        now.dovecot_socket_owner == next.dovecot_socket_owner,
+    );
+    differs(
+        "--dovecot-socket-mode",
+        now.dovecot_socket_mode == next.dovecot_socket_mode,
+    );
+    differs(
+        "--dovecot-no-realm-split",
+        now.dovecot_split_realm == next.dovecot_split_realm,
+    );
+    differs(
+        "--dovecot-temp-fail",
+        now.dovecot_temp_fail == next.dovecot_temp_fail,
+    );
+    differs("--timeout", now.read_timeout == next.read_timeout);
+    differs("--user", now.user == next.user);
+    differs("--group", now.group == next.group);
+    differs("-d/-V (verbose)", now.verbose == next.verbose);
+    changed
+}
+
+/// SIGHUP: reads the configuration again (the same flags, over the file as it is now),
+/// opens the passdb it names and puts a new driver in service for the requests that start
+/// from then on; requests in flight finish on the old one, and the sockets stay open. A
+/// configuration that does not load changes nothing (the error is logged). The work runs on
+/// a blocking thread: opening a large sasldb2 takes a while.
+async fn reload_on_hangup(
+    hangups: Option<tokio::signal::unix::Signal>,
+    started: &Config,
+    host: &[u8],
+    live: &Arc<Live>,
+) {
+    let Some(mut hangups) = hangups else {
+        return std::future::pending().await;
+    };
+    let mut now = started.clone();
+    while hangups.recv().await.is_some() {
+        systemd::notify("RELOADING=1");
+        let (host, previous) = (host.to_vec(), live.current());
+        let loaded = tokio::task::spawn_blocking(move || {
+            let next = match cli::parse(std::env::args_os().skip(1)) {
+                Ok(Command::Run(next)) => *next,
+                Ok(_) => return Err("the command line no longer starts the daemon".to_string()),
+                Err(e) => return Err(e.to_string()),
+            };
+            let passdb = open_passdb(&next)?;
+            let realms = realm_policy(&next, &host);
+            let auth = driver(&next, passdb, realms, &host, Some(&previous))?;
+            Ok((next, auth))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+        match loaded {
+            Ok((next, auth)) => {
+                let ignored = restart_only(&now, &next);
+                if !ignored.is_empty() {
+                    tracing::warn!(
+                        "SIGHUP: {} changed; that takes a restart (the old value stays)",
+                        ignored.join(", ")
+                    );
+                }
+                let kind = auth.passdb_kind();
+                live.replace(auth);
+                tracing::info!("SIGHUP: configuration reloaded (passdb {kind})");
+                systemd::notify(&format!("READY=1\nSTATUS=serving (passdb {kind})"));
+                now = next;
+            }
+            Err(e) => {
+                tracing::error!("SIGHUP: {e}; still serving with the previous configuration");
+                systemd::notify(
+                    "READY=1\nSTATUS=reload failed; serving with the previous configuration",
+                );
+            }
+        }
+    }
+}
+
 /// Descriptors beyond the connection budgets: the listeners, the store, inotify, the log,
 /// the runtime's own, and room for the file a passdb opens per request.
 const FD_RESERVE: u64 = 128;
@@ -164,14 +312,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
     // The host name, once: the default realm (as Cyrus) and CRAM-MD5's challenges.
     let host = request::host_name().map_err(|e| format!("gethostname: {e}"))?;
-    let default_realm = match &config.realm {
-        Some(realm) => realm.as_bytes().to_vec(),
-        None => host.clone(),
-    };
-    let realms = RealmPolicy {
-        default_realm,
-        combine: config.combine_realm,
-    };
+    let realms = realm_policy(config, &host);
 
     server::create_run_dir(&config.run_dir)?;
     let lock = PidLock::acquire(&config.run_dir).map_err(|e| e.to_string())?;
@@ -254,29 +395,9 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         .thread_name("saslauthd-rs")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let cache = match (config.cache, passdb.kind()) {
-        (false, _) => None,
-        (true, PassdbKind::Sasldb) => {
-            tracing::info!(
-                "-c: sasldb reads LMDB on every request, which is faster than a cache; no \
-                 cache used"
-            );
-            None
-        }
-        (true, _) => Some(Cache::new(config.cache_timeout, config.cache_size_kb)),
-    };
-    let options = auth::Options {
-        workers: config.workers,
-        failure_delay: config.failure_delay,
-        scram_iterations: config.scram_iterations,
-        host_name: String::from_utf8_lossy(&host).into_owned(),
-        cache,
-        mechanisms: config.dovecot_mechanisms.clone(),
-    };
     let realm = realms.default_realm.clone();
-    let auth = Authenticator::new(passdb, realms, options)
-        .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
-    let auth = Arc::new(auth);
+    let auth = driver(config, passdb, realms, &host, None)?;
+    let auth = Arc::new(Live::new(Arc::new(auth)));
     runtime.block_on(async {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot register the socket: {e}"))?;
@@ -289,7 +410,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             } else {
                 " (the socket the service manager passed)"
             },
-            auth.passdb_kind(),
+            auth.current().passdb_kind(),
             Printable(&realm),
         );
         let stop = tokio_util::sync::CancellationToken::new();
@@ -329,7 +450,9 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         // Handlers first, then let the signals through: one that came while starting is
         // delivered now, to them.
         let signalled = process::shutdown_signal();
+        let hangups = process::reload_signal();
         process::block_termination_signals(false);
+        let reloads = reload_on_hangup(hangups, config, &host, &auth);
         let signal = async {
             signalled.await;
             systemd::notify("STOPPING=1");
@@ -338,7 +461,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         // Every socket listens: the service manager may send clients now.
         systemd::notify(&format!(
             "READY=1\nSTATUS=serving (passdb {})",
-            auth.passdb_kind()
+            auth.current().passdb_kind()
         ));
         let watchdog = async {
             let Some(every) = systemd::watchdog_interval() else {
@@ -353,6 +476,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         tokio::select! {
             _ = async { tokio::join!(mux, dove, signal) } => {}
             _ = watchdog => {}
+            _ = reloads => {}
         }
         Ok::<_, String>(())
     })?;

@@ -246,26 +246,33 @@ pub fn block_termination_signals(block: bool) {
 }
 
 /// Installs the signal handlers now and returns a future that completes on the first SIGTERM
-/// or SIGINT. SIGHUP is ignored, as Cyrus does (there is nothing to reload; a closing terminal
-/// must not stop the daemon). Call inside the runtime.
+/// or SIGINT. Call inside the runtime.
 pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
     );
     async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = handlers else {
+        let (Ok(mut term), Ok(mut int)) = handlers else {
             tracing::error!("cannot install signal handlers; stop with SIGKILL");
             return std::future::pending().await;
         };
-        loop {
-            tokio::select! {
-                _ = term.recv() => break tracing::info!("SIGTERM: finishing requests in flight"),
-                _ = int.recv() => break tracing::info!("SIGINT: finishing requests in flight"),
-                _ = hup.recv() => tracing::info!("SIGHUP: ignored (nothing to reload)"),
-            }
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight"),
+            _ = int.recv() => tracing::info!("SIGINT: finishing requests in flight"),
+        }
+    }
+}
+
+/// Installs the SIGHUP handler now (a reload; a closing terminal never stops the daemon) and
+/// returns its stream; `None` (logged) when it cannot be installed. Call inside the runtime.
+pub fn reload_signal() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(e) => {
+            tracing::error!("cannot install the SIGHUP handler ({e}); SIGHUP is ignored");
+            None
         }
     }
 }

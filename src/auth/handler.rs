@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{Authenticator, Broken, Decision, Via};
+use super::{Authenticator, Broken, Decision, Live, Via};
 use crate::mech::{Mechanism, Step};
 use crate::request::{split_user, AuthRequest, Input, Peer, SaslStart};
 use crate::verdict::{Answer, FailCode, FailReason, Outcome, PassdbResult};
@@ -153,12 +153,21 @@ enum Finished {
     FinalData(Vec<u8>),
     /// Derived keys for the mechanism.
     Keys(crate::mech::Keys),
+    /// The user's stored secrets, for the mechanism.
+    Credentials(crate::secret::Credentials),
+    /// The passdb broke while the mechanism waited for secrets: answered as its failure
+    /// rule says (close, or `temp_fail`).
+    Broken,
     /// The passdb broke: close the connection.
     Close,
 }
 
 /// The requests of one connection.
 pub(crate) struct Handler {
+    /// Where a reload puts the new driver.
+    live: Arc<Live>,
+    /// The driver the connection's requests run on: the current one, taken again at each
+    /// `AUTH` that finds no other request in flight (so an exchange never changes drivers).
     auth: Arc<Authenticator>,
     settings: Settings,
     requests: HashMap<u32, Active>,
@@ -184,10 +193,11 @@ impl fmt::Debug for Handler {
 }
 
 impl Handler {
-    /// An empty request table over `auth`.
-    pub(crate) fn new(auth: Arc<Authenticator>, settings: Settings) -> Handler {
+    /// An empty request table over the driver `live` holds.
+    pub(crate) fn new(live: Arc<Live>, settings: Settings) -> Handler {
         Handler {
-            auth,
+            auth: live.current(),
+            live,
             settings,
             requests: HashMap::new(),
             seq: 0,
@@ -223,6 +233,9 @@ impl Handler {
         }
         if self.requests.len() >= self.settings.max_requests {
             return Err(Violation::TooManyRequests(self.settings.max_requests));
+        }
+        if self.requests.is_empty() {
+            self.auth = self.live.current();
         }
         let Some(mech) = Mechanism::start(
             &start.mech,
@@ -512,12 +525,29 @@ impl Handler {
                         None => (auth_request(split, &active, &user), user),
                     };
                     active.user = Some(user);
-                    match self.auth.lookup_credentials(&request, via) {
-                        Ok(credentials) => active.mech.resume_credentials(&credentials),
-                        Err(Broken) => {
+                    match self.auth.lookup_credentials(&request, via).now() {
+                        Ok(Ok(credentials)) => active.mech.resume_credentials(&credentials),
+                        Ok(Err(Broken)) => {
                             let result =
                                 answer_for(id, active.user.take(), Outcome::Error, temp_fail);
                             return self.deliver(id, active, Duration::ZERO, result);
+                        }
+                        Err(running) => {
+                            // The passdb reads a changed file first, on the pool.
+                            let (seq, tx) = (active.seq, self.done_tx());
+                            tokio::spawn(async move {
+                                let result = match running.await {
+                                    Ok(credentials) => Finished::Credentials(credentials),
+                                    Err(Broken) => Finished::Broken,
+                                };
+                                let _ = tx.send(Done {
+                                    id,
+                                    seq,
+                                    result,
+                                    not_before: None,
+                                });
+                            });
+                            return self.wait(id, active);
                         }
                     }
                 }
@@ -632,6 +662,19 @@ impl Handler {
                 let step = active.mech.resume_keys(keys);
                 self.proceed(id, active, step);
             }
+            Finished::Credentials(credentials) => {
+                let step = active.mech.resume_credentials(&credentials);
+                self.proceed(id, active, step);
+            }
+            Finished::Broken => {
+                let result = answer_for(
+                    id,
+                    active.user.take(),
+                    Outcome::Error,
+                    self.settings.temp_fail,
+                );
+                return self.apply(id, active, result);
+            }
             Finished::Close => return Err(Close),
         }
         Ok(())
@@ -714,7 +757,10 @@ mod tests {
             max_requests: 16,
             request_timeout: Duration::from_secs(150),
         };
-        (Arc::clone(&auth), Handler::new(auth, settings))
+        (
+            Arc::clone(&auth),
+            Handler::new(Arc::new(Live::new(auth)), settings),
+        )
     }
 
     /// The next answer, waiting for work in flight as the connection would.

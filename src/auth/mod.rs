@@ -203,6 +203,29 @@ pub struct Authenticator {
     offered: Vec<MechInfo>,
 }
 
+/// The driver now in service, replaced whole by a reload (SIGHUP). A request takes the one
+/// current when it starts and keeps it to the end, so a reload never changes the passdb
+/// under a request in flight; the old driver goes when its last request does.
+#[derive(Debug)]
+pub struct Live(arc_swap::ArcSwap<Authenticator>);
+
+impl Live {
+    /// Puts `auth` in service.
+    pub fn new(auth: Arc<Authenticator>) -> Live {
+        Live(arc_swap::ArcSwap::new(auth))
+    }
+
+    /// The driver for a request starting now.
+    pub fn current(&self) -> Arc<Authenticator> {
+        self.0.load_full()
+    }
+
+    /// Puts `next` in service for the requests that start from now on.
+    pub fn replace(&self, next: Authenticator) {
+        self.0.store(Arc::new(next));
+    }
+}
+
 /// What the Dovecot socket offers over `passdb`: the mechanisms `names` lists, or by default
 /// every one it can serve but DIGEST-MD5.
 fn offered_mechanisms(
@@ -263,6 +286,22 @@ impl Authenticator {
         })
     }
 
+    /// The driver that replaces this one on a reload: a new passdb and settings, the same
+    /// throttle state (a reload forgives nobody) and attempt key; the credential cache and the
+    /// derived keys start empty (what they hold may be stale under the new settings).
+    pub fn reloaded(
+        &self,
+        passdb: Passdb,
+        realms: RealmPolicy,
+        options: Options,
+    ) -> Result<Self, mech::MechListError> {
+        let failure_delay = options.failure_delay;
+        let mut next = Authenticator::new(passdb, realms, options)?;
+        next.penalty = self.penalty.carried(failure_delay);
+        next.secret = self.secret.clone();
+        Ok(next)
+    }
+
     /// Which passdb answers.
     pub fn passdb_kind(&self) -> PassdbKind {
         self.passdb.kind()
@@ -309,8 +348,8 @@ impl Authenticator {
             let checked = Checked::Verdict(verdict);
             return Check::ready(self.conclude(request, via, checked, attempt, started));
         }
-        if !self.passdb.is_blocking() {
-            let checked = match self.passdb.verify_plain(&query, None) {
+        if let Some(checked) = self.passdb.verify_inline(&query) {
+            let checked = match checked {
                 Ok(verdict) => Checked::Verdict(verdict),
                 Err(e) => Checked::Failed(e.into()),
             };
@@ -332,23 +371,40 @@ impl Authenticator {
 
     /// The stored secrets of a request's user (realm rules applied), for mechanisms that
     /// compute with them. Only passdbs that [have credentials](Passdb::has_credentials)
-    /// answer, and those never block. A name that could not be looked up (empty, or with a NUL)
-    /// has none.
+    /// answer: at once, or on the pool when the passdb must first read a changed file. A name
+    /// that could not be looked up (empty, or with a NUL) has none.
     pub(crate) fn lookup_credentials(
-        &self,
+        self: &Arc<Self>,
         request: &AuthRequest,
         via: Via,
-    ) -> Result<Credentials, Broken> {
+    ) -> Check<Result<Credentials, Broken>> {
         if refusal(request, None).is_some() {
-            return Ok(Credentials::default());
+            return Check::ready(Ok(Credentials::default()));
         }
         let started = Instant::now();
-        self.passdb
-            .lookup_credentials(&request.login, self.realm_of(request))
-            .map_err(|e| {
+        let realm = self.realm_of(request);
+        if let Some(found) = self.passdb.lookup_credentials_inline(&request.login, realm) {
+            return Check::ready(found.map_err(|e| {
                 self.log(request, via, Logged::Error(&e), started.elapsed());
                 Broken
-            })
+            }));
+        }
+        let (auth, request) = (Arc::clone(self), request.clone());
+        Check::running(async move {
+            let passdb = Arc::clone(&auth.passdb);
+            let (login, realm) = (request.login.clone(), auth.realm_of(&request).to_vec());
+            let call = auth
+                .pool
+                .run(move || passdb.lookup_credentials(&login, &realm));
+            let failed: CheckError = match tokio::time::timeout(BACKEND_TIMEOUT, call).await {
+                Ok(Ok(Ok(credentials))) => return Ok(credentials),
+                Ok(Ok(Err(e))) => e.into(),
+                Ok(Err(lost)) => CheckError::Lost(auth.passdb.kind(), lost),
+                Err(_) => CheckError::Timeout(auth.passdb.kind(), BACKEND_TIMEOUT),
+            };
+            auth.log(&request, via, Logged::Error(&failed), started.elapsed());
+            Err(Broken)
+        })
     }
 
     /// Derives a mechanism's keys: from the cache of derived keys, or with PBKDF2 on the

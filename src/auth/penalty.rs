@@ -16,7 +16,7 @@
 //! - `failure_delay` 0 turns all of it off (tests).
 
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
@@ -62,7 +62,9 @@ struct PeerState {
 /// The throttle.
 pub(crate) struct Penalty {
     failure_delay: Duration,
-    peers: Mutex<BoundedMap<PeerKey, PeerState>>,
+    /// Shared with the throttle that replaces this one on a reload, so that a reload does
+    /// not forgive anybody.
+    peers: Arc<Mutex<BoundedMap<PeerKey, PeerState>>>,
 }
 
 impl std::fmt::Debug for Penalty {
@@ -94,7 +96,15 @@ impl Penalty {
     pub(crate) fn new(failure_delay: Duration) -> Penalty {
         Penalty {
             failure_delay,
-            peers: Mutex::new(BoundedMap::new(MAX_PEERS, PEER_TTL)),
+            peers: Arc::new(Mutex::new(BoundedMap::new(MAX_PEERS, PEER_TTL))),
+        }
+    }
+
+    /// A throttle with a new base delay over the same peers' state (a reload).
+    pub(crate) fn carried(&self, failure_delay: Duration) -> Penalty {
+        Penalty {
+            failure_delay,
+            peers: Arc::clone(&self.peers),
         }
     }
 

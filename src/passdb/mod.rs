@@ -120,14 +120,38 @@ impl Passdb {
         }
     }
 
-    /// Whether a check may block for long (a slow hash, PAM modules sleeping on failure or
-    /// waiting on the network): such checks run on the bounded blocking pool.
-    pub fn is_blocking(&self) -> bool {
-        matches!(self, Passdb::Shadow(_) | Passdb::Pam(_))
+    /// A check answered here and now when it cannot block: memory always, sasldb when its
+    /// file is known not to have changed (a changed one is read again first, which takes a
+    /// while for a large file). `None`: run [`Passdb::verify_plain`] on the blocking pool —
+    /// always for shadow and PAM (a slow hash, PAM modules sleeping on failure or waiting on
+    /// the network).
+    ///
+    /// sasldb and memory answer from data in memory in about a microsecond, so the driver
+    /// runs them inline on the reactor: handing them to a thread pool would cost more than the
+    /// lookup (see BENCHMARKS.md).
+    pub fn verify_inline(&self, q: &Query<'_>) -> Option<Result<PassdbResult, PassdbError>> {
+        match self {
+            Passdb::Sasldb(db) => db.verify_plain_fresh(q.authid, q.realm, q.password),
+            Passdb::Memory(db) => Some(Ok(db.verify_plain(q.authid, q.realm, q.password))),
+            Passdb::Shadow(_) | Passdb::Pam(_) => None,
+        }
+    }
+
+    /// [`Passdb::lookup_credentials`] when it cannot block (as [`Passdb::verify_inline`]);
+    /// `None`: run that on the blocking pool.
+    pub fn lookup_credentials_inline(
+        &self,
+        authid: &[u8],
+        realm: &[u8],
+    ) -> Option<Result<Credentials, PassdbError>> {
+        match self {
+            Passdb::Sasldb(db) => db.lookup_credentials_fresh(authid, realm),
+            other => Some(other.lookup_credentials(authid, realm)),
+        }
     }
 
     /// Whether this passdb can hand out a user's stored secrets (what CRAM-MD5 and SCRAM
-    /// need): sasldb and memory can, PAM and shadow cannot. Those that can never block.
+    /// need): sasldb and memory can, PAM and shadow cannot.
     pub fn has_credentials(&self) -> bool {
         matches!(self, Passdb::Sasldb(_) | Passdb::Memory(_))
     }
@@ -158,11 +182,7 @@ impl Passdb {
     }
 
     /// Checks a cleartext password; `cache` is the driver's credential cache (`-c`), for the
-    /// passdbs whose checks are worth remembering.
-    ///
-    /// sasldb and memory answer from memory-mapped or in-process data in about a
-    /// microsecond, so the driver runs them inline on the reactor: handing them to a thread
-    /// pool would cost more than the lookup (see BENCHMARKS.md). Shadow and PAM block.
+    /// passdbs whose checks are worth remembering. May block (see [`Passdb::verify_inline`]).
     pub fn verify_plain(
         &self,
         q: &Query<'_>,

@@ -216,6 +216,49 @@ impl Sasldb {
         f(store.as_deref())
     }
 
+    /// Runs `f` on the store when it is known to be what the path holds without reading
+    /// anything: the watch saw nothing happen to the file (events about other names in its
+    /// directory, a log file say, are consumed here), or, unwatched, a `stat` shows the same
+    /// file. `None`: the path must be looked at, which may read a whole file; the caller does
+    /// that off the reactor, through [`Sasldb::with_store`].
+    fn with_fresh_store<R>(
+        &self,
+        f: impl Fn(Option<&Store>) -> Result<R, SasldbError>,
+    ) -> Option<Result<R, SasldbError>> {
+        match &self.watch {
+            Some(watch) if watch.alive.load(Ordering::Acquire) => {
+                {
+                    let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+                    if !seen.current {
+                        return None;
+                    }
+                    if !watch.pending() {
+                        return Some(f(seen.store.as_deref()));
+                    }
+                }
+                let mut seen = self.seen.write().unwrap_or_else(|e| e.into_inner());
+                if watch.drain() {
+                    // Looked at by the next request that may read.
+                    seen.current = false;
+                }
+                seen.current.then(|| f(seen.store.as_deref()))
+            }
+            _ => {
+                let seen = self.seen.read().unwrap_or_else(|e| e.into_inner());
+                match std::fs::metadata(&self.path) {
+                    Ok(meta) => {
+                        let store = seen.store.as_deref()?;
+                        store.serves(&Stamp::of(&meta)).then(|| f(Some(store)))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        (seen.store.is_none() && seen.refused.is_none()).then(|| f(None))
+                    }
+                    Err(_) => None,
+                }
+            }
+        }
+    }
+
     /// Looks at the path and opens what is there, when it is not what is open already.
     /// `Err` only when there is nothing to serve.
     fn look(&self, seen: &mut Seen) -> Result<(), SasldbError> {
@@ -306,39 +349,78 @@ impl Sasldb {
         }
     }
 
+    /// A user's stored secrets, looking at the path first when it may have changed.
     pub(crate) fn lookup_credentials(
         &self,
         authid: &[u8],
         realm: &[u8],
     ) -> Result<Credentials, PassdbError> {
-        Ok(self.with_store(|store| {
-            let Some(store) = store else {
-                return Ok(Credentials::default());
-            };
-            let plaintext = store.get(authid, realm, USER_PASSWORD)?;
-            let auth_password = store
-                .get(authid, realm, AUTH_PASSWORD)?
-                .and_then(|v| String::from_utf8(v.to_vec()).ok())
-                .map(zeroize::Zeroizing::new);
-            Ok(Credentials {
-                plaintext,
-                auth_password,
-            })
-        })?)
+        Ok(self.with_store(|store| credentials(store, authid, realm))?)
     }
 
+    /// The same, answered only when that needs no look at the path (see
+    /// [`Sasldb::with_fresh_store`]).
+    pub(crate) fn lookup_credentials_fresh(
+        &self,
+        authid: &[u8],
+        realm: &[u8],
+    ) -> Option<Result<Credentials, PassdbError>> {
+        self.with_fresh_store(|store| credentials(store, authid, realm))
+            .map(|r| r.map_err(PassdbError::from))
+    }
+
+    /// Checks a password, looking at the path first when it may have changed.
     pub(crate) fn verify_plain(
         &self,
         authid: &[u8],
         realm: &[u8],
         password: &Password,
     ) -> Result<PassdbResult, PassdbError> {
-        Ok(self.with_store(|store| match store {
-            Some(store) => store.with_value(authid, realm, USER_PASSWORD, |stored| {
-                verdict(stored, password)
-            }),
-            None => Ok(verdict(None, password)),
-        })?)
+        Ok(self.with_store(|store| check(store, authid, realm, password))?)
+    }
+
+    /// The same, answered only when that needs no look at the path.
+    pub(crate) fn verify_plain_fresh(
+        &self,
+        authid: &[u8],
+        realm: &[u8],
+        password: &Password,
+    ) -> Option<Result<PassdbResult, PassdbError>> {
+        self.with_fresh_store(|store| check(store, authid, realm, password))
+            .map(|r| r.map_err(PassdbError::from))
+    }
+}
+
+fn credentials(
+    store: Option<&Store>,
+    authid: &[u8],
+    realm: &[u8],
+) -> Result<Credentials, SasldbError> {
+    let Some(store) = store else {
+        return Ok(Credentials::default());
+    };
+    let plaintext = store.get(authid, realm, USER_PASSWORD)?;
+    let auth_password = store
+        .get(authid, realm, AUTH_PASSWORD)?
+        .and_then(|v| String::from_utf8(v.to_vec()).ok())
+        .map(zeroize::Zeroizing::new);
+    Ok(Credentials {
+        plaintext,
+        auth_password,
+    })
+}
+
+fn check(
+    store: Option<&Store>,
+    authid: &[u8],
+    realm: &[u8],
+    password: &Password,
+) -> Result<PassdbResult, SasldbError> {
+    match store {
+        Some(store) => store.with_value(authid, realm, USER_PASSWORD, |stored| {
+            verdict(stored, password)
+        }),
+        None => Ok(verdict(None, password)),
     }
 }
 
@@ -391,6 +473,56 @@ mod tests {
         write_db(&path, b"two");
         assert_eq!(check(&db, b"two"), PassdbResult::Ok, "re-created");
         assert!(db.watch.as_ref().unwrap().alive.load(Ordering::Acquire));
+    }
+
+    /// What the reactor may answer itself: nothing that needs a file read.
+    #[test]
+    fn a_changed_file_is_never_read_on_the_fast_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sasldb2");
+        write_db(&path, b"one");
+        let db = Sasldb::new(&path).unwrap();
+        let fresh = |password: &[u8]| {
+            db.verify_plain_fresh(b"alice", b"example.org", &Password::new(password.to_vec()))
+                .map(Result::unwrap)
+        };
+        assert_eq!(fresh(b"one"), Some(PassdbResult::Ok), "read at start-up");
+        let new = dir.path().join("new");
+        write_db(&new, b"two");
+        std::fs::rename(&new, &path).unwrap();
+        assert_eq!(
+            fresh(b"two"),
+            None,
+            "replaced: the caller must read it off the reactor"
+        );
+        assert_eq!(fresh(b"two"), None, "still, until somebody has");
+        assert_eq!(
+            check(&db, b"two"),
+            PassdbResult::Ok,
+            "the slow path reads it"
+        );
+        assert_eq!(fresh(b"two"), Some(PassdbResult::Ok));
+        assert_eq!(fresh(b"one"), Some(PassdbResult::PasswordMismatch));
+        // Other files in the directory (a log) are none of its business.
+        std::fs::write(dir.path().join("daemon.log"), b"a line\n").unwrap();
+        assert_eq!(
+            fresh(b"two"),
+            Some(PassdbResult::Ok),
+            "another name changed"
+        );
+        // Unwatched (through a symlink), a stat tells.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let linked = Sasldb::new(&link).unwrap();
+        let fresh = |password: &[u8]| {
+            linked
+                .verify_plain_fresh(b"alice", b"example.org", &Password::new(password.to_vec()))
+                .map(Result::unwrap)
+        };
+        assert_eq!(fresh(b"two"), Some(PassdbResult::Ok));
+        write_db(&new, b"three");
+        std::fs::rename(&new, &path).unwrap();
+        assert_eq!(fresh(b"three"), None);
     }
 
     #[test]

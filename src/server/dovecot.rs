@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{serve, Limits};
 use crate::auth::handler::{Handler, Settings, Violation};
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Live};
 use crate::protocol::dovecot::{self, ProtocolError, Request, Session, MAX_LINE};
 
 /// How a Dovecot-protocol listener behaves.
@@ -133,7 +133,7 @@ impl Drop for Registered {
 /// Serves Dovecot's auth-client protocol on `listener` until `shutdown` completes.
 pub async fn serve_dovecot(
     listener: UnixListener,
-    auth: Arc<Authenticator>,
+    auth: Arc<Live>,
     limits: Limits,
     options: DovecotOptions,
     shutdown: impl Future<Output = ()>,

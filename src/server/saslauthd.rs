@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{bind_socket, serve, Limits};
-use crate::auth::{Authenticator, Via};
+use crate::auth::{Live, Via};
 use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
 
 /// Binds `<run_dir>/mux` with `mode`, non-blocking, ready for [`UnixListener::from_std`].
@@ -25,7 +25,7 @@ pub fn bind(run_dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixLis
 /// Serves the saslauthd protocol on `listener` until `shutdown` completes.
 pub async fn serve_saslauthd(
     listener: UnixListener,
-    auth: Arc<Authenticator>,
+    auth: Arc<Live>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -37,7 +37,7 @@ pub async fn serve_saslauthd(
         shutdown,
         || false,
         move |stream, token, slot| {
-            handle_connection(stream, Arc::clone(&auth), read_timeout, token, slot)
+            handle_connection(stream, auth.current(), read_timeout, token, slot)
         },
     )
     .await
@@ -46,7 +46,7 @@ pub async fn serve_saslauthd(
 /// One connection: read one request within the deadline, answer it, close.
 async fn handle_connection(
     mut stream: UnixStream,
-    auth: Arc<Authenticator>,
+    auth: Arc<crate::auth::Authenticator>,
     read_timeout: Duration,
     token: Arc<CancellationToken>,
     _slot: super::Slot,
