@@ -266,6 +266,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
             other => unreachable!("option {other} is in SPEC but not handled"),
         }
     }
+    config.validate()?;
     if parsed.opts.iter().any(|o| o.name == "check-config") {
         return Ok(Command::CheckConfig(Box::new(config)));
     }

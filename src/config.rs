@@ -100,6 +100,87 @@ pub struct Config {
     pub dovecot_mechanisms: Option<Vec<&'static str>>,
     /// `--scram-iterations`: SCRAM's PBKDF2 iteration count (at least 4096).
     pub scram_iterations: u32,
+    /// `[[listener]]` tables: sockets beyond the mux socket and `dovecot_socket`.
+    pub listeners: Vec<Listener>,
+}
+
+/// The protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Cyrus's saslauthd protocol (libsasl2's `pwcheck_method: saslauthd`).
+    Saslauthd,
+    /// Dovecot's auth-client protocol (Postfix's `smtpd_sasl_type = dovecot`).
+    Dovecot,
+}
+
+impl Protocol {
+    /// Its name in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Saslauthd => "saslauthd",
+            Protocol::Dovecot => "dovecot",
+        }
+    }
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// A Unix socket.
+    Path(PathBuf),
+    /// A TCP address (the Dovecot protocol only), for `smtpd_sasl_path = inet:host:port`.
+    Tcp(std::net::SocketAddr),
+}
+
+/// A `[[listener]]` of the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// What it speaks.
+    pub protocol: Protocol,
+    /// Where.
+    pub endpoint: Endpoint,
+    /// A Unix socket's mode.
+    pub mode: u32,
+    /// A Unix socket's owner (default: the daemon's user).
+    pub owner: Option<String>,
+    /// And group (default: the owner's primary group, or the daemon's).
+    pub group: Option<String>,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// A TCP listener's client networks (required there).
+    pub allow: Vec<crate::server::Network>,
+    /// Its line in the file, for messages.
+    pub line: usize,
+}
+
+impl Listener {
+    /// `owner` and `group` as `--dovecot-socket-owner` takes them (`user[:group]`); `None`
+    /// when neither is set.
+    pub fn owner_spec(&self) -> Option<String> {
+        match (&self.owner, &self.group) {
+            (None, None) => None,
+            (owner, group) => {
+                let user = owner.clone().unwrap_or_else(|| {
+                    nix::unistd::User::from_uid(nix::unistd::geteuid())
+                        .ok()
+                        .flatten()
+                        .map_or_else(|| "root".to_string(), |u| u.name)
+                });
+                Some(match group {
+                    Some(group) => format!("{user}:{group}"),
+                    None => user,
+                })
+            }
+        }
+    }
+
+    /// Where it listens, for messages.
+    pub fn describe(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Path(path) => format!("{} ({})", path.display(), self.protocol.name()),
+            Endpoint::Tcp(addr) => format!("{addr} ({}, TCP)", self.protocol.name()),
+        }
+    }
 }
 
 impl Default for Config {
@@ -134,6 +215,7 @@ impl Default for Config {
             user: None,
             group: None,
             scram_iterations: crate::auth::DEFAULT_SCRAM_ITERATIONS,
+            listeners: Vec::new(),
         }
     }
 }
@@ -171,6 +253,21 @@ struct FileConfig {
     user: Option<String>,
     group: Option<String>,
     scram_iterations: Option<u32>,
+    listener: Option<Vec<FileListener>>,
+}
+
+/// A `[[listener]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListener {
+    protocol: String,
+    path: Option<PathBuf>,
+    address: Option<String>,
+    mode: Option<String>,
+    owner: Option<String>,
+    group: Option<String>,
+    max_connections: Option<usize>,
+    allow: Option<Vec<String>>,
 }
 
 /// A setting that cannot be used; each names the setting (and the file) and the problem, in
@@ -194,9 +291,15 @@ pub enum ConfigError {
         /// The problem.
         source: Box<ConfigError>,
     },
-    /// TOML that does not parse, or an unknown key (the text names the key and its line).
-    #[error("{0}")]
-    Toml(#[from] toml::de::Error),
+    /// TOML that does not parse, an unknown key or a value of the wrong type: toml's message
+    /// (which names the key) and the line, on one line.
+    #[error("line {line}: {message}")]
+    Toml {
+        /// Where (1-based; 0 when toml gave no position).
+        line: usize,
+        /// What.
+        message: String,
+    },
     /// `-a` / `passdb` names no passdb.
     #[error("unknown authentication mechanism: {0}")]
     UnknownPassdb(String),
@@ -235,6 +338,177 @@ pub enum ConfigError {
     /// A SCRAM iteration count out of range.
     #[error("scram iterations {0}: must be 4096 to 10000000")]
     ScramIterations(u32),
+    /// A bad value in the file, with its key and line.
+    #[error("{key} at line {line}: {source}")]
+    At {
+        /// The key.
+        key: &'static str,
+        /// Its line (1-based).
+        line: usize,
+        /// The problem.
+        source: Box<ConfigError>,
+    },
+    /// Settings that contradict each other.
+    #[error("{0}")]
+    Conflict(String),
+    /// A `[[listener]]` that cannot be used.
+    #[error("the [[listener]] at line {line}: {message}")]
+    Listener {
+        /// Its line.
+        line: usize,
+        /// The problem.
+        message: String,
+    },
+}
+
+/// The line (1-based) where top-level `key` is set in `text`, or 0 when it cannot be found
+/// (TOML does not allow a key twice, so the first is the one).
+fn key_line(text: &str, key: &str) -> usize {
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.starts_with('[') {
+            break;
+        }
+        if let Some(rest) = line.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+/// The lines of the `[[listener]]` headers in `text`, in order.
+fn listener_lines(text: &str) -> Vec<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| {
+            let line = line.trim();
+            line.starts_with("[[")
+                && line
+                    .trim_start_matches('[')
+                    .trim_end_matches(|c: char| c == ']' || c.is_whitespace())
+                    .split('#')
+                    .next()
+                    .is_some_and(|name| name.trim() == "listener")
+        })
+        .map(|(i, _)| i + 1)
+        .collect()
+}
+
+/// Checks one `[[listener]]`.
+fn listener(file: FileListener, line: usize) -> Result<Listener, ConfigError> {
+    let bad = |message: String| ConfigError::Listener { line, message };
+    let protocol = match file.protocol.as_str() {
+        "saslauthd" => Protocol::Saslauthd,
+        "dovecot" => Protocol::Dovecot,
+        other => {
+            return Err(bad(format!(
+                "protocol {other:?}: expected \"saslauthd\" or \"dovecot\""
+            )))
+        }
+    };
+    let endpoint = match (file.path, file.address) {
+        (Some(_), Some(_)) => return Err(bad("path and address: give one of them".into())),
+        (None, None) => {
+            return Err(bad(
+                "no path (a Unix socket) or address (TCP, the dovecot protocol)".into(),
+            ))
+        }
+        (Some(path), None) => {
+            let text = path.to_string_lossy();
+            let looks_like_address = text.starts_with("inet:")
+                || text.parse::<std::net::SocketAddr>().is_ok()
+                || (!text.contains('/') && text.contains(':'));
+            if looks_like_address {
+                return Err(bad(format!(
+                    "path {text:?} is an address; a TCP listener takes address = \"{}\" \
+                     and allow = [...]",
+                    text.trim_start_matches("inet:")
+                )));
+            }
+            if !path.is_absolute() {
+                return Err(bad(format!("path {text:?} must be absolute")));
+            }
+            Endpoint::Path(path)
+        }
+        (None, Some(address)) => {
+            if address.starts_with('/') {
+                return Err(bad(format!(
+                    "address {address:?} is a path; a Unix socket takes path = \"{address}\""
+                )));
+            }
+            let trimmed = address.trim_start_matches("inet:");
+            let addr: std::net::SocketAddr = trimmed.parse().map_err(|_| {
+                bad(format!(
+                    "address {address:?} is not an IP address and port, e.g. \"127.0.0.1:12345\""
+                ))
+            })?;
+            if protocol == Protocol::Saslauthd {
+                return Err(bad(
+                    "the saslauthd protocol is served on Unix sockets only (libsasl2 knows no \
+                     other); use path"
+                        .into(),
+                ));
+            }
+            Endpoint::Tcp(addr)
+        }
+    };
+    let tcp = matches!(endpoint, Endpoint::Tcp(_));
+    let mut allow = Vec::new();
+    match (&file.allow, tcp) {
+        (Some(_), false) => {
+            return Err(bad(
+                "allow applies to TCP listeners; a Unix socket's mode, owner and group say \
+                 who may connect"
+                    .into(),
+            ))
+        }
+        (None, true) => {
+            return Err(bad(
+                "a TCP listener needs allow = [...], the client networks it lets in (e.g. \
+                 [\"127.0.0.1\", \"192.0.2.0/24\"])"
+                    .into(),
+            ))
+        }
+        (Some(list), true) if list.is_empty() => {
+            return Err(bad(
+                "allow = [] lets nobody in; name the client networks".into()
+            ))
+        }
+        (Some(list), true) => {
+            for net in list {
+                allow.push(
+                    net.parse()
+                        .map_err(|e: String| bad(format!("allow: {e}")))?,
+                );
+            }
+        }
+        (None, false) => {}
+    }
+    if tcp && (file.mode.is_some() || file.owner.is_some() || file.group.is_some()) {
+        return Err(bad(
+            "mode, owner and group apply to Unix sockets; a TCP listener has allow".into(),
+        ));
+    }
+    let mode = match &file.mode {
+        Some(mode) => parse_mode(mode).map_err(|e| bad(e.to_string()))?,
+        None => 0o660,
+    };
+    let max_connections = match file.max_connections {
+        Some(n) => positive_count("max_connections", n).map_err(|e| bad(e.to_string()))?,
+        None => 4096,
+    };
+    Ok(Listener {
+        protocol,
+        endpoint,
+        mode,
+        owner: file.owner,
+        group: file.group,
+        max_connections,
+        allow,
+        line,
+    })
 }
 
 impl Config {
@@ -311,6 +585,25 @@ impl Config {
         out += &format!("scram_iterations = {}\n", self.scram_iterations);
         out += &opt("user", self.user.as_deref().map(q), "stay root");
         out += &opt("group", self.group.as_deref().map(q), "the user's own");
+        for l in &self.listeners {
+            out += &format!("\n[[listener]]\nprotocol = {}\n", q(l.protocol.name()));
+            match &l.endpoint {
+                Endpoint::Path(p) => {
+                    out += &format!("path = {}\nmode = \"{:04o}\"\n", path(p), l.mode);
+                    out += &opt("owner", l.owner.as_deref().map(q), "the daemon's user");
+                    out += &opt("group", l.group.as_deref().map(q), "the owner's group");
+                }
+                Endpoint::Tcp(addr) => {
+                    let allow: Vec<String> = l.allow.iter().map(|n| q(&n.to_string())).collect();
+                    out += &format!(
+                        "address = {}\nallow = [{}]\n",
+                        q(&addr.to_string()),
+                        allow.join(", ")
+                    );
+                }
+            }
+            out += &format!("max_connections = {}\n", l.max_connections);
+        }
         out
     }
 
@@ -328,19 +621,35 @@ impl Config {
 
     /// Applies TOML text over `self`.
     pub(crate) fn apply_toml(&mut self, text: &str) -> Result<(), ConfigError> {
-        let file: FileConfig = toml::from_str(text)?;
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Toml {
+            line: e.span().map_or(0, |span| {
+                text[..span.start.min(text.len())].matches('\n').count() + 1
+            }),
+            message: e.message().trim().replace('\n', " "),
+        })?;
+        // A bad value names its key and line (toml's own errors, unknown keys and wrong
+        // types, already do).
+        let at = |key: &'static str| {
+            move |e: ConfigError| ConfigError::At {
+                key,
+                line: key_line(text, key),
+                source: Box::new(e),
+            }
+        };
         if let Some(name) = file.passdb {
-            self.passdb = Some(parse_passdb(&name)?);
+            self.passdb = Some(parse_passdb(&name).map_err(at("passdb"))?);
         }
         if let Some(dir) = file.run_dir {
-            self.run_dir = check_run_dir(dir)?;
+            self.run_dir = check_run_dir(dir).map_err(at("run_dir"))?;
         }
         if let Some(path) = file.sasldb {
             self.sasldb = path;
         }
         if let Some(format) = file.sasldb_format {
             self.sasldb_format = Some(format.parse().map_err(
-                |e: crate::passdb::sasldb::UnknownFormat| ConfigError::SasldbFormat(e.to_string()),
+                |e: crate::passdb::sasldb::UnknownFormat| {
+                    at("sasldb_format")(ConfigError::SasldbFormat(e.to_string()))
+                },
             )?);
         }
         if let Some(realm) = file.realm {
@@ -356,11 +665,13 @@ impl Config {
             self.cache = v;
         }
         if let Some(t) = file.cache_timeout {
-            self.cache_timeout = positive_secs("cache_timeout", t)?;
+            self.cache_timeout = positive_secs("cache_timeout", t).map_err(at("cache_timeout"))?;
         }
         if let Some(kb) = file.cache_size_kb {
             if kb == 0 {
-                return Err(ConfigError::NotPositiveNonZero("cache_size_kb"));
+                return Err(at("cache_size_kb")(ConfigError::NotPositiveNonZero(
+                    "cache_size_kb",
+                )));
             }
             self.cache_size_kb = kb;
         }
@@ -368,16 +679,18 @@ impl Config {
             self.verbose = v;
         }
         if let Some(t) = file.read_timeout {
-            self.read_timeout = positive_secs("read_timeout", t)?;
+            self.read_timeout = positive_secs("read_timeout", t).map_err(at("read_timeout"))?;
         }
         if let Some(n) = file.max_connections {
-            self.max_connections = positive_count("max_connections", n)?;
+            self.max_connections =
+                positive_count("max_connections", n).map_err(at("max_connections"))?;
         }
         if let Some(n) = file.dovecot_max_connections {
-            self.dovecot_max_connections = positive_count("dovecot_max_connections", n)?;
+            self.dovecot_max_connections = positive_count("dovecot_max_connections", n)
+                .map_err(at("dovecot_max_connections"))?;
         }
         if let Some(mode) = file.socket_mode {
-            self.socket_mode = parse_mode(&mode)?;
+            self.socket_mode = parse_mode(&mode).map_err(at("socket_mode"))?;
         }
         if let Some(opts) = file.mech_options {
             self.mech_options = opts;
@@ -389,7 +702,7 @@ impl Config {
             self.pam_service = Some(service);
         }
         if let Some(secs) = file.failure_delay {
-            self.failure_delay = delay_secs("failure_delay", secs)?;
+            self.failure_delay = delay_secs("failure_delay", secs).map_err(at("failure_delay"))?;
         }
         if let Some(path) = file.dovecot_socket {
             self.dovecot_socket = Some(path);
@@ -398,7 +711,7 @@ impl Config {
             self.dovecot_socket_owner = Some(owner);
         }
         if let Some(mode) = file.dovecot_socket_mode {
-            self.dovecot_socket_mode = parse_mode(&mode)?;
+            self.dovecot_socket_mode = parse_mode(&mode).map_err(at("dovecot_socket_mode"))?;
         }
         if let Some(v) = file.dovecot_split_realm {
             self.dovecot_split_realm = v;
@@ -413,10 +726,57 @@ impl Config {
             self.group = Some(group);
         }
         if let Some(list) = file.dovecot_mechanisms {
-            self.dovecot_mechanisms = Some(crate::mech::parse_names(&list)?);
+            self.dovecot_mechanisms = Some(
+                crate::mech::parse_names(&list).map_err(|e| at("dovecot_mechanisms")(e.into()))?,
+            );
         }
         if let Some(n) = file.scram_iterations {
-            self.scram_iterations = scram_iterations(n)?;
+            self.scram_iterations = scram_iterations(n).map_err(at("scram_iterations"))?;
+        }
+        if let Some(listeners) = file.listener {
+            let lines = listener_lines(text);
+            for (i, file) in listeners.into_iter().enumerate() {
+                let line = lines
+                    .get(i)
+                    .copied()
+                    .unwrap_or_else(|| key_line(text, "listener"));
+                self.listeners.push(listener(file, line)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what only the settings together can tell: an address given for the Dovecot
+    /// socket's path, two listeners on one socket.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.dovecot_socket {
+            let text = path.to_string_lossy();
+            if text.starts_with("inet:") || text.parse::<std::net::SocketAddr>().is_ok() {
+                return Err(ConfigError::Conflict(format!(
+                    "--dovecot-socket {text:?}: an address where a path belongs; for TCP, add \
+                     a [[listener]] with protocol = \"dovecot\", address and allow to the \
+                     configuration file"
+                )));
+            }
+        }
+        let mut seen: Vec<(Endpoint, String)> = vec![(
+            Endpoint::Path(self.socket_path()),
+            "the mux socket (-m)".to_string(),
+        )];
+        if let Some(path) = &self.dovecot_socket {
+            seen.push((Endpoint::Path(path.clone()), "dovecot_socket".to_string()));
+        }
+        for l in &self.listeners {
+            if let Some((_, first)) = seen.iter().find(|(e, _)| *e == l.endpoint) {
+                return Err(ConfigError::Listener {
+                    line: l.line,
+                    message: format!("{} is already {first}", l.describe()),
+                });
+            }
+            seen.push((
+                l.endpoint.clone(),
+                format!("the [[listener]] at line {}", l.line),
+            ));
         }
         Ok(())
     }
@@ -526,18 +886,55 @@ mod tests {
         assert!(err.contains("unknown mechanism \"ntlm\""), "{err}");
     }
 
+    /// The example's commented [[listener]] tables mean what they say once uncommented.
+    #[test]
+    fn the_example_listeners_parse() {
+        let example = include_str!("../etc/saslauthd-rs.toml");
+        let start = example.find("# [[listener]]").unwrap();
+        let uncommented: String = example[start..]
+            .lines()
+            .map(|line| line.strip_prefix("# ").unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut c = Config::default();
+        c.apply_toml(&uncommented).unwrap();
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(
+            c.listeners[0].owner_spec().as_deref(),
+            Some("postfix:postfix")
+        );
+        assert_eq!(c.listeners[1].allow.len(), 3);
+        c.validate().unwrap();
+        let mut again = Config::default();
+        again.apply_toml(&c.effective()).unwrap();
+        assert_eq!(again.listeners.len(), 2);
+        assert_eq!(again.listeners[1].endpoint, c.listeners[1].endpoint);
+    }
+
     #[test]
     fn bad_settings_are_named() {
         let mut c = Config::default();
-        let err = c.apply_toml("reaml = \"x\"").unwrap_err().to_string();
-        assert!(err.contains("unknown field `reaml`"), "{err}");
+        let err = c
+            .apply_toml("realm = \"x\"\nreaml = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("line 2: unknown field `reaml`"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
         let err = c
             .apply_toml("run_dir = \"relative\"")
             .unwrap_err()
             .to_string();
-        assert_eq!(err, "-m requires an absolute pathname");
-        let err = c.apply_toml("passdb = \"ldap\"").unwrap_err().to_string();
-        assert_eq!(err, "unknown authentication mechanism: ldap");
+        assert_eq!(err, "run_dir at line 1: -m requires an absolute pathname");
+        let err = c
+            .apply_toml("# a comment\n\npassdb = \"ldap\"")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "passdb at line 3: unknown authentication mechanism: ldap"
+        );
+        let err = c.apply_toml("workers = \"five\"").unwrap_err().to_string();
+        assert!(err.starts_with("line 1: invalid type"), "{err}");
         assert!(c.apply_toml("socket_mode = \"999\"").is_err());
         assert!(c.apply_toml("read_timeout = 0").is_err());
     }

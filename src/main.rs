@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use saslauthd_rs::auth::{self, Authenticator, Cache, Live, RealmPolicy};
 use saslauthd_rs::cli::{self, Command};
-use saslauthd_rs::config::Config;
+use saslauthd_rs::config::{Config, Endpoint, Listener, Protocol};
 use saslauthd_rs::passdb::{Pam, Passdb, Sasldb, Shadow, ShadowSource};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::request::{self, Printable};
@@ -59,6 +59,9 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
         }
         if let Some(user) = &config.user {
             process::resolve_identity(user, config.group.as_deref(), &[])?;
+        }
+        for listener in &config.listeners {
+            check_listener(listener)?;
         }
         Ok(())
     });
@@ -210,6 +213,12 @@ fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
     differs("--user", now.user == next.user);
     differs("--group", now.group == next.group);
     differs("-d/-V (verbose)", now.verbose == next.verbose);
+    let unplaced = |c: &Config| -> Vec<Listener> {
+        let mut listeners = c.listeners.clone();
+        listeners.iter_mut().for_each(|l| l.line = 0);
+        listeners
+    };
+    differs("[[listener]]", unplaced(now) == unplaced(next));
     changed
 }
 
@@ -269,6 +278,66 @@ async fn reload_on_hangup(
     }
 }
 
+/// What can be checked of a Unix-socket listener before anything is bound: its owner exists,
+/// its directory is there and safe. Returns the owner's uid and gid.
+fn check_listener(listener: &Listener) -> Result<Option<(u32, u32)>, String> {
+    let Endpoint::Path(path) = &listener.endpoint else {
+        return Ok(None);
+    };
+    let owner = match listener.owner_spec() {
+        Some(spec) => Some(server::resolve_owner(&spec).map_err(|e| {
+            format!(
+                "the [[listener]] at line {}: owner {spec:?}: {e}",
+                listener.line
+            )
+        })?),
+        None => None,
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
+    server::check_socket_dir(dir, owner.map(|(uid, _)| uid))?;
+    Ok(owner)
+}
+
+/// A listener's bound socket.
+enum Bound {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+impl Bound {
+    fn try_clone(&self) -> Result<Bound, String> {
+        match self {
+            Bound::Unix(l) => l.try_clone().map(Bound::Unix),
+            Bound::Tcp(l) => l.try_clone().map(Bound::Tcp),
+        }
+        .map_err(|e| format!("cannot use a listening socket: {e}"))
+    }
+}
+
+/// Binds the `[[listener]]`s of the configuration file (as root, before privileges are
+/// dropped): a Unix socket in a directory checked as the Dovecot socket's is, with its
+/// mode and owner; a TCP address.
+fn bind_listeners(config: &Config) -> Result<Vec<(Listener, Bound)>, String> {
+    let mut bound = Vec::new();
+    for listener in &config.listeners {
+        let what = listener.describe();
+        let socket = match &listener.endpoint {
+            Endpoint::Path(path) => {
+                let owner = check_listener(listener)?;
+                Bound::Unix(
+                    server::bind_socket(path, listener.mode, owner)
+                        .map_err(|e| format!("cannot listen on {what}: {e}"))?,
+                )
+            }
+            Endpoint::Tcp(addr) => Bound::Tcp(
+                server::bind_tcp(*addr).map_err(|e| format!("cannot listen on {what}: {e}"))?,
+            ),
+        };
+        bound.push((listener.clone(), socket));
+    }
+    Ok(bound)
+}
+
 /// Descriptors beyond the connection budgets: the listeners, the store, inotify, the log,
 /// the runtime's own, and room for the file a passdb opens per request.
 const FD_RESERVE: u64 = 128;
@@ -286,7 +355,8 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     } else {
         0
     };
-    let needed = (config.max_connections + dovecot_budget) as u64 + FD_RESERVE;
+    let extra_budget: usize = config.listeners.iter().map(|l| l.max_connections).sum();
+    let needed = (config.max_connections + dovecot_budget + extra_budget) as u64 + FD_RESERVE;
     process::fit_fd_limit(needed)?;
     let passdb = open_passdb(config)?;
     let identity = match &config.user {
@@ -310,6 +380,9 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     };
     auth::check_mechanisms(&passdb, config.dovecot_mechanisms.as_deref())
         .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
+    for listener in &config.listeners {
+        check_listener(listener)?;
+    }
     // The host name, once: the default realm (as Cyrus) and CRAM-MD5's challenges.
     let host = request::host_name().map_err(|e| format!("gethostname: {e}"))?;
     let realms = realm_policy(config, &host);
@@ -346,6 +419,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             )
         }
     };
+    let extra = bind_listeners(config)?;
     let pidfile = if config.foreground {
         None
     } else {
@@ -429,6 +503,45 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         if let Some(path) = &config.dovecot_socket {
             tracing::info!("also serving Dovecot's auth protocol on {}", path.display());
         }
+        let mut more = tokio::task::JoinSet::new();
+        for (listener, bound) in &extra {
+            let limits = server::Limits {
+                max_connections: listener.max_connections,
+                ..limits
+            };
+            let (auth, shutdown) = (Arc::clone(&auth), stop.clone().cancelled_owned());
+            let what = listener.describe();
+            match (listener.protocol, bound.try_clone()?) {
+                (Protocol::Saslauthd, Bound::Unix(l)) => {
+                    let l = tokio::net::UnixListener::from_std(l)
+                        .map_err(|e| format!("cannot register {what}: {e}"))?;
+                    more.spawn(server::saslauthd::serve_saslauthd(
+                        l, auth, limits, shutdown,
+                    ));
+                }
+                (Protocol::Dovecot, Bound::Unix(l)) => {
+                    let l = tokio::net::UnixListener::from_std(l)
+                        .map_err(|e| format!("cannot register {what}: {e}"))?;
+                    more.spawn(server::dovecot::serve_dovecot(
+                        l, auth, limits, options, shutdown,
+                    ));
+                }
+                (Protocol::Dovecot, Bound::Tcp(l)) => {
+                    let l = server::TcpListen::new(l, listener.allow.clone())
+                        .map_err(|e| format!("cannot register {what}: {e}"))?;
+                    more.spawn(server::dovecot::serve_dovecot(
+                        l, auth, limits, options, shutdown,
+                    ));
+                }
+                (Protocol::Saslauthd, Bound::Tcp(_)) => {
+                    return Err(format!(
+                        "{what}: the saslauthd protocol is not served on TCP"
+                    ))
+                }
+            }
+            tracing::info!("also listening on {what}");
+        }
+        let more = async move { while more.join_next().await.is_some() {} };
         let mux = server::saslauthd::serve_saslauthd(
             listener,
             Arc::clone(&auth),
@@ -474,7 +587,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             }
         };
         tokio::select! {
-            _ = async { tokio::join!(mux, dove, signal) } => {}
+            _ = async { tokio::join!(mux, dove, more, signal) } => {}
             _ = watchdog => {}
             _ = reloads => {}
         }
@@ -486,6 +599,11 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     }
     if let (true, Some(path)) = (bound_dovecot, &config.dovecot_socket) {
         let _ = std::fs::remove_file(path);
+    }
+    for (listener, _) in &extra {
+        if let Endpoint::Path(path) = &listener.endpoint {
+            let _ = std::fs::remove_file(path);
+        }
     }
     if let Some(pidfile) = pidfile {
         let _ = std::fs::remove_file(pidfile);

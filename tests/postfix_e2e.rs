@@ -204,6 +204,52 @@ fn postfix_cyrus_mode_plain_login() {
     }
 }
 
+/// `smtpd_sasl_path = inet:127.0.0.1:PORT`: the Dovecot protocol on a TCP `[[listener]]`
+/// whose allow list lets the Postfix host in.
+#[test]
+fn postfix_dovecot_mode_over_tcp() {
+    if !ready() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    common::make_sasldb(&sasldb, USERS);
+    let config = dir.path().join("saslauthd-rs.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "passdb = \"sasldb\"\nsasldb = \"{}\"\n\n[[listener]]\nprotocol = \"dovecot\"\n\
+             address = \"127.0.0.1:{port}\"\nallow = [\"127.0.0.1\"]\n",
+            sasldb.display()
+        ),
+    )
+    .unwrap();
+    let args: Vec<OsString> = vec!["--config".into(), config.into()];
+    let d = Daemon::spawn(dir, &args, &[]);
+    let path = PathBuf::from(format!("inet:127.0.0.1:{port}"));
+    let postfix = Postfix::start(&d.dir.path().join("postfix"), "dovecot", &path);
+    for mech in ["PLAIN", "LOGIN", "CRAM-MD5"] {
+        assert_eq!(
+            postfix.auth(mech, "alice@example.org", "secret"),
+            "235",
+            "{mech}; {}",
+            postfix.log()
+        );
+        assert_eq!(
+            postfix.auth(mech, "alice@example.org", "wrong"),
+            "535",
+            "{mech}"
+        );
+    }
+    assert!(postfix.log().contains("sasl_username=alice@example.org"));
+}
+
 /// AUTH SCRAM-SHA-1/-256 over SMTP (swaks has no SCRAM): returns the final reply code, after
 /// checking the server signature Postfix relays.
 fn smtp_scram(port: u16, sha256: bool, user: &str, password: &str) -> String {

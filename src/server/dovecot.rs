@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{UnixListener, UnixStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
@@ -131,8 +130,8 @@ impl Drop for Registered {
 }
 
 /// Serves Dovecot's auth-client protocol on `listener` until `shutdown` completes.
-pub async fn serve_dovecot(
-    listener: UnixListener,
+pub async fn serve_dovecot<L: super::Listen>(
+    listener: L,
     auth: Arc<Live>,
     limits: Limits,
     options: DovecotOptions,
@@ -200,8 +199,8 @@ fn handshake(auth: &Authenticator, cuid: u32) -> Vec<u8> {
 
 /// Serves one connection until the client leaves, breaks the protocol, or shutdown (which
 /// answers every request in flight first, a delayed failure at once).
-async fn handle_connection(
-    mut stream: UnixStream,
+async fn handle_connection<S: super::Connection>(
+    mut stream: S,
     mut handler: Handler,
     handshake_timeout: Duration,
     cuid: u32,

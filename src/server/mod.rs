@@ -26,7 +26,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{UnixListener, UnixStream};
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::io::AsyncWrite;
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -240,6 +243,186 @@ pub fn resolve_owner(spec: &str) -> Result<(u32, u32), OwnerError> {
     Ok((found.uid.as_raw(), gid.as_raw()))
 }
 
+/// A connected client, on a Unix or a TCP socket: what the connection loops use of it.
+pub trait Connection: AsyncWrite + Unpin + Send + Sync + 'static {
+    /// Waits until there may be something to read.
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Reads what has arrived, without waiting (`WouldBlock` when nothing has).
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    /// Writes without waiting, as much as fits.
+    fn try_write(&self, data: &[u8]) -> io::Result<usize>;
+}
+
+macro_rules! connection {
+    ($stream:ty) => {
+        impl Connection for $stream {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$stream>::readable(self)
+            }
+            fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+                <$stream>::try_read_buf(self, buf)
+            }
+            fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+                <$stream>::try_write(self, data)
+            }
+        }
+    };
+}
+connection!(UnixStream);
+connection!(TcpStream);
+
+/// A listening socket: a Unix socket, or a TCP one that lets in only its allowed networks.
+pub trait Listen: Send {
+    /// Its connections.
+    type Stream: Connection;
+    /// The next connection let in.
+    fn next(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Listen for UnixListener {
+    type Stream = UnixStream;
+    async fn next(&self) -> io::Result<UnixStream> {
+        self.accept().await.map(|(stream, _)| stream)
+    }
+}
+
+/// A network, `192.0.2.0/24` or `2001:db8::/32` or one address: what a TCP listener lets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// The address, its host bits cleared.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+impl Network {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address as its IPv4 one).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask32(u32::from(ip), self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask128(u128::from(ip), self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn mask32(bits: u32, prefix: u8) -> u32 {
+    match prefix {
+        0 => 0,
+        p => bits & (u32::MAX << (32 - u32::from(p))),
+    }
+}
+
+fn mask128(bits: u128, prefix: u8) -> u128 {
+    match prefix {
+        0 => 0,
+        p => bits & (u128::MAX << (128 - u32::from(p))),
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Network, String> {
+        let bad = || format!("{text:?} is not a network (e.g. 127.0.0.1, 192.0.2.0/24, ::1)");
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let given: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if given.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(bad)?,
+        };
+        let addr = match given {
+            IpAddr::V4(v4) => IpAddr::V4(mask32(u32::from(v4), prefix).into()),
+            IpAddr::V6(v6) => IpAddr::V6(mask128(u128::from(v6), prefix).into()),
+        };
+        if addr != given {
+            // 10.1.2.3/8: a typo for one address, or for the network? Say which was meant.
+            return Err(format!(
+                "{text:?} has host bits set: write {addr}/{prefix} for the network, or the \
+                 address alone"
+            ));
+        }
+        Ok(Network { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let max = if self.addr.is_ipv4() { 32 } else { 128 };
+        match self.prefix == max {
+            true => write!(f, "{}", self.addr),
+            false => write!(f, "{}/{}", self.addr, self.prefix),
+        }
+    }
+}
+
+/// A TCP listener (Postfix's `smtpd_sasl_path = inet:host:port`) that closes, at once, a
+/// connection from outside its allowed networks: a password must not be asked for from
+/// anywhere but the mail hosts.
+#[derive(Debug)]
+pub struct TcpListen {
+    listener: TcpListener,
+    allow: Vec<Network>,
+    refused: AtomicU64,
+}
+
+/// Binds a TCP socket at `addr` (before the daemon drops its privileges; it is served by a
+/// [`TcpListen`] once the runtime runs).
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+impl TcpListen {
+    /// Serves `listener` (from [`bind_tcp`]), letting in `allow`, which must not be empty:
+    /// say who may connect. Call inside the runtime.
+    pub fn new(listener: std::net::TcpListener, allow: Vec<Network>) -> io::Result<TcpListen> {
+        if allow.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a TCP listener needs the networks it lets in",
+            ));
+        }
+        Ok(TcpListen {
+            listener: TcpListener::from_std(listener)?,
+            allow,
+            refused: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Listen for TcpListen {
+    type Stream = TcpStream;
+    async fn next(&self) -> io::Result<TcpStream> {
+        loop {
+            let (stream, peer) = self.listener.accept().await?;
+            if self.allow.iter().any(|net| net.contains(peer.ip())) {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    "refused a connection from {} (not in the listener's allow list); {n} so far",
+                    peer.ip()
+                );
+            }
+        }
+    }
+}
+
 /// Connections open on a listener: a counter that is only ever tried, never waited on (a full
 /// listener closes new connections), so an atomic does what a semaphore would, without the
 /// semaphore's lock on every release.
@@ -303,14 +486,15 @@ const TRIM_AFTER: usize = 512;
 /// Every connection gets the same token behind an `Arc`: cloning a token itself takes a lock
 /// its clones share, and a connection per request would take it twice each. A long-lived
 /// connection that polls the token often takes a child token of its own.
-pub async fn serve<F, Fut>(
-    listener: UnixListener,
+pub async fn serve<L, F, Fut>(
+    listener: L,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
     evict: impl Fn() -> bool,
     handle: F,
 ) where
-    F: Fn(UnixStream, Arc<CancellationToken>, Slot) -> Fut,
+    L: Listen,
+    F: Fn(L::Stream, Arc<CancellationToken>, Slot) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let token = Arc::new(CancellationToken::new());
@@ -326,8 +510,8 @@ pub async fn serve<F, Fut>(
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+            accepted = listener.next() => match accepted {
+                Ok(stream) => stream,
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: wait and try again; the other tasks keep going.
                     tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
@@ -362,5 +546,35 @@ pub async fn serve<F, Fut>(
             "shutdown: requests still running after {:?}",
             limits.shutdown_grace
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Network;
+
+    #[test]
+    fn networks() {
+        let net: Network = "192.0.2.0/24".parse().unwrap();
+        assert!(net.contains("192.0.2.77".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:192.0.2.1".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        assert!(!net.contains("192.0.3.1".parse().unwrap()));
+        assert!(!net.contains("2001:db8::1".parse().unwrap()));
+        let one: Network = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: Network = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        let all: Network = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        assert_eq!(one.to_string(), "127.0.0.1");
+        assert_eq!(net.to_string(), "192.0.2.0/24");
+        for bad in ["10.1.2.3/8", "10.0.0.0/33", "example.org", "10.0.0.0/", ""] {
+            assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
     }
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{UnixListener, UnixStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -17,14 +16,14 @@ use super::{bind_socket, serve, Limits};
 use crate::auth::{Live, Via};
 use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
 
-/// Binds `<run_dir>/mux` with `mode`, non-blocking, ready for [`UnixListener::from_std`].
+/// Binds `<run_dir>/mux` with `mode`, non-blocking, ready for `tokio::net::UnixListener::from_std`.
 pub fn bind(run_dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
     bind_socket(&saslauthd::socket_path(run_dir), mode, None)
 }
 
 /// Serves the saslauthd protocol on `listener` until `shutdown` completes.
-pub async fn serve_saslauthd(
-    listener: UnixListener,
+pub async fn serve_saslauthd<L: super::Listen>(
+    listener: L,
     auth: Arc<Live>,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
@@ -44,8 +43,8 @@ pub async fn serve_saslauthd(
 }
 
 /// One connection: read one request within the deadline, answer it, close.
-async fn handle_connection(
-    mut stream: UnixStream,
+async fn handle_connection<S: super::Connection>(
+    mut stream: S,
     auth: Arc<crate::auth::Authenticator>,
     read_timeout: Duration,
     token: Arc<CancellationToken>,
@@ -116,7 +115,11 @@ async fn handle_connection(
     }
 }
 
-async fn write_reply(stream: &mut UnixStream, reply: &[u8], deadline: Instant) -> io::Result<()> {
+async fn write_reply<S: super::Connection>(
+    stream: &mut S,
+    reply: &[u8],
+    deadline: Instant,
+) -> io::Result<()> {
     // A reply is a few bytes and nearly always fits the socket buffer at once; the deadline
     // only guards against a peer whose buffer is full.
     let reply = match stream.try_write(reply) {
