@@ -22,6 +22,7 @@
 //! dovecot_temp_fail = false    # --dovecot-temp-fail
 //! dovecot_mechanisms = "plain login cram-md5 digest-md5"   # --dovecot-mechanisms
 //! scram_iterations = 4096      # --scram-iterations
+//! log_level = "info"           # error, warning, info, debug (-V, -d: debug)
 //! user = "saslauthd"           # --user: drop to this user once the sockets are bound
 //! group = "sasl"               # --group: and this primary group (default: the user's)
 //! ```
@@ -102,6 +103,9 @@ pub struct Config {
     pub scram_iterations: u32,
     /// `[[listener]]` tables: sockets beyond the mux socket and `dovecot_socket`.
     pub listeners: Vec<Listener>,
+    /// `log_level`: one of `crate::process::LOG_LEVELS`; `-V`/`-d` (or `verbose`) make it
+    /// `debug`.
+    pub log_level: &'static str,
 }
 
 /// The protocol a listener speaks.
@@ -216,6 +220,7 @@ impl Default for Config {
             group: None,
             scram_iterations: crate::auth::DEFAULT_SCRAM_ITERATIONS,
             listeners: Vec::new(),
+            log_level: "info",
         }
     }
 }
@@ -254,6 +259,7 @@ struct FileConfig {
     group: Option<String>,
     scram_iterations: Option<u32>,
     listener: Option<Vec<FileListener>>,
+    log_level: Option<String>,
 }
 
 /// A `[[listener]]` table as written.
@@ -348,6 +354,9 @@ pub enum ConfigError {
         /// The problem.
         source: Box<ConfigError>,
     },
+    /// `log_level` names no level.
+    #[error("unknown log level {0:?}: expected error, warning, info or debug")]
+    LogLevel(String),
     /// Settings that contradict each other.
     #[error("{0}")]
     Conflict(String),
@@ -541,6 +550,7 @@ impl Config {
         out += &format!("cache_timeout = {}\n", self.cache_timeout.as_secs());
         out += &format!("cache_size_kb = {}\n", self.cache_size_kb);
         out += &format!("verbose = {}\n", self.verbose);
+        out += &format!("log_level = {}\n", q(self.log_level));
         out += &format!("read_timeout = {}\n", self.read_timeout.as_secs());
         out += &format!("max_connections = {}\n", self.max_connections);
         out += &format!("socket_mode = \"{:04o}\"\n", self.socket_mode);
@@ -733,6 +743,9 @@ impl Config {
         if let Some(n) = file.scram_iterations {
             self.scram_iterations = scram_iterations(n).map_err(at("scram_iterations"))?;
         }
+        if let Some(level) = file.log_level {
+            self.log_level = parse_log_level(&level).map_err(at("log_level"))?;
+        }
         if let Some(listeners) = file.listener {
             let lines = listener_lines(text);
             for (i, file) in listeners.into_iter().enumerate() {
@@ -785,6 +798,16 @@ impl Config {
     pub fn socket_path(&self) -> PathBuf {
         saslauthd::socket_path(&self.run_dir)
     }
+}
+
+/// Parses a `log_level`.
+pub fn parse_log_level(text: &str) -> Result<&'static str, ConfigError> {
+    let text = if text == "warn" { "warning" } else { text };
+    crate::process::LOG_LEVELS
+        .iter()
+        .find(|l| **l == text)
+        .copied()
+        .ok_or_else(|| ConfigError::LogLevel(text.to_owned()))
 }
 
 /// Parses an `-a` / `passdb` name.

@@ -213,6 +213,7 @@ fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
     differs("--user", now.user == next.user);
     differs("--group", now.group == next.group);
     differs("-d/-V (verbose)", now.verbose == next.verbose);
+    differs("log_level", now.log_level == next.log_level);
     let unplaced = |c: &Config| -> Vec<Listener> {
         let mut listeners = c.listeners.clone();
         listeners.iter_mut().for_each(|l| l.line = 0);
@@ -426,12 +427,12 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         Some(process::detach(&config.run_dir).map_err(|e| format!("cannot detach: {e}"))?)
     };
     process::init_logging(
-        if config.foreground {
-            LogTarget::Stderr
+        LogTarget::for_daemon(config.foreground),
+        if config.verbose {
+            "debug"
         } else {
-            LogTarget::Syslog
+            config.log_level
         },
-        config.verbose,
     );
     if config.passdb == Some(PassdbKind::Sasldb) && !config.sasldb.exists() {
         tracing::warn!(

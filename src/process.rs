@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{fcntl, FcntlArg};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::syslog::{Facility, LogFlags, Severity};
-use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::MakeWriter;
 
 /// The lock that keeps two daemons off one run directory. Cyrus's saslauthd takes an fcntl
@@ -280,31 +279,70 @@ pub fn reload_signal() -> Option<tokio::signal::unix::Signal> {
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogTarget {
-    /// stderr (foreground; systemd's journal picks it up).
+    /// stderr (foreground, not under systemd).
     Stderr,
     /// syslog, facility `auth`, as Cyrus (detached).
     Syslog,
+    /// The systemd journal, natively, each event's fields as journal fields (in the
+    /// foreground with stderr connected to the journal, as `JOURNAL_STREAM` says).
+    Journal,
 }
 
-/// Sets up logging. `verbose` adds successes and details (Cyrus's `-V`). The environment
-/// variable `SASLAUTHD_LOG` (an `EnvFilter` directive) overrides the level. An event's fields
-/// are written after its message as Cyrus writes them, `[name=value]`: `auth failure:
-/// [user=alice] [service=smtp] ...`.
-pub fn init_logging(target: LogTarget, verbose: bool) {
-    let default = if verbose { "debug" } else { "info" };
+impl LogTarget {
+    /// Where a daemon in the foreground (or not) logs: the journal when stderr is the
+    /// journal's stream (`JOURNAL_STREAM=dev:inode` names stderr), else stderr; syslog when
+    /// detached.
+    pub fn for_daemon(foreground: bool) -> LogTarget {
+        use std::os::unix::fs::MetadataExt;
+        if !foreground {
+            return LogTarget::Syslog;
+        }
+        let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+            return LogTarget::Stderr;
+        };
+        let named = stream
+            .to_str()
+            .and_then(|s| s.split_once(':'))
+            .and_then(|(dev, ino)| Some((dev.parse::<u64>().ok()?, ino.parse::<u64>().ok()?)));
+        // fstat(2) of stderr, through /proc's link (no unsafe).
+        let stderr = std::fs::metadata("/proc/self/fd/2").ok();
+        match (named, stderr) {
+            (Some((dev, ino)), Some(meta)) if meta.dev() == dev && meta.ino() == ino => {
+                LogTarget::Journal
+            }
+            _ => LogTarget::Stderr,
+        }
+    }
+}
+
+/// The level names `log_level` takes.
+pub const LOG_LEVELS: &[&str] = &["error", "warning", "info", "debug"];
+
+/// An event's fields as Cyrus writes them, after its message: `auth failure: [user=alice]
+/// [service=smtp] ...`. `verdict` is for the journal only (the message says it).
+fn text_fields() -> impl for<'w> tracing_subscriber::fmt::FormatFields<'w> {
+    tracing_subscriber::fmt::format::debug_fn(|w, field, value| match field.name() {
+        "message" => write!(w, "{value:?}"),
+        "verdict" => Ok(()),
+        name => write!(w, " [{name}={value:?}]"),
+    })
+}
+
+/// Sets up logging at `level` (one of [`LOG_LEVELS`]; `debug` adds successes and details,
+/// Cyrus's `-V`). The environment variable `SASLAUTHD_LOG` (an `EnvFilter` directive)
+/// overrides the level.
+pub fn init_logging(target: LogTarget, level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let default = match level {
+        "warning" => "warn",
+        other => other,
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SASLAUTHD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let fields = tracing_subscriber::fmt::format::debug_fn(|w, field, value| {
-        if field.name() == "message" {
-            write!(w, "{value:?}")
-        } else {
-            write!(w, "[{}={value:?}]", field.name())
-        }
-    })
-    .delimited(" ");
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .fmt_fields(fields)
+        .with_env_filter(filter.clone())
+        .fmt_fields(text_fields())
         .with_target(false)
         .without_time();
     let _ = match target {
@@ -326,7 +364,125 @@ pub fn init_logging(target: LogTarget, verbose: bool) {
                 .with_writer(Syslog)
                 .try_init()
         }
+        LogTarget::Journal => tracing_subscriber::registry()
+            .with(filter)
+            .with(Journal::connect())
+            .try_init()
+            .map_err(Into::into),
     };
+}
+
+/// The journal's native protocol (`systemd.journal-fields(7)`, `sd_journal_send`): one
+/// datagram per event to `/run/systemd/journal/socket`, `NAME=value` lines. MESSAGE is the
+/// same line the other targets write (so a journal-backed fail2ban reads what a file-backed
+/// one does), PRIORITY the level, SYSLOG_IDENTIFIER and SYSLOG_FACILITY (auth) as syslog
+/// would give them, and each of the event's fields in capitals: USER, SERVICE, REALM, PASSDB,
+/// REMOTE, PROTOCOL, SASL_MECHANISM, VERDICT, DURATION_US, REASON, ERROR. Never a password:
+/// no event has one. When the journal cannot be reached, the line goes to stderr (which
+/// systemd also connects to the journal).
+pub struct Journal {
+    socket: Option<std::os::unix::net::UnixDatagram>,
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+impl Journal {
+    fn connect() -> Journal {
+        let socket = std::os::unix::net::UnixDatagram::unbound()
+            .and_then(|s| s.connect(JOURNAL_SOCKET).map(|()| s))
+            .ok();
+        Journal { socket }
+    }
+}
+
+/// One field of a datagram; a value with a newline in the binary form (name, newline, 64-bit
+/// little-endian length, value, newline).
+fn journal_field(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    if value.contains(&b'\n') {
+        out.push(b'\n');
+        out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+    } else {
+        out.push(b'=');
+    }
+    out.extend_from_slice(value);
+    out.push(b'\n');
+}
+
+/// The journal's name for an event's field.
+fn journal_name(field: &str) -> String {
+    match field {
+        "mech" => "PASSDB".to_string(),
+        "sasl" => "SASL_MECHANISM".to_string(),
+        other => other
+            .chars()
+            .map(|c| match c {
+                'a'..='z' => c.to_ascii_uppercase(),
+                'A'..='Z' | '0'..='9' => c,
+                _ => '_',
+            })
+            .collect(),
+    }
+}
+
+#[derive(Default)]
+struct JournalVisitor {
+    message: String,
+    fields: Vec<(String, String)>,
+}
+
+impl tracing::field::Visit for JournalVisitor {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.record(field, format!("{value:?}"));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.record(field, value.to_owned());
+    }
+}
+
+impl JournalVisitor {
+    fn record(&mut self, field: &tracing::field::Field, value: String) {
+        match field.name() {
+            "message" => self.message = value,
+            name => self.fields.push((name.to_owned(), value)),
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Journal {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut visitor = JournalVisitor::default();
+        event.record(&mut visitor);
+        let mut line = visitor.message.clone();
+        for (name, value) in &visitor.fields {
+            if name != "verdict" {
+                line += &format!(" [{name}={value}]");
+            }
+        }
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => "3",
+            tracing::Level::WARN => "4",
+            tracing::Level::INFO => "6",
+            _ => "7",
+        };
+        let mut datagram = Vec::with_capacity(256);
+        journal_field(&mut datagram, "MESSAGE", line.as_bytes());
+        journal_field(&mut datagram, "PRIORITY", priority.as_bytes());
+        journal_field(&mut datagram, "SYSLOG_IDENTIFIER", b"saslauthd-rs");
+        // LOG_AUTH, 4.
+        journal_field(&mut datagram, "SYSLOG_FACILITY", b"4");
+        for (name, value) in &visitor.fields {
+            journal_field(&mut datagram, &journal_name(name), value.as_bytes());
+        }
+        let sent = self
+            .socket
+            .as_ref()
+            .is_some_and(|socket| socket.send(&datagram).is_ok());
+        if !sent {
+            let _ = writeln!(io::stderr(), "{line}");
+        }
+    }
 }
 
 /// A tracing writer that sends each formatted line to syslog at the event's level.

@@ -344,3 +344,151 @@ fn check_config_validates_and_prints_the_effective_settings() {
 fn bad_path() -> PathBuf {
     PathBuf::from("/nonexistent/saslauthd-rs.toml")
 }
+
+/// Parses one datagram of the journal's native protocol into its fields.
+fn journal_fields(datagram: &[u8]) -> std::collections::BTreeMap<String, String> {
+    let mut fields = std::collections::BTreeMap::new();
+    let mut rest = datagram;
+    while !rest.is_empty() {
+        let end = rest.iter().position(|&b| b == b'\n').unwrap();
+        let line = &rest[..end];
+        match line.iter().position(|&b| b == b'=') {
+            Some(eq) => {
+                let name = String::from_utf8(line[..eq].to_vec()).unwrap();
+                fields.insert(name, String::from_utf8_lossy(&line[eq + 1..]).into_owned());
+                rest = &rest[end + 1..];
+            }
+            None => {
+                // NAME\n, u64 LE length, value, \n
+                let name = String::from_utf8(line.to_vec()).unwrap();
+                let len = u64::from_le_bytes(rest[end + 1..end + 9].try_into().unwrap()) as usize;
+                let value = &rest[end + 9..end + 9 + len];
+                fields.insert(name, String::from_utf8_lossy(value).into_owned());
+                rest = &rest[end + 9 + len + 1..];
+            }
+        }
+    }
+    fields
+}
+
+/// Under systemd (stderr is the journal's stream, as JOURNAL_STREAM says), each
+/// authentication is one journal entry whose fields say who, how, from where and what came
+/// of it; never the password. The journal socket is the test's, bound over
+/// /run/systemd/journal in a private mount namespace.
+#[test]
+fn authentications_go_to_the_journal_as_fields() {
+    use std::os::unix::fs::MetadataExt;
+    if unsafe { libc::geteuid() } != 0 || tool("unshare").is_none() {
+        eprintln!("SKIPPED: a private mount namespace needs root and unshare");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let journal_dir = dir.path().join("journal");
+    std::fs::create_dir(&journal_dir).unwrap();
+    let journal = UnixDatagram::bind(journal_dir.join("socket")).unwrap();
+    journal
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let sasldb = dir.path().join("sasldb2");
+    common::make_sasldb(&sasldb, common::USERS);
+    let run = dir.path().join("run");
+    let auth = dir.path().join("auth");
+    let log = dir.path().join("stderr.log");
+    let stderr = std::fs::File::create(&log).unwrap();
+    let meta = stderr.metadata().unwrap();
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && \
+             mount --bind \"$0\" /run/systemd/journal && exec \"$@\"",
+        )
+        .arg(&journal_dir)
+        .arg(common::DAEMON)
+        .args([
+            "-f",
+            "-V",
+            "--failure-delay",
+            "0",
+            "-a",
+            "sasldb",
+            "--sasldb",
+        ])
+        .arg(&sasldb)
+        .arg("-m")
+        .arg(&run)
+        .arg("--dovecot-socket")
+        .arg(&auth)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    common::wait_for_socket(&run.join("mux"), &mut child).unwrap();
+    let ask =
+        |password: &str| common::ask_at(&run.join("mux"), "alice", password, "smtp", "example.org");
+    assert_eq!(ask("a-wrong-password"), "NO");
+    let mut c = Client::postfix(&auth);
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\trip=192.0.2.44\tresp={}\n",
+        plain("alice@example.org", "secret")
+    ));
+    assert!(c.line().starts_with("OK\t1\t"));
+    let mut entries = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    while entries.len() < 2 {
+        let n = journal.recv(&mut buf).expect("a journal entry within 10 s");
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(
+            !text.contains("a-wrong-password") && !text.contains("secret"),
+            "a password in the journal: {text}"
+        );
+        let fields = journal_fields(&buf[..n]);
+        if fields.contains_key("VERDICT") {
+            entries.push(fields);
+        }
+    }
+    let _ = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    let failure = &entries[0];
+    for (name, value) in [
+        ("VERDICT", "failure"),
+        ("USER", "alice"),
+        ("SERVICE", "smtp"),
+        ("REALM", "example.org"),
+        ("PASSDB", "sasldb"),
+        ("PROTOCOL", "saslauthd"),
+        ("REASON", "password mismatch"),
+        ("PRIORITY", "6"),
+        ("SYSLOG_IDENTIFIER", "saslauthd-rs"),
+        ("SYSLOG_FACILITY", "4"),
+    ] {
+        assert_eq!(
+            failure.get(name).map(String::as_str),
+            Some(value),
+            "{name}: {failure:?}"
+        );
+    }
+    assert!(failure["DURATION_US"].parse::<u64>().is_ok());
+    assert!(
+        failure["MESSAGE"].starts_with("auth failure: [user=alice] [service=smtp]"),
+        "the same line as in syslog: {failure:?}"
+    );
+    assert!(!failure["MESSAGE"].contains("verdict"));
+    let success = &entries[1];
+    for (name, value) in [
+        ("VERDICT", "success"),
+        ("PROTOCOL", "dovecot"),
+        ("SASL_MECHANISM", "PLAIN"),
+        ("REMOTE", "192.0.2.44"),
+        ("PRIORITY", "7"),
+    ] {
+        assert_eq!(
+            success.get(name).map(String::as_str),
+            Some(value),
+            "{name}: {success:?}"
+        );
+    }
+    // Nothing went to stderr meanwhile: the journal had it all.
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!stderr.contains("auth failure"), "{stderr}");
+    eprintln!("journal: {failure:?}");
+}

@@ -586,9 +586,10 @@ impl Authenticator {
     /// level (`-V`), as Cyrus does. Never a password, never a stored hash.
     fn log(&self, request: &AuthRequest, via: Via, logged: Logged<'_>, elapsed: Duration) {
         macro_rules! event {
-            ($level:expr, $message:literal $(, $name:ident = $value:expr)?) => {
+            ($level:expr, $verdict:literal, $message:literal $(, $name:ident = $value:expr)?) => {
                 tracing::event!(
                     $level,
+                    verdict = $verdict,
                     user = %Printable(&request.login),
                     service = %Printable(&request.service),
                     realm = %Printable(&request.realm),
@@ -603,11 +604,18 @@ impl Authenticator {
             };
         }
         match logged {
-            Logged::Success => event!(tracing::Level::DEBUG, "auth success:"),
+            Logged::Success => event!(tracing::Level::DEBUG, "success", "auth success:"),
             Logged::Failure(reason) => {
-                event!(tracing::Level::INFO, "auth failure:", reason = reason)
+                event!(
+                    tracing::Level::INFO,
+                    "failure",
+                    "auth failure:",
+                    reason = reason
+                )
             }
-            Logged::Error(error) => event!(tracing::Level::ERROR, "auth error:", error = error),
+            Logged::Error(error) => {
+                event!(tracing::Level::ERROR, "error", "auth error:", error = error)
+            }
         }
     }
 }
