@@ -12,7 +12,8 @@ fi
 apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
-    postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd
+    postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
+    groff-base man-db zsh fish
 # sendmail conflicts with postfix: its packages are unpacked, not installed, once, into a
 # cache the sendmail tests run it from (in private namespaces; see tests/sendmail.rs).
 sendmail_root=target/peers/sendmail

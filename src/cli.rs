@@ -6,36 +6,238 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use crate::config::{self, Config, ConfigError};
-use crate::getopt::{GetoptError, Spec};
+use crate::getopt::{ArgKind, GetoptError, OptDef, Spec};
+
+const PASSDBS: &[&str] = &["sasldb", "shadow", "pam"];
+
+/// The daemon's options: what the parser accepts, and what `-h`, the manual page and the
+/// completions say.
+pub const OPTIONS: &[OptDef] = &[
+    OptDef::with(
+        Some('a'),
+        None,
+        "authmech",
+        ArgKind::OneOf(PASSDBS),
+        "Selects the authentication mechanism (passdb) to use: sasldb, shadow or pam.",
+    ),
+    OptDef::flag(Some('c'), None, "Enable credential caching."),
+    OptDef::flag(
+        Some('d'),
+        None,
+        "Debugging (don't detach from tty, implies -V).",
+    ),
+    OptDef::flag(
+        Some('f'),
+        None,
+        "Stay in the foreground without verbose logging.",
+    ),
+    OptDef::flag(
+        Some('r'),
+        None,
+        "Combine the realm with the login before passing to authentication mechanism: login \
+         \"foo\" realm \"bar\" will get passed as login \"foo@bar\". The realm name is \
+         passed untouched.",
+    ),
+    OptDef::with(
+        Some('O'),
+        None,
+        "option",
+        ArgKind::Any,
+        "Optional argument to pass to the authentication mechanism.",
+    ),
+    OptDef::flag(
+        Some('l'),
+        None,
+        "Disable accept() locking (accepted; saslauthd-rs has no accept lock).",
+    ),
+    OptDef::with(
+        Some('m'),
+        None,
+        "path",
+        ArgKind::Dir,
+        "Alternate path for the saslauthd working directory, must be absolute. The socket \
+         is <path>/mux (default /run/saslauthd).",
+    ),
+    OptDef::with(
+        Some('n'),
+        None,
+        "procs",
+        ArgKind::Any,
+        "Number of concurrent shadow/PAM checks and key derivations (default 5; 0: 64).",
+    ),
+    OptDef::with(
+        Some('s'),
+        None,
+        "kilobytes",
+        ArgKind::Any,
+        "Size of the credential cache (in kilobytes).",
+    ),
+    OptDef::with(
+        Some('t'),
+        None,
+        "seconds",
+        ArgKind::Any,
+        "Timeout for items in the credential cache (in seconds).",
+    ),
+    OptDef::flag(
+        Some('v'),
+        Some("version"),
+        "Display version information and available mechs.",
+    ),
+    OptDef::flag(Some('V'), None, "Enable verbose logging."),
+    OptDef::flag(Some('h'), Some("help"), "Display this message."),
+    OptDef::flag(Some('T'), None, "Accepted for compatibility, ignored."),
+    OptDef::with(
+        Some('H'),
+        None,
+        "host",
+        ArgKind::Any,
+        "Accepted for compatibility, ignored.",
+    ),
+    OptDef::with(
+        None,
+        Some("config"),
+        "file",
+        ArgKind::File,
+        "TOML configuration file (flags override it; see saslauthd-rs.toml(5)).",
+    ),
+    OptDef::flag(
+        None,
+        Some("check-config"),
+        "Check the configuration and the passdb as a start would, print the effective \
+         settings, exit (0: usable).",
+    ),
+    OptDef::with(
+        None,
+        Some("sasldb"),
+        "path",
+        ArgKind::File,
+        "sasldb2 file for -a sasldb (default /etc/sasldb2).",
+    ),
+    OptDef::with(
+        None,
+        Some("realm"),
+        "realm",
+        ArgKind::Any,
+        "Default realm for requests with an empty realm (default: the host name, as Cyrus).",
+    ),
+    OptDef::with(
+        None,
+        Some("socket-mode"),
+        "octal",
+        ArgKind::Any,
+        "Mode of the mux socket (default 0660).",
+    ),
+    OptDef::with(
+        None,
+        Some("timeout"),
+        "seconds",
+        ArgKind::Any,
+        "Time a client has to send its request (default 10).",
+    ),
+    OptDef::with(
+        None,
+        Some("max-connections"),
+        "n",
+        ArgKind::Any,
+        "Open connections on the mux socket at most (default 4096).",
+    ),
+    OptDef::with(
+        None,
+        Some("shadow-file"),
+        "path",
+        ArgKind::File,
+        "shadow(5) file for -a shadow (default: getspnam, i.e. NSS).",
+    ),
+    OptDef::with(
+        None,
+        Some("pam-service"),
+        "name",
+        ArgKind::Any,
+        "PAM service for -a pam (default: the request's service).",
+    ),
+    OptDef::with(
+        None,
+        Some("failure-delay"),
+        "secs",
+        ArgKind::Any,
+        "Delay before a failure is answered, doubling per client address up to a 4.5 s cap \
+         (default 2; 0 = off).",
+    ),
+    OptDef::with(
+        None,
+        Some("dovecot-socket"),
+        "path",
+        ArgKind::File,
+        "Also serve Dovecot's auth protocol there (Postfix smtpd_sasl_type = dovecot): \
+         PLAIN, LOGIN, and with sasldb CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256.",
+    ),
+    OptDef::with(
+        None,
+        Some("dovecot-mechanisms"),
+        "list",
+        ArgKind::Any,
+        "The mechanisms that socket offers (comma- or space-separated; DIGEST-MD5 only when \
+         named here).",
+    ),
+    OptDef::with(
+        None,
+        Some("dovecot-socket-owner"),
+        "user[:group]",
+        ArgKind::User,
+        "Owner of that socket.",
+    ),
+    OptDef::with(
+        None,
+        Some("dovecot-socket-mode"),
+        "octal",
+        ArgKind::Any,
+        "Its mode (default 0660).",
+    ),
+    OptDef::with(
+        None,
+        Some("dovecot-max-connections"),
+        "n",
+        ArgKind::Any,
+        "Its open connections at most (default 4096); when full, the one idle longest is \
+         closed to make room.",
+    ),
+    OptDef::flag(
+        None,
+        Some("dovecot-no-realm-split"),
+        "Keep user@realm whole as the user name.",
+    ),
+    OptDef::flag(
+        None,
+        Some("dovecot-temp-fail"),
+        "On a backend failure send FAIL code=temp_fail instead of closing the connection.",
+    ),
+    OptDef::with(
+        None,
+        Some("scram-iterations"),
+        "n",
+        ArgKind::Any,
+        "SCRAM's PBKDF2 iteration count (default 4096).",
+    ),
+    OptDef::with(
+        None,
+        Some("user"),
+        "name",
+        ArgKind::User,
+        "Become this user once the sockets are bound (keeping the shadow group for -a \
+         shadow, the sasldb file's group for -a sasldb).",
+    ),
+    OptDef::with(
+        None,
+        Some("group"),
+        "name",
+        ArgKind::Group,
+        "Its primary group (default: the user's own).",
+    ),
+];
 
 /// The flags, as getopt sees them.
-pub const SPEC: Spec<'static> = Spec {
-    short: "a:cdfhH:O:lm:n:rs:t:TvV",
-    long: &[
-        ("config", true),
-        ("sasldb", true),
-        ("realm", true),
-        ("socket-mode", true),
-        ("timeout", true),
-        ("max-connections", true),
-        ("dovecot-max-connections", true),
-        ("shadow-file", true),
-        ("pam-service", true),
-        ("failure-delay", true),
-        ("dovecot-socket", true),
-        ("dovecot-socket-owner", true),
-        ("dovecot-socket-mode", true),
-        ("dovecot-no-realm-split", false),
-        ("dovecot-temp-fail", false),
-        ("dovecot-mechanisms", true),
-        ("user", true),
-        ("group", true),
-        ("scram-iterations", true),
-        ("check-config", false),
-        ("help", false),
-        ("version", false),
-    ],
-};
+pub const SPEC: Spec<'static> = Spec { options: OPTIONS };
 
 /// What the command line asks for.
 #[derive(Debug)]
@@ -77,66 +279,13 @@ impl CliError {
     }
 }
 
-/// The usage text (Cyrus's, with our additions), for stderr.
+/// The usage text (Cyrus's, with our additions), for stderr: made from [`OPTIONS`].
 pub fn usage(program: &str) -> String {
-    format!(
-        "usage: {program} [options]
-
-option information:
-  -a <authmech>  Selects the authentication mechanism (passdb) to use:
-                 sasldb, shadow or pam.
-  -c             Enable credential caching.
-  -d             Debugging (don't detach from tty, implies -V)
-  -f             Stay in the foreground without verbose logging.
-  -r             Combine the realm with the login before passing to authentication mechanism
-                 Ex. login: \"foo\" realm: \"bar\" will get passed as login: \"foo@bar\"
-                 The realm name is passed untouched.
-  -O <option>    Optional argument to pass to the authentication
-                 mechanism.
-  -l             Disable accept() locking (accepted; saslauthd-rs has no accept lock).
-  -m <path>      Alternate path for the saslauthd working directory,
-                 must be absolute. The socket is <path>/mux.
-  -n <procs>     Number of concurrent shadow/PAM checks (0: 64).
-  -s <kilobytes> Size of the credential cache (in kilobytes)
-  -t <seconds>   Timeout for items in the credential cache (in seconds)
-  -v             Display version information and available mechs
-  -V             Enable verbose logging
-  -h             Display this message.
-  -T, -H <host>  Accepted for compatibility, ignored.
-
-long options:
-  --config <file>          TOML configuration file (flags override it).
-  --check-config           Check the configuration and the passdb as a start would, print
-                           the effective settings, exit (0: usable).
-  --sasldb <path>          sasldb2 file for -a sasldb (default /etc/sasldb2).
-  --realm <realm>          Default realm for requests with an empty realm
-                           (default: the host name, as Cyrus).
-  --socket-mode <octal>    Mode of the mux socket (default 0660).
-  --timeout <seconds>      Time a client has to send its request (default 10).
-  --max-connections <n>    Open connections on the mux socket at most (default 4096).
-  --shadow-file <path>     shadow(5) file for -a shadow (default: getspnam, i.e. NSS).
-  --pam-service <name>     PAM service for -a pam (default: the request's service).
-  --failure-delay <secs>   Delay before a failure is answered, doubling per client
-                           address up to a 4.5 s cap (default 2; 0 = off).
-  --dovecot-socket <path>  Also serve Dovecot's auth protocol there (Postfix
-                           smtpd_sasl_type = dovecot): PLAIN, LOGIN, and with
-                           sasldb CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256.
-  --dovecot-mechanisms <list>  The mechanisms that socket offers (comma- or
-                           space-separated; DIGEST-MD5 only when named here).
-  --dovecot-socket-owner <user[:group]>   Owner of that socket.
-  --dovecot-socket-mode <octal>           Its mode (default 0660).
-  --dovecot-max-connections <n>  Its open connections at most (default 4096); when
-                           full, the one idle longest is closed to make room.
-  --dovecot-no-realm-split Keep user@realm whole as the user name.
-  --dovecot-temp-fail      On a backend failure send FAIL code=temp_fail instead of
-                           closing the connection.
-  --scram-iterations <n>   SCRAM's PBKDF2 iteration count (default 4096).
-  --user <name>            Become this user once the sockets are bound (keeping the
-                           shadow group for -a shadow, the sasldb file's group for
-                           -a sasldb).
-  --group <name>           Its primary group (default: the user's own).
-"
-    )
+    let mut out = format!("usage: {program} [options]\n\noption information:\n");
+    out += &crate::manual::option_list(OPTIONS.iter().filter(|o| o.short.is_some()));
+    out += "\nlong options:\n";
+    out += &crate::manual::option_list(OPTIONS.iter().filter(|o| o.short.is_none()));
+    out
 }
 
 /// The version text of `-v`.

@@ -225,6 +225,41 @@ impl Default for Config {
     }
 }
 
+/// The keys of the configuration file, for its manual page (`saslauthd-rs.toml(5)`): the
+/// name, what its value is, and what it does. A test holds this list to the parser's.
+pub const KEYS: &[(&str, &str, &str)] = &[
+    ("passdb", "\"sasldb\" | \"shadow\" | \"pam\"", "The passdb (-a)."),
+    ("run_dir", "path", "The run directory (-m); the socket is run_dir/mux. Default /run/saslauthd."),
+    ("sasldb", "path", "The sasldb2 file (--sasldb). Default /etc/sasldb2."),
+    ("sasldb_format", "\"lmdb\" | \"bdb\" | \"gdbm\"", "The format saslpasswd2-rs --config gives a new sasldb2 (the daemon reads every format)."),
+    ("realm", "string", "The default realm (--realm). Default: the host name."),
+    ("combine_realm", "bool", "Pass login@realm to the passdb (-r)."),
+    ("workers", "integer", "Concurrent shadow/PAM checks and key derivations (-n). Default 5."),
+    ("cache", "bool", "The credential cache for shadow and PAM (-c)."),
+    ("cache_timeout", "seconds", "A cache entry's lifetime (-t). Default 60."),
+    ("cache_size_kb", "integer", "The cache's size in KiB (-s). Default 1024."),
+    ("verbose", "bool", "Log successes and details too (-V)."),
+    ("log_level", "\"error\" | \"warning\" | \"info\" | \"debug\"", "The log level (-V and -d make it debug). Default info."),
+    ("read_timeout", "seconds", "Time a client has to send its request (--timeout). Default 10."),
+    ("max_connections", "integer", "Open connections on the mux socket at most (--max-connections). Default 4096."),
+    ("dovecot_max_connections", "integer", "Open connections on the Dovecot socket at most. Default 4096."),
+    ("socket_mode", "\"octal\"", "The mux socket's mode (--socket-mode). Default \"0660\"."),
+    ("mech_options", "[strings]", "-O options, kept for passdbs that take them."),
+    ("shadow_file", "path", "Read shadow(5) entries from this file instead of NSS (--shadow-file)."),
+    ("pam_service", "string", "The PAM service for every request (--pam-service). Default: the request's."),
+    ("failure_delay", "seconds", "The base delay before a failure is answered, doubling per client address up to 4.5 s (--failure-delay). Default 2.0; 0 turns throttling off."),
+    ("dovecot_socket", "path", "Also serve Dovecot's auth-client protocol here (--dovecot-socket)."),
+    ("dovecot_socket_owner", "\"user[:group]\"", "Its owner (--dovecot-socket-owner)."),
+    ("dovecot_socket_mode", "\"octal\"", "Its mode (--dovecot-socket-mode). Default \"0660\"."),
+    ("dovecot_split_realm", "bool", "Split user@realm at the last @ (false: --dovecot-no-realm-split). Default true."),
+    ("dovecot_temp_fail", "bool", "On a backend failure answer FAIL code=temp_fail instead of closing (--dovecot-temp-fail)."),
+    ("dovecot_mechanisms", "string", "The mechanisms the Dovecot socket offers (--dovecot-mechanisms). Default: every one the passdb can serve but DIGEST-MD5."),
+    ("scram_iterations", "integer", "SCRAM's PBKDF2 iteration count, 4096 to 10000000 (--scram-iterations). Default 4096."),
+    ("user", "string", "Become this user once the sockets are bound (--user)."),
+    ("group", "string", "And this primary group (--group). Default: the user's own."),
+    ("listener", "[[listener]] tables", "More sockets: protocol (\"saslauthd\" or \"dovecot\"), then path (a Unix socket, with mode, owner, group) or address (TCP, the Dovecot protocol only, with allow, the client networks it lets in, required), and max_connections."),
+];
+
 /// The TOML file; every key is optional, unknown keys are an error (a typo must not be
 /// silently ignored).
 #[derive(Debug, Default, Deserialize)]
@@ -907,6 +942,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown mechanism \"ntlm\""), "{err}");
+    }
+
+    /// KEYS (the manual's list) is the parser's list: toml names every accepted key when it
+    /// refuses an unknown one.
+    #[test]
+    fn the_manual_lists_every_key() {
+        let err = Config::default()
+            .apply_toml("no_such_key = 1")
+            .unwrap_err()
+            .to_string();
+        let expected = err.split("expected one of ").nth(1).unwrap();
+        let mut parsed: Vec<&str> = expected
+            .split(", ")
+            .map(|k| k.trim().trim_matches('`'))
+            .collect();
+        let mut listed: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
+        parsed.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(parsed, listed);
     }
 
     /// The example's commented [[listener]] tables mean what they say once uncommented.

@@ -4,19 +4,86 @@
 //! and `--` ends the options. Long options take `--name=value` or `--name value`.
 //!
 //! One parser serves the daemon and every tool, so their error texts are alike and match
-//! what users of the Cyrus binaries have seen (`invalid option -- 'x'`).
+//! what users of the Cyrus binaries have seen (`invalid option -- 'x'`). Each program's
+//! options are one table of [`OptDef`]s, which the parser reads and from which the manual
+//! pages and shell completions are made (`crate::manual`), so that they cannot drift apart.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 
-/// What a program accepts.
+/// One option: for the parser, its letter and long name and whether it takes an argument;
+/// for the manual and completions, the argument's name and kind and the help text.
+#[derive(Debug, Clone, Copy)]
+pub struct OptDef {
+    /// `-x`.
+    pub short: Option<char>,
+    /// `--name`.
+    pub long: Option<&'static str>,
+    /// The argument's name in the manual (`path`), when the option takes one.
+    pub arg: Option<&'static str>,
+    /// What the argument is, for completions.
+    pub kind: ArgKind,
+    /// One paragraph for the manual.
+    pub help: &'static str,
+}
+
+/// What an option's argument is, for shell completions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// None, or anything.
+    Any,
+    /// A file.
+    File,
+    /// A directory.
+    Dir,
+    /// A user name.
+    User,
+    /// A group name.
+    Group,
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+}
+
+impl OptDef {
+    /// A flag without an argument.
+    pub const fn flag(
+        short: Option<char>,
+        long: Option<&'static str>,
+        help: &'static str,
+    ) -> OptDef {
+        OptDef {
+            short,
+            long,
+            arg: None,
+            kind: ArgKind::Any,
+            help,
+        }
+    }
+
+    /// An option with an argument named `arg`, of `kind`.
+    pub const fn with(
+        short: Option<char>,
+        long: Option<&'static str>,
+        arg: &'static str,
+        kind: ArgKind,
+        help: &'static str,
+    ) -> OptDef {
+        OptDef {
+            short,
+            long,
+            arg: Some(arg),
+            kind,
+            help,
+        }
+    }
+}
+
+/// What a program accepts: its option table.
 #[derive(Debug, Clone, Copy)]
 pub struct Spec<'a> {
-    /// A getopt string: each letter is an option, a `:` after it means it takes an argument.
-    pub short: &'a str,
-    /// Long options: the name without `--`, and whether it takes an argument.
-    pub long: &'a [(&'a str, bool)],
+    /// The options.
+    pub options: &'a [OptDef],
 }
 
 /// One option as it was given, in command-line order.
@@ -86,20 +153,17 @@ pub enum GetoptError {
 
 impl Spec<'_> {
     fn short_takes_arg(&self, c: char) -> Option<bool> {
-        if c == ':' {
-            return None;
-        }
-        let mut chars = self.short.chars().peekable();
-        while let Some(x) = chars.next() {
-            let takes = chars.peek() == Some(&':');
-            if takes {
-                chars.next();
-            }
-            if x == c {
-                return Some(takes);
-            }
-        }
-        None
+        self.options
+            .iter()
+            .find(|o| o.short == Some(c))
+            .map(|o| o.arg.is_some())
+    }
+
+    fn long_takes_arg(&self, name: &str) -> Option<bool> {
+        self.options
+            .iter()
+            .find(|o| o.long == Some(name))
+            .map(|o| o.arg.is_some())
     }
 
     /// Parses `args` (without the program name).
@@ -124,7 +188,7 @@ impl Spec<'_> {
                     None => (long, None),
                 };
                 let name = String::from_utf8_lossy(name).into_owned();
-                let Some(&(_, takes)) = self.long.iter().find(|(n, _)| *n == name) else {
+                let Some(takes) = self.long_takes_arg(&name) else {
                     return Err(GetoptError::UnrecognizedOption(name));
                 };
                 let value = match (takes, inline) {
@@ -198,9 +262,27 @@ impl fmt::Display for Opt {
 mod tests {
     use super::*;
 
+    const fn flag(c: char) -> OptDef {
+        OptDef::flag(Some(c), None, "")
+    }
+    const fn arg(c: char) -> OptDef {
+        OptDef::with(Some(c), None, "x", ArgKind::Any, "")
+    }
     const SPEC: Spec<'static> = Spec {
-        short: "vpcdnf:u:a:h?",
-        long: &[("json", false), ("sasldb", true)],
+        options: &[
+            flag('v'),
+            flag('p'),
+            flag('c'),
+            flag('d'),
+            flag('n'),
+            arg('f'),
+            arg('u'),
+            arg('a'),
+            flag('h'),
+            flag('?'),
+            OptDef::flag(None, Some("json"), ""),
+            OptDef::with(None, Some("sasldb"), "x", ArgKind::File, ""),
+        ],
     };
 
     fn parse(args: &[&str]) -> Result<Parsed, GetoptError> {

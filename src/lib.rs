@@ -45,6 +45,7 @@ pub mod crypt;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod getopt;
+pub mod manual;
 pub mod mech;
 pub mod passdb;
 pub mod process;

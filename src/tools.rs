@@ -216,3 +216,169 @@ mod settings_tests {
         assert!(err.contains("unknown sasldb format \"ndbm\""), "{err}");
     }
 }
+
+/// The option tables of the tools: what their parsers accept, and what their manual pages
+/// and completions say (`crate::manual`).
+pub mod options {
+    use crate::getopt::{ArgKind, OptDef};
+
+    const FORMATS: &[&str] = &["lmdb", "bdb", "gdbm"];
+
+    /// `saslpasswd2-rs`, Cyrus's `saslpasswd2` flags and two of ours.
+    pub const SASLPASSWD2: &[OptDef] = &[
+        OptDef::flag(
+            Some('p'),
+            None,
+            "Pipe mode: no prompt, the password is read on stdin.",
+        ),
+        OptDef::flag(Some('c'), None, "Create the account (set its password)."),
+        OptDef::flag(Some('d'), None, "Disable: delete the account's entries."),
+        OptDef::flag(
+            Some('n'),
+            None,
+            "Do not set the plaintext userPassword (only the mechanism-specific secrets).",
+        ),
+        OptDef::with(
+            Some('f'),
+            None,
+            "sasldb",
+            ArgKind::File,
+            "Use this file as the sasldb (default /etc/sasldb2).",
+        ),
+        OptDef::with(
+            Some('a'),
+            None,
+            "appname",
+            ArgKind::Any,
+            "Use appname as the application name (accepted as Cyrus does).",
+        ),
+        OptDef::with(
+            Some('u'),
+            None,
+            "DOM",
+            ArgKind::Any,
+            "Use DOM as the user's domain (realm); default: the host name.",
+        ),
+        OptDef::flag(
+            Some('v'),
+            Some("version"),
+            "Print the version and the sasldb's format, and exit.",
+        ),
+        OptDef::flag(Some('h'), None, "Print the usage and exit 1 (as Cyrus)."),
+        OptDef::flag(Some('?'), None, "The same."),
+        OptDef::with(
+            None,
+            Some("format"),
+            "format",
+            ArgKind::OneOf(FORMATS),
+            "The format of a new file (default: the one this host's libsasl2 reads); an \
+             existing file keeps its own.",
+        ),
+        OptDef::with(
+            None,
+            Some("config"),
+            "file",
+            ArgKind::File,
+            "Read sasldb and sasldb_format from saslauthd-rs's configuration file.",
+        ),
+    ];
+
+    /// `sasldblistusers2-rs`.
+    pub const SASLDBLISTUSERS2: &[OptDef] = &[
+        OptDef::with(
+            Some('f'),
+            None,
+            "sasldb",
+            ArgKind::File,
+            "Use this file as the sasldb (default /etc/sasldb2; also the one operand).",
+        ),
+        OptDef::flag(
+            Some('v'),
+            Some("version"),
+            "Print the version and the sasldb's format, and exit.",
+        ),
+        OptDef::flag(Some('h'), None, "Print the usage and exit 1 (as Cyrus)."),
+        OptDef::flag(Some('?'), None, "The same."),
+        OptDef::flag(
+            None,
+            Some("json"),
+            "Print a JSON array of {\"authid\", \"realm\", \"property\"} objects instead.",
+        ),
+    ];
+
+    /// `testsaslauthd-rs`.
+    pub const TESTSASLAUTHD: &[OptDef] = &[
+        OptDef::with(
+            Some('u'),
+            None,
+            "username",
+            ArgKind::User,
+            "The user name (required).",
+        ),
+        OptDef::with(
+            Some('p'),
+            None,
+            "password",
+            ArgKind::Any,
+            "The password (required; visible to other local users in the process list).",
+        ),
+        OptDef::with(
+            Some('r'),
+            None,
+            "realm",
+            ArgKind::Any,
+            "The realm (default: empty).",
+        ),
+        OptDef::with(
+            Some('s'),
+            None,
+            "servicename",
+            ArgKind::Any,
+            "The service (default imap).",
+        ),
+        OptDef::with(
+            Some('f'),
+            None,
+            "socket path",
+            ArgKind::File,
+            "The daemon's socket (default /run/saslauthd/mux).",
+        ),
+        OptDef::with(
+            Some('R'),
+            None,
+            "repeatnum",
+            ArgKind::Any,
+            "Ask this many times.",
+        ),
+        OptDef::with(
+            Some('a'),
+            None,
+            "clientaddr",
+            ArgKind::Any,
+            "Send this client address (the protocol's fifth field).",
+        ),
+        OptDef::flag(Some('h'), None, "Print the usage and exit 1 (as Cyrus)."),
+        OptDef::flag(Some('?'), None, "The same."),
+        OptDef::flag(None, Some("version"), "Print the version and exit."),
+    ];
+
+    /// `sasldb-convert-rs`.
+    pub const SASLDB_CONVERT: &[OptDef] = &[
+        OptDef::with(
+            None,
+            Some("to"),
+            "format",
+            ArgKind::OneOf(FORMATS),
+            "The new file's format (default: what the host's libsasl2 reads).",
+        ),
+        OptDef::flag(
+            None,
+            Some("replace"),
+            "Replace DEST if it exists (keeping its mode, owner and group).",
+        ),
+        OptDef::flag(None, Some("in-place"), "Replace FILE with its conversion."),
+        OptDef::flag(Some('v'), Some("version"), "Print the version and exit."),
+        OptDef::flag(Some('h'), None, "Print the usage and exit 1."),
+        OptDef::flag(Some('?'), None, "The same."),
+    ];
+}

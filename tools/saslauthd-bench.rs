@@ -24,24 +24,84 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use saslauthd_rs::client::{self, Query};
-use saslauthd_rs::getopt::{self, Spec};
+use saslauthd_rs::getopt::{self, ArgKind, OptDef, Spec};
 
 const SPEC: Spec<'static> = Spec {
-    short: "h",
-    long: &[
-        ("socket", true),
-        ("clients", true),
-        ("duration", true),
-        ("warmup", true),
-        ("user", true),
-        ("password", true),
-        ("realm", true),
-        ("service", true),
-        ("fail-percent", true),
-        ("label", true),
-        ("protocol", true),
-        ("mech", true),
-        ("help", false),
+    options: &[
+        OptDef::with(
+            None,
+            Some("socket"),
+            "path",
+            ArgKind::File,
+            "The socket to load.",
+        ),
+        OptDef::with(
+            None,
+            Some("clients"),
+            "n",
+            ArgKind::Any,
+            "Concurrent clients.",
+        ),
+        OptDef::with(
+            None,
+            Some("duration"),
+            "secs",
+            ArgKind::Any,
+            "Measured seconds.",
+        ),
+        OptDef::with(
+            None,
+            Some("warmup"),
+            "secs",
+            ArgKind::Any,
+            "Unmeasured seconds first.",
+        ),
+        OptDef::with(None, Some("user"), "user", ArgKind::Any, "The user."),
+        OptDef::with(
+            None,
+            Some("password"),
+            "password",
+            ArgKind::Any,
+            "Its password.",
+        ),
+        OptDef::with(None, Some("realm"), "realm", ArgKind::Any, "The realm."),
+        OptDef::with(
+            None,
+            Some("service"),
+            "service",
+            ArgKind::Any,
+            "The service.",
+        ),
+        OptDef::with(
+            None,
+            Some("fail-percent"),
+            "n",
+            ArgKind::Any,
+            "Wrong passwords, %.",
+        ),
+        OptDef::with(
+            None,
+            Some("label"),
+            "name",
+            ArgKind::Any,
+            "The result's label.",
+        ),
+        OptDef::with(
+            None,
+            Some("protocol"),
+            "protocol",
+            ArgKind::Any,
+            "saslauthd or dovecot.",
+        ),
+        OptDef::with(
+            None,
+            Some("mech"),
+            "mech",
+            ArgKind::Any,
+            "plain or scram-sha-256.",
+        ),
+        OptDef::flag(Some('h'), Some("help"), "The usage."),
+        OptDef::flag(None, Some("version"), "The version."),
     ],
 };
 
@@ -124,6 +184,10 @@ fn parse() -> Result<Settings, String> {
     };
     for o in &parsed.opts {
         match o.name.as_str() {
+            "version" => {
+                println!("saslauthd-bench {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
             "socket" => s.socket = PathBuf::from(o.value.clone().unwrap_or_default()),
             "clients" => s.clients = num(o)?.max(1) as usize,
             "duration" => s.duration = Duration::from_secs(num(o)?.clamp(1, 600)),

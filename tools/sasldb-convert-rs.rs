@@ -21,8 +21,7 @@ use saslauthd_rs::sasldb::{self, host, Key, Kind, Store};
 use saslauthd_rs::tools::exit;
 
 const SPEC: Spec<'static> = Spec {
-    short: "vh?",
-    long: &[("to", true), ("replace", false), ("in-place", false)],
+    options: saslauthd_rs::tools::options::SASLDB_CONVERT,
 };
 
 fn usage(program: &str) -> String {
@@ -58,7 +57,7 @@ fn run(program: &str) -> Result<(), Option<String>> {
     let (mut to, mut replace, mut in_place) = (None::<Kind>, false, false);
     for opt in &parsed.opts {
         match opt.name.as_str() {
-            "v" => {
+            "v" | "version" => {
                 eprintln!("{program}: saslauthd-rs {}", env!("CARGO_PKG_VERSION"));
                 return Ok(());
             }

@@ -14,8 +14,7 @@ use saslauthd_rs::sasldb::{self, Key, Store};
 use saslauthd_rs::tools::{self, exit};
 
 const SPEC: Spec<'static> = Spec {
-    short: "vf:h?",
-    long: &[("json", false)],
+    options: tools::options::SASLDBLISTUSERS2,
 };
 
 fn usage(program: &str) -> String {
@@ -42,7 +41,7 @@ fn main() -> ExitCode {
     let mut version = false;
     for opt in &parsed.opts {
         match opt.name.as_str() {
-            "v" => version = true,
+            "v" | "version" => version = true,
             "f" => path = opt.value.clone().map(PathBuf::from),
             "json" => json = true,
             _ => {

@@ -15,8 +15,7 @@ use saslauthd_rs::sasldb::{self, host, Kind, OpenMode, Part, Store};
 use saslauthd_rs::tools::{self, exit, ReadPasswordError, SasldbSettings};
 
 const SPEC: Spec<'static> = Spec {
-    short: "vpcdnf:u:a:h?",
-    long: &[("format", true), ("config", true)],
+    options: tools::options::SASLPASSWD2,
 };
 
 fn usage(program: &str) -> String {
@@ -75,7 +74,7 @@ fn run(program: &str) -> Result<(), Failure> {
     }
     for opt in &parsed.opts {
         match opt.name.as_str() {
-            "v" => version = true,
+            "v" | "version" => version = true,
             "p" => pipe = true,
             "c" => create = true,
             "d" => disable = true,

@@ -12,8 +12,7 @@ use saslauthd_rs::client::{self, Query};
 use saslauthd_rs::getopt::{self, Spec};
 
 const SPEC: Spec<'static> = Spec {
-    short: "p:u:r:s:f:R:a:h?",
-    long: &[],
+    options: saslauthd_rs::tools::options::TESTSASLAUTHD,
 };
 
 /// How long to wait for the daemon (Cyrus's client waits for ever).
@@ -41,6 +40,13 @@ fn main() -> ExitCode {
     let mut socket = client::default_socket();
     let mut repeat: u64 = 1;
     let mut client_addr = None;
+    if parsed.opts.iter().any(|o| o.name == "version") {
+        eprintln!(
+            "{program}: saslauthd-rs {} (compatible with Cyrus SASL 2.1.28 testsaslauthd)",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
+    }
     for opt in &parsed.opts {
         let value = opt.bytes_value().to_vec();
         match opt.name.as_str() {

@@ -1,0 +1,12 @@
+# fish completion for saslpasswd2-rs; generated from its option table, do not edit.
+complete -c saslpasswd2-rs -s p -d 'Pipe mode: no prompt, the password is read on stdin'
+complete -c saslpasswd2-rs -s c -d 'Create the account (set its password)'
+complete -c saslpasswd2-rs -s d -d 'Disable: delete the account\'s entries'
+complete -c saslpasswd2-rs -s n -d 'Do not set the plaintext userPassword (only the mechanism-specific secrets)'
+complete -c saslpasswd2-rs -s f -r -F -d 'Use this file as the sasldb (default /etc/sasldb2)'
+complete -c saslpasswd2-rs -s a -x -d 'Use appname as the application name (accepted as Cyrus does)'
+complete -c saslpasswd2-rs -s u -x -d 'Use DOM as the user\'s domain (realm); default: the host name'
+complete -c saslpasswd2-rs -s v -l version -d 'Print the version and the sasldb\'s format, and exit'
+complete -c saslpasswd2-rs -s h -d 'Print the usage and exit 1 (as Cyrus)'
+complete -c saslpasswd2-rs -l format -x -a 'lmdb bdb gdbm' -d 'The format of a new file (default: the one this host\'s libsasl2 reads); an existing file keeps its own'
+complete -c saslpasswd2-rs -l config -r -F -d 'Read sasldb and sasldb_format from saslauthd-rs\'s configuration file'

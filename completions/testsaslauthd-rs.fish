@@ -1,0 +1,10 @@
+# fish completion for testsaslauthd-rs; generated from its option table, do not edit.
+complete -c testsaslauthd-rs -s u -x -a '(__fish_complete_users)' -d 'The user name (required)'
+complete -c testsaslauthd-rs -s p -x -d 'The password (required; visible to other local users in the process list)'
+complete -c testsaslauthd-rs -s r -x -d 'The realm (default: empty)'
+complete -c testsaslauthd-rs -s s -x -d 'The service (default imap)'
+complete -c testsaslauthd-rs -s f -r -F -d 'The daemon\'s socket (default /run/saslauthd/mux)'
+complete -c testsaslauthd-rs -s R -x -d 'Ask this many times'
+complete -c testsaslauthd-rs -s a -x -d 'Send this client address (the protocol\'s fifth field)'
+complete -c testsaslauthd-rs -s h -d 'Print the usage and exit 1 (as Cyrus)'
+complete -c testsaslauthd-rs -l version -d 'Print the version and exit'

@@ -1,0 +1,520 @@
+//! Manual pages and shell completions, made from the option tables the parsers read
+//! ([`crate::cli::OPTIONS`], [`crate::tools::options`]) and the configuration file's key list
+//! ([`crate::config::KEYS`]), with hand-written sections beside them. `tests/docs.rs` holds
+//! the files under `man/` and `completions/` to what this renders, so neither can drift from
+//! the parsers; `SASLAUTHD_RS_WRITE_DOCS=1 cargo test --test docs` writes them again.
+
+use crate::getopt::{ArgKind, OptDef};
+
+/// One manual page.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// The command or file.
+    pub name: &'static str,
+    /// `8` or `5`.
+    pub section: &'static str,
+    /// The NAME line's description.
+    pub summary: &'static str,
+    /// SYNOPSIS lines.
+    pub synopsis: &'static [&'static str],
+    /// The options (empty for a file format).
+    pub options: &'static [OptDef],
+    /// The keys, for the configuration file's page.
+    pub keys: &'static [(&'static str, &'static str, &'static str)],
+    /// Hand-written sections, in order, after DESCRIPTION and OPTIONS (or KEYS): a title and
+    /// paragraphs separated by blank lines; lines that start with two spaces are shown as
+    /// they are (examples).
+    pub sections: &'static [(&'static str, &'static str)],
+    /// DESCRIPTION.
+    pub description: &'static str,
+}
+
+impl Page {
+    /// `name.section`, the page's file name.
+    pub fn file_name(&self) -> String {
+        format!("{}.{}", self.name, self.section)
+    }
+
+    /// Whether it documents a command (and so has completions).
+    pub fn is_command(&self) -> bool {
+        !self.options.is_empty()
+    }
+}
+
+/// Every page: the daemon, the three Cyrus tools, the configuration file.
+pub fn pages() -> Vec<Page> {
+    vec![
+        Page {
+            name: "saslauthd-rs",
+            section: "8",
+            summary: "SASL authentication daemon, a drop-in replacement for Cyrus saslauthd",
+            synopsis: &["[-a sasldb|shadow|pam] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
+            options: crate::cli::OPTIONS,
+            keys: &[],
+            description: DAEMON_DESCRIPTION,
+            sections: DAEMON_SECTIONS,
+        },
+        Page {
+            name: "saslpasswd2-rs",
+            section: "8",
+            summary: "set a user's password in a sasldb2 file, as Cyrus saslpasswd2",
+            synopsis: &["[-v] [-c [-p] [-n]] [-d] [-a appname] [-f sasldb] [-u DOM] [--format lmdb|bdb|gdbm] userid"],
+            options: crate::tools::options::SASLPASSWD2,
+            keys: &[],
+            description: SASLPASSWD2_DESCRIPTION,
+            sections: SASLPASSWD2_SECTIONS,
+        },
+        Page {
+            name: "sasldblistusers2-rs",
+            section: "8",
+            summary: "list the users of a sasldb2 file, as Cyrus sasldblistusers2",
+            synopsis: &["[-v] [[-f] sasldb] [--json]"],
+            options: crate::tools::options::SASLDBLISTUSERS2,
+            keys: &[],
+            description: LISTUSERS_DESCRIPTION,
+            sections: LISTUSERS_SECTIONS,
+        },
+        Page {
+            name: "testsaslauthd-rs",
+            section: "8",
+            summary: "ask a saslauthd whether a password is right, as Cyrus testsaslauthd",
+            synopsis: &["-u username -p password [-r realm] [-s servicename] [-f socket path] [-R repeatnum] [-a clientaddr]"],
+            options: crate::tools::options::TESTSASLAUTHD,
+            keys: &[],
+            description: TEST_DESCRIPTION,
+            sections: TEST_SECTIONS,
+        },
+        Page {
+            name: "saslauthd-rs.toml",
+            section: "5",
+            summary: "configuration file of saslauthd-rs",
+            synopsis: &["/etc/saslauthd-rs.toml"],
+            options: &[],
+            keys: crate::config::KEYS,
+            description: TOML_DESCRIPTION,
+            sections: TOML_SECTIONS,
+        },
+    ]
+}
+
+const DAEMON_DESCRIPTION: &str = "\
+saslauthd-rs answers \"is this password right?\" for Postfix, sendmail and Cyrus IMAP over \
+the saslauthd protocol on path/mux (libsasl2's pwcheck_method: saslauthd) and, when asked, \
+over Dovecot's auth-client protocol (Postfix's smtpd_sasl_type = dovecot), where it runs \
+the SASL mechanisms itself: PLAIN and LOGIN over every passdb, CRAM-MD5, DIGEST-MD5, \
+SCRAM-SHA-1 and SCRAM-SHA-256 over sasldb.
+
+It takes Cyrus saslauthd's flags with their meanings, so that a unit or init script written \
+for saslauthd runs it unchanged. Every read has a deadline, failures are delayed per client \
+address, secrets are compared in constant time and never logged, and the credential cache \
+never accepts an old password.";
+
+const DAEMON_SECTIONS: &[(&str, &str)] = &[
+    (
+        "SIGNALS",
+        "SIGHUP reads the configuration file again (the same flags over it) and opens the \
+passdb it names for the requests that start from then on; requests in flight finish on the \
+old one and the sockets stay open. A file that does not load changes nothing: the error is \
+logged. Sockets, the run directory, --user and the connection budgets take a restart.
+
+SIGTERM and SIGINT stop accepting, answer the requests in flight (a delayed failure at \
+once), remove the sockets and exit 0.",
+    ),
+    (
+        "LOGS",
+        "One line per authentication, in Cyrus's words, each part a field:
+
+  auth failure: [user=alice] [service=smtp] [realm=example.org] [mech=sasldb] [reason=password mismatch] [remote=192.0.2.7] [protocol=dovecot] [sasl=PLAIN] [duration_us=41]
+
+Successes are logged with -V. Detached, lines go to syslog (facility auth); in the \
+foreground to stderr, or, when JOURNAL_STREAM says stderr is the systemd journal, to the \
+journal with USER, SERVICE, REALM, PASSDB, REMOTE, PROTOCOL, SASL_MECHANISM, VERDICT, \
+DURATION_US and REASON as fields. SASLAUTHD_LOG (a tracing filter) overrides the level.",
+    ),
+    (
+        "POSTFIX",
+        "Cyrus mode: smtpd_sasl_type = cyrus and, in /etc/postfix/sasl/smtpd.conf:
+
+  pwcheck_method: saslauthd
+  saslauthd_path: /var/spool/postfix/var/run/saslauthd/mux
+  mech_list: PLAIN LOGIN
+
+Dovecot mode: run with --dovecot-socket /var/spool/postfix/private/auth \
+--dovecot-socket-owner postfix:postfix and set smtpd_sasl_type = dovecot, \
+smtpd_sasl_path = private/auth. For Postfix on another host, a [[listener]] with an \
+address and an allow list serves smtpd_sasl_path = inet:host:port (see \
+saslauthd-rs.toml(5)).",
+    ),
+    (
+        "SENDMAIL",
+        "sendmail asks libsasl2, which asks saslauthd with pwcheck_method: saslauthd in \
+/etc/sasl2/Sendmail.conf (or /usr/lib/sasl2/Sendmail.conf); nothing else changes.",
+    ),
+    (
+        "FILES",
+        "/run/saslauthd/mux (the socket), /run/saslauthd/saslauthd.pid, /etc/sasldb2, \
+/etc/saslauthd-rs.toml, /etc/default/saslauthd-rs, and Cyrus's /etc/default/saslauthd \
+(Debian) or /etc/sysconfig/saslauthd (Fedora) through the saslauthd.service it ships.",
+    ),
+    (
+        "EXIT STATUS",
+        "0 after a clean stop, or for -h, -v and a usable --check-config; 1 when it cannot \
+start, with one line on stderr naming the problem.",
+    ),
+    (
+        "SEE ALSO",
+        "saslauthd-rs.toml(5), saslpasswd2-rs(8), sasldblistusers2-rs(8), \
+testsaslauthd-rs(8), saslauthd(8)",
+    ),
+];
+
+const SASLPASSWD2_DESCRIPTION: &str = "\
+saslpasswd2-rs sets, or with -d deletes, a user's password in a sasldb2 file, with Cyrus \
+saslpasswd2's flags, prompts, messages and exit codes. It writes the plaintext \
+userPassword (unless -n) and SCRAM's authPassword entries, in whichever of the three \
+formats the file has (LMDB, Berkeley DB hash, GDBM): libsasl2's own sasldb plugin (Postfix's \
+pwcheck_method: auxprop) reads what it writes. A new file gets the format this host's \
+libsasl2 reads. The file is replaced whole, never left half-written, keeping its mode, \
+owner and group.";
+
+const SASLPASSWD2_SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXAMPLES",
+        "  saslpasswd2-rs -c -u example.org alice
+  echo 'new password' | saslpasswd2-rs -p -c -u example.org alice
+  saslpasswd2-rs -d -u example.org alice",
+    ),
+    (
+        "EXIT STATUS",
+        "0 on success; 1 on a usage error or failure (as Cyrus: SASL_FAIL); the messages are \
+Cyrus's.",
+    ),
+    (
+        "SEE ALSO",
+        "sasldblistusers2-rs(8), saslauthd-rs(8), saslpasswd2(8)",
+    ),
+];
+
+const LISTUSERS_DESCRIPTION: &str = "\
+sasldblistusers2-rs lists the entries of a sasldb2 file, one user@realm: property line \
+each, as Cyrus sasldblistusers2 prints them, in any of the three formats.";
+
+const LISTUSERS_SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXAMPLES",
+        "  sasldblistusers2-rs -f /etc/sasldb2\n  sasldblistusers2-rs --json",
+    ),
+    (
+        "EXIT STATUS",
+        "0 on success, 1 when the file cannot be read or the usage is wrong.",
+    ),
+    ("SEE ALSO", "saslpasswd2-rs(8), sasldblistusers2(8)"),
+];
+
+const TEST_DESCRIPTION: &str = "\
+testsaslauthd-rs sends one request (or -R of them) to a saslauthd (saslauthd-rs or Cyrus's) \
+and prints its answer, 0: OK \"Success.\" or 0: NO \"authentication failed\", as Cyrus \
+testsaslauthd does.";
+
+const TEST_SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXAMPLES",
+        "  testsaslauthd-rs -u alice -p secret -r example.org -s smtp",
+    ),
+    (
+        "EXIT STATUS",
+        "0 when the last answer was OK, 255 otherwise, 1 for a usage error.",
+    ),
+    ("SEE ALSO", "saslauthd-rs(8), testsaslauthd(8)"),
+];
+
+const TOML_DESCRIPTION: &str = "\
+The configuration file of saslauthd-rs, named with --config (the units pass \
+/etc/saslauthd-rs.toml). Every key is optional; flags on the command line override the \
+file. An unknown key, or a value that cannot be used, is an error naming the key and its \
+line, and the daemon does not start (saslauthd-rs --check-config tells before a start or \
+a reload). SIGHUP reads the file again.";
+
+const TOML_SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXAMPLES",
+        "  passdb = \"sasldb\"
+  sasldb = \"/etc/sasldb2\"
+  realm = \"example.org\"
+  dovecot_socket = \"/var/spool/postfix/private/auth\"
+  dovecot_socket_owner = \"postfix:postfix\"
+
+  [[listener]]
+  protocol = \"dovecot\"
+  address = \"127.0.0.1:12345\"
+  allow = [\"127.0.0.1\", \"192.0.2.0/24\"]",
+    ),
+    (
+        "FILES",
+        "/etc/saslauthd-rs.toml; a commented example ships with the package.",
+    ),
+    ("SEE ALSO", "saslauthd-rs(8)"),
+];
+
+/// Escapes text for roff: backslashes, hyphens (as minus signs, so they can be searched and
+/// copied), and a leading `.` or `'` that would start a request.
+fn roff(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with('.') || escaped.starts_with('\'') {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
+}
+
+/// How an option is written: `-a authmech`, `--config file`, `-v, --version`.
+fn option_words(o: &OptDef) -> (Vec<String>, Option<&'static str>) {
+    let mut names = Vec::new();
+    if let Some(c) = o.short {
+        names.push(format!("-{c}"));
+    }
+    if let Some(l) = o.long {
+        names.push(format!("--{l}"));
+    }
+    (names, o.arg)
+}
+
+/// The options as a usage text lists them: the names and argument, then the help wrapped at
+/// 80 columns.
+pub fn option_list<'a>(options: impl Iterator<Item = &'a OptDef>) -> String {
+    const HELP_COLUMN: usize = 27;
+    let mut out = String::new();
+    for o in options {
+        let (names, arg) = option_words(o);
+        let mut head = format!("  {}", names.join(", "));
+        if let Some(arg) = arg {
+            head += &format!(" <{arg}>");
+        }
+        let mut line = if head.len() + 1 < HELP_COLUMN {
+            format!("{head:<HELP_COLUMN$}")
+        } else {
+            out += &head;
+            out.push('\n');
+            " ".repeat(HELP_COLUMN)
+        };
+        for word in o.help.split_whitespace() {
+            if line.len() + word.len() > 80 && !line.trim().is_empty() {
+                out += line.trim_end();
+                out.push('\n');
+                line = " ".repeat(HELP_COLUMN);
+            }
+            line += word;
+            line.push(' ');
+        }
+        out += line.trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+/// Paragraphs and literal blocks as roff.
+fn roff_body(text: &str) -> String {
+    let mut out = String::new();
+    for (i, block) in text.split("\n\n").enumerate() {
+        if i > 0 {
+            out += ".PP\n";
+        }
+        if block.lines().all(|l| l.starts_with("  ")) {
+            out += ".nf\n.RS 4\n";
+            for line in block.lines() {
+                out += &roff(&line[2..]);
+                out.push('\n');
+            }
+            out += ".RE\n.fi\n";
+        } else {
+            out += &roff(&block.split_whitespace().collect::<Vec<_>>().join(" "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The page in roff (man(7)).
+pub fn man(page: &Page) -> String {
+    let mut out = format!(
+        ".\\\" Generated by saslauthd-rs's crate::manual from the option tables; do not edit.\n\
+         .TH {} {} \"\" \"saslauthd-rs {}\" \"{}\"\n",
+        roff(&page.name.to_uppercase()),
+        page.section,
+        env!("CARGO_PKG_VERSION"),
+        if page.section == "5" {
+            "File Formats"
+        } else {
+            "System Administration"
+        }
+    );
+    out += &format!(".SH NAME\n{} \\- {}\n", roff(page.name), roff(page.summary));
+    out += ".SH SYNOPSIS\n";
+    for line in page.synopsis {
+        if page.is_command() {
+            out += &format!(".B {}\n{}\n.br\n", roff(page.name), roff(line));
+        } else {
+            out += &format!("{}\n", roff(line));
+        }
+    }
+    out += ".SH DESCRIPTION\n";
+    out += &roff_body(page.description);
+    if page.is_command() {
+        out += ".SH OPTIONS\n";
+        for o in page.options {
+            let (names, arg) = option_words(o);
+            let names: Vec<String> = names
+                .iter()
+                .map(|n| format!("\\fB{}\\fR", roff(n)))
+                .collect();
+            out += &format!(".TP\n{}", names.join(", "));
+            if let Some(arg) = arg {
+                out += &format!(" \\fI{}\\fR", roff(arg));
+            }
+            out += &format!("\n{}\n", roff(o.help));
+        }
+    }
+    if !page.keys.is_empty() {
+        out += ".SH KEYS\n";
+        for (key, value, help) in page.keys {
+            out += &format!(
+                ".TP\n\\fB{}\\fR = \\fI{}\\fR\n{}\n",
+                roff(key),
+                roff(value),
+                roff(help)
+            );
+        }
+    }
+    for (title, body) in page.sections {
+        out += &format!(".SH {}\n", roff(title));
+        out += &roff_body(body);
+    }
+    out
+}
+
+/// The first sentence of a help text, for completions' descriptions.
+fn short_help(help: &str) -> &str {
+    match help.find(". ") {
+        Some(end) => &help[..end],
+        None => help.trim_end_matches('.'),
+    }
+}
+
+/// The options a shell offers: `?` is left out (a glob character, and `-h` says the same).
+fn completable(page: &Page) -> impl Iterator<Item = &'static OptDef> {
+    page.options.iter().filter(|o| o.short != Some('?'))
+}
+
+/// A bash completion script (`complete -F`).
+pub fn bash(page: &Page) -> String {
+    let function = format!("_{}", page.name.replace(['-', '.'], "_"));
+    let mut cases = String::new();
+    let mut words = Vec::new();
+    for o in completable(page) {
+        let (names, arg) = option_words(o);
+        words.extend(names.iter().cloned());
+        if arg.is_none() {
+            continue;
+        }
+        let action = match o.kind {
+            ArgKind::File => "COMPREPLY=($(compgen -f -- \"$cur\"))".to_string(),
+            ArgKind::Dir => "COMPREPLY=($(compgen -d -- \"$cur\"))".to_string(),
+            ArgKind::User => "COMPREPLY=($(compgen -u -- \"$cur\"))".to_string(),
+            ArgKind::Group => "COMPREPLY=($(compgen -g -- \"$cur\"))".to_string(),
+            ArgKind::OneOf(choices) => {
+                format!(
+                    "COMPREPLY=($(compgen -W \"{}\" -- \"$cur\"))",
+                    choices.join(" ")
+                )
+            }
+            ArgKind::Any => "COMPREPLY=()".to_string(),
+        };
+        cases += &format!(
+            "        {})\n            {action}\n            return ;;\n",
+            names.join("|")
+        );
+    }
+    format!(
+        "# bash completion for {name}; generated from its option table, do not edit.\n\
+         {function}() {{\n    \
+             local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}}\n    \
+             case $prev in\n{cases}    esac\n    \
+             COMPREPLY=($(compgen -W \"{words}\" -- \"$cur\"))\n\
+         }}\n\
+         complete -F {function} {name}\n",
+        name = page.name,
+        words = words.join(" "),
+    )
+}
+
+/// A zsh completion function (`#compdef`, `_arguments`).
+pub fn zsh(page: &Page) -> String {
+    let quote = |text: &str| {
+        text.replace('\'', "'\\''")
+            .replace('[', "\\[")
+            .replace(']', "\\]")
+            .replace(':', "\\:")
+    };
+    let mut specs = Vec::new();
+    for o in completable(page) {
+        let (names, arg) = option_words(o);
+        let help = quote(short_help(o.help));
+        let value = match arg {
+            None => String::new(),
+            Some(arg) => {
+                let action = match o.kind {
+                    ArgKind::File => "_files".to_string(),
+                    ArgKind::Dir => "_files -/".to_string(),
+                    ArgKind::User => "_users".to_string(),
+                    ArgKind::Group => "_groups".to_string(),
+                    ArgKind::OneOf(choices) => format!("({})", choices.join(" ")),
+                    ArgKind::Any => " ".to_string(),
+                };
+                format!(":{}:{action}", quote(arg))
+            }
+        };
+        for name in names {
+            specs.push(format!("  '{name}[{help}]{value}'"));
+        }
+    }
+    format!(
+        "#compdef {name}\n# zsh completion for {name}; generated from its option table, do not edit.\n\
+         _arguments -s \\\n{}\n",
+        specs.join(" \\\n"),
+        name = page.name,
+    )
+}
+
+/// A fish completion file (`complete -c`).
+pub fn fish(page: &Page) -> String {
+    let quote = |text: &str| format!("'{}'", text.replace('\\', "\\\\").replace('\'', "\\'"));
+    let mut out = format!(
+        "# fish completion for {}; generated from its option table, do not edit.\n",
+        page.name
+    );
+    for o in completable(page) {
+        let mut line = format!("complete -c {}", page.name);
+        if let Some(c) = o.short {
+            line += &format!(" -s {c}");
+        }
+        if let Some(l) = o.long {
+            line += &format!(" -l {l}");
+        }
+        if o.arg.is_some() {
+            line += match o.kind {
+                ArgKind::File => " -r -F",
+                _ => " -x",
+            };
+            match o.kind {
+                ArgKind::Dir => line += " -a '(__fish_complete_directories)'",
+                ArgKind::User => line += " -a '(__fish_complete_users)'",
+                ArgKind::Group => line += " -a '(__fish_complete_groups)'",
+                ArgKind::OneOf(choices) => line += &format!(" -a {}", quote(&choices.join(" "))),
+                ArgKind::File | ArgKind::Any => {}
+            }
+        }
+        line += &format!(" -d {}\n", quote(short_help(o.help)));
+        out += &line;
+    }
+    out
+}
