@@ -13,7 +13,7 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
-    groff-base man-db zsh fish
+    groff-base man-db zsh fish rpm
 # sendmail conflicts with postfix: its packages are unpacked, not installed, once, into a
 # cache the sendmail tests run it from (in private namespaces; see tests/sendmail.rs).
 sendmail_root=target/peers/sendmail
@@ -51,6 +51,9 @@ set +e
 SASLAUTHD_RS_REQUIRE_PEERS=1 cargo test 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+# The packages: cargo install, make install, the .deb installed and removed, the .rpm.
+package_status=0
+scripts/package-test.sh || package_status=$?
 # Every fuzz target, bounded (FUZZ_SECONDS each; 0 skips them).
 fuzz_status=0
 if [ "${FUZZ_SECONDS:-20}" != 0 ]; then
@@ -59,4 +62,5 @@ fi
 # One closing line for the whole suite (cargo prints one per test binary).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "summary: %d passed, %d failed\n", p, f }' "$log"
 [ "$status" -eq 0 ] || exit "$status"
+[ "$package_status" -eq 0 ] || exit "$package_status"
 exit "$fuzz_status"
