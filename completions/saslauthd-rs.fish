@@ -1,10 +1,10 @@
 # fish completion for saslauthd-rs; generated from its option table, do not edit.
-complete -c saslauthd-rs -s a -x -a 'sasldb shadow pam' -d 'Selects the authentication mechanism (passdb) to use: sasldb, shadow or pam'
+complete -c saslauthd-rs -s a -x -a 'sasldb shadow pam ldap' -d 'Selects the authentication mechanism (passdb) to use: sasldb, shadow, pam or ldap'
 complete -c saslauthd-rs -s c -d 'Enable credential caching'
 complete -c saslauthd-rs -s d -d 'Debugging (don\'t detach from tty, implies -V)'
 complete -c saslauthd-rs -s f -d 'Stay in the foreground without verbose logging'
 complete -c saslauthd-rs -s r -d 'Combine the realm with the login before passing to authentication mechanism: login "foo" realm "bar" will get passed as login "foo@bar"'
-complete -c saslauthd-rs -s O -x -d 'Optional argument to pass to the authentication mechanism'
+complete -c saslauthd-rs -s O -x -d 'Optional argument to pass to the authentication mechanism: for -a ldap, its configuration file (default /etc/saslauthd.conf)'
 complete -c saslauthd-rs -s l -d 'Disable accept() locking (accepted; saslauthd-rs has no accept lock)'
 complete -c saslauthd-rs -s m -x -a '(__fish_complete_directories)' -d 'Alternate path for the saslauthd working directory, must be absolute'
 complete -c saslauthd-rs -s n -x -d 'Number of concurrent shadow/PAM checks and key derivations (default 5; 0: 64)'

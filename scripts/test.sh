@@ -13,7 +13,8 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
-    groff-base man-db zsh fish rpm
+    groff-base man-db zsh fish rpm ldap-utils \
+    libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0
 # sendmail conflicts with postfix: its packages are unpacked, not installed, once, into a
 # cache the sendmail tests run it from (in private namespaces; see tests/sendmail.rs).
 sendmail_root=target/peers/sendmail
@@ -41,6 +42,20 @@ if [ ! -f "$fail2ban_root/usr/bin/fail2ban-regex" ]; then
     rm -rf "$debs"
 fi
 export SASLAUTHD_RS_FAIL2BAN="$PWD/$fail2ban_root"
+# slapd, the same way (installing it would configure and start a system directory): the
+# LDAP tests run their own throwaway instances from here; its libraries are installed above.
+slapd_root=target/peers/slapd
+if [ ! -x "$slapd_root/usr/sbin/slapd" ]; then
+    debs=$(mktemp -d)
+    (cd "$debs" && apt-get download slapd >/dev/null 2>&1) || {
+        as_root apt-get update -qq
+        (cd "$debs" && apt-get download slapd >/dev/null)
+    }
+    rm -rf "$slapd_root" && mkdir -p "$slapd_root"
+    dpkg -x "$debs"/slapd_*.deb "$slapd_root"
+    rm -rf "$debs"
+fi
+export SASLAUTHD_RS_SLAPD="$PWD/$slapd_root"
 ensure_cargo
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

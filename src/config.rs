@@ -106,6 +106,8 @@ pub struct Config {
     /// `log_level`: one of `crate::process::LOG_LEVELS`; `-V`/`-d` (or `verbose`) make it
     /// `debug`.
     pub log_level: &'static str,
+    /// The `[ldap]` table: `saslauthd.conf` keys, over the file `-O` names.
+    pub ldap: Vec<(String, String)>,
 }
 
 /// The protocol a listener speaks.
@@ -221,6 +223,7 @@ impl Default for Config {
             scram_iterations: crate::auth::DEFAULT_SCRAM_ITERATIONS,
             listeners: Vec::new(),
             log_level: "info",
+            ldap: Vec::new(),
         }
     }
 }
@@ -228,7 +231,7 @@ impl Default for Config {
 /// The keys of the configuration file, for its manual page (`saslauthd-rs.toml(5)`): the
 /// name, what its value is, and what it does. A test holds this list to the parser's.
 pub const KEYS: &[(&str, &str, &str)] = &[
-    ("passdb", "\"sasldb\" | \"shadow\" | \"pam\"", "The passdb (-a)."),
+    ("passdb", "\"sasldb\" | \"shadow\" | \"pam\" | \"ldap\"", "The passdb (-a)."),
     ("run_dir", "path", "The run directory (-m); the socket is run_dir/mux. Default /run/saslauthd."),
     ("sasldb", "path", "The sasldb2 file (--sasldb). Default /etc/sasldb2."),
     ("sasldb_format", "\"lmdb\" | \"bdb\" | \"gdbm\"", "The format saslpasswd2-rs --config gives a new sasldb2 (the daemon reads every format)."),
@@ -257,6 +260,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("scram_iterations", "integer", "SCRAM's PBKDF2 iteration count, 4096 to 10000000 (--scram-iterations). Default 4096."),
     ("user", "string", "Become this user once the sockets are bound (--user)."),
     ("group", "string", "And this primary group (--group). Default: the user's own."),
+    ("ldap", "table", "For -a ldap: saslauthd.conf's keys (ldap_servers = \"ldap://ldap1/\", ...), over the file -O names."),
     ("listener", "[[listener]] tables", "More sockets: protocol (\"saslauthd\" or \"dovecot\"), then path (a Unix socket, with mode, owner, group) or address (TCP, the Dovecot protocol only, with allow, the client networks it lets in, required), and max_connections."),
 ];
 
@@ -295,6 +299,7 @@ struct FileConfig {
     scram_iterations: Option<u32>,
     listener: Option<Vec<FileListener>>,
     log_level: Option<String>,
+    ldap: Option<toml::Table>,
 }
 
 /// A `[[listener]]` table as written.
@@ -778,6 +783,31 @@ impl Config {
         if let Some(n) = file.scram_iterations {
             self.scram_iterations = scram_iterations(n).map_err(at("scram_iterations"))?;
         }
+        if let Some(table) = file.ldap {
+            for (key, value) in table {
+                let text = match value {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(n) => n.to_string(),
+                    toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
+                    other => {
+                        return Err(at("ldap")(ConfigError::Conflict(format!(
+                            "ldap.{key}: {other} is not a string, number or boolean"
+                        ))))
+                    }
+                };
+                // Checked with the rest of the LDAP settings when the passdb opens, and here
+                // for the key's name.
+                let mut probe = crate::passdb::ldap::conf::LdapConf::default();
+                if let Err(message) = probe.set(&key, &text) {
+                    if message.starts_with("unknown key") || message.contains("not supported") {
+                        return Err(at("ldap")(ConfigError::Conflict(format!(
+                            "[ldap] {message}"
+                        ))));
+                    }
+                }
+                self.ldap.push((key, text));
+            }
+        }
         if let Some(level) = file.log_level {
             self.log_level = parse_log_level(&level).map_err(at("log_level"))?;
         }
@@ -1003,12 +1033,12 @@ mod tests {
             .to_string();
         assert_eq!(err, "run_dir at line 1: -m requires an absolute pathname");
         let err = c
-            .apply_toml("# a comment\n\npassdb = \"ldap\"")
+            .apply_toml("# a comment\n\npassdb = \"kerberos5\"")
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
-            "passdb at line 3: unknown authentication mechanism: ldap"
+            "passdb at line 3: unknown authentication mechanism: kerberos5"
         );
         let err = c.apply_toml("workers = \"five\"").unwrap_err().to_string();
         assert!(err.starts_with("line 1: invalid type"), "{err}");

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use saslauthd_rs::auth::{self, Authenticator, Cache, Live, RealmPolicy};
 use saslauthd_rs::cli::{self, Command};
 use saslauthd_rs::config::{Config, Endpoint, Listener, Protocol};
-use saslauthd_rs::passdb::{Pam, Passdb, Sasldb, Shadow, ShadowSource};
+use saslauthd_rs::passdb::ldap::conf::LdapConf;
+use saslauthd_rs::passdb::{Ldap, Pam, Passdb, Sasldb, Shadow, ShadowSource};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::request::{self, Printable};
 use saslauthd_rs::server::{self, dovecot::DovecotOptions};
@@ -96,10 +97,33 @@ fn open_passdb(config: &Config) -> Result<Passdb, String> {
             Passdb::Shadow(Shadow::new(source).map_err(|e| e.to_string())?)
         }
         Some(PassdbKind::Pam) => Passdb::Pam(Pam::new(config.pam_service.clone())),
+        Some(PassdbKind::Ldap) => Passdb::Ldap(Box::new(
+            Ldap::new(ldap_conf(config)?).map_err(|e| e.to_string())?,
+        )),
         Some(PassdbKind::Memory) => {
             return Err("-a memory exists only inside the test suite".into())
         }
     })
+}
+
+/// `-a ldap`'s settings: Cyrus's `saslauthd.conf` that `-O` names (or
+/// `/etc/saslauthd.conf`, unless the configuration file has an `[ldap]` table and no `-O` is
+/// given), then the `[ldap]` table's keys over it.
+fn ldap_conf(config: &Config) -> Result<LdapConf, String> {
+    let named = config.mech_options.first().map(std::path::PathBuf::from);
+    let mut conf = match (&named, config.ldap.is_empty()) {
+        (Some(path), _) => LdapConf::read(path).map_err(|e| e.to_string())?,
+        (None, true) => LdapConf::read(std::path::Path::new(
+            saslauthd_rs::passdb::ldap::conf::DEFAULT_PATH,
+        ))
+        .map_err(|e| e.to_string())?,
+        (None, false) => LdapConf::default(),
+    };
+    for (key, value) in &config.ldap {
+        conf.set(key, value)
+            .map_err(|e| format!("[ldap] in the configuration file: {e}"))?;
+    }
+    Ok(conf)
 }
 
 /// After dropping privileges, the passdb's file must still be readable: say so at start
@@ -150,6 +174,13 @@ fn driver(
             tracing::info!(
                 "-c: sasldb reads LMDB on every request, which is faster than a cache; no \
                  cache used"
+            );
+            None
+        }
+        (true, PassdbKind::Ldap) => {
+            tracing::info!(
+                "-c: with -a ldap every request asks the directory (a changed password takes \
+                 effect at once); no cache used"
             );
             None
         }

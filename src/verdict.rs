@@ -18,6 +18,8 @@ pub enum PassdbKind {
     Shadow,
     /// `-a pam`.
     Pam,
+    /// `-a ldap`.
+    Ldap,
     /// In-memory users, for tests.
     Memory,
 }
@@ -29,6 +31,7 @@ impl PassdbKind {
             "sasldb" => PassdbKind::Sasldb,
             "shadow" => PassdbKind::Shadow,
             "pam" => PassdbKind::Pam,
+            "ldap" => PassdbKind::Ldap,
             "memory" => PassdbKind::Memory,
             _ => return None,
         })
@@ -40,6 +43,7 @@ impl PassdbKind {
             PassdbKind::Sasldb => "sasldb",
             PassdbKind::Shadow => "shadow",
             PassdbKind::Pam => "pam",
+            PassdbKind::Ldap => "ldap",
             PassdbKind::Memory => "memory",
         }
     }

@@ -348,6 +348,29 @@ impl Authenticator {
             let checked = Checked::Verdict(verdict);
             return Check::ready(self.conclude(request, via, checked, attempt, started));
         }
+        if self.passdb.ldap().is_some() {
+            // On the runtime: ldap3 awaits the directory without a thread.
+            let (auth, request) = (Arc::clone(self), request.clone());
+            let authid = authid.into_owned();
+            return Check::running(async move {
+                let ldap = auth.passdb.ldap().expect("checked above");
+                let asked = ldap.verify(
+                    &authid,
+                    &request.realm,
+                    &auth.realms.default_realm,
+                    &request.service,
+                    &password,
+                );
+                let checked = match tokio::time::timeout(BACKEND_TIMEOUT, asked).await {
+                    Ok(Ok(verdict)) => Checked::Verdict(verdict),
+                    Ok(Err(e)) => Checked::Failed(e.into()),
+                    Err(_) => {
+                        Checked::Failed(CheckError::Timeout(PassdbKind::Ldap, BACKEND_TIMEOUT))
+                    }
+                };
+                auth.conclude(&request, via, checked, attempt, started)
+            });
+        }
         if let Some(checked) = self.passdb.verify_inline(&query) {
             let checked = match checked {
                 Ok(verdict) => Checked::Verdict(verdict),

@@ -7,6 +7,7 @@
 //! enum dispatched by `match`; they know no socket, no wire and no mechanism, and are called
 //! by the driver only.
 
+pub mod ldap;
 mod memory;
 mod pam;
 pub(crate) mod sasldb;
@@ -20,6 +21,7 @@ use crate::sasldb::SasldbError;
 use crate::secret::{Credentials, Password};
 use crate::verdict::{PassdbKind, PassdbResult, SuccessCache};
 
+pub use ldap::Ldap;
 pub use memory::Memory;
 pub use pam::Pam;
 pub use sasldb::Sasldb;
@@ -61,6 +63,14 @@ pub enum PassdbError {
         user: String,
         /// What PAM said.
         source: pam_client::Error,
+    },
+    /// The directory could not be asked, or answered with an error that is no verdict.
+    #[error("LDAP {server}: {message}")]
+    Ldap {
+        /// The server (or the list).
+        server: String,
+        /// What happened.
+        message: String,
     },
     /// `getspnam_r` failed (not "no such user").
     #[error("getspnam_r({user}): {source}")]
@@ -107,6 +117,8 @@ pub enum Passdb {
     Shadow(Shadow),
     /// A PAM stack.
     Pam(Pam),
+    /// A directory (LDAP), asked on the runtime: see [`Passdb::ldap`].
+    Ldap(Box<Ldap>),
 }
 
 impl Passdb {
@@ -117,6 +129,7 @@ impl Passdb {
             Passdb::Memory(_) => PassdbKind::Memory,
             Passdb::Shadow(_) => PassdbKind::Shadow,
             Passdb::Pam(_) => PassdbKind::Pam,
+            Passdb::Ldap(_) => PassdbKind::Ldap,
         }
     }
 
@@ -133,7 +146,16 @@ impl Passdb {
         match self {
             Passdb::Sasldb(db) => db.verify_plain_fresh(q.authid, q.realm, q.password),
             Passdb::Memory(db) => Some(Ok(db.verify_plain(q.authid, q.realm, q.password))),
-            Passdb::Shadow(_) | Passdb::Pam(_) => None,
+            Passdb::Shadow(_) | Passdb::Pam(_) | Passdb::Ldap(_) => None,
+        }
+    }
+
+    /// The directory, whose checks are asynchronous (the driver awaits them on the runtime
+    /// instead of running [`Passdb::verify_plain`] on the pool).
+    pub fn ldap(&self) -> Option<&Ldap> {
+        match self {
+            Passdb::Ldap(db) => Some(db),
+            _ => None,
         }
     }
 
@@ -163,7 +185,7 @@ impl Passdb {
         match self {
             Passdb::Shadow(db) => db.verify_cached(q, cache),
             Passdb::Pam(db) => db.verify_cached(q, cache),
-            Passdb::Sasldb(_) | Passdb::Memory(_) => None,
+            Passdb::Sasldb(_) | Passdb::Memory(_) | Passdb::Ldap(_) => None,
         }
     }
 
@@ -177,7 +199,7 @@ impl Passdb {
         match self {
             Passdb::Sasldb(db) => db.lookup_credentials(authid, realm),
             Passdb::Memory(db) => Ok(db.lookup_credentials(authid, realm)),
-            Passdb::Shadow(_) | Passdb::Pam(_) => Ok(Credentials::default()),
+            Passdb::Shadow(_) | Passdb::Pam(_) | Passdb::Ldap(_) => Ok(Credentials::default()),
         }
     }
 
@@ -193,6 +215,10 @@ impl Passdb {
             Passdb::Memory(db) => Ok(db.verify_plain(q.authid, q.realm, q.password)),
             Passdb::Shadow(db) => db.verify_plain(q, cache),
             Passdb::Pam(db) => db.verify_plain(q, cache),
+            Passdb::Ldap(_) => Err(PassdbError::Ldap {
+                server: String::new(),
+                message: "the directory is asked asynchronously (a driver bug)".into(),
+            }),
         }
     }
 }

@@ -199,7 +199,7 @@ impl Reply {
 /// - a backend that broke: `NO internal mechanism failure` (`saslauthd-main.c`).
 pub fn reply_for(outcome: &Outcome, passdb: PassdbKind) -> Reply {
     let failed = || match passdb {
-        PassdbKind::Sasldb | PassdbKind::Memory => String::new(),
+        PassdbKind::Sasldb | PassdbKind::Ldap | PassdbKind::Memory => String::new(),
         PassdbKind::Pam => "PAM auth error".into(),
         PassdbKind::Shadow => "authentication failed".into(),
     };

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod dovecot;
+pub mod ldap;
 pub mod pam;
 pub mod smtp;
 

@@ -1,0 +1,815 @@
+//! The LDAP passdb (`-a ldap`, Cyrus's `saslauthd.conf`): a search for the user's entry on a
+//! pooled connection bound as `ldap_bind_dn`, then a bind as the entry's DN with the password
+//! on a connection kept for user binds only (`bind`); a bind at once as the DN `ldap_filter`
+//! makes (`fastbind`); or the entry's `ldap_password_attr` compared here (`custom`). Optional
+//! group membership after a success, as Cyrus checks it.
+//!
+//! Unlike Cyrus's one libldap handle per worker process, which keeps a stale bound state (a
+//! login goes on succeeding with the directory down, cyrus-sasl #550): every request asks the
+//! directory; a connection that fails is dropped, never trusted again; the servers are tried
+//! in order, a dead one skipped and probed in the background until it answers again; and
+//! every operation has a deadline short enough that a second server can still answer within
+//! the driver's reply deadline. A directory that cannot be reached is an error (never a
+//! wrong password, never a success). All of it on the runtime (ldap3 over tokio): no
+//! blocking thread waits on the network.
+
+pub mod conf;
+pub mod filter;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ldap3::{LdapConnAsync, LdapConnSettings, SearchEntry, SearchOptions};
+
+use self::conf::{AuthMethod, Deref, GroupMatch, LdapConf, Scope};
+use self::filter::{expand, Tokens};
+use super::PassdbError;
+use crate::secret::Password;
+use crate::verdict::PassdbResult;
+
+/// One operation's deadline at most (`ldap_timeout` when shorter): short enough that after a
+/// server that does not answer, the next one still can within the driver's 4 s.
+const OP_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long a server that failed is skipped before requests try it again (a background probe
+/// clears it sooner once it answers).
+const DEAD_FOR: Duration = Duration::from_secs(30);
+
+/// How often a dead server is probed.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Connections bound as users kept for reuse (each serves one bind at a time).
+const IDLE_BIND_CONNECTIONS: usize = 16;
+
+/// Search connections (multiplexed: many searches at once on each).
+const SEARCH_CONNECTIONS: usize = 2;
+
+/// LDAP result codes the verdicts come from (RFC 4511).
+mod rc {
+    pub(super) const SUCCESS: u32 = 0;
+    pub(super) const SIZE_LIMIT_EXCEEDED: u32 = 4;
+    pub(super) const COMPARE_FALSE: u32 = 5;
+    pub(super) const COMPARE_TRUE: u32 = 6;
+    pub(super) const NO_SUCH_OBJECT: u32 = 32;
+    pub(super) const INVALID_DN_SYNTAX: u32 = 34;
+    pub(super) const INVALID_CREDENTIALS: u32 = 49;
+    pub(super) const INSUFFICIENT_ACCESS: u32 = 50;
+    pub(super) const UNWILLING_TO_PERFORM: u32 = 53;
+}
+
+/// A server of `ldap_servers` and what is known of it.
+#[derive(Debug)]
+struct Server {
+    url: String,
+    dead_until: Mutex<Option<Instant>>,
+    probing: AtomicBool,
+}
+
+impl Server {
+    fn alive(&self) -> bool {
+        let dead = self.dead_until.lock().unwrap_or_else(|e| e.into_inner());
+        dead.is_none_or(|until| Instant::now() >= until)
+    }
+}
+
+/// A connection and the server it goes to.
+#[derive(Clone)]
+struct Conn {
+    server: usize,
+    ldap: ldap3::Ldap,
+}
+
+/// The directory passdb.
+pub struct Ldap {
+    conf: LdapConf,
+    servers: Vec<Arc<Server>>,
+    settings: LdapConnSettings,
+    op_timeout: Duration,
+    /// Connections bound as `ldap_bind_dn` (or anonymous), for searches and compares only.
+    searchers: Mutex<Vec<Conn>>,
+    next_searcher: AtomicUsize,
+    /// Connections last bound as some user: for the next user bind only, never a search.
+    binders: Mutex<Vec<Conn>>,
+}
+
+impl std::fmt::Debug for Ldap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ldap")
+            .field("conf", &self.conf)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why an operation got no answer: the server broke (try another) or said something that is
+/// no verdict.
+enum Failure {
+    /// Connecting failed, the connection broke, or the deadline passed: the server is marked
+    /// dead and the next one is tried.
+    Server(String),
+    /// The server answered with an error that is not about the user (a bad bind DN for
+    /// searches, a bad search base, ...): reported, not retried.
+    Answer(String),
+}
+
+impl Ldap {
+    /// The passdb `conf` describes (nothing is connected until the first request; a server
+    /// list that cannot be reached is an error per request, as the directory may come back).
+    pub fn new(conf: LdapConf) -> Result<Ldap, PassdbError> {
+        let op_timeout = conf.timeout.min(OP_TIMEOUT);
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(op_timeout)
+            .set_starttls(conf.start_tls);
+        if conf.uses_tls() {
+            let tls = tls::client_config(&conf).map_err(|message| PassdbError::Ldap {
+                server: conf.servers.join(" "),
+                message,
+            })?;
+            settings = settings.set_config(Arc::new(tls));
+        }
+        let servers = conf
+            .servers
+            .iter()
+            .map(|url| {
+                Arc::new(Server {
+                    url: url.clone(),
+                    dead_until: Mutex::new(None),
+                    probing: AtomicBool::new(false),
+                })
+            })
+            .collect();
+        Ok(Ldap {
+            conf,
+            servers,
+            settings,
+            op_timeout,
+            searchers: Mutex::new(Vec::new()),
+            next_searcher: AtomicUsize::new(0),
+            binders: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The settings.
+    pub fn conf(&self) -> &LdapConf {
+        &self.conf
+    }
+
+    /// The servers to try, in order: those alive, then (when none is) all of them.
+    fn order(&self) -> Vec<usize> {
+        let alive: Vec<usize> = (0..self.servers.len())
+            .filter(|&i| self.servers[i].alive())
+            .collect();
+        if alive.is_empty() {
+            (0..self.servers.len()).collect()
+        } else {
+            alive
+        }
+    }
+
+    /// Marks server `i` dead and probes it in the background until it answers.
+    fn mark_dead(&self, i: usize, why: &str) {
+        let server = Arc::clone(&self.servers[i]);
+        *server.dead_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(Instant::now() + DEAD_FOR);
+        // Its pooled connections go too.
+        self.searchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| c.server != i);
+        self.binders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| c.server != i);
+        if server.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        tracing::warn!(server = %server.url, "LDAP server unusable ({why}); trying the others, probing it every {PROBE_EVERY:?}");
+        let (settings, timeout) = (self.settings.clone(), self.op_timeout);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            server.probing.store(false, Ordering::Release);
+            return;
+        };
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(PROBE_EVERY).await;
+                if probe(&server.url, settings.clone(), timeout).await {
+                    *server.dead_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    server.probing.store(false, Ordering::Release);
+                    tracing::info!(server = %server.url, "LDAP server answers again");
+                    return;
+                }
+            }
+        });
+    }
+
+    async fn connect(&self, i: usize) -> Result<Conn, Failure> {
+        let url = &self.servers[i].url;
+        let connected = tokio::time::timeout(
+            self.op_timeout,
+            LdapConnAsync::with_settings(self.settings.clone(), url),
+        )
+        .await;
+        let (conn, ldap) = match connected {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => return Err(Failure::Server(format!("connect: {e}"))),
+            Err(_) => {
+                return Err(Failure::Server(format!(
+                    "no connection within {:?}",
+                    self.op_timeout
+                )))
+            }
+        };
+        tokio::spawn(async move {
+            let _ = conn.drive().await;
+        });
+        Ok(Conn { server: i, ldap })
+    }
+
+    /// A search connection: a pooled one, or a new one bound as `ldap_bind_dn` on the first
+    /// server that takes it.
+    async fn searcher(&self, skip: Option<usize>) -> Result<Conn, PassdbError> {
+        {
+            let pool = self.searchers.lock().unwrap_or_else(|e| e.into_inner());
+            let usable: Vec<&Conn> = pool
+                .iter()
+                .filter(|c| Some(c.server) != skip && self.servers[c.server].alive())
+                .collect();
+            if usable.len() >= SEARCH_CONNECTIONS || (!usable.is_empty() && skip.is_none()) {
+                let n = self.next_searcher.fetch_add(1, Ordering::Relaxed);
+                return Ok(usable[n % usable.len()].clone());
+            }
+        }
+        let mut last = String::from("no server");
+        for i in self.order().into_iter().filter(|&i| Some(i) != skip) {
+            match self.bound_searcher(i).await {
+                Ok(conn) => {
+                    let mut pool = self.searchers.lock().unwrap_or_else(|e| e.into_inner());
+                    pool.retain(|c| !c.ldap.clone().is_closed());
+                    if pool.len() < SEARCH_CONNECTIONS {
+                        pool.push(conn.clone());
+                    }
+                    return Ok(conn);
+                }
+                Err(Failure::Server(why)) => {
+                    self.mark_dead(i, &why);
+                    last = format!("{}: {why}", self.servers[i].url);
+                }
+                Err(Failure::Answer(why)) => {
+                    return Err(self.error(i, why));
+                }
+            }
+        }
+        Err(PassdbError::Ldap {
+            server: self.conf.servers.join(" "),
+            message: format!("no LDAP server could be used ({last})"),
+        })
+    }
+
+    async fn bound_searcher(&self, i: usize) -> Result<Conn, Failure> {
+        let mut conn = self.connect(i).await?;
+        if !self.conf.bind_dn.is_empty() {
+            let bound = self
+                .op(conn
+                    .ldap
+                    .simple_bind(&self.conf.bind_dn, &self.conf.bind_pw))
+                .await?;
+            if bound.rc != rc::SUCCESS {
+                return Err(Failure::Answer(format!(
+                    "bind as ldap_bind_dn {} refused: {} ({})",
+                    self.conf.bind_dn, bound.text, bound.rc
+                )));
+            }
+        }
+        conn.ldap.with_timeout(self.op_timeout);
+        Ok(conn)
+    }
+
+    /// Runs one operation within the deadline; a broken connection or the deadline is the
+    /// server's failure.
+    async fn op<T>(
+        &self,
+        call: impl std::future::Future<Output = ldap3::result::Result<T>>,
+    ) -> Result<T, Failure> {
+        match tokio::time::timeout(self.op_timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(Failure::Server(e.to_string())),
+            Err(_) => Err(Failure::Server(format!(
+                "no answer within {:?}",
+                self.op_timeout
+            ))),
+        }
+    }
+
+    fn error(&self, i: usize, message: String) -> PassdbError {
+        PassdbError::Ldap {
+            server: self.servers[i].url.clone(),
+            message,
+        }
+    }
+
+    /// Runs `f` on a search connection, once more on another server when the first breaks.
+    async fn with_searcher<T, F, Fut>(&self, f: F) -> Result<T, PassdbError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let mut skip = None;
+        for _ in 0..2 {
+            let conn = self.searcher(skip).await?;
+            let server = conn.server;
+            match f(conn).await {
+                Ok(value) => return Ok(value),
+                Err(Failure::Answer(why)) => return Err(self.error(server, why)),
+                Err(Failure::Server(why)) => {
+                    self.mark_dead(server, &why);
+                    skip = Some(server);
+                }
+            }
+        }
+        Err(PassdbError::Ldap {
+            server: self.conf.servers.join(" "),
+            message: "every LDAP server tried failed".into(),
+        })
+    }
+
+    /// The user's entry: its DN and the attributes asked for; `None` for no entry or several.
+    async fn find(
+        &self,
+        tokens: &Tokens<'_>,
+        attrs: Vec<String>,
+    ) -> Result<Option<SearchEntry>, PassdbError> {
+        let filter = expand(&self.conf.filter, tokens);
+        let base = expand(&self.conf.search_base, tokens);
+        let scope = ldap_scope(self.conf.scope);
+        let options = SearchOptions::new()
+            .sizelimit(2)
+            .timelimit(self.conf.time_limit.try_into().unwrap_or(i32::MAX))
+            .deref(match self.conf.deref {
+                Deref::Never => ldap3::DerefAliases::Never,
+                Deref::Searching => ldap3::DerefAliases::Searching,
+                Deref::Finding => ldap3::DerefAliases::Finding,
+                Deref::Always => ldap3::DerefAliases::Always,
+            });
+        let (filter, base, attrs) = (&filter, &base, &attrs);
+        let found = self
+            .with_searcher(|mut conn| {
+                let options = options.clone();
+                async move {
+                    let result = self
+                        .op(conn.ldap.with_search_options(options).search(
+                            base,
+                            scope,
+                            filter,
+                            attrs.clone(),
+                        ))
+                        .await?;
+                    let ldap3::SearchResult(entries, done) = result;
+                    match done.rc {
+                        rc::SUCCESS | rc::SIZE_LIMIT_EXCEEDED | rc::NO_SUCH_OBJECT => Ok(entries),
+                        code => Err(Failure::Answer(format!(
+                            "search {filter} under {base:?}: {} ({code})",
+                            done.text
+                        ))),
+                    }
+                }
+            })
+            .await?;
+        match found.len() {
+            1 => Ok(Some(SearchEntry::construct(
+                found.into_iter().next().expect("one entry"),
+            ))),
+            0 => Ok(None),
+            n => {
+                tracing::info!(filter = %filter, "LDAP: {n} entries match; no user is chosen");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A bind as `dn` with `password` on a connection that serves user binds only.
+    async fn bind_as(&self, dn: &str, password: &str) -> Result<PassdbResult, PassdbError> {
+        let mut skip = None;
+        for _ in 0..2 {
+            let pooled = {
+                let mut idle = self.binders.lock().unwrap_or_else(|e| e.into_inner());
+                let at = idle
+                    .iter()
+                    .position(|c| Some(c.server) != skip && self.servers[c.server].alive());
+                at.map(|i| idle.swap_remove(i))
+            };
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => {
+                    let mut connected = None;
+                    let mut last = String::from("no server");
+                    for i in self.order().into_iter().filter(|&i| Some(i) != skip) {
+                        match self.connect(i).await {
+                            Ok(conn) => {
+                                connected = Some(conn);
+                                break;
+                            }
+                            Err(Failure::Server(why) | Failure::Answer(why)) => {
+                                self.mark_dead(i, &why);
+                                last = why;
+                            }
+                        }
+                    }
+                    match connected {
+                        Some(conn) => conn,
+                        None => {
+                            return Err(PassdbError::Ldap {
+                                server: self.conf.servers.join(" "),
+                                message: format!("no LDAP server could be used ({last})"),
+                            })
+                        }
+                    }
+                }
+            };
+            let server = conn.server;
+            match self.op(conn.ldap.simple_bind(dn, password)).await {
+                Ok(result) => {
+                    let verdict = match result.rc {
+                        rc::SUCCESS => Some(PassdbResult::Ok),
+                        rc::INVALID_CREDENTIALS | rc::INSUFFICIENT_ACCESS => {
+                            Some(PassdbResult::PasswordMismatch)
+                        }
+                        rc::NO_SUCH_OBJECT | rc::INVALID_DN_SYNTAX => {
+                            Some(PassdbResult::UserUnknown)
+                        }
+                        // A locked or inactivated account (ppolicy, 389 DS's nsAccountLock).
+                        rc::UNWILLING_TO_PERFORM => Some(PassdbResult::UserDisabled),
+                        _ => None,
+                    };
+                    let mut idle = self.binders.lock().unwrap_or_else(|e| e.into_inner());
+                    if idle.len() < IDLE_BIND_CONNECTIONS {
+                        idle.push(conn);
+                    }
+                    drop(idle);
+                    return verdict.ok_or_else(|| {
+                        self.error(server, format!("bind: {} ({})", result.text, result.rc))
+                    });
+                }
+                Err(Failure::Server(why) | Failure::Answer(why)) => {
+                    self.mark_dead(server, &why);
+                    skip = Some(server);
+                }
+            }
+        }
+        Err(PassdbError::Ldap {
+            server: self.conf.servers.join(" "),
+            message: "every LDAP server tried failed".into(),
+        })
+    }
+
+    /// Whether `dn` is in the group the settings name.
+    async fn member(&self, tokens: &Tokens<'_>) -> Result<bool, PassdbError> {
+        match self.conf.group_match {
+            GroupMatch::Attr => {
+                let group = expand(&self.conf.group_dn, tokens);
+                let (group, attr, dn) = (&group, &self.conf.group_attr, tokens.dn);
+                self.with_searcher(|mut conn| async move {
+                    let result = self.op(conn.ldap.compare(group, attr, dn)).await?;
+                    match result.0.rc {
+                        rc::COMPARE_TRUE => Ok(true),
+                        rc::COMPARE_FALSE | rc::NO_SUCH_OBJECT => Ok(false),
+                        code => Err(Failure::Answer(format!(
+                            "compare {attr} of {group}: {} ({code})",
+                            result.0.text
+                        ))),
+                    }
+                })
+                .await
+            }
+            GroupMatch::Filter => {
+                let filter = expand(&self.conf.group_filter, tokens);
+                let base = expand(&self.conf.group_search_base, tokens);
+                let scope = ldap_scope(self.conf.group_scope);
+                let (filter, base) = (&filter, &base);
+                self.with_searcher(|mut conn| async move {
+                    let result = self
+                        .op(conn.ldap.search(base, scope, filter, vec!["1.1"]))
+                        .await?;
+                    match result.1.rc {
+                        rc::SUCCESS | rc::SIZE_LIMIT_EXCEEDED => Ok(!result.0.is_empty()),
+                        rc::NO_SUCH_OBJECT => Ok(false),
+                        code => Err(Failure::Answer(format!(
+                            "group search {filter}: {} ({code})",
+                            result.1.text
+                        ))),
+                    }
+                })
+                .await
+            }
+        }
+    }
+
+    fn grouped(&self) -> bool {
+        match self.conf.group_match {
+            GroupMatch::Attr => !self.conf.group_dn.is_empty(),
+            GroupMatch::Filter => !self.conf.group_filter.is_empty(),
+        }
+    }
+
+    /// Checks `password` for `user` in `realm` (the service for `%s`).
+    /// `realm` is the request's (empty when it named none) and `default_realm` the daemon's;
+    /// `ldap_default_realm`, when set, stands for an empty one instead.
+    pub async fn verify(
+        &self,
+        user: &[u8],
+        realm: &[u8],
+        default_realm: &[u8],
+        service: &[u8],
+        password: &Password,
+    ) -> Result<PassdbResult, PassdbError> {
+        let realm = match (realm.is_empty(), self.conf.default_realm.is_empty()) {
+            (false, _) => realm,
+            (true, false) => self.conf.default_realm.as_bytes(),
+            (true, true) => default_realm,
+        };
+        // The directory speaks UTF-8; a name that is not cannot be anyone there.
+        let (Ok(user), Ok(realm), Ok(service), Ok(secret)) = (
+            std::str::from_utf8(user),
+            std::str::from_utf8(realm),
+            std::str::from_utf8(service),
+            std::str::from_utf8(password.expose()),
+        ) else {
+            return Ok(PassdbResult::UserUnknown);
+        };
+        if secret.is_empty() {
+            // An empty password is an unauthenticated bind, which succeeds: never that.
+            return Ok(PassdbResult::PasswordMismatch);
+        }
+        let mut tokens = Tokens {
+            user,
+            realm,
+            service,
+            dn: "",
+        };
+        let (verdict, dn) = match self.conf.auth_method {
+            AuthMethod::Fastbind => {
+                let dn = expand(&self.conf.filter, &tokens);
+                (self.bind_as(&dn, secret).await?, dn)
+            }
+            AuthMethod::Bind => match self.find(&tokens, vec!["1.1".into()]).await? {
+                None => (PassdbResult::UserUnknown, String::new()),
+                Some(entry) => (self.bind_as(&entry.dn, secret).await?, entry.dn),
+            },
+            AuthMethod::Custom => {
+                let attr = self.conf.password_attr.clone();
+                match self.find(&tokens, vec![attr.clone()]).await? {
+                    None => (super::verdict(None, password), String::new()),
+                    Some(entry) => {
+                        let stored = lookup_attr(&entry, &attr);
+                        let verdict = match stored {
+                            None => PassdbResult::PasswordMismatch,
+                            Some(values) => {
+                                if values
+                                    .iter()
+                                    .any(|v| scheme::check(v.as_bytes(), password.expose()))
+                                {
+                                    PassdbResult::Ok
+                                } else {
+                                    PassdbResult::PasswordMismatch
+                                }
+                            }
+                        };
+                        (verdict, entry.dn)
+                    }
+                }
+            }
+        };
+        if verdict == PassdbResult::Ok && self.grouped() {
+            tokens.dn = &dn;
+            if !self.member(&tokens).await? {
+                tracing::info!(user = %user, "LDAP: not a member of the group the settings name");
+                return Ok(PassdbResult::UserDisabled);
+            }
+        }
+        Ok(verdict)
+    }
+}
+
+/// An attribute's values, its name matched without regard to case.
+fn lookup_attr<'a>(entry: &'a SearchEntry, name: &str) -> Option<&'a Vec<String>> {
+    entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+}
+
+fn ldap_scope(scope: Scope) -> ldap3::Scope {
+    match scope {
+        Scope::Subtree => ldap3::Scope::Subtree,
+        Scope::OneLevel => ldap3::Scope::OneLevel,
+        Scope::Base => ldap3::Scope::Base,
+    }
+}
+
+/// Whether the server at `url` answers a root DSE read within `timeout`.
+async fn probe(url: &str, settings: LdapConnSettings, timeout: Duration) -> bool {
+    let attempt = async {
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await.ok()?;
+        tokio::spawn(async move {
+            let _ = conn.drive().await;
+        });
+        let result = ldap
+            .search("", ldap3::Scope::Base, "(objectClass=*)", vec!["1.1"])
+            .await
+            .ok()?;
+        let _ = ldap.unbind().await;
+        (result.1.rc == rc::SUCCESS).then_some(())
+    };
+    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(())))
+}
+
+/// `ldap_password_attr` values as Cyrus's `custom` method reads them.
+pub(crate) mod scheme {
+    use base64::Engine;
+    use md5::Md5;
+    use sha1::{Digest, Sha1};
+
+    /// Whether `password` matches `stored`: `{CRYPT}`/`{UNIX}` (libxcrypt), `{MD5}`,
+    /// `{SMD5}`, `{SHA}`, `{SSHA}` (base64 of the digest, then the salt), or, with no scheme,
+    /// the cleartext itself. Compared in constant time.
+    pub(crate) fn check(stored: &[u8], password: &[u8]) -> bool {
+        let text = String::from_utf8_lossy(stored);
+        let (scheme, rest) = match text.strip_prefix('{').and_then(|t| t.split_once('}')) {
+            Some((scheme, rest)) => (scheme.to_ascii_uppercase(), rest),
+            None => return crate::secret::secrets_equal(stored, password),
+        };
+        let digest_check = |len: usize, digest: &dyn Fn(&[u8]) -> Vec<u8>, salted: bool| {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
+                return false;
+            };
+            if decoded.len() < len || (!salted && decoded.len() != len) {
+                return false;
+            }
+            let (want, salt) = decoded.split_at(len);
+            let mut input = password.to_vec();
+            input.extend_from_slice(salt);
+            crate::secret::secrets_equal(&digest(&input), want)
+        };
+        match scheme.as_str() {
+            "CRYPT" | "UNIX" => crate::crypt::verify(password, rest).unwrap_or(false),
+            "MD5" => digest_check(16, &|b| Md5::digest(b).to_vec(), false),
+            "SMD5" => digest_check(16, &|b| Md5::digest(b).to_vec(), true),
+            "SHA" => digest_check(20, &|b| Sha1::digest(b).to_vec(), false),
+            "SSHA" => digest_check(20, &|b| Sha1::digest(b).to_vec(), true),
+            // An unknown scheme matches nothing (Cyrus: a generic failure).
+            _ => false,
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn schemes() {
+            let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+            let mut ssha = Sha1::digest(b"secretSALT").to_vec();
+            ssha.extend_from_slice(b"SALT");
+            let ssha = format!("{{SSHA}}{}", b64(&ssha));
+            assert!(check(ssha.as_bytes(), b"secret"));
+            assert!(!check(ssha.as_bytes(), b"secreT"));
+            let sha = format!("{{SHA}}{}", b64(&Sha1::digest(b"secret")));
+            assert!(check(sha.as_bytes(), b"secret"));
+            let md5 = format!("{{md5}}{}", b64(&Md5::digest(b"secret")));
+            assert!(check(md5.as_bytes(), b"secret"));
+            let mut smd5 = Md5::digest(b"secretxy").to_vec();
+            smd5.extend_from_slice(b"xy");
+            assert!(check(
+                format!("{{SMD5}}{}", b64(&smd5)).as_bytes(),
+                b"secret"
+            ));
+            let crypt = format!("{{CRYPT}}{}", crate::crypt::hash(b"secret", "$6$").unwrap());
+            assert!(check(crypt.as_bytes(), b"secret"));
+            assert!(!check(crypt.as_bytes(), b"other"));
+            assert!(check(b"cleartext", b"cleartext"));
+            assert!(!check(b"{NOPE}x", b"x"));
+            assert!(!check(b"{SHA}not base64!", b"x"));
+        }
+    }
+}
+
+/// TLS for ldaps:// and StartTLS: the CA the settings name (or the system's), the peer's name
+/// checked unless `ldap_tls_check_peer` is off, a client certificate when given.
+mod tls {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+    use super::conf::LdapConf;
+
+    pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, String> {
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let builder = if conf.tls_check_peer {
+            let mut roots = rustls::RootCertStore::empty();
+            let mut files = Vec::new();
+            if let Some(file) = &conf.tls_cacert_file {
+                files.push(file.clone());
+            }
+            if let Some(dir) = &conf.tls_cacert_dir {
+                let entries = std::fs::read_dir(dir)
+                    .map_err(|e| format!("ldap_tls_cacert_dir {}: {e}", dir.display()))?;
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.extension().is_some_and(|x| x == "pem" || x == "crt") {
+                        files.push(path);
+                    }
+                }
+            }
+            if files.is_empty() {
+                files.push("/etc/ssl/certs/ca-certificates.crt".into());
+            }
+            for file in &files {
+                let certs = CertificateDer::pem_file_iter(file)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("{}: {e}", file.display()))?;
+                }
+            }
+            if roots.is_empty() {
+                return Err(
+                    "ldap_tls_check_peer: no CA certificate to check the server with".into(),
+                );
+            }
+            builder.with_root_certificates(roots)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
+        };
+        match (&conf.tls_cert, &conf.tls_key) {
+            (Some(cert), Some(key)) => {
+                let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(cert)
+                    .map_err(|e| format!("ldap_tls_cert {}: {e}", cert.display()))?
+                    .collect();
+                let chain = chain.map_err(|e| format!("ldap_tls_cert {}: {e}", cert.display()))?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("ldap_tls_key {}: {e}", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("ldap_tls_cert: {e}"))
+            }
+            _ => Ok(builder.with_no_client_auth()),
+        }
+    }
+
+    /// `ldap_tls_check_peer: no` (Cyrus's default): the server's certificate is not checked.
+    #[derive(Debug)]
+    struct NoVerify;
+
+    impl rustls::client::danger::ServerCertVerifier for NoVerify {
+        fn verify_server_cert(
+            &self,
+            _: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls12_signature(
+                message,
+                cert,
+                dss,
+                &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            )
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            rustls::crypto::verify_tls13_signature(
+                message,
+                cert,
+                dss,
+                &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            )
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+}

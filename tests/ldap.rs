@@ -1,0 +1,525 @@
+//! `-a ldap` against a real OpenLDAP (Debian's slapd, throwaway instances): bind, fastbind and
+//! custom; filter tokens and realms; a user name full of filter syntax; a password changed
+//! with ldappasswd; failover between two servers under load; a directory that is down or
+//! stopped; what Cyrus's `saslauthd -a ldap` answers to the same requests; and the start-up
+//! errors of a bad saslauthd.conf.
+
+mod common;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::dovecot::{plain, Client};
+use common::ldap::{self, Slapd, PEOPLE, SEARCHER, SEARCHER_PW};
+use common::{ask_at, Daemon};
+
+/// The directory's users: uid, userPassword as stored, mail.
+fn users() -> Vec<(String, String, String)> {
+    use base64::Engine;
+    use sha1::{Digest, Sha1};
+    let mut ssha = Sha1::digest(b"hashed-pwSALTY").to_vec();
+    ssha.extend_from_slice(b"SALTY");
+    let ssha = format!(
+        "{{SSHA}}{}",
+        base64::engine::general_purpose::STANDARD.encode(ssha)
+    );
+    let crypt = format!(
+        "{{CRYPT}}{}",
+        saslauthd_rs::crypt::hash(b"crypted-pw", "$6$").unwrap()
+    );
+    vec![
+        (
+            "alice".into(),
+            "alice-pw".into(),
+            "alice@example.org".into(),
+        ),
+        ("bob".into(), "bob-pw".into(), "bob@example.net".into()),
+        ("carol".into(), ssha, "carol@example.org".into()),
+        ("dave".into(), crypt, "dave@example.org".into()),
+        // A name made of filter syntax: it must match only itself.
+        ("m*(x)\\".into(), "odd-pw".into(), "odd@example.org".into()),
+    ]
+}
+
+fn start_slapd(dir: &Path) -> Slapd {
+    let users = users();
+    let refs: Vec<(&str, &str, &str)> = users
+        .iter()
+        .map(|(u, p, m)| (u.as_str(), p.as_str(), m.as_str()))
+        .collect();
+    Slapd::start(dir, &refs, None)
+}
+
+/// saslauthd.conf for `servers` with `extra` lines.
+fn conf(dir: &Path, servers: &str, extra: &str) -> PathBuf {
+    let path = dir.join("saslauthd.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "ldap_servers: {servers}\nldap_search_base: {PEOPLE}\nldap_bind_dn: {SEARCHER}\n\
+             ldap_password: {SEARCHER_PW}\nldap_timeout: 2\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// The daemon with `-a ldap -O CONF`, serving the Dovecot protocol too.
+fn daemon(conf: &Path, extra: &[&str]) -> (Daemon, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth");
+    let mut args: Vec<OsString> = vec![
+        "-a".into(),
+        "ldap".into(),
+        "-O".into(),
+        conf.into(),
+        "--realm".into(),
+        "example.org".into(),
+        "--dovecot-socket".into(),
+        auth.clone().into(),
+    ];
+    args.extend(extra.iter().map(OsString::from));
+    (Daemon::spawn(dir, &args, &[]), auth)
+}
+
+fn dovecot_plain(auth: &Path, user: &str, password: &str) -> String {
+    let mut c = Client::postfix(auth);
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        plain(user, password)
+    ));
+    c.line()
+}
+
+#[test]
+fn bind_fastbind_and_custom() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("slapd"));
+    let url = slapd.url();
+    let ldapi = ldap::ldapi_url(&slapd.ldapi);
+    // bind (the default), over TCP and over ldapi.
+    for servers in [&url, &ldapi] {
+        let (d, auth) = daemon(&conf(dir.path(), servers, ""), &[]);
+        assert_eq!(
+            d.ask("alice", "alice-pw", "smtp", ""),
+            "OK",
+            "{}",
+            d.log_text()
+        );
+        assert_eq!(d.ask("alice", "wrong", "smtp", ""), "NO");
+        assert_eq!(d.ask("nobody", "alice-pw", "smtp", ""), "NO");
+        assert_eq!(
+            d.ask("carol", "hashed-pw", "smtp", ""),
+            "OK",
+            "slapd checks {{SSHA}}"
+        );
+        assert_eq!(
+            dovecot_plain(&auth, "alice", "alice-pw"),
+            "OK\t1\tuser=alice\n"
+        );
+        assert!(dovecot_plain(&auth, "alice", "nope").starts_with("FAIL\t1\t"));
+        // An empty password would be an unauthenticated bind, which slapd accepts.
+        assert_eq!(
+            common::raw_exchange(&d.socket, &common::frame(&[b"alice", b"", b"smtp", b""])),
+            b"\x00\x19NO NULL password received"
+        );
+    }
+    // fastbind: the filter is the DN.
+    let fast = conf(
+        dir.path(),
+        &url,
+        &format!("ldap_auth_method: fastbind\nldap_filter: uid=%U,{PEOPLE}\n"),
+    );
+    let (d, _) = daemon(&fast, &[]);
+    assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK", "{}", d.log_text());
+    assert_eq!(
+        d.ask("bob@example.net", "bob-pw", "smtp", ""),
+        "OK",
+        "%U drops the domain"
+    );
+    assert_eq!(d.ask("bob", "alice-pw", "smtp", ""), "NO");
+    assert_eq!(d.ask("nobody", "x", "smtp", ""), "NO");
+    drop(d);
+    // custom: the password attribute read and checked here, in each scheme.
+    let custom = conf(dir.path(), &url, "ldap_auth_method: custom\n");
+    let (d, _) = daemon(&custom, &[]);
+    for (user, password, want) in [
+        ("alice", "alice-pw", "OK"),
+        ("alice", "alice-PW", "NO"),
+        ("carol", "hashed-pw", "OK"),
+        ("carol", "hashed-px", "NO"),
+        ("dave", "crypted-pw", "OK"),
+        ("dave", "crypted-px", "NO"),
+        ("nobody", "alice-pw", "NO"),
+    ] {
+        assert_eq!(
+            d.ask(user, password, "smtp", ""),
+            want,
+            "custom {user}/{password}"
+        );
+    }
+}
+
+#[test]
+fn filter_tokens_realms_and_no_injection() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("slapd"));
+    // The mail attribute is user@realm: %U and %r (or %d from a user@domain login).
+    let by_mail = conf(dir.path(), &slapd.url(), "ldap_filter: (mail=%U@%d)\n");
+    let (d, auth) = daemon(&by_mail, &[]);
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", "example.org"),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", "example.net"),
+        "NO",
+        "another realm"
+    );
+    assert_eq!(d.ask("bob", "bob-pw", "smtp", "example.net"), "OK");
+    assert_eq!(
+        d.ask("bob", "bob-pw", "smtp", ""),
+        "NO",
+        "the default realm is example.org"
+    );
+    assert_eq!(
+        d.ask("bob@example.net", "bob-pw", "smtp", ""),
+        "OK",
+        "%d from the login"
+    );
+    // Dovecot: user@realm is split, the realm goes to %r.
+    assert_eq!(
+        dovecot_plain(&auth, "bob@example.net", "bob-pw"),
+        "OK\t1\tuser=bob@example.net\n"
+    );
+    drop(d);
+    // A user name of filter syntax matches only the entry of that name.
+    let (d, _) = daemon(&conf(dir.path(), &slapd.url(), ""), &[]);
+    assert_eq!(
+        d.ask("m*(x)\\", "odd-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    for (user, password) in [
+        ("*", "alice-pw"),
+        ("ali*", "alice-pw"),
+        ("*)(uid=alice", "alice-pw"),
+        ("alice)(|(uid=*", "alice-pw"),
+        ("m*", "odd-pw"),
+        ("m\\2a\\28x\\29\\5c", "odd-pw"),
+    ] {
+        assert_eq!(d.ask(user, password, "smtp", ""), "NO", "{user:?}");
+    }
+    // What went to the server was escaped: slapd logged no filter with a bare *.
+    eprintln!("filter syntax in user names: escaped, matched only themselves");
+}
+
+#[test]
+fn a_changed_password_takes_effect_at_once() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("slapd"));
+    let (d, auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &["-c"]);
+    for _ in 0..5 {
+        assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    }
+    slapd.passwd("alice", "changed-pw");
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "NO",
+        "the old password, at once"
+    );
+    assert_eq!(d.ask("alice", "changed-pw", "smtp", ""), "OK");
+    assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("FAIL"));
+    assert!(dovecot_plain(&auth, "alice", "changed-pw").starts_with("OK"));
+}
+
+#[test]
+fn failover_under_load_and_a_directory_that_is_down() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = start_slapd(&dir.path().join("one"));
+    let mut second = start_slapd(&dir.path().join("two"));
+    let servers = format!("{} {}", first.url(), second.url());
+    let (d, auth) = daemon(&conf(dir.path(), &servers, ""), &[]);
+    let socket = d.socket.clone();
+    // Load: three clients, right and wrong passwords; every answer must be the right one.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, wrong_answers, errors) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let slowest = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for client in 0..3u64 {
+        let (stop, ok, wrong_answers, errors, slowest, socket) = (
+            Arc::clone(&stop),
+            Arc::clone(&ok),
+            Arc::clone(&wrong_answers),
+            Arc::clone(&errors),
+            Arc::clone(&slowest),
+            socket.clone(),
+        );
+        load.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let right = !(n + client).is_multiple_of(3);
+                let password = if right { "alice-pw" } else { "not-it" };
+                let started = Instant::now();
+                let reply = ask_at(&socket, "alice", password, "smtp", "");
+                let took = started.elapsed().as_millis() as u64;
+                slowest.fetch_max(took, Ordering::Relaxed);
+                match (right, reply.as_str()) {
+                    (true, "OK") | (false, "NO") => ok.fetch_add(1, Ordering::Relaxed),
+                    (_, "NO internal mechanism failure") => errors.fetch_add(1, Ordering::Relaxed),
+                    _ => wrong_answers.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let before = ok.load(Ordering::Relaxed);
+    // The first server goes away while the load runs.
+    first.stop();
+    std::thread::sleep(Duration::from_millis(2500));
+    let during = ok.load(Ordering::Relaxed) - before;
+    assert!(during > 10, "the second server took over: {during} answers");
+    // It comes back, the second goes: the first serves again.
+    first.restart();
+    std::thread::sleep(Duration::from_millis(1500));
+    second.stop();
+    let mark = ok.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(2500));
+    let after = ok.load(Ordering::Relaxed) - mark;
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.join().unwrap();
+    }
+    let slowest = slowest.load(Ordering::Relaxed);
+    eprintln!(
+        "failover: {} right answers, {} wrong, {} internal errors; {during} answers in the \
+         2.5 s after the first server stopped, {after} after the second did; slowest reply \
+         {slowest} ms",
+        ok.load(Ordering::Relaxed),
+        wrong_answers.load(Ordering::Relaxed),
+        errors.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        wrong_answers.load(Ordering::Relaxed),
+        0,
+        "no answer was wrong"
+    );
+    assert!(after > 10, "the first server serves again: {after}");
+    assert!(
+        slowest < 4500,
+        "every reply within the deadline: {slowest} ms"
+    );
+
+    // Both down: an internal error, at once and within the deadline, never OK or a plain NO.
+    first.stop();
+    let started = Instant::now();
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
+    assert!(started.elapsed() < Duration::from_millis(4500));
+    // The Dovecot socket closes the connection (Postfix: 454, try again later).
+    let mut c = Client::postfix(&auth);
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("alice", "alice-pw")
+    ));
+    assert!(c.closed(), "closed on a directory outage");
+    assert!(
+        d.log_text().contains("LDAP server unusable"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_server_that_stops_answering_costs_a_bounded_pause() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let first = start_slapd(&dir.path().join("one"));
+    let second = start_slapd(&dir.path().join("two"));
+    let servers = format!("{} {}", first.url(), second.url());
+    let (d, _) = daemon(&conf(dir.path(), &servers, ""), &[]);
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    // SIGSTOP: the kernel still accepts, slapd answers nothing.
+    first.pause();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        let started = Instant::now();
+        assert_eq!(
+            d.ask("alice", "alice-pw", "smtp", ""),
+            "OK",
+            "{}",
+            d.log_text()
+        );
+        assert_eq!(d.ask("alice", "bad", "smtp", ""), "NO");
+        slowest = slowest.max(started.elapsed());
+    }
+    first.resume();
+    // Alone and stopped: a bounded internal error.
+    let (lone, _) = daemon(&conf(dir.path(), &first.url(), ""), &[]);
+    first.pause();
+    let started = Instant::now();
+    assert_eq!(
+        lone.ask("alice", "alice-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
+    let alone = started.elapsed();
+    first.resume();
+    eprintln!("a stopped slapd: slowest round with a second server {slowest:?}; alone, answered in {alone:?}");
+    assert!(alone < Duration::from_millis(4500));
+}
+
+#[test]
+fn the_same_answers_as_cyrus_saslauthd() {
+    if !ldap::available() {
+        return;
+    }
+    let Some(cyrus) = common::peer("saslauthd") else {
+        if std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("Cyrus saslauthd missing");
+        }
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("slapd"));
+    for (name, extra) in [
+        ("bind", String::new()),
+        (
+            "fastbind",
+            format!("ldap_auth_method: fastbind\nldap_filter: uid=%U,{PEOPLE}\n"),
+        ),
+        ("custom", "ldap_auth_method: custom\n".to_string()),
+        ("tokens", "ldap_filter: (mail=%U@%r)\n".to_string()),
+    ] {
+        let conf = conf(dir.path(), &slapd.url(), &extra);
+        let (ours, _) = daemon(&conf, &[]);
+        let run = dir.path().join(format!("cyrus-{name}"));
+        std::fs::create_dir_all(&run).unwrap();
+        let mut command = common::Cyrus::command();
+        command
+            .arg(&cyrus)
+            .args(["-d", "-a", "ldap", "-n", "2", "-O"])
+            .arg(&conf)
+            .arg("-m")
+            .arg(&run);
+        let theirs = common::Cyrus::start(command, &run);
+        let mux = run.join("mux");
+        let mut same = 0;
+        for (user, password, realm) in [
+            ("alice", "alice-pw", "example.org"),
+            ("alice", "wrong", "example.org"),
+            ("alice", "alice-pw", "example.net"),
+            ("bob", "bob-pw", "example.net"),
+            ("bob", "bob-pw", "example.org"),
+            ("carol", "hashed-pw", "example.org"),
+            ("carol", "hashed-px", "example.org"),
+            ("nobody", "x", "example.org"),
+            ("*", "alice-pw", "example.org"),
+            ("m*(x)\\", "odd-pw", "example.org"),
+        ] {
+            let a = ask_at(&ours.socket, user, password, "smtp", realm);
+            let b = ask_at(&mux, user, password, "smtp", realm);
+            let verdict = |r: &str| r.split(' ').next().unwrap_or_default().to_owned();
+            assert_eq!(
+                verdict(&a),
+                verdict(&b),
+                "{name}: {user}/{password}/{realm}: ours {a:?}, Cyrus {b:?}"
+            );
+            same += 1;
+        }
+        drop(theirs);
+        eprintln!("{name}: {same} requests, the same OK/NO as Cyrus saslauthd -a ldap");
+    }
+}
+
+#[test]
+fn what_a_bad_saslauthd_conf_gets() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("slapd"));
+    let start = |conf: &Path| {
+        Command::new(common::DAEMON)
+            .args(["-f", "-a", "ldap", "-O"])
+            .arg(conf)
+            .arg("-m")
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap()
+    };
+    // A typo: refused, naming the key and the line.
+    let typo = conf(dir.path(), &slapd.url(), "ldap_fliter: (uid=%u)\n");
+    let out = start(&typo);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 6: unknown key ldap_fliter"), "{err}");
+    // No such file.
+    let out = start(&dir.path().join("missing.conf"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the LDAP configuration"));
+    // A wrong password for ldap_bind_dn: every request an internal error, the log says why.
+    let bad_bind = dir.path().join("bad-bind.conf");
+    std::fs::write(
+        &bad_bind,
+        format!(
+            "ldap_servers: {}\nldap_search_base: {PEOPLE}\nldap_bind_dn: {SEARCHER}\nldap_password: wrong\n",
+            slapd.url()
+        ),
+    )
+    .unwrap();
+    let (d, _) = daemon(&bad_bind, &[]);
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
+    assert!(
+        d.log_text()
+            .contains("bind as ldap_bind_dn cn=saslauthd,dc=example,dc=org refused"),
+        "{}",
+        d.log_text()
+    );
+    assert!(!d.log_text().contains("alice-pw") && !d.log_text().contains(": wrong"));
+    // Nothing listens: an internal error within the deadline.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (d, _) = daemon(
+        &conf(dir.path(), &format!("ldap://127.0.0.1:{port}/"), ""),
+        &[],
+    );
+    let started = Instant::now();
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
+    assert!(started.elapsed() < Duration::from_secs(4));
+}
