@@ -523,3 +523,139 @@ fn what_a_bad_saslauthd_conf_gets() {
     );
     assert!(started.elapsed() < Duration::from_secs(4));
 }
+
+/// A CA and a server certificate for `san` (openssl), in `dir`: (ca.pem, cert.pem, key.pem).
+fn certificates(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Test CA",
+        "-keyout",
+        &s(&p("ca.key")),
+        "-out",
+        &s(&p("ca.pem")),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=ldap",
+        "-keyout",
+        &s(&p("key.pem")),
+        "-out",
+        &s(&p("req.pem")),
+    ]);
+    std::fs::write(p("ext"), format!("subjectAltName={san}\n")).unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(&p("req.pem")),
+        "-CA",
+        &s(&p("ca.pem")),
+        "-CAkey",
+        &s(&p("ca.key")),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &s(&p("ext")),
+        "-out",
+        &s(&p("cert.pem")),
+    ]);
+    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+}
+
+#[test]
+fn start_tls_and_ldaps_check_the_server() {
+    if !ldap::available() || common::peer("openssl").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let users = users();
+    let refs: Vec<(&str, &str, &str)> = users
+        .iter()
+        .map(|(u, p, m)| (u.as_str(), p.as_str(), m.as_str()))
+        .collect();
+    let (ca, cert, key) = certificates(
+        &dir.path().join("pki"),
+        "right",
+        "IP:127.0.0.1,DNS:localhost",
+    );
+    let good = Slapd::start(&dir.path().join("good"), &refs, Some((&ca, &cert, &key)));
+    let (_, other_cert, other_key) =
+        certificates(&dir.path().join("pki"), "wrong", "DNS:ldap.example.org");
+    let other_ca = dir.path().join("pki/wrong-ca.pem");
+    let misnamed = Slapd::start(
+        &dir.path().join("misnamed"),
+        &refs,
+        Some((&other_ca, &other_cert, &other_key)),
+    );
+    let check = |servers: String, tls: String| {
+        let conf = conf(dir.path(), &servers, &tls);
+        let (d, _) = daemon(&conf, &[]);
+        let reply = d.ask("alice", "alice-pw", "smtp", "");
+        (reply, d.log_text())
+    };
+    let ca_line = |ca: &Path| {
+        format!(
+            "ldap_tls_check_peer: yes\nldap_tls_cacert_file: {}\n",
+            ca.display()
+        )
+    };
+    // StartTLS and ldaps://, the name and the chain checked.
+    let (reply, log) = check(good.url(), format!("ldap_start_tls: yes\n{}", ca_line(&ca)));
+    assert_eq!(reply, "OK", "StartTLS: {log}");
+    let (reply, log) = check(
+        format!("ldaps://127.0.0.1:{}/", good.ldaps_port),
+        ca_line(&ca),
+    );
+    assert_eq!(reply, "OK", "ldaps: {log}");
+    // A CA that did not sign the server's certificate: refused.
+    let (reply, _) = check(
+        format!("ldaps://127.0.0.1:{}/", good.ldaps_port),
+        ca_line(&other_ca),
+    );
+    assert_eq!(reply, "NO internal mechanism failure", "an unknown CA");
+    // A certificate for another name: refused when the peer is checked, accepted when not
+    // (Cyrus's default, ldap_tls_check_peer: no).
+    let (reply, log) = check(
+        format!("ldaps://127.0.0.1:{}/", misnamed.ldaps_port),
+        ca_line(&other_ca),
+    );
+    assert_eq!(reply, "NO internal mechanism failure", "a wrong host name");
+    assert!(log.contains("LDAP server unusable"), "{log}");
+    let (reply, _) = check(
+        format!("ldaps://127.0.0.1:{}/", misnamed.ldaps_port),
+        String::new(),
+    );
+    assert_eq!(reply, "OK", "ldap_tls_check_peer: no");
+    // StartTLS refused by the server's name too.
+    let (reply, _) = check(
+        misnamed.url(),
+        format!("ldap_start_tls: yes\n{}", ca_line(&other_ca)),
+    );
+    assert_eq!(reply, "NO internal mechanism failure");
+    eprintln!(
+        "TLS: StartTLS and ldaps with the CA checked; an unknown CA and a wrong host name refused"
+    );
+}

@@ -250,6 +250,76 @@ fn postfix_dovecot_mode_over_tcp() {
     assert!(postfix.log().contains("sasl_username=alice@example.org"));
 }
 
+/// `-a ldap` behind both Postfix modes: a throwaway slapd, saslauthd-rs with a Cyrus
+/// saslauthd.conf, Postfix in cyrus mode (libsasl2 -> the mux socket) and in dovecot mode.
+#[test]
+fn postfix_both_modes_with_ldap() {
+    if !ready() || !common::ldap::available() {
+        return;
+    }
+    use common::ldap::{Slapd, PEOPLE, SEARCHER, SEARCHER_PW};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slapd = Slapd::start(
+        &dir.path().join("slapd"),
+        &[("alice", "alice-ldap-pw", "alice@example.org")],
+        None,
+    );
+    let conf = dir.path().join("saslauthd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "ldap_servers: {}\nldap_search_base: {PEOPLE}\nldap_bind_dn: {SEARCHER}\n\
+             ldap_password: {SEARCHER_PW}\nldap_filter: (uid=%U)\n",
+            slapd.url()
+        ),
+    )
+    .unwrap();
+    let auth = dir.path().join("auth");
+    let args: Vec<OsString> = [
+        "-a",
+        "ldap",
+        "-O",
+        conf.to_str().unwrap(),
+        "--dovecot-socket",
+        auth.to_str().unwrap(),
+        "--dovecot-socket-owner",
+        "postfix:postfix",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let d = Daemon::spawn(tempfile::tempdir().unwrap(), &args, &[]);
+    let gid = group_id("postfix");
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&d.run_dir, None, Some(gid)).unwrap();
+    std::os::unix::fs::chown(&d.socket, None, Some(gid)).unwrap();
+    let cyrus = Postfix::start(&d.dir.path().join("postfix-cyrus"), "cyrus", &d.socket);
+    let dovecot = Postfix::start(&d.dir.path().join("postfix-dovecot"), "dovecot", &auth);
+    for (postfix, mode) in [(&cyrus, "cyrus"), (&dovecot, "dovecot")] {
+        for mech in ["PLAIN", "LOGIN"] {
+            assert_eq!(
+                postfix.auth(mech, "alice@example.org", "alice-ldap-pw"),
+                "235",
+                "{mode} {mech}: {} {}",
+                postfix.log(),
+                d.log_text()
+            );
+            assert_eq!(
+                postfix.auth(mech, "alice@example.org", "wrong"),
+                "535",
+                "{mode} {mech}"
+            );
+            assert_eq!(
+                postfix.auth(mech, "nobody@example.org", "x"),
+                "535",
+                "{mode} {mech}"
+            );
+        }
+    }
+    eprintln!("Postfix, cyrus and dovecot modes, -a ldap: PLAIN and LOGIN 235/535 as they should");
+}
+
 /// AUTH SCRAM-SHA-1/-256 over SMTP (swaks has no SCRAM): returns the final reply code, after
 /// checking the server signature Postfix relays.
 fn smtp_scram(port: u16, sha256: bool, user: &str, password: &str) -> String {

@@ -46,6 +46,8 @@ pub struct Slapd {
     child: Option<Child>,
     pub dir: PathBuf,
     pub port: u16,
+    /// The ldaps:// port, with TLS.
+    pub ldaps_port: u16,
     pub ldapi: PathBuf,
     conf: PathBuf,
 }
@@ -68,11 +70,14 @@ impl Slapd {
     ) -> Slapd {
         let root = root().expect("slapd");
         std::fs::create_dir_all(dir.join("db")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, ldaps_port) = (free(), free());
         let schema = root.join("etc/ldap/schema");
         let mut conf = String::new();
         for s in ["core", "cosine", "inetorgperson", "nis"] {
@@ -105,6 +110,7 @@ impl Slapd {
             child: None,
             dir: dir.to_owned(),
             port,
+            ldaps_port,
             ldapi: dir.join("ldapi"),
             conf: conf_path,
         };
@@ -125,7 +131,7 @@ impl Slapd {
         let root = root().unwrap();
         let mut urls = format!("ldap://127.0.0.1:{}/ {}", self.port, ldapi_url(&self.ldapi));
         if tls {
-            urls += &format!(" ldaps://127.0.0.1:{}/", self.port + 1);
+            urls += &format!(" ldaps://127.0.0.1:{}/", self.ldaps_port);
         }
         let log = std::fs::File::create(self.dir.join("slapd.log")).unwrap();
         let child = Command::new(root.join("usr/sbin/slapd"))
@@ -232,7 +238,9 @@ impl Slapd {
     /// Starts it again on the same port and database.
     pub fn restart(&mut self) {
         self.stop();
-        self.launch(false);
+        let tls =
+            std::fs::read_to_string(&self.conf).is_ok_and(|c| c.contains("TLSCertificateFile"));
+        self.launch(tls);
     }
 }
 
