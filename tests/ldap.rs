@@ -659,3 +659,78 @@ fn start_tls_and_ldaps_check_the_server() {
         "TLS: StartTLS and ldaps with the CA checked; an unknown CA and a wrong host name refused"
     );
 }
+
+/// The `[ldap]` table of the TOML file instead of saslauthd.conf; two entries for one name
+/// (no user is chosen); a group the user must be in, by attribute and by filter.
+#[test]
+fn toml_settings_duplicates_and_groups() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("slapd"));
+    // A second entry with alice's uid elsewhere, and a group holding bob only.
+    slapd.add(&format!(
+        "dn: ou=others,dc=example,dc=org\nobjectClass: organizationalUnit\nou: others\n\n\
+         dn: uid=twin,ou=others,dc=example,dc=org\nobjectClass: inetOrgPerson\nuid: twin\nuid: carol\ncn: twin\nsn: twin\nuserPassword: twin-pw\n\n\
+         dn: cn=mailers,dc=example,dc=org\nobjectClass: groupOfUniqueNames\ncn: mailers\nuniqueMember: uid=bob,{PEOPLE}\n\n"
+    ));
+    let toml = dir.path().join("saslauthd-rs.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "passdb = \"ldap\"\n\n[ldap]\nldap_servers = \"{}\"\nldap_search_base = \"dc=example,dc=org\"\n\
+             ldap_bind_dn = \"{SEARCHER}\"\nldap_password = \"{SEARCHER_PW}\"\nldap_timeout = 2\n",
+            slapd.url()
+        ),
+    )
+    .unwrap();
+    let args: Vec<OsString> = vec!["--config".into(), toml.clone().into()];
+    let d = Daemon::spawn(tempfile::tempdir().unwrap(), &args, &[]);
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.ask("twin", "twin-pw", "smtp", ""), "OK");
+    // carol is in ou=people and, as a second uid, in ou=others: two entries, no user.
+    assert_eq!(d.ask("carol", "hashed-pw", "smtp", ""), "NO");
+    assert!(d.log_text().contains("2 entries match"), "{}", d.log_text());
+    drop(d);
+    // A typo in the table is named at start.
+    std::fs::write(
+        &toml,
+        "passdb = \"ldap\"\n[ldap]\nldap_severs = \"ldap://x/\"\n",
+    )
+    .unwrap();
+    let out = Command::new(common::DAEMON)
+        .args(["--check-config", "--config"])
+        .arg(&toml)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(err.contains("unknown key ldap_severs"), "{err}");
+    // Groups: by attribute (the group's uniqueMember holds the DN) and by filter.
+    for group in [
+        "ldap_group_dn: cn=mailers,dc=example,dc=org\n".to_string(),
+        "ldap_group_match_method: filter\nldap_group_search_base: dc=example,dc=org\n\
+         ldap_group_filter: (&(cn=mailers)(uniqueMember=%D))\n"
+            .to_string(),
+    ] {
+        let (d, _) = daemon(&conf(dir.path(), &slapd.url(), &group), &[]);
+        assert_eq!(
+            d.ask("bob", "bob-pw", "smtp", ""),
+            "OK",
+            "{group}: {}",
+            d.log_text()
+        );
+        assert_eq!(
+            d.ask("alice", "alice-pw", "smtp", ""),
+            "NO",
+            "{group}: not a member"
+        );
+        assert_eq!(d.ask("bob", "wrong", "smtp", ""), "NO");
+    }
+}
