@@ -126,7 +126,10 @@ fn bash_completes_with_the_generated_script() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    assert_eq!(complete("saslauthd-rs -a ''"), "sasldb\nshadow\npam\nldap\n");
+    assert_eq!(
+        complete("saslauthd-rs -a ''"),
+        "sasldb\nshadow\npam\nldap\n"
+    );
     assert_eq!(complete("saslauthd-rs -a s"), "sasldb\nshadow\n");
     let longs = complete("saslauthd-rs --dovecot-s");
     assert_eq!(

@@ -734,3 +734,49 @@ fn toml_settings_duplicates_and_groups() {
         assert_eq!(d.ask("bob", "wrong", "smtp", ""), "NO");
     }
 }
+
+/// With `custom` and a cleartext password attribute, the Dovecot socket offers CRAM-MD5 and
+/// SCRAM too, and runs them over the secret the directory hands out; with `bind`, only PLAIN
+/// and LOGIN.
+#[test]
+fn cram_and_scram_from_a_cleartext_attribute() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("slapd"));
+    let (d, auth) = daemon(
+        &conf(dir.path(), &slapd.url(), "ldap_auth_method: custom\n"),
+        &[],
+    );
+    let c = Client::postfix(&auth);
+    for mech in ["MECH\tCRAM-MD5", "MECH\tSCRAM-SHA-256", "MECH\tPLAIN"] {
+        assert!(c.handshake.contains(mech), "{mech}: {}", c.handshake);
+    }
+    let mut c = Client::postfix(&auth);
+    let reply = common::dovecot::cram(&mut c, 1, "alice", "alice-pw");
+    assert!(
+        reply.starts_with("OK\t1\t"),
+        "CRAM-MD5: {reply} {}",
+        d.log_text()
+    );
+    let reply = common::dovecot::cram(&mut c, 2, "alice", "wrong");
+    assert!(reply.starts_with("FAIL\t2\t"), "{reply}");
+    let reply = common::dovecot::scram(&mut c, 3, true, "alice", "alice-pw", false);
+    assert!(reply.starts_with("OK\t3\t"), "SCRAM-SHA-256: {reply}");
+    let reply = common::dovecot::scram(&mut c, 4, true, "alice", "nope", false);
+    assert!(reply.starts_with("FAIL\t4\t"), "{reply}");
+    // A user whose value is hashed has no cleartext: CRAM-MD5 fails as a wrong password would.
+    let reply = common::dovecot::cram(&mut c, 5, "carol", "hashed-pw");
+    assert!(reply.starts_with("FAIL\t5\t"), "{reply}");
+    let reply = common::dovecot::cram(&mut c, 6, "nobody", "x");
+    assert!(reply.starts_with("FAIL\t6\t"), "{reply}");
+    drop(d);
+    let (_d, auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &[]);
+    let c = Client::postfix(&auth);
+    assert!(
+        !c.handshake.contains("CRAM-MD5") && c.handshake.contains("MECH\tPLAIN"),
+        "{}",
+        c.handshake
+    );
+}

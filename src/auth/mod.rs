@@ -413,6 +413,24 @@ impl Authenticator {
             }));
         }
         let (auth, request) = (Arc::clone(self), request.clone());
+        if self.passdb.ldap().is_some() {
+            return Check::running(async move {
+                let ldap = auth.passdb.ldap().expect("checked above");
+                let asked = ldap.credentials(
+                    &request.login,
+                    &request.realm,
+                    &auth.realms.default_realm,
+                    &request.service,
+                );
+                let failed: CheckError = match tokio::time::timeout(BACKEND_TIMEOUT, asked).await {
+                    Ok(Ok(credentials)) => return Ok(credentials),
+                    Ok(Err(e)) => e.into(),
+                    Err(_) => CheckError::Timeout(PassdbKind::Ldap, BACKEND_TIMEOUT),
+                };
+                auth.log(&request, via, Logged::Error(&failed), started.elapsed());
+                Err(Broken)
+            });
+        }
         Check::running(async move {
             let passdb = Arc::clone(&auth.passdb);
             let (login, realm) = (request.login.clone(), auth.realm_of(&request).to_vec());

@@ -168,6 +168,7 @@ impl Passdb {
     ) -> Option<Result<Credentials, PassdbError>> {
         match self {
             Passdb::Sasldb(db) => db.lookup_credentials_fresh(authid, realm),
+            Passdb::Ldap(_) => None,
             other => Some(other.lookup_credentials(authid, realm)),
         }
     }
@@ -175,7 +176,11 @@ impl Passdb {
     /// Whether this passdb can hand out a user's stored secrets (what CRAM-MD5 and SCRAM
     /// need): sasldb and memory can, PAM and shadow cannot.
     pub fn has_credentials(&self) -> bool {
-        matches!(self, Passdb::Sasldb(_) | Passdb::Memory(_))
+        match self {
+            Passdb::Sasldb(_) | Passdb::Memory(_) => true,
+            Passdb::Ldap(db) => db.has_credentials(),
+            Passdb::Shadow(_) | Passdb::Pam(_) => false,
+        }
     }
 
     /// A verdict from the credential cache alone, for a blocking passdb whose cache can be

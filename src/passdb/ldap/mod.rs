@@ -589,6 +589,59 @@ impl Ldap {
     }
 }
 
+impl Ldap {
+    /// Whether the settings hand out a cleartext secret (`custom`, whose password attribute
+    /// the administrator keeps in cleartext for CRAM-MD5 and SCRAM): the Dovecot socket then
+    /// offers those mechanisms too.
+    pub fn has_credentials(&self) -> bool {
+        self.conf.auth_method == AuthMethod::Custom
+    }
+
+    /// The user's cleartext secret: the first `ldap_password_attr` value without a `{scheme}`
+    /// prefix (none for a user whose values are all hashed, or who does not exist).
+    pub async fn credentials(
+        &self,
+        user: &[u8],
+        realm: &[u8],
+        default_realm: &[u8],
+        service: &[u8],
+    ) -> Result<crate::secret::Credentials, PassdbError> {
+        let none = crate::secret::Credentials::default();
+        if !self.has_credentials() {
+            return Ok(none);
+        }
+        let realm = match (realm.is_empty(), self.conf.default_realm.is_empty()) {
+            (false, _) => realm,
+            (true, false) => self.conf.default_realm.as_bytes(),
+            (true, true) => default_realm,
+        };
+        let (Ok(user), Ok(realm), Ok(service)) = (
+            std::str::from_utf8(user),
+            std::str::from_utf8(realm),
+            std::str::from_utf8(service),
+        ) else {
+            return Ok(none);
+        };
+        let tokens = Tokens {
+            user,
+            realm,
+            service,
+            dn: "",
+        };
+        let attr = self.conf.password_attr.clone();
+        let Some(entry) = self.find(&tokens, vec![attr.clone()]).await? else {
+            return Ok(none);
+        };
+        let plaintext = lookup_attr(&entry, &attr)
+            .and_then(|values| values.iter().find(|v| !v.starts_with('{')))
+            .map(|v| zeroize::Zeroizing::new(v.as_bytes().to_vec()));
+        Ok(crate::secret::Credentials {
+            plaintext,
+            auth_password: None,
+        })
+    }
+}
+
 /// An attribute's values, its name matched without regard to case.
 fn lookup_attr<'a>(entry: &'a SearchEntry, name: &str) -> Option<&'a Vec<String>> {
     entry
