@@ -177,13 +177,6 @@ fn driver(
             );
             None
         }
-        (true, PassdbKind::Ldap) => {
-            tracing::info!(
-                "-c: with -a ldap every request asks the directory (a changed password takes \
-                 effect at once); no cache used"
-            );
-            None
-        }
         (true, _) => Some(Cache::new(config.cache_timeout, config.cache_size_kb)),
     };
     let options = auth::Options {

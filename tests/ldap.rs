@@ -233,11 +233,22 @@ fn a_changed_password_takes_effect_at_once() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let slapd = start_slapd(&dir.path().join("slapd"));
+    let mut slapd = start_slapd(&dir.path().join("slapd"));
+    slapd.log_operations();
+    let alice = format!("uid=alice,{PEOPLE}");
     let (d, auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &["-c"]);
     for _ in 0..5 {
         assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
     }
+    // The cache: one bind for five successes (each still searched, which returns the
+    // entry's change stamps).
+    assert_eq!(slapd.binds_as(&alice), 1, "{}", slapd.log());
+    assert_eq!(
+        d.ask("alice", "wrong", "smtp", ""),
+        "NO",
+        "another password: to the directory"
+    );
+    assert_eq!(slapd.binds_as(&alice), 2);
     slapd.passwd("alice", "changed-pw");
     assert_eq!(
         d.ask("alice", "alice-pw", "smtp", ""),
@@ -247,6 +258,12 @@ fn a_changed_password_takes_effect_at_once() {
     assert_eq!(d.ask("alice", "changed-pw", "smtp", ""), "OK");
     assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("FAIL"));
     assert!(dovecot_plain(&auth, "alice", "changed-pw").starts_with("OK"));
+    // A directory that cannot be searched is no cached success.
+    slapd.stop();
+    assert_eq!(
+        d.ask("alice", "changed-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
 }
 
 #[test]

@@ -354,12 +354,17 @@ impl Authenticator {
             let authid = authid.into_owned();
             return Check::running(async move {
                 let ldap = auth.passdb.ldap().expect("checked above");
+                let cache = auth
+                    .cache
+                    .as_deref()
+                    .map(|c| c as &dyn crate::verdict::SuccessCache);
                 let asked = ldap.verify(
                     &authid,
                     &request.realm,
                     &auth.realms.default_realm,
                     &request.service,
                     &password,
+                    cache,
                 );
                 let checked = match tokio::time::timeout(BACKEND_TIMEOUT, asked).await {
                     Ok(Ok(verdict)) => Checked::Verdict(verdict),

@@ -50,6 +50,8 @@ pub struct Slapd {
     pub ldaps_port: u16,
     pub ldapi: PathBuf,
     conf: PathBuf,
+    /// slapd's -d level: 0, or 256 (stats: every operation in slapd.log).
+    debug: &'static str,
 }
 
 /// `ldapi://` with the socket path percent-encoded, as libldap and ldap3 take it.
@@ -113,6 +115,11 @@ impl Slapd {
             ldaps_port,
             ldapi: dir.join("ldapi"),
             conf: conf_path,
+            debug: if std::env::var_os("SLAPD_STATS").is_some() {
+                "256"
+            } else {
+                "0"
+            },
         };
         slapd.launch(tls.is_some());
         let mut ldif = format!(
@@ -138,7 +145,7 @@ impl Slapd {
             .env("LD_LIBRARY_PATH", root.join("usr/lib/x86_64-linux-gnu"))
             .arg("-f")
             .arg(&self.conf)
-            .args(["-h", &urls, "-d", "0"])
+            .args(["-h", &urls, "-d", self.debug])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -153,6 +160,19 @@ impl Slapd {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// With operations logged: how many binds as `dn` slapd has seen.
+    pub fn binds_as(&self, dn: &str) -> usize {
+        self.log()
+            .matches(&format!("BIND dn=\"{dn}\" method="))
+            .count()
+    }
+
+    /// Logs every operation from now on (restarts slapd with -d 256).
+    pub fn log_operations(&mut self) {
+        self.debug = "256";
+        self.restart();
     }
 
     pub fn log(&self) -> String {

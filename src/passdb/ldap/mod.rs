@@ -513,6 +513,13 @@ impl Ldap {
     /// Checks `password` for `user` in `realm` (the service for `%s`).
     /// `realm` is the request's (empty when it named none) and `default_realm` the daemon's;
     /// `ldap_default_realm`, when set, stands for an empty one instead.
+    ///
+    /// With the credential cache (`-c`, `bind` method), a success is remembered with the
+    /// entry's DN and its change stamps (`entryCSN`, `modifyTimestamp`), which the search
+    /// that finds the entry returns on every request: the same password for an entry that has
+    /// not changed is a success without the bind; any change to the entry (a new password) or
+    /// another password goes to the directory again, and a directory that cannot be searched
+    /// is an error, cached or not.
     pub async fn verify(
         &self,
         user: &[u8],
@@ -520,6 +527,7 @@ impl Ldap {
         default_realm: &[u8],
         service: &[u8],
         password: &Password,
+        cache: Option<&(dyn crate::verdict::SuccessCache + '_)>,
     ) -> Result<PassdbResult, PassdbError> {
         let realm = match (realm.is_empty(), self.conf.default_realm.is_empty()) {
             (false, _) => realm,
@@ -550,10 +558,47 @@ impl Ldap {
                 let dn = expand(&self.conf.filter, &tokens);
                 (self.bind_as(&dn, secret).await?, dn)
             }
-            AuthMethod::Bind => match self.find(&tokens, vec!["1.1".into()]).await? {
-                None => (PassdbResult::UserUnknown, String::new()),
-                Some(entry) => (self.bind_as(&entry.dn, secret).await?, entry.dn),
-            },
+            AuthMethod::Bind => {
+                let attrs = match cache {
+                    Some(_) => vec!["entryCSN".into(), "modifyTimestamp".into()],
+                    None => vec!["1.1".into()],
+                };
+                match self.find(&tokens, attrs).await? {
+                    None => (PassdbResult::UserUnknown, String::new()),
+                    Some(entry) => {
+                        let stamp = [
+                            lookup_attr(&entry, "entryCSN"),
+                            lookup_attr(&entry, "modifyTimestamp"),
+                        ]
+                        .iter()
+                        .flatten()
+                        .flat_map(|values| values.iter())
+                        .cloned()
+                        .collect::<Vec<String>>()
+                        .join(" ");
+                        let slot: [&[u8]; 4] = [
+                            b"ldap",
+                            entry.dn.as_bytes(),
+                            stamp.as_bytes(),
+                            service.as_bytes(),
+                        ];
+                        let now = std::time::Instant::now();
+                        let cached = match cache {
+                            Some(cache) if !stamp.is_empty() => Some(cache),
+                            _ => None,
+                        };
+                        if cached.is_some_and(|c| c.hit(&slot, password.expose(), now)) {
+                            (PassdbResult::Ok, entry.dn)
+                        } else {
+                            let verdict = self.bind_as(&entry.dn, secret).await?;
+                            if let (PassdbResult::Ok, Some(cache)) = (verdict, cached) {
+                                cache.insert(&slot, password.expose(), now);
+                            }
+                            (verdict, entry.dn)
+                        }
+                    }
+                }
+            }
             AuthMethod::Custom => {
                 let attr = self.conf.password_attr.clone();
                 match self.find(&tokens, vec![attr.clone()]).await? {
