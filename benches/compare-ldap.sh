@@ -71,6 +71,7 @@ start_server "$bin/examples/null-server" saslauthd "$tmp/null-mux"
 wait_socket "$tmp/null-mux"
 start cyrus /usr/sbin/saslauthd -a ldap -O "$tmp/saslauthd.conf" -d -n 5
 start ours "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0
+start cached "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 -c
 start sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
 
 run() { "$bin/saslauthd-bench" --clients "$clients" --duration "$secs" --user alice --password secret "$@"; }
@@ -79,6 +80,7 @@ for _ in $(seq "${ROUNDS:-3}"); do
     run --socket "$tmp/null-mux" --label "do-nothing saslauthd server" | tee -a "$tmp/rows"
     run --socket "$tmp/cyrus/mux" --label "cyrus saslauthd -a ldap -n 5 (bind)" | tee -a "$tmp/rows"
     run --socket "$tmp/ours/mux" --label "saslauthd-rs -a ldap (bind)" | tee -a "$tmp/rows"
+    run --socket "$tmp/cached/mux" --label "saslauthd-rs -a ldap -c (bind skipped)" | tee -a "$tmp/rows"
     run --socket "$tmp/sasldb/mux" --realm example.org --label "saslauthd-rs -a sasldb (reference)" | tee -a "$tmp/rows"
 done
 medians

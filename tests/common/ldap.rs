@@ -115,11 +115,7 @@ impl Slapd {
             ldaps_port,
             ldapi: dir.join("ldapi"),
             conf: conf_path,
-            debug: if std::env::var_os("SLAPD_STATS").is_some() {
-                "256"
-            } else {
-                "0"
-            },
+            debug: "0",
         };
         slapd.launch(tls.is_some());
         let mut ldif = format!(
