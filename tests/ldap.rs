@@ -797,3 +797,35 @@ fn cram_and_scram_from_a_cleartext_attribute() {
         c.handshake
     );
 }
+
+/// A server with the password policy overlay says an account is locked: that is a disabled
+/// account (Dovecot's `code=user_disabled`), even with the right password.
+#[test]
+fn a_locked_account_is_disabled() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = Slapd::start_with_lockout(
+        &dir.path().join("slapd"),
+        &[("erin", "erin-pw", "erin@example.org")],
+    );
+    let (d, auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &[]);
+    assert_eq!(
+        d.ask("erin", "erin-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.ask("erin", "wrong1", "smtp", ""), "NO");
+    assert_eq!(d.ask("erin", "wrong2", "smtp", ""), "NO");
+    // Locked now (pwdMaxFailure 2): the right password no longer binds.
+    assert_eq!(d.ask("erin", "erin-pw", "smtp", ""), "NO");
+    assert!(
+        d.log_text().contains("reason=account disabled"),
+        "{}",
+        d.log_text()
+    );
+    let reply = dovecot_plain(&auth, "erin", "erin-pw");
+    assert!(reply.contains("code=user_disabled"), "{reply}");
+}

@@ -70,6 +70,20 @@ impl Slapd {
         users: &[(&str, &str, &str)],
         tls: Option<(&Path, &Path, &Path)>,
     ) -> Slapd {
+        Self::start_with(dir, users, tls, false)
+    }
+
+    /// The same with the ppolicy overlay: an account is locked after two wrong passwords.
+    pub fn start_with_lockout(dir: &Path, users: &[(&str, &str, &str)]) -> Slapd {
+        Self::start_with(dir, users, None, true)
+    }
+
+    fn start_with(
+        dir: &Path,
+        users: &[(&str, &str, &str)],
+        tls: Option<(&Path, &Path, &Path)>,
+        lockout: bool,
+    ) -> Slapd {
         let root = root().expect("slapd");
         std::fs::create_dir_all(dir.join("db")).unwrap();
         let free = || {
@@ -84,6 +98,12 @@ impl Slapd {
         let mut conf = String::new();
         for s in ["core", "cosine", "inetorgperson", "nis"] {
             conf += &format!("include {}/{s}.schema\n", schema.display());
+        }
+        if lockout {
+            conf += &format!(
+                "modulepath {}\nmoduleload ppolicy\n",
+                root.join("usr/lib/ldap").display()
+            );
         }
         conf += &format!(
             "modulepath {}\nmoduleload back_mdb\npidfile {}\nargsfile {}\n",
@@ -106,6 +126,12 @@ impl Slapd {
              access to * by * read\n",
             dir.join("db").display()
         );
+        if lockout {
+            // ppolicy_use_lockout: the server says accountLocked (otherwise it only refuses).
+            conf += &format!(
+                "overlay ppolicy\nppolicy_default \"cn=lockout,{SUFFIX}\"\nppolicy_use_lockout\n"
+            );
+        }
         let conf_path = dir.join("slapd.conf");
         std::fs::write(&conf_path, conf).unwrap();
         let mut slapd = Slapd {
@@ -123,6 +149,12 @@ impl Slapd {
              dn: {PEOPLE}\nobjectClass: organizationalUnit\nou: people\n\n\
              dn: {SEARCHER}\nobjectClass: simpleSecurityObject\nobjectClass: organizationalRole\ncn: saslauthd\nuserPassword: {SEARCHER_PW}\n\n"
         );
+        if lockout {
+            ldif += &format!(
+                "dn: cn=lockout,{SUFFIX}\nobjectClass: person\nobjectClass: pwdPolicy\ncn: lockout\nsn: lockout\n\
+                 pwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 2\npwdLockoutDuration: 0\n\n"
+            );
+        }
         for (uid, password, mail) in users {
             ldif += &user_ldif(uid, password, mail);
         }

@@ -426,19 +426,37 @@ impl Ldap {
                 }
             };
             let server = conn.server;
+            // The password policy control: a server with ppolicy says why a bind failed.
+            conn.ldap.with_controls(ldap3::controls::RawControl {
+                ctype: PPOLICY_OID.into(),
+                crit: false,
+                val: None,
+            });
             match self.op(conn.ldap.simple_bind(dn, password)).await {
                 Ok(result) => {
-                    let verdict = match result.rc {
-                        rc::SUCCESS => Some(PassdbResult::Ok),
-                        rc::INVALID_CREDENTIALS | rc::INSUFFICIENT_ACCESS => {
-                            Some(PassdbResult::PasswordMismatch)
-                        }
-                        rc::NO_SUCH_OBJECT | rc::INVALID_DN_SYNTAX => {
-                            Some(PassdbResult::UserUnknown)
-                        }
-                        // A locked or inactivated account (ppolicy, 389 DS's nsAccountLock).
-                        rc::UNWILLING_TO_PERFORM => Some(PassdbResult::UserDisabled),
-                        _ => None,
+                    let policy = result
+                        .ctrls
+                        .iter()
+                        .find(|c| c.1.ctype == PPOLICY_OID)
+                        .and_then(|c| c.1.val.as_deref())
+                        .and_then(ppolicy_error);
+                    let verdict = match (result.rc, policy) {
+                        // ppolicy: accountLocked(1); passwordExpired(0) and changeAfterReset(2)
+                        // come only after a right password.
+                        (rc::INVALID_CREDENTIALS, Some(1)) => Some(PassdbResult::UserDisabled),
+                        (rc::INVALID_CREDENTIALS, Some(0 | 2)) => Some(PassdbResult::PassExpired),
+                        (rc, _) => match rc {
+                            rc::SUCCESS => Some(PassdbResult::Ok),
+                            rc::INVALID_CREDENTIALS | rc::INSUFFICIENT_ACCESS => {
+                                Some(PassdbResult::PasswordMismatch)
+                            }
+                            rc::NO_SUCH_OBJECT | rc::INVALID_DN_SYNTAX => {
+                                Some(PassdbResult::UserUnknown)
+                            }
+                            // A locked or inactivated account (ppolicy, 389 DS's nsAccountLock).
+                            rc::UNWILLING_TO_PERFORM => Some(PassdbResult::UserDisabled),
+                            _ => None,
+                        },
                     };
                     let mut idle = self.binders.lock().unwrap_or_else(|e| e.into_inner());
                     if idle.len() < IDLE_BIND_CONNECTIONS {
@@ -687,6 +705,32 @@ impl Ldap {
     }
 }
 
+/// The password policy control (draft-behera-ldap-password-policy).
+const PPOLICY_OID: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
+
+/// The `error` of a password policy response control's value (`SEQUENCE { warning [0]
+/// OPTIONAL, error [1] ENUMERATED OPTIONAL }`), when it has one.
+fn ppolicy_error(value: &[u8]) -> Option<u8> {
+    // A short-form length only: the value is a few bytes.
+    let (&tag, rest) = value.split_first()?;
+    let (&len, mut rest) = rest.split_first()?;
+    if tag != 0x30 || len & 0x80 != 0 || rest.len() < usize::from(len) {
+        return None;
+    }
+    rest = &rest[..usize::from(len)];
+    while let [tag, len, body @ ..] = rest {
+        let len = usize::from(*len);
+        if len & 0x80 != 0 || body.len() < len {
+            return None;
+        }
+        if *tag == 0x81 && len == 1 {
+            return Some(body[0]);
+        }
+        rest = &body[len..];
+    }
+    None
+}
+
 /// An attribute's values, its name matched without regard to case.
 fn lookup_attr<'a>(entry: &'a SearchEntry, name: &str) -> Option<&'a Vec<String>> {
     entry
@@ -762,6 +806,28 @@ pub(crate) mod scheme {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn ppolicy_errors() {
+            // error: accountLocked (1), after a warning [0] { timeBeforeExpiration [0] 5 }.
+            assert_eq!(
+                super::super::ppolicy_error(&[0x30, 0x03, 0x81, 0x01, 0x01]),
+                Some(1)
+            );
+            assert_eq!(
+                super::super::ppolicy_error(&[
+                    0x30, 0x08, 0xa0, 0x03, 0x80, 0x01, 0x05, 0x81, 0x01, 0x00
+                ]),
+                Some(0)
+            );
+            assert_eq!(super::super::ppolicy_error(&[0x30, 0x00]), None);
+            assert_eq!(
+                super::super::ppolicy_error(&[0x30, 0x05, 0x81]),
+                None,
+                "truncated"
+            );
+            assert_eq!(super::super::ppolicy_error(&[]), None);
+        }
 
         #[test]
         fn schemes() {
