@@ -829,3 +829,33 @@ fn a_locked_account_is_disabled() {
     let reply = dovecot_plain(&auth, "erin", "erin-pw");
     assert!(reply.contains("code=user_disabled"), "{reply}");
 }
+
+/// A directory that restarts drops the daemon's pooled connections: the next request
+/// reconnects and is answered, not failed.
+#[test]
+fn a_restarted_server_costs_no_request() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut slapd = start_slapd(&dir.path().join("slapd"));
+    let (d, auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &["-c"]);
+    for round in 0..3 {
+        assert_eq!(
+            d.ask("alice", "alice-pw", "smtp", ""),
+            "OK",
+            "round {round}"
+        );
+        assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK", "round {round}");
+        assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("OK"));
+        slapd.restart();
+    }
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(d.ask("bob", "wrong", "smtp", ""), "NO");
+    assert!(!d.log_text().contains("auth error"), "{}", d.log_text());
+}

@@ -104,9 +104,13 @@ impl std::fmt::Debug for Ldap {
 /// Why an operation got no answer: the server broke (try another) or said something that is
 /// no verdict.
 enum Failure {
-    /// Connecting failed, the connection broke, or the deadline passed: the server is marked
-    /// dead and the next one is tried.
+    /// Connecting failed or the deadline passed: the server is marked dead and the next one
+    /// is tried.
     Server(String),
+    /// The connection broke (closed, reset): on a pooled connection, likely one the server
+    /// dropped (a restart, an idle timeout), so a fresh connection to the same server is
+    /// tried before the server counts as failed.
+    Broken(String),
     /// The server answered with an error that is not about the user (a bad bind DN for
     /// searches, a bad search base, ...): reported, not retried.
     Answer(String),
@@ -227,8 +231,12 @@ impl Ldap {
 
     /// A search connection: a pooled one, or a new one bound as `ldap_bind_dn` on the first
     /// server that takes it.
-    async fn searcher(&self, skip: Option<usize>) -> Result<Conn, PassdbError> {
-        {
+    async fn searcher(
+        &self,
+        skip: Option<usize>,
+        fresh: bool,
+    ) -> Result<(Conn, bool), PassdbError> {
+        if !fresh {
             let pool = self.searchers.lock().unwrap_or_else(|e| e.into_inner());
             let usable: Vec<&Conn> = pool
                 .iter()
@@ -236,7 +244,7 @@ impl Ldap {
                 .collect();
             if usable.len() >= SEARCH_CONNECTIONS || (!usable.is_empty() && skip.is_none()) {
                 let n = self.next_searcher.fetch_add(1, Ordering::Relaxed);
-                return Ok(usable[n % usable.len()].clone());
+                return Ok((usable[n % usable.len()].clone(), true));
             }
         }
         let mut last = String::from("no server");
@@ -248,9 +256,9 @@ impl Ldap {
                     if pool.len() < SEARCH_CONNECTIONS {
                         pool.push(conn.clone());
                     }
-                    return Ok(conn);
+                    return Ok((conn, false));
                 }
-                Err(Failure::Server(why)) => {
+                Err(Failure::Server(why) | Failure::Broken(why)) => {
                     self.mark_dead(i, &why);
                     last = format!("{}: {why}", self.servers[i].url);
                 }
@@ -292,7 +300,7 @@ impl Ldap {
     ) -> Result<T, Failure> {
         match tokio::time::timeout(self.op_timeout, call).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(Failure::Server(e.to_string())),
+            Ok(Err(e)) => Err(Failure::Broken(e.to_string())),
             Err(_) => Err(Failure::Server(format!(
                 "no answer within {:?}",
                 self.op_timeout
@@ -313,16 +321,25 @@ impl Ldap {
         F: Fn(Conn) -> Fut,
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
-        let mut skip = None;
-        for _ in 0..2 {
-            let conn = self.searcher(skip).await?;
+        let (mut skip, mut fresh) = (None, false);
+        for _ in 0..3 {
+            let (conn, pooled) = self.searcher(skip, fresh).await?;
             let server = conn.server;
             match f(conn).await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Answer(why)) => return Err(self.error(server, why)),
-                Err(Failure::Server(why)) => {
+                Err(Failure::Broken(why)) if pooled => {
+                    // Drop that server's pooled connections and try it afresh.
+                    tracing::debug!(server = %self.servers[server].url, "LDAP: a pooled connection broke ({why}); reconnecting");
+                    self.searchers
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|c| c.server != server);
+                    fresh = true;
+                }
+                Err(Failure::Server(why) | Failure::Broken(why)) => {
                     self.mark_dead(server, &why);
-                    skip = Some(server);
+                    (skip, fresh) = (Some(server), false);
                 }
             }
         }
@@ -388,15 +405,16 @@ impl Ldap {
 
     /// A bind as `dn` with `password` on a connection that serves user binds only.
     async fn bind_as(&self, dn: &str, password: &str) -> Result<PassdbResult, PassdbError> {
-        let mut skip = None;
-        for _ in 0..2 {
+        let (mut skip, mut fresh) = (None, false);
+        for _ in 0..3 {
             let pooled = {
                 let mut idle = self.binders.lock().unwrap_or_else(|e| e.into_inner());
                 let at = idle
                     .iter()
                     .position(|c| Some(c.server) != skip && self.servers[c.server].alive());
-                at.map(|i| idle.swap_remove(i))
+                at.filter(|_| !fresh).map(|i| idle.swap_remove(i))
             };
+            let was_pooled = pooled.is_some();
             let mut conn = match pooled {
                 Some(conn) => conn,
                 None => {
@@ -408,7 +426,9 @@ impl Ldap {
                                 connected = Some(conn);
                                 break;
                             }
-                            Err(Failure::Server(why) | Failure::Answer(why)) => {
+                            Err(
+                                Failure::Server(why) | Failure::Broken(why) | Failure::Answer(why),
+                            ) => {
                                 self.mark_dead(i, &why);
                                 last = why;
                             }
@@ -467,9 +487,17 @@ impl Ldap {
                         self.error(server, format!("bind: {} ({})", result.text, result.rc))
                     });
                 }
-                Err(Failure::Server(why) | Failure::Answer(why)) => {
+                Err(Failure::Broken(why)) if was_pooled => {
+                    tracing::debug!(server = %self.servers[server].url, "LDAP: a pooled bind connection broke ({why}); reconnecting");
+                    self.binders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .retain(|c| c.server != server);
+                    fresh = true;
+                }
+                Err(Failure::Server(why) | Failure::Broken(why) | Failure::Answer(why)) => {
                     self.mark_dead(server, &why);
-                    skip = Some(server);
+                    (skip, fresh) = (Some(server), false);
                 }
             }
         }
