@@ -570,8 +570,18 @@ fn many_files() {
 #[test]
 fn idle_dovecot_holders_make_room() {
     let (daemon, auth) = Daemon::with_dovecot(&["--dovecot-max-connections", "50"]);
+    // Each holder's handshake is answered before the next connects (a login each), so the
+    // daemon has seen them in order: the first is the one idle longest.
     let mut holders: Vec<common::dovecot::Client> = (0..50)
-        .map(|_| common::dovecot::Client::postfix(&auth))
+        .map(|_| {
+            let mut c = common::dovecot::Client::postfix(&auth);
+            c.send(&format!(
+                "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+                plain("alice@example.org", "secret")
+            ));
+            assert_eq!(c.line(), "OK\t1\tuser=alice@example.org\n");
+            c
+        })
         .collect();
     let started = Instant::now();
     // The new clients stay connected, as Postfix's smtpd processes do.
