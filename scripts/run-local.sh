@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
-apt_install build-essential pkg-config
+# libpam0g-dev and libclang-dev: pam-client generates its PAM bindings with bindgen.
+apt_install build-essential pkg-config libpam0g-dev libclang-dev
 ensure_cargo
 cargo build --release --bins
 bin=target/release
