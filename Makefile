@@ -21,7 +21,7 @@ FISHDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 CARGO ?= cargo
 TARGET ?= target/release
 
-PROGRAMS = saslauthd-rs saslpasswd2-rs sasldblistusers2-rs testsaslauthd-rs sasldb-convert-rs
+PROGRAMS = saslauthd-rs saslpasswd2-rs sasldblistusers2-rs testsaslauthd-rs sasldb-convert-rs saslauthd-rs-ctl
 TOOLS = saslpasswd2-rs sasldblistusers2-rs testsaslauthd-rs
 UNITS = saslauthd-rs.service saslauthd-rs.socket saslauthd-rs-dovecot.socket
 PAGES8 = saslauthd-rs.8 saslpasswd2-rs.8 sasldblistusers2-rs.8 testsaslauthd-rs.8

@@ -18,7 +18,7 @@ cargo build --quiet --release --locked --bins
 # The files every package puts in place (Debian's paths; the RPM's differ as Fedora's do).
 expected_deb=(
     ./usr/sbin/saslauthd-rs ./usr/sbin/saslpasswd2-rs ./usr/sbin/sasldblistusers2-rs
-    ./usr/sbin/testsaslauthd-rs ./usr/sbin/sasldb-convert-rs
+    ./usr/sbin/testsaslauthd-rs ./usr/sbin/sasldb-convert-rs ./usr/sbin/saslauthd-rs-ctl
     ./usr/lib/saslauthd-rs/saslauthd.wrapper
     ./lib/systemd/system/saslauthd-rs.service ./lib/systemd/system/saslauthd-rs.socket
     ./lib/systemd/system/saslauthd-rs-dovecot.socket

@@ -56,6 +56,10 @@ if [ ! -x "$slapd_root/usr/sbin/slapd" ]; then
     rm -rf "$debs"
 fi
 export SASLAUTHD_RS_SLAPD="$PWD/$slapd_root"
+# The OpenMetrics parser the metrics test reads the admin socket's text with.
+python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages prometheus-client
 ensure_cargo
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings

@@ -176,3 +176,16 @@ impl AuthClient {
         }
     }
 }
+
+/// Sends one command line to the daemon's admin socket (`<run_dir>/admin`) and returns its
+/// whole answer (the daemon closes the connection after it).
+pub fn admin(socket: &Path, command: &str, timeout: Duration) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(command.as_bytes())?;
+    stream.write_all(b"\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
+}

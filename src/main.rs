@@ -445,6 +445,13 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         }
     };
     let extra = bind_listeners(config)?;
+    let admin_owner = identity.as_ref().map(|i| (i.uid, i.gid));
+    let admin = server::admin::bind(&config.run_dir, admin_owner).map_err(|e| {
+        format!(
+            "cannot listen on {}: {e}",
+            server::admin::socket_path(&config.run_dir).display()
+        )
+    })?;
     let pidfile = if config.foreground {
         None
     } else {
@@ -566,6 +573,13 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             }
             tracing::info!("also listening on {what}");
         }
+        let admin = tokio::net::UnixListener::from_std(admin)
+            .map_err(|e| format!("cannot register the admin socket: {e}"))?;
+        more.spawn(server::admin::serve_admin(
+            admin,
+            Arc::clone(&auth),
+            stop.clone().cancelled_owned(),
+        ));
         let more = async move { while more.join_next().await.is_some() {} };
         let mux = server::saslauthd::serve_saslauthd(
             listener,
@@ -625,6 +639,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     if let (true, Some(path)) = (bound_dovecot, &config.dovecot_socket) {
         let _ = std::fs::remove_file(path);
     }
+    let _ = std::fs::remove_file(server::admin::socket_path(&config.run_dir));
     for (listener, _) in &extra {
         if let Endpoint::Path(path) = &listener.endpoint {
             let _ = std::fs::remove_file(path);

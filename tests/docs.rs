@@ -209,6 +209,7 @@ fn every_program_answers_version() {
         (env!("CARGO_BIN_EXE_sasldblistusers2-rs"), false),
         (env!("CARGO_BIN_EXE_testsaslauthd-rs"), false),
         (env!("CARGO_BIN_EXE_sasldb-convert-rs"), false),
+        (env!("CARGO_BIN_EXE_saslauthd-rs-ctl"), false),
         (env!("CARGO_BIN_EXE_saslauthd-bench"), true),
     ] {
         let out = Command::new(program)

@@ -14,6 +14,7 @@
 mod bounded;
 mod cache;
 pub(crate) mod handler;
+pub mod metrics;
 pub(crate) mod penalty;
 mod pool;
 
@@ -193,6 +194,8 @@ pub struct Authenticator {
     cache: Option<Arc<Cache>>,
     pool: Pool,
     penalty: Penalty,
+    /// The process's metrics (carried across reloads).
+    metrics: Arc<metrics::Metrics>,
     /// Derived SCRAM keys, by [`Derivation::cache_id`].
     derived: Mutex<BoundedMap<[u8; 32], Keys>>,
     /// PBKDF2 rounds run so far (the work an exchange cost, for tests and, later, metrics).
@@ -272,6 +275,7 @@ impl Authenticator {
             cache: options.cache.map(Arc::new),
             pool: Pool::new(workers),
             penalty: Penalty::new(options.failure_delay),
+            metrics: Arc::new(metrics::Metrics::new()),
             derived: Mutex::new(BoundedMap::new(MAX_DERIVED_KEYS, DERIVED_KEYS_TTL)),
             rounds: AtomicU64::new(0),
             secret: Zeroizing::new(crate::secret::random_bytes()),
@@ -298,8 +302,14 @@ impl Authenticator {
         let failure_delay = options.failure_delay;
         let mut next = Authenticator::new(passdb, realms, options)?;
         next.penalty = self.penalty.carried(failure_delay);
+        next.metrics = Arc::clone(&self.metrics);
         next.secret = self.secret.clone();
         Ok(next)
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.metrics
     }
 
     /// Which passdb answers.
@@ -514,13 +524,17 @@ impl Authenticator {
             return Duration::ZERO;
         }
         // No password to fingerprint: every such failure of a peer counts as the same attempt.
-        self.penalty.on_failure(
+        let delay = self.penalty.on_failure(
             key,
             u64::MAX,
             elapsed,
             std::time::Instant::now(),
             crate::secret::random_u64(),
-        )
+        );
+        if !delay.is_zero() {
+            self.metrics.delayed();
+        }
+        delay
     }
 
     /// A fingerprint of (user, password) for the throttle's repeated-password rule, when
@@ -564,6 +578,9 @@ impl Authenticator {
             // Internal errors are not delayed.
             Outcome::Error => Duration::ZERO,
         };
+        if !delay.is_zero() {
+            self.metrics.delayed();
+        }
         let logged = match &checked {
             Checked::Verdict(PassdbResult::Ok) => Logged::Success,
             Checked::Verdict(result) => Logged::Failure(result),
@@ -649,6 +666,19 @@ impl Authenticator {
                 )
             };
         }
+        self.metrics.observe(
+            metrics::RequestLabels {
+                protocol: via.protocol,
+                mechanism: via.mechanism.unwrap_or("none"),
+                passdb: self.passdb.kind().name(),
+                verdict: match logged {
+                    Logged::Success => "success",
+                    Logged::Failure(_) => "failure",
+                    Logged::Error(_) => "error",
+                },
+            },
+            elapsed,
+        );
         match logged {
             Logged::Success => event!(tracing::Level::DEBUG, "success", "auth success:"),
             Logged::Failure(reason) => {

@@ -14,6 +14,7 @@
 //! closed (the token is cancelled); those whose request is being answered finish; then the
 //! caller removes the socket.
 
+pub mod admin;
 pub mod dovecot;
 pub mod saslauthd;
 

@@ -1,0 +1,196 @@
+//! The admin socket and `saslauthd-rs-ctl`: after a scripted mix of good, wrong and unknown
+//! logins on both sockets, the metrics parse as OpenMetrics (Python's prometheus_client
+//! parser, not string matching) and every counter equals what was sent, the histograms'
+//! counts too; `stats` summarizes them; `reload` is SIGHUP; another uid is refused.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::dovecot::{plain, Client};
+use common::Daemon;
+
+const CTL: &str = env!("CARGO_BIN_EXE_saslauthd-rs-ctl");
+
+/// The samples of an OpenMetrics text, as the reference parser reads them: name and sorted
+/// labels to value. `None` when no parser is installed.
+fn parse_openmetrics(text: &str) -> Option<BTreeMap<String, f64>> {
+    let script = r#"
+import json, sys
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+out = {}
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let probe = Command::new("python3")
+        .args(["-c", "import prometheus_client.openmetrics.parser"])
+        .output()
+        .ok()?;
+    if !probe.status.success() {
+        if std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("python3 with prometheus_client is needed (SASLAUTHD_RS_REQUIRE_PEERS=1)");
+        }
+        eprintln!("SKIPPED: no OpenMetrics parser (pip install prometheus-client)");
+        return None;
+    }
+    let out = common::run_with_stdin(
+        Command::new("python3").args(["-c", script]),
+        text.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "the parser refused the text: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
+    Some(parsed)
+}
+
+fn ctl(run_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(CTL)
+        .arg("-m")
+        .arg(run_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn metrics_count_what_was_sent() {
+    let (d, auth) = Daemon::with_dovecot(&[]);
+    // The saslauthd socket: 3 right, 2 wrong, 1 unknown.
+    for _ in 0..3 {
+        assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "OK");
+    }
+    for _ in 0..2 {
+        assert_eq!(d.ask("alice", "wrong", "smtp", "example.org"), "NO");
+    }
+    assert_eq!(d.ask("nobody", "secret", "smtp", "example.org"), "NO");
+    // The Dovecot socket: 2 PLAIN right, 1 PLAIN wrong, 1 LOGIN right.
+    let mut c = Client::postfix(&auth);
+    for (id, password) in [(1, "secret"), (2, "secret"), (3, "nope")] {
+        c.send(&format!(
+            "AUTH\t{id}\tPLAIN\tservice=smtp\tresp={}\n",
+            plain("alice@example.org", password)
+        ));
+        c.line();
+    }
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    c.send("AUTH\t4\tLOGIN\tservice=smtp\n");
+    c.line();
+    c.send(&format!("CONT\t4\t{}\n", b64("alice@example.org")));
+    c.line();
+    c.send(&format!("CONT\t4\t{}\n", b64("secret")));
+    assert!(c.line().starts_with("OK\t4\t"));
+
+    let (code, text, err) = ctl(&d.run_dir, &["metrics"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    let Some(samples) = parse_openmetrics(&text) else {
+        return;
+    };
+    let get = |key: &str| samples.get(key).copied().unwrap_or(0.0);
+    let requests = |protocol: &str, mechanism: &str, verdict: &str| {
+        get(&format!(
+            "saslauthd_rs_requests_total{{mechanism={mechanism},passdb=sasldb,protocol={protocol},verdict={verdict}}}"
+        ))
+    };
+    assert_eq!(requests("saslauthd", "none", "success"), 3.0, "{samples:?}");
+    assert_eq!(requests("saslauthd", "none", "failure"), 3.0);
+    assert_eq!(requests("dovecot", "PLAIN", "success"), 2.0);
+    assert_eq!(requests("dovecot", "PLAIN", "failure"), 1.0);
+    assert_eq!(requests("dovecot", "LOGIN", "success"), 1.0);
+    assert_eq!(
+        get("saslauthd_rs_request_duration_seconds_count{passdb=sasldb,protocol=saslauthd}"),
+        6.0
+    );
+    assert_eq!(
+        get("saslauthd_rs_request_duration_seconds_count{passdb=sasldb,protocol=dovecot}"),
+        4.0
+    );
+    // Every bucket holds at most the count, the +Inf bucket exactly it.
+    assert_eq!(
+        get("saslauthd_rs_request_duration_seconds_bucket{le=+Inf,passdb=sasldb,protocol=saslauthd}"),
+        6.0
+    );
+    assert!(get("saslauthd_rs_start_time_seconds{}") > 1.7e9);
+    assert_eq!(
+        get(&format!(
+            "saslauthd_rs_build_info{{version={}}}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    // The harness runs with --failure-delay 0: nothing was delayed.
+    assert_eq!(get("saslauthd_rs_failure_delays_total{}"), 0.0);
+
+    let (code, stats, _) = ctl(&d.run_dir, &["stats"]);
+    assert_eq!(code, Some(0));
+    assert!(stats.contains("saslauthd  success  3"), "{stats}");
+    assert!(stats.contains("dovecot    failure  1"), "{stats}");
+    assert!(stats.contains("PLAIN          3"), "{stats}");
+    eprintln!("metrics: 10 logins on two sockets, every counter and histogram count as sent");
+}
+
+#[test]
+fn reload_is_sighup_and_other_users_are_refused() {
+    let (d, _) = Daemon::with_dovecot(&[]);
+    let (code, answer, err) = ctl(&d.run_dir, &["reload"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(answer.starts_with("ok: reloading"), "{answer}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !d.log_text().contains("SIGHUP: configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, _, err) = ctl(&d.run_dir, &["frobnicate"]);
+    assert_eq!(code, Some(1), "{err}");
+    // The socket is the daemon user's, mode 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let admin = d.run_dir.join("admin");
+    assert_eq!(
+        std::fs::metadata(&admin).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    // Another uid: refused (the mode keeps nobody out; were it open, SO_PEERCRED would).
+    std::fs::set_permissions(&d.run_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for mode in [0o600, 0o666] {
+        std::fs::set_permissions(&admin, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                CTL,
+                "-m",
+            ])
+            .arg(&d.run_dir)
+            .arg("metrics")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "mode {mode:o}: {err}");
+        assert!(out.stdout.is_empty(), "mode {mode:o}: nothing told");
+        if mode == 0o666 {
+            assert!(err.contains("only root and the daemon's user"), "{err}");
+            assert!(d
+                .log_text()
+                .contains("admin socket: refused a connection from uid 65534"));
+        }
+    }
+}
