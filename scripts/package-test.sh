@@ -50,6 +50,7 @@ for f in usr/local/sbin/saslauthd-rs usr/local/lib/systemd/system/saslauthd-rs.s
     usr/local/lib/sysusers.d/saslauthd-rs.conf usr/local/share/doc/saslauthd-rs/examples/saslauthd.service; do
     [ -f "$work/stage/$f" ] || fail "make install: no $f"
 done
+installed=$(cd "$work/stage" && find . -type f | wc -l)
 echo "edited" >> "$work/stage/usr/local/etc/saslauthd-rs.toml"
 make --quiet install DESTDIR="$work/stage" PREFIX=/usr/local SYSCONFDIR=/usr/local/etc >/dev/null
 tail -1 "$work/stage/usr/local/etc/saslauthd-rs.toml" | grep -q edited ||
@@ -57,7 +58,7 @@ tail -1 "$work/stage/usr/local/etc/saslauthd-rs.toml" | grep -q edited ||
 make --quiet uninstall DESTDIR="$work/stage" PREFIX=/usr/local SYSCONFDIR=/usr/local/etc >/dev/null
 left=$(cd "$work/stage" && find . -type f | sort)
 [ "$left" = "./usr/local/etc/saslauthd-rs.toml" ] || fail "make uninstall left: $left"
-echo "package-test: make install DESTDIR PREFIX: $(ls -R "$work/stage" | wc -l) entries; uninstall kept only the edited configuration"
+echo "package-test: make install DESTDIR PREFIX: $installed files; uninstall kept only the edited configuration"
 
 # 3. The .deb.
 deb=$(cargo deb --no-build --quiet --output "$work/")
