@@ -533,21 +533,9 @@ impl Handler {
                             return self.deliver(id, active, Duration::ZERO, result);
                         }
                         Err(running) => {
-                            // The passdb reads a changed file first, on the pool.
-                            let (seq, tx) = (active.seq, self.done_tx());
-                            tokio::spawn(async move {
-                                let result = match running.await {
-                                    Ok(credentials) => Finished::Credentials(credentials),
-                                    Err(Broken) => Finished::Broken,
-                                };
-                                let _ = tx.send(Done {
-                                    id,
-                                    seq,
-                                    result,
-                                    not_before: None,
-                                });
-                            });
-                            return self.wait(id, active);
+                            // The passdb reads a changed file (or asks a directory) first.
+                            let done = Finished::Credentials;
+                            return self.resume_later(id, active, running, done, Finished::Broken);
                         }
                     }
                 }
@@ -558,20 +546,13 @@ impl Handler {
                         return self.deliver(id, active, Duration::ZERO, result);
                     }
                     Err(running) => {
-                        let (seq, tx) = (active.seq, self.done_tx());
-                        tokio::spawn(async move {
-                            let result = match running.await {
-                                Ok(keys) => Finished::Keys(keys),
-                                Err(Broken) => Finished::Close,
-                            };
-                            let _ = tx.send(Done {
-                                id,
-                                seq,
-                                result,
-                                not_before: None,
-                            });
-                        });
-                        return self.wait(id, active);
+                        return self.resume_later(
+                            id,
+                            active,
+                            running,
+                            Finished::Keys,
+                            Finished::Close,
+                        )
                     }
                 },
                 Step::VerifyPlain { user, password } => {
@@ -611,6 +592,33 @@ impl Handler {
                 }
             };
         }
+    }
+
+    /// The step's work goes on in a task of its own; its value, made a result by `done` (or
+    /// `broken` when the passdb broke), comes back through the channel, and the request
+    /// waits meanwhile.
+    fn resume_later<T: Send + Unpin + 'static>(
+        &mut self,
+        id: u32,
+        active: Active,
+        running: super::Check<Result<T, Broken>>,
+        done: fn(T) -> Finished,
+        broken: Finished,
+    ) {
+        let (seq, tx) = (active.seq, self.done_tx());
+        tokio::spawn(async move {
+            let result = match running.await {
+                Ok(value) => done(value),
+                Err(Broken) => broken,
+            };
+            let _ = tx.send(Done {
+                id,
+                seq,
+                result,
+                not_before: None,
+            });
+        });
+        self.wait(id, active);
     }
 
     /// The request waits for work in flight: a `CONT` now is unexpected.
