@@ -650,19 +650,21 @@ impl Ldap {
                 match self.find(&tokens, vec![attr.clone()]).await? {
                     None => (super::verdict(None, password), String::new()),
                     Some(entry) => {
-                        let stored = lookup_attr(&entry, &attr);
-                        let verdict = match stored {
-                            None => PassdbResult::PasswordMismatch,
-                            Some(values) => {
-                                if values
-                                    .iter()
-                                    .any(|v| scheme::check(v.as_bytes(), password.expose()))
-                                {
-                                    PassdbResult::Ok
-                                } else {
-                                    PassdbResult::PasswordMismatch
-                                }
-                            }
+                        let values = lookup_attr(&entry, &attr).cloned().unwrap_or_default();
+                        // {CRYPT} runs libxcrypt, which may take milliseconds: never on the
+                        // runtime's threads.
+                        let given = zeroize::Zeroizing::new(password.expose().to_vec());
+                        let matched = tokio::task::spawn_blocking(move || {
+                            values.iter().any(|v| scheme::check(v.as_bytes(), &given))
+                        })
+                        .await
+                        .map_err(|e| PassdbError::Ldap {
+                            server: String::new(),
+                            message: format!("the password check failed: {e}"),
+                        })?;
+                        let verdict = match matched {
+                            true => PassdbResult::Ok,
+                            false => PassdbResult::PasswordMismatch,
                         };
                         (verdict, entry.dn)
                     }
