@@ -575,11 +575,7 @@ impl Ldap {
         password: &Password,
         cache: Option<&(dyn crate::verdict::SuccessCache + '_)>,
     ) -> Result<PassdbResult, PassdbError> {
-        let realm = match (realm.is_empty(), self.conf.default_realm.is_empty()) {
-            (false, _) => realm,
-            (true, false) => self.conf.default_realm.as_bytes(),
-            (true, true) => default_realm,
-        };
+        let realm = self.realm_of(realm, default_realm);
         // The directory speaks UTF-8; a name that is not cannot be anyone there.
         let (Ok(user), Ok(realm), Ok(service), Ok(secret)) = (
             std::str::from_utf8(user),
@@ -683,6 +679,16 @@ impl Ldap {
 }
 
 impl Ldap {
+    /// The realm a request is asked in: its own, else `ldap_default_realm`, else the daemon's
+    /// default.
+    fn realm_of<'a>(&'a self, realm: &'a [u8], default_realm: &'a [u8]) -> &'a [u8] {
+        match (realm.is_empty(), self.conf.default_realm.is_empty()) {
+            (false, _) => realm,
+            (true, false) => self.conf.default_realm.as_bytes(),
+            (true, true) => default_realm,
+        }
+    }
+
     /// Whether the settings hand out a cleartext secret (`custom`, whose password attribute
     /// the administrator keeps in cleartext for CRAM-MD5 and SCRAM): the Dovecot socket then
     /// offers those mechanisms too.
@@ -703,11 +709,7 @@ impl Ldap {
         if !self.has_credentials() {
             return Ok(none);
         }
-        let realm = match (realm.is_empty(), self.conf.default_realm.is_empty()) {
-            (false, _) => realm,
-            (true, false) => self.conf.default_realm.as_bytes(),
-            (true, true) => default_realm,
-        };
+        let realm = self.realm_of(realm, default_realm);
         let (Ok(user), Ok(realm), Ok(service)) = (
             std::str::from_utf8(user),
             std::str::from_utf8(realm),
