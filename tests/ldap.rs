@@ -267,6 +267,34 @@ fn a_changed_password_takes_effect_at_once() {
 }
 
 #[test]
+fn an_unknown_user_costs_the_directory_the_bind_a_wrong_password_does() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut slapd = start_slapd(&dir.path().join("slapd"));
+    slapd.log_operations();
+    let (d, _auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &[]);
+    let binds = |slapd: &Slapd| slapd.log().matches("BIND dn=").count();
+    // Warm up: the search connection binds as ldap_bind_dn once.
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    let before = binds(&slapd);
+    assert_eq!(d.ask("alice", "wrong", "smtp", ""), "NO");
+    let wrong = binds(&slapd) - before;
+    assert_eq!(d.ask("nobody-here", "wrong", "smtp", ""), "NO");
+    let unknown = binds(&slapd) - before - wrong;
+    assert_eq!((wrong, unknown), (1, 1), "{}", slapd.log());
+    let log = slapd.log();
+    let decoy = log
+        .lines()
+        .filter(|l| l.contains("BIND dn=\"cn=saslauthd-rs decoy "))
+        .count();
+    assert_eq!(decoy, 1, "the unknown user's bind is the decoy's: {log}");
+    assert!(log.contains(&format!(",{PEOPLE}\" method=128")));
+    eprintln!("a wrong password: {wrong} bind; an unknown user: {unknown} bind (the decoy)");
+}
+
+#[test]
 fn failover_under_load_and_a_directory_that_is_down() {
     if !ldap::available() {
         return;

@@ -91,6 +91,13 @@ pub struct Ldap {
     next_searcher: AtomicUsize,
     /// Connections last bound as some user: for the next user bind only, never a search.
     binders: Mutex<Vec<Conn>>,
+    /// The RDN an unknown user's password is bound as (`bind`): an entry nobody has, random
+    /// per process, so that an unknown user costs the directory the same round trip as a
+    /// wrong password.
+    decoy_rdn: String,
+    /// A value shaped like the last `ldap_password_attr` value seen (`custom`: same scheme,
+    /// cost and salt, no secret), which an unknown user's password is checked against.
+    decoy_value: Mutex<Option<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Ldap {
@@ -150,6 +157,8 @@ impl Ldap {
             searchers: Mutex::new(Vec::new()),
             next_searcher: AtomicUsize::new(0),
             binders: Mutex::new(Vec::new()),
+            decoy_rdn: format!("cn=saslauthd-rs decoy {:016x}", crate::secret::random_u64()),
+            decoy_value: Mutex::new(None),
         })
     }
 
@@ -247,24 +256,37 @@ impl Ldap {
                 return Ok((usable[n % usable.len()].clone(), true));
             }
         }
+        let conn = self
+            .on_first_server(skip, |i| self.bound_searcher(i))
+            .await?;
+        let mut pool = self.searchers.lock().unwrap_or_else(|e| e.into_inner());
+        pool.retain(|c| !c.ldap.clone().is_closed());
+        if pool.len() < SEARCH_CONNECTIONS {
+            pool.push(conn.clone());
+        }
+        Ok((conn, false))
+    }
+
+    /// `open` on the servers in order (but `skip`) until one works: a server that fails is
+    /// marked dead; one that answers with an error ends the attempt with it.
+    async fn on_first_server<T, F, Fut>(
+        &self,
+        skip: Option<usize>,
+        open: F,
+    ) -> Result<T, PassdbError>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
         let mut last = String::from("no server");
         for i in self.order().into_iter().filter(|&i| Some(i) != skip) {
-            match self.bound_searcher(i).await {
-                Ok(conn) => {
-                    let mut pool = self.searchers.lock().unwrap_or_else(|e| e.into_inner());
-                    pool.retain(|c| !c.ldap.clone().is_closed());
-                    if pool.len() < SEARCH_CONNECTIONS {
-                        pool.push(conn.clone());
-                    }
-                    return Ok((conn, false));
-                }
+            match open(i).await {
+                Ok(value) => return Ok(value),
                 Err(Failure::Server(why) | Failure::Broken(why)) => {
                     self.mark_dead(i, &why);
                     last = format!("{}: {why}", self.servers[i].url);
                 }
-                Err(Failure::Answer(why)) => {
-                    return Err(self.error(i, why));
-                }
+                Err(Failure::Answer(why)) => return Err(self.error(i, why)),
             }
         }
         Err(PassdbError::Ldap {
@@ -417,33 +439,7 @@ impl Ldap {
             let was_pooled = pooled.is_some();
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => {
-                    let mut connected = None;
-                    let mut last = String::from("no server");
-                    for i in self.order().into_iter().filter(|&i| Some(i) != skip) {
-                        match self.connect(i).await {
-                            Ok(conn) => {
-                                connected = Some(conn);
-                                break;
-                            }
-                            Err(
-                                Failure::Server(why) | Failure::Broken(why) | Failure::Answer(why),
-                            ) => {
-                                self.mark_dead(i, &why);
-                                last = why;
-                            }
-                        }
-                    }
-                    match connected {
-                        Some(conn) => conn,
-                        None => {
-                            return Err(PassdbError::Ldap {
-                                server: self.conf.servers.join(" "),
-                                message: format!("no LDAP server could be used ({last})"),
-                            })
-                        }
-                    }
-                }
+                None => self.on_first_server(skip, |i| self.connect(i)).await?,
             };
             let server = conn.server;
             // The password policy control: a server with ppolicy says why a bind failed.
@@ -606,7 +602,16 @@ impl Ldap {
                     None => vec!["1.1".into()],
                 };
                 match self.find(&tokens, attrs).await? {
-                    None => (PassdbResult::UserUnknown, String::new()),
+                    None => {
+                        // The same bind a wrong password costs, as an entry nobody has.
+                        let base = expand(&self.conf.search_base, &tokens);
+                        let decoy = match base.is_empty() {
+                            true => self.decoy_rdn.clone(),
+                            false => format!("{},{base}", self.decoy_rdn),
+                        };
+                        self.bind_as(&decoy, secret).await?;
+                        (PassdbResult::UserUnknown, String::new())
+                    }
                     Some(entry) => {
                         let stamp = [
                             lookup_attr(&entry, "entryCSN"),
@@ -643,27 +648,40 @@ impl Ldap {
             }
             AuthMethod::Custom => {
                 let attr = self.conf.password_attr.clone();
-                match self.find(&tokens, vec![attr.clone()]).await? {
-                    None => (super::verdict(None, password), String::new()),
+                let entry = self.find(&tokens, vec![attr.clone()]).await?;
+                let decoy = |values: &[String]| values.first().map(|v| scheme::decoy(v.as_bytes()));
+                let values: Vec<Vec<u8>> = match &entry {
                     Some(entry) => {
-                        let values = lookup_attr(&entry, &attr).cloned().unwrap_or_default();
-                        // {CRYPT} runs libxcrypt, which may take milliseconds: never on the
-                        // runtime's threads.
-                        let given = zeroize::Zeroizing::new(password.expose().to_vec());
-                        let matched = tokio::task::spawn_blocking(move || {
-                            values.iter().any(|v| scheme::check(v.as_bytes(), &given))
-                        })
-                        .await
-                        .map_err(|e| PassdbError::Ldap {
-                            server: String::new(),
-                            message: format!("the password check failed: {e}"),
-                        })?;
-                        let verdict = match matched {
-                            true => PassdbResult::Ok,
-                            false => PassdbResult::PasswordMismatch,
-                        };
-                        (verdict, entry.dn)
+                        let values = lookup_attr(entry, &attr).cloned().unwrap_or_default();
+                        if let Some(shape) = decoy(&values) {
+                            *self.decoy_value.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some(shape);
+                        }
+                        values.into_iter().map(String::into_bytes).collect()
                     }
+                    // An unknown user's password is checked as a known one's would be.
+                    None => vec![self
+                        .decoy_value
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone()
+                        .unwrap_or_else(|| b"\0no such user\0".to_vec())],
+                };
+                // {CRYPT} runs libxcrypt, which may take milliseconds: never on the runtime's
+                // threads.
+                let given = zeroize::Zeroizing::new(password.expose().to_vec());
+                let matched = tokio::task::spawn_blocking(move || {
+                    values.iter().any(|v| scheme::check(v, &given))
+                })
+                .await
+                .map_err(|e| PassdbError::Ldap {
+                    server: String::new(),
+                    message: format!("the password check failed: {e}"),
+                })?;
+                match (entry, matched) {
+                    (None, _) => (PassdbResult::UserUnknown, String::new()),
+                    (Some(entry), true) => (PassdbResult::Ok, entry.dn),
+                    (Some(entry), false) => (PassdbResult::PasswordMismatch, entry.dn),
                 }
             }
         };
@@ -835,9 +853,54 @@ pub(crate) mod scheme {
         }
     }
 
+    /// A value of `stored`'s shape that no password matches: the same scheme, and for
+    /// `{CRYPT}` the same method, cost and salt (so checking it costs what checking `stored`
+    /// does), with the secret part replaced.
+    pub(crate) fn decoy(stored: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(stored);
+        let Some((scheme, rest)) = text.strip_prefix('{').and_then(|t| t.split_once('}')) else {
+            return vec![0; stored.len()];
+        };
+        let secret = match scheme.to_ascii_uppercase().as_str() {
+            "CRYPT" | "UNIX" => match rest.rfind('$') {
+                Some(at) => format!("{}{}", &rest[..=at], ".".repeat(rest.len() - at - 1)),
+                None => ".".repeat(rest.len()),
+            },
+            _ => {
+                let len = base64::engine::general_purpose::STANDARD
+                    .decode(rest.trim())
+                    .map_or(0, |d| d.len());
+                base64::engine::general_purpose::STANDARD.encode(vec![0u8; len])
+            }
+        };
+        format!("{{{scheme}}}{secret}").into_bytes()
+    }
+
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn decoys_keep_the_shape_not_the_secret() {
+            let sha512 = crate::crypt::hash(b"secret", "$6$").unwrap();
+            let stored = format!("{{CRYPT}}{sha512}");
+            let shape = String::from_utf8(decoy(stored.as_bytes())).unwrap();
+            let setting = &stored[..stored.rfind('$').unwrap()];
+            assert!(shape.starts_with(setting), "{shape}");
+            assert_eq!(shape.len(), stored.len());
+            assert!(!check(shape.as_bytes(), b"secret"));
+            let mut digest = Sha1::digest(b"passwordsalt").to_vec();
+            digest.extend_from_slice(b"salt");
+            let ssha = format!(
+                "{{SSHA}}{}",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            );
+            assert!(check(ssha.as_bytes(), b"password"));
+            let shape = decoy(ssha.as_bytes());
+            assert!(shape.starts_with(b"{SSHA}") && shape.len() == ssha.len());
+            assert!(!check(&shape, b"password"));
+            assert_eq!(decoy(b"cleartext"), vec![0u8; 9]);
+        }
 
         #[test]
         fn ppolicy_errors() {
