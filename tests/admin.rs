@@ -194,3 +194,73 @@ fn reload_is_sighup_and_other_users_are_refused() {
         }
     }
 }
+
+#[test]
+fn penalty_list_and_reset_and_a_test_login() {
+    let (d, auth) = Daemon::with_dovecot(&["--failure-delay", "0.05"]);
+    let mut c = Client::postfix(&auth);
+    for (id, password) in [(1, "nope"), (2, "nope again")] {
+        c.send(&format!(
+            "AUTH\t{id}\tPLAIN\tservice=smtp\trip=192.0.2.7\tresp={}\n",
+            plain("alice@example.org", password)
+        ));
+        assert!(c.line().starts_with(&format!("FAIL\t{id}")));
+    }
+    let (code, list, err) = ctl(&d.run_dir, &["penalty", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    let peers: Vec<&str> = list.lines().skip(1).collect();
+    assert_eq!(peers.len(), 1, "{list}");
+    assert!(peers[0].starts_with("192.0.2.7\t2\t"), "two steps: {list}");
+    let (code, answer, _) = ctl(&d.run_dir, &["penalty", "reset", "192.0.2.7"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(answer, "ok: 192.0.2.7 is no longer delayed\n");
+    let (_, list, _) = ctl(&d.run_dir, &["penalty", "list"]);
+    assert_eq!(list.lines().count(), 1, "nobody delayed: {list}");
+    let (_, answer, _) = ctl(&d.run_dir, &["penalty", "reset", "192.0.2.7"]);
+    assert_eq!(answer, "ok: 192.0.2.7 had no delay\n");
+    let (code, _, err) = ctl(&d.run_dir, &["penalty", "reset", "not-an-address"]);
+    assert_eq!(
+        (code, err.contains("is not an IP address")),
+        (Some(1), true)
+    );
+
+    // `test`: through the driver, as a request; a password with a space in it travels whole.
+    let (code, answer, err) = ctl(
+        &d.run_dir,
+        &["test", "alice", "secret", "--realm", "example.org"],
+    );
+    assert_eq!(code, Some(0), "{answer}{err}");
+    assert!(answer.starts_with("ok: alice authenticated"), "{answer}");
+    let (code, answer, _) = ctl(
+        &d.run_dir,
+        &["test", "alice", "sec ret", "--realm", "example.org"],
+    );
+    assert_eq!(code, Some(1));
+    assert!(answer.starts_with("fail: alice: "), "{answer}");
+    let (code, _, err) = ctl(&d.run_dir, &["cache", "flush"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("the credential cache is off"), "{err}");
+    let (_, text, _) = ctl(&d.run_dir, &["metrics"]);
+    let Some(samples) = parse_openmetrics(&text) else {
+        return;
+    };
+    let admin = |verdict: &str| {
+        samples
+            .get(&format!(
+                "saslauthd_rs_requests_total{{mechanism=none,passdb=sasldb,protocol=admin,verdict={verdict}}}"
+            ))
+            .copied()
+    };
+    assert_eq!(
+        (admin("success"), admin("failure")),
+        (Some(1.0), Some(1.0)),
+        "{text}"
+    );
+    assert_eq!(
+        samples.get("saslauthd_rs_penalty_peers{}"),
+        Some(&0.0),
+        "{text}"
+    );
+    // Never a password in the log.
+    assert!(!d.log_text().contains("sec ret"));
+}

@@ -295,6 +295,48 @@ fn an_unknown_user_costs_the_directory_the_bind_a_wrong_password_does() {
 }
 
 #[test]
+fn cache_flush_of_a_user_sends_the_next_login_to_the_directory() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut slapd = start_slapd(&dir.path().join("slapd"));
+    slapd.log_operations();
+    let alice = format!("uid=alice,{PEOPLE}");
+    let bob = format!("uid=bob,{PEOPLE}");
+    let (d, _auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &["-c"]);
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_saslauthd-rs-ctl"))
+            .arg("-m")
+            .arg(&d.run_dir)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for _ in 0..3 {
+        assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+        assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK");
+    }
+    assert_eq!((slapd.binds_as(&alice), slapd.binds_as(&bob)), (1, 1));
+    assert_eq!(
+        ctl(&["cache", "flush", "alice"]),
+        "ok: 1 cache entries of alice dropped\n"
+    );
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK");
+    assert_eq!(
+        (slapd.binds_as(&alice), slapd.binds_as(&bob)),
+        (2, 1),
+        "alice's login went to the directory, bob's stayed cached"
+    );
+    assert_eq!(ctl(&["cache", "flush"]), "ok: 2 cache entries dropped\n");
+    assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK");
+    assert_eq!(slapd.binds_as(&bob), 2);
+}
+
+#[test]
 fn failover_under_load_and_a_directory_that_is_down() {
     if !ldap::available() {
         return;

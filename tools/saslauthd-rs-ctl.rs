@@ -5,10 +5,13 @@
 //! saslauthd-rs-ctl [-m RUN_DIR] stats      a summary of the metrics
 //! saslauthd-rs-ctl [-m RUN_DIR] metrics    the OpenMetrics text (what a scraper reads)
 //! saslauthd-rs-ctl [-m RUN_DIR] reload     as SIGHUP
+//! saslauthd-rs-ctl [-m RUN_DIR] cache flush [USER]
+//! saslauthd-rs-ctl [-m RUN_DIR] penalty list|reset ADDR
+//! saslauthd-rs-ctl [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]
 //! ```
 //!
-//! Exit 0 when the daemon answered, 1 on a usage error or a refusal, 2 when it cannot be
-//! reached.
+//! Exit 0 when the daemon answered (and `test` authenticated), 1 on a usage error, a refusal
+//! or a failed `test`, 2 when it cannot be reached.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -26,13 +29,32 @@ const SPEC: Spec<'static> = Spec {
             ArgKind::Dir,
             "The daemon's run directory (default /run/saslauthd).",
         ),
+        OptDef::with(
+            None,
+            Some("service"),
+            "service",
+            ArgKind::Any,
+            "For test: the service the check is for (default smtp).",
+        ),
+        OptDef::with(
+            None,
+            Some("realm"),
+            "realm",
+            ArgKind::Any,
+            "For test: the realm (default: the daemon's).",
+        ),
         OptDef::flag(Some('h'), Some("help"), "The usage."),
         OptDef::flag(None, Some("version"), "The version."),
     ],
 };
 
 fn usage(program: &str) -> String {
-    format!("usage: {program} [-m RUN_DIR] stats|metrics|reload\n")
+    format!(
+        "usage: {program} [-m RUN_DIR] stats|metrics|reload\n       \
+         {program} [-m RUN_DIR] cache flush [USER]\n       \
+         {program} [-m RUN_DIR] penalty list|reset ADDR\n       \
+         {program} [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]\n"
+    )
 }
 
 /// A human summary of the OpenMetrics text: requests by protocol and verdict, by mechanism,
@@ -86,9 +108,20 @@ fn main() -> ExitCode {
         }
     };
     let mut run_dir = PathBuf::from(saslauthd_rs::protocol::saslauthd::DEFAULT_RUN_DIR);
+    let mut test_options = Vec::new();
     for opt in &parsed.opts {
         match opt.name.as_str() {
             "m" => run_dir = PathBuf::from(opt.value.clone().unwrap_or_default()),
+            "service" | "realm" => {
+                test_options.push(format!("--{}", opt.name));
+                test_options.push(
+                    opt.value
+                        .clone()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
             "version" => {
                 eprintln!("{program}: saslauthd-rs {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
@@ -104,19 +137,42 @@ fn main() -> ExitCode {
         .iter()
         .map(|w| w.to_string_lossy().into_owned())
         .collect();
-    let (command, show): (&str, fn(&str) -> String) = match words.join(" ").as_str() {
-        "stats" => ("metrics", summary),
-        "metrics" => ("metrics", str::to_owned),
-        "reload" => ("reload", str::to_owned),
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    if !test_options.is_empty() && words.first() != Some(&"test") {
+        eprint!(
+            "{program}: --service and --realm are for test\n{}",
+            usage(&program)
+        );
+        return ExitCode::from(1);
+    }
+    let test_words: Vec<&str> = words
+        .iter()
+        .copied()
+        .chain(test_options.iter().map(String::as_str))
+        .collect();
+    let plain: fn(&str) -> String = str::to_owned;
+    let (command, show): (String, fn(&str) -> String) = match words.as_slice() {
+        ["stats"] => ("metrics".into(), summary),
+        ["metrics"] | ["reload"] | ["penalty", "list"] | ["penalty", "reset", _] => {
+            (words.join("\t"), plain)
+        }
+        ["cache", "flush"] | ["cache", "flush", _] => (words.join("\t"), plain),
+        ["test", _, _] if test_words.iter().all(|w| !w.contains(['\t', '\n'])) => {
+            (test_words.join("\t"), plain)
+        }
         _ => {
             eprint!("{}", usage(&program));
             return ExitCode::from(1);
         }
     };
     let socket = run_dir.join("admin");
-    match saslauthd_rs::client::admin(&socket, command, Duration::from_secs(10)) {
+    match saslauthd_rs::client::admin(&socket, &command, Duration::from_secs(10)) {
         Ok(answer) if answer.starts_with("error:") => {
             eprint!("{program}: {}", answer.trim_start_matches("error: "));
+            ExitCode::from(1)
+        }
+        Ok(answer) if answer.starts_with("fail:") => {
+            print!("{answer}");
             ExitCode::from(1)
         }
         Ok(answer) => {

@@ -83,9 +83,32 @@ impl<K: Hash + Eq + Clone, V> BoundedMap<K, V> {
     }
 
     /// How many entries are held (expired ones included until they are evicted).
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// Removes the entries `drop` says, returning how many (for an administrator's flush).
+    pub(crate) fn remove_where(&mut self, mut drop: impl FnMut(&K, &V) -> bool) -> usize {
+        let gone: Vec<(K, u64)> = self
+            .entries
+            .iter()
+            .filter(|(k, slot)| drop(k, &slot.value))
+            .map(|(k, slot)| (k.clone(), slot.seq))
+            .collect();
+        for (key, seq) in &gone {
+            self.entries.remove(key);
+            self.order.remove(seq);
+        }
+        gone.len()
+    }
+
+    /// The entries that have not expired, with how long ago each was last written.
+    pub(crate) fn live_entries(&self, now: Instant) -> Vec<(&K, &V, Duration)> {
+        self.entries
+            .iter()
+            .filter(|(_, slot)| self.live(slot, now))
+            .map(|(k, slot)| (k, &slot.value, now.saturating_duration_since(slot.stamp)))
+            .collect()
     }
 }
 

@@ -27,7 +27,14 @@ type Digest = [u8; 32];
 pub struct Cache {
     key: Zeroizing<[u8; 32]>,
     ttl: Duration,
-    entries: Mutex<BoundedMap<Digest, Digest>>,
+    /// Slot → (verifier, the user's tag), the tag for [`Cache::flush`].
+    entries: Mutex<BoundedMap<Digest, (Digest, Digest)>>,
+}
+
+/// The cache as one user's check sees it: what it inserts carries the user's tag.
+pub struct UserCache<'a> {
+    cache: &'a Cache,
+    tag: Digest,
 }
 
 impl std::fmt::Debug for Cache {
@@ -64,31 +71,57 @@ impl Cache {
         mac.finalize().into_bytes().into()
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, BoundedMap<Digest, Digest>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, BoundedMap<Digest, (Digest, Digest)>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How many entries are held.
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// The tag of a user: the login without its `@realm`, so that a flush of `alice` reaches
+    /// her entries in every realm.
+    fn tag(&self, login: &[u8]) -> Digest {
+        let local = login.split(|&b| b == b'@').next().unwrap_or_default();
+        self.mac(&[b"user", local])
+    }
+
+    /// The cache for checks of `login`'s password.
+    pub fn for_user(&self, login: &[u8]) -> UserCache<'_> {
+        UserCache {
+            cache: self,
+            tag: self.tag(login),
+        }
+    }
+
+    /// Drops every entry, or `login`'s only (any realm); returns how many went.
+    pub fn flush(&self, login: Option<&[u8]>) -> usize {
+        let tag = login.map(|l| self.tag(l));
+        self.entries()
+            .remove_where(|_, (_, t)| tag.is_none_or(|tag| bool::from(t.ct_eq(&tag))))
+    }
+
+    /// How many entries are held (expired ones until they are evicted).
+    pub fn len(&self) -> usize {
         self.entries().len()
+    }
+
+    /// Whether the cache holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-impl SuccessCache for Cache {
+impl SuccessCache for UserCache<'_> {
     fn hit(&self, slot: &[&[u8]], password: &[u8], now: Instant) -> bool {
-        let slot = self.mac(slot);
-        let verifier = self.mac(&[&slot, password]);
-        match self.entries().get(&slot, now) {
-            Some(stored) => bool::from(stored.ct_eq(&verifier)),
+        let slot = self.cache.mac(slot);
+        let verifier = self.cache.mac(&[&slot, password]);
+        match self.cache.entries().get(&slot, now) {
+            Some((stored, _)) => bool::from(stored.ct_eq(&verifier)),
             None => false,
         }
     }
 
     fn insert(&self, slot: &[&[u8]], password: &[u8], now: Instant) {
-        let slot = self.mac(slot);
-        let verifier = self.mac(&[&slot, password]);
-        self.entries().insert(slot, verifier, now);
+        let slot = self.cache.mac(slot);
+        let verifier = self.cache.mac(&[&slot, password]);
+        self.cache.entries().insert(slot, (verifier, self.tag), now);
     }
 }
 
@@ -98,7 +131,8 @@ mod tests {
 
     #[test]
     fn hits_only_the_same_password_within_the_ttl() {
-        let cache = Cache::new(Duration::from_secs(60), 64);
+        let whole = Cache::new(Duration::from_secs(60), 64);
+        let cache = whole.for_user(b"alice");
         let t0 = Instant::now();
         let slot: &[&[u8]] = &[b"pam", b"smtp", b"alice"];
         assert!(!cache.hit(slot, b"secret", t0));
@@ -120,8 +154,24 @@ mod tests {
     }
 
     #[test]
+    fn a_flush_drops_one_user_in_every_realm_or_everyone() {
+        let whole = Cache::new(Duration::from_secs(60), 64);
+        let t0 = Instant::now();
+        whole.for_user(b"alice").insert(&[b"a", b"1"], b"pw", t0);
+        whole.for_user(b"alice@example.org").insert(&[b"a", b"2"], b"pw", t0);
+        whole.for_user(b"bob").insert(&[b"b"], b"pw", t0);
+        assert_eq!(whole.flush(Some(b"carol")), 0);
+        assert_eq!(whole.flush(Some(b"alice")), 2);
+        assert!(!whole.for_user(b"alice").hit(&[b"a", b"1"], b"pw", t0));
+        assert!(whole.for_user(b"bob").hit(&[b"b"], b"pw", t0));
+        assert_eq!(whole.flush(None), 1);
+        assert!(whole.is_empty());
+    }
+
+    #[test]
     fn parts_are_length_prefixed() {
-        let cache = Cache::new(Duration::from_secs(60), 64);
+        let whole = Cache::new(Duration::from_secs(60), 64);
+        let cache = whole.for_user(b"alice");
         let t0 = Instant::now();
         cache.insert(&[b"ab", b"c"], b"pw", t0);
         assert!(!cache.hit(&[b"a", b"bc"], b"pw", t0));
@@ -129,7 +179,8 @@ mod tests {
 
     #[test]
     fn size_is_bounded() {
-        let cache = Cache::new(Duration::from_secs(60), 1);
+        let whole = Cache::new(Duration::from_secs(60), 1);
+        let cache = whole.for_user(b"alice");
         let t0 = Instant::now();
         for i in 0..100u32 {
             cache.insert(
@@ -138,7 +189,7 @@ mod tests {
                 t0 + Duration::from_millis(u64::from(i)),
             );
         }
-        assert!(cache.len() <= 16);
+        assert!(whole.len() <= 16);
         assert!(
             cache.hit(&[&99u32.to_be_bytes()], b"pw", t0 + Duration::from_secs(1)),
             "newest kept"
@@ -149,11 +200,13 @@ mod tests {
     fn nothing_stored_is_the_password() {
         let cache = Cache::new(Duration::from_secs(60), 64);
         let t0 = Instant::now();
-        cache.insert(&[b"alice"], b"hunter2hunter2", t0);
+        cache
+            .for_user(b"alice")
+            .insert(&[b"alice"], b"hunter2hunter2", t0);
         let slot = cache.mac(&[b"alice"]);
         let entries = cache.entries();
-        let verifier = entries.get(&slot, t0).unwrap();
-        for bytes in [&slot[..], &verifier[..]] {
+        let (verifier, tag) = entries.get(&slot, t0).unwrap();
+        for bytes in [&slot[..], &verifier[..], &tag[..]] {
             assert!(!bytes.windows(7).any(|w| w == b"hunter2"));
         }
     }

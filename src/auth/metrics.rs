@@ -55,6 +55,15 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
     delays: Counter,
+    cache: Family<CacheLabels, Counter>,
+    cache_entries: Gauge,
+    penalty_peers: Gauge,
+}
+
+/// Whether a credential-cache lookup answered.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    result: &'static str,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -95,6 +104,24 @@ impl Metrics {
             "Failures whose answer the throttle delayed",
             delays.clone(),
         );
+        let cache = Family::<CacheLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Credential-cache lookups (-c) by result (hit: answered without the passdb)",
+            cache.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Entries in the credential cache",
+            cache_entries.clone(),
+        );
+        let penalty_peers = Gauge::default();
+        registry.register(
+            "penalty_peers",
+            "Client addresses the throttle delays now",
+            penalty_peers.clone(),
+        );
         let started = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         started.set(
             std::time::SystemTime::now()
@@ -119,7 +146,24 @@ impl Metrics {
             requests,
             durations,
             delays,
+            cache,
+            cache_entries,
+            penalty_peers,
         }
+    }
+
+    /// A credential-cache lookup.
+    pub fn cache_lookup(&self, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.cache.get_or_create(&CacheLabels { result }).inc();
+    }
+
+    /// The sizes read at encoding time.
+    pub fn set_sizes(&self, cache_entries: usize, penalty_peers: usize) {
+        self.cache_entries
+            .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
+        self.penalty_peers
+            .set(i64::try_from(penalty_peers).unwrap_or(i64::MAX));
     }
 
     /// One authentication.

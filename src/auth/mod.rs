@@ -98,6 +98,12 @@ impl Via {
         mechanism: None,
     };
 
+    /// The admin socket's `test` command (as `doveadm auth test`).
+    pub const ADMIN: Via = Via {
+        protocol: "admin",
+        mechanism: None,
+    };
+
     /// The Dovecot protocol, running `mechanism`.
     pub fn dovecot(mechanism: &'static str) -> Via {
         Via {
@@ -312,6 +318,34 @@ impl Authenticator {
         &self.metrics
     }
 
+    /// The metrics' OpenMetrics text, with the sizes of the credential cache and the
+    /// throttle read now.
+    pub fn encode_metrics(&self) -> String {
+        let now = std::time::Instant::now();
+        self.metrics.set_sizes(
+            self.cache.as_deref().map_or(0, Cache::len),
+            self.penalty.peers_list(now).len(),
+        );
+        self.metrics.encode()
+    }
+
+    /// Empties the credential cache, or drops `login`'s entries only (every realm): how
+    /// many went; `None` without a cache (`-c`).
+    pub fn flush_cache(&self, login: Option<&[u8]>) -> Option<usize> {
+        self.cache.as_deref().map(|cache| cache.flush(login))
+    }
+
+    /// The peers the throttle delays: address (an IPv6 /48 as its first address), step,
+    /// time since the last failure; the most delayed first.
+    pub fn penalty_list(&self) -> Vec<(std::net::IpAddr, u32, Duration)> {
+        self.penalty.peers_list(std::time::Instant::now())
+    }
+
+    /// Lifts `ip`'s delay: whether it had one.
+    pub fn penalty_reset(&self, ip: std::net::IpAddr) -> bool {
+        self.penalty.reset(ip)
+    }
+
     /// Which passdb answers.
     pub fn passdb_kind(&self) -> PassdbKind {
         self.passdb.kind()
@@ -350,10 +384,11 @@ impl Authenticator {
             peer: &request.peer,
             password: &password,
         };
-        let cached = self
-            .cache
-            .as_deref()
-            .and_then(|cache| self.passdb.verify_cached(&query, cache));
+        let cached = self.cache.as_deref().and_then(|cache| {
+            let verdict = self.passdb.verify_cached(&query, &cache.for_user(&authid));
+            self.metrics.cache_lookup(verdict.is_some());
+            verdict
+        });
         if let Some(verdict) = cached {
             let checked = Checked::Verdict(verdict);
             return Check::ready(self.conclude(request, via, checked, attempt, started));
@@ -364,9 +399,9 @@ impl Authenticator {
             let authid = authid.into_owned();
             return Check::running(async move {
                 let ldap = auth.passdb.ldap().expect("checked above");
-                let cache = auth
-                    .cache
-                    .as_deref()
+                let user_cache = auth.cache.as_deref().map(|c| c.for_user(&authid));
+                let cache = user_cache
+                    .as_ref()
                     .map(|c| c as &dyn crate::verdict::SuccessCache);
                 let asked = ldap.verify(
                     &authid,
@@ -631,8 +666,9 @@ impl Authenticator {
                 peer: &peer,
                 password: &password,
             };
-            let cache = cache
-                .as_deref()
+            let user_cache = cache.as_deref().map(|c| c.for_user(&authid));
+            let cache = user_cache
+                .as_ref()
                 .map(|c| c as &dyn crate::verdict::SuccessCache);
             passdb.verify_plain(&query, cache)
         });

@@ -161,6 +161,24 @@ impl Penalty {
         delay.min(MAX_REPLY.saturating_sub(elapsed))
     }
 
+    /// The peers being delayed now: each with its step (the delay doubles per step) and how
+    /// long ago its last failure was.
+    pub(crate) fn peers_list(&self, now: Instant) -> Vec<(IpAddr, u32, Duration)> {
+        let peers = self.peers();
+        let mut list: Vec<(IpAddr, u32, Duration)> = peers
+            .live_entries(now)
+            .into_iter()
+            .map(|(peer, state, ago)| (peer.0, state.steps, ago))
+            .collect();
+        list.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+        list
+    }
+
+    /// Forgets `ip`'s failures (its /48 for IPv6): whether it had any.
+    pub(crate) fn reset(&self, ip: IpAddr) -> bool {
+        self.peers().remove(&PeerKey::of(ip)).is_some()
+    }
+
     /// A success: the peer starts afresh.
     pub(crate) fn on_success(&self, peer: Option<PeerKey>) {
         if let (true, Some(peer)) = (self.enabled(), peer) {

@@ -4,7 +4,13 @@
 //!
 //! Commands (`saslauthd-rs-ctl` sends them):
 //! - `metrics`: the OpenMetrics text of the driver's metrics, `# EOF` last;
-//! - `reload`: the same as SIGHUP.
+//! - `reload`: the same as SIGHUP;
+//! - `cache flush [USER]`: empties the credential cache, or drops one user's entries;
+//! - `penalty list`, `penalty reset ADDR`: the throttled peers, and lifting one's delay;
+//! - `test USER PASSWORD [--service S] [--realm R]`: a password check through the driver,
+//!   as a request would make it (counted as protocol `admin`).
+//!
+//! A command's words are separated by tabs (a password may hold spaces).
 
 use std::future::Future;
 use std::io;
@@ -90,18 +96,90 @@ async fn handle(mut stream: UnixStream, live: &Live, timeout: Duration) -> io::R
             .await;
     }
     let text = String::from_utf8_lossy(&line);
-    let command = text.trim();
-    let answer = match command {
-        "metrics" => live.current().metrics().encode(),
-        "reload" => {
+    let words: Vec<&str> = text.trim_end_matches(['\r', '\n']).split('\t').collect();
+    let answer = command(&words, live).await;
+    // Only the command's name: `test` carries a password.
+    tracing::debug!(command = words[0], "admin command");
+    stream.write_all(answer.as_bytes()).await
+}
+
+/// The answer to one command (its words were tab-separated): `ok: ...`, `fail: ...` or
+/// `error: ...` on the first line, or the metrics' text.
+async fn command(words: &[&str], live: &Live) -> String {
+    let auth = live.current();
+    match words {
+        ["metrics"] => auth.encode_metrics(),
+        ["reload"] => {
             // The SIGHUP handler does the work, as for `systemctl reload`.
             match nix::sys::signal::kill(nix::unistd::getpid(), nix::sys::signal::Signal::SIGHUP) {
                 Ok(()) => "ok: reloading (the log says how it went)\n".to_string(),
                 Err(e) => format!("error: {e}\n"),
             }
         }
-        other => format!("error: unknown command {other:?} (metrics, reload)\n"),
-    };
-    tracing::debug!(command, "admin command");
-    stream.write_all(answer.as_bytes()).await
+        ["cache", "flush", rest @ ..] if rest.len() <= 1 => {
+            match auth.flush_cache(rest.first().map(|u| u.as_bytes())) {
+                None => "error: the credential cache is off (-c turns it on)\n".into(),
+                Some(n) => match rest.first() {
+                    Some(user) => format!("ok: {n} cache entries of {user} dropped\n"),
+                    None => format!("ok: {n} cache entries dropped\n"),
+                },
+            }
+        }
+        ["penalty", "list"] => {
+            let mut out = String::from("ok: peers delayed (address, step, last failure)\n");
+            for (ip, step, ago) in auth.penalty_list() {
+                out += &format!("{ip}\t{step}\t{}s ago\n", ago.as_secs());
+            }
+            out
+        }
+        ["penalty", "reset", addr] => match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) if auth.penalty_reset(ip) => format!("ok: {ip} is no longer delayed\n"),
+            Ok(ip) => format!("ok: {ip} had no delay\n"),
+            Err(_) => format!("error: {addr:?} is not an IP address\n"),
+        },
+        ["test", user, password, options @ ..] => {
+            let (mut service, mut realm) = ("smtp", "");
+            let mut rest = options.iter();
+            while let Some(option) = rest.next() {
+                match (*option, rest.next()) {
+                    ("--service", Some(s)) => service = s,
+                    ("--realm", Some(r)) => realm = r,
+                    _ => {
+                        return format!(
+                            "error: unknown option {option:?} (--service S, --realm R)\n"
+                        )
+                    }
+                }
+            }
+            let request = crate::request::AuthRequest {
+                login: user.as_bytes().to_vec(),
+                service: service.as_bytes().to_vec(),
+                realm: realm.as_bytes().to_vec(),
+                peer: crate::request::Peer::new(None),
+            };
+            let password = crate::secret::Password::new(password.as_bytes().to_vec());
+            let decision = auth
+                .verify_plain(&request, password, crate::auth::Via::ADMIN)
+                .await;
+            match decision.outcome {
+                crate::verdict::Outcome::Verdict(crate::verdict::PassdbResult::Ok) => {
+                    format!("ok: {user} authenticated (service {service})\n")
+                }
+                crate::verdict::Outcome::Verdict(verdict) => {
+                    format!("fail: {user}: {verdict}\n")
+                }
+                crate::verdict::Outcome::Refused(refusal) => {
+                    format!("fail: {user}: refused ({refusal:?})\n")
+                }
+                crate::verdict::Outcome::Error => {
+                    "error: the passdb failed (the log says why)\n".into()
+                }
+            }
+        }
+        _ => format!(
+            "error: unknown command {:?} (metrics, reload, cache flush [USER], penalty list, \
+             penalty reset ADDR, test USER PASSWORD [--service S] [--realm R])\n",
+            words.join(" ")
+        ),
+    }
 }
