@@ -79,6 +79,8 @@ pub struct Config {
     pub shadow_file: Option<PathBuf>,
     /// `--pam-service`: the PAM service for every request (default: the request's).
     pub pam_service: Option<String>,
+    /// `metrics_address`: serve `GET /metrics` (OpenMetrics) on this TCP address.
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// `--failure-delay`: the base delay before a failure is answered (0 = none).
     pub failure_delay: Duration,
     /// `--dovecot-socket`: also serve Dovecot's auth-client protocol here.
@@ -224,6 +226,7 @@ impl Default for Config {
             listeners: Vec::new(),
             log_level: "info",
             ldap: Vec::new(),
+            metrics_address: None,
         }
     }
 }
@@ -246,6 +249,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("read_timeout", "seconds", "Time a client has to send its request (--timeout). Default 10."),
     ("max_connections", "integer", "Open connections on the mux socket at most (--max-connections). Default 4096."),
     ("dovecot_max_connections", "integer", "Open connections on the Dovecot socket at most. Default 4096."),
+    ("metrics_address", "\"[host:]port\"", "Serve the metrics (OpenMetrics, GET /metrics) over HTTP on this TCP address; a bare port is 127.0.0.1's. Default: only the admin socket."),
     ("socket_mode", "\"octal\"", "The mux socket's mode (--socket-mode). Default \"0660\"."),
     ("mech_options", "[strings]", "-O options, kept for passdbs that take them."),
     ("shadow_file", "path", "Read shadow(5) entries from this file instead of NSS (--shadow-file)."),
@@ -283,6 +287,7 @@ struct FileConfig {
     read_timeout: Option<u64>,
     max_connections: Option<usize>,
     dovecot_max_connections: Option<usize>,
+    metrics_address: Option<String>,
     socket_mode: Option<String>,
     mech_options: Option<Vec<String>>,
     shadow_file: Option<PathBuf>,
@@ -355,6 +360,9 @@ pub enum ConfigError {
     /// A socket mode that is not octal, or beyond 0777.
     #[error("invalid socket mode {0:?}: expected octal, e.g. 0660")]
     BadMode(String),
+    /// A TCP address that is none.
+    #[error("invalid address {0:?}: expected a port, or host:port (127.0.0.1:9466, [::1]:9466)")]
+    BadAddress(String),
     /// A number that is not one.
     #[error("{setting}: {text:?} is not a valid number")]
     NotANumber {
@@ -625,6 +633,11 @@ impl Config {
             "dovecot_max_connections = {}\n",
             self.dovecot_max_connections
         );
+        out += &opt(
+            "metrics_address",
+            self.metrics_address.map(|a| q(&a.to_string())),
+            "none",
+        );
         out += &format!("dovecot_split_realm = {}\n", self.dovecot_split_realm);
         out += &format!("dovecot_temp_fail = {}\n", self.dovecot_temp_fail);
         out += &opt(
@@ -738,6 +751,10 @@ impl Config {
         if let Some(n) = file.dovecot_max_connections {
             self.dovecot_max_connections = positive_count("dovecot_max_connections", n)
                 .map_err(at("dovecot_max_connections"))?;
+        }
+        if let Some(text) = file.metrics_address {
+            self.metrics_address =
+                Some(parse_metrics_address(&text).map_err(at("metrics_address"))?);
         }
         if let Some(mode) = file.socket_mode {
             self.socket_mode = parse_mode(&mode).map_err(at("socket_mode"))?;
@@ -886,6 +903,16 @@ pub fn check_run_dir(dir: PathBuf) -> Result<PathBuf, ConfigError> {
         return Err(ConfigError::RelativeRunDir);
     }
     Ok(dir)
+}
+
+/// `metrics_address`: a port (on 127.0.0.1) or `host:port`.
+pub fn parse_metrics_address(text: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    let bad = || ConfigError::BadAddress(text.to_owned());
+    match text.parse::<u16>() {
+        Ok(0) => Err(bad()),
+        Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+        Err(_) => text.parse().map_err(|_| bad()),
+    }
 }
 
 /// Parses an octal mode such as `0660` or `660`.

@@ -214,6 +214,10 @@ fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
         now.dovecot_max_connections == next.dovecot_max_connections,
     );
     differs(
+        "metrics_address",
+        now.metrics_address == next.metrics_address,
+    );
+    differs(
         "--dovecot-socket",
         now.dovecot_socket == next.dovecot_socket,
     );
@@ -445,6 +449,13 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         }
     };
     let extra = bind_listeners(config)?;
+    let metrics_http = match config.metrics_address {
+        None => None,
+        Some(addr) => Some(
+            server::bind_tcp(addr)
+                .map_err(|e| format!("cannot listen on {addr} (metrics_address): {e}"))?,
+        ),
+    };
     let admin_owner = identity.as_ref().map(|i| (i.uid, i.gid));
     let admin = server::admin::bind(&config.run_dir, admin_owner).map_err(|e| {
         format!(
@@ -572,6 +583,27 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
                 }
             }
             tracing::info!("also listening on {what}");
+        }
+        if let Some(listener) = metrics_http {
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            // On a loopback address, only loopback clients; elsewhere the administrator
+            // chose to publish the figures (never a secret: counts and durations).
+            let allow = match addr.ip().is_loopback() {
+                true => ["127.0.0.0/8", "::1"],
+                false => ["0.0.0.0/0", "::/0"],
+            };
+            let allow = allow
+                .iter()
+                .map(|n| n.parse::<server::Network>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let listener = server::TcpListen::new(listener, allow)
+                .map_err(|e| format!("cannot register the metrics address: {e}"))?;
+            more.spawn(server::admin::serve_metrics_http(
+                listener,
+                Arc::clone(&auth),
+                stop.clone().cancelled_owned(),
+            ));
+            tracing::info!("metrics on http://{addr}/metrics");
         }
         let admin = tokio::net::UnixListener::from_std(admin)
             .map_err(|e| format!("cannot register the admin socket: {e}"))?;

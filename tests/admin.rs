@@ -264,3 +264,52 @@ fn penalty_list_and_reset_and_a_test_login() {
     // Never a password in the log.
     assert!(!d.log_text().contains("sec ret"));
 }
+
+#[test]
+fn metrics_over_http_on_loopback() {
+    use std::io::{Read, Write};
+    let conf_dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = conf_dir.path().join("saslauthd-rs.toml");
+    std::fs::write(&conf, format!("metrics_address = \"{port}\"\n")).unwrap();
+    let (d, _) = Daemon::with_dovecot(&["--config", conf.to_str().unwrap()]);
+    assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "OK");
+    assert_eq!(d.ask("alice", "wrong", "smtp", "example.org"), "NO");
+    let get = |request: &[u8]| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(request).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    };
+    let answer = get(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(head.contains("Content-Type: application/openmetrics-text"));
+    assert!(head.contains(&format!("Content-Length: {}\r\n", body.len())));
+    if let Some(samples) = parse_openmetrics(body) {
+        let key = |verdict: &str| {
+            format!(
+                "saslauthd_rs_requests_total{{mechanism=none,passdb=sasldb,protocol=saslauthd,verdict={verdict}}}"
+            )
+        };
+        assert_eq!(samples.get(&key("success")), Some(&1.0), "{body}");
+        assert_eq!(samples.get(&key("failure")), Some(&1.0));
+    }
+    assert!(get(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+    assert!(get(b"nonsense\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    let huge = get(&[b'x'; 9000]);
+    assert!(
+        huge.is_empty() || huge.starts_with("HTTP/1.1 431 "),
+        "{huge}"
+    );
+    assert!(d
+        .log_text()
+        .contains(&format!("metrics on http://127.0.0.1:{port}/metrics")));
+}

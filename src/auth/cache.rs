@@ -158,7 +158,9 @@ mod tests {
         let whole = Cache::new(Duration::from_secs(60), 64);
         let t0 = Instant::now();
         whole.for_user(b"alice").insert(&[b"a", b"1"], b"pw", t0);
-        whole.for_user(b"alice@example.org").insert(&[b"a", b"2"], b"pw", t0);
+        whole
+            .for_user(b"alice@example.org")
+            .insert(&[b"a", b"2"], b"pw", t0);
         whole.for_user(b"bob").insert(&[b"b"], b"pw", t0);
         assert_eq!(whole.flush(Some(b"carol")), 0);
         assert_eq!(whole.flush(Some(b"alice")), 2);

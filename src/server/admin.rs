@@ -183,3 +183,83 @@ async fn command(words: &[&str], live: &Live) -> String {
         ),
     }
 }
+
+/// The longest HTTP request head the metrics endpoint reads.
+const MAX_HTTP_HEAD: usize = 8192;
+
+/// Serves `GET /metrics` (the OpenMetrics text) on `listener` until `shutdown` completes:
+/// one request per connection, within 5 s and 8 KiB; anything else is a 404 or a 400.
+pub async fn serve_metrics_http(
+    listener: super::TcpListen,
+    live: Arc<Live>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = Limits {
+        read_timeout: Duration::from_secs(5),
+        max_connections: 64,
+        ..Limits::default()
+    };
+    serve(
+        listener,
+        limits,
+        shutdown,
+        || false,
+        move |stream, _token, slot| {
+            let live = Arc::clone(&live);
+            async move {
+                let _slot = slot;
+                if let Err(e) = http(stream, &live, limits.read_timeout).await {
+                    tracing::debug!("metrics connection: {e}");
+                }
+            }
+        },
+    )
+    .await
+}
+
+async fn http(mut stream: tokio::net::TcpStream, live: &Live, timeout: Duration) -> io::Result<()> {
+    let mut head = Vec::new();
+    let read = tokio::time::timeout(timeout, async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() <= MAX_HTTP_HEAD {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        io::Result::Ok(())
+    })
+    .await;
+    if !matches!(read, Ok(Ok(()))) {
+        return Ok(());
+    }
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut words = line.split_whitespace();
+    let (status, kind, body) = match (words.next(), words.next()) {
+        _ if head.len() > MAX_HTTP_HEAD => (
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            String::new(),
+        ),
+        (Some("GET" | "HEAD"), Some("/metrics")) => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            live.current().encode_metrics(),
+        ),
+        (Some(_), Some(_)) => ("404 Not Found", "text/plain", "only /metrics here\n".into()),
+        _ => ("400 Bad Request", "text/plain", String::new()),
+    };
+    let body = if line.starts_with("HEAD ") {
+        String::new()
+    } else {
+        body
+    };
+    let answer = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(answer.as_bytes()).await?;
+    stream.shutdown().await
+}
