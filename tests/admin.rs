@@ -302,6 +302,28 @@ fn metrics_over_http_on_loopback() {
         assert_eq!(samples.get(&key("success")), Some(&1.0), "{body}");
         assert_eq!(samples.get(&key("failure")), Some(&1.0));
     }
+    // Every series the sample Grafana dashboard draws is one the daemon serves.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/saslauthd-compat/prometheus/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let mut drawn = 0;
+    for piece in dashboard.split("saslauthd_rs_").skip(1) {
+        let name: String = piece
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let family = ["_total", "_bucket", "_info"]
+            .iter()
+            .fold(name.as_str(), |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+        assert!(
+            body.contains(&format!("# TYPE saslauthd_rs_{family} ")),
+            "the dashboard draws saslauthd_rs_{name}, which is not served"
+        );
+        drawn += 1;
+    }
+    assert!(drawn >= 8, "{drawn}");
     assert!(get(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
     assert!(get(b"nonsense\r\n\r\n").starts_with("HTTP/1.1 400 "));
     let huge = get(&[b'x'; 9000]);
