@@ -13,7 +13,7 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
-    groff-base man-db zsh fish rpm ldap-utils \
+    groff-base man-db zsh fish rpm ldap-utils tmux \
     libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0
 # sendmail conflicts with postfix: its packages are unpacked, not installed, once, into a
 # cache the sendmail tests run it from (in private namespaces; see tests/sendmail.rs).

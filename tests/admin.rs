@@ -316,7 +316,9 @@ fn metrics_over_http_on_loopback() {
             .collect();
         let family = ["_total", "_bucket", "_info"]
             .iter()
-            .fold(name.as_str(), |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+            .fold(name.as_str(), |n, suffix| {
+                n.strip_suffix(suffix).unwrap_or(n)
+            });
         assert!(
             body.contains(&format!("# TYPE saslauthd_rs_{family} ")),
             "the dashboard draws saslauthd_rs_{name}, which is not served"
@@ -334,4 +336,73 @@ fn metrics_over_http_on_loopback() {
     assert!(d
         .log_text()
         .contains(&format!("metrics on http://127.0.0.1:{port}/metrics")));
+}
+
+#[test]
+fn top_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        if std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("tmux is needed (SASLAUTHD_RS_REQUIRE_PEERS=1)");
+        }
+        eprintln!("SKIPPED: no tmux");
+        return;
+    }
+    let (d, auth) = Daemon::with_dovecot(&["--failure-delay", "0.01"]);
+    let session = format!("saslauthd-rs-top-{}", std::process::id());
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &session])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let command = format!("{CTL} -m {} top --count 30", d.run_dir.display());
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-s",
+        &session,
+        &command,
+    ]);
+    assert!(started.status.success(), "{started:?}");
+    // Logins while it runs: 5 right, 3 wrong from one throttled address.
+    let mut c = Client::postfix(&auth);
+    for id in 1..=8 {
+        // Three different wrong passwords: three steps (a retry of one would not climb).
+        let password = if id <= 5 {
+            "secret".to_string()
+        } else {
+            format!("nope{id}")
+        };
+        c.send(&format!(
+            "AUTH\t{id}\tPLAIN\tservice=smtp\trip=198.51.100.9\tresp={}\n",
+            plain("alice@example.org", &password)
+        ));
+        c.line();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let screen = loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let shown = tmux(&["capture-pane", "-p", "-t", &session]);
+        let text = String::from_utf8_lossy(&shown.stdout).into_owned();
+        if text.contains("since start: 5 logins, 3 failures") && text.contains("198.51.100.9") {
+            break text;
+        }
+        if std::time::Instant::now() > deadline {
+            tmux(&["kill-server"]);
+            panic!("top never showed the figures:\n{text}");
+        }
+    };
+    tmux(&["kill-server"]);
+    assert!(screen.contains("logins/s"), "{screen}");
+    assert!(screen.contains("p99"), "{screen}");
+    assert!(
+        screen.contains("198.51.100.9   3   "),
+        "step 3 after three failures: {screen}"
+    );
+    eprintln!("top showed:\n{screen}");
 }

@@ -5,6 +5,7 @@
 //! saslauthd-rs-ctl [-m RUN_DIR] stats      a summary of the metrics
 //! saslauthd-rs-ctl [-m RUN_DIR] metrics    the OpenMetrics text (what a scraper reads)
 //! saslauthd-rs-ctl [-m RUN_DIR] reload     as SIGHUP
+//! saslauthd-rs-ctl [-m RUN_DIR] top        a live view, refreshed every second
 //! saslauthd-rs-ctl [-m RUN_DIR] cache flush [USER]
 //! saslauthd-rs-ctl [-m RUN_DIR] penalty list|reset ADDR
 //! saslauthd-rs-ctl [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]
@@ -43,6 +44,13 @@ const SPEC: Spec<'static> = Spec {
             ArgKind::Any,
             "For test: the realm (default: the daemon's).",
         ),
+        OptDef::with(
+            None,
+            Some("count"),
+            "n",
+            ArgKind::Any,
+            "For top: stop after this many screens (default: until interrupted).",
+        ),
         OptDef::flag(Some('h'), Some("help"), "The usage."),
         OptDef::flag(None, Some("version"), "The version."),
     ],
@@ -50,7 +58,7 @@ const SPEC: Spec<'static> = Spec {
 
 fn usage(program: &str) -> String {
     format!(
-        "usage: {program} [-m RUN_DIR] stats|metrics|reload\n       \
+        "usage: {program} [-m RUN_DIR] stats|metrics|reload|top [--count N]\n       \
          {program} [-m RUN_DIR] cache flush [USER]\n       \
          {program} [-m RUN_DIR] penalty list|reset ADDR\n       \
          {program} [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]\n"
@@ -98,6 +106,121 @@ fn summary(metrics: &str) -> String {
     out
 }
 
+/// What `top` reads from one scrape: successes, failures (refusals and wrong passwords),
+/// errors, the duration buckets summed over protocols and passdbs, the delays.
+#[derive(Default)]
+struct Frame {
+    success: f64,
+    failure: f64,
+    error: f64,
+    delays: f64,
+    buckets: BTreeMap<u64, f64>,
+}
+
+fn frame(metrics: &str) -> Frame {
+    let mut f = Frame::default();
+    for line in metrics.lines() {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if series.starts_with("saslauthd_rs_requests_total{") {
+            if series.contains("verdict=\"success\"") {
+                f.success += value;
+            } else if series.contains("verdict=\"error\"") {
+                f.error += value;
+            } else {
+                f.failure += value;
+            }
+        } else if series.starts_with("saslauthd_rs_request_duration_seconds_bucket{") {
+            let le = series
+                .split("le=\"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or("+Inf");
+            // In microseconds, so that the map orders them; +Inf last.
+            let key = le.parse::<f64>().map_or(u64::MAX, |s| (s * 1e6) as u64);
+            *f.buckets.entry(key).or_default() += value;
+        } else if series == "saslauthd_rs_failure_delays_total" {
+            f.delays = value;
+        }
+    }
+    f
+}
+
+/// The 99th percentile of the durations between two frames: the upper bound of the bucket
+/// that holds it.
+fn p99(before: &Frame, now: &Frame) -> Option<f64> {
+    let total = now.buckets.get(&u64::MAX)? - before.buckets.get(&u64::MAX).unwrap_or(&0.0);
+    if total <= 0.0 {
+        return None;
+    }
+    now.buckets.iter().find_map(|(le, n)| {
+        let seen = n - before.buckets.get(le).unwrap_or(&0.0);
+        (seen >= 0.99 * total).then(|| *le as f64 / 1e6)
+    })
+}
+
+/// `top`: a screen a second, until interrupted (or `--count` screens).
+fn top(program: &str, socket: &std::path::Path, count: Option<u64>) -> ExitCode {
+    let ask = |command: &str| saslauthd_rs::client::admin(socket, command, Duration::from_secs(5));
+    let mut before: Option<Frame> = None;
+    let mut shown = 0u64;
+    loop {
+        let (metrics, peers) = match (ask("metrics"), ask("penalty\tlist")) {
+            (Ok(m), Ok(p)) if !m.starts_with("error:") => (m, p),
+            (Err(e), _) | (_, Err(e)) => {
+                eprintln!("{program}: cannot reach {}: {e}", socket.display());
+                return ExitCode::from(2);
+            }
+            (Ok(answer), _) => {
+                eprint!("{program}: {}", answer.trim_start_matches("error: "));
+                return ExitCode::from(1);
+            }
+        };
+        let now = frame(&metrics);
+        let mut screen = String::from("\x1b[H\x1b[2J");
+        screen += &format!("saslauthd-rs top   {}\n\n", socket.display());
+        match &before {
+            None => {
+                screen += "logins/s      -    failures/s      -    errors/s      -    p99      -\n"
+            }
+            Some(b) => {
+                let p99 = p99(b, &now).map_or("-".to_string(), |s| format!("{:.1} ms", s * 1e3));
+                screen += &format!(
+                    "logins/s {:>6.0}    failures/s {:>6.0}    errors/s {:>6.0}    p99 {p99:>8}\n",
+                    now.success - b.success,
+                    now.failure - b.failure,
+                    now.error - b.error,
+                );
+            }
+        }
+        screen += &format!(
+            "since start: {} logins, {} failures, {} errors, {} failures delayed\n\n",
+            now.success, now.failure, now.error, now.delays
+        );
+        screen += "throttled peers (address, step, last failure):\n";
+        let list: Vec<&str> = peers.lines().skip(1).take(10).collect();
+        if list.is_empty() {
+            screen += "  none\n";
+        }
+        for peer in list {
+            screen += &format!("  {}\n", peer.replace('\t', "   "));
+        }
+        print!("{screen}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        before = Some(now);
+        shown += 1;
+        if count.is_some_and(|c| shown >= c) {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 fn main() -> ExitCode {
     let program = getopt::program_name("saslauthd-rs-ctl");
     let parsed = match SPEC.parse(std::env::args_os().skip(1)) {
@@ -109,9 +232,24 @@ fn main() -> ExitCode {
     };
     let mut run_dir = PathBuf::from(saslauthd_rs::protocol::saslauthd::DEFAULT_RUN_DIR);
     let mut test_options = Vec::new();
+    let mut count = None;
     for opt in &parsed.opts {
         match opt.name.as_str() {
             "m" => run_dir = PathBuf::from(opt.value.clone().unwrap_or_default()),
+            "count" => match opt
+                .value
+                .as_deref()
+                .and_then(|v| v.to_str()?.parse::<u64>().ok())
+            {
+                Some(n) if n > 0 => count = Some(n),
+                _ => {
+                    eprint!(
+                        "{program}: --count takes a positive number\n{}",
+                        usage(&program)
+                    );
+                    return ExitCode::from(1);
+                }
+            },
             "service" | "realm" => {
                 test_options.push(format!("--{}", opt.name));
                 test_options.push(
@@ -151,6 +289,9 @@ fn main() -> ExitCode {
         .chain(test_options.iter().map(String::as_str))
         .collect();
     let plain: fn(&str) -> String = str::to_owned;
+    if words.as_slice() == ["top"] {
+        return top(&program, &run_dir.join("admin"), count);
+    }
     let (command, show): (String, fn(&str) -> String) = match words.as_slice() {
         ["stats"] => ("metrics".into(), summary),
         ["metrics"] | ["reload"] | ["penalty", "list"] | ["penalty", "reset", _] => {
