@@ -6,13 +6,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 
 use common::dovecot::{plain, Client};
-use common::Daemon;
-
-const CTL: &str = env!("CARGO_BIN_EXE_saslauthd-rs-ctl");
+use common::{ctl, Daemon, CTL};
 
 /// The samples of an OpenMetrics text, as the reference parser reads them: name and sorted
 /// labels to value. `None` when no parser is installed.
@@ -49,20 +46,6 @@ print(json.dumps(out))
     );
     let parsed: BTreeMap<String, f64> = serde_json::from_slice(&out.stdout).unwrap();
     Some(parsed)
-}
-
-fn ctl(run_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(CTL)
-        .arg("-m")
-        .arg(run_dir)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]

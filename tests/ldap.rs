@@ -54,6 +54,13 @@ fn start_slapd(dir: &Path) -> Slapd {
     Slapd::start(dir, &refs, None)
 }
 
+/// [`start_slapd`], logging every operation (to count binds).
+fn logged_slapd(dir: &Path) -> Slapd {
+    let mut slapd = start_slapd(dir);
+    slapd.log_operations();
+    slapd
+}
+
 /// saslauthd.conf for `servers` with `extra` lines.
 fn conf(dir: &Path, servers: &str, extra: &str) -> PathBuf {
     let path = dir.join("saslauthd.conf");
@@ -233,8 +240,7 @@ fn a_changed_password_takes_effect_at_once() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut slapd = start_slapd(&dir.path().join("slapd"));
-    slapd.log_operations();
+    let mut slapd = logged_slapd(&dir.path().join("slapd"));
     let alice = format!("uid=alice,{PEOPLE}");
     let (d, auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &["-c"]);
     for _ in 0..5 {
@@ -272,8 +278,7 @@ fn an_unknown_user_costs_the_directory_the_bind_a_wrong_password_does() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut slapd = start_slapd(&dir.path().join("slapd"));
-    slapd.log_operations();
+    let slapd = logged_slapd(&dir.path().join("slapd"));
     let (d, _auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &[]);
     let binds = |slapd: &Slapd| slapd.log().matches("BIND dn=").count();
     // Warm up: the search connection binds as ldap_bind_dn once.
@@ -300,20 +305,14 @@ fn cache_flush_of_a_user_sends_the_next_login_to_the_directory() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut slapd = start_slapd(&dir.path().join("slapd"));
-    slapd.log_operations();
+    let slapd = logged_slapd(&dir.path().join("slapd"));
     let alice = format!("uid=alice,{PEOPLE}");
     let bob = format!("uid=bob,{PEOPLE}");
     let (d, _auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &["-c"]);
     let ctl = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_saslauthd-rs-ctl"))
-            .arg("-m")
-            .arg(&d.run_dir)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let (code, out, err) = common::ctl(&d.run_dir, args);
+        assert_eq!(code, Some(0), "{err}");
+        out
     };
     for _ in 0..3 {
         assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");

@@ -46,9 +46,26 @@ pub async fn serve_admin<L: super::Listen<Stream = UnixStream>>(
     live: Arc<Live>,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_each(listener, live, shutdown, 16, "admin", handle).await
+}
+
+/// Serves `listener` with `limits`-bounded connections, each given to `handle` with the
+/// driver and a 5 s deadline; `what` names the connection in the debug log.
+async fn serve_each<L, H, Fut>(
+    listener: L,
+    live: Arc<Live>,
+    shutdown: impl Future<Output = ()>,
+    max_connections: usize,
+    what: &'static str,
+    handle: H,
+) where
+    L: super::Listen,
+    H: Fn(L::Stream, Arc<Live>, Duration) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = io::Result<()>> + Send + 'static,
+{
     let limits = Limits {
         read_timeout: Duration::from_secs(5),
-        max_connections: 16,
+        max_connections,
         ..Limits::default()
     };
     serve(
@@ -60,8 +77,8 @@ pub async fn serve_admin<L: super::Listen<Stream = UnixStream>>(
             let live = Arc::clone(&live);
             async move {
                 let _slot = slot;
-                if let Err(e) = handle(stream, &live, limits.read_timeout).await {
-                    tracing::debug!("admin connection: {e}");
+                if let Err(e) = handle(stream, live, limits.read_timeout).await {
+                    tracing::debug!("{what} connection: {e}");
                 }
             }
         },
@@ -69,23 +86,38 @@ pub async fn serve_admin<L: super::Listen<Stream = UnixStream>>(
     .await
 }
 
-async fn handle(mut stream: UnixStream, live: &Live, timeout: Duration) -> io::Result<()> {
-    let me = nix::unistd::geteuid().as_raw();
-    let peer = stream.peer_cred()?.uid();
-    let mut line = Vec::new();
+/// Reads until `done` says the bytes are whole or more than `max` came, within `timeout`:
+/// `None` when the peer went quiet, closed early, or broke.
+async fn read_until<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    timeout: Duration,
+    max: usize,
+    done: impl Fn(&[u8]) -> bool,
+) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
     let read = tokio::time::timeout(timeout, async {
-        let mut byte = [0u8; 256];
-        while !line.contains(&b'\n') && line.len() <= MAX_COMMAND {
-            let n = stream.read(&mut byte).await?;
+        let mut buf = [0u8; 1024];
+        while !done(&bytes) && bytes.len() <= max {
+            let n = stream.read(&mut buf).await?;
             if n == 0 {
                 break;
             }
-            line.extend_from_slice(&byte[..n]);
+            bytes.extend_from_slice(&buf[..n]);
         }
         io::Result::Ok(())
     })
     .await;
-    if !matches!(read, Ok(Ok(()))) || line.len() > MAX_COMMAND {
+    matches!(read, Ok(Ok(()))).then_some(bytes)
+}
+
+async fn handle(mut stream: UnixStream, live: Arc<Live>, timeout: Duration) -> io::Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    let peer = stream.peer_cred()?.uid();
+    let Some(line) = read_until(&mut stream, timeout, MAX_COMMAND, |b| b.contains(&b'\n')).await
+    else {
+        return Ok(());
+    };
+    if line.len() > MAX_COMMAND {
         return Ok(());
     }
     // Checked once the command is read, so that the client hears the refusal.
@@ -97,7 +129,7 @@ async fn handle(mut stream: UnixStream, live: &Live, timeout: Duration) -> io::R
     }
     let text = String::from_utf8_lossy(&line);
     let words: Vec<&str> = text.trim_end_matches(['\r', '\n']).split('\t').collect();
-    let answer = command(&words, live).await;
+    let answer = command(&words, &live).await;
     // Only the command's name: `test` carries a password.
     tracing::debug!(command = words[0], "admin command");
     stream.write_all(answer.as_bytes()).await
@@ -194,46 +226,21 @@ pub async fn serve_metrics_http(
     live: Arc<Live>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = Limits {
-        read_timeout: Duration::from_secs(5),
-        max_connections: 64,
-        ..Limits::default()
-    };
-    serve(
-        listener,
-        limits,
-        shutdown,
-        || false,
-        move |stream, _token, slot| {
-            let live = Arc::clone(&live);
-            async move {
-                let _slot = slot;
-                if let Err(e) = http(stream, &live, limits.read_timeout).await {
-                    tracing::debug!("metrics connection: {e}");
-                }
-            }
-        },
-    )
-    .await
+    serve_each(listener, live, shutdown, 64, "metrics", http).await
 }
 
-async fn http(mut stream: tokio::net::TcpStream, live: &Live, timeout: Duration) -> io::Result<()> {
-    let mut head = Vec::new();
-    let read = tokio::time::timeout(timeout, async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() <= MAX_HTTP_HEAD {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        io::Result::Ok(())
+async fn http(
+    mut stream: tokio::net::TcpStream,
+    live: Arc<Live>,
+    timeout: Duration,
+) -> io::Result<()> {
+    let Some(head) = read_until(&mut stream, timeout, MAX_HTTP_HEAD, |b| {
+        b.windows(4).any(|w| w == b"\r\n\r\n")
     })
-    .await;
-    if !matches!(read, Ok(Ok(()))) {
+    .await
+    else {
         return Ok(());
-    }
+    };
     let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
     let line = String::from_utf8_lossy(line);
     let mut words = line.split_whitespace();

@@ -18,6 +18,7 @@ pub const DAEMON: &str = env!("CARGO_BIN_EXE_saslauthd-rs");
 pub const SASLPASSWD2: &str = env!("CARGO_BIN_EXE_saslpasswd2-rs");
 pub const LISTUSERS: &str = env!("CARGO_BIN_EXE_sasldblistusers2-rs");
 pub const TESTSASLAUTHD: &str = env!("CARGO_BIN_EXE_testsaslauthd-rs");
+pub const CTL: &str = env!("CARGO_BIN_EXE_saslauthd-rs-ctl");
 
 /// The fixtures written by the real Cyrus tools (`tests/fixtures/sasldb/README.md` lists their
 /// users and passwords).
@@ -491,4 +492,19 @@ impl Drop for Cyrus {
         unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }
+}
+
+/// `saslauthd-rs-ctl -m RUN_DIR ARGS...`: its exit code, stdout and stderr.
+pub fn ctl(run_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(CTL)
+        .arg("-m")
+        .arg(run_dir)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
