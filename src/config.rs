@@ -81,6 +81,8 @@ pub struct Config {
     pub pam_service: Option<String>,
     /// `metrics_address`: serve `GET /metrics` (OpenMetrics) on this TCP address.
     pub metrics_address: Option<std::net::SocketAddr>,
+    /// `metrics`: whether requests are counted (false: every series stays at zero).
+    pub metrics: bool,
     /// `--failure-delay`: the base delay before a failure is answered (0 = none).
     pub failure_delay: Duration,
     /// `--dovecot-socket`: also serve Dovecot's auth-client protocol here.
@@ -227,6 +229,7 @@ impl Default for Config {
             log_level: "info",
             ldap: Vec::new(),
             metrics_address: None,
+            metrics: true,
         }
     }
 }
@@ -250,6 +253,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("max_connections", "integer", "Open connections on the mux socket at most (--max-connections). Default 4096."),
     ("dovecot_max_connections", "integer", "Open connections on the Dovecot socket at most. Default 4096."),
     ("metrics_address", "\"[host:]port\"", "Serve the metrics (OpenMetrics, GET /metrics) over HTTP on this TCP address; a bare port is 127.0.0.1's. Default: only the admin socket."),
+    ("metrics", "bool", "Count requests, connections and backend calls for the metrics, stats and top. Default true; false leaves every series at zero (to measure what counting costs). A restart, not a reload, changes it."),
     ("socket_mode", "\"octal\"", "The mux socket's mode (--socket-mode). Default \"0660\"."),
     ("mech_options", "[strings]", "-O options, kept for passdbs that take them."),
     ("shadow_file", "path", "Read shadow(5) entries from this file instead of NSS (--shadow-file)."),
@@ -288,6 +292,7 @@ struct FileConfig {
     max_connections: Option<usize>,
     dovecot_max_connections: Option<usize>,
     metrics_address: Option<String>,
+    metrics: Option<bool>,
     socket_mode: Option<String>,
     mech_options: Option<Vec<String>>,
     shadow_file: Option<PathBuf>,
@@ -638,6 +643,7 @@ impl Config {
             self.metrics_address.map(|a| q(&a.to_string())),
             "none",
         );
+        out += &format!("metrics = {}\n", self.metrics);
         out += &format!("dovecot_split_realm = {}\n", self.dovecot_split_realm);
         out += &format!("dovecot_temp_fail = {}\n", self.dovecot_temp_fail);
         out += &opt(
@@ -755,6 +761,9 @@ impl Config {
         if let Some(text) = file.metrics_address {
             self.metrics_address =
                 Some(parse_metrics_address(&text).map_err(at("metrics_address"))?);
+        }
+        if let Some(on) = file.metrics {
+            self.metrics = on;
         }
         if let Some(mode) = file.socket_mode {
             self.socket_mode = parse_mode(&mode).map_err(at("socket_mode"))?;

@@ -45,19 +45,12 @@ pub fn dovecot_lines(data: &[u8]) {
 /// client's steps. An exchange that needs the password never succeeds: the fuzzer cannot know
 /// the random challenge's answer.
 pub fn mechanism(data: &[u8]) {
-    const NAMES: [&str; 6] = [
-        "PLAIN",
-        "LOGIN",
-        "CRAM-MD5",
-        "DIGEST-MD5",
-        "SCRAM-SHA-1",
-        "SCRAM-SHA-256",
-    ];
+    let names: Vec<&'static str> = mech::all_names_list().collect();
     let Some((&which, rest)) = data.split_first() else {
         return;
     };
-    let name = NAMES[usize::from(which) % NAMES.len()];
-    let offered = mech::offered(Some(&NAMES), true, "sasldb").expect("every mechanism");
+    let name = names[usize::from(which) % names.len()];
+    let offered = mech::offered(Some(&names), true, "sasldb").expect("every mechanism");
     let context = mech::Context {
         host: "fuzz.example".into(),
         realm: "fuzz.example".into(),

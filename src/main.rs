@@ -186,6 +186,7 @@ fn driver(
         host_name: String::from_utf8_lossy(host).into_owned(),
         cache,
         mechanisms: config.dovecot_mechanisms.clone(),
+        metrics: config.metrics,
     };
     match previous {
         None => Authenticator::new(passdb, realms, options),
@@ -217,6 +218,7 @@ fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
         "metrics_address",
         now.metrics_address == next.metrics_address,
     );
+    differs("metrics", now.metrics == next.metrics);
     differs(
         "--dovecot-socket",
         now.dovecot_socket == next.dovecot_socket,

@@ -48,9 +48,21 @@ print(json.dumps(out))
     Some(parsed)
 }
 
+/// The daemon's metrics, parsed (`None` when no parser is installed).
+fn scrape(d: &Daemon) -> Option<BTreeMap<String, f64>> {
+    let (code, text, err) = ctl(&d.run_dir, &["metrics"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    parse_openmetrics(&text)
+}
+
 #[test]
 fn metrics_count_what_was_sent() {
-    let (d, auth) = Daemon::with_dovecot(&[]);
+    let (d, auth) = Daemon::with_dovecot(&["--max-connections", "2"]);
+    // What the harness's start-up probes counted.
+    let Some(before) = scrape(&d) else {
+        return;
+    };
     // The saslauthd socket: 3 right, 2 wrong, 1 unknown.
     for _ in 0..3 {
         assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "OK");
@@ -76,14 +88,49 @@ fn metrics_count_what_was_sent() {
     c.line();
     c.send(&format!("CONT\t4\t{}\n", b64("secret")));
     assert!(c.line().starts_with("OK\t4\t"));
+    // A passdb that breaks: the store replaced by something that is not a sasldb.
+    let moved = d.dir.path().join("moved");
+    std::fs::rename(&d.sasldb, &moved).unwrap();
+    std::fs::write(&d.sasldb, "not a database\n").unwrap();
+    assert!(d
+        .ask("alice", "secret", "smtp", "example.org")
+        .starts_with("NO"));
+    std::fs::rename(&moved, &d.sasldb).unwrap();
 
-    let (code, text, err) = ctl(&d.run_dir, &["metrics"]);
-    assert_eq!(code, Some(0), "{err}");
-    assert!(text.ends_with("# EOF\n"), "{text}");
-    let Some(samples) = parse_openmetrics(&text) else {
-        return;
-    };
+    let samples = scrape(&d).unwrap();
     let get = |key: &str| samples.get(key).copied().unwrap_or(0.0);
+    let mux = d.run_dir.join("mux").display().to_string();
+    let admin = d.run_dir.join("admin").display().to_string();
+    let dovecot = auth.display().to_string();
+    let delta = |key: &str| get(key) - before.get(key).copied().unwrap_or(0.0);
+    let connections = |protocol: &str, listener: &str| {
+        delta(&format!(
+            "saslauthd_rs_connections_total{{listener={listener},protocol={protocol}}}"
+        ))
+    };
+    assert_eq!(connections("saslauthd", &mux), 7.0, "{samples:?}");
+    assert_eq!(connections("dovecot", &dovecot), 1.0);
+    assert_eq!(connections("admin", &admin), 1.0, "this scrape's");
+    let open = |protocol: &str, listener: &str| {
+        get(&format!(
+            "saslauthd_rs_connections_open{{listener={listener},protocol={protocol}}}"
+        ))
+    };
+    assert_eq!(open("dovecot", &dovecot), 1.0, "the client still connected");
+    assert_eq!(open("admin", &admin), 1.0, "this scrape");
+    for protocol in ["saslauthd", "dovecot", "admin"] {
+        assert_eq!(
+            get(&format!(
+                "saslauthd_rs_requests_in_flight{{protocol={protocol}}}"
+            )),
+            0.0
+        );
+    }
+    assert_eq!(get("saslauthd_rs_pool_queue_depth{}"), 0.0);
+    assert_eq!(
+        get("saslauthd_rs_backend_errors_total{kind=error,passdb=sasldb}"),
+        1.0
+    );
     let requests = |protocol: &str, mechanism: &str, verdict: &str| {
         get(&format!(
             "saslauthd_rs_requests_total{{mechanism={mechanism},passdb=sasldb,protocol={protocol},verdict={verdict}}}"
@@ -91,12 +138,13 @@ fn metrics_count_what_was_sent() {
     };
     assert_eq!(requests("saslauthd", "none", "success"), 3.0, "{samples:?}");
     assert_eq!(requests("saslauthd", "none", "failure"), 3.0);
+    assert_eq!(requests("saslauthd", "none", "error"), 1.0);
     assert_eq!(requests("dovecot", "PLAIN", "success"), 2.0);
     assert_eq!(requests("dovecot", "PLAIN", "failure"), 1.0);
     assert_eq!(requests("dovecot", "LOGIN", "success"), 1.0);
     assert_eq!(
         get("saslauthd_rs_request_duration_seconds_count{passdb=sasldb,protocol=saslauthd}"),
-        6.0
+        7.0
     );
     assert_eq!(
         get("saslauthd_rs_request_duration_seconds_count{passdb=sasldb,protocol=dovecot}"),
@@ -105,7 +153,7 @@ fn metrics_count_what_was_sent() {
     // Every bucket holds at most the count, the +Inf bucket exactly it.
     assert_eq!(
         get("saslauthd_rs_request_duration_seconds_bucket{le=+Inf,passdb=sasldb,protocol=saslauthd}"),
-        6.0
+        7.0
     );
     assert!(get("saslauthd_rs_start_time_seconds{}") > 1.7e9);
     assert_eq!(
@@ -123,7 +171,44 @@ fn metrics_count_what_was_sent() {
     assert!(stats.contains("saslauthd  success  3"), "{stats}");
     assert!(stats.contains("dovecot    failure  1"), "{stats}");
     assert!(stats.contains("PLAIN          3"), "{stats}");
-    eprintln!("metrics: 10 logins on two sockets, every counter and histogram count as sent");
+
+    // The mux socket at its limit (2): a third connection is closed at once, and counted.
+    let idle: Vec<_> = (0..2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&mux).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while scrape(&d)
+        .unwrap()
+        .get(&format!(
+            "saslauthd_rs_connections_open{{listener={mux},protocol=saslauthd}}"
+        ))
+        .copied()
+        != Some(2.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two idle connections not seen"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut third = std::os::unix::net::UnixStream::connect(&mux).unwrap();
+    let mut reply = Vec::new();
+    use std::io::Read;
+    let _ = third.read_to_end(&mut reply);
+    assert!(reply.is_empty(), "closed without a reply");
+    drop(idle);
+    let samples = scrape(&d).unwrap();
+    assert_eq!(
+        samples.get(&format!(
+            "saslauthd_rs_connections_refused_total{{listener={mux},protocol=saslauthd,reason=limit}}"
+        )),
+        Some(&1.0),
+        "{samples:?}"
+    );
+    eprintln!(
+        "metrics: 11 logins on two sockets (one a backend error), 7 + 1 connections, one \
+         refused at the limit: every counter and histogram count as sent"
+    );
 }
 
 #[test]
@@ -175,6 +260,13 @@ fn reload_is_sighup_and_other_users_are_refused() {
                 .log_text()
                 .contains("admin socket: refused a connection from uid 65534"));
         }
+    }
+    if let Some(samples) = scrape(&d) {
+        let key = format!(
+            "saslauthd_rs_connections_refused_total{{listener={},protocol=admin,reason=peer_uid}}",
+            admin.display()
+        );
+        assert_eq!(samples.get(&key), Some(&1.0), "{samples:?}");
     }
 }
 

@@ -333,6 +333,15 @@ fn cache_flush_of_a_user_sends_the_next_login_to_the_directory() {
     assert_eq!(ctl(&["cache", "flush"]), "ok: 2 cache entries dropped\n");
     assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK");
     assert_eq!(slapd.binds_as(&bob), 2);
+    // The metrics saw it: 9 logins, 4 went to the directory.
+    let metrics = ctl(&["metrics"]);
+    for line in [
+        "saslauthd_rs_cache_lookups_total{result=\"hit\"} 5",
+        "saslauthd_rs_cache_lookups_total{result=\"miss\"} 4",
+        "saslauthd_rs_cache_entries 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}: {metrics}");
+    }
 }
 
 #[test]

@@ -135,6 +135,8 @@ struct Active {
     seq: u64,
     /// The client's data it holds, counted against the bounds.
     held: Held,
+    /// Counted in the metrics' requests in flight while it lives.
+    _in_flight: super::metrics::InFlight,
 }
 
 /// The result of work that had to wait, for [`Handler::finish`].
@@ -283,6 +285,10 @@ impl Handler {
         self.seq += 1;
         let active = Active {
             held,
+            _in_flight: self
+                .auth
+                .metrics()
+                .in_flight(super::metrics::Protocol::Dovecot),
             mech,
             user: None,
             service: start.service,
@@ -755,6 +761,7 @@ mod tests {
                     host_name: "test.host".into(),
                     cache: None,
                     mechanisms,
+                    metrics: true,
                 },
             )
             .unwrap(),

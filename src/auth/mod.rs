@@ -73,6 +73,9 @@ pub struct Options {
     /// The mechanisms the Dovecot socket offers (canonical names from
     /// [`mech::parse_names`]); `None`: every one the passdb can serve but DIGEST-MD5.
     pub mechanisms: Option<Vec<&'static str>>,
+    /// Whether the metrics count (`metrics = false`: they stay at zero). Fixed at start: a
+    /// reload keeps the process's metrics.
+    pub metrics: bool,
 }
 
 /// How realms are chosen, as Cyrus's saslauthd does.
@@ -87,27 +90,27 @@ pub struct RealmPolicy {
 /// Which protocol a request came by, and which SASL mechanism it runs, for log lines.
 #[derive(Debug, Clone, Copy)]
 pub struct Via {
-    protocol: &'static str,
+    protocol: metrics::Protocol,
     mechanism: Option<&'static str>,
 }
 
 impl Via {
     /// The saslauthd protocol (no SASL mechanism: libsasl2 ran it).
     pub const SASLAUTHD: Via = Via {
-        protocol: "saslauthd",
+        protocol: metrics::Protocol::Saslauthd,
         mechanism: None,
     };
 
     /// The admin socket's `test` command (as `doveadm auth test`).
     pub const ADMIN: Via = Via {
-        protocol: "admin",
+        protocol: metrics::Protocol::Admin,
         mechanism: None,
     };
 
     /// The Dovecot protocol, running `mechanism`.
     pub fn dovecot(mechanism: &'static str) -> Via {
         Via {
-            protocol: "dovecot",
+            protocol: metrics::Protocol::Dovecot,
             mechanism: Some(mechanism),
         }
     }
@@ -190,7 +193,25 @@ enum Checked {
 enum Logged<'a> {
     Success,
     Failure(&'a dyn fmt::Display),
-    Error(&'a dyn fmt::Display),
+    Error(&'a CheckError),
+}
+
+/// The credential cache with its lookups counted in the metrics.
+struct Counted<'a> {
+    cache: cache::UserCache<'a>,
+    metrics: &'a metrics::Metrics,
+}
+
+impl crate::verdict::SuccessCache for Counted<'_> {
+    fn hit(&self, slot: &[&[u8]], password: &[u8], now: std::time::Instant) -> bool {
+        let hit = self.cache.hit(slot, password, now);
+        self.metrics.cache_lookup(hit);
+        hit
+    }
+
+    fn insert(&self, slot: &[&[u8]], password: &[u8], now: std::time::Instant) {
+        self.cache.insert(slot, password, now);
+    }
 }
 
 /// Checks passwords against one passdb, and runs SASL mechanisms over it.
@@ -270,6 +291,17 @@ impl Authenticator {
         realms: RealmPolicy,
         options: Options,
     ) -> Result<Self, mech::MechListError> {
+        let metrics = Arc::new(metrics::Metrics::new(options.metrics));
+        Authenticator::counted_by(passdb, realms, options, metrics)
+    }
+
+    /// [`Authenticator::new`], counting in `metrics`.
+    fn counted_by(
+        passdb: Passdb,
+        realms: RealmPolicy,
+        options: Options,
+        metrics: Arc<metrics::Metrics>,
+    ) -> Result<Self, mech::MechListError> {
         let workers = if options.workers == 0 {
             UNBOUNDED_WORKERS
         } else {
@@ -279,9 +311,9 @@ impl Authenticator {
         Ok(Authenticator {
             offered,
             cache: options.cache.map(Arc::new),
-            pool: Pool::new(workers),
+            pool: Pool::new(workers, metrics.pool()),
             penalty: Penalty::new(options.failure_delay),
-            metrics: Arc::new(metrics::Metrics::new()),
+            metrics,
             derived: Mutex::new(BoundedMap::new(MAX_DERIVED_KEYS, DERIVED_KEYS_TTL)),
             rounds: AtomicU64::new(0),
             secret: Zeroizing::new(crate::secret::random_bytes()),
@@ -306,15 +338,15 @@ impl Authenticator {
         options: Options,
     ) -> Result<Self, mech::MechListError> {
         let failure_delay = options.failure_delay;
-        let mut next = Authenticator::new(passdb, realms, options)?;
+        let mut next =
+            Authenticator::counted_by(passdb, realms, options, Arc::clone(&self.metrics))?;
         next.penalty = self.penalty.carried(failure_delay);
-        next.metrics = Arc::clone(&self.metrics);
         next.secret = self.secret.clone();
         Ok(next)
     }
 
     /// The process's metrics.
-    pub fn metrics(&self) -> &metrics::Metrics {
+    pub fn metrics(&self) -> &Arc<metrics::Metrics> {
         &self.metrics
     }
 
@@ -386,7 +418,11 @@ impl Authenticator {
         };
         let cached = self.cache.as_deref().and_then(|cache| {
             let verdict = self.passdb.verify_cached(&query, &cache.for_user(&authid));
-            self.metrics.cache_lookup(verdict.is_some());
+            // Shadow and PAM answer from the cache here; LDAP asks it once it has found the
+            // entry (counted by `Counted`); sasldb has no use for it.
+            if matches!(self.passdb.kind(), PassdbKind::Shadow | PassdbKind::Pam) {
+                self.metrics.cache_lookup(verdict.is_some());
+            }
             verdict
         });
         if let Some(verdict) = cached {
@@ -399,7 +435,10 @@ impl Authenticator {
             let authid = authid.into_owned();
             return Check::running(async move {
                 let ldap = auth.passdb.ldap().expect("checked above");
-                let user_cache = auth.cache.as_deref().map(|c| c.for_user(&authid));
+                let user_cache = auth.cache.as_deref().map(|c| Counted {
+                    cache: c.for_user(&authid),
+                    metrics: &auth.metrics,
+                });
                 let cache = user_cache
                     .as_ref()
                     .map(|c| c as &dyn crate::verdict::SuccessCache);
@@ -458,6 +497,7 @@ impl Authenticator {
         let realm = self.realm_of(request);
         if let Some(found) = self.passdb.lookup_credentials_inline(&request.login, realm) {
             return Check::ready(found.map_err(|e| {
+                let e = CheckError::from(e);
                 self.log(request, via, Logged::Error(&e), started.elapsed());
                 Broken
             }));
@@ -695,26 +735,29 @@ impl Authenticator {
                     mech = %self.passdb.kind(),
                     $($name = %$value,)?
                     remote = request.peer.text().map(|t| tracing::field::display(Printable(t))),
-                    protocol = %via.protocol,
+                    protocol = via.protocol.name(),
                     sasl = via.mechanism.map(tracing::field::display),
                     duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     $message
                 )
             };
         }
-        self.metrics.observe(
-            metrics::RequestLabels {
-                protocol: via.protocol,
-                mechanism: via.mechanism.unwrap_or("none"),
-                passdb: self.passdb.kind().name(),
-                verdict: match logged {
-                    Logged::Success => "success",
-                    Logged::Failure(_) => "failure",
-                    Logged::Error(_) => "error",
-                },
-            },
-            elapsed,
-        );
+        let verdict = match logged {
+            Logged::Success => metrics::Verdict::Success,
+            Logged::Failure(_) => metrics::Verdict::Failure,
+            Logged::Error(e) => {
+                let (passdb, kind) = match e {
+                    CheckError::Passdb(_) => (self.passdb.kind(), "error"),
+                    CheckError::Timeout(passdb, _) => (*passdb, "timeout"),
+                    CheckError::Lost(passdb, _) => (*passdb, "lost"),
+                };
+                self.metrics.backend_error(passdb, kind);
+                metrics::Verdict::Error
+            }
+        };
+        let passdb = self.passdb.kind();
+        self.metrics
+            .observe(via.protocol, via.mechanism, passdb, verdict, elapsed);
         match logged {
             Logged::Success => event!(tracing::Level::DEBUG, "success", "auth success:"),
             Logged::Failure(reason) => {
@@ -760,6 +803,7 @@ mod tests {
             host_name: "myhost".into(),
             cache: None,
             mechanisms: None,
+            metrics: true,
         }
     }
 

@@ -7,6 +7,9 @@
 //! cost a third of the throughput of a 1.5 ms sha512-crypt hash; see BENCHMARKS.md). A job
 //! whose requester has given up (timeout, closed connection) is skipped, not run. A hung
 //! backend can hold at most `-n` threads.
+//!
+//! The metrics see the queue: how many jobs wait for a worker (`pool_queue_depth`) and how
+//! long each waited (`pool_wait_seconds`), two atomics a job.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
@@ -14,12 +17,15 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
+use super::metrics::PoolCounts;
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed pool of worker threads.
 #[derive(Debug)]
 pub(crate) struct Pool {
     jobs: mpsc::Sender<Job>,
+    counts: Arc<PoolCounts>,
 }
 
 /// The job did not return a value: it panicked (a bug in a PAM module, say).
@@ -28,8 +34,8 @@ pub(crate) struct Pool {
 pub(crate) struct JobLost;
 
 impl Pool {
-    /// Starts `threads` workers (at least one).
-    pub(crate) fn new(threads: usize) -> Pool {
+    /// Starts `threads` workers (at least one), counting in `counts`.
+    pub(crate) fn new(threads: usize, counts: PoolCounts) -> Pool {
         let threads = threads.max(1);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -49,7 +55,10 @@ impl Pool {
                 })
                 .expect("the system cannot start a worker thread");
         }
-        Pool { jobs }
+        Pool {
+            jobs,
+            counts: Arc::new(counts),
+        }
     }
 
     /// Runs `f` on a worker and waits for its result without blocking the reactor.
@@ -59,7 +68,15 @@ impl Pool {
         F: FnOnce() -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
+        let counts = self.counts.enabled.then(|| {
+            self.counts.queued.inc();
+            (Arc::clone(&self.counts), std::time::Instant::now())
+        });
         let job: Job = Box::new(move || {
+            if let Some((counts, queued)) = counts {
+                counts.queued.dec();
+                counts.wait.observe(queued.elapsed());
+            }
             if tx.is_closed() {
                 return; // nobody waits for it any more
             }
@@ -75,9 +92,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn test_counts() -> PoolCounts {
+        crate::auth::metrics::Metrics::new(true).pool()
+    }
+
     #[tokio::test]
     async fn runs_jobs_and_survives_panics() {
-        let pool = Pool::new(2);
+        let pool = Pool::new(2, test_counts());
         assert_eq!(pool.run(|| 40 + 2).await, Ok(42));
         assert_eq!(
             pool.run(|| -> u8 { panic!("a module broke") }).await,
@@ -88,7 +109,8 @@ mod tests {
 
     #[tokio::test]
     async fn at_most_n_at_once_and_abandoned_jobs_are_skipped() {
-        let pool = Arc::new(Pool::new(1));
+        let counts = test_counts();
+        let pool = Arc::new(Pool::new(1, counts.clone()));
         let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Occupy the only worker.
         let busy = {
@@ -107,6 +129,7 @@ mod tests {
         )
         .await;
         assert!(abandoned.is_err());
+        assert_eq!(counts.queued.get(), 1, "the abandoned job waits in the queue");
         busy.await.unwrap().unwrap();
         assert_eq!(pool.run(|| 1).await, Ok(1));
         assert_eq!(
@@ -114,5 +137,7 @@ mod tests {
             0,
             "the abandoned job did not run"
         );
+        assert_eq!(counts.queued.get(), 0);
+        assert_eq!(counts.wait.count(), 3, "every job taken counted its wait");
     }
 }

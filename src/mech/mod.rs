@@ -229,9 +229,14 @@ const PLAINTEXT: usize = 2;
 /// The mechanisms offered when none are named: all but the historic DIGEST-MD5.
 const DEFAULT_OFF: &[&str] = &[digest_md5::NAME];
 
+/// Every mechanism name, in advertising order.
+pub(crate) fn all_names_list() -> impl Iterator<Item = &'static str> {
+    ALL.iter().map(|m| m.name)
+}
+
 /// Every mechanism name, for error messages.
 fn all_names() -> String {
-    ALL.iter().map(|m| m.name).collect::<Vec<_>>().join(" ")
+    all_names_list().collect::<Vec<_>>().join(" ")
 }
 
 /// A list of mechanism names that cannot be used.

@@ -60,7 +60,7 @@ async fn serve_each<L, H, Fut>(
     handle: H,
 ) where
     L: super::Listen,
-    H: Fn(L::Stream, Arc<Live>, Duration) -> Fut + Copy + Send + 'static,
+    H: Fn(L::Stream, Arc<Live>, Duration, super::Slot) -> Fut + Copy + Send + 'static,
     Fut: Future<Output = io::Result<()>> + Send + 'static,
 {
     let limits = Limits {
@@ -68,16 +68,17 @@ async fn serve_each<L, H, Fut>(
         max_connections,
         ..Limits::default()
     };
+    let counts = live.current().metrics().listener(what, listener.name());
     serve(
         listener,
+        counts,
         limits,
         shutdown,
         || false,
         move |stream, _token, slot| {
             let live = Arc::clone(&live);
             async move {
-                let _slot = slot;
-                if let Err(e) = handle(stream, live, limits.read_timeout).await {
+                if let Err(e) = handle(stream, live, limits.read_timeout, slot).await {
                     tracing::debug!("{what} connection: {e}");
                 }
             }
@@ -110,7 +111,12 @@ async fn read_until<S: tokio::io::AsyncRead + Unpin>(
     matches!(read, Ok(Ok(()))).then_some(bytes)
 }
 
-async fn handle(mut stream: UnixStream, live: Arc<Live>, timeout: Duration) -> io::Result<()> {
+async fn handle(
+    mut stream: UnixStream,
+    live: Arc<Live>,
+    timeout: Duration,
+    slot: super::Slot,
+) -> io::Result<()> {
     let me = nix::unistd::geteuid().as_raw();
     let peer = stream.peer_cred()?.uid();
     let Some(line) = read_until(&mut stream, timeout, MAX_COMMAND, |b| b.contains(&b'\n')).await
@@ -123,6 +129,7 @@ async fn handle(mut stream: UnixStream, live: Arc<Live>, timeout: Duration) -> i
     // Checked once the command is read, so that the client hears the refusal.
     if peer != 0 && peer != me {
         tracing::warn!("admin socket: refused a connection from uid {peer}");
+        slot.counts().refused_for("peer_uid");
         return stream
             .write_all(b"error: only root and the daemon's user may use the admin socket\n")
             .await;
@@ -190,6 +197,9 @@ async fn command(words: &[&str], live: &Live) -> String {
                 peer: crate::request::Peer::new(None),
             };
             let password = crate::secret::Password::new(password.as_bytes().to_vec());
+            let _in_flight = auth
+                .metrics()
+                .in_flight(crate::auth::metrics::Protocol::Admin);
             let decision = auth
                 .verify_plain(&request, password, crate::auth::Via::ADMIN)
                 .await;
@@ -233,6 +243,7 @@ async fn http(
     mut stream: tokio::net::TcpStream,
     live: Arc<Live>,
     timeout: Duration,
+    _slot: super::Slot,
 ) -> io::Result<()> {
     let Some(head) = read_until(&mut stream, timeout, MAX_HTTP_HEAD, |b| {
         b.windows(4).any(|w| w == b"\r\n\r\n")

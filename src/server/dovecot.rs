@@ -152,8 +152,13 @@ pub async fn serve_dovecot<L: super::Listen>(
         let registry = Arc::clone(&registry);
         move || registry.evict()
     };
+    let counts = auth
+        .current()
+        .metrics()
+        .listener("dovecot", listener.name());
     serve(
         listener,
+        counts,
         limits,
         shutdown,
         evict,

@@ -34,6 +34,8 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::metrics::ListenerCounts;
+
 /// The longest socket path `sun_path` holds (108 bytes with the NUL). Cyrus truncates longer
 /// `-m` paths silently; we refuse them.
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -276,14 +278,25 @@ connection!(TcpStream);
 pub trait Listen: Send {
     /// Its connections.
     type Stream: Connection;
-    /// The next connection let in.
-    fn next(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// The next connection let in; one refused on the way is counted in `counts`.
+    fn next(
+        &self,
+        counts: &ListenerCounts,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+    /// Its path or address, as the metrics label it.
+    fn name(&self) -> String;
 }
 
 impl Listen for UnixListener {
     type Stream = UnixStream;
-    async fn next(&self) -> io::Result<UnixStream> {
+    async fn next(&self, _: &ListenerCounts) -> io::Result<UnixStream> {
         self.accept().await.map(|(stream, _)| stream)
+    }
+    fn name(&self) -> String {
+        self.local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| "unnamed".into())
     }
 }
 
@@ -406,13 +419,14 @@ impl TcpListen {
 
 impl Listen for TcpListen {
     type Stream = TcpStream;
-    async fn next(&self) -> io::Result<TcpStream> {
+    async fn next(&self, counts: &ListenerCounts) -> io::Result<TcpStream> {
         loop {
             let (stream, peer) = self.listener.accept().await?;
             if self.allow.iter().any(|net| net.contains(peer.ip())) {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
+            counts.refused_not_allowed();
             let n = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
                 tracing::warn!(
@@ -421,6 +435,11 @@ impl Listen for TcpListen {
                 );
             }
         }
+    }
+    fn name(&self) -> String {
+        self.listener
+            .local_addr()
+            .map_or_else(|_| "unnamed".into(), |a| a.to_string())
     }
 }
 
@@ -432,6 +451,8 @@ struct Slots {
     max: usize,
     /// The most open since memory was last released.
     high: AtomicUsize,
+    /// The listener's series in the metrics.
+    counts: ListenerCounts,
 }
 
 /// One open connection's place in its listener's budget, given back when it drops: the
@@ -439,10 +460,18 @@ struct Slots {
 /// that awaited it would hold the future twice over, as rustc lays such blocks out).
 pub struct Slot(Arc<Slots>);
 
+impl Slot {
+    /// The listener's series in the metrics.
+    pub fn counts(&self) -> &ListenerCounts {
+        &self.0.counts
+    }
+}
+
 impl Slots {
     /// A slot beyond the budget, for a connection that replaces one being closed.
     fn take_over(self: &Arc<Self>) -> Slot {
         self.open.fetch_add(1, Ordering::AcqRel);
+        self.counts.opened();
         Slot(Arc::clone(self))
     }
 
@@ -452,12 +481,16 @@ impl Slots {
                 (n < self.max).then_some(n + 1)
             })
             .ok()
-            .map(|_| Slot(Arc::clone(self)))
+            .map(|_| {
+                self.counts.opened();
+                Slot(Arc::clone(self))
+            })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.0.counts.closed();
         let open = self.0.open.fetch_sub(1, Ordering::AcqRel) - 1;
         // When most of many connections have gone, give their memory back to the system
         // (glibc keeps freed memory in its arenas for good otherwise).
@@ -478,7 +511,7 @@ impl Drop for Slot {
 /// How many connections must have been open before their closing is worth a trim.
 const TRIM_AFTER: usize = 512;
 
-/// The accept loop both protocols share: a task per connection, at most
+/// The accept loop both protocols share, counting in `counts`: a task per connection, at most
 /// `limits.max_connections` at once (more are closed at accept, unless `evict` closes an
 /// idle connection to make room and says so), accept errors backed off;
 /// on `shutdown` the loop stops, the token each connection holds tells it to finish, and
@@ -489,6 +522,7 @@ const TRIM_AFTER: usize = 512;
 /// connection that polls the token often takes a child token of its own.
 pub async fn serve<L, F, Fut>(
     listener: L,
+    counts: ListenerCounts,
     limits: Limits,
     shutdown: impl Future<Output = ()>,
     evict: impl Fn() -> bool,
@@ -504,6 +538,7 @@ pub async fn serve<L, F, Fut>(
         open: AtomicUsize::new(0),
         max: limits.max_connections,
         high: AtomicUsize::new(0),
+        counts,
     });
     let refused = AtomicU64::new(0);
     let mut backoff = Duration::from_millis(1);
@@ -511,7 +546,7 @@ pub async fn serve<L, F, Fut>(
     loop {
         let stream = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.next() => match accepted {
+            accepted = listener.next(&slots.counts) => match accepted {
                 Ok(stream) => stream,
                 Err(e) => {
                     // EMFILE, ENFILE, ENOBUFS: wait and try again; the other tasks keep going.
@@ -524,6 +559,7 @@ pub async fn serve<L, F, Fut>(
         };
         backoff = Duration::from_millis(1);
         let Some(slot) = slots.take().or_else(|| evict().then(|| slots.take_over())) else {
+            slots.counts.refused_at_limit();
             let n = refused.fetch_add(1, Ordering::Relaxed);
             if (n + 1).is_power_of_two() {
                 tracing::warn!(

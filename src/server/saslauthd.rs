@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{bind_socket, serve, Limits};
+use crate::auth::metrics::Protocol;
 use crate::auth::{Live, Via};
 use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
 
@@ -29,9 +30,14 @@ pub async fn serve_saslauthd<L: super::Listen>(
     shutdown: impl Future<Output = ()>,
 ) {
     let read_timeout = limits.read_timeout;
+    let counts = auth
+        .current()
+        .metrics()
+        .listener("saslauthd", listener.name());
     // A connection here lives one request, within the read timeout: none is worth evicting.
     serve(
         listener,
+        counts,
         limits,
         shutdown,
         || false,
@@ -105,6 +111,7 @@ async fn handle_connection<S: super::Connection>(
     let (request, password) = decoded;
     // The request buffer held the password; wipe it before answering.
     zeroize::Zeroize::zeroize(&mut buf);
+    let _in_flight = auth.metrics().in_flight(Protocol::Saslauthd);
     let decision = auth.verify_plain(&request, password, Via::SASLAUTHD).await;
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
