@@ -171,6 +171,11 @@ fn metrics_count_what_was_sent() {
     assert!(stats.contains("saslauthd  success  3"), "{stats}");
     assert!(stats.contains("dovecot    failure  1"), "{stats}");
     assert!(stats.contains("PLAIN          3"), "{stats}");
+    assert!(stats.contains("backend errors: sasldb error 1"), "{stats}");
+    assert!(
+        stats.contains(&format!("  {}: 1, 1, 0\n", auth.display())),
+        "the Dovecot listener: one open, one let in, none refused: {stats}"
+    );
 
     // The mux socket at its limit (2): a third connection is closed at once, and counted.
     let idle: Vec<_> = (0..2)
@@ -475,6 +480,10 @@ fn top_in_a_real_terminal() {
     tmux(&["kill-server"]);
     assert!(screen.contains("logins/s"), "{screen}");
     assert!(screen.contains("p99"), "{screen}");
+    assert!(
+        screen.contains("connections open 1    in flight 0    queued for a worker 0"),
+        "the Postfix client's connection: {screen}"
+    );
     assert!(
         screen.contains("198.51.100.9   3   "),
         "step 3 after three failures: {screen}"

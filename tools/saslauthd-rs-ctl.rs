@@ -66,11 +66,15 @@ fn usage(program: &str) -> String {
 }
 
 /// A human summary of the OpenMetrics text: requests by protocol and verdict, by mechanism,
-/// the failure delays, and the latency's median bucket per protocol.
+/// the failure delays, connections by listener, what is in flight, backend errors, the cache.
 fn summary(metrics: &str) -> String {
     let mut by_protocol: BTreeMap<(String, String), f64> = BTreeMap::new();
     let mut by_mechanism: BTreeMap<String, f64> = BTreeMap::new();
-    let mut delays = 0.0;
+    // Listener: open, let in, refused (by reason).
+    let mut listeners: BTreeMap<String, (f64, f64, BTreeMap<String, f64>)> = BTreeMap::new();
+    let mut backend: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut cache: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut delays, mut in_flight, mut queued) = (0.0, 0.0, 0.0);
     for line in metrics.lines() {
         let Some((name, rest)) = line.split_once('{').or_else(|| line.split_once(' ')) else {
             continue;
@@ -91,6 +95,34 @@ fn summary(metrics: &str) -> String {
                 *by_mechanism.entry(label(rest, "mechanism")).or_default() += v;
             }
             "saslauthd_rs_failure_delays_total" => delays = value(rest).unwrap_or(0.0),
+            "saslauthd_rs_requests_in_flight" => in_flight += value(rest).unwrap_or(0.0),
+            "saslauthd_rs_pool_queue_depth" => queued = value(rest).unwrap_or(0.0),
+            "saslauthd_rs_connections_open" | "saslauthd_rs_connections_total" => {
+                let entry = listeners.entry(label(rest, "listener")).or_default();
+                let v = value(rest).unwrap_or(0.0);
+                match name.ends_with("_open") {
+                    true => entry.0 = v,
+                    false => entry.1 = v,
+                }
+            }
+            "saslauthd_rs_connections_refused_total" => {
+                let v = value(rest).unwrap_or(0.0);
+                if v > 0.0 {
+                    let entry = listeners.entry(label(rest, "listener")).or_default();
+                    entry.2.insert(label(rest, "reason"), v);
+                }
+            }
+            "saslauthd_rs_backend_errors_total" => {
+                *backend
+                    .entry((label(rest, "passdb"), label(rest, "kind")))
+                    .or_default() += value(rest).unwrap_or(0.0);
+            }
+            "saslauthd_rs_cache_lookups_total" => {
+                cache.insert(label(rest, "result"), value(rest).unwrap_or(0.0));
+            }
+            "saslauthd_rs_cache_entries" => {
+                cache.insert("entries".into(), value(rest).unwrap_or(0.0));
+            }
             _ => {}
         }
     }
@@ -103,6 +135,31 @@ fn summary(metrics: &str) -> String {
         out += &format!("  {mechanism:<14} {n}\n");
     }
     out += &format!("failures delayed by the throttle: {delays}\n");
+    out += &format!("in flight: {in_flight} requests; {queued} waiting for a worker\n");
+    out += "connections (listener: open, let in, refused):\n";
+    for (listener, (open, total, refused)) in &listeners {
+        let refused: Vec<String> = refused.iter().map(|(r, n)| format!("{n} {r}")).collect();
+        let refused = match refused.is_empty() {
+            true => "0".to_string(),
+            false => refused.join(", "),
+        };
+        out += &format!("  {listener}: {open}, {total}, {refused}\n");
+    }
+    let errors: Vec<String> = backend
+        .iter()
+        .map(|((passdb, kind), n)| format!("{passdb} {kind} {n}"))
+        .collect();
+    out += &match errors.is_empty() {
+        true => "backend errors: none\n".to_string(),
+        false => format!("backend errors: {}\n", errors.join(", ")),
+    };
+    let get = |key: &str| cache.get(key).copied().unwrap_or(0.0);
+    out += &format!(
+        "credential cache: {} hits, {} misses, {} entries\n",
+        get("hit"),
+        get("miss"),
+        get("entries")
+    );
     out
 }
 
@@ -114,6 +171,10 @@ struct Frame {
     failure: f64,
     error: f64,
     delays: f64,
+    open: f64,
+    in_flight: f64,
+    queued: f64,
+    backend_errors: f64,
     buckets: BTreeMap<u64, f64>,
 }
 
@@ -145,6 +206,17 @@ fn frame(metrics: &str) -> Frame {
             *f.buckets.entry(key).or_default() += value;
         } else if series == "saslauthd_rs_failure_delays_total" {
             f.delays = value;
+        } else if series.starts_with("saslauthd_rs_connections_open{")
+            && !series.contains("protocol=\"admin\"")
+            && !series.contains("protocol=\"metrics\"")
+        {
+            f.open += value;
+        } else if series.starts_with("saslauthd_rs_requests_in_flight{") {
+            f.in_flight += value;
+        } else if series == "saslauthd_rs_pool_queue_depth" {
+            f.queued = value;
+        } else if series.starts_with("saslauthd_rs_backend_errors_total{") {
+            f.backend_errors += value;
         }
     }
     f
@@ -198,8 +270,12 @@ fn top(program: &str, socket: &std::path::Path, count: Option<u64>) -> ExitCode 
             }
         }
         screen += &format!(
-            "since start: {} logins, {} failures, {} errors, {} failures delayed\n\n",
+            "since start: {} logins, {} failures, {} errors, {} failures delayed\n",
             now.success, now.failure, now.error, now.delays
+        );
+        screen += &format!(
+            "connections open {}    in flight {}    queued for a worker {}    backend errors {}\n\n",
+            now.open, now.in_flight, now.queued, now.backend_errors
         );
         screen += "throttled peers (address, step, last failure):\n";
         let list: Vec<&str> = peers.lines().skip(1).take(10).collect();

@@ -129,7 +129,11 @@ mod tests {
         )
         .await;
         assert!(abandoned.is_err());
-        assert_eq!(counts.queued.get(), 1, "the abandoned job waits in the queue");
+        assert_eq!(
+            counts.queued.get(),
+            1,
+            "the abandoned job waits in the queue"
+        );
         busy.await.unwrap().unwrap();
         assert_eq!(pool.run(|| 1).await, Ok(1));
         assert_eq!(
