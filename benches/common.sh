@@ -5,6 +5,9 @@
 #   start_server CMD...    runs CMD in a new session (its process group is killed at exit)
 #   wait_socket PATH...    waits up to 10 s for each Unix socket, fails otherwise
 #   baseline ARGS...       `run ARGS` (the script's own) when BASELINE names a binary
+#   metrics_off ARGS...    `run ARGS` when METRICS_OFF=1 (the script then also runs a
+#                          saslauthd-rs with `metrics = false`: what counting costs)
+#   metrics_off_config     writes that instance's config file and prints its path
 #   medians                after rounds of rows (saved with `| tee -a "$tmp/rows"`): the
 #                          median rate of each row, and its share of the first row's
 set -euo pipefail
@@ -40,6 +43,15 @@ wait_socket() {
 
 baseline() {
     [ -z "${BASELINE:-}" ] || run "$@"
+}
+
+metrics_off() {
+    [ "${METRICS_OFF:-}" != 1 ] || run "$@"
+}
+
+metrics_off_config() {
+    printf 'metrics = false\n' > "$tmp/metrics-off.toml"
+    echo "$tmp/metrics-off.toml"
 }
 
 # The median rate and p99 of each label over the rounds, in first-seen order, with the rate's

@@ -27,6 +27,12 @@ start_server unshare -m sh -c "mount --bind '$tmp/sasldb2.bdb' /etc/sasldb2 && \
 start_server "$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours" --sasldb "$tmp/sasldb2.lmdb" --failure-delay 0
 start_server "$bin/examples/null-server" saslauthd "$tmp/null-mux"
 wait_socket "$tmp/cyrus/mux" "$tmp/ours/mux" "$tmp/null-mux"
+if [ "${METRICS_OFF:-}" = 1 ]; then
+    mkdir -p "$tmp/off"
+    start_server "$bin/saslauthd-rs" --config "$(metrics_off_config)" -a sasldb -f -m "$tmp/off" \
+        --sasldb "$tmp/sasldb2.lmdb" --failure-delay 0
+    wait_socket "$tmp/off/mux"
+fi
 if [ -n "${BASELINE:-}" ]; then
     mkdir -p "$tmp/baseline"
     start_server "$BASELINE" -a sasldb -f -m "$tmp/baseline" --sasldb "$tmp/sasldb2.lmdb" --failure-delay 0
@@ -40,6 +46,7 @@ for round in $(seq "${ROUNDS:-1}"); do {
     run --socket "$tmp/null-mux" --label "do-nothing saslauthd server"
     run --socket "$tmp/cyrus/mux" --label "cyrus-saslauthd-2.1.28 -a sasldb -n 5"
     run --socket "$tmp/ours/mux" --label "saslauthd-rs -a sasldb"
+    metrics_off --socket "$tmp/off/mux" --label "saslauthd-rs -a sasldb, metrics = false"
     baseline --socket "$tmp/baseline/mux" --label "baseline saslauthd-rs -a sasldb"
     run --socket "$tmp/cyrus/mux" --fail-percent 50 --label "cyrus, 50% wrong passwords"
     run --socket "$tmp/ours/mux" --fail-percent 50 --label "saslauthd-rs, 50% wrong passwords"

@@ -71,6 +71,11 @@ start_server "$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours-run" --sasldb "$tmp/
     --failure-delay 0 --dovecot-socket "$tmp/ours-auth"
 start_server "$bin/examples/null-server" dovecot "$tmp/null-auth"
 wait_socket "$tmp/dovecot/auth" "$tmp/ours-auth" "$tmp/null-auth"
+if [ "${METRICS_OFF:-}" = 1 ]; then
+    start_server "$bin/saslauthd-rs" --config "$(metrics_off_config)" -a sasldb -f \
+        -m "$tmp/off-run" --sasldb "$tmp/sasldb2" --failure-delay 0 --dovecot-socket "$tmp/off-auth"
+    wait_socket "$tmp/off-auth"
+fi
 if [ -n "${BASELINE:-}" ]; then
     start_server "$BASELINE" -a sasldb -f -m "$tmp/baseline-run" --sasldb "$tmp/sasldb2" \
         --failure-delay 0 --dovecot-socket "$tmp/baseline-auth"
@@ -84,10 +89,12 @@ for round in $(seq "${ROUNDS:-1}"); do {
     run --socket "$tmp/null-auth" --label "do-nothing dovecot-protocol server, AUTH PLAIN"
     run --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth (passwd-file), AUTH PLAIN"
     run --socket "$tmp/ours-auth" --label "saslauthd-rs (sasldb), AUTH PLAIN"
+    metrics_off --socket "$tmp/off-auth" --label "saslauthd-rs, AUTH PLAIN, metrics = false"
     baseline --socket "$tmp/baseline-auth" --label "baseline saslauthd-rs, AUTH PLAIN"
     run --socket "$tmp/ours-auth" --fail-percent 50 --label "saslauthd-rs, AUTH PLAIN, 50% wrong"
     run --socket "$tmp/dovecot/auth" --mech scram-sha-256 --label "dovecot 2.3 auth, SCRAM-SHA-256"
     run --socket "$tmp/ours-auth" --mech scram-sha-256 --label "saslauthd-rs, SCRAM-SHA-256 (cached keys)"
+    metrics_off --socket "$tmp/off-auth" --mech scram-sha-256 --label "saslauthd-rs, SCRAM-SHA-256, metrics = false"
     baseline --socket "$tmp/baseline-auth" --mech scram-sha-256 --label "baseline saslauthd-rs, SCRAM-SHA-256"
 } | tee -a "$tmp/rows"; done
 medians

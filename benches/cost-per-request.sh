@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What the server itself spends per request, user and system CPU (from /proc/PID/stat), for
-# the do-nothing server of the protocol, saslauthd-rs, and BASELINE (another saslauthd-rs
+# the do-nothing server of the protocol, saslauthd-rs, saslauthd-rs with `metrics = false`
+# when METRICS_OFF=1, and BASELINE (another saslauthd-rs
 # binary) when given; each measured alone, ROUNDS times, interleaved.
 #
 #   benches/cost-per-request.sh saslauthd|dovecot [CLIENTS] [SECONDS]
@@ -31,11 +32,12 @@ one() { # LABEL COMMAND...
     echo "$before $after" | awk -v n="$n" -v t="$tick" '{
         printf "user %.1f us  sys %.1f us per request\n", ($3-$1)/t/n*1e6, ($4-$2)/t/n*1e6 }'
 }
-ours() { one "$1" "$2" -a sasldb -f -m "$tmp/run" --sasldb "$tmp/sasldb2" --failure-delay 0 \
+ours() { one "$1" "$2" "${@:3}" -a sasldb -f -m "$tmp/run" --sasldb "$tmp/sasldb2" --failure-delay 0 \
     --dovecot-socket "$tmp/socket"; }
 echo "# $(nproc) cores, $clients clients, $secs s each, $proto protocol; $(date -u +%F)"
 for round in $(seq "${ROUNDS:-3}"); do
     one do-nothing "$bin/examples/null-server" "$proto" "$tmp/socket"
     ours saslauthd-rs "$bin/saslauthd-rs"
+    [ "${METRICS_OFF:-}" != 1 ] || ours metrics-off "$bin/saslauthd-rs" --config "$(metrics_off_config)"
     [ -z "${BASELINE:-}" ] || ours baseline "$BASELINE"
 done

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # User-space instructions per request under callgrind: one client, sequential requests, the
 # counters zeroed just before the load and dumped just after (start-up is not counted); for
-# the do-nothing server of the protocol, saslauthd-rs, and BASELINE when given. Counted
+# the do-nothing server of the protocol, saslauthd-rs, saslauthd-rs with `metrics = false`
+# when METRICS_OFF=1, and BASELINE when given. Counted
 # instructions repeat from run to run, whatever else the machine does.
 #
-#   benches/instructions.sh saslauthd|dovecot [SECONDS]
+#   [MECH=scram-sha-256] benches/instructions.sh saslauthd|dovecot [SECONDS]
 #
 # Under valgrind SHA-256 runs in software (no SHA-NI): about 7,000 of each request's
 # instructions are the constant-time password compare, which natively costs a few hundred
@@ -26,7 +27,8 @@ one() { # LABEL COMMAND...
     callgrind_control -z "$pid" >/dev/null 2>&1
     local out n total
     out=$("$bin/saslauthd-bench" --protocol "$proto" --clients 1 --duration "$secs" --warmup 0 \
-        --user alice --password secret --realm example.org --socket "$sock" --label "$label")
+        --user alice --password secret --realm example.org --socket "$sock" --label "$label" \
+        ${MECH:+--mech "$MECH"})
     callgrind_control -d "$pid" >/dev/null 2>&1
     sleep 1
     kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true
@@ -35,8 +37,10 @@ one() { # LABEL COMMAND...
     total=$(grep -h '^totals:' "$tmp"/cg-"$label".*.1 | awk '{print $2}')
     echo "$label $proto: $n requests, $((total / n)) instructions per request"
 }
-ours() { one "$1" "$2" -a sasldb -f -m "$tmp/run" --sasldb "$tmp/sasldb2" --failure-delay 0 \
+ours() { one "$1" "$2" "${@:3}" -a sasldb -f -m "$tmp/run" --sasldb "$tmp/sasldb2" --failure-delay 0 \
     --dovecot-socket "$tmp/socket"; }
-one do-nothing "$bin/examples/null-server" "$proto" "$tmp/socket"
+# The do-nothing server answers PLAIN only.
+[ -n "${MECH:-}" ] || one do-nothing "$bin/examples/null-server" "$proto" "$tmp/socket"
 ours saslauthd-rs "$bin/saslauthd-rs"
+[ "${METRICS_OFF:-}" != 1 ] || ours metrics-off "$bin/saslauthd-rs" --config "$(metrics_off_config)"
 [ -z "${BASELINE:-}" ] || ours baseline "$BASELINE"
