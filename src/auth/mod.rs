@@ -735,7 +735,7 @@ impl Authenticator {
                     mech = %self.passdb.kind(),
                     $($name = %$value,)?
                     remote = request.peer.text().map(|t| tracing::field::display(Printable(t))),
-                    protocol = via.protocol.name(),
+                    protocol = %via.protocol.name(),
                     sasl = via.mechanism.map(tracing::field::display),
                     duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                     $message
