@@ -21,7 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::{MetricType, TypedMetric};
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use crate::verdict::PassdbKind;
 
@@ -445,9 +445,15 @@ impl Default for Metrics {
     }
 }
 
-/// Shared by two registrations: the table the requests are counted in, and its encoding.
+/// A table the daemon counts in and the registry encodes, shared by both.
 #[derive(Debug)]
 struct Shared<T>(Arc<T>);
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
 
 impl<T: TypedMetric> TypedMetric for Shared<T> {
     const TYPE: MetricType = T::TYPE;
@@ -463,121 +469,151 @@ impl<T: EncodeMetric> EncodeMetric for Shared<T> {
     }
 }
 
+/// Registers `metric` as `name` (in `unit`, when it has one) and hands back the handle the
+/// daemon counts in: a clone that shares its atomics.
+fn registered<M: Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    metric: M,
+) -> M {
+    match unit {
+        Some(unit) => registry.register_with_unit(name, help, unit, metric.clone()),
+        None => registry.register(name, help, metric.clone()),
+    }
+    metric
+}
+
 impl Metrics {
     /// A registry with the process's start time and build; `enabled: false` counts nothing.
     pub fn new(enabled: bool) -> Metrics {
         let mut registry = Registry::with_prefix("saslauthd_rs");
-        let requests = Arc::new(RequestTable::new());
-        registry.register(
+        let r = &mut registry;
+        let requests = registered(
+            r,
             "requests",
             "Authentications, by protocol, SASL mechanism, passdb and verdict",
-            Shared(Arc::clone(&requests)),
+            None,
+            Shared(Arc::new(RequestTable::new())),
         );
-        let other_requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
+        let other_requests = registered(
+            r,
             "other_requests",
             "Authentications by a mechanism the requests table does not list",
-            other_requests.clone(),
+            None,
+            Family::<RequestLabels, Counter>::default(),
         );
-        let durations = Arc::new(DurationTable {
-            histograms: (0..PROTOCOLS.len() * PASSDBS.len())
-                .map(|_| AtomicHistogram::default())
-                .collect(),
-        });
-        registry.register_with_unit(
+        let durations = registered(
+            r,
             "request_duration",
             "Time from a request to its verdict (before any failure delay)",
-            Unit::Seconds,
-            Shared(Arc::clone(&durations)),
+            Some(Unit::Seconds),
+            Shared(Arc::new(DurationTable {
+                histograms: (0..PROTOCOLS.len() * PASSDBS.len())
+                    .map(|_| AtomicHistogram::default())
+                    .collect(),
+            })),
         );
-        let in_flight_family = Family::<ProtocolLabels, Gauge>::default();
-        registry.register(
+        let in_flight = registered(
+            r,
             "requests_in_flight",
             "Requests being answered now (read, not yet replied to)",
-            in_flight_family.clone(),
+            None,
+            Family::<ProtocolLabels, Gauge>::default(),
         );
         let in_flight = PROTOCOLS.map(|p| {
-            in_flight_family
+            in_flight
                 .get_or_create(&ProtocolLabels { protocol: p.name() })
                 .clone()
         });
-        let delays = Counter::default();
-        registry.register(
+        let delays = registered(
+            r,
             "failure_delays",
             "Failures whose answer the throttle delayed",
-            delays.clone(),
+            None,
+            Counter::default(),
         );
-        let cache = Family::<CacheLabels, Counter>::default();
-        registry.register(
+        let cache = registered(
+            r,
             "cache_lookups",
             "Credential-cache lookups (-c) by result (hit: answered without the passdb)",
-            cache.clone(),
+            None,
+            Family::<CacheLabels, Counter>::default(),
         );
         let cache_hits = cache.get_or_create(&CacheLabels { result: "hit" }).clone();
         let cache_misses = cache.get_or_create(&CacheLabels { result: "miss" }).clone();
-        let cache_entries = Gauge::default();
-        registry.register(
+        let cache_entries = registered(
+            r,
             "cache_entries",
             "Entries in the credential cache",
-            cache_entries.clone(),
+            None,
+            Gauge::default(),
         );
-        let penalty_peers = Gauge::default();
-        registry.register(
+        let penalty_peers = registered(
+            r,
             "penalty_peers",
             "Client addresses the throttle delays now",
-            penalty_peers.clone(),
+            None,
+            Gauge::default(),
         );
-        let backend_errors = Family::<BackendLabels, Counter>::default();
-        registry.register(
+        let backend_errors = registered(
+            r,
             "backend_errors",
             "Checks the passdb gave no verdict for, by passdb and kind (error, timeout, lost)",
-            backend_errors.clone(),
+            None,
+            Family::<BackendLabels, Counter>::default(),
         );
-        let open = Family::<ListenerLabels, Gauge>::default();
-        registry.register(
+        let open = registered(
+            r,
             "connections_open",
             "Connections open now, by listener",
-            open.clone(),
+            None,
+            Family::<ListenerLabels, Gauge>::default(),
         );
-        let accepted = Family::<ListenerLabels, Counter>::default();
-        registry.register(
+        let accepted = registered(
+            r,
             "connections",
             "Connections let in, by listener",
-            accepted.clone(),
+            None,
+            Family::<ListenerLabels, Counter>::default(),
         );
-        let refused = Family::<RefusedLabels, Counter>::default();
-        registry.register(
+        let refused = registered(
+            r,
             "connections_refused",
             "Connections closed at once, by listener and reason (limit, not_allowed, peer_uid)",
-            refused.clone(),
+            None,
+            Family::<RefusedLabels, Counter>::default(),
         );
         let pool = PoolCounts {
-            queued: Gauge::default(),
-            wait: Arc::new(AtomicHistogram::default()),
+            queued: registered(
+                r,
+                "pool_queue_depth",
+                "Blocking checks (crypt, PAM, PBKDF2) waiting for a worker (-n)",
+                None,
+                Gauge::default(),
+            ),
+            wait: registered(
+                r,
+                "pool_wait",
+                "Time a blocking check waited for a worker",
+                Some(Unit::Seconds),
+                Shared(Arc::new(AtomicHistogram::default())),
+            )
+            .0,
             enabled,
         };
-        registry.register(
-            "pool_queue_depth",
-            "Blocking checks (crypt, PAM, PBKDF2) waiting for a worker (-n)",
-            pool.queued.clone(),
+        let started = registered(
+            r,
+            "start_time",
+            "When the process started (Unix time)",
+            Some(Unit::Seconds),
+            Gauge::<f64, AtomicU64>::default(),
         );
-        registry.register_with_unit(
-            "pool_wait",
-            "Time a blocking check waited for a worker",
-            Unit::Seconds,
-            Shared(Arc::clone(&pool.wait)),
-        );
-        let started = Gauge::<f64, AtomicU64>::default();
         started.set(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
-        );
-        registry.register_with_unit(
-            "start_time",
-            "When the process started (Unix time)",
-            Unit::Seconds,
-            started,
         );
         registry.register(
             "build",
@@ -589,9 +625,9 @@ impl Metrics {
         Metrics {
             enabled,
             registry,
-            requests,
+            requests: requests.0,
             other_requests,
-            durations,
+            durations: durations.0,
             in_flight,
             delays,
             cache_hits,
@@ -604,11 +640,6 @@ impl Metrics {
             refused,
             pool,
         }
-    }
-
-    /// Whether anything is counted (`metrics = false` turns counting off).
-    pub fn enabled(&self) -> bool {
-        self.enabled
     }
 
     /// The series of a listener of `protocol` at `listener` (its path or address).
