@@ -937,3 +937,166 @@ fn a_restarted_server_costs_no_request() {
     assert_eq!(d.ask("bob", "wrong", "smtp", ""), "NO");
     assert!(!d.log_text().contains("auth error"), "{}", d.log_text());
 }
+
+/// Waits until the daemon's log says `what` (the directory's change stream is up, or gone).
+fn logged(d: &Daemon, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !d.log_text().contains(what) {
+        assert!(Instant::now() < deadline, "no {what:?} in {}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The searches for `uid` slapd has seen (with operations logged).
+fn searches_for(slapd: &Slapd, uid: &str) -> usize {
+    slapd
+        .log()
+        .matches(&format!("filter=\"(uid={uid})\""))
+        .count()
+}
+
+#[test]
+fn followed_changes_spare_the_search_and_reach_the_next_request() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let users = users();
+    let refs: Vec<(&str, &str, &str)> = users
+        .iter()
+        .map(|(u, p, m)| (u.as_str(), p.as_str(), m.as_str()))
+        .collect();
+    let mut slapd = Slapd::start_with_syncprov(&dir.path().join("slapd"), &refs);
+    slapd.log_operations();
+    let alice = format!("uid=alice,{PEOPLE}");
+    let conf = conf(dir.path(), &slapd.url(), "");
+
+    // Without the cache: the first request starts following; once the stream is up, a
+    // login costs the directory one bind and no search, and an unknown user the same.
+    let (d, _auth) = daemon(&conf, &[]);
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    logged(&d, "following the directory's changes");
+    let (searched, bound) = (searches_for(&slapd, "alice"), slapd.binds_as(&alice));
+    for _ in 0..5 {
+        assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    }
+    assert_eq!(d.ask("alice", "wrong", "smtp", ""), "NO");
+    assert_eq!(
+        searches_for(&slapd, "alice") - searched,
+        1,
+        "{}",
+        slapd.log()
+    );
+    assert_eq!(slapd.binds_as(&alice) - bound, 6);
+    let decoys = |slapd: &Slapd| {
+        slapd
+            .log()
+            .matches("BIND dn=\"cn=saslauthd-rs decoy ")
+            .count()
+    };
+    for _ in 0..3 {
+        assert_eq!(d.ask("nobody-here", "x", "smtp", ""), "NO");
+    }
+    assert_eq!(searches_for(&slapd, "nobody-here"), 1);
+    assert_eq!(decoys(&slapd), 3, "an unknown user still costs the bind");
+
+    // A second entry that the filter finds too: the next request sees both (no user).
+    slapd.add(&format!(
+        "dn: cn=alice again,{PEOPLE}\nobjectClass: inetOrgPerson\ncn: alice again\nsn: a\nuid: alice\nuserPassword: alice-pw\n"
+    ));
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "NO",
+        "{}",
+        d.log_text()
+    );
+    drop(d);
+
+    // With the cache: no search and no bind for a password that succeeded, until something
+    // under the base changes; a new password refused old at once.
+    let ldif = format!("dn: cn=alice again,{PEOPLE}\nchangetype: delete\n");
+    slapd.modify(&ldif);
+    let (d, auth) = daemon(&conf, &["-c"]);
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    logged(&d, "following the directory's changes");
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    let (searched, bound) = (searches_for(&slapd, "alice"), slapd.binds_as(&alice));
+    for _ in 0..10 {
+        assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+        assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("OK"));
+    }
+    assert_eq!(
+        (
+            searches_for(&slapd, "alice") - searched,
+            slapd.binds_as(&alice) - bound
+        ),
+        (0, 0),
+        "20 logins from memory: {}",
+        slapd.log()
+    );
+    let changed = Instant::now();
+    slapd.passwd("alice", "changed-pw");
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "NO",
+        "the old password, at once"
+    );
+    eprintln!(
+        "the old password refused {:?} after ldappasswd began",
+        changed.elapsed()
+    );
+    assert_eq!(d.ask("alice", "changed-pw", "smtp", ""), "OK");
+    assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("FAIL"));
+
+    // A server that stops answering: within the grace nothing is served from memory.
+    slapd.pause();
+    let paused = Instant::now();
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_eq!(
+        d.ask("alice", "changed-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
+    eprintln!("a stopped server: an error after {:?}", paused.elapsed());
+    slapd.resume();
+    // Back: the stream is opened again and memory starts afresh.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.ask("alice", "changed-pw", "smtp", "") != "OK" {
+        assert!(Instant::now() < deadline, "{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A server that is gone: no cached success once the daemon sees its stream close.
+    slapd.stop();
+    logged(&d, "the change stream ended");
+    assert_eq!(
+        d.ask("alice", "changed-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
+}
+
+#[test]
+fn a_directory_that_does_not_offer_its_changes_is_searched_every_time() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = logged_slapd(&dir.path().join("slapd"));
+    let (d, _auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &[]);
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    logged(&d, "does not let saslauthd-rs follow its changes");
+    for _ in 0..3 {
+        assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    }
+    assert_eq!(searches_for(&slapd, "alice"), 4);
+    // ldap_follow_changes: no asks nothing of the kind.
+    let (d, _auth) = daemon(
+        &conf(dir.path(), &slapd.url(), "ldap_follow_changes: no\n"),
+        &[],
+    );
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !d.log_text().contains("follow its changes"),
+        "{}",
+        d.log_text()
+    );
+}

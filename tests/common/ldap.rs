@@ -78,6 +78,25 @@ impl Slapd {
         Self::start_with(dir, users, None, true)
     }
 
+    /// The same with the syncprov overlay: the server offers its changes (RFC 4533), as a
+    /// replicated directory's servers do.
+    pub fn start_with_syncprov(dir: &Path, users: &[(&str, &str, &str)]) -> Slapd {
+        Self::start_with(dir, users, None, false).with_overlay("syncprov")
+    }
+
+    /// Restarts the server with `overlay` loaded on its database.
+    fn with_overlay(mut self, overlay: &str) -> Slapd {
+        let conf = std::fs::read_to_string(&self.conf).unwrap();
+        let root = root().unwrap();
+        let conf = format!(
+            "modulepath {}\nmoduleload {overlay}\n{conf}overlay {overlay}\n",
+            root.join("usr/lib/ldap").display()
+        );
+        std::fs::write(&self.conf, conf).unwrap();
+        self.restart();
+        self
+    }
+
     fn start_with(
         dir: &Path,
         users: &[(&str, &str, &str)],
@@ -214,8 +233,17 @@ impl Slapd {
 
     /// ldapadd as the root DN, over ldapi.
     pub fn add(&self, ldif: &str) {
+        self.ldif("ldapadd", ldif);
+    }
+
+    /// ldapmodify as the root DN (`changetype:` records).
+    pub fn modify(&self, ldif: &str) {
+        self.ldif("ldapmodify", ldif);
+    }
+
+    fn ldif(&self, program: &str, ldif: &str) {
         let out = super::run_with_stdin(
-            Command::new("ldapadd").args([
+            Command::new(program).args([
                 "-x",
                 "-H",
                 &ldapi_url(&self.ldapi),
@@ -228,7 +256,7 @@ impl Slapd {
         );
         assert!(
             out.status.success(),
-            "ldapadd: {}",
+            "{program}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }

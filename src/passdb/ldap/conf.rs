@@ -111,6 +111,10 @@ pub struct LdapConf {
     pub group_match: GroupMatch,
     /// `ldap_default_realm` / `ldap_default_domain`: the realm of requests that name none.
     pub default_realm: String,
+    /// `ldap_follow_changes` (saslauthd-rs; Cyrus ignores it): follow the directory's
+    /// changes (RFC 4533) where it offers them, so that what a search found is remembered
+    /// until something under the search base changes.
+    pub follow_changes: bool,
     /// The file it came from, for messages.
     pub path: PathBuf,
 }
@@ -157,6 +161,7 @@ impl Default for LdapConf {
             group_scope: Scope::Subtree,
             group_match: GroupMatch::Attr,
             default_realm: String::new(),
+            follow_changes: true,
             path: PathBuf::from(DEFAULT_PATH),
         }
     }
@@ -372,6 +377,7 @@ impl LdapConf {
                 }
             }
             "ldap_default_realm" | "ldap_default_domain" => self.default_realm = value.into(),
+            "ldap_follow_changes" => self.follow_changes = switch(value)?,
             other => {
                 return Err(match UNSUPPORTED.iter().find(|(k, _)| *k == other) {
                     Some((_, why)) => format!("{other} is not supported by saslauthd-rs: {why}"),

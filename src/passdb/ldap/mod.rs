@@ -11,11 +11,14 @@
 //! every operation has a deadline short enough that a second server can still answer within
 //! the driver's reply deadline. A directory that cannot be reached is an error (never a
 //! wrong password, never a success). All of it on the runtime (ldap3 over tokio): no
-//! blocking thread waits on the network.
+//! blocking thread waits on the network. Where the directory offers its changes (RFC 4533),
+//! they are followed ([`follow`]), and what a search found is used until something changes.
 
 pub mod conf;
 pub mod filter;
+mod follow;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -44,6 +47,10 @@ const IDLE_BIND_CONNECTIONS: usize = 16;
 
 /// Search connections (multiplexed: many searches at once on each).
 const SEARCH_CONNECTIONS: usize = 2;
+
+/// What searches found, remembered while the directory's changes are followed: at most this
+/// many filters (then all are forgotten at once).
+const FOUND_ENTRIES: usize = 65_536;
 
 /// LDAP result codes the verdicts come from (RFC 4511).
 mod rc {
@@ -98,6 +105,15 @@ pub struct Ldap {
     /// A value shaped like the last `ldap_password_attr` value seen (`custom`: same scheme,
     /// cost and salt, no secret), which an unknown user's password is checked against.
     decoy_value: Mutex<Option<Vec<u8>>>,
+    /// The generation of the directory's content, when its changes are followed (`bind`
+    /// method, `ldap_follow_changes`, a search base without tokens).
+    changes: Option<Arc<follow::Changes>>,
+    /// Whether the stream that follows them was started (on the first request: it needs the
+    /// runtime), and what ends it when the passdb is dropped.
+    following: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// Which entry (none, or several: `None`) a search found, by base, scope and filter, with
+    /// the generation it was found in.
+    found: Mutex<HashMap<String, (u64, Option<String>)>>,
 }
 
 impl std::fmt::Debug for Ldap {
@@ -128,6 +144,12 @@ impl Ldap {
     /// list that cannot be reached is an error per request, as the directory may come back).
     pub fn new(conf: LdapConf) -> Result<Ldap, PassdbError> {
         let op_timeout = conf.timeout.min(OP_TIMEOUT);
+        // What a search finds can be remembered only when every change to it is seen: one
+        // base to follow, no alias leading out of it.
+        let follows = conf.follow_changes
+            && conf.auth_method == AuthMethod::Bind
+            && !conf.search_base.contains('%')
+            && conf.deref == Deref::Never;
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(op_timeout)
             .set_starttls(conf.start_tls);
@@ -159,7 +181,53 @@ impl Ldap {
             binders: Mutex::new(Vec::new()),
             decoy_rdn: format!("cn=saslauthd-rs decoy {:016x}", crate::secret::random_u64()),
             decoy_value: Mutex::new(None),
+            changes: follows.then(|| Arc::new(follow::Changes::new())),
+            following: Mutex::new(None),
+            found: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Starts following the directory's changes (once; on the runtime).
+    fn follow(&self) {
+        let Some(changes) = &self.changes else {
+            return;
+        };
+        let mut following = self.following.lock().unwrap_or_else(|e| e.into_inner());
+        if following.is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let follow = follow::Follow {
+            servers: self.servers.clone(),
+            settings: self.settings.clone(),
+            op_timeout: self.op_timeout,
+            bind_dn: self.conf.bind_dn.clone(),
+            bind_pw: self.conf.bind_pw.clone(),
+            base: self.conf.search_base.clone(),
+            changes: Arc::clone(changes),
+        };
+        runtime.spawn(follow.run(stopped));
+        *following = Some(stop);
+    }
+
+    /// The entry's DN a search for `key` found in `generation`, if it is known.
+    fn found(&self, key: &str, generation: u64) -> Option<Option<String>> {
+        let found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        match found.get(key) {
+            Some((g, dn)) if *g == generation => Some(dn.clone()),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, key: String, generation: u64, dn: Option<String>) {
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        if found.len() >= FOUND_ENTRIES {
+            found.clear();
+        }
+        found.insert(key, (generation, dn));
     }
 
     /// The settings.
@@ -562,6 +630,11 @@ impl Ldap {
     /// not changed is a success without the bind; any change to the entry (a new password) or
     /// another password goes to the directory again, and a directory that cannot be searched
     /// is an error, cached or not.
+    ///
+    /// While the directory's changes are followed ([`follow`]), the search itself is skipped
+    /// for a filter already searched in the current generation, and the cache's slot carries
+    /// the generation instead of the stamps: any change under the base sends the next request
+    /// to the directory again.
     pub async fn verify(
         &self,
         user: &[u8],
@@ -597,11 +670,54 @@ impl Ldap {
                 (self.bind_as(&dn, secret).await?, dn)
             }
             AuthMethod::Bind => {
-                let attrs = match cache {
-                    Some(_) => vec!["entryCSN".into(), "modifyTimestamp".into()],
-                    None => vec!["1.1".into()],
+                self.follow();
+                // While the directory's changes are followed, what a search found in this
+                // generation is still what it would find: no search. Otherwise (and for
+                // the first request of a generation) the search, which with the cache
+                // returns the entry's change stamps instead.
+                let generation = self.changes.as_ref().and_then(|c| c.now());
+                let key = generation.map(|_| {
+                    format!(
+                        "{}\0{:?}\0{}",
+                        expand(&self.conf.search_base, &tokens),
+                        self.conf.scope,
+                        expand(&self.conf.filter, &tokens)
+                    )
+                });
+                let known = match (&key, generation) {
+                    (Some(key), Some(g)) => self.found(key, g),
+                    _ => None,
                 };
-                match self.find(&tokens, attrs).await? {
+                let (dn, stamp) = match (known, generation) {
+                    (Some(dn), Some(g)) => (dn, format!("generation {g}")),
+                    _ => {
+                        let attrs = match (cache, generation) {
+                            (Some(_), None) => vec!["entryCSN".into(), "modifyTimestamp".into()],
+                            _ => vec!["1.1".into()],
+                        };
+                        let entry = self.find(&tokens, attrs).await?;
+                        let stamp = match (&entry, generation) {
+                            (_, Some(g)) => format!("generation {g}"),
+                            (Some(entry), None) => [
+                                lookup_attr(entry, "entryCSN"),
+                                lookup_attr(entry, "modifyTimestamp"),
+                            ]
+                            .iter()
+                            .flatten()
+                            .flat_map(|values| values.iter())
+                            .cloned()
+                            .collect::<Vec<String>>()
+                            .join(" "),
+                            (None, None) => String::new(),
+                        };
+                        let dn = entry.map(|e| e.dn);
+                        if let (Some(key), Some(g)) = (key, generation) {
+                            self.remember(key, g, dn.clone());
+                        }
+                        (dn, stamp)
+                    }
+                };
+                match dn {
                     None => {
                         // The same bind a wrong password costs, as an entry nobody has.
                         let base = expand(&self.conf.search_base, &tokens);
@@ -612,36 +728,22 @@ impl Ldap {
                         self.bind_as(&decoy, secret).await?;
                         (PassdbResult::UserUnknown, String::new())
                     }
-                    Some(entry) => {
-                        let stamp = [
-                            lookup_attr(&entry, "entryCSN"),
-                            lookup_attr(&entry, "modifyTimestamp"),
-                        ]
-                        .iter()
-                        .flatten()
-                        .flat_map(|values| values.iter())
-                        .cloned()
-                        .collect::<Vec<String>>()
-                        .join(" ");
-                        let slot: [&[u8]; 4] = [
-                            b"ldap",
-                            entry.dn.as_bytes(),
-                            stamp.as_bytes(),
-                            service.as_bytes(),
-                        ];
+                    Some(dn) => {
+                        let slot: [&[u8]; 4] =
+                            [b"ldap", dn.as_bytes(), stamp.as_bytes(), service.as_bytes()];
                         let now = std::time::Instant::now();
                         let cached = match cache {
                             Some(cache) if !stamp.is_empty() => Some(cache),
                             _ => None,
                         };
                         if cached.is_some_and(|c| c.hit(&slot, password.expose(), now)) {
-                            (PassdbResult::Ok, entry.dn)
+                            (PassdbResult::Ok, dn)
                         } else {
-                            let verdict = self.bind_as(&entry.dn, secret).await?;
+                            let verdict = self.bind_as(&dn, secret).await?;
                             if let (PassdbResult::Ok, Some(cache)) = (verdict, cached) {
                                 cache.insert(&slot, password.expose(), now);
                             }
-                            (verdict, entry.dn)
+                            (verdict, dn)
                         }
                     }
                 }
