@@ -46,12 +46,35 @@ fn users() -> Vec<(String, String, String)> {
 }
 
 fn start_slapd(dir: &Path) -> Slapd {
+    with_users(|users| Slapd::start(dir, users, None))
+}
+
+/// `f` given [`users`] as the `(uid, password, mail)` slices a [`Slapd`] starts with.
+fn with_users<T>(f: impl FnOnce(&[(&str, &str, &str)]) -> T) -> T {
     let users = users();
     let refs: Vec<(&str, &str, &str)> = users
         .iter()
         .map(|(u, p, m)| (u.as_str(), p.as_str(), m.as_str()))
         .collect();
-    Slapd::start(dir, &refs, None)
+    f(&refs)
+}
+
+/// Changes alice's password in the directory from `old` to `new`: the old one is refused
+/// at the very next request and the new one accepted, on both sockets. Returns how long
+/// after the change began the old one was refused.
+fn change_alice_password(slapd: &Slapd, d: &Daemon, auth: &Path, old: &str, new: &str) -> Duration {
+    let changed = Instant::now();
+    slapd.passwd("alice", new);
+    assert_eq!(
+        d.ask("alice", old, "smtp", ""),
+        "NO",
+        "the old password, at once"
+    );
+    let refused = changed.elapsed();
+    assert_eq!(d.ask("alice", new, "smtp", ""), "OK");
+    assert!(dovecot_plain(auth, "alice", old).starts_with("FAIL"));
+    assert!(dovecot_plain(auth, "alice", new).starts_with("OK"));
+    refused
 }
 
 /// [`start_slapd`], logging every operation (to count binds).
@@ -255,15 +278,7 @@ fn a_changed_password_takes_effect_at_once() {
         "another password: to the directory"
     );
     assert_eq!(slapd.binds_as(&alice), 2);
-    slapd.passwd("alice", "changed-pw");
-    assert_eq!(
-        d.ask("alice", "alice-pw", "smtp", ""),
-        "NO",
-        "the old password, at once"
-    );
-    assert_eq!(d.ask("alice", "changed-pw", "smtp", ""), "OK");
-    assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("FAIL"));
-    assert!(dovecot_plain(&auth, "alice", "changed-pw").starts_with("OK"));
+    change_alice_password(&slapd, &d, &auth, "alice-pw", "changed-pw");
     // A directory that cannot be searched is no cached success.
     slapd.stop();
     assert_eq!(
@@ -686,25 +701,23 @@ fn start_tls_and_ldaps_check_the_server() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let users = users();
-    let refs: Vec<(&str, &str, &str)> = users
-        .iter()
-        .map(|(u, p, m)| (u.as_str(), p.as_str(), m.as_str()))
-        .collect();
     let (ca, cert, key) = certificates(
         &dir.path().join("pki"),
         "right",
         "IP:127.0.0.1,DNS:localhost",
     );
-    let good = Slapd::start(&dir.path().join("good"), &refs, Some((&ca, &cert, &key)));
     let (_, other_cert, other_key) =
         certificates(&dir.path().join("pki"), "wrong", "DNS:ldap.example.org");
     let other_ca = dir.path().join("pki/wrong-ca.pem");
-    let misnamed = Slapd::start(
-        &dir.path().join("misnamed"),
-        &refs,
-        Some((&other_ca, &other_cert, &other_key)),
-    );
+    let (good, misnamed) = with_users(|users| {
+        let good = Slapd::start(&dir.path().join("good"), users, Some((&ca, &cert, &key)));
+        let misnamed = Slapd::start(
+            &dir.path().join("misnamed"),
+            users,
+            Some((&other_ca, &other_cert, &other_key)),
+        );
+        (good, misnamed)
+    });
     let check = |servers: String, tls: String| {
         let conf = conf(dir.path(), &servers, &tls);
         let (d, _) = daemon(&conf, &[]);
@@ -961,12 +974,8 @@ fn followed_changes_spare_the_search_and_reach_the_next_request() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let users = users();
-    let refs: Vec<(&str, &str, &str)> = users
-        .iter()
-        .map(|(u, p, m)| (u.as_str(), p.as_str(), m.as_str()))
-        .collect();
-    let mut slapd = Slapd::start_with_syncprov(&dir.path().join("slapd"), &refs);
+    let mut slapd =
+        with_users(|users| Slapd::start_with_syncprov(&dir.path().join("slapd"), users));
     slapd.log_operations();
     let alice = format!("uid=alice,{PEOPLE}");
     let conf = conf(dir.path(), &slapd.url(), "");
@@ -1034,19 +1043,8 @@ fn followed_changes_spare_the_search_and_reach_the_next_request() {
         "20 logins from memory: {}",
         slapd.log()
     );
-    let changed = Instant::now();
-    slapd.passwd("alice", "changed-pw");
-    assert_eq!(
-        d.ask("alice", "alice-pw", "smtp", ""),
-        "NO",
-        "the old password, at once"
-    );
-    eprintln!(
-        "the old password refused {:?} after ldappasswd began",
-        changed.elapsed()
-    );
-    assert_eq!(d.ask("alice", "changed-pw", "smtp", ""), "OK");
-    assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("FAIL"));
+    let refused = change_alice_password(&slapd, &d, &auth, "alice-pw", "changed-pw");
+    eprintln!("the old password refused {refused:?} after ldappasswd began");
 
     // A server that stops answering: within the grace nothing is served from memory.
     slapd.pause();
