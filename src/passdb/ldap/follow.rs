@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use ldap3::asn1::{parse_tag, StructureTag, TagClass, Types, PL};
 use ldap3::controls::{RawControl, RefreshMode, SyncRequest};
-use ldap3::{LdapConnAsync, LdapConnSettings, ResultEntry};
+use ldap3::{LdapConnSettings, ResultEntry};
 
-use super::Server;
+use super::{connect_to, Server};
 
 /// How often the stream's server is asked whether it is still there.
 const HEARTBEAT: Duration = Duration::from_millis(500);
@@ -158,19 +158,10 @@ impl Follow {
             return Ended::Refused("no server".into());
         };
         let url = &server.url;
-        let connected = tokio::time::timeout(
-            self.op_timeout,
-            LdapConnAsync::with_settings(self.settings.clone(), url),
-        )
-        .await;
-        let (conn, mut ldap) = match connected {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Ended::Broken(format!("{url}: connect: {e}")),
-            Err(_) => return Ended::Broken(format!("{url}: no connection")),
+        let mut ldap = match connect_to(url, self.settings.clone(), self.op_timeout).await {
+            Ok(ldap) => ldap,
+            Err(why) => return Ended::Broken(format!("{url}: {why}")),
         };
-        tokio::spawn(async move {
-            let _ = conn.drive().await;
-        });
         if !self.bind_dn.is_empty() {
             match tokio::time::timeout(
                 self.op_timeout,

@@ -20,7 +20,7 @@ mod follow;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ldap3::{LdapConnAsync, LdapConnSettings, SearchEntry, SearchOptions};
@@ -110,9 +110,9 @@ pub struct Ldap {
     changes: Option<Arc<follow::Changes>>,
     /// Whether the stream that follows them was started (on the first request: it needs the
     /// runtime), and what ends it when the passdb is dropped.
-    following: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    /// Which entry (none, or several: `None`) a search found, by base, scope and filter, with
-    /// the generation it was found in.
+    following: OnceLock<tokio::sync::oneshot::Sender<()>>,
+    /// Which entry (none, or several: `None`) a search found, by filter (the base and scope
+    /// are fixed while changes are followed), with the generation it was found in.
     found: Mutex<HashMap<String, (u64, Option<String>)>>,
 }
 
@@ -182,7 +182,7 @@ impl Ldap {
             decoy_rdn: format!("cn=saslauthd-rs decoy {:016x}", crate::secret::random_u64()),
             decoy_value: Mutex::new(None),
             changes: follows.then(|| Arc::new(follow::Changes::new())),
-            following: Mutex::new(None),
+            following: OnceLock::new(),
             found: Mutex::new(HashMap::new()),
         })
     }
@@ -192,25 +192,26 @@ impl Ldap {
         let Some(changes) = &self.changes else {
             return;
         };
-        let mut following = self.following.lock().unwrap_or_else(|e| e.into_inner());
-        if following.is_some() {
+        if self.following.get().is_some() {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let follow = follow::Follow {
-            servers: self.servers.clone(),
-            settings: self.settings.clone(),
-            op_timeout: self.op_timeout,
-            bind_dn: self.conf.bind_dn.clone(),
-            bind_pw: self.conf.bind_pw.clone(),
-            base: self.conf.search_base.clone(),
-            changes: Arc::clone(changes),
-        };
-        runtime.spawn(follow.run(stopped));
-        *following = Some(stop);
+        self.following.get_or_init(|| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            let follow = follow::Follow {
+                servers: self.servers.clone(),
+                settings: self.settings.clone(),
+                op_timeout: self.op_timeout,
+                bind_dn: self.conf.bind_dn.clone(),
+                bind_pw: self.conf.bind_pw.clone(),
+                base: self.conf.search_base.clone(),
+                changes: Arc::clone(changes),
+            };
+            runtime.spawn(follow.run(stopped));
+            stop
+        });
     }
 
     /// The entry's DN a search for `key` found in `generation`, if it is known.
@@ -228,6 +229,50 @@ impl Ldap {
             found.clear();
         }
         found.insert(key, (generation, dn));
+    }
+
+    /// The entry a `bind` request's filter finds (`None`: none, or several), and what its
+    /// cache slot is stamped with. While the directory's changes are followed, what a search
+    /// found in this generation is still what it would find: no search, and the stamp is the
+    /// generation. Otherwise the search, which with the cache (`cached`) returns the entry's
+    /// change stamps.
+    async fn locate(
+        &self,
+        tokens: &Tokens<'_>,
+        cached: bool,
+    ) -> Result<(Option<String>, String), PassdbError> {
+        let Some(generation) = self.changes.as_ref().and_then(|c| c.now()) else {
+            let attrs = match cached {
+                true => vec!["entryCSN".into(), "modifyTimestamp".into()],
+                false => vec!["1.1".into()],
+            };
+            let Some(entry) = self.find(tokens, attrs).await? else {
+                return Ok((None, String::new()));
+            };
+            let stamp = [
+                lookup_attr(&entry, "entryCSN"),
+                lookup_attr(&entry, "modifyTimestamp"),
+            ]
+            .iter()
+            .flatten()
+            .flat_map(|values| values.iter())
+            .cloned()
+            .collect::<Vec<String>>()
+            .join(" ");
+            return Ok((Some(entry.dn), stamp));
+        };
+        // Followed only with a base without tokens and one scope: the filter alone says
+        // what a search finds.
+        let filter = expand(&self.conf.filter, tokens);
+        let dn = match self.found(&filter, generation) {
+            Some(dn) => dn,
+            None => {
+                let dn = self.find(tokens, vec!["1.1".into()]).await?.map(|e| e.dn);
+                self.remember(filter, generation, dn.clone());
+                dn
+            }
+        };
+        Ok((dn, format!("generation {generation}")))
     }
 
     /// The settings.
@@ -285,24 +330,9 @@ impl Ldap {
 
     async fn connect(&self, i: usize) -> Result<Conn, Failure> {
         let url = &self.servers[i].url;
-        let connected = tokio::time::timeout(
-            self.op_timeout,
-            LdapConnAsync::with_settings(self.settings.clone(), url),
-        )
-        .await;
-        let (conn, ldap) = match connected {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(Failure::Server(format!("connect: {e}"))),
-            Err(_) => {
-                return Err(Failure::Server(format!(
-                    "no connection within {:?}",
-                    self.op_timeout
-                )))
-            }
-        };
-        tokio::spawn(async move {
-            let _ = conn.drive().await;
-        });
+        let ldap = connect_to(url, self.settings.clone(), self.op_timeout)
+            .await
+            .map_err(Failure::Server)?;
         Ok(Conn { server: i, ldap })
     }
 
@@ -671,52 +701,7 @@ impl Ldap {
             }
             AuthMethod::Bind => {
                 self.follow();
-                // While the directory's changes are followed, what a search found in this
-                // generation is still what it would find: no search. Otherwise (and for
-                // the first request of a generation) the search, which with the cache
-                // returns the entry's change stamps instead.
-                let generation = self.changes.as_ref().and_then(|c| c.now());
-                let key = generation.map(|_| {
-                    format!(
-                        "{}\0{:?}\0{}",
-                        expand(&self.conf.search_base, &tokens),
-                        self.conf.scope,
-                        expand(&self.conf.filter, &tokens)
-                    )
-                });
-                let known = match (&key, generation) {
-                    (Some(key), Some(g)) => self.found(key, g),
-                    _ => None,
-                };
-                let (dn, stamp) = match (known, generation) {
-                    (Some(dn), Some(g)) => (dn, format!("generation {g}")),
-                    _ => {
-                        let attrs = match (cache, generation) {
-                            (Some(_), None) => vec!["entryCSN".into(), "modifyTimestamp".into()],
-                            _ => vec!["1.1".into()],
-                        };
-                        let entry = self.find(&tokens, attrs).await?;
-                        let stamp = match (&entry, generation) {
-                            (_, Some(g)) => format!("generation {g}"),
-                            (Some(entry), None) => [
-                                lookup_attr(entry, "entryCSN"),
-                                lookup_attr(entry, "modifyTimestamp"),
-                            ]
-                            .iter()
-                            .flatten()
-                            .flat_map(|values| values.iter())
-                            .cloned()
-                            .collect::<Vec<String>>()
-                            .join(" "),
-                            (None, None) => String::new(),
-                        };
-                        let dn = entry.map(|e| e.dn);
-                        if let (Some(key), Some(g)) = (key, generation) {
-                            self.remember(key, g, dn.clone());
-                        }
-                        (dn, stamp)
-                    }
-                };
+                let (dn, stamp) = self.locate(&tokens, cache.is_some()).await?;
                 match dn {
                     None => {
                         // The same bind a wrong password costs, as an entry nobody has.
@@ -900,13 +885,29 @@ fn ldap_scope(scope: Scope) -> ldap3::Scope {
     }
 }
 
+/// A connection to `url` made within `timeout`, its driver running on the runtime; or why
+/// there is none.
+async fn connect_to(
+    url: &str,
+    settings: LdapConnSettings,
+    timeout: Duration,
+) -> Result<ldap3::Ldap, String> {
+    match tokio::time::timeout(timeout, LdapConnAsync::with_settings(settings, url)).await {
+        Ok(Ok((conn, ldap))) => {
+            tokio::spawn(async move {
+                let _ = conn.drive().await;
+            });
+            Ok(ldap)
+        }
+        Ok(Err(e)) => Err(format!("connect: {e}")),
+        Err(_) => Err(format!("no connection within {timeout:?}")),
+    }
+}
+
 /// Whether the server at `url` answers a root DSE read within `timeout`.
 async fn probe(url: &str, settings: LdapConnSettings, timeout: Duration) -> bool {
     let attempt = async {
-        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url).await.ok()?;
-        tokio::spawn(async move {
-            let _ = conn.drive().await;
-        });
+        let mut ldap = connect_to(url, settings, timeout).await.ok()?;
         let result = ldap
             .search("", ldap3::Scope::Base, "(objectClass=*)", vec!["1.1"])
             .await
