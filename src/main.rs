@@ -155,6 +155,7 @@ fn realm_policy(config: &Config, host: &[u8]) -> RealmPolicy {
             Some(realm) => realm.as_bytes().to_vec(),
             None => host.to_vec(),
         },
+        named: config.realm.is_some(),
         combine: config.combine_realm,
     }
 }

@@ -1099,3 +1099,49 @@ fn a_directory_that_does_not_offer_its_changes_is_searched_every_time() {
         d.log_text()
     );
 }
+
+/// A request with no realm, to a daemon without `--realm`: `%r` is `ldap_default_realm`,
+/// else empty, as in Cyrus's (never the host name, which is the sasldb default).
+#[test]
+fn an_empty_realm_stays_empty_as_in_cyrus() {
+    if !ldap::available() {
+        return;
+    }
+    let Some(cyrus) = common::peer("saslauthd") else {
+        if std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") {
+            panic!("Cyrus saslauthd missing");
+        }
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("slapd"));
+    // The realm glued to the name: only an empty one finds the entry.
+    for (extra, expected) in [
+        ("ldap_filter: (uid=%U%r)\n", "OK"),
+        ("ldap_filter: (uid=%U%r)\nldap_default_realm: x\n", "NO"),
+    ] {
+        let conf = conf(dir.path(), &slapd.url(), extra);
+        let ours = Daemon::spawn(
+            tempfile::tempdir().unwrap(),
+            &["-a".into(), "ldap".into(), "-O".into(), conf.clone().into()],
+            &[],
+        );
+        let run = dir.path().join("cyrus-realm");
+        std::fs::create_dir_all(&run).unwrap();
+        let mut command = common::Cyrus::command();
+        command
+            .arg(&cyrus)
+            .args(["-d", "-a", "ldap", "-n", "1", "-O"])
+            .arg(&conf)
+            .arg("-m")
+            .arg(&run);
+        let theirs = common::Cyrus::start(command, &run);
+        let verdict = |r: String| r.split(' ').next().unwrap_or_default().to_owned();
+        let (a, b) = (
+            verdict(ours.ask("alice", "alice-pw", "smtp", "")),
+            verdict(ask_at(&run.join("mux"), "alice", "alice-pw", "smtp", "")),
+        );
+        assert_eq!((a.as_str(), b.as_str()), (expected, expected), "{extra}");
+        drop(theirs);
+    }
+}

@@ -752,6 +752,7 @@ mod tests {
                 Passdb::Memory(memory),
                 RealmPolicy {
                     default_realm: b"example.org".to_vec(),
+                    named: true,
                     combine: false,
                 },
                 Options {

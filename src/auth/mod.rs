@@ -83,8 +83,21 @@ pub struct Options {
 pub struct RealmPolicy {
     /// Used when the request's realm is empty: `--realm`, else the host name.
     pub default_realm: Vec<u8>,
+    /// Whether `--realm` named `default_realm`. The host name is no default for `-a ldap`:
+    /// there, as in Cyrus's, an empty realm is `ldap_default_realm`, else empty.
+    pub named: bool,
     /// `-r`: a non-empty realm is appended to the login (`login@realm`), and still passed.
     pub combine: bool,
+}
+
+impl RealmPolicy {
+    /// The daemon's default realm for `-a ldap`: `--realm`, never the host name.
+    pub fn directory_default(&self) -> &[u8] {
+        match self.named {
+            true => &self.default_realm,
+            false => b"",
+        }
+    }
 }
 
 /// Which protocol a request came by, and which SASL mechanism it runs, for log lines.
@@ -445,7 +458,7 @@ impl Authenticator {
                 let asked = ldap.verify(
                     &authid,
                     &request.realm,
-                    &auth.realms.default_realm,
+                    auth.realms.directory_default(),
                     &request.service,
                     &password,
                     cache,
@@ -509,7 +522,7 @@ impl Authenticator {
                 let asked = ldap.credentials(
                     &request.login,
                     &request.realm,
-                    &auth.realms.default_realm,
+                    auth.realms.directory_default(),
                     &request.service,
                 );
                 let failed: CheckError = match tokio::time::timeout(BACKEND_TIMEOUT, asked).await {
@@ -817,6 +830,7 @@ mod tests {
                 Passdb::Memory(memory),
                 RealmPolicy {
                     default_realm: b"myhost".to_vec(),
+                    named: true,
                     combine,
                 },
                 options(Duration::ZERO),
@@ -883,6 +897,7 @@ mod tests {
                 Passdb::Memory(memory),
                 RealmPolicy {
                     default_realm: b"example.org".to_vec(),
+                    named: true,
                     combine: false,
                 },
                 options(Duration::from_secs(2)),
