@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Measures saslauthd-rs -a ldap (bind) against Debian's Cyrus saslauthd -a ldap -n 5 with the
-# same saslauthd.conf and the same throwaway slapd, a do-nothing saslauthd-protocol server
-# (the ceiling of the socket and the load generator) and saslauthd-rs -a sasldb (the path
-# without a directory), same run, ROUNDS rounds (default 3), rates as medians.
+# same saslauthd.conf and the same throwaway slapd (with syncprov, so ours follows its changes;
+# and ours again with ldap_follow_changes: no, a search on every request), a do-nothing
+# saslauthd-protocol server (the ceiling of the socket and the load generator) and
+# saslauthd-rs -a sasldb (the path without a directory), same run, ROUNDS rounds (default 3),
+# rates as medians.
 #
 #   benches/compare-ldap.sh [CLIENTS] [SECONDS]
 #
@@ -35,6 +37,8 @@ rootpw adminpw
 directory $tmp/slapd/db
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by * read
+moduleload syncprov
+overlay syncprov
 CONF
 ldapi="ldapi://$(printf %s "$tmp/slapd/ldapi" | sed 's|/|%2F|g')/"
 start_server env LD_LIBRARY_PATH="$slapd_root/usr/lib/x86_64-linux-gnu" \
@@ -59,6 +63,8 @@ sn: alice
 userPassword: secret
 LDIF
 printf 'ldap_servers: ldap://127.0.0.1:%s/\nldap_search_base: ou=people,dc=example,dc=org\nldap_filter: (uid=%%u)\n' "$port" > "$tmp/saslauthd.conf"
+# The same settings, but searched on every request although slapd offers its changes (syncprov).
+{ cat "$tmp/saslauthd.conf"; echo 'ldap_follow_changes: no'; } > "$tmp/searching.conf"
 echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
 
 start() { # name, then the command; the socket goes in $tmp/<name>
@@ -72,6 +78,8 @@ wait_socket "$tmp/null-mux"
 start cyrus /usr/sbin/saslauthd -a ldap -O "$tmp/saslauthd.conf" -d -n 5
 start ours "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0
 start cached "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 -c
+start searching "$bin/saslauthd-rs" -a ldap -O "$tmp/searching.conf" -f --failure-delay 0
+start searching-cached "$bin/saslauthd-rs" -a ldap -O "$tmp/searching.conf" -f --failure-delay 0 -c
 start sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
 
 run() { "$bin/saslauthd-bench" --clients "$clients" --duration "$secs" --user alice --password secret "$@"; }
@@ -79,8 +87,10 @@ echo "# $(nproc) cores, $clients clients, $secs s each, ${ROUNDS:-3} rounds; $(d
 for _ in $(seq "${ROUNDS:-3}"); do
     run --socket "$tmp/null-mux" --label "do-nothing saslauthd server" | tee -a "$tmp/rows"
     run --socket "$tmp/cyrus/mux" --label "cyrus saslauthd -a ldap -n 5 (bind)" | tee -a "$tmp/rows"
-    run --socket "$tmp/ours/mux" --label "saslauthd-rs -a ldap (bind)" | tee -a "$tmp/rows"
-    run --socket "$tmp/cached/mux" --label "saslauthd-rs -a ldap -c (bind skipped)" | tee -a "$tmp/rows"
+    run --socket "$tmp/ours/mux" --label "saslauthd-rs -a ldap (bind, changes followed)" | tee -a "$tmp/rows"
+    run --socket "$tmp/cached/mux" --label "saslauthd-rs -a ldap -c (changes followed)" | tee -a "$tmp/rows"
+    run --socket "$tmp/searching/mux" --label "saslauthd-rs -a ldap (bind, ldap_follow_changes no)" | tee -a "$tmp/rows"
+    run --socket "$tmp/searching-cached/mux" --label "saslauthd-rs -a ldap -c (ldap_follow_changes no)" | tee -a "$tmp/rows"
     run --socket "$tmp/sasldb/mux" --realm example.org --label "saslauthd-rs -a sasldb (reference)" | tee -a "$tmp/rows"
 done
 medians
