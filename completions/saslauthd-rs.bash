@@ -47,6 +47,9 @@ _saslauthd_rs() {
         --pam-service)
             COMPREPLY=()
             return ;;
+        --threads)
+            COMPREPLY=()
+            return ;;
         --failure-delay)
             COMPREPLY=()
             return ;;
@@ -75,6 +78,6 @@ _saslauthd_rs() {
             COMPREPLY=($(compgen -g -- "$cur"))
             return ;;
     esac
-    COMPREPLY=($(compgen -W "-a -c -d -f -r -O -l -m -n -s -t -v --version -V -h --help -T -H --config --check-config --sasldb --realm --socket-mode --timeout --max-connections --shadow-file --pam-service --failure-delay --dovecot-socket --dovecot-mechanisms --dovecot-socket-owner --dovecot-socket-mode --dovecot-max-connections --dovecot-no-realm-split --dovecot-temp-fail --scram-iterations --user --group" -- "$cur"))
+    COMPREPLY=($(compgen -W "-a -c -d -f -r -O -l -m -n -s -t -v --version -V -h --help -T -H --config --check-config --sasldb --realm --socket-mode --timeout --max-connections --shadow-file --pam-service --threads --failure-delay --dovecot-socket --dovecot-mechanisms --dovecot-socket-owner --dovecot-socket-mode --dovecot-max-connections --dovecot-no-realm-split --dovecot-temp-fail --scram-iterations --user --group" -- "$cur"))
 }
 complete -F _saslauthd_rs saslauthd-rs

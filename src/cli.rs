@@ -158,6 +158,14 @@ pub const OPTIONS: &[OptDef] = &[
     ),
     OptDef::with(
         None,
+        Some("threads"),
+        "n",
+        ArgKind::Any,
+        "Threads that answer requests (default 0: one per core). With the directory on the \
+         same few cores, 1 can answer more.",
+    ),
+    OptDef::with(
+        None,
         Some("failure-delay"),
         "secs",
         ArgKind::Any,
@@ -382,6 +390,13 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
                 config.shadow_file = Some(PathBuf::from(opt.value.clone().unwrap_or_default()))
             }
             "pam-service" => config.pam_service = Some(opt.str_value()?.to_owned()),
+            "threads" => {
+                let n: i64 = number("--threads", opt.str_value()?)?;
+                config.threads = usize::try_from(n)
+                    .ok()
+                    .filter(|&n| n <= 1024)
+                    .ok_or(ConfigError::Threads)?;
+            }
             "failure-delay" => {
                 config.failure_delay = config::delay_secs(
                     "--failure-delay",

@@ -8,6 +8,7 @@
 //! realm = "example.org"        # --realm; default: the host name
 //! combine_realm = false        # -r
 //! workers = 5                  # -n
+//! threads = 0                  # --threads; 0: one per core
 //! read_timeout = 10            # --timeout, seconds
 //! max_connections = 4096       # --max-connections (the mux socket)
 //! dovecot_max_connections = 4096    # --dovecot-max-connections (the Dovecot socket)
@@ -54,6 +55,8 @@ pub struct Config {
     pub combine_realm: bool,
     /// `-n`: how many blocking backend calls may run at once (Cyrus: worker processes).
     pub workers: usize,
+    /// `--threads`: the threads that answer requests (0: one per core). Read at start.
+    pub threads: usize,
     /// `-c`: the credential cache (used by the PAM and shadow passdbs; sasldb needs none).
     pub cache: bool,
     /// `-t`: cache entry lifetime.
@@ -203,6 +206,7 @@ impl Default for Config {
             realm: None,
             combine_realm: false,
             workers: 5,
+            threads: 0,
             cache: false,
             cache_timeout: Duration::from_secs(60),
             cache_size_kb: 1024,
@@ -244,6 +248,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("realm", "string", "The default realm (--realm). Default: the host name."),
     ("combine_realm", "bool", "Pass login@realm to the passdb (-r)."),
     ("workers", "integer", "Concurrent shadow/PAM checks and key derivations (-n). Default 5."),
+    ("threads", "integer", "Threads that answer requests (--threads); the costly checks -n bounds run beside them. Default 0: one per core. A restart, not a reload, changes it."),
     ("cache", "bool", "The credential cache for shadow and PAM (-c)."),
     ("cache_timeout", "seconds", "A cache entry's lifetime (-t). Default 60."),
     ("cache_size_kb", "integer", "The cache's size in KiB (-s). Default 1024."),
@@ -284,6 +289,7 @@ struct FileConfig {
     realm: Option<String>,
     combine_realm: Option<bool>,
     workers: Option<usize>,
+    threads: Option<usize>,
     cache: Option<bool>,
     cache_timeout: Option<u64>,
     cache_size_kb: Option<u64>,
@@ -379,6 +385,9 @@ pub enum ConfigError {
     /// `-n` below zero.
     #[error("invalid number of worker processes defined")]
     Workers,
+    /// `--threads` below zero or above 1024.
+    #[error("--threads takes 0 (one per core) to 1024")]
+    Threads,
     /// A duration or count that must be positive.
     #[error("{0} must be positive")]
     NotPositive(&'static str),
@@ -599,6 +608,7 @@ impl Config {
         out += &opt("realm", self.realm.as_deref().map(q), "the host name");
         out += &format!("combine_realm = {}\n", self.combine_realm);
         out += &format!("workers = {}\n", self.workers);
+        out += &format!("threads = {}\n", self.threads);
         out += &format!("cache = {}\n", self.cache);
         out += &format!("cache_timeout = {}\n", self.cache_timeout.as_secs());
         out += &format!("cache_size_kb = {}\n", self.cache_size_kb);
@@ -729,6 +739,12 @@ impl Config {
         }
         if let Some(n) = file.workers {
             self.workers = n;
+        }
+        if let Some(n) = file.threads {
+            if n > 1024 {
+                return Err(at("threads")(ConfigError::Threads));
+            }
+            self.threads = n;
         }
         if let Some(v) = file.cache {
             self.cache = v;

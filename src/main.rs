@@ -510,7 +510,11 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         );
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.threads > 0 {
+        runtime.worker_threads(config.threads);
+    }
+    let runtime = runtime
         .enable_all()
         .thread_name("saslauthd-rs")
         .build()
@@ -522,7 +526,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         let listener = tokio::net::UnixListener::from_std(listener)
             .map_err(|e| format!("cannot register the socket: {e}"))?;
         tracing::info!(
-            "{program} {} listening on {}{} (passdb {}, realm default {})",
+            "{program} {} listening on {}{} (passdb {}, realm default {}, threads {})",
             env!("CARGO_PKG_VERSION"),
             socket.display(),
             if bound_mux {
@@ -532,6 +536,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             },
             auth.current().passdb_kind(),
             Printable(&realm),
+            tokio::runtime::Handle::current().metrics().num_workers(),
         );
         let stop = tokio_util::sync::CancellationToken::new();
         let dovecot = match dovecot_listener {

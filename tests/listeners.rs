@@ -219,6 +219,17 @@ fn start_up_refuses_what_cannot_work() {
             vec!["--dovecot-socket", "inet:127.0.0.1:12345"],
             "an address where a path belongs".into(),
         ),
+        // A thread count out of range, on the command line or in the file.
+        (
+            String::new(),
+            vec!["--threads", "-1"],
+            "--threads takes 0 (one per core) to 1024".into(),
+        ),
+        (
+            "threads = 5000\n".into(),
+            vec![],
+            "threads at line 1: --threads takes 0 (one per core) to 1024".into(),
+        ),
         // TCP without an allow list, or with an empty one, or a bad network.
         (
             "[[listener]]\nprotocol = \"dovecot\"\naddress = \"127.0.0.1:12345\"\n".into(),
@@ -266,4 +277,38 @@ fn start_up_refuses_what_cannot_work() {
         "{} misconfigurations refused, each with one line",
         cases.len()
     );
+}
+
+/// `--threads N`, or `threads = N` in the file (the flag wins): the runtime answers with N
+/// threads, by its own count in the start-up line; 0, the default, is one per core.
+#[test]
+fn threads_set_how_many_threads_answer() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    for (config, flags, threads) in [
+        ("", vec![], cores),
+        ("threads = 3\n", vec![], 3),
+        ("threads = 3\n", vec!["--threads", "1"], 1),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let sasldb = dir.path().join("sasldb2");
+        make_sasldb(&sasldb, USERS);
+        let file = dir.path().join("saslauthd-rs.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut args: Vec<OsString> = vec![
+            "-a".into(),
+            "sasldb".into(),
+            "--sasldb".into(),
+            sasldb.into(),
+            "--config".into(),
+            file.into(),
+        ];
+        args.extend(flags.iter().map(OsString::from));
+        let d = Daemon::spawn(dir, &args, &[]);
+        assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "OK");
+        let log = d.log_text();
+        assert!(
+            log.contains(&format!(", threads {threads})")),
+            "{config:?} {flags:?}: {log}"
+        );
+    }
 }
