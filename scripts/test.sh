@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
 # saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, the LMDB, Berkeley DB
-# and GDBM tools and libraries, Postfix, Dovecot, sendmail unpacked beside), then run the whole test suite against them, plus the lint gates.
+# and GDBM tools and libraries, Postfix, Dovecot, 389 Directory Server (no instance: the tests
+# make their own), sendmail and slapd unpacked beside), then run the whole test suite against
+# them, plus the lint gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
@@ -13,7 +15,7 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
-    groff-base man-db zsh fish rpm ldap-utils tmux \
+    groff-base man-db zsh fish rpm ldap-utils tmux 389-ds-base \
     libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0
 # sendmail conflicts with postfix: its packages are unpacked, not installed, once, into a
 # cache the sendmail tests run it from (in private namespaces; see tests/sendmail.rs).

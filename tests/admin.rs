@@ -349,11 +349,7 @@ fn penalty_list_and_reset_and_a_test_login() {
 fn metrics_over_http_on_loopback() {
     use std::io::{Read, Write};
     let conf_dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let conf = conf_dir.path().join("saslauthd-rs.toml");
     std::fs::write(&conf, format!("metrics_address = \"{port}\"\n")).unwrap();
     let (d, _) = Daemon::with_dovecot(&["--config", conf.to_str().unwrap()]);

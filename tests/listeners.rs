@@ -12,15 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::dovecot::{plain, Client};
-use common::{ask_at, make_sasldb, Daemon, USERS};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{ask_at, free_port, make_sasldb, Daemon, USERS};
 
 /// AUTH PLAIN over a TCP connection to the Dovecot protocol: the reply line, or `None` when
 /// the server closed the connection without a handshake.

@@ -34,12 +34,7 @@ impl Postfix {
         main_cf: &str,
         smtpd_conf: &str,
     ) -> Postfix {
-        // A free port: bind port 0, note it, let it go.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = common::free_port();
         let out = Command::new(INSTANCE)
             .args(["start"])
             .arg(dir)
@@ -211,11 +206,7 @@ fn postfix_dovecot_mode_over_tcp() {
     if !ready() {
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let sasldb = dir.path().join("sasldb2");

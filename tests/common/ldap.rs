@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The directory tree every server holds.
 pub const SUFFIX: &str = "dc=example,dc=org";
@@ -105,14 +105,7 @@ impl Slapd {
     ) -> Slapd {
         let root = root().expect("slapd");
         std::fs::create_dir_all(dir.join("db")).unwrap();
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (port, ldaps_port) = (free(), free());
+        let (port, ldaps_port) = (super::free_port(), super::free_port());
         let schema = root.join("etc/ldap/schema");
         let mut conf = String::new();
         for s in ["core", "cosine", "inetorgperson", "nis"] {
@@ -198,15 +191,7 @@ impl Slapd {
             .spawn()
             .expect("start slapd");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "slapd did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        super::wait_for_port(self.port, Duration::from_secs(10), "slapd", || self.log());
     }
 
     /// With operations logged: how many binds as `dn` slapd has seen.

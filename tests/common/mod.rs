@@ -2,6 +2,7 @@
 //! make sasldb2 files with `saslpasswd2-rs`, and find Debian's peer programs.
 #![allow(dead_code)]
 
+pub mod dirsrv;
 pub mod dovecot;
 pub mod ldap;
 pub mod pam;
@@ -209,6 +210,29 @@ pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     // A tool that fails before reading its input closes the pipe: not the test's concern.
     let _ = child.stdin.take().unwrap().write_all(input);
     child.wait_with_output().unwrap()
+}
+
+/// A free 127.0.0.1 port: bound to port 0, noted, let go.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to `within` for something to listen on 127.0.0.1:`port`; else panics with
+/// `what` and `log()` (the server's own words).
+pub fn wait_for_port(port: u16, within: Duration, what: &str, log: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen: {}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The standard users of the tests (the same as the Cyrus fixtures).
