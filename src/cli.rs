@@ -162,7 +162,7 @@ pub const OPTIONS: &[OptDef] = &[
         "n",
         ArgKind::Any,
         "Threads that answer requests (default 0: one per core). With the directory on the \
-         same few cores, 1 can answer more.",
+         same few cores, 1 may answer more: measure (BENCHMARKS.md).",
     ),
     OptDef::with(
         None,
