@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
 # saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, the LMDB, Berkeley DB
-# and GDBM tools and libraries, Postfix, Dovecot, 389 Directory Server (no instance: the tests
-# make their own), sendmail and slapd unpacked beside), then run the whole test suite against
-# them, plus the lint gates.
+# and GDBM tools and libraries, Postfix, Dovecot, 389 Directory Server (no instance: the
+# tests make their own); sendmail, fail2ban, slapd and Samba's AD DC unpacked beside), then
+# run the whole test suite against them, plus the lint gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
@@ -16,48 +16,38 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
     groff-base man-db zsh fish rpm ldap-utils tmux 389-ds-base \
+    samba-common-bin python3-samba samba-dsdb-modules samba-ad-provision tdb-tools \
     libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0
-# sendmail conflicts with postfix: its packages are unpacked, not installed, once, into a
-# cache the sendmail tests run it from (in private namespaces; see tests/sendmail.rs).
-sendmail_root=target/peers/sendmail
-if [ ! -x "$sendmail_root/usr/libexec/sendmail/sendmail" ]; then
-    debs=$(mktemp -d)
-    (cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf m4 >/dev/null 2>&1) || {
-        as_root apt-get update -qq
-        (cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf m4 >/dev/null)
-    }
-    rm -rf "$sendmail_root" && mkdir -p "$sendmail_root"
-    for deb in "$debs"/*.deb; do dpkg -x "$deb" "$sendmail_root"; done
-    rm -rf "$debs"
-fi
-export SASLAUTHD_RS_SENDMAIL="$PWD/$sendmail_root"
-# fail2ban, the same way: installing it would start a banning service on this machine.
-fail2ban_root=target/peers/fail2ban
-if [ ! -f "$fail2ban_root/usr/bin/fail2ban-regex" ]; then
-    debs=$(mktemp -d)
-    (cd "$debs" && apt-get download fail2ban >/dev/null 2>&1) || {
-        as_root apt-get update -qq
-        (cd "$debs" && apt-get download fail2ban >/dev/null)
-    }
-    rm -rf "$fail2ban_root" && mkdir -p "$fail2ban_root"
-    dpkg -x "$debs"/fail2ban_*.deb "$fail2ban_root"
-    rm -rf "$debs"
-fi
-export SASLAUTHD_RS_FAIL2BAN="$PWD/$fail2ban_root"
-# slapd, the same way (installing it would configure and start a system directory): the
-# LDAP tests run their own throwaway instances from here; its libraries are installed above.
-slapd_root=target/peers/slapd
-if [ ! -x "$slapd_root/usr/sbin/slapd" ]; then
-    debs=$(mktemp -d)
-    (cd "$debs" && apt-get download slapd >/dev/null 2>&1) || {
-        as_root apt-get update -qq
-        (cd "$debs" && apt-get download slapd >/dev/null)
-    }
-    rm -rf "$slapd_root" && mkdir -p "$slapd_root"
-    dpkg -x "$debs"/slapd_*.deb "$slapd_root"
-    rm -rf "$debs"
-fi
-export SASLAUTHD_RS_SLAPD="$PWD/$slapd_root"
+# Peers that would start a system service if installed (or conflict with one) are unpacked
+# instead, once, into target/peers/NAME, from where the tests run them in throwaway
+# instances: unpack NAME FILE-THAT-SHOWS-IT-IS-THERE PACKAGE...; exports the root as
+# SASLAUTHD_RS_<NAME>.
+unpack() {
+    local name=$1 marker=$2; shift 2
+    local root=target/peers/$name
+    if [ ! -e "$root/$marker" ]; then
+        local debs
+        debs=$(mktemp -d)
+        (cd "$debs" && apt-get download "$@" >/dev/null 2>&1) || {
+            as_root apt-get update -qq
+            (cd "$debs" && apt-get download "$@" >/dev/null)
+        }
+        rm -rf "$root" && mkdir -p "$root"
+        for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
+        rm -rf "$debs"
+    fi
+    export "SASLAUTHD_RS_${name^^}=$PWD/$root"
+}
+# sendmail conflicts with postfix (the tests run it in private namespaces; tests/sendmail.rs).
+unpack sendmail usr/libexec/sendmail/sendmail sendmail-bin sendmail-base sendmail-cf m4
+# fail2ban: installing it would start a banning service on this machine.
+unpack fail2ban usr/bin/fail2ban-regex fail2ban
+# slapd: installing it would configure and start a system directory; its libraries are
+# installed above.
+unpack slapd usr/sbin/slapd slapd
+# Samba's AD domain controller: installing `samba` would start smbd and nmbd. Its tools,
+# libraries and provisioning data are installed above; the daemon's package is unpacked.
+unpack samba usr/sbin/samba samba
 # The OpenMetrics parser the metrics test reads the admin socket's text with.
 python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null ||

@@ -3,7 +3,8 @@
 //! with ldappasswd; failover between two servers under load; a directory that is down or
 //! stopped; what Cyrus's `saslauthd -a ldap` answers to the same requests; and the start-up
 //! errors of a bad saslauthd.conf. And against a real 389 Directory Server (Debian's
-//! 389-ds-base): its inactivated accounts, and its changes followed.
+//! 389-ds-base): its inactivated accounts, and its changes followed; and against Samba's
+//! AD domain controller: Active Directory's disabled and locked-out accounts.
 
 mod common;
 
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::dirsrv::{self, DirSrv};
 use common::dovecot::{plain, Client};
 use common::ldap::{self, Slapd, PEOPLE, SEARCHER, SEARCHER_PW};
+use common::samba::{self, Samba};
 use common::{ask_at, Daemon};
 
 /// The directory's users: uid, userPassword as stored, mail.
@@ -136,6 +138,26 @@ fn cyrus_ldap(conf: &Path, run: &Path) -> common::Cyrus {
         .arg("-m")
         .arg(run);
     common::Cyrus::start(command, run)
+}
+
+/// Cyrus's `saslauthd -a ldap` on `conf` (socket in `run`) answers each (user, password,
+/// expected OK or NO) of `table` as expected, when Debian's saslauthd is there.
+fn cyrus_agrees(conf: &Path, run: &Path, table: &[(&str, &str, &str)], server: &str) {
+    if common::peer("saslauthd").is_none() {
+        return;
+    }
+    let theirs = cyrus_ldap(conf, run);
+    for (user, password, expected) in table {
+        let reply = ask_at(&theirs.socket, user, password, "smtp", "");
+        assert!(
+            reply.starts_with(expected),
+            "Cyrus, {user}/{password}: {reply}"
+        );
+    }
+    eprintln!(
+        "{server}: {} requests, the same OK/NO from Cyrus saslauthd -a ldap",
+        table.len()
+    );
 }
 
 fn dovecot_plain(auth: &Path, user: &str, password: &str) -> String {
@@ -1213,20 +1235,7 @@ fn a_389_directory_server_inactivated_account_is_disabled() {
     let reply = dovecot_plain(&auth, "frank", "frank-pw");
     assert!(reply.contains("code=user_disabled"), "{reply}");
     assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("OK"));
-    if common::peer("saslauthd").is_some() {
-        let theirs = cyrus_ldap(&conf, &dir.path().join("cyrus-389"));
-        for (user, password, expected) in table {
-            let reply = ask_at(&theirs.socket, user, password, "smtp", "");
-            assert!(
-                reply.starts_with(expected),
-                "Cyrus, {user}/{password}: {reply}"
-            );
-        }
-        eprintln!(
-            "389 DS: {} requests, the same OK/NO from Cyrus saslauthd -a ldap",
-            table.len()
-        );
-    }
+    cyrus_agrees(&conf, &dir.path().join("cyrus-389"), &table, "389 DS");
     lock_frank(&ds, "false");
     assert_eq!(
         d.ask("frank", "frank-pw", "smtp", ""),
@@ -1235,10 +1244,35 @@ fn a_389_directory_server_inactivated_account_is_disabled() {
     );
 }
 
+/// Runs `change` (a write to the directory) and waits until the daemon has been pushed a
+/// change on its stream (its debug log says so; 5 s at most). Returns how long after
+/// `change` returned that came.
+fn after_the_push(d: &Daemon, change: impl FnOnce()) -> Duration {
+    let pushed = || {
+        d.log_text()
+            .matches("a change under the search base")
+            .count()
+    };
+    let before = pushed();
+    change();
+    let written = Instant::now();
+    while pushed() == before {
+        assert!(
+            written.elapsed() < Duration::from_secs(5),
+            "no change pushed: {}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    written.elapsed()
+}
+
 /// 389 Directory Server's Content Synchronization plugin offers the changes as slapd's
 /// syncprov does: the daemon follows them, and with `-c` a repeated success costs the
 /// directory nothing until something changes; then a password changed by the Directory
-/// Manager, and an account inactivated, are refused at the very next request.
+/// Manager, and an account inactivated, are refused at the next request after 389 DS has
+/// pushed the change (which it does after it has answered the write: for those few
+/// milliseconds a remembered success stands).
 #[test]
 fn followed_changes_on_389_directory_server() {
     if !dirsrv::available() {
@@ -1260,19 +1294,104 @@ fn followed_changes_on_389_directory_server() {
         assert_eq!(d.ask("frank", "frank-pw", "smtp", ""), "OK");
     }
     assert_eq!(ds.binds_as(&alice), bound, "5 logins from memory");
+    let mut push = Duration::ZERO;
     let set_password = |new: &str| {
-        ds.modify(&format!(
-            "dn: uid=alice,{PEOPLE}\nchangetype: modify\nreplace: userPassword\nuserPassword: {new}\n"
-        ))
+        push = after_the_push(&d, || {
+            ds.modify(&format!(
+                "dn: uid=alice,{PEOPLE}\nchangetype: modify\nreplace: userPassword\nuserPassword: {new}\n"
+            ))
+        })
     };
-    let refused = change_alice_password(set_password, &d, &auth, "alice-pw", "changed-pw");
-    eprintln!("389 DS: the old password refused {refused:?} after ldapmodify began");
+    change_alice_password(set_password, &d, &auth, "alice-pw", "changed-pw");
     assert_eq!(d.ask("frank", "frank-pw", "smtp", ""), "OK");
-    lock_frank(&ds, "true");
-    assert_eq!(
-        d.ask("frank", "frank-pw", "smtp", ""),
-        "NO",
-        "locked, at once"
-    );
+    let lock_push = after_the_push(&d, || lock_frank(&ds, "true"));
+    assert_eq!(d.ask("frank", "frank-pw", "smtp", ""), "NO", "locked");
     assert!(dovecot_plain(&auth, "frank", "frank-pw").contains("code=user_disabled"));
+    eprintln!("389 DS pushed the changes {push:?} and {lock_push:?} after ldapmodify returned");
+}
+
+/// Active Directory's answers, as Samba's AD domain controller gives them, with the usual AD
+/// saslauthd.conf (`(sAMAccountName=%u)` under cn=Users, searched as the administrator): a
+/// disabled account (`data 533`, said only after the right password) and one locked out
+/// by wrong passwords (`data 775`, whatever the password) are disabled accounts; a wrong
+/// password stays a wrong password; a directory without RFC 4533 is searched every time;
+/// Cyrus's saslauthd answers the same OK/NO.
+#[test]
+fn active_directory_as_samba_serves_it() {
+    if !samba::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ad = Samba::start(
+        &dir.path().join("ad"),
+        &[
+            ("alice", "Secret-41x"),
+            ("frank", "Secret-42y"),
+            ("gina", "Secret-43z"),
+        ],
+    );
+    ad.tool(&["user", "disable", "frank"]);
+    let conf = dir.path().join("saslauthd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "ldap_servers: {}\nldap_search_base: {}\nldap_filter: (sAMAccountName=%u)\n\
+             ldap_bind_dn: {}\nldap_password: {}\nldap_timeout: 2\n",
+            ad.url(),
+            samba::USERS,
+            samba::ADMIN,
+            samba::ADMIN_PW
+        ),
+    )
+    .unwrap();
+    let (d, auth) = daemon(&conf, &[]);
+    let table = [
+        ("alice", "Secret-41x", "OK"),
+        ("alice", "wrong", "NO"),
+        ("frank", "Secret-42y", "NO"),
+        ("frank", "wrong", "NO"),
+        ("nobody", "Secret-41x", "NO"),
+    ];
+    for (user, password, expected) in table {
+        assert_eq!(
+            d.ask(user, password, "smtp", ""),
+            expected,
+            "{user}/{password}: {}\n{}",
+            d.log_text(),
+            ad.log()
+        );
+    }
+    logged(&d, "does not let saslauthd-rs follow its changes");
+    let disabled = dovecot_plain(&auth, "frank", "Secret-42y");
+    assert!(disabled.contains("code=user_disabled"), "{disabled}");
+    let wrong = dovecot_plain(&auth, "frank", "wrong");
+    assert!(
+        wrong.starts_with("FAIL") && !wrong.contains("code="),
+        "{wrong}"
+    );
+    cyrus_agrees(&conf, &dir.path().join("cyrus-ad"), &table, "Samba AD");
+    // Two wrong passwords lock gina out: then even the right one is refused, as disabled.
+    assert_eq!(d.ask("gina", "Secret-43z", "smtp", ""), "OK");
+    assert_eq!(d.ask("gina", "wrong1", "smtp", ""), "NO");
+    assert_eq!(d.ask("gina", "wrong2", "smtp", ""), "NO");
+    assert_eq!(d.ask("gina", "Secret-43z", "smtp", ""), "NO", "locked out");
+    let locked = dovecot_plain(&auth, "gina", "Secret-43z");
+    assert!(locked.contains("code=user_disabled"), "{locked}");
+    // A password that must change (data 773) is an expired one; an account past its expiry
+    // date (data 701) is disabled.
+    ad.tool(&[
+        "user",
+        "create",
+        "hugo",
+        "Secret-44w",
+        "--must-change-at-next-login",
+    ]);
+    assert_eq!(d.ask("hugo", "Secret-44w", "smtp", ""), "NO");
+    let expired = dovecot_plain(&auth, "hugo", "Secret-44w");
+    assert!(expired.contains("code=pass_expired"), "{expired}");
+    ad.tool(&["user", "create", "ivan", "Secret-45v"]);
+    assert_eq!(d.ask("ivan", "Secret-45v", "smtp", ""), "OK");
+    ad.tool(&["user", "setexpiry", "ivan", "--days=0"]);
+    let past = dovecot_plain(&auth, "ivan", "Secret-45v");
+    assert!(past.contains("code=user_disabled"), "{past}");
 }

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::ldap::{user_ldif, PEOPLE, SEARCHER, SEARCHER_PW, SUFFIX};
 
@@ -34,16 +34,7 @@ pub fn available() -> bool {
     } else {
         None
     };
-    match missing {
-        Some(what) if std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!("389 Directory Server tests: {what} missing (SASLAUTHD_RS_REQUIRE_PEERS=1)")
-        }
-        Some(what) => {
-            eprintln!("SKIPPED: 389 Directory Server tests need {what}");
-            false
-        }
-        None => true,
-    }
+    super::peers_for("389 Directory Server", missing)
 }
 
 /// A running 389 Directory Server.
@@ -181,22 +172,11 @@ impl DirSrv {
         });
     }
 
-    /// Stops ns-slapd (SIGTERM, waited for; SIGKILL after 20 s).
+    /// Stops ns-slapd (exec'd by unshare and sh).
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SAFETY: kill(2) on our child's pid: ns-slapd, exec'd by unshare and sh.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.take() {
+            super::terminate(child);
         }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 
     /// Turns on the Content Synchronization plugin (RFC 4533) and the retro changelog it

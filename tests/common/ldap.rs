@@ -17,15 +17,7 @@ pub const SEARCHER_PW: &str = "searchpw";
 
 /// Where slapd is: the unpacked package's root, or the system's.
 fn root() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SASLAUTHD_RS_SLAPD") {
-        let dir = PathBuf::from(dir);
-        if dir.join("usr/sbin/slapd").exists() {
-            return Some(dir);
-        }
-    }
-    Path::new("/usr/sbin/slapd")
-        .exists()
-        .then(|| PathBuf::from("/"))
+    super::peer_root("SASLAUTHD_RS_SLAPD", "usr/sbin/slapd")
 }
 
 /// Whether the tests can run (slapd and ldap-utils); a missing peer fails under

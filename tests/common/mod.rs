@@ -6,6 +6,7 @@ pub mod dirsrv;
 pub mod dovecot;
 pub mod ldap;
 pub mod pam;
+pub mod samba;
 pub mod smtp;
 
 use std::ffi::OsString;
@@ -212,6 +213,36 @@ pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Whether the `suite`'s tests can run: `missing` names what is not there, if anything. A
+/// missing peer fails under SASLAUTHD_RS_REQUIRE_PEERS=1, else the tests skip, saying so.
+pub fn peers_for(suite: &str, missing: Option<&str>) -> bool {
+    match missing {
+        Some(what) if std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") => {
+            panic!("{suite} tests: {what} missing (SASLAUTHD_RS_REQUIRE_PEERS=1)")
+        }
+        Some(what) => {
+            eprintln!("SKIPPED: {suite} tests need {what}");
+            false
+        }
+        None => true,
+    }
+}
+
+/// Where an unpacked peer is: the directory `$var` names if `program` (a path under it,
+/// `usr/sbin/slapd`) is there, else `/` if the system has it installed.
+pub fn peer_root(var: &str, program: &str) -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os(var) {
+        let dir = PathBuf::from(dir);
+        if dir.join(program).exists() {
+            return Some(dir);
+        }
+    }
+    Path::new("/")
+        .join(program)
+        .exists()
+        .then(|| PathBuf::from("/"))
+}
+
 /// A free 127.0.0.1 port: bound to port 0, noted, let go.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -233,6 +264,21 @@ pub fn wait_for_port(port: u16, within: Duration, what: &str, log: impl Fn() -> 
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Stops a server the tests started: SIGTERM, waited for up to 20 s, then SIGKILL.
+pub fn terminate(mut child: Child) {
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// The standard users of the tests (the same as the Cyrus fixtures).

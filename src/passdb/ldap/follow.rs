@@ -28,6 +28,9 @@ use ldap3::{LdapConnSettings, ResultEntry};
 
 use super::{connect_to, Server};
 
+/// The Sync Request control (RFC 4533 §2.2), as a root DSE lists it in `supportedControl`.
+const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
+
 /// How often the stream's server is asked whether it is still there.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
@@ -178,6 +181,33 @@ impl Follow {
                 }
                 Ok(Err(e)) => return Ended::Broken(format!("{url}: bind: {e}")),
                 Err(_) => return Ended::Broken(format!("{url}: no answer to the bind")),
+            }
+        }
+        // A server that does not list the control is not asked: some answer a search with a
+        // critical control they lack by an extended response (Samba AD), which ldap3's
+        // connection task does not survive. A root DSE that cannot be read says nothing.
+        let root_dse = tokio::time::timeout(self.op_timeout, async {
+            ldap.search(
+                "",
+                ldap3::Scope::Base,
+                "(objectClass=*)",
+                vec!["supportedControl"],
+            )
+            .await
+            .and_then(|r| r.success())
+        })
+        .await;
+        if let Ok(Ok((found, _))) = root_dse {
+            let offered = found.into_iter().any(|entry| {
+                ldap3::SearchEntry::construct(entry)
+                    .attrs
+                    .get("supportedControl")
+                    .is_some_and(|oids| oids.iter().any(|oid| oid == SYNC_REQUEST_OID))
+            });
+            if !offered {
+                return Ended::Refused(format!(
+                    "{url}: its root DSE does not list the content synchronization control"
+                ));
             }
         }
         let mut control: RawControl = SyncRequest {

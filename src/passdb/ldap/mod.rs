@@ -559,6 +559,9 @@ impl Ldap {
                         // come only after a right password.
                         (rc::INVALID_CREDENTIALS, Some(1)) => Some(PassdbResult::UserDisabled),
                         (rc::INVALID_CREDENTIALS, Some(0 | 2)) => Some(PassdbResult::PassExpired),
+                        (rc::INVALID_CREDENTIALS, None) => {
+                            Some(active_directory_verdict(&result.text))
+                        }
                         (rc, _) => match rc {
                             rc::SUCCESS => Some(PassdbResult::Ok),
                             rc::INVALID_CREDENTIALS | rc::INSUFFICIENT_ACCESS => {
@@ -845,6 +848,23 @@ impl Ldap {
 /// The password policy control (draft-behera-ldap-password-policy).
 const PPOLICY_OID: &str = "1.3.6.1.4.1.42.2.27.8.5.1";
 
+/// What an Active Directory (or Samba AD) bind refusal says, from the Win32 code in its text
+/// (`80090308: LdapErr: DSID-..., comment: AcceptSecurityContext error, data 775, v4563`).
+/// The server names a disabled account (533) or a password that must change (532, 773) only
+/// after the right password, and a locked (775) or expired (701) account whatever the
+/// password; any other text, or none, is a wrong password.
+fn active_directory_verdict(text: &str) -> PassdbResult {
+    let code = text
+        .split(", ")
+        .find_map(|part| part.strip_prefix("data "))
+        .unwrap_or_default();
+    match code {
+        "533" | "701" | "775" => PassdbResult::UserDisabled,
+        "532" | "773" => PassdbResult::PassExpired,
+        _ => PassdbResult::PasswordMismatch,
+    }
+}
+
 /// The `error` of a password policy response control's value (`SEQUENCE { warning [0]
 /// OPTIONAL, error [1] ENUMERATED OPTIONAL }`), when it has one.
 fn ppolicy_error(value: &[u8]) -> Option<u8> {
@@ -1003,6 +1023,28 @@ pub(crate) mod scheme {
             assert!(shape.starts_with(b"{SSHA}") && shape.len() == ssha.len());
             assert!(!check(&shape, b"password"));
             assert_eq!(decoy(b"cleartext"), vec![0u8; 9]);
+        }
+
+        #[test]
+        fn active_directory_refusals() {
+            use super::super::active_directory_verdict as verdict;
+            use crate::verdict::PassdbResult;
+            let text = |code: &str| {
+                format!("80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {code}, v1db1")
+            };
+            assert_eq!(verdict(&text("52e")), PassdbResult::PasswordMismatch);
+            assert_eq!(verdict(&text("533")), PassdbResult::UserDisabled);
+            assert_eq!(verdict(&text("775")), PassdbResult::UserDisabled);
+            assert_eq!(verdict(&text("701")), PassdbResult::UserDisabled);
+            assert_eq!(verdict(&text("532")), PassdbResult::PassExpired);
+            assert_eq!(verdict(&text("773")), PassdbResult::PassExpired);
+            assert_eq!(verdict(&text("530")), PassdbResult::PasswordMismatch);
+            // OpenLDAP's and 389 DS's texts: no code, a wrong password.
+            assert_eq!(verdict(""), PassdbResult::PasswordMismatch);
+            assert_eq!(
+                verdict("Invalid credentials"),
+                PassdbResult::PasswordMismatch
+            );
         }
 
         #[test]
