@@ -1078,14 +1078,17 @@ fn followed_changes_spare_the_search_and_reach_the_next_request() {
         "20 logins from memory: {}",
         slapd.log()
     );
+    // The next request after the server has pushed the change (slapd pushes it after it
+    // has answered the write).
+    let mut push = Duration::ZERO;
     let refused = change_alice_password(
-        |new| slapd.passwd("alice", new),
+        |new| push = after_the_push(&d, || slapd.passwd("alice", new)),
         &d,
         &auth,
         "alice-pw",
         "changed-pw",
     );
-    eprintln!("the old password refused {refused:?} after ldappasswd began");
+    eprintln!("slapd pushed the change {push:?} after ldappasswd returned; the old password refused {refused:?} after ldappasswd began");
 
     // A server that stops answering: within the grace nothing is served from memory.
     slapd.pause();
