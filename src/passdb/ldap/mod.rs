@@ -246,7 +246,8 @@ impl Ldap {
                 true => vec!["entryCSN".into(), "modifyTimestamp".into()],
                 false => vec!["1.1".into()],
             };
-            let Some(entry) = self.find(tokens, attrs).await? else {
+            let filter = expand(&self.conf.filter, tokens);
+            let Some(entry) = self.find(&filter, tokens, attrs).await? else {
                 return Ok((None, String::new()));
             };
             let stamp = [
@@ -267,7 +268,10 @@ impl Ldap {
         let dn = match self.found(&filter, generation) {
             Some(dn) => dn,
             None => {
-                let dn = self.find(tokens, vec!["1.1".into()]).await?.map(|e| e.dn);
+                let dn = self
+                    .find(&filter, tokens, vec!["1.1".into()])
+                    .await?
+                    .map(|e| e.dn);
                 self.remember(filter, generation, dn.clone());
                 dn
             }
@@ -472,10 +476,10 @@ impl Ldap {
     /// The user's entry: its DN and the attributes asked for; `None` for no entry or several.
     async fn find(
         &self,
+        filter: &str,
         tokens: &Tokens<'_>,
         attrs: Vec<String>,
     ) -> Result<Option<SearchEntry>, PassdbError> {
-        let filter = expand(&self.conf.filter, tokens);
         let base = expand(&self.conf.search_base, tokens);
         let scope = ldap_scope(self.conf.scope);
         let options = SearchOptions::new()
@@ -487,7 +491,7 @@ impl Ldap {
                 Deref::Finding => ldap3::DerefAliases::Finding,
                 Deref::Always => ldap3::DerefAliases::Always,
             });
-        let (filter, base, attrs) = (&filter, &base, &attrs);
+        let (base, attrs) = (&base, &attrs);
         let found = self
             .with_searcher(|mut conn| {
                 let options = options.clone();
@@ -738,7 +742,13 @@ impl Ldap {
             }
             AuthMethod::Custom => {
                 let attr = self.conf.password_attr.clone();
-                let entry = self.find(&tokens, vec![attr.clone()]).await?;
+                let entry = self
+                    .find(
+                        &expand(&self.conf.filter, &tokens),
+                        &tokens,
+                        vec![attr.clone()],
+                    )
+                    .await?;
                 let decoy = |values: &[String]| values.first().map(|v| scheme::decoy(v.as_bytes()));
                 let values: Vec<Vec<u8>> = match &entry {
                     Some(entry) => {
@@ -832,7 +842,14 @@ impl Ldap {
             dn: "",
         };
         let attr = self.conf.password_attr.clone();
-        let Some(entry) = self.find(&tokens, vec![attr.clone()]).await? else {
+        let Some(entry) = self
+            .find(
+                &expand(&self.conf.filter, &tokens),
+                &tokens,
+                vec![attr.clone()],
+            )
+            .await?
+        else {
             return Ok(none);
         };
         let plaintext = lookup_attr(&entry, &attr)
