@@ -110,6 +110,11 @@ fn conf(dir: &Path, servers: &str, extra: &str) -> PathBuf {
 
 /// The daemon with `-a ldap -O CONF`, serving the Dovecot protocol too.
 fn daemon(conf: &Path, extra: &[&str]) -> (Daemon, PathBuf) {
+    daemon_via(&[], conf, extra)
+}
+
+/// [`daemon`] run by `via` (`nsenter` into a directory's network namespace).
+fn daemon_via(via: &[OsString], conf: &Path, extra: &[&str]) -> (Daemon, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let auth = dir.path().join("auth");
     let mut args: Vec<OsString> = vec![
@@ -123,15 +128,21 @@ fn daemon(conf: &Path, extra: &[&str]) -> (Daemon, PathBuf) {
         auth.clone().into(),
     ];
     args.extend(extra.iter().map(OsString::from));
-    (Daemon::spawn(dir, &args, &[]), auth)
+    (Daemon::spawn_via(via, dir, &args, &[]), auth)
 }
 
 /// Debian's Cyrus `saslauthd -a ldap -n 2 -O CONF`, its socket in `run` (the caller has
 /// checked that `common::peer("saslauthd")` is there).
 fn cyrus_ldap(conf: &Path, run: &Path) -> common::Cyrus {
+    cyrus_ldap_via(&[], conf, run)
+}
+
+/// [`cyrus_ldap`] run by `via`, as [`daemon_via`].
+fn cyrus_ldap_via(via: &[OsString], conf: &Path, run: &Path) -> common::Cyrus {
     std::fs::create_dir_all(run).unwrap();
     let mut command = common::Cyrus::command();
     command
+        .args(via)
         .arg(common::peer("saslauthd").unwrap())
         .args(["-d", "-a", "ldap", "-n", "2", "-O"])
         .arg(conf)
@@ -140,13 +151,19 @@ fn cyrus_ldap(conf: &Path, run: &Path) -> common::Cyrus {
     common::Cyrus::start(command, run)
 }
 
-/// Cyrus's `saslauthd -a ldap` on `conf` (socket in `run`) answers each (user, password,
+/// Cyrus's `saslauthd -a ldap` on `conf` (socket in `run`, run by `via`) answers each (user, password,
 /// expected OK or NO) of `table` as expected, when Debian's saslauthd is there.
-fn cyrus_agrees(conf: &Path, run: &Path, table: &[(&str, &str, &str)], server: &str) {
+fn cyrus_agrees(
+    via: &[OsString],
+    conf: &Path,
+    run: &Path,
+    table: &[(&str, &str, &str)],
+    server: &str,
+) {
     if common::peer("saslauthd").is_none() {
         return;
     }
-    let theirs = cyrus_ldap(conf, run);
+    let theirs = cyrus_ldap_via(via, conf, run);
     for (user, password, expected) in table {
         let reply = ask_at(&theirs.socket, user, password, "smtp", "");
         assert!(
@@ -1238,7 +1255,7 @@ fn a_389_directory_server_inactivated_account_is_disabled() {
     let reply = dovecot_plain(&auth, "frank", "frank-pw");
     assert!(reply.contains("code=user_disabled"), "{reply}");
     assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("OK"));
-    cyrus_agrees(&conf, &dir.path().join("cyrus-389"), &table, "389 DS");
+    cyrus_agrees(&[], &conf, &dir.path().join("cyrus-389"), &table, "389 DS");
     lock_frank(&ds, "false");
     assert_eq!(
         d.ask("frank", "frank-pw", "smtp", ""),
@@ -1347,7 +1364,7 @@ fn active_directory_as_samba_serves_it() {
         ),
     )
     .unwrap();
-    let (d, auth) = daemon(&conf, &[]);
+    let (d, auth) = daemon_via(&ad.enter(), &conf, &[]);
     let table = [
         ("alice", "Secret-41x", "OK"),
         ("alice", "wrong", "NO"),
@@ -1372,7 +1389,13 @@ fn active_directory_as_samba_serves_it() {
         wrong.starts_with("FAIL") && !wrong.contains("code="),
         "{wrong}"
     );
-    cyrus_agrees(&conf, &dir.path().join("cyrus-ad"), &table, "Samba AD");
+    cyrus_agrees(
+        &ad.enter(),
+        &conf,
+        &dir.path().join("cyrus-ad"),
+        &table,
+        "Samba AD",
+    );
     // Two wrong passwords lock gina out: then even the right one is refused, as disabled.
     assert_eq!(d.ask("gina", "Secret-43z", "smtp", ""), "OK");
     assert_eq!(d.ask("gina", "wrong1", "smtp", ""), "NO");

@@ -358,9 +358,28 @@ impl Daemon {
     /// Starts `saslauthd-rs -f -V -m <dir>/run --failure-delay 0 ARGS` with extra environment
     /// (later flags in `args` override the earlier ones).
     pub fn spawn(dir: tempfile::TempDir, args: &[OsString], env: &[(&str, OsString)]) -> Daemon {
+        Self::spawn_via(&[], dir, args, env)
+    }
+
+    /// [`Daemon::spawn`] run by `via` (a program and its arguments that exec the daemon in the
+    /// same process, as `nsenter --net=...` does), or directly when `via` is empty.
+    pub fn spawn_via(
+        via: &[OsString],
+        dir: tempfile::TempDir,
+        args: &[OsString],
+        env: &[(&str, OsString)],
+    ) -> Daemon {
         let run_dir = dir.path().join("run");
         let log = dir.path().join("daemon.log");
-        let child = Command::new(DAEMON)
+        let mut command = match via.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(DAEMON);
+                command
+            }
+            None => Command::new(DAEMON),
+        };
+        let child = command
             .args(["-f", "-V", "--failure-delay", "0", "-m"])
             .arg(&run_dir)
             .args(args)

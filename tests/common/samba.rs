@@ -2,14 +2,17 @@
 //! `samba` daemon (unpacked under target/peers/samba by scripts/test.sh,
 //! `SASLAUTHD_RS_SAMBA`, since installing it would start smbd and nmbd) with its installed
 //! tools and libraries. Each instance is provisioned by `samba-tool` into a temporary
-//! directory and serves only LDAP, on 127.0.0.1:389 (a port Samba does not let one change).
-//! The unpacked daemon loads its service modules from a directory compiled in
-//! (`/usr/lib/x86_64-linux-gnu/samba`): it runs in a private mount namespace where a copy of
-//! that directory, with the modules added, is mounted over it. Needs root.
+//! directory and serves only LDAP, on 127.0.0.1:389 (a port Samba does not let one change)
+//! of a network namespace of its own, so that no server of the machine's is in the way: the
+//! daemons that ask it run there too ([`Samba::enter`]). The unpacked daemon loads its
+//! service modules from a directory compiled in (`/usr/lib/x86_64-linux-gnu/samba`): it runs
+//! in a private mount namespace where a copy of that directory, with the modules added, is
+//! mounted over it. Needs root, `unshare`, `nsenter` and `ip`.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const BASE: &str = "dc=example,dc=org";
 pub const USERS: &str = "cn=Users,dc=example,dc=org";
@@ -24,17 +27,16 @@ fn root() -> Option<PathBuf> {
     super::peer_root("SASLAUTHD_RS_SAMBA", "usr/sbin/samba")
 }
 
-/// Whether the tests can run: the daemon, samba-tool, unshare, root, and 127.0.0.1:389 free.
-/// A missing one fails under SASLAUTHD_RS_REQUIRE_PEERS=1.
+/// Whether the tests can run: the daemon, samba-tool, unshare, nsenter, ip and root. A
+/// missing one fails under SASLAUTHD_RS_REQUIRE_PEERS=1.
 pub fn available() -> bool {
+    let tools = ["samba-tool", "unshare", "nsenter", "ip"];
     let missing = if root().is_none() || !Path::new(MODULES).is_dir() {
         Some("Samba (the samba daemon unpacked, samba-libs installed)")
-    } else if super::peer("samba-tool").is_none() || super::peer("unshare").is_none() {
-        Some("samba-tool or unshare")
+    } else if !tools.iter().all(|tool| super::peer(tool).is_some()) {
+        Some("samba-tool, unshare, nsenter or ip")
     } else if unsafe { libc::geteuid() } != 0 {
-        Some("root, for the private mount namespace")
-    } else if std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok() {
-        Some("127.0.0.1:389 free (something else listens there)")
+        Some("root, for the private namespaces")
     } else {
         None
     };
@@ -154,16 +156,64 @@ impl Samba {
         };
         let log = std::fs::File::create(self.dir.join("samba.out")).unwrap();
         let child = Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .args(["-m", "-n", "--propagation", "private", "sh", "-c"])
+            .arg(format!("ip link set lo up && {script}"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
         self.child = Some(child);
-        super::wait_for_port(PORT, Duration::from_secs(30), "samba", || self.log());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // Until unshare has made it, the child's namespace is still the machine's.
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        while std::fs::read_link(self.netns()).is_ok_and(|ns| ns == ours) {
+            assert!(Instant::now() < deadline, "unshare -n: {}", self.log());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        while !self.listening() {
+            assert!(
+                Instant::now() < deadline,
+                "samba did not listen: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
-    /// `ldap://127.0.0.1/`.
+    /// The network namespace samba listens in.
+    fn netns(&self) -> PathBuf {
+        let pid = self.child.as_ref().unwrap().id();
+        PathBuf::from(format!("/proc/{pid}/ns/net"))
+    }
+
+    /// Whether 127.0.0.1:389 of samba's namespace answers (asked from a thread that joins it).
+    fn listening(&self) -> bool {
+        let netns = self.netns();
+        std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let Ok(ns) = std::fs::File::open(netns) else {
+                return false;
+            };
+            // SAFETY: setns(2) moves only this thread, which ends here, into the namespace
+            // of a file descriptor it holds open.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return false;
+            }
+            std::net::TcpStream::connect(("127.0.0.1", PORT)).is_ok()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// The program and arguments that run a program in samba's network namespace (where
+    /// [`Samba::url`] is): `nsenter --net=/proc/PID/ns/net`.
+    pub fn enter(&self) -> Vec<OsString> {
+        let mut net = OsString::from("--net=");
+        net.push(self.netns());
+        vec!["nsenter".into(), net]
+    }
+
+    /// `ldap://127.0.0.1/`, in samba's network namespace.
     pub fn url(&self) -> String {
         "ldap://127.0.0.1/".into()
     }
