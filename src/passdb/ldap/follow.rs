@@ -198,13 +198,15 @@ impl Follow {
         })
         .await;
         if let Ok(Ok((found, _))) = root_dse {
-            let offered = found.into_iter().any(|entry| {
-                ldap3::SearchEntry::construct(entry)
-                    .attrs
-                    .get("supportedControl")
-                    .is_some_and(|oids| oids.iter().any(|oid| oid == SYNC_REQUEST_OID))
-            });
-            if !offered {
+            // Attribute names are case-insensitive (RFC 4512); a root DSE hidden from
+            // ldap_bind_dn (no entry) says nothing either.
+            let read = !found.is_empty();
+            let offered = found
+                .into_iter()
+                .flat_map(|entry| ldap3::SearchEntry::construct(entry).attrs)
+                .filter(|(name, _)| name.eq_ignore_ascii_case("supportedControl"))
+                .any(|(_, oids)| oids.iter().any(|oid| oid == SYNC_REQUEST_OID));
+            if read && !offered {
                 return Ended::Refused(format!(
                     "{url}: its root DSE does not list the content synchronization control"
                 ));
