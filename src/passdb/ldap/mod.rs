@@ -246,8 +246,7 @@ impl Ldap {
                 true => vec!["entryCSN".into(), "modifyTimestamp".into()],
                 false => vec!["1.1".into()],
             };
-            let filter = expand(&self.conf.filter, tokens);
-            let Some(entry) = self.find(&filter, tokens, attrs).await? else {
+            let Some(entry) = self.find(tokens, attrs).await? else {
                 return Ok((None, String::new()));
             };
             let stamp = [
@@ -269,7 +268,7 @@ impl Ldap {
             Some(dn) => dn,
             None => {
                 let dn = self
-                    .find(&filter, tokens, vec!["1.1".into()])
+                    .find_by(&filter, tokens, vec!["1.1".into()])
                     .await?
                     .map(|e| e.dn);
                 self.remember(filter, generation, dn.clone());
@@ -476,6 +475,16 @@ impl Ldap {
     /// The user's entry: its DN and the attributes asked for; `None` for no entry or several.
     async fn find(
         &self,
+        tokens: &Tokens<'_>,
+        attrs: Vec<String>,
+    ) -> Result<Option<SearchEntry>, PassdbError> {
+        self.find_by(&expand(&self.conf.filter, tokens), tokens, attrs)
+            .await
+    }
+
+    /// [`Ldap::find`] with `ldap_filter` already expanded for these tokens.
+    async fn find_by(
+        &self,
         filter: &str,
         tokens: &Tokens<'_>,
         attrs: Vec<String>,
@@ -563,14 +572,11 @@ impl Ldap {
                         // come only after a right password.
                         (rc::INVALID_CREDENTIALS, Some(1)) => Some(PassdbResult::UserDisabled),
                         (rc::INVALID_CREDENTIALS, Some(0 | 2)) => Some(PassdbResult::PassExpired),
-                        (rc::INVALID_CREDENTIALS, None) => {
-                            Some(active_directory_verdict(&result.text))
-                        }
                         (rc, _) => match rc {
                             rc::SUCCESS => Some(PassdbResult::Ok),
-                            rc::INVALID_CREDENTIALS | rc::INSUFFICIENT_ACCESS => {
-                                Some(PassdbResult::PasswordMismatch)
-                            }
+                            // AD says why in the text; anyone else: a wrong password.
+                            rc::INVALID_CREDENTIALS => Some(active_directory_verdict(&result.text)),
+                            rc::INSUFFICIENT_ACCESS => Some(PassdbResult::PasswordMismatch),
                             rc::NO_SUCH_OBJECT | rc::INVALID_DN_SYNTAX => {
                                 Some(PassdbResult::UserUnknown)
                             }
@@ -742,13 +748,7 @@ impl Ldap {
             }
             AuthMethod::Custom => {
                 let attr = self.conf.password_attr.clone();
-                let entry = self
-                    .find(
-                        &expand(&self.conf.filter, &tokens),
-                        &tokens,
-                        vec![attr.clone()],
-                    )
-                    .await?;
+                let entry = self.find(&tokens, vec![attr.clone()]).await?;
                 let decoy = |values: &[String]| values.first().map(|v| scheme::decoy(v.as_bytes()));
                 let values: Vec<Vec<u8>> = match &entry {
                     Some(entry) => {
@@ -842,14 +842,7 @@ impl Ldap {
             dn: "",
         };
         let attr = self.conf.password_attr.clone();
-        let Some(entry) = self
-            .find(
-                &expand(&self.conf.filter, &tokens),
-                &tokens,
-                vec![attr.clone()],
-            )
-            .await?
-        else {
+        let Some(entry) = self.find(&tokens, vec![attr.clone()]).await? else {
             return Ok(none);
         };
         let plaintext = lookup_attr(&entry, &attr)
