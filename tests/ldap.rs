@@ -1005,11 +1005,12 @@ fn a_restarted_server_costs_no_request() {
 
 /// Waits until the daemon's log says `what` (the directory's change stream is up, or gone).
 fn logged(d: &Daemon, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !d.log_text().contains(what) {
-        assert!(Instant::now() < deadline, "no {what:?} in {}", d.log_text());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || d.log_text().contains(what),
+        || format!("no {what:?} in {}", d.log_text()),
+    );
 }
 
 /// The searches for `uid` slapd has seen (with operations logged).
@@ -1275,16 +1276,12 @@ fn after_the_push(d: &Daemon, change: impl FnOnce()) -> Duration {
     };
     let before = pushed();
     change();
-    let written = Instant::now();
-    while pushed() == before {
-        assert!(
-            written.elapsed() < Duration::from_secs(5),
-            "no change pushed: {}",
-            d.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    written.elapsed()
+    common::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(1),
+        || pushed() != before,
+        || format!("no change pushed: {}", d.log_text()),
+    )
 }
 
 /// 389 Directory Server's Content Synchronization plugin offers the changes as slapd's

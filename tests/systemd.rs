@@ -76,15 +76,12 @@ fn the_units_verify() {
 
 /// Waits for `path` to exist.
 fn wait_for(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    common::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || path.exists(),
+        || format!("{} never appeared", path.display()),
+    );
 }
 
 /// The next notification on `socket`.

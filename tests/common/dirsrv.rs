@@ -119,12 +119,7 @@ impl DirSrv {
         )
         .output()
         .unwrap();
-        assert!(
-            out.status.success(),
-            "dscreate: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::checked(out, "dscreate");
         let mut server = DirSrv {
             child: None,
             dir: dir.to_owned(),
@@ -206,15 +201,7 @@ impl DirSrv {
     }
 
     fn ldif(&self, program: &str, ldif: &str) {
-        let out = super::run_with_stdin(
-            Command::new(program).args(["-x", "-H", &self.url(), "-D", MANAGER, "-w", MANAGER_PW]),
-            ldif.as_bytes(),
-        );
-        assert!(
-            out.status.success(),
-            "{program}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::ldap::ldif_as(program, &self.url(), MANAGER, MANAGER_PW, ldif);
     }
 
     /// How many binds as `dn` the access log shows.

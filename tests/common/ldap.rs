@@ -219,23 +219,7 @@ impl Slapd {
     }
 
     fn ldif(&self, program: &str, ldif: &str) {
-        let out = super::run_with_stdin(
-            Command::new(program).args([
-                "-x",
-                "-H",
-                &ldapi_url(&self.ldapi),
-                "-D",
-                ADMIN,
-                "-w",
-                ADMIN_PW,
-            ]),
-            ldif.as_bytes(),
-        );
-        assert!(
-            out.status.success(),
-            "{program}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ldif_as(program, &ldapi_url(&self.ldapi), ADMIN, ADMIN_PW, ldif);
     }
 
     /// ldappasswd as the root DN: `uid`'s password becomes `new`.
@@ -255,11 +239,7 @@ impl Slapd {
             .arg(format!("uid={uid},{PEOPLE}"))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "ldappasswd: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::checked(out, "ldappasswd");
     }
 
     fn signal(&self, signal: i32) {
@@ -301,6 +281,15 @@ impl Drop for Slapd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `program` (ldapadd, ldapmodify) on `url` bound as `dn`, fed `ldif`; it must succeed.
+pub fn ldif_as(program: &str, url: &str, dn: &str, password: &str, ldif: &str) {
+    let out = super::run_with_stdin(
+        Command::new(program).args(["-x", "-H", url, "-D", dn, "-w", password]),
+        ldif.as_bytes(),
+    );
+    super::checked(out, program);
 }
 
 /// An inetOrgPerson under ou=people.

@@ -252,18 +252,42 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Asks `ready` every `every` until it says yes; panics with `why()` once `within` has
+/// passed. Returns how long it took.
+pub fn wait_until(
+    within: Duration,
+    every: Duration,
+    mut ready: impl FnMut() -> bool,
+    why: impl Fn() -> String,
+) -> Duration {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < within, "{}", why());
+        std::thread::sleep(every);
+    }
+    start.elapsed()
+}
+
 /// Waits up to `within` for something to listen on 127.0.0.1:`port`; else panics with
 /// `what` and `log()` (the server's own words).
 pub fn wait_for_port(port: u16, within: Duration, what: &str, log: impl Fn() -> String) {
-    let deadline = Instant::now() + within;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "{what} did not listen: {}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        within,
+        Duration::from_millis(20),
+        || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        || format!("{what} did not listen: {}", log()),
+    );
+}
+
+/// `out`, after asserting that its program succeeded (else its output, under `what`).
+pub fn checked(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// Stops a server the tests started: SIGTERM, waited for up to 20 s, then SIGKILL.

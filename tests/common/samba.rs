@@ -12,7 +12,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const BASE: &str = "dc=example,dc=org";
 pub const USERS: &str = "cn=Users,dc=example,dc=org";
@@ -75,12 +75,7 @@ impl Samba {
             .arg(format!("--option=log file = {d}/log.%m"))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "samba-tool domain provision: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::checked(out, "samba-tool domain provision");
         // Simple binds over plain LDAP, as a mail host's saslauthd.conf without TLS makes.
         let conf = dir.join("etc/smb.conf");
         let text = std::fs::read_to_string(&conf).unwrap().replacen(
@@ -116,12 +111,7 @@ impl Samba {
             .arg(self.dir.join("private/sam.ldb"))
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "samba-tool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::checked(out, &format!("samba-tool {args:?}"));
     }
 
     fn launch(&mut self) {
@@ -163,21 +153,21 @@ impl Samba {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
         // Until unshare has made it, the child's namespace is still the machine's.
         let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
-        while std::fs::read_link(self.netns()).is_ok_and(|ns| ns == ours) {
-            assert!(Instant::now() < deadline, "unshare -n: {}", self.log());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        while !self.listening() {
-            assert!(
-                Instant::now() < deadline,
-                "samba did not listen: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let within = Duration::from_secs(30);
+        let unshared = super::wait_until(
+            within,
+            Duration::from_millis(5),
+            || std::fs::read_link(self.netns()).is_ok_and(|ns| ns != ours),
+            || format!("unshare -n: {}", self.log()),
+        );
+        super::wait_until(
+            within.saturating_sub(unshared),
+            Duration::from_millis(20),
+            || self.listening(),
+            || format!("samba did not listen: {}", self.log()),
+        );
     }
 
     /// The network namespace samba listens in.
