@@ -111,12 +111,15 @@ async fn handle_connection<S: super::Connection>(
     let (request, password) = decoded;
     // The request buffer held the password; wipe it before answering.
     zeroize::Zeroize::zeroize(&mut buf);
-    let _in_flight = auth.metrics().in_flight(Protocol::Saslauthd);
+    let in_flight = auth.metrics().in_flight(Protocol::Saslauthd);
     let decision = auth.verify_plain(&request, password, Via::SASLAUTHD).await;
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
     let reply = saslauthd::reply_for(&decision.outcome, auth.passdb_kind()).encode();
+    // Answered: no longer in flight once the reply is decided, so that a client that has read
+    // it (and scrapes next) never sees it still counted.
+    drop(in_flight);
     if let Err(e) = write_reply(&mut stream, &reply, deadline).await {
         tracing::debug!("reply not sent: {e}");
     }
