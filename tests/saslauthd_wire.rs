@@ -188,12 +188,12 @@ fn idle_connections_do_not_block_others() {
 #[test]
 fn connection_limit_closes_the_excess() {
     let d = Daemon::start(USERS, &["--max-connections", "3", "--timeout", "30"]);
-    // Let the harness's readiness probe release its slot first.
-    std::thread::sleep(Duration::from_millis(300));
+    // The harness's readiness probe was let in and has released its slot.
+    d.wait_on_mux(0, 1);
     let idle: Vec<UnixStream> = (0..3)
         .map(|_| UnixStream::connect(&d.socket).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    d.wait_on_mux(3, 4);
     let reply = d.raw(&frame(&[b"alice", b"secret", b"smtp", b"example.org"]));
     assert!(
         reply.is_empty(),
@@ -202,7 +202,7 @@ fn connection_limit_closes_the_excess() {
     );
     assert!(d.log_text().contains("connections open (the limit)"));
     drop(idle);
-    std::thread::sleep(Duration::from_millis(200));
+    d.wait_on_mux(0, 4);
     assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "OK");
 }
 
