@@ -479,6 +479,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             config.log_level
         },
     );
+    process::log_panics();
     if config.passdb == Some(PassdbKind::Sasldb) && !config.sasldb.exists() {
         tracing::warn!(
             "{} does not exist yet: every user is unknown until it is created \

@@ -372,6 +372,32 @@ pub fn init_logging(target: LogTarget, level: &str) {
     };
 }
 
+/// Makes a panic one line in the daemon's log (`error`: where, and its message cut and
+/// escaped) instead of a report on stderr, which is not the log under syslog and is several
+/// lines in the journal; with `RUST_BACKTRACE` set, the usual report follows too. A panic
+/// the LDAP passdb catches itself (ldap3 on a reply it cannot read) is logged there, with
+/// the server's name, and not here. Call after [`init_logging`].
+pub fn log_panics() {
+    use crate::passdb::ldap::guard;
+    let report = std::env::var_os("RUST_BACKTRACE").map(|_| std::panic::take_hook());
+    std::panic::set_hook(Box::new(move |info| {
+        if guard::caught_here() {
+            return;
+        }
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            "internal error: a thread panicked{place}: {}",
+            guard::message(info.payload())
+        );
+        if let Some(report) = &report {
+            report(info);
+        }
+    }));
+}
+
 /// The journal's native protocol (`systemd.journal-fields(7)`, `sd_journal_send`): one
 /// datagram per event to `/run/systemd/journal/socket`, `NAME=value` lines. MESSAGE is the
 /// same line the other targets write (so a journal-backed fail2ban reads what a file-backed

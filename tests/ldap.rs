@@ -1418,3 +1418,161 @@ fn active_directory_as_samba_serves_it() {
     let past = dovecot_plain(&auth, "ivan", "Secret-45v");
     assert!(past.contains("code=user_disabled"), "{past}");
 }
+
+/// How [`Hostile`] answers: each a reply ldap3 0.12 cannot read and panics on.
+#[derive(Clone, Copy, Debug)]
+enum Garbage {
+    /// An empty SEQUENCE for every request (its message decoder).
+    EmptySequence,
+    /// A bind answered with an empty result (the bind's caller reading the result).
+    EmptyBindResult,
+    /// Binds succeed; a search is answered with an extended response (its connection
+    /// task: Samba's answer to a critical control it lacks).
+    ExtendedForSearch,
+}
+
+/// A "directory" on 127.0.0.1 that answers every connection's requests with [`Garbage`],
+/// until dropped.
+struct Hostile {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    accepting: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hostile {
+    fn start(garbage: Garbage) -> Hostile {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let accepting = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stopped.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                std::thread::spawn(move || Self::answer(stream, garbage));
+            }
+        });
+        Hostile {
+            port,
+            stop,
+            accepting: Some(accepting),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}/", self.port)
+    }
+
+    /// One BER element: its first byte and its content (definite lengths, as LDAP sends).
+    fn element(stream: &mut std::net::TcpStream) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        let mut head = [0u8; 2];
+        stream.read_exact(&mut head).ok()?;
+        let len = if head[1] & 0x80 == 0 {
+            usize::from(head[1])
+        } else {
+            let mut bytes = vec![0u8; usize::from(head[1] & 0x7f)];
+            stream.read_exact(&mut bytes).ok()?;
+            bytes.iter().fold(0, |n, &b| n << 8 | usize::from(b))
+        };
+        let mut content = vec![0u8; len.min(1 << 20)];
+        stream.read_exact(&mut content).ok()?;
+        Some((head[0], content))
+    }
+
+    fn answer(mut stream: std::net::TcpStream, garbage: Garbage) {
+        use std::io::Write;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        while let Some((0x30, message)) = Self::element(&mut stream) {
+            // messageID (INTEGER), then the operation's tag.
+            let (0x02, Some(&n)) = (message[0], message.get(1)) else {
+                return;
+            };
+            let id = &message[..2 + usize::from(n)];
+            let op = message[2 + usize::from(n)];
+            let reply = |op_and_result: &[u8]| {
+                let mut body = id.to_vec();
+                body.extend_from_slice(op_and_result);
+                let mut out = vec![0x30, u8::try_from(body.len()).unwrap()];
+                out.extend(body);
+                out
+            };
+            // success, no matched DN, no text.
+            let ok = [0x0a, 0x01, 0x00, 0x04, 0x00, 0x04, 0x00];
+            let out = match (garbage, op) {
+                (_, 0x42) => return, // unbind
+                (Garbage::EmptySequence, _) => vec![0x30, 0x00],
+                (Garbage::EmptyBindResult, 0x60) => reply(&[0x61, 0x00]),
+                (Garbage::ExtendedForSearch, 0x63) => {
+                    reply(&[[0x78, ok.len() as u8].as_slice(), &ok].concat())
+                }
+                // Anything else (a bind): success.
+                _ => reply(&[[0x61, ok.len() as u8].as_slice(), &ok].concat()),
+            };
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Hostile {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(accepting) = self.accepting.take() {
+            let _ = accepting.join();
+        }
+    }
+}
+
+#[test]
+fn a_directory_that_sends_what_the_ldap_library_cannot_read_costs_a_connection() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = start_slapd(&dir.path().join("good"));
+    for garbage in [
+        Garbage::EmptySequence,
+        Garbage::EmptyBindResult,
+        Garbage::ExtendedForSearch,
+    ] {
+        let hostile = Hostile::start(garbage);
+        // First in the list: it is asked first, then skipped as a server that broke.
+        let servers = format!("{} {}", hostile.url(), slapd.url());
+        let (mut d, auth) = daemon(&conf(dir.path(), &servers, ""), &[]);
+        for _ in 0..3 {
+            assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK", "{garbage:?}");
+            assert_eq!(d.ask("alice", "wrong", "smtp", ""), "NO", "{garbage:?}");
+        }
+        assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("OK"));
+        // Alone: a defined error, request after request, and the daemon lives on.
+        let (mut lone, _) = daemon(&conf(dir.path(), &hostile.url(), ""), &[]);
+        for _ in 0..2 {
+            assert_eq!(
+                lone.ask("alice", "alice-pw", "smtp", ""),
+                "NO internal mechanism failure",
+                "{garbage:?}: {}",
+                lone.log_text()
+            );
+        }
+        for d in [&mut d, &mut lone] {
+            assert!(d.alive(), "{garbage:?}");
+            let log = d.log_text();
+            assert!(
+                log.contains("the server sent a reply the LDAP library cannot read"),
+                "{garbage:?}: {log}"
+            );
+            // One line where it is caught, never a panic report.
+            assert!(
+                !log.contains("panicked") && !log.contains("RUST_BACKTRACE"),
+                "{garbage:?}: {log}"
+            );
+        }
+    }
+}

@@ -26,7 +26,7 @@ use ldap3::asn1::{parse_tag, StructureTag, TagClass, Types, PL};
 use ldap3::controls::{RawControl, RefreshMode, SyncRequest};
 use ldap3::{LdapConnSettings, ResultEntry};
 
-use super::{connect_to, Server};
+use super::{connect_to, guard, unreadable, Server};
 
 /// The Sync Request control (RFC 4533 §2.2), as a root DSE lists it in `supportedControl`.
 const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
@@ -127,7 +127,10 @@ impl Follow {
         loop {
             let ended = tokio::select! {
                 _ = &mut stop => return,
-                ended = self.session() => ended,
+                // ldap3 panics on some replies it cannot read: the stream is broken then.
+                ended = guard::guarded(self.session()) => {
+                    ended.unwrap_or_else(|panic| Ended::Broken(unreadable(&panic)))
+                }
             };
             self.changes.lost();
             let pause = match ended {

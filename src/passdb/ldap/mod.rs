@@ -17,6 +17,7 @@
 pub mod conf;
 pub mod filter;
 mod follow;
+pub mod guard;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -421,9 +422,10 @@ impl Ldap {
         &self,
         call: impl std::future::Future<Output = ldap3::result::Result<T>>,
     ) -> Result<T, Failure> {
-        match tokio::time::timeout(self.op_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(Failure::Broken(e.to_string())),
+        match tokio::time::timeout(self.op_timeout, guard::guarded(call)).await {
+            Ok(Ok(Ok(value))) => Ok(value),
+            Ok(Ok(Err(e))) => Err(Failure::Broken(e.to_string())),
+            Ok(Err(panic)) => Err(Failure::Broken(unreadable(&panic))),
             Err(_) => Err(Failure::Server(format!(
                 "no answer within {:?}",
                 self.op_timeout
@@ -515,7 +517,15 @@ impl Ldap {
                         .await?;
                     let ldap3::SearchResult(entries, done) = result;
                     match done.rc {
-                        rc::SUCCESS | rc::SIZE_LIMIT_EXCEEDED | rc::NO_SUCH_OBJECT => Ok(entries),
+                        rc::SUCCESS | rc::SIZE_LIMIT_EXCEEDED | rc::NO_SUCH_OBJECT => {
+                            guard::unpanicked(|| {
+                                entries
+                                    .into_iter()
+                                    .map(SearchEntry::construct)
+                                    .collect::<Vec<_>>()
+                            })
+                            .map_err(|panic| Failure::Broken(unreadable(&panic)))
+                        }
                         code => Err(Failure::Answer(format!(
                             "search {filter} under {base:?}: {} ({code})",
                             done.text
@@ -525,9 +535,7 @@ impl Ldap {
             })
             .await?;
         match found.len() {
-            1 => Ok(Some(SearchEntry::construct(
-                found.into_iter().next().expect("one entry"),
-            ))),
+            1 => Ok(found.into_iter().next()),
             0 => Ok(None),
             n => {
                 tracing::info!(filter = %filter, "LDAP: {n} entries match; no user is chosen");
@@ -922,16 +930,26 @@ async fn connect_to(
     settings: LdapConnSettings,
     timeout: Duration,
 ) -> Result<ldap3::Ldap, String> {
-    match tokio::time::timeout(timeout, LdapConnAsync::with_settings(settings, url)).await {
-        Ok(Ok((conn, ldap))) => {
+    let connect = guard::guarded(LdapConnAsync::with_settings(settings, url));
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(Ok((conn, ldap)))) => {
+            let url = url.to_owned();
             tokio::spawn(async move {
-                let _ = conn.drive().await;
+                if let Err(panic) = guard::guarded(conn.drive()).await {
+                    tracing::warn!("LDAP {url}: connection dropped: {}", unreadable(&panic));
+                }
             });
             Ok(ldap)
         }
-        Ok(Err(e)) => Err(format!("connect: {e}")),
+        Ok(Ok(Err(e))) => Err(format!("connect: {e}")),
+        Ok(Err(panic)) => Err(format!("connect: {}", unreadable(&panic))),
         Err(_) => Err(format!("no connection within {timeout:?}")),
     }
+}
+
+/// What a panic the LDAP library had on a reply ([`guard`]) says in the log.
+fn unreadable(panic: &str) -> String {
+    format!("the server sent a reply the LDAP library cannot read ({panic})")
 }
 
 /// Whether the server at `url` answers a root DSE read within `timeout`.
@@ -945,7 +963,10 @@ async fn probe(url: &str, settings: LdapConnSettings, timeout: Duration) -> bool
         let _ = ldap.unbind().await;
         (result.1.rc == rc::SUCCESS).then_some(())
     };
-    matches!(tokio::time::timeout(timeout, attempt).await, Ok(Some(())))
+    matches!(
+        tokio::time::timeout(timeout, guard::guarded(attempt)).await,
+        Ok(Ok(Some(())))
+    )
 }
 
 /// `ldap_password_attr` values as Cyrus's `custom` method reads them.
