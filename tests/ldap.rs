@@ -1568,6 +1568,14 @@ fn a_directory_that_sends_what_the_ldap_library_cannot_read_costs_a_connection()
                 log.contains("the server sent a reply the LDAP library cannot read"),
                 "{garbage:?}: {log}"
             );
+            if let Garbage::EmptyBindResult = garbage {
+                // The change stream's own bind: the stream ends, and says where.
+                let ended = format!(
+                    "the change stream ended ({}: the server sent a reply the LDAP library",
+                    hostile.url()
+                );
+                assert!(log.contains(&ended), "{log}");
+            }
             // One line where it is caught, never a panic report.
             assert!(
                 !log.contains("panicked") && !log.contains("RUST_BACKTRACE"),

@@ -127,10 +127,7 @@ impl Follow {
         loop {
             let ended = tokio::select! {
                 _ = &mut stop => return,
-                // ldap3 panics on some replies it cannot read: the stream is broken then.
-                ended = guard::guarded(self.session()) => {
-                    ended.unwrap_or_else(|panic| Ended::Broken(unreadable(&panic)))
-                }
+                ended = self.session() => ended,
             };
             self.changes.lost();
             let pause = match ended {
@@ -164,6 +161,14 @@ impl Follow {
             return Ended::Refused("no server".into());
         };
         let url = &server.url;
+        // ldap3 panics on some replies it cannot read: the stream is broken then.
+        guard::guarded(self.stream_from(url))
+            .await
+            .unwrap_or_else(|panic| Ended::Broken(format!("{url}: {}", unreadable(&panic))))
+    }
+
+    /// One stream from the server at `url`, until it ends.
+    async fn stream_from(&self, url: &str) -> Ended {
         let mut ldap = match connect_to(url, self.settings.clone(), self.op_timeout).await {
             Ok(ldap) => ldap,
             Err(why) => return Ended::Broken(format!("{url}: {why}")),
