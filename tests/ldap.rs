@@ -178,12 +178,7 @@ fn cyrus_agrees(
 }
 
 fn dovecot_plain(auth: &Path, user: &str, password: &str) -> String {
-    let mut c = Client::postfix(auth);
-    c.send(&format!(
-        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
-        plain(user, password)
-    ));
-    c.line()
+    common::dovecot::plain_reply(auth, user, password)
 }
 
 #[test]

@@ -58,9 +58,18 @@ impl Postfix {
 
     /// The SMTP code swaks saw for AUTH (235, 535, 454).
     fn auth(&self, mech: &str, user: &str, password: &str) -> String {
+        common::smtp::swaks_auth(Self::swaks(), self.port, mech, user, password)
+    }
+
+    /// The whole AUTH reply line swaks saw.
+    fn auth_reply(&self, mech: &str, user: &str, password: &str) -> String {
+        common::smtp::swaks_auth_reply(Self::swaks(), self.port, mech, user, password)
+    }
+
+    fn swaks() -> Command {
         let mut swaks = Command::new("swaks");
         swaks.args(["--server", "127.0.0.1"]);
-        common::smtp::swaks_auth(swaks, self.port, mech, user, password)
+        swaks
     }
 
     fn log(&self) -> String {
@@ -248,7 +257,7 @@ fn postfix_both_modes_with_ldap() {
     if !ready() || !common::ldap::available() {
         return;
     }
-    use common::ldap::{Slapd, PEOPLE, SEARCHER, SEARCHER_PW};
+    use common::ldap::Slapd;
     let dir = tempfile::tempdir().unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let slapd = Slapd::start(
@@ -256,35 +265,7 @@ fn postfix_both_modes_with_ldap() {
         &[("alice", "alice-ldap-pw", "alice@example.org")],
         None,
     );
-    let conf = dir.path().join("saslauthd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "ldap_servers: {}\nldap_search_base: {PEOPLE}\nldap_bind_dn: {SEARCHER}\n\
-             ldap_password: {SEARCHER_PW}\nldap_filter: (uid=%U)\n",
-            slapd.url()
-        ),
-    )
-    .unwrap();
-    let auth = dir.path().join("auth");
-    let args: Vec<OsString> = [
-        "-a",
-        "ldap",
-        "-O",
-        conf.to_str().unwrap(),
-        "--dovecot-socket",
-        auth.to_str().unwrap(),
-        "--dovecot-socket-owner",
-        "postfix:postfix",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
-    let d = Daemon::spawn(tempfile::tempdir().unwrap(), &args, &[]);
-    let gid = group_id("postfix");
-    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::os::unix::fs::chown(&d.run_dir, None, Some(gid)).unwrap();
-    std::os::unix::fs::chown(&d.socket, None, Some(gid)).unwrap();
+    let (d, auth) = ldap_daemon(dir.path(), &slapd);
     let cyrus = Postfix::start(&d.dir.path().join("postfix-cyrus"), "cyrus", &d.socket);
     let dovecot = Postfix::start(&d.dir.path().join("postfix-dovecot"), "dovecot", &auth);
     for (postfix, mode) in [(&cyrus, "cyrus"), (&dovecot, "dovecot")] {
@@ -309,6 +290,91 @@ fn postfix_both_modes_with_ldap() {
         }
     }
     eprintln!("Postfix, cyrus and dovecot modes, -a ldap: PLAIN and LOGIN 235/535 as they should");
+}
+
+/// `saslauthd-rs -a ldap` over `slapd` (filter `(uid=%U)`), its sockets reachable by the
+/// postfix user; the daemon and its Dovecot socket.
+fn ldap_daemon(dir: &Path, slapd: &common::ldap::Slapd) -> (Daemon, PathBuf) {
+    use common::ldap::{PEOPLE, SEARCHER, SEARCHER_PW};
+    let conf = dir.join("saslauthd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "ldap_servers: {}\nldap_search_base: {PEOPLE}\nldap_bind_dn: {SEARCHER}\n\
+             ldap_password: {SEARCHER_PW}\nldap_filter: (uid=%U)\n",
+            slapd.url()
+        ),
+    )
+    .unwrap();
+    let auth = dir.join("auth");
+    let args: Vec<OsString> = [
+        "-a",
+        "ldap",
+        "-O",
+        conf.to_str().unwrap(),
+        "--dovecot-socket",
+        auth.to_str().unwrap(),
+        "--dovecot-socket-owner",
+        "postfix:postfix",
+    ]
+    .iter()
+    .map(OsString::from)
+    .collect();
+    let d = Daemon::spawn(tempfile::tempdir().unwrap(), &args, &[]);
+    let gid = group_id("postfix");
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::chown(&d.run_dir, None, Some(gid)).unwrap();
+    std::os::unix::fs::chown(&d.socket, None, Some(gid)).unwrap();
+    (d, auth)
+}
+
+/// A locked account (slapd's ppolicy) is refused over SMTP exactly as a wrong password and
+/// an unknown user are, reply line for reply line, in both modes: the saslauthd socket says
+/// only `NO`, and of the Dovecot socket's `FAIL`, Postfix relays only `reason=`, which
+/// saslauthd-rs sends for none of them (`code=user_disabled` stays on the socket).
+#[test]
+fn a_locked_ldap_account_looks_like_a_wrong_password_over_smtp() {
+    if !ready() || !common::ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let slapd = common::ldap::Slapd::start_with_lockout(
+        &dir.path().join("slapd"),
+        &[("erin", "erin-pw", "erin@example.org")],
+    );
+    let (d, auth) = ldap_daemon(dir.path(), &slapd);
+    assert_eq!(
+        d.ask("erin", "erin-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    // Two wrong passwords lock it (pwdMaxFailure 2).
+    for wrong in ["wrong1", "wrong2"] {
+        assert_eq!(d.ask("erin", wrong, "smtp", ""), "NO");
+    }
+    let reply = common::dovecot::plain_reply(&auth, "erin", "erin-pw");
+    assert!(reply.contains("code=user_disabled"), "locked: {reply}");
+    let cyrus = Postfix::start(&d.dir.path().join("postfix-cyrus"), "cyrus", &d.socket);
+    let dovecot = Postfix::start(&d.dir.path().join("postfix-dovecot"), "dovecot", &auth);
+    for (postfix, mode) in [(&cyrus, "cyrus"), (&dovecot, "dovecot")] {
+        for mech in ["PLAIN", "LOGIN"] {
+            let locked = postfix.auth_reply(mech, "erin@example.org", "erin-pw");
+            assert!(locked.starts_with("535 "), "{mode} {mech}: {locked}");
+            for (user, password) in [("erin@example.org", "wrong3"), ("nobody@example.org", "x")] {
+                assert_eq!(
+                    postfix.auth_reply(mech, user, password),
+                    locked,
+                    "{mode} {mech} {user}"
+                );
+            }
+        }
+    }
+    eprintln!(
+        "Postfix, both modes: a locked account's reply is the wrong password's: {:?}",
+        cyrus.auth_reply("PLAIN", "erin@example.org", "erin-pw")
+    );
 }
 
 /// AUTH SCRAM-SHA-1/-256 over SMTP (swaks has no SCRAM): returns the final reply code, after

@@ -51,6 +51,17 @@ pub fn plain(user: &str, password: &str) -> String {
     B64.encode(format!("\0{user}\0{password}"))
 }
 
+/// One PLAIN login on a new connection to the socket at `path`, as Postfix sends it; the
+/// reply line.
+pub fn plain_reply(path: &Path, user: &str, password: &str) -> String {
+    let mut c = Client::postfix(path);
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        plain(user, password)
+    ));
+    c.line()
+}
+
 /// CRAM-MD5 through the Dovecot socket; the final reply line.
 pub fn cram(c: &mut Client, id: u32, user: &str, password: &str) -> String {
     // An initial response is ignored: the challenge comes first.

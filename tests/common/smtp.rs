@@ -39,7 +39,23 @@ pub fn session(addr: (&str, u16), commands: &[&str]) -> Vec<String> {
 
 /// Runs `swaks` (a prepared command naming the server) for AUTH `mech` on `port`; the SMTP
 /// code it saw for AUTH (235, 535, 454, ...), or the whole output when there was none.
-pub fn swaks_auth(mut swaks: Command, port: u16, mech: &str, user: &str, password: &str) -> String {
+pub fn swaks_auth(swaks: Command, port: u16, mech: &str, user: &str, password: &str) -> String {
+    let line = swaks_auth_reply(swaks, port, mech, user, password);
+    match line.get(..3) {
+        Some(code) if code.bytes().all(|b| b.is_ascii_digit()) => code.to_owned(),
+        _ => line,
+    }
+}
+
+/// [`swaks_auth`]'s whole reply line (`535 5.7.8 Error: authentication failed: ...`), or
+/// the whole output when there was none.
+pub fn swaks_auth_reply(
+    mut swaks: Command,
+    port: u16,
+    mech: &str,
+    user: &str,
+    password: &str,
+) -> String {
     let out = swaks
         .args(["--port", &port.to_string(), "--ehlo", "client.test"])
         .args([
@@ -61,7 +77,7 @@ pub fn swaks_auth(mut swaks: Command, port: u16, mech: &str, user: &str, passwor
                 .iter()
                 .find_map(|p| l.strip_prefix(p))
         })
-        .map(|l| l.get(..3).unwrap_or_default().to_owned())
-        .find(|code| ["235", "535", "454", "503", "504"].contains(&code.as_str()))
+        .find(|l| ["235", "535", "454", "503", "504"].contains(&l.get(..3).unwrap_or_default()))
+        .map(str::to_owned)
         .unwrap_or_else(|| format!("no AUTH reply in: {text}"))
 }
