@@ -68,8 +68,8 @@ impl<F: Future> Future for Guarded<F> {
 /// The longest panic message kept: ldap3's may print a whole undecodable message.
 const MAX_MESSAGE: usize = 200;
 
-/// A panic's message, printable and at most [`MAX_MESSAGE`] bytes (of the directory's
-/// reply, never of a request: ldap3 panics while decoding what the server sent).
+/// A panic's message, printable and at most [`MAX_MESSAGE`] bytes. ldap3's describe what
+/// the server sent, never a request; the daemon's own are fixed texts.
 pub fn message(payload: &(dyn Any + Send)) -> String {
     let text = payload
         .downcast_ref::<&str>()
