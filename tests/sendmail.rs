@@ -271,6 +271,24 @@ impl Sendmail {
             .collect()
     }
 
+    /// The `AUTH failure` lines of sendmail's log, once there are at least `n` (10 s at
+    /// most): its syslog line may arrive after swaks has read the 535.
+    fn failures_logged(&self, n: usize) -> Vec<String> {
+        let failures = || -> Vec<String> {
+            self.auth_log()
+                .into_iter()
+                .filter(|l| l.contains("AUTH failure"))
+                .collect()
+        };
+        common::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || failures().len() >= n,
+            || format!("{n} AUTH failures logged: {:?}", failures()),
+        );
+        failures()
+    }
+
     /// Messages in the queue (each has a `qf` file).
     fn queued(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("mqueue"))
@@ -341,11 +359,7 @@ fn msa_checks(sendmail: &Sendmail, daemon: &Daemon, user: &str, password: &str) 
         );
     }
     // A refusal, not a broken daemon: libsasl2's SASL(-13).
-    let refusals: Vec<String> = sendmail
-        .auth_log()
-        .into_iter()
-        .filter(|l| l.contains("AUTH failure"))
-        .collect();
+    let refusals = sendmail.failures_logged(4);
     assert_eq!(refusals.len(), 4, "{refusals:?}");
     assert!(
         refusals.iter().all(|l| l.contains("SASL(-13)")),
@@ -405,7 +419,8 @@ fn sendmail_msa_587_through_saslauthd_rs_sasldb() {
         sendmail.auth(587, "PLAIN", "alice@example.org", "secret"),
         "535"
     );
-    let last = sendmail.auth_log().pop().unwrap_or_default();
+    // msa_checks' 4 refusals, then this one.
+    let last = sendmail.failures_logged(5).pop().unwrap_or_default();
     assert!(
         last.contains("AUTH failure") && !last.contains("SASL(-13)"),
         "a dead daemon is told apart from a refusal: {last}"
