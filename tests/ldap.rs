@@ -177,6 +177,20 @@ fn cyrus_agrees(
     );
 }
 
+/// The daemon answers each (user, password, expected OK or NO) of `table` as expected; else
+/// the failure shows its log and `server_log()`.
+fn answers(d: &Daemon, table: &[(&str, &str, &str)], server_log: impl Fn() -> String) {
+    for (user, password, expected) in table {
+        assert_eq!(
+            d.ask(user, password, "smtp", ""),
+            *expected,
+            "{user}/{password}: {}\n{}",
+            d.log_text(),
+            server_log()
+        );
+    }
+}
+
 fn dovecot_plain(auth: &Path, user: &str, password: &str) -> String {
     common::dovecot::plain_reply(auth, user, password)
 }
@@ -998,16 +1012,6 @@ fn a_restarted_server_costs_no_request() {
     assert!(!d.log_text().contains("auth error"), "{}", d.log_text());
 }
 
-/// Waits until the daemon's log says `what` (the directory's change stream is up, or gone).
-fn logged(d: &Daemon, what: &str) {
-    common::wait_until(
-        Duration::from_secs(10),
-        Duration::from_millis(20),
-        || d.log_text().contains(what),
-        || format!("no {what:?} in {}", d.log_text()),
-    );
-}
-
 /// The searches for `uid` slapd has seen (with operations logged).
 fn searches_for(slapd: &Slapd, uid: &str) -> usize {
     slapd
@@ -1032,7 +1036,7 @@ fn followed_changes_spare_the_search_and_reach_the_next_request() {
     // login costs the directory one bind and no search, and an unknown user the same.
     let (d, _auth) = daemon(&conf, &[]);
     assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
-    logged(&d, "following the directory's changes");
+    d.wait_for_log("following the directory's changes", 1);
     let (searched, bound) = (searches_for(&slapd, "alice"), slapd.binds_as(&alice));
     for _ in 0..5 {
         assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
@@ -1075,7 +1079,7 @@ fn followed_changes_spare_the_search_and_reach_the_next_request() {
     slapd.modify(&ldif);
     let (d, auth) = daemon(&conf, &["-c"]);
     assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
-    logged(&d, "following the directory's changes");
+    d.wait_for_log("following the directory's changes", 1);
     assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
     let (searched, bound) = (searches_for(&slapd, "alice"), slapd.binds_as(&alice));
     for _ in 0..10 {
@@ -1121,7 +1125,7 @@ fn followed_changes_spare_the_search_and_reach_the_next_request() {
     }
     // A server that is gone: no cached success once the daemon sees its stream close.
     slapd.stop();
-    logged(&d, "the change stream ended");
+    d.wait_for_log("the change stream ended", 1);
     assert_eq!(
         d.ask("alice", "changed-pw", "smtp", ""),
         "NO internal mechanism failure"
@@ -1137,7 +1141,7 @@ fn a_directory_that_does_not_offer_its_changes_is_searched_every_time() {
     let slapd = logged_slapd(&dir.path().join("slapd"));
     let (d, _auth) = daemon(&conf(dir.path(), &slapd.url(), ""), &[]);
     assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
-    logged(&d, "does not let saslauthd-rs follow its changes");
+    d.wait_for_log("does not let saslauthd-rs follow its changes", 1);
     for _ in 0..3 {
         assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
     }
@@ -1236,13 +1240,7 @@ fn a_389_directory_server_inactivated_account_is_disabled() {
         ("frank", "wrong", "NO"),
         ("nobody", "x", "NO"),
     ];
-    for (user, password, expected) in table {
-        assert_eq!(
-            d.ask(user, password, "smtp", ""),
-            expected,
-            "{user}/{password}"
-        );
-    }
+    answers(&d, &table, || ds.log());
     assert!(
         d.log_text().contains("reason=account disabled"),
         "{}",
@@ -1294,7 +1292,7 @@ fn followed_changes_on_389_directory_server() {
     let ds = start_389(dir.path()).with_content_sync();
     let (d, auth) = daemon(&conf(dir.path(), &ds.url(), ""), &["-c"]);
     assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
-    logged(&d, "following the directory's changes");
+    d.wait_for_log("following the directory's changes", 1);
     // Learnt once the stream is live.
     assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
     assert_eq!(d.ask("frank", "frank-pw", "smtp", ""), "OK");
@@ -1364,16 +1362,8 @@ fn active_directory_as_samba_serves_it() {
         ("frank", "wrong", "NO"),
         ("nobody", "Secret-41x", "NO"),
     ];
-    for (user, password, expected) in table {
-        assert_eq!(
-            d.ask(user, password, "smtp", ""),
-            expected,
-            "{user}/{password}: {}\n{}",
-            d.log_text(),
-            ad.log()
-        );
-    }
-    logged(&d, "does not let saslauthd-rs follow its changes");
+    answers(&d, &table, || ad.log());
+    d.wait_for_log("does not let saslauthd-rs follow its changes", 1);
     let disabled = dovecot_plain(&auth, "frank", "Secret-42y");
     assert!(disabled.contains("code=user_disabled"), "{disabled}");
     let wrong = dovecot_plain(&auth, "frank", "wrong");

@@ -266,9 +266,8 @@ fn postfix_both_modes_with_ldap() {
         None,
     );
     let (d, auth) = ldap_daemon(dir.path(), &slapd);
-    let cyrus = Postfix::start(&d.dir.path().join("postfix-cyrus"), "cyrus", &d.socket);
-    let dovecot = Postfix::start(&d.dir.path().join("postfix-dovecot"), "dovecot", &auth);
-    for (postfix, mode) in [(&cyrus, "cyrus"), (&dovecot, "dovecot")] {
+    let modes = both_modes(&d, &auth);
+    for (postfix, mode) in &modes {
         for mech in ["PLAIN", "LOGIN"] {
             assert_eq!(
                 postfix.auth(mech, "alice@example.org", "alice-ldap-pw"),
@@ -290,6 +289,22 @@ fn postfix_both_modes_with_ldap() {
         }
     }
     eprintln!("Postfix, cyrus and dovecot modes, -a ldap: PLAIN and LOGIN 235/535 as they should");
+}
+
+/// A Postfix instance in each mode on `d`'s sockets: cyrus (libsasl2 to the mux), then
+/// dovecot (the auth socket at `auth`), each with its name.
+fn both_modes(d: &Daemon, auth: &Path) -> [(Postfix, &'static str); 2] {
+    let dir = d.dir.path();
+    [
+        (
+            Postfix::start(&dir.join("postfix-cyrus"), "cyrus", &d.socket),
+            "cyrus",
+        ),
+        (
+            Postfix::start(&dir.join("postfix-dovecot"), "dovecot", auth),
+            "dovecot",
+        ),
+    ]
 }
 
 /// `saslauthd-rs -a ldap` over `slapd` (filter `(uid=%U)`), its sockets reachable by the
@@ -356,9 +371,8 @@ fn a_locked_ldap_account_looks_like_a_wrong_password_over_smtp() {
     }
     let reply = common::dovecot::plain_reply(&auth, "erin", "erin-pw");
     assert!(reply.contains("code=user_disabled"), "locked: {reply}");
-    let cyrus = Postfix::start(&d.dir.path().join("postfix-cyrus"), "cyrus", &d.socket);
-    let dovecot = Postfix::start(&d.dir.path().join("postfix-dovecot"), "dovecot", &auth);
-    for (postfix, mode) in [(&cyrus, "cyrus"), (&dovecot, "dovecot")] {
+    let modes = both_modes(&d, &auth);
+    for (postfix, mode) in &modes {
         for mech in ["PLAIN", "LOGIN"] {
             let locked = postfix.auth_reply(mech, "erin@example.org", "erin-pw");
             assert!(locked.starts_with("535 "), "{mode} {mech}: {locked}");
@@ -373,7 +387,9 @@ fn a_locked_ldap_account_looks_like_a_wrong_password_over_smtp() {
     }
     eprintln!(
         "Postfix, both modes: a locked account's reply is the wrong password's: {:?}",
-        cyrus.auth_reply("PLAIN", "erin@example.org", "erin-pw")
+        modes[0]
+            .0
+            .auth_reply("PLAIN", "erin@example.org", "erin-pw")
     );
 }
 

@@ -19,19 +19,6 @@ fn hangup(daemon: &Daemon) {
     assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGHUP) }, 0);
 }
 
-/// Waits (at most 10 s) until the daemon's log holds `count` lines containing `text`.
-fn wait_for_log(daemon: &Daemon, text: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while daemon.log_text().matches(text).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "no {count}× {text:?} in the log:\n{}",
-            daemon.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn config(sasldb: &Path, extra: &str) -> String {
     format!(
         "passdb = \"sasldb\"\nsasldb = \"{}\"\nrealm = \"example.org\"\n{extra}",
@@ -120,7 +107,7 @@ fn sighup_reloads_under_load_without_failing_a_request() {
         };
         std::fs::write(&file, config(db, "")).unwrap();
         hangup(&daemon);
-        wait_for_log(&daemon, "SIGHUP: configuration reloaded", round);
+        daemon.wait_for_log("SIGHUP: configuration reloaded", round);
         assert_eq!(daemon.ask("bob", "two", "smtp", ""), bob, "round {round}");
         // CRAM-MD5 looks up bob's secret in the file now named.
         let mut c = Client::postfix(&auth);
@@ -137,7 +124,7 @@ fn sighup_reloads_under_load_without_failing_a_request() {
     // what it had.
     std::fs::write(&file, config(&second, "sasldb_fromat = \"lmdb\"\n")).unwrap();
     hangup(&daemon);
-    wait_for_log(&daemon, "still serving with the previous configuration", 1);
+    daemon.wait_for_log("still serving with the previous configuration", 1);
     assert!(
         daemon.log_text().contains("sasldb_fromat"),
         "{}",
@@ -149,13 +136,13 @@ fn sighup_reloads_under_load_without_failing_a_request() {
     std::fs::write(&junk, b"not a database at all, not even close to one").unwrap();
     std::fs::write(&file, config(&junk, "")).unwrap();
     hangup(&daemon);
-    wait_for_log(&daemon, "still serving with the previous configuration", 2);
+    daemon.wait_for_log("still serving with the previous configuration", 2);
     assert_eq!(daemon.ask("alice", "one", "smtp", ""), "OK");
 
     // What only a restart can change is said, and the rest is applied.
     std::fs::write(&file, config(&second, "max_connections = 100\n")).unwrap();
     hangup(&daemon);
-    wait_for_log(&daemon, "SIGHUP: configuration reloaded", 21);
+    daemon.wait_for_log("SIGHUP: configuration reloaded", 21);
     assert!(
         daemon
             .log_text()
@@ -228,7 +215,7 @@ fn a_reload_forgives_nobody() {
         attempt(id);
     }
     hangup(&daemon);
-    wait_for_log(&daemon, "SIGHUP: configuration reloaded", 1);
+    daemon.wait_for_log("SIGHUP: configuration reloaded", 1);
     // Forgiven, it would be 0.1 s (at most 0.12); remembered, 0.8 s (at least 0.64).
     let took = attempt(5);
     eprintln!("the fifth failure, after the reload, waited {took:?}");

@@ -469,6 +469,52 @@ impl Daemon {
         (d, auth)
     }
 
+    /// Waits (at most 10 s) until the daemon's log holds `count` occurrences of `text`.
+    pub fn wait_for_log(&self, text: &str, count: usize) {
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || self.log_text().matches(text).count() >= count,
+            || format!("no {count}× {text:?} in the log:\n{}", self.log_text()),
+        );
+    }
+
+    /// The saslauthd socket's `connections_open` and `connections_total` now, from one
+    /// scrape of the daemon's metrics.
+    pub fn mux_counts(&self) -> (u64, u64) {
+        let (code, text, err) = ctl(&self.run_dir, &["metrics"]);
+        assert_eq!(code, Some(0), "{err}");
+        let series = |name: &str| -> u64 {
+            let series = format!(
+                "saslauthd_rs_{name}{{protocol=\"saslauthd\",listener=\"{}\"}} ",
+                self.socket.display()
+            );
+            text.lines()
+                .find_map(|line| line.strip_prefix(series.as_str()))
+                .unwrap_or_else(|| panic!("no {series} in {text}"))
+                .parse()
+                .unwrap()
+        };
+        (series("connections_open"), series("connections_total"))
+    }
+
+    /// Waits (10 s at most) until `open` connections are open on the saslauthd socket and
+    /// `total` were let in since the start (the harness's readiness probe is the first).
+    pub fn wait_on_mux(&self, open: u64, total: u64) {
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(10),
+            || self.mux_counts() == (open, total),
+            || {
+                format!(
+                    "{open} open and {total} let in on mux, not {:?}; log: {}",
+                    self.mux_counts(),
+                    self.log_text()
+                )
+            },
+        );
+    }
+
     /// The daemon's pid.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
@@ -614,43 +660,6 @@ impl Drop for Cyrus {
     fn drop(&mut self) {
         unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    /// A series of the saslauthd socket's listener now, as the daemon's metrics say:
-    /// `connections_open` or `connections_total`.
-    pub fn mux_series(&self, name: &str) -> u64 {
-        let (code, text, err) = ctl(&self.run_dir, &["metrics"]);
-        assert_eq!(code, Some(0), "{err}");
-        let series = format!(
-            "saslauthd_rs_{name}{{protocol=\"saslauthd\",listener=\"{}\"}} ",
-            self.socket.display()
-        );
-        text.lines()
-            .find_map(|line| line.strip_prefix(series.as_str()))
-            .unwrap_or_else(|| panic!("no {series} in {text}"))
-            .parse()
-            .unwrap()
-    }
-
-    /// Waits (10 s at most) until `open` connections are open on the saslauthd socket and
-    /// `total` were let in since the start (the harness's readiness probe is the first).
-    pub fn wait_on_mux(&self, open: u64, total: u64) {
-        wait_until(
-            Duration::from_secs(10),
-            Duration::from_millis(10),
-            || {
-                self.mux_series("connections_open") == open
-                    && self.mux_series("connections_total") == total
-            },
-            || {
-                format!(
-                    "{open} open and {total} let in on mux; log: {}",
-                    self.log_text()
-                )
-            },
-        );
     }
 }
 

@@ -26,7 +26,7 @@ use ldap3::asn1::{parse_tag, StructureTag, TagClass, Types, PL};
 use ldap3::controls::{RawControl, RefreshMode, SyncRequest};
 use ldap3::{LdapConnSettings, ResultEntry};
 
-use super::{connect_to, guard, unreadable, Server};
+use super::{connect_to, guard, read_root_dse, unreadable, Server};
 
 /// The Sync Request control (RFC 4533 §2.2), as a root DSE lists it in `supportedControl`.
 const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
@@ -195,14 +195,9 @@ impl Follow {
         // critical control they lack by an extended response (Samba AD), which ldap3's
         // connection task does not survive. A root DSE that cannot be read says nothing.
         let root_dse = tokio::time::timeout(self.op_timeout, async {
-            ldap.search(
-                "",
-                ldap3::Scope::Base,
-                "(objectClass=*)",
-                vec!["supportedControl"],
-            )
-            .await
-            .and_then(|r| r.success())
+            read_root_dse(&mut ldap, vec!["supportedControl"])
+                .await
+                .and_then(|r| r.success())
         })
         .await;
         if let Ok(Ok((found, _))) = root_dse {

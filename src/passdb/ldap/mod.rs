@@ -952,14 +952,20 @@ fn unreadable(panic: &str) -> String {
     format!("the server sent a reply the LDAP library cannot read ({panic})")
 }
 
+/// The root DSE (RFC 4512 §5.1: a base search of the empty DN) with `attrs`.
+async fn read_root_dse(
+    ldap: &mut ldap3::Ldap,
+    attrs: Vec<&str>,
+) -> ldap3::result::Result<ldap3::SearchResult> {
+    ldap.search("", ldap3::Scope::Base, "(objectClass=*)", attrs)
+        .await
+}
+
 /// Whether the server at `url` answers a root DSE read within `timeout`.
 async fn probe(url: &str, settings: LdapConnSettings, timeout: Duration) -> bool {
     let attempt = async {
         let mut ldap = connect_to(url, settings, timeout).await.ok()?;
-        let result = ldap
-            .search("", ldap3::Scope::Base, "(objectClass=*)", vec!["1.1"])
-            .await
-            .ok()?;
+        let result = read_root_dse(&mut ldap, vec!["1.1"]).await.ok()?;
         let _ = ldap.unbind().await;
         (result.1.rc == rc::SUCCESS).then_some(())
     };
