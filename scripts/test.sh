@@ -53,6 +53,9 @@ python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages prometheus-client
 ensure_cargo
+# One build of everything, run once: incremental compilation's caches would only add to the
+# disk the suite needs.
+export CARGO_INCREMENTAL=0
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
 # Peers are required here: a missing one fails instead of skipping.
