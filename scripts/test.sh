@@ -16,7 +16,7 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
     groff-base man-db zsh fish rpm ldap-utils tmux 389-ds-base \
-    samba-common-bin python3-samba samba-dsdb-modules samba-ad-provision tdb-tools \
+    samba-common-bin python3-samba samba-dsdb-modules samba-ad-provision samba-vfs-modules tdb-tools \
     libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0
 # Peers that would start a system service if installed (or conflict with one) are unpacked
 # instead, once, into target/peers/NAME, from where the tests run them in throwaway
