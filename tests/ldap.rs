@@ -972,13 +972,18 @@ fn a_locked_account_is_disabled() {
     assert_eq!(d.ask("erin", "wrong1", "smtp", ""), "NO");
     assert_eq!(d.ask("erin", "wrong2", "smtp", ""), "NO");
     // Locked now (pwdMaxFailure 2): the right password no longer binds.
-    assert_eq!(d.ask("erin", "erin-pw", "smtp", ""), "NO");
+    refused_as_locked(&d, &auth, "erin", "erin-pw");
+}
+
+/// `user`'s right `password` is refused on both sockets as a disabled account.
+fn refused_as_locked(d: &Daemon, auth: &Path, user: &str, password: &str) {
+    assert_eq!(d.ask(user, password, "smtp", ""), "NO", "{}", d.log_text());
     assert!(
         d.log_text().contains("reason=account disabled"),
         "{}",
         d.log_text()
     );
-    let reply = dovecot_plain(&auth, "erin", "erin-pw");
+    let reply = dovecot_plain(auth, user, password);
     assert!(reply.contains("code=user_disabled"), "{reply}");
 }
 
@@ -1129,6 +1134,112 @@ fn followed_changes_spare_the_search_and_reach_the_next_request() {
     assert_eq!(
         d.ask("alice", "changed-pw", "smtp", ""),
         "NO internal mechanism failure"
+    );
+}
+
+/// A directory that writes to a user's entry when the user binds (the password policy's
+/// failure time, its lock) keeps every other user's remembered success: only that user's
+/// next login goes back to the directory, and the lock is seen there at once. A change to an
+/// attribute the filter tests still forgets everything, and a changed password is refused at
+/// the next request.
+#[test]
+fn a_write_to_one_users_entry_forgets_that_users_success_only() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut slapd = with_users(|users| {
+        Slapd::start_with_lockout(&dir.path().join("slapd"), users).with_syncprov()
+    });
+    slapd.log_operations();
+    let (alice, bob) = (format!("uid=alice,{PEOPLE}"), format!("uid=bob,{PEOPLE}"));
+    let conf = conf(
+        dir.path(),
+        &slapd.url(),
+        "ldap_filter: (|(uid=%u)(mail=%u))\n",
+    );
+    let (d, auth) = daemon(&conf, &["-c"]);
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    d.wait_for_log("following the directory's changes", 1);
+    // Both successes remembered while the stream is live.
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK");
+    let searched = |uid: &str| {
+        let filter = format!("filter=\"(|(uid={uid})(mail={uid}))\"");
+        slapd.log().matches(&filter).count()
+    };
+    let costs = |dn: &str, uid: &str| (searched(uid), slapd.binds_as(dn));
+    let alice_before = costs(&alice, "alice");
+    let one_entry = |d: &Daemon| d.log_text().matches("to one user's entry").count();
+
+    // A wrong password for bob: slapd writes pwdFailureTime to bob's entry and pushes it.
+    after_the_push(&d, || assert_eq!(d.ask("bob", "wrong", "smtp", ""), "NO"));
+    assert_eq!(one_entry(&d), 1, "{}", d.log_text());
+    // Bob's right password goes to the directory (a bind; the search is remembered), and
+    // the success clears the failure time: another write to bob's entry.
+    let bob_before = costs(&bob, "bob");
+    after_the_push(&d, || assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK"));
+    assert_eq!(costs(&bob, "bob"), (bob_before.0, bob_before.1 + 1));
+    assert_eq!(one_entry(&d), 2, "{}", d.log_text());
+    // Remembered again, then served from memory.
+    assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK");
+    let bob_before = costs(&bob, "bob");
+    assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK");
+    assert!(dovecot_plain(&auth, "bob", "bob-pw").starts_with("OK"));
+    assert_eq!(costs(&bob, "bob"), bob_before, "bob from memory");
+
+    // Two wrong passwords lock bob (pwdMaxFailure 2): his remembered success is forgotten
+    // with the write, and the directory says locked.
+    for wrong in ["wrong1", "wrong2"] {
+        after_the_push(&d, || assert_eq!(d.ask("bob", wrong, "smtp", ""), "NO"));
+    }
+    refused_as_locked(&d, &auth, "bob", "bob-pw");
+
+    // All the while alice's success stood, and cost the directory nothing.
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    assert!(dovecot_plain(&auth, "alice", "alice-pw").starts_with("OK"));
+    assert_eq!(
+        costs(&alice, "alice"),
+        alice_before,
+        "alice from memory: {}",
+        slapd.log()
+    );
+    let one_entry_writes = one_entry(&d);
+    assert!(one_entry_writes >= 4, "{}", d.log_text());
+
+    // Bob's mail, which the filter tests, becomes "alice": that forgets everything, and the
+    // next request for alice finds two entries.
+    let set_bobs_mail = |mail: &str| {
+        slapd.modify(&format!(
+            "dn: {bob}\nchangetype: modify\nreplace: mail\nmail: {mail}\n"
+        ))
+    };
+    after_the_push(&d, || set_bobs_mail("alice"));
+    assert_eq!(one_entry(&d), one_entry_writes, "{}", d.log_text());
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "NO",
+        "{}",
+        d.log_text()
+    );
+    after_the_push(&d, || set_bobs_mail("bob@example.net"));
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+
+    // A changed password (a write to alice's entry alone) is refused at the next request.
+    change_alice_password(
+        |new| {
+            after_the_push(&d, || slapd.passwd("alice", new));
+        },
+        &d,
+        &auth,
+        "alice-pw",
+        "changed-pw",
     );
 }
 
@@ -1312,8 +1423,12 @@ fn followed_changes_on_389_directory_server() {
             ))
         })
     };
+    let frank = format!("uid=frank,{PEOPLE}");
+    let frank_bound = ds.binds_as(&frank);
     change_alice_password(set_password, &d, &auth, "alice-pw", "changed-pw");
+    // A write to alice's entry alone: frank's success still stands.
     assert_eq!(d.ask("frank", "frank-pw", "smtp", ""), "OK");
+    assert_eq!(ds.binds_as(&frank), frank_bound, "frank from memory");
     let lock_push = after_the_push(&d, || lock_frank(&ds, "true"));
     assert_eq!(d.ask("frank", "frank-pw", "smtp", ""), "NO", "locked");
     assert!(dovecot_plain(&auth, "frank", "frank-pw").contains("code=user_disabled"));

@@ -73,15 +73,16 @@ impl Slapd {
     /// The same with the syncprov overlay: the server offers its changes (RFC 4533), as a
     /// replicated directory's servers do.
     pub fn start_with_syncprov(dir: &Path, users: &[(&str, &str, &str)]) -> Slapd {
-        Self::start_with(dir, users, None, false).with_overlay("syncprov")
+        Self::start_with(dir, users, None, false).with_syncprov()
     }
 
-    /// Restarts the server with `overlay` loaded on its database.
-    fn with_overlay(mut self, overlay: &str) -> Slapd {
+    /// This server restarted with the syncprov overlay on top of what it has (the password
+    /// policy, say).
+    pub fn with_syncprov(mut self) -> Slapd {
         let conf = std::fs::read_to_string(&self.conf).unwrap();
         let root = root().unwrap();
         let conf = format!(
-            "modulepath {}\nmoduleload {overlay}\n{conf}overlay {overlay}\n",
+            "modulepath {}\nmoduleload syncprov\n{conf}overlay syncprov\n",
             root.join("usr/lib/ldap").display()
         );
         std::fs::write(&self.conf, conf).unwrap();

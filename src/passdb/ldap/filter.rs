@@ -94,9 +94,65 @@ pub fn expand(pattern: &str, t: &Tokens<'_>) -> String {
     out
 }
 
+/// The attributes a filter pattern's items test (RFC 4515), lowercased, each once; `None`
+/// when one cannot be told from the pattern: a token where an attribute stands, or an
+/// extensible match without one (which tests every attribute).
+pub fn attributes(pattern: &str) -> Option<Vec<String>> {
+    let mut names: Vec<String> = Vec::new();
+    // An item starts the pattern (a filter without its parentheses) or follows a `(` that
+    // opens no `&`, `|`, `!` or nested filter; values hold no unescaped parenthesis.
+    let starts = std::iter::once(0).chain(
+        pattern
+            .match_indices('(')
+            .map(|(i, _)| i + 1)
+            .filter(|&i| !pattern[i..].starts_with(['&', '|', '!', '('])),
+    );
+    for start in starts {
+        let item = &pattern[start..];
+        if start == 0 && item.starts_with('(') {
+            continue;
+        }
+        let end = item.find(['=', '~', '<', '>', ':', ')'])?;
+        let name = &item[..end];
+        let valid = !item[end..].starts_with(')')
+            && !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | ';'));
+        if !valid {
+            return None;
+        }
+        let name = name.to_ascii_lowercase();
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    (!names.is_empty()).then_some(names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_attributes_a_filter_tests() {
+        let of = |p: &str| attributes(p).map(|a| a.join(" "));
+        assert_eq!(of("(uid=%u)").as_deref(), Some("uid"));
+        assert_eq!(
+            of("(&(objectClass=posixAccount)(|(uid=%U)(mail=%u))(!(pwdAccountLockedTime=*)))")
+                .as_deref(),
+            Some("objectclass uid mail pwdaccountlockedtime")
+        );
+        assert_eq!(of("uid=%u").as_deref(), Some("uid"));
+        assert_eq!(of("(&(UID=%u)(uid>=a)(cn~=%u))").as_deref(), Some("uid cn"));
+        assert_eq!(of("(mail:caseExactMatch:=%u)").as_deref(), Some("mail"));
+        // Tokens where an attribute stands, an extensible match on every attribute, garbage.
+        assert_eq!(of("(%s=%u)"), None);
+        assert_eq!(of("(:dn:2.5.13.5:=%u)"), None);
+        assert_eq!(of("(uid)"), None);
+        assert_eq!(of(""), None);
+        assert_eq!(of("(&)"), None);
+    }
 
     fn t<'a>(user: &'a str, realm: &'a str) -> Tokens<'a> {
         Tokens {

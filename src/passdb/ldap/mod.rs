@@ -151,6 +151,7 @@ impl Ldap {
             && conf.auth_method == AuthMethod::Bind
             && !conf.search_base.contains('%')
             && conf.deref == Deref::Never;
+        let changes = follows.then(|| Arc::new(follow::Changes::new(&conf.filter)));
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(op_timeout)
             .set_starttls(conf.start_tls);
@@ -182,7 +183,7 @@ impl Ldap {
             binders: Mutex::new(Vec::new()),
             decoy_rdn: format!("cn=saslauthd-rs decoy {:016x}", crate::secret::random_u64()),
             decoy_value: Mutex::new(None),
-            changes: follows.then(|| Arc::new(follow::Changes::new())),
+            changes,
             following: OnceLock::new(),
             found: Mutex::new(HashMap::new()),
         })
@@ -265,6 +266,7 @@ impl Ldap {
         // Followed only with a base without tokens and one scope: the filter alone says
         // what a search finds.
         let filter = expand(&self.conf.filter, tokens);
+        let changes = self.changes.as_ref().expect("followed");
         let dn = match self.found(&filter, generation) {
             Some(dn) => dn,
             None => {
@@ -272,11 +274,16 @@ impl Ldap {
                     .find_by(&filter, tokens, vec!["1.1".into()])
                     .await?
                     .map(|e| e.dn);
+                if let Some(dn) = &dn {
+                    changes.found_user(dn);
+                }
                 self.remember(filter, generation, dn.clone());
                 dn
             }
         };
-        Ok((dn, format!("generation {generation}")))
+        // The entry's own changes count for its cached success too (follow's doc).
+        let own = dn.as_deref().map_or(0, |dn| changes.own(dn));
+        Ok((dn, format!("generation {generation} {own}")))
     }
 
     /// The settings.
