@@ -1017,6 +1017,21 @@ fn a_restarted_server_costs_no_request() {
     assert!(!d.log_text().contains("auth error"), "{}", d.log_text());
 }
 
+/// [`daemon`] once it follows the directory's changes: alice's login starts the stream, and
+/// her next one, once the stream is live, is remembered.
+fn following(conf: &Path, extra: &[&str]) -> (Daemon, PathBuf) {
+    let (d, auth) = daemon(conf, extra);
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    d.wait_for_log("following the directory's changes", 1);
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    (d, auth)
+}
+
 /// The searches for `uid` slapd has seen (with operations logged).
 fn searches_for(slapd: &Slapd, uid: &str) -> usize {
     slapd
@@ -1082,10 +1097,7 @@ fn followed_changes_spare_the_search_and_reach_the_next_request() {
     // under the base changes; a new password refused old at once.
     let ldif = format!("dn: cn=alice again,{PEOPLE}\nchangetype: delete\n");
     slapd.modify(&ldif);
-    let (d, auth) = daemon(&conf, &["-c"]);
-    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
-    d.wait_for_log("following the directory's changes", 1);
-    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    let (d, auth) = following(&conf, &["-c"]);
     let (searched, bound) = (searches_for(&slapd, "alice"), slapd.binds_as(&alice));
     for _ in 0..10 {
         assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
@@ -1158,16 +1170,8 @@ fn a_write_to_one_users_entry_forgets_that_users_success_only() {
         &slapd.url(),
         "ldap_filter: (|(uid=%u)(mail=%u))\n",
     );
-    let (d, auth) = daemon(&conf, &["-c"]);
-    assert_eq!(
-        d.ask("alice", "alice-pw", "smtp", ""),
-        "OK",
-        "{}",
-        d.log_text()
-    );
-    d.wait_for_log("following the directory's changes", 1);
     // Both successes remembered while the stream is live.
-    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    let (d, auth) = following(&conf, &["-c"]);
     assert_eq!(d.ask("bob", "bob-pw", "smtp", ""), "OK");
     let searched = |uid: &str| {
         let filter = format!("filter=\"(|(uid={uid})(mail={uid}))\"");
@@ -1241,6 +1245,45 @@ fn a_write_to_one_users_entry_forgets_that_users_success_only() {
         "alice-pw",
         "changed-pw",
     );
+}
+
+/// A filter may test an attribute that `ldap_bind_dn` can search but not read (an ACL's
+/// `search` level): the change stream does not see it, so a write to such an entry forgets
+/// everything, and a user the filter no longer finds is refused at the next request.
+#[test]
+fn a_filter_attribute_the_searcher_cannot_read_still_reaches_the_next_request() {
+    if !ldap::available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let slapd = with_users(|users| {
+        Slapd::start_with_syncprov(&dir.path().join("slapd"), users).with_acl(&format!(
+            "access to attrs=employeeType by dn.exact=\"{SEARCHER}\" search by * none"
+        ))
+    });
+    let alice = format!("uid=alice,{PEOPLE}");
+    let employee_type = |value: &str| {
+        slapd.modify(&format!(
+            "dn: {alice}\nchangetype: modify\nreplace: employeeType\nemployeeType: {value}\n"
+        ))
+    };
+    employee_type("mail");
+    let filter = "ldap_filter: (&(uid=%u)(employeeType=mail))\n";
+    let (d, _auth) = following(&conf(dir.path(), &slapd.url(), filter), &[]);
+    after_the_push(&d, || employee_type("none"));
+    assert_eq!(
+        d.ask("alice", "alice-pw", "smtp", ""),
+        "NO",
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        !d.log_text().contains("to one user's entry"),
+        "{}",
+        d.log_text()
+    );
+    after_the_push(&d, || employee_type("mail"));
+    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
 }
 
 #[test]
@@ -1401,11 +1444,8 @@ fn followed_changes_on_389_directory_server() {
     }
     let dir = tempfile::tempdir().unwrap();
     let ds = start_389(dir.path()).with_content_sync();
-    let (d, auth) = daemon(&conf(dir.path(), &ds.url(), ""), &["-c"]);
-    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
-    d.wait_for_log("following the directory's changes", 1);
     // Learnt once the stream is live.
-    assert_eq!(d.ask("alice", "alice-pw", "smtp", ""), "OK");
+    let (d, auth) = following(&conf(dir.path(), &ds.url(), ""), &["-c"]);
     assert_eq!(d.ask("frank", "frank-pw", "smtp", ""), "OK");
     let alice = format!("uid=alice,{PEOPLE}");
     let bound = ds.binds_as(&alice);

@@ -90,6 +90,19 @@ impl Slapd {
         self
     }
 
+    /// This server restarted with `acl` (an `access to` line) ahead of the catch-all one.
+    pub fn with_acl(mut self, acl: &str) -> Slapd {
+        let conf = std::fs::read_to_string(&self.conf).unwrap();
+        let conf = conf.replacen(
+            "access to * by * read\n",
+            &format!("{acl}\naccess to * by * read\n"),
+            1,
+        );
+        std::fs::write(&self.conf, conf).unwrap();
+        self.restart();
+        self
+    }
+
     fn start_with(
         dir: &Path,
         users: &[(&str, &str, &str)],

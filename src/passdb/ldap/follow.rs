@@ -17,14 +17,15 @@
 //! client guessing one user's password would send every other user's login back to a search
 //! and a bind. So the stream asks for the attributes `ldap_filter` tests
 //! ([`filter::attributes`](super::filter::attributes)) and keeps, for every entry under the
-//! base, a keyed digest of its DN and those attributes (by the entry's sync UUID). A push that
-//! *modifies* an entry the stream knows, leaving that digest as it was, cannot change what any
-//! filter finds; when it is also an entry a search for a user found (not a password policy, a
+//! base that carries every one of them, a keyed digest of its DN and those attributes (by the
+//! entry's sync UUID). A push that *modifies* an entry the stream knows, leaving that digest
+//! as it was, cannot change what any filter finds; when it is also an entry a search for a user found (not a password policy, a
 //! group or a role, whose changes reach other entries' binds), it moves on only that entry's
 //! own generation, which the cache's slot for it carries beside the shared one. Everything
 //! else (an entry added, renamed or deleted, a changed filter attribute, an entry the stream
-//! did not know, a set of UUIDs, a push without its attributes or its Sync State control)
-//! forgets everything as before.
+//! did not know, one that lacks a filter attribute or hides it from `ldap_bind_dn` — a filter
+//! may test what the searcher can search but not read —, a set of UUIDs, a push without its
+//! Sync State control) forgets everything as before.
 //!
 //! Nothing is remembered unless the stream is known to be live: the refresh phase is over,
 //! the connection is open, and the server answered a heartbeat (a WhoAmI) within
@@ -159,10 +160,14 @@ impl Changes {
         entries.users.insert(dn.to_lowercase());
     }
 
-    /// The digest of an entry's DN and filter attributes, when it carries one of them (a
-    /// server that sends a push without the attributes asked for tells nothing of them).
+    /// The digest of an entry's DN and filter attributes (with their options: `cn;lang-en`
+    /// is `cn`), when the entry carries every attribute the filter tests. One it lacks may be
+    /// absent, or searchable by `ldap_bind_dn` but not readable, or come back under another
+    /// name (an alias, an OID, a subtype of the one asked for): its changes cannot be seen,
+    /// so such an entry has no digest and its changes forget everything.
     fn digest(&self, entry: &SearchEntry) -> Option<u64> {
         let wanted = self.filter_attrs.as_ref()?;
+        let base = |name: &str| name.split(';').next().unwrap_or_default().to_owned();
         let mut attrs: Vec<(String, Vec<&[u8]>)> = entry
             .attrs
             .iter()
@@ -177,9 +182,10 @@ impl Changes {
                 values.sort_unstable();
                 (name.to_ascii_lowercase(), values)
             })
-            .filter(|(name, values)| wanted.contains(name) && !values.is_empty())
+            .filter(|(name, values)| wanted.contains(&base(name)) && !values.is_empty())
             .collect();
-        if attrs.is_empty() {
+        let carries = |want: &String| attrs.iter().any(|(name, _)| base(name) == *want);
+        if !wanted.iter().all(carries) {
             return None;
         }
         attrs.sort_unstable();
@@ -677,6 +683,7 @@ mod tests {
         // Everything else forgets everything: a filter attribute changed (then known as it is
         // now), the entry renamed, deleted, one added, a new entry's first change.
         let changed = [("mail", "alice"), ("uid", "bob")];
+        let policy = [("uid", "p"), ("mail", "p@x")];
         for (message, what) in [
             (bob(MODIFY, &changed), "a filter attribute"),
             (bob(MODIFY, &changed[..1]), "one of them gone"),
@@ -686,11 +693,11 @@ mod tests {
             ),
             (bob(DELETE, &[]), "deleted"),
             (
-                pushed_entry(ADD, 3, "cn=policy,dc=example,dc=org", &[("uid", "p")]),
+                pushed_entry(ADD, 3, "cn=policy,dc=example,dc=org", &policy),
                 "added",
             ),
             (
-                pushed_entry(MODIFY, 3, "cn=policy,dc=example,dc=org", &[("uid", "p")]),
+                pushed_entry(MODIFY, 3, "cn=policy,dc=example,dc=org", &policy),
                 "not a user's",
             ),
             (
@@ -702,8 +709,24 @@ mod tests {
             assert_eq!(changes.pushed(message), Changed::Everything, "{what}");
             assert_ne!(changes.now(), before, "{what}");
         }
-        let alice = || pushed_entry(MODIFY, 1, ALICE, &[("uid", "alice"), ("mail", "a@x")]);
-        assert_eq!(changes.pushed(alice()), Changed::OneEntry);
+        let alice = |attrs: &[(&str, &str)]| pushed_entry(MODIFY, 1, ALICE, attrs);
+        let both = [("uid", "alice"), ("mail", "a@x")];
+        assert_eq!(changes.pushed(alice(&both)), Changed::OneEntry);
+        // An attribute with an option is the attribute.
+        let tagged = [("uid", "alice"), ("mail;x-home", "a@x")];
+        assert_eq!(
+            changes.pushed(alice(&tagged)),
+            Changed::Everything,
+            "a new value"
+        );
+        assert_eq!(changes.pushed(alice(&tagged)), Changed::OneEntry);
+        // An entry without one of the filter's attributes (absent, or searchable by the
+        // searcher but not readable, so that a change to it would not show): every write
+        // to it forgets everything, however often it comes the same.
+        for _ in 0..2 {
+            let hidden = alice(&[("uid", "alice")]);
+            assert_eq!(changes.pushed(hidden), Changed::Everything, "one missing");
+        }
 
         // A push without attributes the filter tests, or without its control: nothing can be
         // told of it, and one without the control spoils what is known until a new stream.
