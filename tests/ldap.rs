@@ -695,19 +695,76 @@ fn what_a_bad_saslauthd_conf_gets() {
     assert!(started.elapsed() < Duration::from_secs(4));
 }
 
+/// A server that demands a client certificate (`TLSVerifyClient demand`): `ldap_tls_cert`
+/// and `ldap_tls_key` give it one, over ldaps:// and StartTLS; without them, an internal
+/// error. The CA comes from an `ldap_tls_cacert_dir` laid out as OpenSSL's `c_rehash` lays it
+/// out (the subject hash's name only), and Cyrus's saslauthd answers alike on the same file.
+#[test]
+fn client_certificates_and_a_hashed_ca_directory() {
+    if !ldap::available() || common::peer("openssl").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let (ca, cert, key) = certificates(&pki, "right", "IP:127.0.0.1,DNS:localhost");
+    let (client_cert, client_key) =
+        issue(&pki, "right", "saslauthd", "extendedKeyUsage=clientAuth");
+    let slapd = with_users(|users| {
+        Slapd::start(&dir.path().join("slapd"), users, Some((&ca, &cert, &key)))
+    })
+    .with_global("TLSVerifyClient demand");
+    let hash = openssl(&["x509", "-hash", "-noout", "-in", &path_str(&ca)]);
+    let ca_dir = dir.path().join("ca-dir");
+    std::fs::create_dir_all(&ca_dir).unwrap();
+    std::fs::copy(&ca, ca_dir.join(format!("{}.0", hash.trim()))).unwrap();
+    let tls = |client: bool| {
+        let mut lines = format!(
+            "ldap_tls_check_peer: yes\nldap_tls_cacert_dir: {}\n",
+            ca_dir.display()
+        );
+        if client {
+            lines += &format!(
+                "ldap_tls_cert: {}\nldap_tls_key: {}\n",
+                client_cert.display(),
+                client_key.display()
+            );
+        }
+        lines
+    };
+    let ldaps = format!("ldaps://127.0.0.1:{}/", slapd.ldaps_port);
+    for (servers, start_tls) in [(&ldaps, ""), (&slapd.url(), "ldap_start_tls: yes\n")] {
+        let with = conf(dir.path(), servers, &format!("{start_tls}{}", tls(true)));
+        let (d, _) = daemon(&with, &[]);
+        let what = format!("{servers} {start_tls}");
+        answers(
+            &d,
+            &[("alice", "alice-pw", "OK"), ("alice", "wrong", "NO")],
+            || what.clone(),
+        );
+        drop(d);
+        let without = conf(dir.path(), servers, &format!("{start_tls}{}", tls(false)));
+        let (d, _) = daemon(&without, &[]);
+        assert_eq!(
+            d.ask("alice", "alice-pw", "smtp", ""),
+            "NO internal mechanism failure",
+            "{what}without a client certificate"
+        );
+    }
+    let with = conf(dir.path(), &ldaps, &tls(true));
+    let table = [("alice", "alice-pw", "OK"), ("alice", "wrong", "NO")];
+    cyrus_agrees(
+        &[],
+        &with,
+        &dir.path().join("cyrus"),
+        &table,
+        "slapd demanding a client certificate",
+    );
+}
+
 /// A CA and a server certificate for `san` (openssl), in `dir`: (ca.pem, cert.pem, key.pem).
 fn certificates(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::create_dir_all(dir).unwrap();
     let p = |f: &str| dir.join(format!("{name}-{f}"));
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl").args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
     openssl(&[
         "req",
         "-x509",
@@ -719,41 +776,70 @@ fn certificates(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf, PathBuf
         "-subj",
         "/CN=Test CA",
         "-keyout",
-        &s(&p("ca.key")),
+        &path_str(&p("ca.key")),
         "-out",
-        &s(&p("ca.pem")),
+        &path_str(&p("ca.pem")),
     ]);
+    let (cert, key) = issue(dir, name, "ldap", &format!("subjectAltName={san}"));
+    (p("ca.pem"), cert, key)
+}
+
+/// A key and a certificate for `/CN={cn}` with the extension lines `ext`, signed by the CA
+/// [`certificates`] made for `name` in `dir`: (`{name}-{cn}-cert.pem`, its key), or for
+/// `cn` "ldap" (`{name}-cert.pem`, `{name}-key.pem`).
+fn issue(dir: &Path, name: &str, cn: &str, ext: &str) -> (PathBuf, PathBuf) {
+    let prefix = match cn {
+        "ldap" => name.to_owned(),
+        _ => format!("{name}-{cn}"),
+    };
+    let p = |f: &str| dir.join(format!("{prefix}-{f}"));
+    let ca = |f: &str| path_str(&dir.join(format!("{name}-ca.{f}")));
     openssl(&[
         "req",
         "-newkey",
         "rsa:2048",
         "-nodes",
         "-subj",
-        "/CN=ldap",
+        &format!("/CN={cn}"),
         "-keyout",
-        &s(&p("key.pem")),
+        &path_str(&p("key.pem")),
         "-out",
-        &s(&p("req.pem")),
+        &path_str(&p("req.pem")),
     ]);
-    std::fs::write(p("ext"), format!("subjectAltName={san}\n")).unwrap();
+    std::fs::write(p("ext"), format!("{ext}\n")).unwrap();
     openssl(&[
         "x509",
         "-req",
         "-in",
-        &s(&p("req.pem")),
+        &path_str(&p("req.pem")),
         "-CA",
-        &s(&p("ca.pem")),
+        &ca("pem"),
         "-CAkey",
-        &s(&p("ca.key")),
+        &ca("key"),
         "-CAcreateserial",
         "-days",
         "2",
         "-extfile",
-        &s(&p("ext")),
+        &path_str(&p("ext")),
         "-out",
-        &s(&p("cert.pem")),
+        &path_str(&p("cert.pem")),
     ]);
-    (p("ca.pem"), p("cert.pem"), p("key.pem"))
+    (p("cert.pem"), p("key.pem"))
+}
+
+/// `openssl ARGS`, which must succeed; its standard output.
+fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_str().unwrap().to_owned()
 }
 
 #[test]

@@ -78,27 +78,34 @@ impl Slapd {
 
     /// This server restarted with the syncprov overlay on top of what it has (the password
     /// policy, say).
-    pub fn with_syncprov(mut self) -> Slapd {
-        let conf = std::fs::read_to_string(&self.conf).unwrap();
+    pub fn with_syncprov(self) -> Slapd {
         let root = root().unwrap();
-        let conf = format!(
-            "modulepath {}\nmoduleload syncprov\n{conf}overlay syncprov\n",
-            root.join("usr/lib/ldap").display()
-        );
-        std::fs::write(&self.conf, conf).unwrap();
-        self.restart();
-        self
+        let modules = root.join("usr/lib/ldap");
+        self.reconfigured(|conf| {
+            format!(
+                "modulepath {}\nmoduleload syncprov\n{conf}overlay syncprov\n",
+                modules.display()
+            )
+        })
     }
 
     /// This server restarted with `acl` (an `access to` line) ahead of the catch-all one.
-    pub fn with_acl(mut self, acl: &str) -> Slapd {
+    pub fn with_acl(self, acl: &str) -> Slapd {
+        self.reconfigured(|conf| {
+            let all = "access to * by * read\n";
+            conf.replacen(all, &format!("{acl}\n{all}"), 1)
+        })
+    }
+
+    /// This server restarted with `line`, a global directive (`TLSVerifyClient demand`).
+    pub fn with_global(self, line: &str) -> Slapd {
+        self.reconfigured(|conf| format!("{line}\n{conf}"))
+    }
+
+    /// This server restarted on its slapd.conf as `change` rewrites it.
+    fn reconfigured(mut self, change: impl FnOnce(String) -> String) -> Slapd {
         let conf = std::fs::read_to_string(&self.conf).unwrap();
-        let conf = conf.replacen(
-            "access to * by * read\n",
-            &format!("{acl}\naccess to * by * read\n"),
-            1,
-        );
-        std::fs::write(&self.conf, conf).unwrap();
+        std::fs::write(&self.conf, change(conf)).unwrap();
         self.restart();
         self
     }

@@ -1165,7 +1165,9 @@ mod tls {
                     .map_err(|e| format!("ldap_tls_cacert_dir {}: {e}", dir.display()))?;
                 for entry in entries.flatten() {
                     let path = entry.path();
-                    if path.extension().is_some_and(|x| x == "pem" || x == "crt") {
+                    if path.extension().is_some_and(|x| x == "pem" || x == "crt")
+                        || hashed_name(&path)
+                    {
                         files.push(path);
                     }
                 }
@@ -1208,6 +1210,22 @@ mod tls {
             }
             _ => Ok(builder.with_no_client_auth()),
         }
+    }
+
+    /// A name of OpenSSL's CA directory layout, which libldap's `TLS_CACERTDIR` reads and
+    /// `c_rehash` (`openssl rehash`) makes: the subject's hash, a dot, a number
+    /// (`5f3c1a2b.0`). Revocation lists (`5f3c1a2b.r0`) are not certificates.
+    fn hashed_name(path: &std::path::Path) -> bool {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        name.split_once('.').is_some_and(|(hash, n)| {
+            hash.len() == 8
+                && hash.bytes().all(|b| b.is_ascii_hexdigit())
+                && !n.is_empty()
+                && n.bytes().all(|b| b.is_ascii_digit())
+        })
     }
 
     /// `ldap_tls_check_peer: no` (Cyrus's default): the server's certificate is not checked.
@@ -1258,6 +1276,26 @@ mod tls {
             rustls::crypto::ring::default_provider()
                 .signature_verification_algorithms
                 .supported_schemes()
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn the_names_of_a_rehashed_ca_directory() {
+            let hashed = |name: &str| super::hashed_name(std::path::Path::new(name));
+            assert!(hashed("/etc/ssl/certs/5f3c1a2b.0"));
+            assert!(hashed("ABCDEF01.12"));
+            // A revocation list, a short or non-hex hash, no number, no dot.
+            for name in [
+                "5f3c1a2b.r0",
+                "5f3c1a2.0",
+                "5f3c1a2g.0",
+                "5f3c1a2b.",
+                "5f3c1a2b",
+            ] {
+                assert!(!hashed(name), "{name}");
+            }
         }
     }
 }
