@@ -706,8 +706,14 @@ fn slowloris_connections_keep_memory_small() {
     drop(held);
     std::thread::sleep(Duration::from_millis(1000));
     let after = rss_kib(daemon.pid());
-    eprintln!("slowloris: 2,000 + 2,000 connections: RSS {before} KiB -> {peak} KiB -> {after} KiB after they closed");
-    assert!(peak < 16 * 1024, "{peak} KiB with 4,000 slow connections");
+    let added = peak.saturating_sub(before);
+    let each = added as f64 / 4000.0;
+    eprintln!("slowloris: 2,000 + 2,000 connections: RSS {before} KiB -> {peak} KiB ({each:.1} KiB each) -> {after} KiB after they closed");
+    // What they add, not the total: the daemon's own pages at start vary with the build.
+    assert!(
+        added < 11 * 1024,
+        "{before} KiB -> {peak} KiB with 4,000 slow connections"
+    );
     assert_eq!(daemon.ask("alice", "secret", "smtp", "example.org"), "OK");
 }
 
