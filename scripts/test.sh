@@ -62,7 +62,8 @@ cargo clippy --all-targets -- -D warnings
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-SASLAUTHD_RS_REQUIRE_PEERS=1 cargo test 2>&1 | tee "$log"
+# Every test binary runs even after one fails, so one failure hides no other suite's result.
+SASLAUTHD_RS_REQUIRE_PEERS=1 cargo test --no-fail-fast 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # The packages: cargo install, make install, the .deb installed and removed, the .rpm.
