@@ -19,13 +19,14 @@
 //! ([`filter::attributes`](super::filter::attributes)) and keeps, for every entry under the
 //! base that carries every one of them, a keyed digest of its DN and those attributes (by the
 //! entry's sync UUID). A push that *modifies* an entry the stream knows, leaving that digest
-//! as it was, cannot change what any filter finds; when it is also an entry a search for a user found (not a password policy, a
-//! group or a role, whose changes reach other entries' binds), it moves on only that entry's
-//! own generation, which the cache's slot for it carries beside the shared one. Everything
-//! else (an entry added, renamed or deleted, a changed filter attribute, an entry the stream
-//! did not know, one that lacks a filter attribute or hides it from `ldap_bind_dn` — a filter
-//! may test what the searcher can search but not read —, a set of UUIDs, a push without its
-//! Sync State control) forgets everything as before.
+//! as it was, cannot change what any filter finds; when it is also an entry a search for a
+//! user found (not a password policy, a group or a role, whose changes reach other entries'
+//! binds), it moves on only that entry's own generation, which the cache's slot for it
+//! carries beside the shared one. Everything else (an entry added, renamed or deleted, a
+//! changed filter attribute, an entry the stream did not know, one that lacks a filter
+//! attribute or hides it from `ldap_bind_dn` — a filter may test what the searcher can
+//! search but not read —, a set of UUIDs, a push without its Sync State control) forgets
+//! everything as before.
 //!
 //! Nothing is remembered unless the stream is known to be live: the refresh phase is over,
 //! the connection is open, and the server answered a heartbeat (a WhoAmI) within
@@ -147,17 +148,18 @@ impl Changes {
     /// The generation of the entry at `dn`'s own changes (0 for none yet): a cached success
     /// for it is used only while this is the same too.
     pub(super) fn own(&self, dn: &str) -> u64 {
-        let entries = self.entries();
-        entries.own.get(&dn.to_lowercase()).copied().unwrap_or(0)
+        let dn = dn.to_lowercase();
+        self.entries().own.get(&dn).copied().unwrap_or(0)
     }
 
     /// A search for a user found the entry at `dn`.
     pub(super) fn found_user(&self, dn: &str) {
+        let dn = dn.to_lowercase();
         let mut entries = self.entries();
         if entries.users.len() >= USER_ENTRIES {
             entries.users.clear();
         }
-        entries.users.insert(dn.to_lowercase());
+        entries.users.insert(dn);
     }
 
     /// The digest of an entry's DN and filter attributes (with their options: `cn;lang-en`
@@ -224,17 +226,19 @@ impl Changes {
                 ))
             });
         let entry = guard::unpanicked(|| SearchEntry::construct(message)).ok();
-        let mut entries = self.entries();
         let Some(((uuid, state), entry)) = state.zip(entry) else {
             // An entry the stream cannot place: what is known is no longer the whole base.
+            let mut entries = self.entries();
             entries.spoiled = true;
             entries.complete = false;
             entries.known.clear();
             return Changed::Everything;
         };
+        // Worked out before the lock, which every followed login takes too (`own`).
         let digest = self.digest(&entry);
         let dn = entry.dn.to_lowercase();
         let uuid = u128::from_be_bytes(uuid);
+        let mut entries = self.entries();
         if let EntryState::Delete = state {
             entries.known.remove(&uuid);
             return Changed::Everything;

@@ -243,7 +243,8 @@ impl Ldap {
         tokens: &Tokens<'_>,
         cached: bool,
     ) -> Result<(Option<String>, String), PassdbError> {
-        let Some(generation) = self.changes.as_ref().and_then(|c| c.now()) else {
+        let followed = self.changes.as_ref().and_then(|c| Some((c, c.now()?)));
+        let Some((changes, generation)) = followed else {
             let attrs = match cached {
                 true => vec!["entryCSN".into(), "modifyTimestamp".into()],
                 false => vec!["1.1".into()],
@@ -266,7 +267,6 @@ impl Ldap {
         // Followed only with a base without tokens and one scope: the filter alone says
         // what a search finds.
         let filter = expand(&self.conf.filter, tokens);
-        let changes = self.changes.as_ref().expect("followed");
         let dn = match self.found(&filter, generation) {
             Some(dn) => dn,
             None => {
