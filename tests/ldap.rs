@@ -785,14 +785,9 @@ fn certificates(dir: &Path, name: &str, san: &str) -> (PathBuf, PathBuf, PathBuf
 }
 
 /// A key and a certificate for `/CN={cn}` with the extension lines `ext`, signed by the CA
-/// [`certificates`] made for `name` in `dir`: (`{name}-{cn}-cert.pem`, its key), or for
-/// `cn` "ldap" (`{name}-cert.pem`, `{name}-key.pem`).
+/// [`certificates`] made for `name` in `dir`: (`{name}-{cn}-cert.pem`, its key).
 fn issue(dir: &Path, name: &str, cn: &str, ext: &str) -> (PathBuf, PathBuf) {
-    let prefix = match cn {
-        "ldap" => name.to_owned(),
-        _ => format!("{name}-{cn}"),
-    };
-    let p = |f: &str| dir.join(format!("{prefix}-{f}"));
+    let p = |f: &str| dir.join(format!("{name}-{cn}-{f}"));
     let ca = |f: &str| path_str(&dir.join(format!("{name}-ca.{f}")));
     openssl(&[
         "req",
