@@ -259,6 +259,17 @@ fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
 /// from then on; requests in flight finish on the old one, and the sockets stay open. A
 /// configuration that does not load changes nothing (the error is logged). The work runs on
 /// a blocking thread: opening a large sasldb2 takes a while.
+/// Waits for a task the daemon cannot serve without; its panic is the daemon's, as it was when
+/// the task ran on this thread.
+async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
+    match task.await {
+        Ok(done) => done,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Only a runtime that is shutting down cancels a task, and it cannot while this runs.
+        Err(e) => panic!("{e}"),
+    }
+}
+
 async fn reload_on_hangup(
     hangups: Option<tokio::signal::unix::Signal>,
     started: &Config,
@@ -622,22 +633,29 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             stop.clone().cancelled_owned(),
         ));
         let more = async move { while more.join_next().await.is_some() {} };
-        let mux = server::saslauthd::serve_saslauthd(
+        // The accept loops run on the runtime's workers, not on this thread (block_on's,
+        // which is none of them): a connection is then spawned onto the worker that accepted
+        // it and runs there, where from here every accept would wake a worker and every
+        // readiness of the listener would wake this thread.
+        let mux = tokio::spawn(server::saslauthd::serve_saslauthd(
             listener,
             Arc::clone(&auth),
             limits,
             stop.clone().cancelled_owned(),
-        );
+        ));
+        let dove = dovecot.map(|l| {
+            tokio::spawn(server::dovecot::serve_dovecot(
+                l,
+                Arc::clone(&auth),
+                dovecot_limits,
+                options,
+                stop.clone().cancelled_owned(),
+            ))
+        });
+        let mux = joined(mux);
         let dove = async {
-            if let Some(l) = dovecot {
-                server::dovecot::serve_dovecot(
-                    l,
-                    Arc::clone(&auth),
-                    dovecot_limits,
-                    options,
-                    stop.clone().cancelled_owned(),
-                )
-                .await;
+            if let Some(dove) = dove {
+                joined(dove).await;
             }
         };
         // Handlers first, then let the signals through: one that came while starting is
