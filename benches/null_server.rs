@@ -1,8 +1,8 @@
 //! Do-nothing servers of both protocols, for the benchmarks: they frame requests as a real
-//! server must and answer success without checking anything, on the same tokio runtime and
-//! with a task per connection, as saslauthd-rs does. What they reach is the limit this
-//! machine allows the protocol, generator included (`benches/compare-*.sh` runs them in the
-//! same run as the real servers).
+//! server must and answer success without checking anything, on the runtime saslauthd-rs has
+//! by default (one thread, the accept loop a task on it) and with a task per connection, as
+//! it does. What they reach is the limit this machine allows the protocol, generator included
+//! (`benches/compare-*.sh` runs them in the same run as the real servers).
 //!
 //! ```text
 //! cargo run --release --example null-server -- saslauthd /tmp/null/mux
@@ -83,16 +83,13 @@ async fn dovecot(mut stream: UnixStream) {
     }
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(protocol), Some(path)) = (args.next(), args.next()) else {
         eprintln!("usage: null-server saslauthd|dovecot SOCKET");
         std::process::exit(1);
     };
     let path = PathBuf::from(path);
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).expect("bind");
     let dovecot_protocol = match protocol.as_str() {
         "saslauthd" => false,
         "dovecot" => true,
@@ -101,14 +98,29 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+    // saslauthd-rs's default runtime: one thread, the accept loop a task on it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind");
+        let accept = async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                if dovecot_protocol {
+                    tokio::spawn(dovecot(stream));
+                } else {
+                    tokio::spawn(saslauthd(stream));
+                }
+            }
         };
-        if dovecot_protocol {
-            tokio::spawn(dovecot(stream));
-        } else {
-            tokio::spawn(saslauthd(stream));
-        }
-    }
+        tokio::spawn(accept)
+            .await
+            .expect("the accept loop ends only with the process")
+    })
 }
