@@ -24,7 +24,7 @@ complete -c saslauthd-rs -l timeout -x -d 'Time a client has to send its request
 complete -c saslauthd-rs -l max-connections -x -d 'Open connections on the mux socket at most (default 4096)'
 complete -c saslauthd-rs -l shadow-file -r -F -d 'shadow(5) file for -a shadow (default: getspnam, i.e'
 complete -c saslauthd-rs -l pam-service -x -d 'PAM service for -a pam (default: the request\'s service)'
-complete -c saslauthd-rs -l threads -x -d 'Threads that answer requests (default 0: one per core)'
+complete -c saslauthd-rs -l threads -x -d 'Threads that serve the sockets (default 1; 0: one per core)'
 complete -c saslauthd-rs -l failure-delay -x -d 'Delay before a failure is answered, doubling per client address up to a 4.5 s cap (default 2; 0 = off)'
 complete -c saslauthd-rs -l dovecot-socket -r -F -d 'Also serve Dovecot\'s auth protocol there (Postfix smtpd_sasl_type = dovecot): PLAIN, LOGIN, and with sasldb CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256'
 complete -c saslauthd-rs -l dovecot-mechanisms -x -d 'The mechanisms that socket offers (comma- or space-separated; DIGEST-MD5 only when named here)'

@@ -161,8 +161,8 @@ pub const OPTIONS: &[OptDef] = &[
         Some("threads"),
         "n",
         ArgKind::Any,
-        "Threads that answer requests (default 0: one per core). With the directory on the \
-         same few cores, 1 may answer more: measure (BENCHMARKS.md).",
+        "Threads that serve the sockets (default 1; 0: one per core). Costly checks run beside \
+         them (-n); one thread answered the most on a 2-core host (BENCHMARKS.md).",
     ),
     OptDef::with(
         None,

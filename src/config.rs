@@ -8,7 +8,7 @@
 //! realm = "example.org"        # --realm; default: the host name
 //! combine_realm = false        # -r
 //! workers = 5                  # -n
-//! threads = 0                  # --threads; 0: one per core
+//! threads = 1                  # --threads; 0: one per core
 //! read_timeout = 10            # --timeout, seconds
 //! max_connections = 4096       # --max-connections (the mux socket)
 //! dovecot_max_connections = 4096    # --dovecot-max-connections (the Dovecot socket)
@@ -55,7 +55,8 @@ pub struct Config {
     pub combine_realm: bool,
     /// `-n`: how many blocking backend calls may run at once (Cyrus: worker processes).
     pub workers: usize,
-    /// `--threads`: the threads that answer requests (0: one per core). Read at start.
+    /// `--threads`: the threads that serve the sockets (default 1; 0: one per core). Read at
+    /// start.
     pub threads: usize,
     /// `-c`: the credential cache (used by the PAM and shadow passdbs; sasldb needs none).
     pub cache: bool,
@@ -206,7 +207,7 @@ impl Default for Config {
             realm: None,
             combine_realm: false,
             workers: 5,
-            threads: 0,
+            threads: 1,
             cache: false,
             cache_timeout: Duration::from_secs(60),
             cache_size_kb: 1024,
@@ -248,7 +249,7 @@ pub const KEYS: &[(&str, &str, &str)] = &[
     ("realm", "string", "The default realm (--realm). Default: the host name."),
     ("combine_realm", "bool", "Pass login@realm to the passdb (-r)."),
     ("workers", "integer", "Concurrent shadow/PAM checks and key derivations (-n). Default 5."),
-    ("threads", "integer", "Threads that answer requests (--threads); the costly checks -n bounds run beside them. Default 0: one per core. A restart, not a reload, changes it."),
+    ("threads", "integer", "Threads that serve the sockets (--threads); the costly checks -n bounds run beside them. Default 1, which answered the most on a 2-core host (BENCHMARKS.md); 0: one per core. A restart, not a reload, changes it."),
     ("cache", "bool", "The credential cache for shadow and PAM (-c)."),
     ("cache_timeout", "seconds", "A cache entry's lifetime (-t). Default 60."),
     ("cache_size_kb", "integer", "The cache's size in KiB (-s). Default 1024."),

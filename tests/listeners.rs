@@ -272,12 +272,14 @@ fn start_up_refuses_what_cannot_work() {
 }
 
 /// `--threads N`, or `threads = N` in the file (the flag wins): the runtime answers with N
-/// threads, by its own count in the start-up line; 0, the default, is one per core.
+/// threads, by its own count in the start-up line; the default is one, and 0 one per core.
 #[test]
 fn threads_set_how_many_threads_answer() {
     let cores = std::thread::available_parallelism().unwrap().get();
     for (config, flags, threads) in [
-        ("", vec![], cores),
+        ("", vec![], 1),
+        ("threads = 0\n", vec![], cores),
+        ("", vec!["--threads", "0"], cores),
         ("threads = 3\n", vec![], 3),
         ("threads = 3\n", vec!["--threads", "1"], 1),
     ] {
