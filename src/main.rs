@@ -535,7 +535,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     let auth = driver(config, passdb, realms, &host, None)?;
     let auth = Arc::new(Live::new(Arc::new(auth)));
     runtime.block_on(async {
-        let listener = tokio::net::UnixListener::from_std(listener)
+        let listener = server::saslauthd::MuxListener::new(listener)
             .map_err(|e| format!("cannot register the socket: {e}"))?;
         tracing::info!(
             "{program} {} listening on {}{} (passdb {}, realm default {}, threads {})",
@@ -576,7 +576,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             let what = listener.describe();
             match (listener.protocol, bound.try_clone()?) {
                 (Protocol::Saslauthd, Bound::Unix(l)) => {
-                    let l = tokio::net::UnixListener::from_std(l)
+                    let l = server::saslauthd::MuxListener::new(l)
                         .map_err(|e| format!("cannot register {what}: {e}"))?;
                     more.spawn(server::saslauthd::serve_saslauthd(
                         l, auth, limits, shutdown,

@@ -171,6 +171,37 @@ fn truncated_frames_are_closed_without_reply() {
     assert_eq!(d.ask("alice", "secret", "smtp", "example.org"), "OK");
 }
 
+/// A client that connects and waits, or sends its request in pieces, is answered as one that
+/// sends it at once: the daemon reads what has come and waits for the rest (and only then
+/// puts the connection in its reactor). Right and wrong passwords, and a reply after the
+/// longest wait allowed.
+#[test]
+fn requests_that_come_late_or_in_pieces_are_answered() {
+    let d = Daemon::start(USERS, &["--timeout", "3"]);
+    let right = frame(&[b"alice", b"secret", b"smtp", b"example.org"]);
+    let wrong = frame(&[b"alice", b"wrong", b"smtp", b"example.org"]);
+    for (request, pieces, expected) in [
+        (&right, vec![0], &b"\x00\x02OK"[..]),
+        (&right, vec![1, 7, 20], b"\x00\x02OK"),
+        (&wrong, vec![0, 3], b"\x00\x02NO"),
+        (&right, (0..right.len()).collect(), b"\x00\x02OK"),
+    ] {
+        let mut s = UnixStream::connect(&d.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut from = 0;
+        for cut in pieces {
+            s.write_all(&request[from..cut]).unwrap();
+            from = cut;
+            std::thread::sleep(Duration::from_millis(30));
+        }
+        s.write_all(&request[from..]).unwrap();
+        let mut reply = Vec::new();
+        let _ = s.read_to_end(&mut reply);
+        let reply = &reply[..reply.len().min(4)];
+        assert_eq!(reply, expected, "{:?}", String::from_utf8_lossy(request));
+    }
+}
+
 #[test]
 fn idle_connections_do_not_block_others() {
     // Cyrus with -n 5 stops answering after 5 idle clients; here 2,000 idle clients (the

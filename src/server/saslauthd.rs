@@ -3,23 +3,166 @@
 //! five fields) are the codec's; the verdict is the driver's.
 
 use std::future::Future;
-use std::io;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncWrite, AsyncWriteExt, Interest};
+use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{bind_socket, serve, Limits};
-use crate::auth::metrics::Protocol;
+use crate::auth::metrics::{ListenerCounts, Protocol};
 use crate::auth::{Live, Via};
 use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
 
-/// Binds `<run_dir>/mux` with `mode`, non-blocking, ready for `tokio::net::UnixListener::from_std`.
+/// Binds `<run_dir>/mux` with `mode`, non-blocking, ready for [`MuxListener::new`].
 pub fn bind(run_dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
     bind_socket(&saslauthd::socket_path(run_dir), mode, None)
+}
+
+/// The mux socket's listener. Its connections stay out of the reactor until one must be
+/// waited for: a client of this protocol writes its whole request right after connecting
+/// (libsasl2 does), so nearly every connection is read, answered and closed without being
+/// added to epoll and taken out again: two system calls of the eight a request cost. One that
+/// must be waited for is added then, with the same descriptor (the connection budget counts
+/// one a connection).
+#[derive(Debug)]
+pub struct MuxListener(AsyncFd<std::os::unix::net::UnixListener>);
+
+impl MuxListener {
+    /// Serves `listener` (from [`bind`], or the service manager's). Call inside the runtime.
+    #[allow(unsafe_code)]
+    pub fn new(listener: std::os::unix::net::UnixListener) -> io::Result<MuxListener> {
+        listener.set_nonblocking(true)?;
+        // SAFETY: the AsyncFd owns the listener, so its descriptor stays open and the same
+        // for as long as the registration lives.
+        unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
+            .map(MuxListener)
+            .map_err(io::Error::from)
+    }
+}
+
+impl super::Listen for MuxListener {
+    type Stream = MuxStream;
+    async fn next(&self, _: &ListenerCounts) -> io::Result<MuxStream> {
+        loop {
+            let mut ready = self.0.readable().await?;
+            if let Ok(accepted) = ready.try_io(|listener| accept(listener.get_ref())) {
+                return accepted;
+            }
+        }
+    }
+    fn name(&self) -> String {
+        self.0
+            .get_ref()
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            .unwrap_or_else(|| "unnamed".into())
+    }
+}
+
+/// The next connection, non-blocking from the start (`accept4`, where std's `accept` would
+/// need a second system call to say so).
+#[allow(unsafe_code)]
+fn accept(listener: &std::os::unix::net::UnixListener) -> io::Result<MuxStream> {
+    use nix::sys::socket::{accept4, SockFlag};
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = accept4(listener.as_raw_fd(), flags)?;
+    // SAFETY: accept4 has just returned this descriptor; nothing else owns it.
+    let socket = StdUnixStream::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    Ok(MuxStream {
+        reactor: OnceCell::new(),
+        socket,
+    })
+}
+
+/// A connection on the mux socket, added to the reactor the first time it must be waited for.
+#[derive(Debug)]
+pub struct MuxStream {
+    /// Declared before `socket`, so dropped first: the registration leaves epoll while the
+    /// descriptor it names is still open (and still this connection's).
+    reactor: OnceCell<AsyncFd<RawFd>>,
+    socket: StdUnixStream,
+}
+
+impl MuxStream {
+    #[allow(unsafe_code)]
+    fn register(&self) -> io::Result<AsyncFd<RawFd>> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        // SAFETY: `socket` owns the descriptor, never closes it before it is dropped, and is
+        // dropped after the registration (the fields' order).
+        unsafe { AsyncFd::register_with_interest(self.socket.as_raw_fd(), interest) }
+            .map_err(io::Error::from)
+    }
+
+    /// Runs `io` on the socket: at once while it is out of the reactor, and through the
+    /// reactor's readiness (which a `WouldBlock` clears) once it is in.
+    fn try_io<R>(&self, interest: Interest, io: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        match self.reactor.get() {
+            None => io(),
+            Some(reactor) => reactor.try_io(interest, |_| io()),
+        }
+    }
+}
+
+impl super::Connection for MuxStream {
+    async fn readable(&self) -> io::Result<()> {
+        let reactor = self
+            .reactor
+            .get_or_try_init(|| async { self.register() })
+            .await?;
+        reactor.readable().await?.retain_ready();
+        Ok(())
+    }
+    fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        self.try_io(Interest::READABLE, || {
+            // Zeroed rather than read into uninitialised room: a few dozen bytes, and no
+            // second copy of the password on the stack.
+            let filled = buf.len();
+            buf.resize(buf.capacity(), 0);
+            let read = (&self.socket).read(&mut buf[filled..]);
+            buf.truncate(filled + *read.as_ref().unwrap_or(&0));
+            read
+        })
+    }
+    fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        self.try_io(Interest::WRITABLE, || (&self.socket).write(data))
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.reactor.get().is_none() {
+            this.reactor = OnceCell::from(this.register()?);
+        }
+        let reactor = this.reactor.get().expect("registered above");
+        loop {
+            let mut ready = ready!(reactor.poll_write_ready(cx))?;
+            if let Ok(written) = ready.try_io(|_| (&this.socket).write(data)) {
+                return Poll::Ready(written);
+            }
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket.shutdown(std::net::Shutdown::Write))
+    }
 }
 
 /// Serves the saslauthd protocol on `listener` until `shutdown` completes.
