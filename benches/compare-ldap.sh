@@ -78,7 +78,7 @@ wait_socket "$tmp/null-mux"
 start cyrus /usr/sbin/saslauthd -a ldap -O "$tmp/saslauthd.conf" -d -n 5
 start ours "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0
 start cached "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 -c
-start one-thread "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 --threads 1
+start per-core "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 --threads 0
 start searching "$bin/saslauthd-rs" -a ldap -O "$tmp/searching.conf" -f --failure-delay 0
 start searching-cached "$bin/saslauthd-rs" -a ldap -O "$tmp/searching.conf" -f --failure-delay 0 -c
 start sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
@@ -89,7 +89,7 @@ for _ in $(seq "${ROUNDS:-3}"); do
     run --socket "$tmp/null-mux" --label "do-nothing saslauthd server" | tee -a "$tmp/rows"
     run --socket "$tmp/cyrus/mux" --label "cyrus saslauthd -a ldap -n 5 (bind)" | tee -a "$tmp/rows"
     run --socket "$tmp/ours/mux" --label "saslauthd-rs -a ldap (bind, changes followed)" | tee -a "$tmp/rows"
-    run --socket "$tmp/one-thread/mux" --label "saslauthd-rs -a ldap --threads 1 (bind, changes followed)" | tee -a "$tmp/rows"
+    run --socket "$tmp/per-core/mux" --label "saslauthd-rs -a ldap --threads 0, one per core (bind, changes followed)" | tee -a "$tmp/rows"
     run --socket "$tmp/cached/mux" --label "saslauthd-rs -a ldap -c (changes followed)" | tee -a "$tmp/rows"
     run --socket "$tmp/searching/mux" --label "saslauthd-rs -a ldap (bind, ldap_follow_changes no)" | tee -a "$tmp/rows"
     run --socket "$tmp/searching-cached/mux" --label "saslauthd-rs -a ldap -c (ldap_follow_changes no)" | tee -a "$tmp/rows"
