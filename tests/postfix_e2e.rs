@@ -34,26 +34,29 @@ impl Postfix {
         main_cf: &str,
         smtpd_conf: &str,
     ) -> Postfix {
-        let port = common::free_port();
-        let out = Command::new(INSTANCE)
-            .args(["start"])
-            .arg(dir)
-            .arg(port.to_string())
-            .arg(sasl_type)
-            .arg(socket)
-            .env("POSTFIX_MAIN_EXTRA", main_cf)
-            .env("POSTFIX_SMTPD_CONF", smtpd_conf)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "postfix: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Postfix {
-            dir: dir.to_owned(),
-            port,
+        // A port another program took between free_port and Postfix's bind: another one.
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let port = common::free_port();
+            let out = Command::new(INSTANCE)
+                .args(["start"])
+                .arg(dir)
+                .arg(port.to_string())
+                .arg(sasl_type)
+                .arg(socket)
+                .env("POSTFIX_MAIN_EXTRA", main_cf)
+                .env("POSTFIX_SMTPD_CONF", smtpd_conf)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                return Postfix {
+                    dir: dir.to_owned(),
+                    port,
+                };
+            }
+            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
         }
+        panic!("postfix: {failures:?}");
     }
 
     /// The SMTP code swaks saw for AUTH (235, 535, 454).

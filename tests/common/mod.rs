@@ -243,13 +243,25 @@ pub fn peer_root(var: &str, program: &str) -> Option<PathBuf> {
         .then(|| PathBuf::from("/"))
 }
 
-/// A free 127.0.0.1 port: bound to port 0, noted, let go.
+/// A free 127.0.0.1 port: bound to port 0, noted, let go; never one this process has handed
+/// out before. The kernel may give a port just let go to the next bind to port 0, and tests
+/// run in parallel: two servers told the same port left one of them (a Postfix) failing to
+/// bind while its test talked to the other's, which was being stopped (a connection that
+/// never got a banner, once in a CI run).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Asks `ready` every `every` until it says yes; panics with `why()` once `within` has

@@ -89,9 +89,13 @@ MASTER
     create-missing >/dev/null 2>&1
 chown postfix "$dir/data"
 setsid /usr/lib/postfix/sbin/master -c "$dir/etc" -d > "$dir/master.out" 2>&1 &
-echo $! > "$dir/master.pid"
+master=$!
+echo "$master" > "$dir/master.pid"
+# Ours must be what listens: a master that cannot bind the port dies a second later, and
+# meanwhile whatever holds the port (another test's Postfix being stopped, once) would answer.
 for _ in $(seq 100); do
-    if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then exit 0; fi
+    [ -e "/proc/$master" ] || break
+    if ss -Hltnp "( sport = :$port )" | grep -q "pid=$master,"; then exit 0; fi
     sleep 0.1
 done
 echo "postfix did not listen on 127.0.0.1:$port" >&2
