@@ -254,11 +254,6 @@ fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
     changed
 }
 
-/// SIGHUP: reads the configuration again (the same flags, over the file as it is now),
-/// opens the passdb it names and puts a new driver in service for the requests that start
-/// from then on; requests in flight finish on the old one, and the sockets stay open. A
-/// configuration that does not load changes nothing (the error is logged). The work runs on
-/// a blocking thread: opening a large sasldb2 takes a while.
 /// Waits for a task the daemon cannot serve without; its panic is the daemon's, as it was when
 /// the task ran on this thread.
 async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
@@ -270,6 +265,11 @@ async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
     }
 }
 
+/// SIGHUP: reads the configuration again (the same flags, over the file as it is now),
+/// opens the passdb it names and puts a new driver in service for the requests that start
+/// from then on; requests in flight finish on the old one, and the sockets stay open. A
+/// configuration that does not load changes nothing (the error is logged). The work runs on
+/// a blocking thread: opening a large sasldb2 takes a while.
 async fn reload_on_hangup(
     hangups: Option<tokio::signal::unix::Signal>,
     started: &Config,
