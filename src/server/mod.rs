@@ -293,11 +293,18 @@ impl Listen for UnixListener {
         self.accept().await.map(|(stream, _)| stream)
     }
     fn name(&self) -> String {
-        self.local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-            .unwrap_or_else(|| "unnamed".into())
+        unix_name(
+            self.local_addr()
+                .ok()
+                .as_ref()
+                .and_then(|a| a.as_pathname()),
+        )
     }
+}
+
+/// A Unix listener's name in the metrics: its path.
+fn unix_name(path: Option<&Path>) -> String {
+    path.map_or_else(|| "unnamed".into(), |p| p.display().to_string())
 }
 
 /// A network, `192.0.2.0/24` or `2001:db8::/32` or one address: what a TCP listener lets in.

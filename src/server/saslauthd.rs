@@ -61,12 +61,8 @@ impl super::Listen for MuxListener {
         }
     }
     fn name(&self) -> String {
-        self.0
-            .get_ref()
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
-            .unwrap_or_else(|| "unnamed".into())
+        let addr = self.0.get_ref().local_addr().ok();
+        super::unix_name(addr.as_ref().and_then(|a| a.as_pathname()))
     }
 }
 
