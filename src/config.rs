@@ -902,6 +902,21 @@ impl Config {
         Ok(())
     }
 
+    /// What the passdbs are told: the flags that concern them, and the configuration file's
+    /// table named after the passdb `-a` chose (`[ldap]`).
+    pub fn passdb_settings(&self) -> crate::passdb::Settings {
+        crate::passdb::Settings {
+            sasldb: self.sasldb.clone(),
+            shadow_file: self.shadow_file.clone(),
+            pam_service: self.pam_service.clone(),
+            options: self.mech_options.clone(),
+            table: match self.passdb.map(|k| k.name) {
+                Some("ldap") => self.ldap.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
     /// The socket path, `<run_dir>/mux`.
     pub fn socket_path(&self) -> PathBuf {
         saslauthd::socket_path(&self.run_dir)
@@ -920,7 +935,9 @@ pub fn parse_log_level(text: &str) -> Result<&'static str, ConfigError> {
 
 /// Parses an `-a` / `passdb` name.
 pub fn parse_passdb(name: &str) -> Result<PassdbKind, ConfigError> {
-    PassdbKind::from_name(name).ok_or_else(|| ConfigError::UnknownPassdb(name.to_owned()))
+    crate::passdb::module(name)
+        .map(|m| m.kind)
+        .ok_or_else(|| ConfigError::UnknownPassdb(name.to_owned()))
 }
 
 /// Checks `-m`: Cyrus requires an absolute path.
@@ -994,7 +1011,7 @@ mod tests {
              socket_mode = \"0600\"\nread_timeout = 3\n",
         )
         .unwrap();
-        assert_eq!(c.passdb, Some(PassdbKind::Sasldb));
+        assert_eq!(c.passdb.map(|k| k.name), Some("sasldb"));
         assert_eq!(c.socket_path(), PathBuf::from("/tmp/x/mux"));
         assert_eq!(c.realm.as_deref(), Some("example.org"));
         assert_eq!(c.socket_mode, 0o600);

@@ -7,13 +7,11 @@ use std::sync::Arc;
 use saslauthd_rs::auth::{self, Authenticator, Cache, Live, RealmPolicy};
 use saslauthd_rs::cli::{self, Command};
 use saslauthd_rs::config::{Config, Endpoint, Listener, Protocol};
-use saslauthd_rs::passdb::ldap::conf::LdapConf;
-use saslauthd_rs::passdb::{Ldap, Pam, Passdb, Sasldb, Shadow, ShadowSource};
+use saslauthd_rs::passdb::{self, Access, CacheUse, Passdb};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::request::{self, Printable};
 use saslauthd_rs::server::{self, dovecot::DovecotOptions};
 use saslauthd_rs::systemd;
-use saslauthd_rs::verdict::PassdbKind;
 
 fn main() -> ExitCode {
     // Held until the handlers are in place (see block_termination_signals).
@@ -53,7 +51,7 @@ fn main() -> ExitCode {
 /// settings on stdout.
 fn check_config(program: &str, config: &Config) -> ExitCode {
     let checked = open_passdb(config).and_then(|passdb| {
-        auth::check_mechanisms(&passdb, config.dovecot_mechanisms.as_deref())
+        auth::check_mechanisms(&*passdb, config.dovecot_mechanisms.as_deref())
             .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
         if let Some(spec) = &config.dovecot_socket_owner {
             server::resolve_owner(spec).map_err(|e| format!("--dovecot-socket-owner: {e}"))?;
@@ -78,74 +76,39 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
     }
 }
 
-/// Builds the passdb `-a` names.
-fn open_passdb(config: &Config) -> Result<Passdb, String> {
-    Ok(match config.passdb {
-        None => {
-            return Err(
-                "no authentication mechanism specified (use -a sasldb, shadow or pam)".into(),
-            )
-        }
-        Some(PassdbKind::Sasldb) => {
-            Passdb::Sasldb(Sasldb::new(&config.sasldb).map_err(|e| e.to_string())?)
-        }
-        Some(PassdbKind::Shadow) => {
-            let source = match &config.shadow_file {
-                Some(path) => ShadowSource::File(path.clone()),
-                None => ShadowSource::System,
-            };
-            Passdb::Shadow(Shadow::new(source).map_err(|e| e.to_string())?)
-        }
-        Some(PassdbKind::Pam) => Passdb::Pam(Pam::new(config.pam_service.clone())),
-        Some(PassdbKind::Ldap) => Passdb::Ldap(Box::new(
-            Ldap::new(ldap_conf(config)?).map_err(|e| e.to_string())?,
-        )),
-        Some(PassdbKind::Memory) => {
-            return Err("-a memory exists only inside the test suite".into())
-        }
-    })
-}
-
-/// `-a ldap`'s settings: Cyrus's `saslauthd.conf` that `-O` names (or
-/// `/etc/saslauthd.conf`, unless the configuration file has an `[ldap]` table and no `-O` is
-/// given), then the `[ldap]` table's keys over it.
-fn ldap_conf(config: &Config) -> Result<LdapConf, String> {
-    let named = config.mech_options.first().map(std::path::PathBuf::from);
-    let mut conf = match (&named, config.ldap.is_empty()) {
-        (Some(path), _) => LdapConf::read(path).map_err(|e| e.to_string())?,
-        (None, true) => LdapConf::read(std::path::Path::new(
-            saslauthd_rs::passdb::ldap::conf::DEFAULT_PATH,
-        ))
-        .map_err(|e| e.to_string())?,
-        (None, false) => LdapConf::default(),
+/// Opens the passdb `-a` names, as its module in [`passdb::MODULES`] does.
+fn open_passdb(config: &Config) -> Result<Arc<dyn Passdb>, String> {
+    let Some(kind) = config.passdb else {
+        let names: Vec<_> = passdb::offered().collect();
+        return Err(format!(
+            "no authentication mechanism specified (use -a {})",
+            names.join(", ")
+        ));
     };
-    for (key, value) in &config.ldap {
-        conf.set(key, value)
-            .map_err(|e| format!("[ldap] in the configuration file: {e}"))?;
+    let module = passdb::module(kind.name).ok_or_else(|| format!("no passdb {kind}"))?;
+    if module.about.is_none() {
+        return Err(format!("-a {kind} exists only inside the test suite"));
     }
-    Ok(conf)
+    (module.open)(&config.passdb_settings()).map_err(|e| e.to_string())
 }
 
-/// After dropping privileges, the passdb's file must still be readable: say so at start
+/// After dropping privileges, the passdb's files must still be readable: say so at start
 /// (before binding or detaching) rather than fail every request.
-fn check_readable_as(config: &Config, identity: &process::Identity) -> Result<(), String> {
-    let file = match config.passdb {
-        Some(PassdbKind::Sasldb) if config.sasldb.exists() => config.sasldb.as_path(),
-        Some(PassdbKind::Shadow) => match config.shadow_file.as_deref() {
-            Some(file) => file,
-            None => return Ok(()),
-        },
-        _ => return Ok(()),
-    };
-    match process::as_identity(identity, || std::fs::File::open(file).map(drop))? {
-        Ok(()) => Ok(()),
-        Err(e) => Err(format!(
-            "as {} (--user), {} cannot be read: {e}; give its group read access or run \
-             without --user",
-            identity.name,
-            file.display()
-        )),
+fn check_readable_as(access: &Access, identity: &process::Identity) -> Result<(), String> {
+    for file in &access.files {
+        match process::as_identity(identity, || std::fs::File::open(file).map(drop))? {
+            Ok(()) => {}
+            Err(e) => {
+                return Err(format!(
+                    "as {} (--user), {} cannot be read: {e}; give its group read access or \
+                     run without --user",
+                    identity.name,
+                    file.display()
+                ))
+            }
+        }
     }
+    Ok(())
 }
 
 /// The realm rules `config` sets; `host` is the default realm unless `--realm` names one.
@@ -164,21 +127,18 @@ fn realm_policy(config: &Config, host: &[u8]) -> RealmPolicy {
 /// state it keeps).
 fn driver(
     config: &Config,
-    passdb: Passdb,
+    passdb: Arc<dyn Passdb>,
     realms: RealmPolicy,
     host: &[u8],
     previous: Option<&Authenticator>,
 ) -> Result<Authenticator, String> {
-    let cache = match (config.cache, passdb.kind()) {
+    let cache = match (config.cache, passdb.cache_use()) {
         (false, _) => None,
-        (true, PassdbKind::Sasldb) => {
-            tracing::info!(
-                "-c: sasldb reads LMDB on every request, which is faster than a cache; no \
-                 cache used"
-            );
+        (true, CacheUse::Useless(why)) => {
+            tracing::info!("{why}");
             None
         }
-        (true, _) => Some(Cache::new(config.cache_timeout, config.cache_size_kb)),
+        (true, CacheUse::Useful) => Some(Cache::new(config.cache_timeout, config.cache_size_kb)),
     };
     let options = auth::Options {
         workers: config.workers,
@@ -188,6 +148,7 @@ fn driver(
         cache,
         mechanisms: config.dovecot_mechanisms.clone(),
         metrics: config.metrics,
+        backend_timeout: auth::BACKEND_TIMEOUT,
     };
     match previous {
         None => Authenticator::new(passdb, realms, options),
@@ -405,23 +366,22 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     let identity = match &config.user {
         None => None,
         Some(user) => {
-            let mut keep = Vec::new();
-            match config.passdb {
-                Some(PassdbKind::Shadow) => keep.push(process::KeepGroup::Named("shadow")),
-                Some(PassdbKind::Sasldb) => {
-                    use std::os::unix::fs::MetadataExt;
-                    if let Ok(meta) = std::fs::metadata(&config.sasldb) {
-                        keep.push(process::KeepGroup::Id(meta.gid()));
-                    }
-                }
-                _ => {}
-            }
+            let access = passdb.access();
+            let keep: Vec<_> = (access.group_names.iter())
+                .map(|name| process::KeepGroup::Named(name))
+                .chain(
+                    access
+                        .group_ids
+                        .iter()
+                        .map(|id| process::KeepGroup::Id(*id)),
+                )
+                .collect();
             let identity = process::resolve_identity(user, config.group.as_deref(), &keep)?;
-            check_readable_as(config, &identity)?;
+            check_readable_as(&access, &identity)?;
             Some(identity)
         }
     };
-    auth::check_mechanisms(&passdb, config.dovecot_mechanisms.as_deref())
+    auth::check_mechanisms(&*passdb, config.dovecot_mechanisms.as_deref())
         .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
     for listener in &config.listeners {
         check_listener(listener)?;
@@ -491,13 +451,8 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         },
     );
     process::log_panics();
-    if config.passdb == Some(PassdbKind::Sasldb) && !config.sasldb.exists() {
-        tracing::warn!(
-            "{} does not exist yet: every user is unknown until it is created \
-             (saslpasswd2-rs -f {} -c USER)",
-            config.sasldb.display(),
-            config.sasldb.display()
-        );
+    for notice in passdb.notices() {
+        tracing::warn!("{notice}");
     }
     let limits = server::Limits {
         read_timeout: config.read_timeout,

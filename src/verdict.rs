@@ -9,50 +9,62 @@
 use std::fmt;
 use std::time::Instant;
 
-/// The passdbs this build knows, by their Cyrus `-a` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PassdbKind {
-    /// `-a sasldb`.
-    Sasldb,
-    /// `-a shadow`.
-    Shadow,
-    /// `-a pam`.
-    Pam,
-    /// `-a ldap`.
-    Ldap,
-    /// In-memory users, for tests.
-    Memory,
+/// A passdb as the other parts name it: its Cyrus `-a` name, and the texts Cyrus's saslauthd
+/// answers its verdicts with. Each passdb declares its own (the table of passdbs in
+/// `crate::passdb` lists them); the codecs and the metrics read them here, without knowing
+/// any backend.
+#[derive(Debug, Clone, Copy)]
+pub struct PassdbKind {
+    /// The `-a` name (`sasldb`, `pam`).
+    pub name: &'static str,
+    /// What the saslauthd protocol answers with.
+    pub replies: Replies,
 }
 
 impl PassdbKind {
-    /// Parses a Cyrus `-a` name (case-insensitive, as Cyrus's `strcasecmp`).
-    pub fn from_name(name: &str) -> Option<PassdbKind> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "sasldb" => PassdbKind::Sasldb,
-            "shadow" => PassdbKind::Shadow,
-            "pam" => PassdbKind::Pam,
-            "ldap" => PassdbKind::Ldap,
-            "memory" => PassdbKind::Memory,
-            _ => return None,
-        })
-    }
-
     /// The `-a` name.
     pub fn name(self) -> &'static str {
-        match self {
-            PassdbKind::Sasldb => "sasldb",
-            PassdbKind::Shadow => "shadow",
-            PassdbKind::Pam => "pam",
-            PassdbKind::Ldap => "ldap",
-            PassdbKind::Memory => "memory",
-        }
+        self.name
     }
 }
 
+impl PartialEq for PassdbKind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for PassdbKind {}
+
 impl fmt::Display for PassdbKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.name)
     }
+}
+
+/// The reasons Cyrus's saslauthd gives after `OK` or `NO` for one backend's verdicts (empty:
+/// a bare `OK` or `NO`). None of them tells an unknown user from a wrong password: where
+/// Cyrus's does (shadow's `Invalid username`), ours says the same for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replies {
+    /// After `OK`.
+    pub ok: &'static str,
+    /// A wrong password or an unknown user.
+    pub failure: &'static str,
+    /// A disabled account (told only after the right password).
+    pub disabled: &'static str,
+    /// An expired password (the same).
+    pub expired: &'static str,
+}
+
+impl Replies {
+    /// Bare `OK` and `NO` for every verdict, as Cyrus's `auth_sasldb`.
+    pub const BARE: Replies = Replies {
+        ok: "",
+        failure: "",
+        disabled: "",
+        expired: "",
+    };
 }
 
 /// The verdict of a passdb.

@@ -10,7 +10,7 @@
 //!   passdb puts the current hash string there), so a password change misses at once;
 //! - entries live `ttl` (default 60 s), not 8 hours, and only successes are stored.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -32,8 +32,8 @@ pub struct Cache {
 }
 
 /// The cache as one user's check sees it: what it inserts carries the user's tag.
-pub struct UserCache<'a> {
-    cache: &'a Cache,
+pub struct UserCache {
+    cache: Arc<Cache>,
     tag: Digest,
 }
 
@@ -83,9 +83,9 @@ impl Cache {
     }
 
     /// The cache for checks of `login`'s password.
-    pub fn for_user(&self, login: &[u8]) -> UserCache<'_> {
+    pub fn for_user(self: &Arc<Self>, login: &[u8]) -> UserCache {
         UserCache {
-            cache: self,
+            cache: Arc::clone(self),
             tag: self.tag(login),
         }
     }
@@ -108,7 +108,7 @@ impl Cache {
     }
 }
 
-impl SuccessCache for UserCache<'_> {
+impl SuccessCache for UserCache {
     fn hit(&self, slot: &[&[u8]], password: &[u8], now: Instant) -> bool {
         let slot = self.cache.mac(slot);
         let verifier = self.cache.mac(&[&slot, password]);
@@ -131,7 +131,7 @@ mod tests {
 
     #[test]
     fn hits_only_the_same_password_within_the_ttl() {
-        let whole = Cache::new(Duration::from_secs(60), 64);
+        let whole = Arc::new(Cache::new(Duration::from_secs(60), 64));
         let cache = whole.for_user(b"alice");
         let t0 = Instant::now();
         let slot: &[&[u8]] = &[b"pam", b"smtp", b"alice"];
@@ -155,7 +155,7 @@ mod tests {
 
     #[test]
     fn a_flush_drops_one_user_in_every_realm_or_everyone() {
-        let whole = Cache::new(Duration::from_secs(60), 64);
+        let whole = Arc::new(Cache::new(Duration::from_secs(60), 64));
         let t0 = Instant::now();
         whole.for_user(b"alice").insert(&[b"a", b"1"], b"pw", t0);
         whole
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn parts_are_length_prefixed() {
-        let whole = Cache::new(Duration::from_secs(60), 64);
+        let whole = Arc::new(Cache::new(Duration::from_secs(60), 64));
         let cache = whole.for_user(b"alice");
         let t0 = Instant::now();
         cache.insert(&[b"ab", b"c"], b"pw", t0);
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn size_is_bounded() {
-        let whole = Cache::new(Duration::from_secs(60), 1);
+        let whole = Arc::new(Cache::new(Duration::from_secs(60), 1));
         let cache = whole.for_user(b"alice");
         let t0 = Instant::now();
         for i in 0..100u32 {
@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn nothing_stored_is_the_password() {
-        let cache = Cache::new(Duration::from_secs(60), 64);
+        let cache = Arc::new(Cache::new(Duration::from_secs(60), 64));
         let t0 = Instant::now();
         cache
             .for_user(b"alice")

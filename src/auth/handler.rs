@@ -737,7 +737,7 @@ mod tests {
     use super::*;
     use crate::auth::{Options, RealmPolicy};
     use crate::mech::{ScramClient, ScramHash};
-    use crate::passdb::{Memory, Passdb};
+    use crate::passdb::Memory;
 
     const ITERATIONS: u32 = 4096;
 
@@ -749,7 +749,7 @@ mod tests {
         let memory = Memory::new().with_user("alice", "example.org", "secret");
         let auth = Arc::new(
             Authenticator::new(
-                Passdb::Memory(memory),
+                Arc::new(memory),
                 RealmPolicy {
                     default_realm: b"example.org".to_vec(),
                     named: true,
@@ -763,6 +763,7 @@ mod tests {
                     cache: None,
                     mechanisms,
                     metrics: true,
+                    backend_timeout: crate::auth::BACKEND_TIMEOUT,
                 },
             )
             .unwrap(),

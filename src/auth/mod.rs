@@ -14,9 +14,7 @@
 mod bounded;
 mod cache;
 pub(crate) mod handler;
-pub mod metrics;
 pub(crate) mod penalty;
-mod pool;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -31,20 +29,21 @@ use tokio::time::Instant;
 use zeroize::Zeroizing;
 
 use crate::mech::{self, Derivation, Keys, MechFailure, MechInfo};
-use crate::passdb::{Passdb, PassdbError, Query};
+use crate::metrics;
+use crate::passdb::{self, Answer, CacheUse, DefaultRealm, Passdb, PassdbError, Query};
+use crate::pool::{JobLost, Pool};
 use crate::request::{AuthRequest, Peer, Printable};
 use crate::secret::{Credentials, Password};
-use crate::verdict::{Outcome, PassdbKind, PassdbResult, Refusal};
+use crate::verdict::{Outcome, PassdbKind, PassdbResult, Refusal, SuccessCache};
 
 use bounded::BoundedMap;
 pub use cache::Cache;
 use penalty::{attempt_fingerprint, PeerKey, Penalty};
-use pool::Pool;
 
-/// How long a blocking backend may take before the request is answered as an internal
-/// failure. With the failure delay's cap (4.5 s) every reply comes well inside Postfix's
-/// 10 s.
-pub(crate) const BACKEND_TIMEOUT: Duration = Duration::from_secs(4);
+/// How long a passdb may take (time in the pool's queue included) before the request is
+/// answered as an internal failure, unless [`Options::backend_timeout`] says otherwise. With
+/// the failure delay's cap (4.5 s) every reply comes well inside Postfix's 10 s.
+pub const BACKEND_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// SCRAM's PBKDF2 iteration count unless configured (RFC 7677's minimum, Dovecot's default).
 pub const DEFAULT_SCRAM_ITERATIONS: u32 = mech::scram::ITERATIONS;
@@ -76,6 +75,8 @@ pub struct Options {
     /// Whether the metrics count (`metrics = false`: they stay at zero). Fixed at start: a
     /// reload keeps the process's metrics.
     pub metrics: bool,
+    /// How long the passdb may take to answer ([`BACKEND_TIMEOUT`]).
+    pub backend_timeout: Duration,
 }
 
 /// How realms are chosen, as Cyrus's saslauthd does.
@@ -83,19 +84,23 @@ pub struct Options {
 pub struct RealmPolicy {
     /// Used when the request's realm is empty: `--realm`, else the host name.
     pub default_realm: Vec<u8>,
-    /// Whether `--realm` named `default_realm`. The host name is no default for `-a ldap`:
-    /// there, as in Cyrus's, an empty realm is `ldap_default_realm`, else empty.
+    /// Whether `--realm` named `default_realm`. The host name is no default for a passdb
+    /// with a [default realm of its own](DefaultRealm::Own) (LDAP's `ldap_default_realm`):
+    /// there, as in Cyrus's, an empty realm is that one, else `--realm`, else empty.
     pub named: bool,
     /// `-r`: a non-empty realm is appended to the login (`login@realm`), and still passed.
     pub combine: bool,
 }
 
 impl RealmPolicy {
-    /// The daemon's default realm for `-a ldap`: `--realm`, never the host name.
-    pub fn directory_default(&self) -> &[u8] {
-        match self.named {
-            true => &self.default_realm,
-            false => b"",
+    /// The realm that stands for a request's empty one, under `passdb`'s rule: the one
+    /// place the realm rule is written.
+    pub fn default_for(&self, passdb: &dyn Passdb) -> Vec<u8> {
+        match passdb.default_realm() {
+            DefaultRealm::Daemon => self.default_realm.clone(),
+            DefaultRealm::Own(Some(own)) => own,
+            DefaultRealm::Own(None) if self.named => self.default_realm.clone(),
+            DefaultRealm::Own(None) => Vec::new(),
         }
     }
 }
@@ -180,11 +185,14 @@ impl<T: Unpin> Future for Check<T> {
     }
 }
 
+/// A derivation in flight, shared by the logins that wait for it.
+type Deriving = Arc<tokio::sync::OnceCell<Result<Keys, Broken>>>;
+
 /// The passdb (or the pool in front of it) broke; the driver has logged why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Broken;
 
-/// Why a check got no verdict.
+/// Why a passdb gave no answer.
 #[derive(Debug, thiserror::Error)]
 enum CheckError {
     #[error(transparent)]
@@ -192,7 +200,18 @@ enum CheckError {
     #[error("no answer from the {0} passdb within {1:?}")]
     Timeout(PassdbKind, Duration),
     #[error("the {0} check failed: {1}")]
-    Lost(PassdbKind, pool::JobLost),
+    Lost(PassdbKind, JobLost),
+}
+
+impl CheckError {
+    /// The metrics' word for it.
+    fn kind(&self) -> &'static str {
+        match self {
+            CheckError::Passdb(PassdbError::Lost(_)) | CheckError::Lost(..) => "lost",
+            CheckError::Passdb(_) => "error",
+            CheckError::Timeout(..) => "timeout",
+        }
+    }
 }
 
 /// What a check came to, before it is logged.
@@ -209,13 +228,13 @@ enum Logged<'a> {
     Error(&'a CheckError),
 }
 
-/// The credential cache with its lookups counted in the metrics.
-struct Counted<'a> {
-    cache: cache::UserCache<'a>,
-    metrics: &'a metrics::Metrics,
+/// The credential cache as one check's user sees it, its lookups counted in the metrics.
+struct Counted {
+    cache: cache::UserCache,
+    metrics: Arc<metrics::Metrics>,
 }
 
-impl crate::verdict::SuccessCache for Counted<'_> {
+impl SuccessCache for Counted {
     fn hit(&self, slot: &[&[u8]], password: &[u8], now: std::time::Instant) -> bool {
         let hit = self.cache.hit(slot, password, now);
         self.metrics.cache_lookup(hit);
@@ -229,15 +248,25 @@ impl crate::verdict::SuccessCache for Counted<'_> {
 
 /// Checks passwords against one passdb, and runs SASL mechanisms over it.
 pub struct Authenticator {
-    passdb: Arc<Passdb>,
+    passdb: Arc<dyn Passdb>,
+    /// Its name and reply texts, and its row in the metrics.
+    kind: PassdbKind,
+    row: metrics::PassdbRow,
     realms: RealmPolicy,
+    /// The realm of a request that names none, under the passdb's rule.
+    default_realm: Vec<u8>,
+    /// The credential cache, when `-c` asked for one and the passdb has a use for it.
     cache: Option<Arc<Cache>>,
-    pool: Pool,
+    pool: Arc<Pool>,
+    backend_timeout: Duration,
     penalty: Penalty,
     /// The process's metrics (carried across reloads).
     metrics: Arc<metrics::Metrics>,
     /// Derived SCRAM keys, by [`Derivation::cache_id`].
     derived: Mutex<BoundedMap<[u8; 32], Keys>>,
+    /// Derivations running now, by the same id: the first login runs PBKDF2 and the others
+    /// for the same keys wait for it.
+    deriving: Mutex<std::collections::HashMap<[u8; 32], Deriving>>,
     /// PBKDF2 rounds run so far (the work an exchange cost, for tests and, later, metrics).
     rounds: AtomicU64,
     /// Keys the attempt fingerprints and the derived-key ids.
@@ -272,7 +301,7 @@ impl Live {
 /// What the Dovecot socket offers over `passdb`: the mechanisms `names` lists, or by default
 /// every one it can serve but DIGEST-MD5.
 fn offered_mechanisms(
-    passdb: &Passdb,
+    passdb: &dyn Passdb,
     names: Option<&[&'static str]>,
 ) -> Result<Vec<MechInfo>, mech::MechListError> {
     mech::offered(names, passdb.has_credentials(), &passdb.kind().to_string())
@@ -281,7 +310,7 @@ fn offered_mechanisms(
 /// Checks, before anything is bound, that `passdb` can serve the mechanisms `names` lists
 /// (what [`Authenticator::new`] will check again).
 pub fn check_mechanisms(
-    passdb: &Passdb,
+    passdb: &dyn Passdb,
     names: Option<&[&'static str]>,
 ) -> Result<(), mech::MechListError> {
     offered_mechanisms(passdb, names).map(drop)
@@ -300,7 +329,7 @@ impl Authenticator {
     /// Builds a driver over `passdb`; fails when a mechanism named in `options` is unknown or
     /// needs a secret the passdb cannot hand out.
     pub fn new(
-        passdb: Passdb,
+        passdb: Arc<dyn Passdb>,
         realms: RealmPolicy,
         options: Options,
     ) -> Result<Self, mech::MechListError> {
@@ -310,7 +339,7 @@ impl Authenticator {
 
     /// [`Authenticator::new`], counting in `metrics`.
     fn counted_by(
-        passdb: Passdb,
+        passdb: Arc<dyn Passdb>,
         realms: RealmPolicy,
         options: Options,
         metrics: Arc<metrics::Metrics>,
@@ -320,14 +349,24 @@ impl Authenticator {
         } else {
             options.workers
         };
-        let offered = offered_mechanisms(&passdb, options.mechanisms.as_deref())?;
+        let offered = offered_mechanisms(&*passdb, options.mechanisms.as_deref())?;
+        let kind = passdb.kind();
+        let cache = match passdb.cache_use() {
+            CacheUse::Useful => options.cache.map(Arc::new),
+            CacheUse::Useless(_) => None,
+        };
         Ok(Authenticator {
             offered,
-            cache: options.cache.map(Arc::new),
-            pool: Pool::new(workers, metrics.pool()),
+            kind,
+            row: metrics.passdb(kind),
+            default_realm: realms.default_for(&*passdb),
+            cache,
+            pool: Arc::new(Pool::new(workers, metrics.pool())),
+            backend_timeout: options.backend_timeout,
             penalty: Penalty::new(options.failure_delay),
             metrics,
             derived: Mutex::new(BoundedMap::new(MAX_DERIVED_KEYS, DERIVED_KEYS_TTL)),
+            deriving: Mutex::default(),
             rounds: AtomicU64::new(0),
             secret: Zeroizing::new(crate::secret::random_bytes()),
             mech_context: mech::Context {
@@ -337,7 +376,7 @@ impl Authenticator {
                 secret: crate::secret::random_bytes(),
             },
             realms,
-            passdb: Arc::new(passdb),
+            passdb,
         })
     }
 
@@ -346,7 +385,7 @@ impl Authenticator {
     /// derived keys start empty (what they hold may be stale under the new settings).
     pub fn reloaded(
         &self,
-        passdb: Passdb,
+        passdb: Arc<dyn Passdb>,
         realms: RealmPolicy,
         options: Options,
     ) -> Result<Self, mech::MechListError> {
@@ -393,7 +432,7 @@ impl Authenticator {
 
     /// Which passdb answers.
     pub fn passdb_kind(&self) -> PassdbKind {
-        self.passdb.kind()
+        self.kind
     }
 
     /// The mechanisms the passdb can serve (and that are advertised and accepted).
@@ -406,9 +445,9 @@ impl Authenticator {
         &self.mech_context
     }
 
-    /// Checks a cleartext password. Refusals and passdbs that never block (sasldb, memory)
-    /// and cache hits are answered at once; a blocking passdb's check runs on the pool, at
-    /// most `-n` at once, answered within `BACKEND_TIMEOUT`.
+    /// Checks a cleartext password. Refusals, cache hits and passdbs that answer at once
+    /// (sasldb, memory) are answered at once; otherwise the check is handed back to await:
+    /// on the pool (`-n` at once) or awaiting the network, within the backend deadline.
     pub fn verify_plain(
         self: &Arc<Self>,
         request: &AuthRequest,
@@ -427,77 +466,26 @@ impl Authenticator {
             realm: self.realm_of(request),
             service: &request.service,
             peer: &request.peer,
-            password: &password,
         };
-        let cached = self.cache.as_deref().and_then(|cache| {
-            let verdict = self.passdb.verify_cached(&query, &cache.for_user(&authid));
-            // Shadow and PAM answer from the cache here; LDAP asks it once it has found the
-            // entry (counted by `Counted`); sasldb has no use for it.
-            if matches!(self.passdb.kind(), PassdbKind::Shadow | PassdbKind::Pam) {
-                self.metrics.cache_lookup(verdict.is_some());
-            }
-            verdict
-        });
-        if let Some(verdict) = cached {
-            let checked = Checked::Verdict(verdict);
-            return Check::ready(self.conclude(request, via, checked, attempt, started));
-        }
-        if self.passdb.ldap().is_some() {
-            // On the runtime: ldap3 awaits the directory without a thread.
-            let (auth, request) = (Arc::clone(self), request.clone());
-            let authid = authid.into_owned();
-            return Check::running(async move {
-                let ldap = auth.passdb.ldap().expect("checked above");
-                let user_cache = auth.cache.as_deref().map(|c| Counted {
-                    cache: c.for_user(&authid),
-                    metrics: &auth.metrics,
-                });
-                let cache = user_cache
-                    .as_ref()
-                    .map(|c| c as &dyn crate::verdict::SuccessCache);
-                let asked = ldap.verify(
-                    &authid,
-                    &request.realm,
-                    auth.realms.directory_default(),
-                    &request.service,
-                    &password,
-                    cache,
-                );
-                let checked = match tokio::time::timeout(BACKEND_TIMEOUT, asked).await {
-                    Ok(Ok(verdict)) => Checked::Verdict(verdict),
-                    Ok(Err(e)) => Checked::Failed(e.into()),
-                    Err(_) => {
-                        Checked::Failed(CheckError::Timeout(PassdbKind::Ldap, BACKEND_TIMEOUT))
-                    }
-                };
-                auth.conclude(&request, via, checked, attempt, started)
-            });
-        }
-        if let Some(checked) = self.passdb.verify_inline(&query) {
-            let checked = match checked {
-                Ok(verdict) => Checked::Verdict(verdict),
-                Err(e) => Checked::Failed(e.into()),
-            };
-            return Check::ready(self.conclude(request, via, checked, attempt, started));
-        }
-        // The pool's thread needs its own copy of what the query borrows.
-        let realm = query.realm.to_vec();
-        let owned = (authid.into_owned(), realm, password);
-        let auth = Arc::clone(self);
-        let request = request.clone();
-        Check::running(async move {
-            let checked = match auth.run_blocking(&request, owned).await {
+        let cache = self.cache_for(&authid);
+        let cx = passdb::Context {
+            cache: cache.as_ref(),
+            pool: &self.pool,
+        };
+        let answer = Arc::clone(&self.passdb).verify(&query, password, &cx);
+        self.ask(answer, request, move |auth, request, asked| {
+            let checked = match asked {
                 Ok(verdict) => Checked::Verdict(verdict),
                 Err(e) => Checked::Failed(e),
             };
-            auth.conclude(&request, via, checked, attempt, started)
+            auth.conclude(request, via, checked, attempt, started)
         })
     }
 
-    /// The stored secrets of a request's user (realm rules applied), for mechanisms that
-    /// compute with them. Only passdbs that [have credentials](Passdb::has_credentials)
-    /// answer: at once, or on the pool when the passdb must first read a changed file. A name
-    /// that could not be looked up (empty, or with a NUL) has none.
+    /// The stored secrets of a request's user (the realm rule applied; the login alone,
+    /// whatever `-r` says), for mechanisms that compute with them. Only passdbs that [have
+    /// credentials](Passdb::has_credentials) answer. A name that could not be looked up
+    /// (empty, or with a NUL) has none.
     pub(crate) fn lookup_credentials(
         self: &Arc<Self>,
         request: &AuthRequest,
@@ -507,74 +495,136 @@ impl Authenticator {
             return Check::ready(Ok(Credentials::default()));
         }
         let started = Instant::now();
-        let realm = self.realm_of(request);
-        if let Some(found) = self.passdb.lookup_credentials_inline(&request.login, realm) {
-            return Check::ready(found.map_err(|e| {
-                let e = CheckError::from(e);
-                self.log(request, via, Logged::Error(&e), started.elapsed());
+        let query = Query {
+            authid: &request.login,
+            realm: self.realm_of(request),
+            service: &request.service,
+            peer: &request.peer,
+        };
+        let cx = passdb::Context {
+            cache: None,
+            pool: &self.pool,
+        };
+        let answer = Arc::clone(&self.passdb).credentials(&query, &cx);
+        self.ask(answer, request, move |auth, request, asked| {
+            asked.map_err(|e| {
+                auth.log(request, via, Logged::Error(&e), started.elapsed());
                 Broken
-            }));
-        }
-        let (auth, request) = (Arc::clone(self), request.clone());
-        if self.passdb.ldap().is_some() {
-            return Check::running(async move {
-                let ldap = auth.passdb.ldap().expect("checked above");
-                let asked = ldap.credentials(
-                    &request.login,
-                    &request.realm,
-                    auth.realms.directory_default(),
-                    &request.service,
-                );
-                let failed: CheckError = match tokio::time::timeout(BACKEND_TIMEOUT, asked).await {
-                    Ok(Ok(credentials)) => return Ok(credentials),
-                    Ok(Err(e)) => e.into(),
-                    Err(_) => CheckError::Timeout(PassdbKind::Ldap, BACKEND_TIMEOUT),
-                };
-                auth.log(&request, via, Logged::Error(&failed), started.elapsed());
-                Err(Broken)
-            });
-        }
-        Check::running(async move {
-            let passdb = Arc::clone(&auth.passdb);
-            let (login, realm) = (request.login.clone(), auth.realm_of(&request).to_vec());
-            let call = auth
-                .pool
-                .run(move || passdb.lookup_credentials(&login, &realm));
-            let failed: CheckError = match tokio::time::timeout(BACKEND_TIMEOUT, call).await {
-                Ok(Ok(Ok(credentials))) => return Ok(credentials),
-                Ok(Ok(Err(e))) => e.into(),
-                Ok(Err(lost)) => CheckError::Lost(auth.passdb.kind(), lost),
-                Err(_) => CheckError::Timeout(auth.passdb.kind(), BACKEND_TIMEOUT),
-            };
-            auth.log(&request, via, Logged::Error(&failed), started.elapsed());
-            Err(Broken)
+            })
         })
     }
 
+    /// Takes a passdb's answer, the one way for every passdb: at once when it is there;
+    /// otherwise run on the pool or awaited, within the backend deadline, a panic caught. A
+    /// passdb error, a timeout and a panic each become a [`CheckError`], which `then` turns
+    /// into what the caller wants, with `request`.
+    fn ask<T, U>(
+        self: &Arc<Self>,
+        answer: Answer<T>,
+        request: &AuthRequest,
+        then: impl FnOnce(&Authenticator, &AuthRequest, Result<T, CheckError>) -> U + Send + 'static,
+    ) -> Check<U>
+    where
+        T: Send + 'static,
+        U: Send + 'static,
+    {
+        let work = match answer {
+            Answer::Now(answered) => {
+                return Check::ready(then(self, request, answered.map_err(CheckError::from)))
+            }
+            work => work,
+        };
+        let (auth, request) = (Arc::clone(self), request.clone());
+        Check::running(async move {
+            let asked = auth.wait(work).await;
+            then(&auth, &request, asked)
+        })
+    }
+
+    /// Runs work a passdb handed back: a blocking call on the pool, awaited work on a task
+    /// of its own (so that a panic in it is caught, and the deadline stops it).
+    async fn wait<T: Send + 'static>(&self, answer: Answer<T>) -> Result<T, CheckError> {
+        let (kind, deadline) = (self.kind, self.backend_timeout);
+        let lost = |lost| CheckError::Lost(kind, lost);
+        let answered = match answer {
+            Answer::Now(answered) => Ok(answered.map_err(CheckError::from)),
+            // A call that overruns keeps its worker until it returns, so a hung backend
+            // cannot take more than `-n` threads.
+            Answer::Blocking(call) => tokio::time::timeout(deadline, self.pool.run(call))
+                .await
+                .map(|ran| ran.map_err(lost).and_then(|r| r.map_err(CheckError::from))),
+            Answer::Awaited(work) => {
+                let task = tokio::spawn(work);
+                let abort = task.abort_handle();
+                let waited = tokio::time::timeout(deadline, task).await;
+                if waited.is_err() {
+                    abort.abort();
+                }
+                waited.map(|joined| match joined {
+                    Ok(answered) => answered.map_err(CheckError::from),
+                    Err(_) => Err(lost(JobLost)),
+                })
+            }
+        };
+        answered.unwrap_or_else(|_| Err(CheckError::Timeout(kind, deadline)))
+    }
+
+    /// The credential cache for a check of `authid`'s password, counted in the metrics.
+    fn cache_for(&self, authid: &[u8]) -> Option<Arc<dyn SuccessCache>> {
+        let cache = self.cache.as_ref()?;
+        Some(Arc::new(Counted {
+            cache: cache.for_user(authid),
+            metrics: Arc::clone(&self.metrics),
+        }))
+    }
+
     /// Derives a mechanism's keys: from the cache of derived keys, or with PBKDF2 on the
-    /// pool, never on the caller's thread. Known and unknown users go the same way.
+    /// pool, never on the caller's thread. Known and unknown users go the same way. Logins
+    /// that need the same keys at once share one derivation: the first runs it, the others
+    /// wait for its result.
     pub(crate) fn derive(self: &Arc<Self>, derivation: Derivation) -> Check<Result<Keys, Broken>> {
         let id = derivation.cache_id(&self.secret);
         let cached = self.derived().get(&id, std::time::Instant::now()).cloned();
         if let Some(keys) = cached {
             return Check::ready(Ok(keys));
         }
+        let running = Arc::clone(
+            self.deriving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(id)
+                .or_default(),
+        );
         let auth = Arc::clone(self);
         Check::running(async move {
-            auth.rounds
-                .fetch_add(u64::from(derivation.iterations()), Ordering::Relaxed);
-            match auth.pool.run(move || derivation.run()).await {
-                Ok(keys) => {
-                    auth.derived()
-                        .insert(id, keys.clone(), std::time::Instant::now());
-                    Ok(keys)
-                }
-                Err(lost) => {
-                    tracing::error!("key derivation failed: {lost}");
-                    Err(Broken)
-                }
+            let keys = running
+                .get_or_init(|| auth.derive_now(id, derivation))
+                .await
+                .clone();
+            // The first to finish takes the entry away; later logins find the keys cached.
+            let mut deriving = auth.deriving.lock().unwrap_or_else(|e| e.into_inner());
+            if deriving.get(&id).is_some_and(|d| Arc::ptr_eq(d, &running)) {
+                deriving.remove(&id);
             }
+            keys
         })
+    }
+
+    /// Runs one derivation on the pool and caches its keys.
+    async fn derive_now(&self, id: [u8; 32], derivation: Derivation) -> Result<Keys, Broken> {
+        self.rounds
+            .fetch_add(u64::from(derivation.iterations()), Ordering::Relaxed);
+        match self.pool.run(move || derivation.run()).await {
+            Ok(keys) => {
+                self.derived()
+                    .insert(id, keys.clone(), std::time::Instant::now());
+                Ok(keys)
+            }
+            Err(lost) => {
+                tracing::error!("key derivation failed: {lost}");
+                Err(Broken)
+            }
+        }
     }
 
     fn derived(&self) -> std::sync::MutexGuard<'_, BoundedMap<[u8; 32], Keys>> {
@@ -682,7 +732,7 @@ impl Authenticator {
     /// The realm a request is checked in: its own, or the default realm when it has none.
     fn realm_of<'a>(&'a self, request: &'a AuthRequest) -> &'a [u8] {
         if request.realm.is_empty() {
-            &self.realms.default_realm
+            &self.default_realm
         } else {
             &request.realm
         }
@@ -694,41 +744,6 @@ impl Authenticator {
             Cow::Owned([&request.login[..], b"@", &request.realm[..]].concat())
         } else {
             Cow::Borrowed(&request.login)
-        }
-    }
-
-    /// Runs a blocking check on the pool: at most `-n` at once, answered within
-    /// `BACKEND_TIMEOUT` (time in the queue included). A call that overruns keeps its
-    /// worker until it returns, so a hung backend cannot take more than `-n` threads.
-    /// `owned` is the query's authid, realm and password.
-    async fn run_blocking(
-        &self,
-        request: &AuthRequest,
-        owned: (Vec<u8>, Vec<u8>, Password),
-    ) -> Result<PassdbResult, CheckError> {
-        let passdb = Arc::clone(&self.passdb);
-        let cache = self.cache.clone();
-        let kind = passdb.kind();
-        let (service, peer) = (request.service.clone(), request.peer.clone());
-        let call = self.pool.run(move || {
-            let (authid, realm, password) = owned;
-            let query = Query {
-                authid: &authid,
-                realm: &realm,
-                service: &service,
-                peer: &peer,
-                password: &password,
-            };
-            let user_cache = cache.as_deref().map(|c| c.for_user(&authid));
-            let cache = user_cache
-                .as_ref()
-                .map(|c| c as &dyn crate::verdict::SuccessCache);
-            passdb.verify_plain(&query, cache)
-        });
-        match tokio::time::timeout(BACKEND_TIMEOUT, call).await {
-            Ok(Ok(result)) => Ok(result?),
-            Ok(Err(lost)) => Err(CheckError::Lost(kind, lost)),
-            Err(_) => Err(CheckError::Timeout(kind, BACKEND_TIMEOUT)),
         }
     }
 
@@ -745,7 +760,7 @@ impl Authenticator {
                     user = %Printable(&request.login),
                     service = %Printable(&request.service),
                     realm = %Printable(&request.realm),
-                    mech = %self.passdb.kind(),
+                    mech = %self.kind,
                     $($name = %$value,)?
                     remote = request.peer.text().map(|t| tracing::field::display(Printable(t))),
                     protocol = %via.protocol.name(),
@@ -759,18 +774,12 @@ impl Authenticator {
             Logged::Success => metrics::Verdict::Success,
             Logged::Failure(_) => metrics::Verdict::Failure,
             Logged::Error(e) => {
-                let (passdb, kind) = match e {
-                    CheckError::Passdb(_) => (self.passdb.kind(), "error"),
-                    CheckError::Timeout(passdb, _) => (*passdb, "timeout"),
-                    CheckError::Lost(passdb, _) => (*passdb, "lost"),
-                };
-                self.metrics.backend_error(passdb, kind);
+                self.metrics.backend_error(self.row, e.kind());
                 metrics::Verdict::Error
             }
         };
-        let passdb = self.passdb.kind();
         self.metrics
-            .observe(via.protocol, via.mechanism, passdb, verdict, elapsed);
+            .observe(via.protocol, via.mechanism, self.row, verdict, elapsed);
         match logged {
             Logged::Success => event!(tracing::Level::DEBUG, "success", "auth success:"),
             Logged::Failure(reason) => {
@@ -817,6 +826,7 @@ mod tests {
             cache: None,
             mechanisms: None,
             metrics: true,
+            backend_timeout: BACKEND_TIMEOUT,
         }
     }
 
@@ -827,7 +837,7 @@ mod tests {
             .with_user("carol@example.org", "example.org", "combined");
         Arc::new(
             Authenticator::new(
-                Passdb::Memory(memory),
+                Arc::new(memory),
                 RealmPolicy {
                     default_realm: b"myhost".to_vec(),
                     named: true,
@@ -894,7 +904,7 @@ mod tests {
         let memory = Memory::new().with_user("alice", "example.org", "secret");
         Arc::new(
             Authenticator::new(
-                Passdb::Memory(memory),
+                Arc::new(memory),
                 RealmPolicy {
                     default_realm: b"example.org".to_vec(),
                     named: true,

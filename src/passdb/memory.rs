@@ -1,12 +1,29 @@
 //! Users held in memory: the test double for the daemon and the protocols.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use zeroize::Zeroizing;
 
-use super::verdict;
+use super::{verdict, Answer, Context, Module, Passdb, PassdbError, Query};
 use crate::secret::{Credentials, Password};
-use crate::verdict::PassdbResult;
+use crate::verdict::{PassdbKind, PassdbResult, Replies};
+
+/// `memory`: not offered to `-a` (its users come from code, not settings).
+pub(super) const MODULE: Module = Module {
+    kind: KIND,
+    about: None,
+    open: |_| {
+        Err(PassdbError::Settings(
+            "-a memory exists only inside the test suite".into(),
+        ))
+    },
+};
+
+const KIND: PassdbKind = PassdbKind {
+    name: "memory",
+    replies: Replies::BARE,
+};
 
 /// A user's key: `(authid, realm)`.
 type UserKey = (Vec<u8>, Vec<u8>);
@@ -40,20 +57,34 @@ impl Memory {
         self
     }
 
-    pub(crate) fn lookup_credentials(&self, authid: &[u8], realm: &[u8]) -> Credentials {
-        Credentials {
-            plaintext: self.users.get(&(authid.to_vec(), realm.to_vec())).cloned(),
-            auth_password: None,
-        }
+    fn stored(&self, q: &Query<'_>) -> Option<&Zeroizing<Vec<u8>>> {
+        self.users.get(&(q.authid.to_vec(), q.realm.to_vec()))
+    }
+}
+
+impl Passdb for Memory {
+    fn kind(&self) -> PassdbKind {
+        KIND
     }
 
-    pub(crate) fn verify_plain(
-        &self,
-        authid: &[u8],
-        realm: &[u8],
-        password: &Password,
-    ) -> PassdbResult {
-        let stored = self.users.get(&(authid.to_vec(), realm.to_vec()));
-        verdict(stored.map(|s| s.as_slice()), password)
+    fn verify(
+        self: Arc<Self>,
+        q: &Query<'_>,
+        password: Password,
+        _: &Context<'_>,
+    ) -> Answer<PassdbResult> {
+        let stored = self.stored(q).map(|s| s.as_slice());
+        Answer::Now(Ok(verdict(stored, &password)))
+    }
+
+    fn has_credentials(&self) -> bool {
+        true
+    }
+
+    fn credentials(self: Arc<Self>, q: &Query<'_>, _: &Context<'_>) -> Answer<Credentials> {
+        Answer::Now(Ok(Credentials {
+            plaintext: self.stored(q).cloned(),
+            auth_password: None,
+        }))
     }
 }

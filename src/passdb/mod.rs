@@ -3,9 +3,16 @@
 //! A passdb answers "is this the password of `authid` in `realm`?" with a verdict
 //! ([`PassdbResult`]), and, when it has them, hands out a user's stored secrets
 //! ([`Credentials`]) for the mechanisms that compute with them. `Err` is kept for a backend
-//! that broke, which the driver answers differently from a wrong password. Passdbs are a closed
-//! enum dispatched by `match`; they know no socket, no wire and no mechanism, and are called
-//! by the driver only.
+//! that broke, which the driver answers differently from a wrong password.
+//!
+//! Every passdb sits behind one seam, the [`Passdb`] trait (Dovecot's `struct
+//! passdb_module_interface`), and says with each [`Answer`] how it runs: at once (sasldb from
+//! memory, a cache hit), blocking (crypt, PAM: the driver runs it on the `-n` pool), or
+//! awaiting the network (LDAP). The driver asks every one the same way — one deadline, one
+//! mapping of an error, a timeout or a panic to a verdict and the metrics — and names none.
+//! A passdb knows no socket, no wire and no mechanism.
+//!
+//! Adding a passdb is a file here and one line in [`MODULES`].
 
 pub mod ldap;
 mod memory;
@@ -13,9 +20,14 @@ mod pam;
 pub(crate) mod sasldb;
 mod shadow;
 
+use std::fmt;
+use std::future::Future;
 use std::io;
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
+use crate::pool::{JobLost, Pool};
 use crate::request::Peer;
 use crate::sasldb::SasldbError;
 use crate::secret::{Credentials, Password};
@@ -28,20 +40,227 @@ pub use sasldb::Sasldb;
 pub(crate) use shadow::fuzz_parse as fuzz_shadow;
 pub use shadow::{Shadow, ShadowSource};
 
-/// What a passdb is asked: final names (realm defaulting and `-r` applied), borrowed from the
-/// request (the driver copies them for a check that runs on another thread).
+/// The passdbs this build has, by their `-a` names: what `-a`, `passdb =` and `-v` know.
+pub static MODULES: &[Module] = &[
+    sasldb::MODULE,
+    shadow::MODULE,
+    pam::MODULE,
+    ldap::MODULE,
+    memory::MODULE,
+];
+
+/// One entry of [`MODULES`]: a passdb's name and how it is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct Module {
+    /// Its name and reply texts.
+    pub kind: PassdbKind,
+    /// What `-h` and the manual say of it (`None`: not offered, as `memory`).
+    pub about: Option<&'static str>,
+    /// Opens it as the settings say (at start-up and on a reload, on a blocking thread).
+    pub open: fn(&Settings) -> Result<Arc<dyn Passdb>, PassdbError>,
+}
+
+/// The module named `name` (case-insensitive, as Cyrus's `strcasecmp`).
+pub fn module(name: &str) -> Option<&'static Module> {
+    MODULES
+        .iter()
+        .find(|m| m.kind.name.eq_ignore_ascii_case(name))
+}
+
+/// The names of the passdbs a user may choose (`-a`), in the table's order.
+pub fn offered() -> impl Iterator<Item = &'static str> {
+    MODULES
+        .iter()
+        .filter(|m| m.about.is_some())
+        .map(|m| m.kind.name)
+}
+
+/// What the daemon's settings say to the passdbs: each takes what concerns it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `--sasldb`: the sasldb2 file.
+    pub sasldb: PathBuf,
+    /// `--shadow-file`: shadow(5) entries from this file instead of NSS.
+    pub shadow_file: Option<PathBuf>,
+    /// `--pam-service`: the PAM service for every request.
+    pub pam_service: Option<String>,
+    /// `-O`: the options Cyrus passes to its mechanism (a configuration file's path).
+    pub options: Vec<String>,
+    /// The configuration file's table named after the passdb (`[ldap]`): its keys and values
+    /// as text, in the file's order.
+    pub table: Vec<(String, String)>,
+}
+
+/// A user's check, as the driver asks every passdb: final names (the realm rule and `-r`
+/// applied), borrowed from the request.
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
     /// The user name to look up.
     pub authid: &'a [u8],
-    /// The realm (sasldb); the others ignore it, as Cyrus's do.
+    /// The realm: the request's own, else the passdb's [default](Passdb::default_realm).
     pub realm: &'a [u8],
-    /// The service (PAM's service name).
+    /// The service (`smtp`; PAM's service name, `%s` in a filter).
     pub service: &'a [u8],
     /// The client, when known (`PAM_RHOST`).
     pub peer: &'a Peer,
-    /// The password.
-    pub password: &'a Password,
+}
+
+impl Query<'_> {
+    /// A copy that lives as long as a check that runs later (on the pool, or awaited).
+    pub fn to_owned(&self) -> QueryBuf {
+        QueryBuf {
+            authid: self.authid.to_vec(),
+            realm: self.realm.to_vec(),
+            service: self.service.to_vec(),
+            peer: self.peer.clone(),
+        }
+    }
+}
+
+/// An owned [`Query`].
+#[derive(Debug, Clone)]
+pub struct QueryBuf {
+    authid: Vec<u8>,
+    realm: Vec<u8>,
+    service: Vec<u8>,
+    peer: Peer,
+}
+
+impl QueryBuf {
+    /// The query it holds.
+    pub fn query(&self) -> Query<'_> {
+        Query {
+            authid: &self.authid,
+            realm: &self.realm,
+            service: &self.service,
+            peer: &self.peer,
+        }
+    }
+}
+
+/// What the driver lends a check.
+pub struct Context<'a> {
+    /// The credential cache (`-c`) as this check's user sees it, its lookups counted in the
+    /// metrics; `None` without `-c`, or for a passdb that [has no use](Passdb::cache_use) for
+    /// it.
+    pub cache: Option<&'a Arc<dyn SuccessCache>>,
+    /// The `-n` pool, for a passdb that awaits the network and then has costly work to do
+    /// (a password scheme): never on the reactor.
+    pub pool: &'a Arc<Pool>,
+}
+
+/// How a passdb answers: here and now, or with work the driver runs on the pool or awaits.
+/// Either way the driver gives it one deadline, and maps what goes wrong the same way.
+pub enum Answer<T> {
+    /// Answered at once, without blocking (data in memory, a cache hit).
+    Now(Result<T, PassdbError>),
+    /// A call that blocks (libxcrypt, PAM, a file to read): the driver runs it on the `-n`
+    /// pool. (Dovecot: `blocking = TRUE`, a job for the auth workers.)
+    Blocking(Box<dyn FnOnce() -> Result<T, PassdbError> + Send>),
+    /// Work that awaits the network (a directory, a database): the driver awaits it on the
+    /// runtime; it must not block.
+    Awaited(Pin<Box<dyn Future<Output = Result<T, PassdbError>> + Send>>),
+}
+
+impl<T> Answer<T> {
+    /// A call for the pool.
+    pub fn blocking(call: impl FnOnce() -> Result<T, PassdbError> + Send + 'static) -> Self {
+        Answer::Blocking(Box::new(call))
+    }
+
+    /// Work to await.
+    pub fn awaited(work: impl Future<Output = Result<T, PassdbError>> + Send + 'static) -> Self {
+        Answer::Awaited(Box::pin(work))
+    }
+}
+
+impl<T> fmt::Debug for Answer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Answer::Now(_) => "Answer::Now",
+            Answer::Blocking(_) => "Answer::Blocking",
+            Answer::Awaited(_) => "Answer::Awaited",
+        })
+    }
+}
+
+/// Which realm stands for a request's empty one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DefaultRealm {
+    /// `--realm`, else the host name, as Cyrus's `auth_sasldb` (and what the others ignore).
+    Daemon,
+    /// This one (`ldap_default_realm`), else `--realm`, never the host name (Cyrus's
+    /// `lak.c`); `None`: `--realm` or nothing.
+    Own(Option<Vec<u8>>),
+}
+
+/// Whether the credential cache (`-c`) helps a passdb.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheUse {
+    /// Its checks are costly: remember successes.
+    Useful,
+    /// Not worth it; the text says why, for the log.
+    Useless(&'static str),
+}
+
+/// What a passdb needs of the process once it has dropped its privileges (`--user`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Files it must still be able to read.
+    pub files: Vec<PathBuf>,
+    /// Supplementary groups to keep, by name.
+    pub group_names: Vec<&'static str>,
+    /// And by id.
+    pub group_ids: Vec<u32>,
+}
+
+/// A credential backend.
+///
+/// Only `kind` and `verify` are required; a passdb that has stored secrets to hand out (what
+/// CRAM-MD5 and SCRAM compute with) also says so in `has_credentials` and gives them in
+/// `credentials`.
+pub trait Passdb: Send + Sync + fmt::Debug + 'static {
+    /// Its name and reply texts (its [`Module`]'s).
+    fn kind(&self) -> PassdbKind;
+
+    /// Checks a cleartext password.
+    fn verify(
+        self: Arc<Self>,
+        query: &Query<'_>,
+        password: Password,
+        cx: &Context<'_>,
+    ) -> Answer<PassdbResult>;
+
+    /// Whether [`Passdb::credentials`] can hand out anything.
+    fn has_credentials(&self) -> bool {
+        false
+    }
+
+    /// The user's stored secrets; empty for an unknown user.
+    fn credentials(self: Arc<Self>, query: &Query<'_>, cx: &Context<'_>) -> Answer<Credentials> {
+        let _ = (query, cx);
+        Answer::Now(Ok(Credentials::default()))
+    }
+
+    /// The realm that stands for a request's empty one.
+    fn default_realm(&self) -> DefaultRealm {
+        DefaultRealm::Daemon
+    }
+
+    /// Whether `-c` helps it.
+    fn cache_use(&self) -> CacheUse {
+        CacheUse::Useful
+    }
+
+    /// What it needs of the process after `--user`.
+    fn access(&self) -> Access {
+        Access::default()
+    }
+
+    /// What the log should say once it is up (a file that does not exist yet, say).
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A backend that broke (not a wrong password). Each names what it concerns.
@@ -88,6 +307,9 @@ pub enum PassdbError {
         /// The error.
         source: io::Error,
     },
+    /// Work lent to the pool did not come back (it panicked).
+    #[error(transparent)]
+    Lost(#[from] JobLost),
     /// At start-up: a file the passdb needs cannot be read.
     #[error("cannot read {}: {source}{hint}", path.display())]
     Unreadable {
@@ -104,128 +326,9 @@ pub enum PassdbError {
     /// At start-up: libxcrypt cannot hash with yescrypt (the unknown user's dummy hash).
     #[error("libxcrypt cannot make a yescrypt hash")]
     NoYescrypt,
-}
-
-/// A configured passdb.
-#[derive(Debug)]
-pub enum Passdb {
-    /// A sasldb2 file.
-    Sasldb(Sasldb),
-    /// Users held in memory.
-    Memory(Memory),
-    /// shadow(5) entries and libxcrypt.
-    Shadow(Shadow),
-    /// A PAM stack.
-    Pam(Pam),
-    /// A directory (LDAP), asked on the runtime: see [`Passdb::ldap`].
-    Ldap(Box<Ldap>),
-}
-
-impl Passdb {
-    /// Which kind this is.
-    pub fn kind(&self) -> PassdbKind {
-        match self {
-            Passdb::Sasldb(_) => PassdbKind::Sasldb,
-            Passdb::Memory(_) => PassdbKind::Memory,
-            Passdb::Shadow(_) => PassdbKind::Shadow,
-            Passdb::Pam(_) => PassdbKind::Pam,
-            Passdb::Ldap(_) => PassdbKind::Ldap,
-        }
-    }
-
-    /// A check answered here and now when it cannot block: memory always, sasldb when its
-    /// file is known not to have changed (a changed one is read again first, which takes a
-    /// while for a large file). `None`: run [`Passdb::verify_plain`] on the blocking pool —
-    /// always for shadow and PAM (a slow hash, PAM modules sleeping on failure or waiting on
-    /// the network).
-    ///
-    /// sasldb and memory answer from data in memory in about a microsecond, so the driver
-    /// runs them inline on the reactor: handing them to a thread pool would cost more than the
-    /// lookup (see BENCHMARKS.md).
-    pub fn verify_inline(&self, q: &Query<'_>) -> Option<Result<PassdbResult, PassdbError>> {
-        match self {
-            Passdb::Sasldb(db) => db.verify_plain_fresh(q.authid, q.realm, q.password),
-            Passdb::Memory(db) => Some(Ok(db.verify_plain(q.authid, q.realm, q.password))),
-            Passdb::Shadow(_) | Passdb::Pam(_) | Passdb::Ldap(_) => None,
-        }
-    }
-
-    /// The directory, whose checks are asynchronous (the driver awaits them on the runtime
-    /// instead of running [`Passdb::verify_plain`] on the pool).
-    pub fn ldap(&self) -> Option<&Ldap> {
-        match self {
-            Passdb::Ldap(db) => Some(db),
-            _ => None,
-        }
-    }
-
-    /// [`Passdb::lookup_credentials`] when it cannot block (as [`Passdb::verify_inline`]);
-    /// `None`: run that on the blocking pool.
-    pub fn lookup_credentials_inline(
-        &self,
-        authid: &[u8],
-        realm: &[u8],
-    ) -> Option<Result<Credentials, PassdbError>> {
-        match self {
-            Passdb::Sasldb(db) => db.lookup_credentials_fresh(authid, realm),
-            Passdb::Ldap(_) => None,
-            other => Some(other.lookup_credentials(authid, realm)),
-        }
-    }
-
-    /// Whether this passdb can hand out a user's stored secrets (what CRAM-MD5 and SCRAM
-    /// need): sasldb and memory can, PAM and shadow cannot.
-    pub fn has_credentials(&self) -> bool {
-        match self {
-            Passdb::Sasldb(_) | Passdb::Memory(_) => true,
-            Passdb::Ldap(db) => db.has_credentials(),
-            Passdb::Shadow(_) | Passdb::Pam(_) => false,
-        }
-    }
-
-    /// A verdict from the credential cache alone, for a blocking passdb whose cache can be
-    /// consulted without blocking; `None` means "ask [`Passdb::verify_plain`]". Lets the driver
-    /// answer cache hits on the reactor, without a round trip through the thread pool.
-    pub fn verify_cached(&self, q: &Query<'_>, cache: &dyn SuccessCache) -> Option<PassdbResult> {
-        match self {
-            Passdb::Shadow(db) => db.verify_cached(q, cache),
-            Passdb::Pam(db) => db.verify_cached(q, cache),
-            Passdb::Sasldb(_) | Passdb::Memory(_) | Passdb::Ldap(_) => None,
-        }
-    }
-
-    /// The stored secrets of `authid` in `realm` (sasldb `userPassword` and `authPassword`);
-    /// empty for an unknown user or a passdb that has none.
-    pub fn lookup_credentials(
-        &self,
-        authid: &[u8],
-        realm: &[u8],
-    ) -> Result<Credentials, PassdbError> {
-        match self {
-            Passdb::Sasldb(db) => db.lookup_credentials(authid, realm),
-            Passdb::Memory(db) => Ok(db.lookup_credentials(authid, realm)),
-            Passdb::Shadow(_) | Passdb::Pam(_) | Passdb::Ldap(_) => Ok(Credentials::default()),
-        }
-    }
-
-    /// Checks a cleartext password; `cache` is the driver's credential cache (`-c`), for the
-    /// passdbs whose checks are worth remembering. May block (see [`Passdb::verify_inline`]).
-    pub fn verify_plain(
-        &self,
-        q: &Query<'_>,
-        cache: Option<&dyn SuccessCache>,
-    ) -> Result<PassdbResult, PassdbError> {
-        match self {
-            Passdb::Sasldb(db) => db.verify_plain(q.authid, q.realm, q.password),
-            Passdb::Memory(db) => Ok(db.verify_plain(q.authid, q.realm, q.password)),
-            Passdb::Shadow(db) => db.verify_plain(q, cache),
-            Passdb::Pam(db) => db.verify_plain(q, cache),
-            Passdb::Ldap(_) => Err(PassdbError::Ldap {
-                server: String::new(),
-                message: "the directory is asked asynchronously (a driver bug)".into(),
-            }),
-        }
-    }
+    /// At start-up: settings that cannot be used (the message names the key or file).
+    #[error("{0}")]
+    Settings(String),
 }
 
 /// Compares a password with a stored secret, or, for an unknown user, with a dummy of the
@@ -238,5 +341,30 @@ fn verdict(stored: Option<&[u8]>, password: &Password) -> PassdbResult {
             let _ = password.matches(b"\0no such user\0");
             PassdbResult::UserUnknown
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_module_has_its_own_name_and_answers_to_it() {
+        for (i, m) in MODULES.iter().enumerate() {
+            assert!(
+                MODULES[..i].iter().all(|o| o.kind != m.kind),
+                "{} twice",
+                m.kind
+            );
+            assert_eq!(
+                module(&m.kind.name.to_ascii_uppercase()).unwrap().kind,
+                m.kind
+            );
+        }
+        assert!(module("kerberos4").is_none());
+        assert_eq!(
+            offered().collect::<Vec<_>>(),
+            ["sasldb", "shadow", "pam", "ldap"]
+        );
     }
 }

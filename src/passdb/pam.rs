@@ -7,14 +7,33 @@
 //! Each transaction runs whole on one thread of the daemon's bounded blocking pool.
 
 use std::ffi::{CStr, CString};
+use std::sync::Arc;
 use std::time::Instant;
 
-use pam_client::{Context, ConversationHandler, ErrorCode, Flag};
+use pam_client::{ConversationHandler, ErrorCode, Flag};
 use zeroize::Zeroizing;
 
-use super::{PassdbError, Query};
+use super::{Answer, Context, Module, Passdb, PassdbError, Query};
 use crate::request::Printable;
-use crate::verdict::{PassdbResult, SuccessCache};
+use crate::secret::Password;
+use crate::verdict::{PassdbKind, PassdbResult, Replies, SuccessCache};
+
+/// `-a pam`.
+pub(super) const MODULE: Module = Module {
+    kind: PassdbKind {
+        name: "pam",
+        // Cyrus's texts: a failed pam_authenticate, and a failed pam_acct_mgmt (which runs
+        // only after the password was right).
+        replies: Replies {
+            ok: "",
+            failure: "PAM auth error",
+            disabled: "PAM acct error",
+            expired: "PAM acct error",
+        },
+    },
+    about: Some("a PAM stack: the request's service, or --pam-service"),
+    open: |settings| Ok(Arc::new(Pam::new(settings.pam_service.clone()))),
+};
 
 /// The PAM passdb.
 #[derive(Debug)]
@@ -80,18 +99,19 @@ impl Pam {
         Pam { service }
     }
 
-    /// The verdict from the cache alone (no PAM call): the driver tries this on the reactor
-    /// before it hands the check to the blocking pool. PAM cannot be asked whether a password
-    /// changed, so a success is remembered by service and user until the cache's TTL.
-    pub(crate) fn verify_cached(
+    /// The verdict from the cache alone (no PAM call): tried on the reactor before the check
+    /// goes to the blocking pool. PAM cannot be asked whether a password changed, so a
+    /// success is remembered by service and user until the cache's TTL.
+    fn verify_cached(
         &self,
         q: &Query<'_>,
+        password: &Password,
         cache: &dyn SuccessCache,
     ) -> Option<PassdbResult> {
         let service = self.service_for(q);
         let user = std::str::from_utf8(q.authid).ok()?;
         let slot: [&[u8]; 3] = [b"pam", service.as_bytes(), user.as_bytes()];
-        if !cache.hit(&slot, q.password.expose(), Instant::now()) {
+        if !cache.hit(&slot, password.expose(), Instant::now()) {
             return None;
         }
         tracing::debug!("pam: cache hit for {user} (service {service}), PAM not asked");
@@ -105,20 +125,19 @@ impl Pam {
         }
     }
 
-    pub(crate) fn verify_plain(
+    /// One PAM transaction; `cache` records a success.
+    fn verify_plain(
         &self,
         q: &Query<'_>,
+        password: &Password,
         cache: Option<&dyn SuccessCache>,
     ) -> Result<PassdbResult, PassdbError> {
-        if let Some(verdict) = cache.and_then(|cache| self.verify_cached(q, cache)) {
-            return Ok(verdict);
-        }
         let service = self.service_for(q);
         // PAM takes C strings; a user name that is not UTF-8 cannot exist in it.
         let Ok(user) = std::str::from_utf8(q.authid) else {
             return Ok(PassdbResult::UserUnknown);
         };
-        let password = q.password.expose();
+        let password = password.expose();
         let slot: [&[u8]; 3] = [b"pam", service.as_bytes(), user.as_bytes()];
         let now = Instant::now();
         let conversation = Conversation {
@@ -131,8 +150,8 @@ impl Pam {
             user: Printable(user.as_bytes()).to_string(),
             source,
         };
-        let mut ctx =
-            Context::new(&service, Some(user), conversation).map_err(|e| broke("pam_start", e))?;
+        let mut ctx = pam_client::Context::new(&service, Some(user), conversation)
+            .map_err(|e| broke("pam_start", e))?;
         if let Some(host) = q.peer.host() {
             ctx.set_rhost(Some(&host))
                 .map_err(|e| broke("pam_set_item(PAM_RHOST)", e))?;
@@ -153,6 +172,30 @@ impl Pam {
             cache.insert(&slot, password, now);
         }
         Ok(PassdbResult::Ok)
+    }
+}
+
+/// A cache hit is answered on the reactor; a PAM transaction runs whole on the pool (modules
+/// sleep on failure, and may wait on the network).
+impl Passdb for Pam {
+    fn kind(&self) -> PassdbKind {
+        MODULE.kind
+    }
+
+    fn verify(
+        self: Arc<Self>,
+        q: &Query<'_>,
+        password: Password,
+        cx: &Context<'_>,
+    ) -> Answer<PassdbResult> {
+        let cache = cx.cache.cloned();
+        if let Some(cache) = &cache {
+            if let Some(verdict) = self.verify_cached(q, &password, cache.as_ref()) {
+                return Answer::Now(Ok(verdict));
+            }
+        }
+        let q = q.to_owned();
+        Answer::blocking(move || self.verify_plain(&q.query(), &password, cache.as_deref()))
     }
 }
 

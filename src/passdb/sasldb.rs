@@ -33,10 +33,21 @@ use std::time::{Duration, SystemTime};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
-use super::{verdict, PassdbError};
+use super::{verdict, Access, Answer, CacheUse, Context, Module, Passdb, PassdbError, Query};
 use crate::sasldb::{OpenMode, SasldbError, Stamp, Store, AUTH_PASSWORD, USER_PASSWORD};
 use crate::secret::{Credentials, Password};
-use crate::verdict::PassdbResult;
+use crate::verdict::{PassdbKind, PassdbResult, Replies};
+
+/// `-a sasldb`.
+pub(super) const MODULE: Module = Module {
+    kind: PassdbKind {
+        name: "sasldb",
+        // A bare NO for every failure, as Cyrus's auth_sasldb.
+        replies: Replies::BARE,
+    },
+    about: Some("a sasldb2 file (--sasldb; LMDB, Berkeley DB or GDBM)"),
+    open: |settings| Ok(Arc::new(Sasldb::new(&settings.sasldb)?)),
+};
 
 /// The file the sasldb passdb reads unless told otherwise (Cyrus's `SASL_DB_PATH`).
 pub(crate) use crate::sasldb::DEFAULT_PATH;
@@ -358,17 +369,6 @@ impl Sasldb {
         Ok(self.with_store(|store| credentials(store, authid, realm))?)
     }
 
-    /// The same, answered only when that needs no look at the path (see
-    /// [`Sasldb::with_fresh_store`]).
-    pub(crate) fn lookup_credentials_fresh(
-        &self,
-        authid: &[u8],
-        realm: &[u8],
-    ) -> Option<Result<Credentials, PassdbError>> {
-        self.with_fresh_store(|store| credentials(store, authid, realm))
-            .map(|r| r.map_err(PassdbError::from))
-    }
-
     /// Checks a password, looking at the path first when it may have changed.
     pub(crate) fn verify_plain(
         &self,
@@ -379,8 +379,10 @@ impl Sasldb {
         Ok(self.with_store(|store| check(store, authid, realm, password))?)
     }
 
-    /// The same, answered only when that needs no look at the path.
-    pub(crate) fn verify_plain_fresh(
+    /// The same, answered only when that needs no look at the path (see
+    /// [`Sasldb::with_fresh_store`]): what [`Passdb::verify`] answers at once.
+    #[cfg(test)]
+    fn verify_plain_fresh(
         &self,
         authid: &[u8],
         realm: &[u8],
@@ -388,6 +390,83 @@ impl Sasldb {
     ) -> Option<Result<PassdbResult, PassdbError>> {
         self.with_fresh_store(|store| check(store, authid, realm, password))
             .map(|r| r.map_err(PassdbError::from))
+    }
+}
+
+/// The file is read into memory and a check is a lookup there, about a microsecond: answered
+/// on the reactor, where handing it to a thread would cost more than the lookup (see
+/// BENCHMARKS.md). Only when the file may have changed does a check go to the pool, which
+/// reads it again first (a large file takes a while).
+impl Passdb for Sasldb {
+    fn kind(&self) -> PassdbKind {
+        MODULE.kind
+    }
+
+    fn verify(
+        self: Arc<Self>,
+        q: &Query<'_>,
+        password: Password,
+        _: &Context<'_>,
+    ) -> Answer<PassdbResult> {
+        let (authid, realm) = (q.authid, q.realm);
+        match self.with_fresh_store(|store| check(store, authid, realm, &password)) {
+            Some(checked) => Answer::Now(checked.map_err(PassdbError::from)),
+            None => {
+                let q = q.to_owned();
+                Answer::blocking(move || {
+                    let q = q.query();
+                    self.verify_plain(q.authid, q.realm, &password)
+                })
+            }
+        }
+    }
+
+    fn has_credentials(&self) -> bool {
+        true
+    }
+
+    fn credentials(self: Arc<Self>, q: &Query<'_>, _: &Context<'_>) -> Answer<Credentials> {
+        let (authid, realm) = (q.authid, q.realm);
+        match self.with_fresh_store(|store| credentials(store, authid, realm)) {
+            Some(found) => Answer::Now(found.map_err(PassdbError::from)),
+            None => {
+                let q = q.to_owned();
+                Answer::blocking(move || {
+                    let q = q.query();
+                    self.lookup_credentials(q.authid, q.realm)
+                })
+            }
+        }
+    }
+
+    fn cache_use(&self) -> CacheUse {
+        CacheUse::Useless(
+            "-c: sasldb reads LMDB on every request, which is faster than a cache; no cache used",
+        )
+    }
+
+    fn access(&self) -> Access {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&self.path) {
+            Ok(meta) => Access {
+                files: vec![self.path.clone()],
+                group_ids: vec![meta.gid()],
+                ..Access::default()
+            },
+            Err(_) => Access::default(),
+        }
+    }
+
+    fn notices(&self) -> Vec<String> {
+        match self.path.exists() {
+            true => Vec::new(),
+            false => vec![format!(
+                "{} does not exist yet: every user is unknown until it is created \
+                 (saslpasswd2-rs -f {} -c USER)",
+                self.path.display(),
+                self.path.display()
+            )],
+        }
     }
 }
 

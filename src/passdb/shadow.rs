@@ -17,10 +17,34 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use zeroize::Zeroizing;
 
-use super::{PassdbError, Query};
+use super::{Access, Answer, Context, Module, Passdb, PassdbError, Query};
 use crate::crypt;
 use crate::request::Printable;
-use crate::verdict::{PassdbResult, SuccessCache};
+use crate::secret::Password;
+use crate::verdict::{PassdbKind, PassdbResult, Replies, SuccessCache};
+
+/// `-a shadow`.
+pub(super) const MODULE: Module = Module {
+    kind: PassdbKind {
+        name: "shadow",
+        // Cyrus answers "NO Invalid username" and "NO Incorrect password", which tells who
+        // exists: ours says the same for both.
+        replies: Replies {
+            ok: "",
+            failure: "authentication failed",
+            disabled: "Account expired",
+            expired: "Password expired",
+        },
+    },
+    about: Some("shadow(5) entries through NSS, or --shadow-file; libxcrypt"),
+    open: |settings| {
+        let source = match &settings.shadow_file {
+            Some(path) => ShadowSource::File(path.clone()),
+            None => ShadowSource::System,
+        };
+        Ok(Arc::new(Shadow::new(source)?))
+    },
+};
 
 /// Where entries come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,15 +274,9 @@ impl Shadow {
         Ok(shadow)
     }
 
+    /// The entries of the file at `path`, read again when it has changed.
     fn entries(&self, path: &Path) -> std::io::Result<Entries> {
-        let meta = std::fs::metadata(path)?;
-        let id = (
-            meta.dev(),
-            meta.ino(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            meta.len(),
-        );
+        let id = version(path)?;
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((known, entries)) = file.as_ref() {
             if *known == id {
@@ -292,34 +310,51 @@ impl Shadow {
         }
     }
 
+    /// The entries of a shadow file as already read, when it has not changed since (a
+    /// `stat`, no read): what a check on the reactor may use.
+    fn entries_read(&self, path: &Path) -> Option<Entries> {
+        let id = version(path).ok()?;
+        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let (known, entries) = file.as_ref()?;
+        (*known == id).then(|| Arc::clone(entries))
+    }
+
     /// The verdict from the cache alone, when the entry can be had without blocking (a
-    /// shadow file, held in memory): the driver calls this on the reactor before it hands
-    /// the check to the blocking pool. `None`: ask [`Shadow::verify_plain`].
-    pub(crate) fn verify_cached(
+    /// shadow file already read): tried on the reactor before the check goes to the pool.
+    /// `None`: ask [`Shadow::verify_plain`].
+    /// `Err(())`: the cache could not be asked here (no file, or it changed since it was
+    /// read); `Ok(None)`: it was asked, and missed.
+    fn verify_cached(
         &self,
         q: &Query<'_>,
+        password: &Password,
         cache: &dyn SuccessCache,
-    ) -> Option<PassdbResult> {
+    ) -> Result<Option<PassdbResult>, ()> {
         let ShadowSource::File(path) = &self.source else {
-            return None;
+            return Err(());
         };
-        let entries = self.entries(path).ok()?;
-        cached_verdict(entries.get(q.authid)?, q, cache)
+        let entries = self.entries_read(path).ok_or(())?;
+        Ok(entries
+            .get(q.authid)
+            .and_then(|entry| cached_verdict(entry, q, password, cache)))
     }
 
     pub(crate) fn verify_plain(
         &self,
         q: &Query<'_>,
+        password: &Password,
         cache: Option<&dyn SuccessCache>,
+        ask_cache: bool,
     ) -> Result<PassdbResult, PassdbError> {
-        let password = q.password.expose();
         let Some(entry) = self.lookup(q.authid)? else {
-            let _ = crypt::verify(password, &self.dummy);
+            let _ = crypt::verify(password.expose(), &self.dummy);
             return Ok(PassdbResult::UserUnknown);
         };
-        if let Some(verdict) = cache.and_then(|cache| cached_verdict(&entry, q, cache)) {
+        let cached = cache.filter(|_| ask_cache);
+        if let Some(verdict) = cached.and_then(|cache| cached_verdict(&entry, q, password, cache)) {
             return Ok(verdict);
         }
+        let password = password.expose();
         match crypt::verify(password, &entry.hash) {
             Some(true) => {}
             Some(false) => return Ok(PassdbResult::PasswordMismatch),
@@ -337,6 +372,59 @@ impl Shadow {
     }
 }
 
+/// A check answered on the reactor when the cache knows it; otherwise on the pool: NSS may
+/// ask the network, and a yescrypt hash takes milliseconds.
+impl Passdb for Shadow {
+    fn kind(&self) -> PassdbKind {
+        MODULE.kind
+    }
+
+    fn verify(
+        self: Arc<Self>,
+        q: &Query<'_>,
+        password: Password,
+        cx: &Context<'_>,
+    ) -> Answer<PassdbResult> {
+        let cache = cx.cache.cloned();
+        let mut ask_cache = true;
+        if let Some(cache) = &cache {
+            match self.verify_cached(q, &password, cache.as_ref()) {
+                Ok(Some(verdict)) => return Answer::Now(Ok(verdict)),
+                // Asked here: the pool's call does not ask again, and records a success.
+                Ok(None) => ask_cache = false,
+                Err(()) => {}
+            }
+        }
+        let q = q.to_owned();
+        Answer::blocking(move || {
+            self.verify_plain(&q.query(), &password, cache.as_deref(), ask_cache)
+        })
+    }
+
+    fn access(&self) -> Access {
+        Access {
+            files: match &self.source {
+                ShadowSource::File(path) => vec![path.clone()],
+                ShadowSource::System => Vec::new(),
+            },
+            group_names: vec!["shadow"],
+            ..Access::default()
+        }
+    }
+}
+
+/// What tells one version of a file from another.
+fn version(path: &Path) -> std::io::Result<FileVersion> {
+    let meta = std::fs::metadata(path)?;
+    Ok((
+        meta.dev(),
+        meta.ino(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.len(),
+    ))
+}
+
 /// The cache slot of a check: the user and the entry's current hash, so that a changed
 /// password is another slot.
 fn slot<'a>(entry: &'a ShadowEntry, q: &'a Query) -> [&'a [u8]; 3] {
@@ -348,9 +436,10 @@ fn slot<'a>(entry: &'a ShadowEntry, q: &'a Query) -> [&'a [u8]; 3] {
 fn cached_verdict(
     entry: &ShadowEntry,
     q: &Query<'_>,
+    password: &Password,
     cache: &dyn SuccessCache,
 ) -> Option<PassdbResult> {
-    if !cache.hit(&slot(entry, q), q.password.expose(), Instant::now()) {
+    if !cache.hit(&slot(entry, q), password.expose(), Instant::now()) {
         return None;
     }
     tracing::debug!(
@@ -427,7 +516,6 @@ mod tests {
 #[cfg(test)]
 mod cache_tests {
     use super::*;
-    use crate::secret::Password;
 
     /// A slot's parts and the password.
     type Remembered = (Vec<Vec<u8>>, Vec<u8>);
@@ -462,17 +550,23 @@ mod cache_tests {
             realm: b"",
             service: b"smtp",
             peer: &peer,
-            password: &password,
         };
         assert_eq!(
-            shadow.verify_plain(&q, Some(&cache)).unwrap(),
+            shadow
+                .verify_plain(&q, &password, Some(&cache), true)
+                .unwrap(),
             PassdbResult::Ok
         );
         assert_eq!(cache.0.lock().unwrap().len(), 1);
         assert_eq!(cache.0.lock().unwrap()[0].0[2], hash.as_bytes());
-        assert_eq!(shadow.verify_cached(&q, &cache), Some(PassdbResult::Ok));
         assert_eq!(
-            shadow.verify_plain(&q, Some(&cache)).unwrap(),
+            shadow.verify_cached(&q, &password, &cache),
+            Ok(Some(PassdbResult::Ok))
+        );
+        assert_eq!(
+            shadow
+                .verify_plain(&q, &password, Some(&cache), true)
+                .unwrap(),
             PassdbResult::Ok
         );
     }

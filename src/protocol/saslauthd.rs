@@ -162,17 +162,18 @@ pub struct RequestTooLarge;
 /// The answer to a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
-    /// `OK`.
-    Ok,
+    /// `OK`, with a text (empty for Cyrus's bare `OK`).
+    Ok(&'static str),
     /// `NO`, with a reason (empty for Cyrus's bare `NO`).
-    No(String),
+    No(std::borrow::Cow<'static, str>),
 }
 
 impl Reply {
     /// The reply body, without the length prefix: `OK`, `NO` or `NO <reason>`.
     pub fn body(&self) -> Vec<u8> {
         match self {
-            Reply::Ok => b"OK".to_vec(),
+            Reply::Ok(text) if text.is_empty() => b"OK".to_vec(),
+            Reply::Ok(text) => format!("OK {text}").into_bytes(),
             Reply::No(reason) if reason.is_empty() => b"NO".to_vec(),
             Reply::No(reason) => format!("NO {reason}").into_bytes(),
         }
@@ -187,37 +188,25 @@ impl Reply {
     }
 }
 
-/// The reply to an outcome, with Cyrus's texts where they do not tell an unknown user from a
-/// wrong password.
-///
-/// - sasldb: a bare `NO` for every failure, as Cyrus's `auth_sasldb`.
-/// - pam: `NO PAM auth error` for a failed `pam_authenticate`, `NO PAM acct error` for a
-///   failed `pam_acct_mgmt` (which runs only after the password was right), as Cyrus.
-/// - shadow: `NO authentication failed` for an unknown user and a wrong password alike (Cyrus
-///   answers `NO Invalid username` and `NO Incorrect password`, which tells who exists);
-///   `NO Account expired` and `NO Password expired` as Cyrus, only after a right password.
-/// - a backend that broke: `NO internal mechanism failure` (`saslauthd-main.c`).
+/// The reply to an outcome, in the texts the passdb declares ([`PassdbKind::replies`]), which
+/// are Cyrus's where they do not tell an unknown user from a wrong password: a bare `NO` from
+/// sasldb, `NO PAM auth error` and `NO PAM acct error` from PAM, `NO authentication failed`
+/// from shadow for an unknown user and a wrong password alike (Cyrus answers `NO Invalid
+/// username` and `NO Incorrect password`). A refusal before any lookup and a backend that
+/// broke are the same for every passdb: `NO NULL login received`, `NO NULL password
+/// received`, `NO internal mechanism failure` (`saslauthd-main.c`).
 pub fn reply_for(outcome: &Outcome, passdb: PassdbKind) -> Reply {
-    let failed = || match passdb {
-        PassdbKind::Sasldb | PassdbKind::Ldap | PassdbKind::Memory => String::new(),
-        PassdbKind::Pam => "PAM auth error".into(),
-        PassdbKind::Shadow => "authentication failed".into(),
-    };
+    let texts = passdb.replies;
+    let no = |text: &'static str| Reply::No(text.into());
     match outcome {
-        Outcome::Verdict(PassdbResult::Ok) => Reply::Ok,
+        Outcome::Verdict(PassdbResult::Ok) => Reply::Ok(texts.ok),
         Outcome::Verdict(PassdbResult::PasswordMismatch | PassdbResult::UserUnknown)
-        | Outcome::Refused(Refusal::NulByte) => Reply::No(failed()),
-        Outcome::Verdict(result @ (PassdbResult::UserDisabled | PassdbResult::PassExpired)) => {
-            Reply::No(match (passdb, result) {
-                (PassdbKind::Pam, _) => "PAM acct error".into(),
-                (PassdbKind::Shadow, PassdbResult::UserDisabled) => "Account expired".into(),
-                (PassdbKind::Shadow, _) => "Password expired".into(),
-                _ => failed(),
-            })
-        }
-        Outcome::Refused(Refusal::EmptyLogin) => Reply::No("NULL login received".into()),
-        Outcome::Refused(Refusal::EmptyPassword) => Reply::No("NULL password received".into()),
-        Outcome::Error => Reply::No("internal mechanism failure".into()),
+        | Outcome::Refused(Refusal::NulByte) => no(texts.failure),
+        Outcome::Verdict(PassdbResult::UserDisabled) => no(texts.disabled),
+        Outcome::Verdict(PassdbResult::PassExpired) => no(texts.expired),
+        Outcome::Refused(Refusal::EmptyLogin) => no("NULL login received"),
+        Outcome::Refused(Refusal::EmptyPassword) => no("NULL password received"),
+        Outcome::Error => no("internal mechanism failure"),
     }
 }
 
@@ -318,8 +307,8 @@ mod tests {
 
     #[test]
     fn replies_are_framed_like_cyrus() {
-        assert_eq!(Reply::Ok.encode(), b"\x00\x02OK");
-        assert_eq!(Reply::No(String::new()).encode(), b"\x00\x02NO");
+        assert_eq!(Reply::Ok("").encode(), b"\x00\x02OK");
+        assert_eq!(Reply::No("".into()).encode(), b"\x00\x02NO");
         assert_eq!(
             Reply::No("NULL login received".into()).encode(),
             b"\x00\x16NO NULL login received"

@@ -197,9 +197,7 @@ async fn command(words: &[&str], live: &Live) -> String {
                 peer: crate::request::Peer::new(None),
             };
             let password = crate::secret::Password::new(password.as_bytes().to_vec());
-            let _in_flight = auth
-                .metrics()
-                .in_flight(crate::auth::metrics::Protocol::Admin);
+            let _in_flight = auth.metrics().in_flight(crate::metrics::Protocol::Admin);
             let decision = auth
                 .verify_plain(&request, password, crate::auth::Via::ADMIN)
                 .await;

@@ -34,7 +34,7 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::metrics::ListenerCounts;
+use crate::metrics::ListenerCounts;
 
 /// The longest socket path `sun_path` holds (108 bytes with the NUL). Cyrus truncates longer
 /// `-m` paths silently; we refuse them.

@@ -19,8 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{bind_socket, serve, Limits};
-use crate::auth::metrics::{ListenerCounts, Protocol};
 use crate::auth::{Live, Via};
+use crate::metrics::{ListenerCounts, Protocol};
 use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
 
 /// Binds `<run_dir>/mux` with `mode`, non-blocking, ready for [`MuxListener::new`].

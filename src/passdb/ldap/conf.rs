@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::passdb::PassdbError;
+
 /// Where Debian's saslauthd reads it.
 pub const DEFAULT_PATH: &str = "/etc/saslauthd.conf";
 
@@ -245,6 +247,26 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 ];
 
 impl LdapConf {
+    /// The settings `-a ldap` runs with: Cyrus's `saslauthd.conf` that `-O` names (or
+    /// [`DEFAULT_PATH`], unless the configuration file has an `[ldap]` table and no `-O` is
+    /// given), then the `[ldap]` table's keys over it.
+    pub fn from_settings(settings: &crate::passdb::Settings) -> Result<LdapConf, PassdbError> {
+        let named = settings.options.first().map(PathBuf::from);
+        let read =
+            |path: &Path| LdapConf::read(path).map_err(|e| PassdbError::Settings(e.to_string()));
+        let mut conf = match (&named, settings.table.is_empty()) {
+            (Some(path), _) => read(path)?,
+            (None, true) => read(Path::new(DEFAULT_PATH))?,
+            (None, false) => LdapConf::default(),
+        };
+        for (key, value) in &settings.table {
+            conf.set(key, value).map_err(|e| {
+                PassdbError::Settings(format!("[ldap] in the configuration file: {e}"))
+            })?;
+        }
+        Ok(conf)
+    }
+
     /// Reads `path`.
     pub fn read(path: &Path) -> Result<LdapConf, ConfError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfError::Read {

@@ -28,9 +28,24 @@ use ldap3::{LdapConnAsync, LdapConnSettings, SearchEntry, SearchOptions};
 
 use self::conf::{AuthMethod, Deref, GroupMatch, LdapConf, Scope};
 use self::filter::{expand, Tokens};
-use super::PassdbError;
-use crate::secret::Password;
-use crate::verdict::PassdbResult;
+use super::{Answer, Context, DefaultRealm, Module, Passdb, PassdbError, Query};
+use crate::pool::Pool;
+use crate::secret::{Credentials, Password};
+use crate::verdict::{PassdbKind, PassdbResult, Replies, SuccessCache};
+
+/// `-a ldap`.
+pub(super) const MODULE: Module = Module {
+    kind: PassdbKind {
+        name: "ldap",
+        replies: Replies::BARE,
+    },
+    about: Some("a directory, as Cyrus's saslauthd.conf (-O) or the [ldap] table says"),
+    open: |settings| {
+        Ok(Arc::new(Ldap::new(conf::LdapConf::from_settings(
+            settings,
+        )?)?))
+    },
+};
 
 /// One operation's deadline at most (`ldap_timeout` when shorter): short enough that after a
 /// server that does not answer, the next one still can within the driver's 4 s.
@@ -678,9 +693,7 @@ impl Ldap {
         }
     }
 
-    /// Checks `password` for `user` in `realm` (the service for `%s`).
-    /// `realm` is the request's (empty when it named none) and `default_realm` the daemon's;
-    /// `ldap_default_realm`, when set, stands for an empty one instead.
+    /// Checks `password` for the query's user (the realm and service for `%r`, `%d`, `%s`).
     ///
     /// With the credential cache (`-c`, `bind` method), a success is remembered with the
     /// entry's DN and its change stamps (`entryCSN`, `modifyTimestamp`), which the search
@@ -693,21 +706,18 @@ impl Ldap {
     /// for a filter already searched in the current generation, and the cache's slot carries
     /// the generation instead of the stamps: any change under the base sends the next request
     /// to the directory again.
-    pub async fn verify(
+    async fn check(
         &self,
-        user: &[u8],
-        realm: &[u8],
-        default_realm: &[u8],
-        service: &[u8],
+        q: &Query<'_>,
         password: &Password,
-        cache: Option<&(dyn crate::verdict::SuccessCache + '_)>,
+        cache: Option<&(dyn SuccessCache + '_)>,
+        pool: &Pool,
     ) -> Result<PassdbResult, PassdbError> {
-        let realm = self.realm_of(realm, default_realm);
         // The directory speaks UTF-8; a name that is not cannot be anyone there.
         let (Ok(user), Ok(realm), Ok(service), Ok(secret)) = (
-            std::str::from_utf8(user),
-            std::str::from_utf8(realm),
-            std::str::from_utf8(service),
+            std::str::from_utf8(q.authid),
+            std::str::from_utf8(q.realm),
+            std::str::from_utf8(q.service),
             std::str::from_utf8(password.expose()),
         ) else {
             return Ok(PassdbResult::UserUnknown);
@@ -782,17 +792,12 @@ impl Ldap {
                         .clone()
                         .unwrap_or_else(|| b"\0no such user\0".to_vec())],
                 };
-                // {CRYPT} runs libxcrypt, which may take milliseconds: never on the runtime's
-                // threads.
+                // {CRYPT} runs libxcrypt, which may take milliseconds: on the pool, never on
+                // the runtime's threads.
                 let given = zeroize::Zeroizing::new(password.expose().to_vec());
-                let matched = tokio::task::spawn_blocking(move || {
-                    values.iter().any(|v| scheme::check(v, &given))
-                })
-                .await
-                .map_err(|e| PassdbError::Ldap {
-                    server: String::new(),
-                    message: format!("the password check failed: {e}"),
-                })?;
+                let matched = pool
+                    .run(move || values.iter().any(|v| scheme::check(v, &given)))
+                    .await?;
                 match (entry, matched) {
                     (None, _) => (PassdbResult::UserUnknown, String::new()),
                     (Some(entry), true) => (PassdbResult::Ok, entry.dn),
@@ -812,41 +817,14 @@ impl Ldap {
 }
 
 impl Ldap {
-    /// The realm a request is asked in: its own, else `ldap_default_realm`, else the daemon's
-    /// default.
-    fn realm_of<'a>(&'a self, realm: &'a [u8], default_realm: &'a [u8]) -> &'a [u8] {
-        match (realm.is_empty(), self.conf.default_realm.is_empty()) {
-            (false, _) => realm,
-            (true, false) => self.conf.default_realm.as_bytes(),
-            (true, true) => default_realm,
-        }
-    }
-
-    /// Whether the settings hand out a cleartext secret (`custom`, whose password attribute
-    /// the administrator keeps in cleartext for CRAM-MD5 and SCRAM): the Dovecot socket then
-    /// offers those mechanisms too.
-    pub fn has_credentials(&self) -> bool {
-        self.conf.auth_method == AuthMethod::Custom
-    }
-
     /// The user's cleartext secret: the first `ldap_password_attr` value without a `{scheme}`
     /// prefix (none for a user whose values are all hashed, or who does not exist).
-    pub async fn credentials(
-        &self,
-        user: &[u8],
-        realm: &[u8],
-        default_realm: &[u8],
-        service: &[u8],
-    ) -> Result<crate::secret::Credentials, PassdbError> {
-        let none = crate::secret::Credentials::default();
-        if !self.has_credentials() {
-            return Ok(none);
-        }
-        let realm = self.realm_of(realm, default_realm);
+    async fn cleartext(&self, q: &Query<'_>) -> Result<Credentials, PassdbError> {
+        let none = Credentials::default();
         let (Ok(user), Ok(realm), Ok(service)) = (
-            std::str::from_utf8(user),
-            std::str::from_utf8(realm),
-            std::str::from_utf8(service),
+            std::str::from_utf8(q.authid),
+            std::str::from_utf8(q.realm),
+            std::str::from_utf8(q.service),
         ) else {
             return Ok(none);
         };
@@ -863,10 +841,51 @@ impl Ldap {
         let plaintext = lookup_attr(&entry, &attr)
             .and_then(|values| values.iter().find(|v| !v.starts_with('{')))
             .map(|v| zeroize::Zeroizing::new(v.as_bytes().to_vec()));
-        Ok(crate::secret::Credentials {
+        Ok(Credentials {
             plaintext,
             auth_password: None,
         })
+    }
+}
+
+/// Every check awaits the directory on the runtime (ldap3 over tokio): no thread waits on
+/// the network; a `{CRYPT}` value of `custom` is checked on the pool.
+impl Passdb for Ldap {
+    fn kind(&self) -> PassdbKind {
+        MODULE.kind
+    }
+
+    fn verify(
+        self: Arc<Self>,
+        q: &Query<'_>,
+        password: Password,
+        cx: &Context<'_>,
+    ) -> Answer<PassdbResult> {
+        let (q, cache, pool) = (q.to_owned(), cx.cache.cloned(), Arc::clone(cx.pool));
+        Answer::awaited(async move {
+            self.check(&q.query(), &password, cache.as_deref(), &pool)
+                .await
+        })
+    }
+
+    /// With `custom`, whose password attribute the administrator keeps in cleartext for
+    /// CRAM-MD5 and SCRAM, the Dovecot socket offers those mechanisms too.
+    fn has_credentials(&self) -> bool {
+        self.conf.auth_method == AuthMethod::Custom
+    }
+
+    fn credentials(self: Arc<Self>, q: &Query<'_>, _: &Context<'_>) -> Answer<Credentials> {
+        if !self.has_credentials() {
+            return Answer::Now(Ok(Credentials::default()));
+        }
+        let q = q.to_owned();
+        Answer::awaited(async move { self.cleartext(&q.query()).await })
+    }
+
+    /// `ldap_default_realm`, else `--realm`: never the host name, as Cyrus's `lak.c`.
+    fn default_realm(&self) -> DefaultRealm {
+        let own = &self.conf.default_realm;
+        DefaultRealm::Own((!own.is_empty()).then(|| own.as_bytes().to_vec()))
     }
 }
 

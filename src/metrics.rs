@@ -23,8 +23,6 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry, Unit};
 
-use crate::verdict::PassdbKind;
-
 /// Which protocol a request came by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
@@ -84,22 +82,49 @@ pub(crate) const MECHANISMS: [&str; 7] = [
     "SCRAM-SHA-256",
 ];
 
-const PASSDBS: [PassdbKind; 5] = [
-    PassdbKind::Sasldb,
-    PassdbKind::Shadow,
-    PassdbKind::Pam,
-    PassdbKind::Ldap,
-    PassdbKind::Memory,
-];
+/// How many passdbs the request tables have rows for: one per passdb a driver was made over
+/// (a reload may bring another), far more than a process sees.
+const MAX_PASSDBS: usize = 16;
 
-fn passdb_index(kind: PassdbKind) -> usize {
-    match kind {
-        PassdbKind::Sasldb => 0,
-        PassdbKind::Shadow => 1,
-        PassdbKind::Pam => 2,
-        PassdbKind::Ldap => 3,
-        PassdbKind::Memory => 4,
+/// The passdbs given rows in the tables, in the order they came: a row's name is set once.
+#[derive(Debug, Default)]
+struct PassdbNames {
+    names: [std::sync::OnceLock<&'static str>; MAX_PASSDBS],
+    /// Taken while a new name is given its row.
+    adding: std::sync::Mutex<()>,
+}
+
+impl PassdbNames {
+    /// The row of `name`, given one when it has none yet; `None` when every row is taken.
+    fn row(&self, name: &'static str) -> Option<usize> {
+        let find = || self.names.iter().position(|n| n.get() == Some(&name));
+        if let Some(row) = find() {
+            return Some(row);
+        }
+        let _adding = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        find().or_else(|| {
+            let row = self.names.iter().position(|n| n.get().is_none())?;
+            let _ = self.names[row].set(name);
+            Some(row)
+        })
     }
+
+    /// The rows given so far, with their names.
+    fn rows(&self) -> impl Iterator<Item = (usize, &'static str)> + '_ {
+        self.names
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.get().map(|name| (i, *name)))
+    }
+}
+
+/// A passdb as the metrics count it: its name and its row in the request tables (`None`
+/// beyond [`MAX_PASSDBS`]: then its series go to the families). Taken once, when a driver
+/// is made, with [`Metrics::passdb`].
+#[derive(Debug, Clone, Copy)]
+pub struct PassdbRow {
+    name: &'static str,
+    row: Option<usize>,
 }
 
 fn protocol_index(protocol: Protocol) -> usize {
@@ -236,25 +261,21 @@ impl EncodeMetric for AtomicHistogram {
 #[derive(Debug)]
 struct RequestTable {
     counts: Vec<AtomicU64>,
+    passdbs: Arc<PassdbNames>,
 }
 
-fn request_slot(
-    protocol: Protocol,
-    mechanism: usize,
-    passdb: PassdbKind,
-    verdict: Verdict,
-) -> usize {
-    ((protocol_index(protocol) * MECHANISMS.len() + mechanism) * PASSDBS.len()
-        + passdb_index(passdb))
+fn request_slot(protocol: Protocol, mechanism: usize, passdb: usize, verdict: Verdict) -> usize {
+    ((protocol_index(protocol) * MECHANISMS.len() + mechanism) * MAX_PASSDBS + passdb)
         * VERDICTS.len()
         + verdict_index(verdict)
 }
 
 impl RequestTable {
-    fn new() -> RequestTable {
-        let len = PROTOCOLS.len() * MECHANISMS.len() * PASSDBS.len() * VERDICTS.len();
+    fn new(passdbs: Arc<PassdbNames>) -> RequestTable {
+        let len = PROTOCOLS.len() * MECHANISMS.len() * MAX_PASSDBS * VERDICTS.len();
         RequestTable {
             counts: (0..len).map(|_| AtomicU64::new(0)).collect(),
+            passdbs,
         }
     }
 }
@@ -267,9 +288,9 @@ impl EncodeMetric for RequestTable {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         for protocol in PROTOCOLS {
             for (m, mechanism) in MECHANISMS.iter().enumerate() {
-                for passdb in PASSDBS {
+                for (row, passdb) in self.passdbs.rows() {
                     for verdict in VERDICTS {
-                        let n = self.counts[request_slot(protocol, m, passdb, verdict)]
+                        let n = self.counts[request_slot(protocol, m, row, verdict)]
                             .load(Ordering::Relaxed);
                         if n == 0 {
                             continue;
@@ -277,7 +298,7 @@ impl EncodeMetric for RequestTable {
                         let labels = RequestLabels {
                             protocol: protocol.name(),
                             mechanism,
-                            passdb: passdb.name(),
+                            passdb,
                             verdict: verdict.name(),
                         };
                         encoder
@@ -299,10 +320,11 @@ impl EncodeMetric for RequestTable {
 #[derive(Debug)]
 struct DurationTable {
     histograms: Vec<AtomicHistogram>,
+    passdbs: Arc<PassdbNames>,
 }
 
-fn duration_slot(protocol: Protocol, passdb: PassdbKind) -> usize {
-    protocol_index(protocol) * PASSDBS.len() + passdb_index(passdb)
+fn duration_slot(protocol: Protocol, passdb: usize) -> usize {
+    protocol_index(protocol) * MAX_PASSDBS + passdb
 }
 
 impl TypedMetric for DurationTable {
@@ -312,14 +334,14 @@ impl TypedMetric for DurationTable {
 impl EncodeMetric for DurationTable {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
         for protocol in PROTOCOLS {
-            for passdb in PASSDBS {
-                let histogram = &self.histograms[duration_slot(protocol, passdb)];
+            for (row, passdb) in self.passdbs.rows() {
+                let histogram = &self.histograms[duration_slot(protocol, row)];
                 if histogram.count() == 0 {
                     continue;
                 }
                 let labels = DurationLabels {
                     protocol: protocol.name(),
-                    passdb: passdb.name(),
+                    passdb,
                 };
                 histogram.encode(encoder.encode_family(&labels)?)?;
             }
@@ -402,7 +424,7 @@ impl Drop for InFlight {
 
 /// The blocking pool's series.
 #[derive(Debug, Clone)]
-pub(crate) struct PoolCounts {
+pub struct PoolCounts {
     /// Jobs waiting for a worker.
     pub(crate) queued: Gauge,
     /// Time from a job's submission to a worker taking it.
@@ -415,9 +437,13 @@ pub struct Metrics {
     enabled: bool,
     registry: Registry,
     requests: Arc<RequestTable>,
-    /// Requests with a mechanism [`MECHANISMS`] does not list (none today).
+    /// Requests with a mechanism [`MECHANISMS`] does not list (none today), or over a passdb
+    /// beyond the tables' rows.
     other_requests: Family<RequestLabels, Counter>,
     durations: Arc<DurationTable>,
+    /// Durations over a passdb beyond the table's rows.
+    other_durations: Family<DurationLabels, prometheus_client::metrics::histogram::Histogram>,
+    passdbs: Arc<PassdbNames>,
     in_flight: [Gauge; 3],
     delays: Counter,
     cache_hits: Counter,
@@ -490,12 +516,13 @@ impl Metrics {
     pub fn new(enabled: bool) -> Metrics {
         let mut registry = Registry::with_prefix("saslauthd_rs");
         let r = &mut registry;
+        let passdbs = Arc::new(PassdbNames::default());
         let requests = registered(
             r,
             "requests",
             "Authentications, by protocol, SASL mechanism, passdb and verdict",
             None,
-            Shared(Arc::new(RequestTable::new())),
+            Shared(Arc::new(RequestTable::new(Arc::clone(&passdbs)))),
         );
         let other_requests = registered(
             r,
@@ -510,10 +537,26 @@ impl Metrics {
             "Time from a request to its verdict (before any failure delay)",
             Some(Unit::Seconds),
             Shared(Arc::new(DurationTable {
-                histograms: (0..PROTOCOLS.len() * PASSDBS.len())
+                histograms: (0..PROTOCOLS.len() * MAX_PASSDBS)
                     .map(|_| AtomicHistogram::default())
                     .collect(),
+                passdbs: Arc::clone(&passdbs),
             })),
+        );
+        let other_durations = registered(
+            r,
+            "other_request_duration",
+            "Time from a request to its verdict, over a passdb beyond the duration table",
+            Some(Unit::Seconds),
+            Family::<DurationLabels, prometheus_client::metrics::histogram::Histogram>::new_with_constructor(
+                || {
+                    prometheus_client::metrics::histogram::Histogram::new(
+                        prometheus_client::metrics::histogram::exponential_buckets(
+                            0.000_05, 2.0, 18,
+                        ),
+                    )
+                },
+            ),
         );
         let in_flight = registered(
             r,
@@ -628,6 +671,8 @@ impl Metrics {
             requests: requests.0,
             other_requests,
             durations: durations.0,
+            other_durations,
+            passdbs,
             in_flight,
             delays,
             cache_hits,
@@ -639,6 +684,14 @@ impl Metrics {
             accepted,
             refused,
             pool,
+        }
+    }
+
+    /// The row of the passdb `kind` in the request tables, for the driver made over it.
+    pub fn passdb(&self, kind: crate::verdict::PassdbKind) -> PassdbRow {
+        PassdbRow {
+            name: kind.name,
+            row: self.passdbs.row(kind.name),
         }
     }
 
@@ -666,7 +719,7 @@ impl Metrics {
     }
 
     /// The blocking pool's series.
-    pub(crate) fn pool(&self) -> PoolCounts {
+    pub fn pool(&self) -> PoolCounts {
         self.pool.clone()
     }
 
@@ -703,7 +756,7 @@ impl Metrics {
         &self,
         protocol: Protocol,
         mechanism: Option<&'static str>,
-        passdb: PassdbKind,
+        passdb: PassdbRow,
         verdict: Verdict,
         elapsed: Duration,
     ) {
@@ -711,31 +764,40 @@ impl Metrics {
             return;
         }
         let mechanism = mechanism.unwrap_or("none");
-        match MECHANISMS.iter().position(|m| *m == mechanism) {
-            Some(m) => {
-                self.requests.counts[request_slot(protocol, m, passdb, verdict)]
+        match (MECHANISMS.iter().position(|m| *m == mechanism), passdb.row) {
+            (Some(m), Some(row)) => {
+                self.requests.counts[request_slot(protocol, m, row, verdict)]
                     .fetch_add(1, Ordering::Relaxed);
             }
-            None => {
+            _ => {
                 self.other_requests
                     .get_or_create(&RequestLabels {
                         protocol: protocol.name(),
                         mechanism,
-                        passdb: passdb.name(),
+                        passdb: passdb.name,
                         verdict: verdict.name(),
                     })
                     .inc();
             }
         }
-        self.durations.histograms[duration_slot(protocol, passdb)].observe(elapsed);
+        match passdb.row {
+            Some(row) => self.durations.histograms[duration_slot(protocol, row)].observe(elapsed),
+            None => self
+                .other_durations
+                .get_or_create(&DurationLabels {
+                    protocol: protocol.name(),
+                    passdb: passdb.name,
+                })
+                .observe(elapsed.as_secs_f64()),
+        }
     }
 
     /// A check the passdb gave no verdict for: `kind` is `error`, `timeout` or `lost`.
-    pub fn backend_error(&self, passdb: PassdbKind, kind: &'static str) {
+    pub fn backend_error(&self, passdb: PassdbRow, kind: &'static str) {
         if self.enabled {
             self.backend_errors
                 .get_or_create(&BackendLabels {
-                    passdb: passdb.name(),
+                    passdb: passdb.name,
                     kind,
                 })
                 .inc();
@@ -812,14 +874,18 @@ mod tests {
             listener.opened();
             listener.refused_at_limit();
             let busy = m.in_flight(Protocol::Dovecot);
+            let kind = |name| crate::verdict::PassdbKind {
+                name,
+                replies: crate::verdict::Replies::BARE,
+            };
             m.observe(
                 Protocol::Dovecot,
                 Some("PLAIN"),
-                PassdbKind::Sasldb,
+                m.passdb(kind("sasldb")),
                 Verdict::Success,
                 Duration::from_micros(120),
             );
-            m.backend_error(PassdbKind::Pam, "timeout");
+            m.backend_error(m.passdb(kind("pam")), "timeout");
             let text = m.encode();
             let n = u8::from(enabled);
             let get = |name: &str| sample(&text, name).unwrap_or(0.0);

@@ -1,5 +1,7 @@
 //! The bounded blocking pool (`-n`): a fixed set of threads that run blocking checks (a
-//! crypt hash, a PAM transaction) and costly computations (SCRAM's PBKDF2) off the reactor.
+//! crypt hash, a PAM transaction) and costly computations (SCRAM's PBKDF2, a passdb's
+//! password scheme) off the reactor. The driver runs a blocking passdb's checks here, and
+//! lends the pool to a passdb that awaits the network and then has a hash to check.
 //!
 //! Workers take the next job straight from a shared queue as soon as they finish one, so a
 //! busy pool never waits on the reactor between jobs (with tokio's `spawn_blocking` behind a
@@ -17,13 +19,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use super::metrics::PoolCounts;
+use crate::metrics::PoolCounts;
 
 type Job = Box<dyn FnOnce() + Send>;
 
 /// A fixed pool of worker threads.
 #[derive(Debug)]
-pub(crate) struct Pool {
+pub struct Pool {
     jobs: mpsc::Sender<Job>,
     counts: Arc<PoolCounts>,
 }
@@ -31,11 +33,11 @@ pub(crate) struct Pool {
 /// The job did not return a value: it panicked (a bug in a PAM module, say).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the blocking check did not complete (it panicked)")]
-pub(crate) struct JobLost;
+pub struct JobLost;
 
 impl Pool {
     /// Starts `threads` workers (at least one), counting in `counts`.
-    pub(crate) fn new(threads: usize, counts: PoolCounts) -> Pool {
+    pub fn new(threads: usize, counts: PoolCounts) -> Pool {
         let threads = threads.max(1);
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
@@ -62,7 +64,7 @@ impl Pool {
     }
 
     /// Runs `f` on a worker and waits for its result without blocking the reactor.
-    pub(crate) async fn run<T, F>(&self, f: F) -> Result<T, JobLost>
+    pub async fn run<T, F>(&self, f: F) -> Result<T, JobLost>
     where
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
@@ -93,7 +95,7 @@ mod tests {
     use std::time::Duration;
 
     fn test_counts() -> PoolCounts {
-        crate::auth::metrics::Metrics::new(true).pool()
+        crate::metrics::Metrics::new(true).pool()
     }
 
     #[tokio::test]
