@@ -966,3 +966,49 @@ fn the_readme_migration_works_as_written() {
         }
     }
 }
+
+/// A one-user file as the admin guides' first step makes it (`echo pw | saslpasswd2 -f X -c
+/// -p -u example.org plainuser`, Debian 12's Cyrus): the table has two buckets and Berkeley
+/// DB writes only the one the key hashes to, leaving the other's page all zeros. Both ways
+/// round are read, listed and served, as Berkeley DB itself reads them.
+#[test]
+fn one_user_files_with_an_unwritten_bucket_page() {
+    for (fixture, user, password) in [
+        ("sasldb2-bdb-hash-1user-bucket0", "alice", "secret"),
+        ("sasldb2-bdb-hash-1user-bucket1", "plainuser", "pw"),
+    ] {
+        let own = tempfile::tempdir().unwrap();
+        let path = own.path().join("sasldb2");
+        std::fs::copy(common::fixture(fixture), &path).unwrap();
+        let records: BTreeMap<Vec<u8>, Vec<u8>> = Store::open(&path, OpenMode::ReadOnly)
+            .unwrap()
+            .records()
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_vec()))
+            .collect();
+        let key = format!("{user}\0example.org\0userPassword").into_bytes();
+        assert_eq!(
+            records,
+            BTreeMap::from([(key, password.as_bytes().to_vec())]),
+            "{fixture}"
+        );
+        if let Some(theirs) = records_by_peer(&path) {
+            assert_eq!(theirs, records, "{fixture}: ours vs db5.3_dump");
+        }
+        let out = Command::new(LISTUSERS)
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("{user}@example.org: userPassword\n"),
+            "{fixture}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let d = Daemon::start_on(own, path, &[]);
+        assert_eq!(d.ask(user, password, "smtp", "example.org"), "OK");
+        assert_eq!(d.ask(user, "wrong", "smtp", "example.org"), "NO");
+    }
+}

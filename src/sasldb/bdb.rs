@@ -361,6 +361,17 @@ impl<'a> Reader<'a> {
         Ok(page)
     }
 
+    /// Whether page `pgno` is in the file and was never written: zeros from end to end.
+    fn unwritten(&self, pgno: u32) -> bool {
+        if pgno == 0 || pgno >= self.pages || self.seen[pgno as usize] {
+            return false;
+        }
+        let start = pgno as usize * self.page_size;
+        self.file[start..start + self.page_size]
+            .iter()
+            .all(|&b| b == 0)
+    }
+
     fn bucket(
         &mut self,
         bucket: u32,
@@ -370,6 +381,13 @@ impl<'a> Reader<'a> {
         low_mask: u32,
         records: &mut Vec<(Vec<u8>, Vec<u8>)>,
     ) -> Result<(), Problem> {
+        if self.unwritten(first) {
+            // A bucket's page that Berkeley DB allocated with the table but never wrote (a
+            // one-user file whose key hashed to the other bucket): all zeros, which Berkeley
+            // DB reads as an empty bucket, and so do we.
+            self.seen[first as usize] = true;
+            return Ok(());
+        }
         let mut pgno = first;
         while pgno != 0 {
             let page = self.page(pgno, format_args!("bucket {bucket}"))?;
