@@ -771,7 +771,7 @@ mod tests {
         let settings = Settings {
             split_realm: true,
             temp_fail: false,
-            max_requests: 16,
+            max_requests: 64,
             request_timeout: Duration::from_secs(150),
         };
         (
@@ -850,6 +850,49 @@ mod tests {
             scram(&auth, &mut handler, 5, "alice", "wrong").await,
             (0, false)
         );
+    }
+
+    /// Forty first SCRAM logins of one user at once (a client pool reconnecting after a
+    /// restart) derive her keys once: the first runs PBKDF2, the others wait for its keys.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_scram_logins_of_one_user_derive_once() {
+        let (auth, mut handler) = handler();
+        let mut clients = Vec::new();
+        for id in 1..=40u32 {
+            let mut client = ScramClient::new(ScramHash::Sha256, "alice", "secret");
+            let first = client.first(&format!("nonce{id}"));
+            handler
+                .begin(SaslStart {
+                    id,
+                    mech: "SCRAM-SHA-256".into(),
+                    service: b"smtp".to_vec(),
+                    peer: Peer::default(),
+                    final_resp_ok: true,
+                    initial: Input::Data(first.into_bytes()),
+                })
+                .unwrap();
+            clients.push(client);
+        }
+        let mut firsts = std::collections::HashMap::new();
+        while firsts.len() < 40 {
+            match answer(&mut handler).await {
+                Answer::Continue { id, data } => firsts.insert(id, data),
+                other => panic!("{other:?}"),
+            };
+        }
+        assert_eq!(auth.rounds(), u64::from(ITERATIONS), "one derivation");
+        for (id, data) in firsts {
+            let client = &mut clients[id as usize - 1];
+            let (last, _) = client.last(&String::from_utf8(data).unwrap()).unwrap();
+            handler.cont(id, Input::Data(last.into_bytes()));
+        }
+        // The proofs are checked at once, with the keys: every answer is there now.
+        let answers: Vec<Answer> = handler.answers().collect();
+        assert_eq!(answers.len(), 40);
+        for answer in answers {
+            assert!(matches!(answer, Answer::Success { .. }), "{answer:?}");
+        }
+        assert_eq!(auth.rounds(), u64::from(ITERATIONS));
     }
 
     /// A whole DIGEST-MD5 exchange without final-resp-ok, as Postfix runs it: the answer to
