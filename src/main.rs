@@ -10,7 +10,7 @@ use saslauthd_rs::config::{Config, Endpoint, Listener, Protocol};
 use saslauthd_rs::passdb::{self, Access, CacheUse, Passdb};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::request::{self, Printable};
-use saslauthd_rs::server::{self, dovecot::DovecotOptions};
+use saslauthd_rs::server::{self, dovecot::DovecotOptions, Owner, Place, Plan, Serves};
 use saslauthd_rs::systemd;
 
 fn main() -> ExitCode {
@@ -53,14 +53,11 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
     let checked = open_passdb(config).and_then(|passdb| {
         auth::check_mechanisms(&*passdb, config.dovecot_mechanisms.as_deref())
             .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
-        if let Some(spec) = &config.dovecot_socket_owner {
-            server::resolve_owner(spec).map_err(|e| format!("--dovecot-socket-owner: {e}"))?;
-        }
         if let Some(user) = &config.user {
             process::resolve_identity(user, config.group.as_deref(), &[])?;
         }
-        for listener in &config.listeners {
-            check_listener(listener)?;
+        for plan in plans(config, systemd::Passed::default()) {
+            plan.check()?;
         }
         Ok(())
     });
@@ -215,17 +212,6 @@ fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
     changed
 }
 
-/// Waits for a task the daemon cannot serve without; its panic is the daemon's, as it was when
-/// the task ran on this thread.
-async fn joined<T>(task: tokio::task::JoinHandle<T>) -> T {
-    match task.await {
-        Ok(done) => done,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Only a runtime that is shutting down cancels a task, and it cannot while this runs.
-        Err(e) => panic!("{e}"),
-    }
-}
-
 /// SIGHUP: reads the configuration again (the same flags, over the file as it is now),
 /// opens the passdb it names and puts a new driver in service for the requests that start
 /// from then on; requests in flight finish on the old one, and the sockets stay open. A
@@ -282,109 +268,178 @@ async fn reload_on_hangup(
     }
 }
 
-/// What can be checked of a Unix-socket listener before anything is bound: its owner exists,
-/// its directory is there and safe. Returns the owner's uid and gid.
-fn check_listener(listener: &Listener) -> Result<Option<(u32, u32)>, String> {
-    let Endpoint::Path(path) = &listener.endpoint else {
-        return Ok(None);
+/// The sockets `config` asks for, as plans, in the order they are bound: the Dovecot
+/// socket, the `[[listener]]`s, the metrics address, the admin socket, and last the mux
+/// socket, which clients (and the tests) wait for. A socket the service manager `passed`
+/// takes the place of the one the flags name. The admin socket belongs to the user the
+/// daemon runs as: [`owned_by`] says who.
+fn plans(config: &Config, passed: systemd::Passed) -> Vec<Plan> {
+    let limits = |max_connections| server::Limits {
+        read_timeout: config.read_timeout,
+        max_connections,
+        ..server::Limits::default()
     };
-    let owner = match listener.owner_spec() {
-        Some(spec) => Some(server::resolve_owner(&spec).map_err(|e| {
-            format!(
-                "the [[listener]] at line {}: owner {spec:?}: {e}",
-                listener.line
-            )
-        })?),
-        None => None,
+    let dovecot = Serves::Dovecot(DovecotOptions {
+        split_realm: config.dovecot_split_realm,
+        temp_fail: config.dovecot_temp_fail,
+        ..DovecotOptions::default()
+    });
+    let passed_note = " (the socket the service manager passed)";
+    let mut plans = Vec::new();
+    let dovecot_place = match (passed.dovecot, &config.dovecot_socket) {
+        (Some(listener), _) => Some((Place::Passed(listener), "dovecot".to_string() + passed_note)),
+        (None, None) => None,
+        (None, Some(path)) => Some((
+            Place::Path {
+                path: path.clone(),
+                mode: config.dovecot_socket_mode,
+                owner: config.dovecot_socket_owner.clone().map(|spec| Owner::Spec {
+                    spec,
+                    named: "--dovecot-socket-owner".into(),
+                }),
+                check_dir: true,
+            },
+            format!("{} (dovecot)", path.display()),
+        )),
     };
-    let dir = path.parent().unwrap_or(std::path::Path::new("/"));
-    server::check_socket_dir(dir, owner.map(|(uid, _)| uid))?;
-    Ok(owner)
-}
-
-/// A listener's bound socket.
-enum Bound {
-    Unix(std::os::unix::net::UnixListener),
-    Tcp(std::net::TcpListener),
-}
-
-impl Bound {
-    fn try_clone(&self) -> Result<Bound, String> {
-        match self {
-            Bound::Unix(l) => l.try_clone().map(Bound::Unix),
-            Bound::Tcp(l) => l.try_clone().map(Bound::Tcp),
-        }
-        .map_err(|e| format!("cannot use a listening socket: {e}"))
+    if let Some((place, what)) = dovecot_place {
+        plans.push(Plan {
+            serves: dovecot,
+            place,
+            limits: limits(config.dovecot_max_connections),
+            what,
+        });
     }
-}
-
-/// Binds the `[[listener]]`s of the configuration file (as root, before privileges are
-/// dropped): a Unix socket in a directory checked as the Dovecot socket's is, with its
-/// mode and owner; a TCP address.
-fn bind_listeners(config: &Config) -> Result<Vec<(Listener, Bound)>, String> {
-    let mut bound = Vec::new();
     for listener in &config.listeners {
-        let what = listener.describe();
-        let socket = match &listener.endpoint {
-            Endpoint::Path(path) => {
-                let owner = check_listener(listener)?;
-                Bound::Unix(
-                    server::bind_socket(path, listener.mode, owner)
-                        .map_err(|e| format!("cannot listen on {what}: {e}"))?,
-                )
-            }
-            Endpoint::Tcp(addr) => Bound::Tcp(
-                server::bind_tcp(*addr).map_err(|e| format!("cannot listen on {what}: {e}"))?,
-            ),
+        let place = match &listener.endpoint {
+            Endpoint::Path(path) => Place::Path {
+                path: path.clone(),
+                mode: listener.mode,
+                owner: listener.owner_spec().map(|spec| Owner::Spec {
+                    named: format!("the [[listener]] at line {}: owner {spec:?}", listener.line),
+                    spec,
+                }),
+                check_dir: true,
+            },
+            Endpoint::Tcp(addr) => Place::Tcp(*addr, listener.allow.clone()),
         };
-        bound.push((listener.clone(), socket));
+        plans.push(Plan {
+            serves: match listener.protocol {
+                Protocol::Saslauthd => Serves::Saslauthd,
+                Protocol::Dovecot => dovecot,
+            },
+            place,
+            limits: limits(listener.max_connections),
+            what: listener.describe(),
+        });
     }
-    Ok(bound)
+    if let Some(addr) = config.metrics_address {
+        // On a loopback address, only loopback clients; elsewhere the administrator chose to
+        // publish the figures (never a secret: counts and durations).
+        let allow = match addr.ip().is_loopback() {
+            true => ["127.0.0.0/8", "::1"],
+            false => ["0.0.0.0/0", "::/0"],
+        };
+        let allow = allow.iter().filter_map(|n| n.parse().ok()).collect();
+        plans.push(Plan {
+            serves: Serves::Metrics,
+            place: Place::Tcp(addr, allow),
+            limits: limits(0),
+            what: format!("{addr} (metrics_address)"),
+        });
+    }
+    let admin = server::admin::socket_path(&config.run_dir);
+    plans.push(Plan {
+        serves: Serves::Admin,
+        what: admin.display().to_string(),
+        place: Place::Path {
+            path: admin,
+            mode: 0o600,
+            owner: None,
+            check_dir: false,
+        },
+        limits: limits(0),
+    });
+    let socket = config.socket_path();
+    let (place, what) = match passed.mux {
+        Some(listener) => (
+            Place::Passed(listener),
+            format!("{}{passed_note}", socket.display()),
+        ),
+        None => (
+            Place::Path {
+                path: socket.clone(),
+                mode: config.socket_mode,
+                owner: None,
+                check_dir: false,
+            },
+            format!("{} (saslauthd)", socket.display()),
+        ),
+    };
+    plans.push(Plan {
+        serves: Serves::Saslauthd,
+        place,
+        limits: limits(config.max_connections),
+        what,
+    });
+    plans
+}
+
+/// Gives the admin socket (mode 0600) to the user the daemon becomes (`--user`): the one
+/// `saslauthd-rs-ctl` runs as.
+fn owned_by(plans: &mut [Plan], identity: &process::Identity) {
+    for plan in plans {
+        if let (Serves::Admin, Place::Path { owner, .. }) = (plan.serves, &mut plan.place) {
+            *owner = Some(Owner::Ids(identity.uid, identity.gid));
+        }
+    }
 }
 
 /// Descriptors beyond the connection budgets: the listeners, the store, inotify, the log,
 /// the runtime's own, and room for the file a passdb opens per request.
 const FD_RESERVE: u64 = 128;
 
-/// Everything that can fail with a message on stderr happens before detaching.
+/// Who the daemon becomes (`--user`), keeping the groups the passdb reads with, checked to
+/// be able to read its files.
+fn identity(config: &Config, passdb: &dyn Passdb) -> Result<Option<process::Identity>, String> {
+    let Some(user) = &config.user else {
+        return Ok(None);
+    };
+    let access = passdb.access();
+    let keep: Vec<_> = (access.group_names.iter())
+        .map(|name| process::KeepGroup::Named(name))
+        .chain(
+            access
+                .group_ids
+                .iter()
+                .map(|id| process::KeepGroup::Id(*id)),
+        )
+        .collect();
+    let identity = process::resolve_identity(user, config.group.as_deref(), &keep)?;
+    check_readable_as(&access, &identity)?;
+    Ok(Some(identity))
+}
+
+/// Starts the daemon: everything that can fail with a message on stderr happens before
+/// detaching; then privileges are dropped and [`server::Serving`] serves until a signal.
 fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     process::forbid_core_dumps();
     // Sockets passed by systemd's socket activation are used as they are (their units set
     // path, mode and owner); the others are bound below.
     let passed = systemd::passed_sockets()?;
-    // Each listener has its own connection budget, and the descriptors for both (and the
-    // files and pipes the daemon itself holds) are there before anything is accepted.
-    let dovecot_budget = if config.dovecot_socket.is_some() || passed.dovecot.is_some() {
-        config.dovecot_max_connections
-    } else {
-        0
-    };
-    let extra_budget: usize = config.listeners.iter().map(|l| l.max_connections).sum();
-    let needed = (config.max_connections + dovecot_budget + extra_budget) as u64 + FD_RESERVE;
-    process::fit_fd_limit(needed)?;
+    let mut plans = plans(config, passed);
+    // Each listener has its own connection budget, and the descriptors for all of them (and
+    // the files and pipes the daemon itself holds) are there before anything is accepted.
+    process::fit_fd_limit(server::budget(&plans) as u64 + FD_RESERVE)?;
     let passdb = open_passdb(config)?;
-    let identity = match &config.user {
-        None => None,
-        Some(user) => {
-            let access = passdb.access();
-            let keep: Vec<_> = (access.group_names.iter())
-                .map(|name| process::KeepGroup::Named(name))
-                .chain(
-                    access
-                        .group_ids
-                        .iter()
-                        .map(|id| process::KeepGroup::Id(*id)),
-                )
-                .collect();
-            let identity = process::resolve_identity(user, config.group.as_deref(), &keep)?;
-            check_readable_as(&access, &identity)?;
-            Some(identity)
-        }
-    };
+    let identity = identity(config, &*passdb)?;
+    if let Some(identity) = &identity {
+        owned_by(&mut plans, identity);
+    }
     auth::check_mechanisms(&*passdb, config.dovecot_mechanisms.as_deref())
         .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
-    for listener in &config.listeners {
-        check_listener(listener)?;
+    for plan in &plans {
+        plan.check()?;
     }
     // The host name, once: the default realm (as Cyrus) and CRAM-MD5's challenges.
     let host = request::host_name().map_err(|e| format!("gethostname: {e}"))?;
@@ -392,51 +447,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
 
     server::create_run_dir(&config.run_dir)?;
     let lock = PidLock::acquire(&config.run_dir).map_err(|e| e.to_string())?;
-    let socket = config.socket_path();
-    let bound_mux = passed.mux.is_none();
-    let listener = match passed.mux {
-        Some(listener) => listener,
-        None => server::saslauthd::bind(&config.run_dir, config.socket_mode)
-            .map_err(|e| format!("cannot listen on {}: {e}", socket.display()))?,
-    };
-    let bound_dovecot = passed.dovecot.is_none();
-    let dovecot_listener = match (passed.dovecot, &config.dovecot_socket) {
-        (Some(listener), _) => Some(listener),
-        (None, None) => None,
-        (None, Some(path)) => {
-            let owner = match &config.dovecot_socket_owner {
-                Some(spec) => Some(
-                    server::resolve_owner(spec)
-                        .map_err(|e| format!("--dovecot-socket-owner: {e}"))?,
-                ),
-                None => None,
-            };
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => std::path::Path::new("."),
-            };
-            server::check_socket_dir(dir, owner.map(|(uid, _)| uid))?;
-            Some(
-                server::bind_socket(path, config.dovecot_socket_mode, owner)
-                    .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?,
-            )
-        }
-    };
-    let extra = bind_listeners(config)?;
-    let metrics_http = match config.metrics_address {
-        None => None,
-        Some(addr) => Some(
-            server::bind_tcp(addr)
-                .map_err(|e| format!("cannot listen on {addr} (metrics_address): {e}"))?,
-        ),
-    };
-    let admin_owner = identity.as_ref().map(|i| (i.uid, i.gid));
-    let admin = server::admin::bind(&config.run_dir, admin_owner).map_err(|e| {
-        format!(
-            "cannot listen on {}: {e}",
-            server::admin::socket_path(&config.run_dir).display()
-        )
-    })?;
+    let sockets = server::bind(plans)?;
     let pidfile = if config.foreground {
         None
     } else {
@@ -454,16 +465,6 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
     for notice in passdb.notices() {
         tracing::warn!("{notice}");
     }
-    let limits = server::Limits {
-        read_timeout: config.read_timeout,
-        max_connections: config.max_connections,
-        ..server::Limits::default()
-    };
-    let dovecot_limits = server::Limits {
-        max_connections: config.dovecot_max_connections,
-        ..limits
-    };
-
     // Sockets bound, lock held, limits raised: become the unprivileged user before any
     // thread starts (the pool, the runtime), keeping only the groups the passdb reads with.
     if let Some(identity) = &identity {
@@ -476,7 +477,6 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             identity.groups
         );
     }
-
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.threads > 0 {
         runtime.worker_threads(config.threads);
@@ -486,183 +486,54 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
         .thread_name("saslauthd-rs")
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    let realm = realms.default_realm.clone();
-    let auth = driver(config, passdb, realms, &host, None)?;
-    let auth = Arc::new(Live::new(Arc::new(auth)));
+    let default_realm = realms.default_realm.clone();
+    let auth = Arc::new(Live::new(Arc::new(driver(
+        config, passdb, realms, &host, None,
+    )?)));
+    let kind = auth.current().passdb_kind();
     runtime.block_on(async {
-        let listener = server::saslauthd::MuxListener::new(listener)
-            .map_err(|e| format!("cannot register the socket: {e}"))?;
         tracing::info!(
-            "{program} {} listening on {}{} (passdb {}, realm default {}, threads {})",
+            "{program} {} (passdb {kind}, realm default {}, threads {})",
             env!("CARGO_PKG_VERSION"),
-            socket.display(),
-            if bound_mux {
-                ""
-            } else {
-                " (the socket the service manager passed)"
-            },
-            auth.current().passdb_kind(),
-            Printable(&realm),
+            Printable(&default_realm),
             tokio::runtime::Handle::current().metrics().num_workers(),
         );
-        let stop = tokio_util::sync::CancellationToken::new();
-        let dovecot = match dovecot_listener {
-            Some(l) => Some(
-                tokio::net::UnixListener::from_std(l)
-                    .map_err(|e| format!("cannot register the dovecot socket: {e}"))?,
-            ),
-            None => None,
-        };
-        let options = DovecotOptions {
-            split_realm: config.dovecot_split_realm,
-            temp_fail: config.dovecot_temp_fail,
-            ..DovecotOptions::default()
-        };
-        if let Some(path) = &config.dovecot_socket {
-            tracing::info!("also serving Dovecot's auth protocol on {}", path.display());
-        }
-        let mut more = tokio::task::JoinSet::new();
-        for (listener, bound) in &extra {
-            let limits = server::Limits {
-                max_connections: listener.max_connections,
-                ..limits
-            };
-            let (auth, shutdown) = (Arc::clone(&auth), stop.clone().cancelled_owned());
-            let what = listener.describe();
-            match (listener.protocol, bound.try_clone()?) {
-                (Protocol::Saslauthd, Bound::Unix(l)) => {
-                    let l = server::saslauthd::MuxListener::new(l)
-                        .map_err(|e| format!("cannot register {what}: {e}"))?;
-                    more.spawn(server::saslauthd::serve_saslauthd(
-                        l, auth, limits, shutdown,
-                    ));
-                }
-                (Protocol::Dovecot, Bound::Unix(l)) => {
-                    let l = tokio::net::UnixListener::from_std(l)
-                        .map_err(|e| format!("cannot register {what}: {e}"))?;
-                    more.spawn(server::dovecot::serve_dovecot(
-                        l, auth, limits, options, shutdown,
-                    ));
-                }
-                (Protocol::Dovecot, Bound::Tcp(l)) => {
-                    let l = server::TcpListen::new(l, listener.allow.clone())
-                        .map_err(|e| format!("cannot register {what}: {e}"))?;
-                    more.spawn(server::dovecot::serve_dovecot(
-                        l, auth, limits, options, shutdown,
-                    ));
-                }
-                (Protocol::Saslauthd, Bound::Tcp(_)) => {
-                    return Err(format!(
-                        "{what}: the saslauthd protocol is not served on TCP"
-                    ))
-                }
-            }
-            tracing::info!("also listening on {what}");
-        }
-        if let Some(listener) = metrics_http {
-            let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            // On a loopback address, only loopback clients; elsewhere the administrator
-            // chose to publish the figures (never a secret: counts and durations).
-            let allow = match addr.ip().is_loopback() {
-                true => ["127.0.0.0/8", "::1"],
-                false => ["0.0.0.0/0", "::/0"],
-            };
-            let allow = allow
-                .iter()
-                .map(|n| n.parse::<server::Network>())
-                .collect::<Result<Vec<_>, _>>()?;
-            let listener = server::TcpListen::new(listener, allow)
-                .map_err(|e| format!("cannot register the metrics address: {e}"))?;
-            more.spawn(server::admin::serve_metrics_http(
-                listener,
-                Arc::clone(&auth),
-                stop.clone().cancelled_owned(),
-            ));
-            tracing::info!("metrics on http://{addr}/metrics");
-        }
-        let admin = tokio::net::UnixListener::from_std(admin)
-            .map_err(|e| format!("cannot register the admin socket: {e}"))?;
-        more.spawn(server::admin::serve_admin(
-            admin,
-            Arc::clone(&auth),
-            stop.clone().cancelled_owned(),
-        ));
-        let more = async move { while more.join_next().await.is_some() {} };
-        // The accept loops run on the runtime's workers, not on this thread (block_on's,
-        // which is none of them): a connection is then spawned onto the worker that accepted
-        // it and runs there, where from here every accept would wake a worker and every
-        // readiness of the listener would wake this thread.
-        let mux = tokio::spawn(server::saslauthd::serve_saslauthd(
-            listener,
-            Arc::clone(&auth),
-            limits,
-            stop.clone().cancelled_owned(),
-        ));
-        let dove = dovecot.map(|l| {
-            tokio::spawn(server::dovecot::serve_dovecot(
-                l,
-                Arc::clone(&auth),
-                dovecot_limits,
-                options,
-                stop.clone().cancelled_owned(),
-            ))
-        });
-        let mux = joined(mux);
-        let dove = async {
-            if let Some(dove) = dove {
-                joined(dove).await;
-            }
-        };
+        let serving = server::Serving::start(sockets, &auth)?;
         // Handlers first, then let the signals through: one that came while starting is
         // delivered now, to them.
         let signalled = process::shutdown_signal();
         let hangups = process::reload_signal();
         process::block_termination_signals(false);
-        let reloads = reload_on_hangup(hangups, config, &host, &auth);
-        let signal = async {
+        let shutdown = async {
             signalled.await;
             systemd::notify("STOPPING=1");
-            stop.cancel();
         };
         // Every socket listens: the service manager may send clients now.
-        systemd::notify(&format!(
-            "READY=1\nSTATUS=serving (passdb {})",
-            auth.current().passdb_kind()
-        ));
-        let watchdog = async {
-            let Some(every) = systemd::watchdog_interval() else {
-                return std::future::pending().await;
-            };
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                systemd::notify("WATCHDOG=1");
-            }
-        };
+        systemd::notify(&format!("READY=1\nSTATUS=serving (passdb {kind})"));
         tokio::select! {
-            _ = async { tokio::join!(mux, dove, more, signal) } => {}
-            _ = watchdog => {}
-            _ = reloads => {}
+            () = serving.until(shutdown) => {}
+            () = watchdog() => {}
+            () = reload_on_hangup(hangups, config, &host, &auth) => {}
         }
         Ok::<_, String>(())
     })?;
-    // Sockets systemd passed are its own to remove.
-    if bound_mux {
-        let _ = std::fs::remove_file(&socket);
-    }
-    if let (true, Some(path)) = (bound_dovecot, &config.dovecot_socket) {
-        let _ = std::fs::remove_file(path);
-    }
-    let _ = std::fs::remove_file(server::admin::socket_path(&config.run_dir));
-    for (listener, _) in &extra {
-        if let Endpoint::Path(path) = &listener.endpoint {
-            let _ = std::fs::remove_file(path);
-        }
-    }
     if let Some(pidfile) = pidfile {
         let _ = std::fs::remove_file(pidfile);
     }
     lock.remove();
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells the service manager the daemon is alive, as often as its unit asks (never without
+/// `WatchdogSec=`).
+async fn watchdog() {
+    let Some(every) = systemd::watchdog_interval() else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        systemd::notify("WATCHDOG=1");
+    }
 }

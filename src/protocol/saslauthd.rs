@@ -172,7 +172,7 @@ impl Reply {
     /// The reply body, without the length prefix: `OK`, `NO` or `NO <reason>`.
     pub fn body(&self) -> Vec<u8> {
         match self {
-            Reply::Ok(text) if text.is_empty() => b"OK".to_vec(),
+            Reply::Ok("") => b"OK".to_vec(),
             Reply::Ok(text) => format!("OK {text}").into_bytes(),
             Reply::No(reason) if reason.is_empty() => b"NO".to_vec(),
             Reply::No(reason) => format!("NO {reason}").into_bytes(),

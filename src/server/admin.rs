@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::{bind_socket, serve, Limits};
+use super::{serve, Limits};
 use crate::auth::Live;
 
 /// The longest command line.
@@ -30,14 +30,6 @@ const MAX_COMMAND: usize = 1024;
 /// `<run_dir>/admin`.
 pub fn socket_path(run_dir: &Path) -> PathBuf {
     run_dir.join("admin")
-}
-
-/// Binds `<run_dir>/admin`, mode 0600, owned by `owner` (the user the daemon becomes).
-pub fn bind(
-    run_dir: &Path,
-    owner: Option<(u32, u32)>,
-) -> io::Result<std::os::unix::net::UnixListener> {
-    bind_socket(&socket_path(run_dir), 0o600, owner)
 }
 
 /// Serves the admin socket until `shutdown` completes.

@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod dovecot;
 pub mod saslauthd;
+mod serving;
 
 use std::fs;
 use std::future::Future;
@@ -35,6 +36,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::metrics::ListenerCounts;
+
+pub use serving::{bind, budget, run, Owner, Place, Plan, Serves, Serving, Sockets};
 
 /// The longest socket path `sun_path` holds (108 bytes with the NUL). Cyrus truncates longer
 /// `-m` paths silently; we refuse them.

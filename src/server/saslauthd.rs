@@ -6,7 +6,6 @@ use std::future::Future;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream as StdUnixStream;
-use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -18,15 +17,10 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{bind_socket, serve, Limits};
+use super::{serve, Limits};
 use crate::auth::{Live, Via};
 use crate::metrics::{ListenerCounts, Protocol};
 use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
-
-/// Binds `<run_dir>/mux` with `mode`, non-blocking, ready for [`MuxListener::new`].
-pub fn bind(run_dir: &Path, mode: u32) -> io::Result<std::os::unix::net::UnixListener> {
-    bind_socket(&saslauthd::socket_path(run_dir), mode, None)
-}
 
 /// The mux socket's listener. Its connections stay out of the reactor until one must be
 /// waited for: a client of this protocol writes its whole request right after connecting
