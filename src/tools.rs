@@ -1,4 +1,4 @@
-//! What the tool binaries share: Cyrus's notice, exit codes, and reading a password from a
+//! What the tool binaries share: the notice before their usage, exit codes, and reading a password from a
 //! terminal (no echo) or a pipe.
 
 use std::io::{self, IsTerminal, Read, Write};
@@ -7,9 +7,15 @@ use std::os::fd::{AsFd, BorrowedFd};
 use nix::sys::termios::{self, LocalFlags, SetArg, Termios};
 use zeroize::Zeroizing;
 
-/// The notice every Cyrus tool prints before its usage text.
-pub const CMU_NOTICE: &str = "\nThis product includes software developed by Computing Services\n\
-                              at Carnegie Mellon University (http://www.cmu.edu/computing/).\n\n";
+/// The notice the tools print where Cyrus's print theirs (before the usage text and the
+/// version), with the same blank lines around it. Cyrus's credits Carnegie Mellon's Computing
+/// Services, which wrote none of this product: ours names the product and its version.
+pub const NOTICE: &str = concat!(
+    "\nsaslauthd-rs ",
+    env!("CARGO_PKG_VERSION"),
+    ": a drop-in for Cyrus SASL's tools, written anew in Rust\n\
+     (it contains no Cyrus SASL code).\n\n"
+);
 
 /// Exit codes of Cyrus's tools: `exit_sasl` exits with the negated SASL code.
 pub mod exit {

@@ -23,7 +23,7 @@ fn usage(program: &str) -> String {
          \t-f sasldb\tuse given file as sasldb\n\
          \t-v\tprint version numbers and exit\n\
          \t--json\tprint a JSON array of {{\"authid\", \"realm\", \"property\"}} objects\n",
-        notice = tools::CMU_NOTICE
+        notice = tools::NOTICE
     )
 }
 
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
     if version {
         eprintln!(
             "{}{program}: saslauthd-rs {} (compatible with Cyrus SASL 2.1.28 sasldblistusers2)\n{}",
-            tools::CMU_NOTICE,
+            tools::NOTICE,
             env!("CARGO_PKG_VERSION"),
             tools::describe_sasldb(&path, None)
         );

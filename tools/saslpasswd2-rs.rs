@@ -30,7 +30,7 @@ fn usage(program: &str) -> String {
          \t-a appname\tuse appname as application name\n\
          \t-u DOM\tuse DOM for user domain\n\
          \t-v\tprint version numbers and exit\n",
-        notice = tools::CMU_NOTICE
+        notice = tools::NOTICE
     )
 }
 
@@ -107,7 +107,7 @@ fn run(program: &str) -> Result<(), Failure> {
     if version {
         eprintln!(
             "{}{program}: saslauthd-rs {} (compatible with Cyrus SASL 2.1.28 saslpasswd2)\n{}",
-            tools::CMU_NOTICE,
+            tools::NOTICE,
             env!("CARGO_PKG_VERSION"),
             tools::describe_sasldb(&path, format.or(settings.format))
         );
