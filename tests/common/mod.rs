@@ -493,21 +493,20 @@ impl Daemon {
 
     /// The saslauthd socket's `connections_open` and `connections_total` now, from one
     /// scrape of the daemon's metrics.
-    pub fn mux_counts(&self) -> (u64, u64) {
+    pub fn mux_counts(&self) -> Option<(u64, u64)> {
         let (code, text, err) = ctl(&self.run_dir, &["metrics"]);
         assert_eq!(code, Some(0), "{err}");
-        let series = |name: &str| -> u64 {
+        // None until the mux's accept loop has started (the admin socket may answer first).
+        let series = |name: &str| -> Option<u64> {
             let series = format!(
                 "saslauthd_rs_{name}{{protocol=\"saslauthd\",listener=\"{}\"}} ",
                 self.socket.display()
             );
             text.lines()
                 .find_map(|line| line.strip_prefix(series.as_str()))
-                .unwrap_or_else(|| panic!("no {series} in {text}"))
-                .parse()
-                .unwrap()
+                .map(|n| n.parse().unwrap())
         };
-        (series("connections_open"), series("connections_total"))
+        Some((series("connections_open")?, series("connections_total")?))
     }
 
     /// Waits (10 s at most) until `open` connections are open on the saslauthd socket and
@@ -516,7 +515,7 @@ impl Daemon {
         wait_until(
             Duration::from_secs(10),
             Duration::from_millis(10),
-            || self.mux_counts() == (open, total),
+            || self.mux_counts() == Some((open, total)),
             || {
                 format!(
                     "{open} open and {total} let in on mux, not {:?}; log: {}",
