@@ -5,10 +5,13 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use crate::config::{self, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 use crate::getopt::{ArgKind, GetoptError, OptDef, Spec};
 
-const PASSDBS: &[&str] = &["sasldb", "shadow", "pam", "ldap"];
+/// The passdbs `-a` offers, from [`crate::passdb::MODULES`].
+fn passdbs() -> Vec<&'static str> {
+    crate::passdb::offered().collect()
+}
 
 /// The daemon's options: what the parser accepts, and what `-h`, the manual page and the
 /// completions say.
@@ -17,8 +20,8 @@ pub const OPTIONS: &[OptDef] = &[
         Some('a'),
         None,
         "authmech",
-        ArgKind::OneOf(PASSDBS),
-        "Selects the authentication mechanism (passdb) to use: sasldb, shadow, pam or ldap.",
+        ArgKind::OneOf(passdbs),
+        "Selects the authentication mechanism (passdb) to use (-v lists them).",
     ),
     OptDef::flag(Some('c'), None, "Enable credential caching."),
     OptDef::flag(
@@ -299,16 +302,10 @@ pub fn usage(program: &str) -> String {
 /// The version text of `-v`.
 pub fn version() -> String {
     format!(
-        "saslauthd-rs {} (compatible with saslauthd 2.1.28)\nauthentication mechanisms: sasldb shadow pam ldap\n",
-        env!("CARGO_PKG_VERSION")
+        "saslauthd-rs {} (compatible with saslauthd 2.1.28)\nauthentication mechanisms: {}\n",
+        env!("CARGO_PKG_VERSION"),
+        passdbs().join(" ")
     )
-}
-
-fn number<T: std::str::FromStr>(flag: &str, text: &str) -> Result<T, ConfigError> {
-    text.trim().parse().map_err(|_| ConfigError::NotANumber {
-        setting: flag.to_owned(),
-        text: text.to_owned(),
-    })
 }
 
 /// Parses the daemon's arguments (without the program name).
@@ -327,13 +324,7 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
         match opt.name.as_str() {
             "h" | "help" => return Ok(Command::Help),
             "v" | "version" => return Ok(Command::Version),
-            "a" => {
-                if seen_a {
-                    return Err(CliError::PassdbTwice);
-                }
-                seen_a = true;
-                config.passdb = Some(config::parse_passdb(opt.str_value()?)?);
-            }
+            "a" if seen_a => return Err(CliError::PassdbTwice),
             "c" => config.cache = true,
             "d" => {
                 config.foreground = true;
@@ -344,90 +335,22 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Command, CliEr
             "r" => config.combine_realm = true,
             "l" | "T" | "H" => {}
             "O" => config.mech_options.push(opt.str_value()?.to_owned()),
-            "m" => {
-                config.run_dir =
-                    config::check_run_dir(PathBuf::from(opt.value.clone().unwrap_or_default()))?
-            }
-            "n" => {
-                let n: i64 = number("-n", opt.str_value()?)?;
-                config.workers = usize::try_from(n).map_err(|_| ConfigError::Workers)?;
-            }
-            "s" => {
-                let kb: i64 = number("-s", opt.str_value()?)?;
-                config.cache_size_kb = u64::try_from(kb)
-                    .ok()
-                    .filter(|&kb| kb > 0)
-                    .ok_or(ConfigError::NotPositiveNonZero("cache size"))?;
-            }
-            "t" => {
-                let secs: i64 = number("-t", opt.str_value()?)?;
-                let secs = u64::try_from(secs)
-                    .ok()
-                    .filter(|&s| s > 0)
-                    .ok_or(ConfigError::NotPositive("cache timeout"))?;
-                config.cache_timeout = std::time::Duration::from_secs(secs);
-            }
-            "sasldb" => config.sasldb = PathBuf::from(opt.value.clone().unwrap_or_default()),
-            "realm" => config.realm = Some(opt.str_value()?.to_owned()),
-            "socket-mode" => config.socket_mode = config::parse_mode(opt.str_value()?)?,
-            "timeout" => {
-                config.read_timeout =
-                    config::positive_secs("--timeout", number("--timeout", opt.str_value()?)?)?;
-            }
-            "max-connections" => {
-                config.max_connections = config::positive_count(
-                    "--max-connections",
-                    number("--max-connections", opt.str_value()?)?,
-                )?;
-            }
-            "dovecot-max-connections" => {
-                config.dovecot_max_connections = config::positive_count(
-                    "--dovecot-max-connections",
-                    number("--dovecot-max-connections", opt.str_value()?)?,
-                )?;
-            }
-            "shadow-file" => {
-                config.shadow_file = Some(PathBuf::from(opt.value.clone().unwrap_or_default()))
-            }
-            "pam-service" => config.pam_service = Some(opt.str_value()?.to_owned()),
-            "threads" => {
-                let n: i64 = number("--threads", opt.str_value()?)?;
-                config.threads = usize::try_from(n)
-                    .ok()
-                    .filter(|&n| n <= 1024)
-                    .ok_or(ConfigError::Threads)?;
-            }
-            "failure-delay" => {
-                config.failure_delay = config::delay_secs(
-                    "--failure-delay",
-                    number("--failure-delay", opt.str_value()?)?,
-                )?;
-            }
-            "dovecot-socket" => {
-                config.dovecot_socket = Some(PathBuf::from(opt.value.clone().unwrap_or_default()))
-            }
-            "dovecot-socket-owner" => {
-                config.dovecot_socket_owner = Some(opt.str_value()?.to_owned())
-            }
-            "dovecot-socket-mode" => {
-                config.dovecot_socket_mode = config::parse_mode(opt.str_value()?)?
-            }
             "dovecot-no-realm-split" => config.dovecot_split_realm = false,
             "dovecot-temp-fail" => config.dovecot_temp_fail = true,
-            "user" => config.user = Some(opt.str_value()?.to_owned()),
-            "group" => config.group = Some(opt.str_value()?.to_owned()),
-            "dovecot-mechanisms" => {
-                config.dovecot_mechanisms = Some(
-                    crate::mech::parse_names(opt.str_value()?)
-                        .map_err(config::ConfigError::from)?,
-                )
-            }
-            "scram-iterations" => {
-                config.scram_iterations =
-                    config::scram_iterations(number("--scram-iterations", opt.str_value()?)?)?;
-            }
             "config" | "check-config" => {}
-            other => unreachable!("option {other} is in SPEC but not handled"),
+            // Every other option sets the configuration key that names it as its flag.
+            name => {
+                seen_a |= name == "a";
+                let flag = if name.len() == 1 {
+                    format!("-{name}")
+                } else {
+                    format!("--{name}")
+                };
+                match config.set_flag(&flag, opt.value.as_deref().unwrap_or_default()) {
+                    Some(set) => set?,
+                    None => unreachable!("option {flag} is in SPEC but sets no key"),
+                }
+            }
         }
     }
     config.validate()?;

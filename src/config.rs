@@ -1,121 +1,499 @@
 //! The daemon's settings: defaults, then the TOML file (`--config`), then the flags.
 //!
+//! Every key is declared once, in [`keys!`]'s list below: its field, default, how the file
+//! (and its long flag, when it has one) gives it and what checks it, how `--check-config`
+//! shows it, what the manual says, and whether a reload can change it. The struct, the
+//! defaults, the file's parser, the manual's list ([`KEYS`]), `--check-config`'s output and
+//! the reload's list of what only a restart changes are all written from it.
+//!
 //! ```toml
 //! passdb = "sasldb"            # -a
 //! run_dir = "/run/saslauthd"   # -m; the socket is run_dir/mux
 //! sasldb = "/etc/sasldb2"      # --sasldb
-//! sasldb_format = "bdb"        # for saslpasswd2-rs --config: the format of a new file
 //! realm = "example.org"        # --realm; default: the host name
-//! combine_realm = false        # -r
 //! workers = 5                  # -n
-//! threads = 1                  # --threads; 0: one per core
-//! read_timeout = 10            # --timeout, seconds
-//! max_connections = 4096       # --max-connections (the mux socket)
-//! dovecot_max_connections = 4096    # --dovecot-max-connections (the Dovecot socket)
-//! socket_mode = "0660"         # --socket-mode
-//! shadow_file = "/etc/shadow"  # --shadow-file; default: getspnam_r (NSS)
-//! pam_service = "smtp"         # --pam-service; default: the request's service
 //! failure_delay = 2.0          # --failure-delay, seconds; 0 turns throttling off
 //! dovecot_socket = "/var/spool/postfix/private/auth"   # --dovecot-socket
-//! dovecot_socket_owner = "postfix:postfix"             # --dovecot-socket-owner
-//! dovecot_socket_mode = "0660"                         # --dovecot-socket-mode
-//! dovecot_split_realm = true   # false: --dovecot-no-realm-split
-//! dovecot_temp_fail = false    # --dovecot-temp-fail
-//! dovecot_mechanisms = "plain login cram-md5 digest-md5"   # --dovecot-mechanisms
-//! scram_iterations = 4096      # --scram-iterations
-//! log_level = "info"           # error, warning, info, debug (-V, -d: debug)
 //! user = "saslauthd"           # --user: drop to this user once the sockets are bound
-//! group = "sasl"               # --group: and this primary group (default: the user's)
+//!
+//! [ldap]                       # the table named after the passdb: its own keys
+//! ldap_servers = "ldap://127.0.0.1/"
 //! ```
 
+use std::ffi::OsStr;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::de::{MapAccess, Visitor};
 use serde::Deserialize;
 
 use crate::protocol::saslauthd::{self, DEFAULT_RUN_DIR};
 use crate::verdict::PassdbKind;
 
-/// Everything the daemon needs to start.
+/// Whether a reload (SIGHUP) can change a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    /// The reload applies the new value.
+    Applies,
+    /// Only a restart does: a reload that finds it changed keeps the old value and says so.
+    Restart,
+}
+
+/// One key of the configuration file, as the manual describes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    /// Its name in the file.
+    pub name: &'static str,
+    /// What its value is.
+    pub value: &'static str,
+    /// What it does.
+    pub about: &'static str,
+    /// The flag that sets it too, if any.
+    pub flag: Option<&'static str>,
+    /// Whether a reload changes it.
+    pub reload: Reload,
+}
+
+/// A value as `--check-config` shows it: set (TOML text), or left to a default that depends
+/// on the host, said in words (printed as a comment).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Config {
+pub enum Shown {
+    /// `key = value`.
+    Set(String),
+    /// `# key: words`.
+    Unset(&'static str),
+}
+
+/// How `--check-config` writes values.
+mod show {
+    use super::Shown;
+    use std::path::Path;
+    use std::time::Duration;
+
+    pub(super) fn text(text: &str) -> String {
+        toml::Value::String(text.to_owned()).to_string()
+    }
+    pub(super) fn path(path: &Path) -> String {
+        text(&path.to_string_lossy())
+    }
+    pub(super) fn set(value: impl std::fmt::Display) -> Shown {
+        Shown::Set(value.to_string())
+    }
+    pub(super) fn mode(mode: u32) -> Shown {
+        Shown::Set(format!("\"{mode:04o}\""))
+    }
+    pub(super) fn secs(d: &Duration) -> Shown {
+        Shown::Set(d.as_secs().to_string())
+    }
+    pub(super) fn or(value: Option<String>, unset: &'static str) -> Shown {
+        value.map_or(Shown::Unset(unset), Shown::Set)
+    }
+}
+
+/// A flag's text as a key's file type: what `--timeout 5` gives where `read_timeout = 5`
+/// would.
+trait FromFlag: Sized {
+    fn from_flag(flag: &'static str, value: &OsStr) -> Result<Self, ConfigError>;
+}
+
+/// A flag's value as text.
+fn flag_text<'a>(flag: &'static str, value: &'a OsStr) -> Result<&'a str, ConfigError> {
+    value.to_str().ok_or(ConfigError::NotText(flag))
+}
+
+impl FromFlag for String {
+    fn from_flag(flag: &'static str, value: &OsStr) -> Result<Self, ConfigError> {
+        flag_text(flag, value).map(str::to_owned)
+    }
+}
+
+/// A path is taken as it is: it need not be text.
+impl FromFlag for PathBuf {
+    fn from_flag(_: &'static str, value: &OsStr) -> Result<Self, ConfigError> {
+        Ok(PathBuf::from(value))
+    }
+}
+
+macro_rules! from_flag_number {
+    ($($t:ty),*) => {$(
+        impl FromFlag for $t {
+            fn from_flag(flag: &'static str, value: &OsStr) -> Result<Self, ConfigError> {
+                let text = flag_text(flag, value)?;
+                text.trim().parse().map_err(|_| ConfigError::NotANumber {
+                    setting: flag.to_owned(),
+                    text: text.to_owned(),
+                })
+            }
+        }
+    )*};
+}
+from_flag_number!(i64, u32, usize, f64, bool);
+
+/// A list given by a flag is one item (a repeated flag adds its own by hand, as `-O`).
+impl FromFlag for Vec<String> {
+    fn from_flag(flag: &'static str, value: &OsStr) -> Result<Self, ConfigError> {
+        String::from_flag(flag, value).map(|item| vec![item])
+    }
+}
+
+/// Declares the keys: for each, its doc comment and
+/// `field: Type = default, file RawType => parse, show shown, flag, reload, "value", "about";`
+/// where `parse: fn(RawType, name) -> Result<Type, ConfigError>` (name: the key, or the flag
+/// when the value came from one) and `shown: fn(&Type) -> Shown`. Then the fields that are no
+/// plain key (`others`), and the manual's rows for the keys that are tables (`tables`).
+macro_rules! keys {
+    (
+        plain {$(
+            $(#[doc = $doc:literal])*
+            $key:ident: $ty:ty = $default:expr,
+                file $raw:ty => $parse:expr,
+                show $show:expr,
+                $flag:expr, $reload:ident,
+                $value:literal, $about:literal;
+        )*}
+        others {
+            $( $(#[doc = $odoc:literal])* $other:ident: $oty:ty = $odefault:expr; )*
+        }
+        tables [ $($table_key:expr),* $(,)? ]
+    ) => {
+        /// Everything the daemon needs to start.
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct Config {
+            $( $(#[doc = $doc])* pub $key: $ty, )*
+            $( $(#[doc = $odoc])* pub $other: $oty, )*
+        }
+
+        impl Default for Config {
+            fn default() -> Self {
+                Config {
+                    $( $key: $default, )*
+                    $( $other: $odefault, )*
+                }
+            }
+        }
+
+        /// The keys of the configuration file, for its manual page (`saslauthd-rs.toml(5)`)
+        /// and the parser's message for an unknown key.
+        pub const KEYS: &[Key] = &[
+            $( Key {
+                name: stringify!($key),
+                value: $value,
+                about: $about,
+                flag: $flag,
+                reload: Reload::$reload,
+            }, )*
+            $( $table_key, )*
+        ];
+
+        /// The plain keys as the file gives them.
+        #[derive(Debug, Default)]
+        struct FileKeys {
+            $( $key: Option<$raw>, )*
+        }
+
+        impl FileKeys {
+            /// Takes `key`'s value from `map` if it is one of the plain keys.
+            fn take<'de, A: MapAccess<'de>>(
+                &mut self,
+                key: &str,
+                map: &mut A,
+            ) -> Result<bool, A::Error> {
+                match key {
+                    $( stringify!($key) => self.$key = Some(map.next_value()?), )*
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+        }
+
+        impl Config {
+            /// Applies the file's plain keys; a bad value names its key and line.
+            fn apply_keys(&mut self, file: FileKeys, text: &str) -> Result<(), ConfigError> {
+                $(
+                    if let Some(raw) = file.$key {
+                        let parse: fn($raw, &'static str) -> Result<$ty, ConfigError> = $parse;
+                        self.$key = parse(raw, stringify!($key)).map_err(|e| ConfigError::At {
+                            key: stringify!($key),
+                            line: key_line(text, stringify!($key)),
+                            source: Box::new(e),
+                        })?;
+                    }
+                )*
+                Ok(())
+            }
+
+            /// Sets the key whose flag is `flag` (`--timeout`) from the flag's `value`;
+            /// `None` when no key has that flag.
+            pub fn set_flag(&mut self, flag: &str, value: &OsStr) -> Option<Result<(), ConfigError>> {
+                $(
+                    if let Some(name) = $flag {
+                        if name == flag {
+                            let parse: fn($raw, &'static str) -> Result<$ty, ConfigError> = $parse;
+                            return Some(
+                                <$raw as FromFlag>::from_flag(name, value)
+                                    .and_then(|raw| parse(raw, name))
+                                    .map(|value| self.$key = value),
+                            );
+                        }
+                    }
+                )*
+                None
+            }
+
+            /// Each plain key and its value, in the declared order.
+            fn shown(&self) -> Vec<(&'static str, Shown)> {
+                vec![$(
+                    (stringify!($key), {
+                        let show: fn(&$ty) -> Shown = $show;
+                        show(&self.$key)
+                    }),
+                )*]
+            }
+
+            /// The keys that differ between `self` and `next` and that only a restart
+            /// changes, each named as the admin gave it (its flag, or its key).
+            fn restart_keys(&self, next: &Config) -> Vec<&'static str> {
+                let mut changed = Vec::new();
+                $(
+                    if Reload::$reload == Reload::Restart && self.$key != next.$key {
+                        changed.push($flag.unwrap_or(stringify!($key)));
+                    }
+                )*
+                changed
+            }
+        }
+    };
+}
+
+keys! {
+    plain {
     /// The passdb (`-a`).
-    pub passdb: Option<PassdbKind>,
+    passdb: Option<PassdbKind> = None,
+        file String => |name, _| parse_passdb(&name).map(Some),
+        show |v| show::or(v.map(|p| show::text(p.name())), "none given (-a)"),
+        Some("-a"), Applies,
+        "name", "The passdb (-a): one of those saslauthd-rs -v lists.";
     /// The run directory (`-m`); the socket is `<run_dir>/mux`.
-    pub run_dir: PathBuf,
+    run_dir: PathBuf = PathBuf::from(DEFAULT_RUN_DIR),
+        file PathBuf => |dir, _| check_run_dir(dir),
+        show |v| show::set(show::path(v)),
+        Some("-m"), Restart,
+        "path", "The run directory (-m); the socket is run_dir/mux. Default /run/saslauthd.";
     /// The sasldb2 file (`--sasldb`).
-    pub sasldb: PathBuf,
+    sasldb: PathBuf = PathBuf::from(crate::passdb::sasldb::DEFAULT_PATH),
+        file PathBuf => |path, _| Ok(path),
+        show |v| show::set(show::path(v)),
+        Some("--sasldb"), Applies,
+        "path", "The sasldb2 file (--sasldb). Default /etc/sasldb2.";
     /// `sasldb_format`: the format `saslpasswd2-rs --config` gives a new sasldb2 (the daemon
     /// only reads files, whatever their format; it checks the value so that a typo is seen).
-    pub sasldb_format: Option<crate::passdb::sasldb::Format>,
+    sasldb_format: Option<crate::passdb::sasldb::Format> = None,
+        file String => |text, _| text
+            .parse()
+            .map(Some)
+            .map_err(|e: crate::passdb::sasldb::UnknownFormat| ConfigError::SasldbFormat(e.to_string())),
+        show |v| show::or(v.map(|f| show::text(f.name())), "the format this host's libsasl2 reads"),
+        None, Applies,
+        "\"lmdb\" | \"bdb\" | \"gdbm\"", "The format saslpasswd2-rs --config gives a new sasldb2 (the daemon reads every format).";
     /// The default realm (`--realm`); `None` means the host name, as Cyrus.
-    pub realm: Option<String>,
+    realm: Option<String> = None,
+        file String => |realm, _| Ok(Some(realm)),
+        show |v| show::or(v.as_deref().map(show::text), "the host name"),
+        Some("--realm"), Applies,
+        "string", "The default realm (--realm). Default: the host name.";
     /// `-r`: pass `login@realm` to the passdb.
-    pub combine_realm: bool,
+    combine_realm: bool = false,
+        file bool => |v, _| Ok(v),
+        show |v| show::set(v),
+        None, Applies,
+        "bool", "Pass login@realm to the passdb (-r).";
     /// `-n`: how many blocking backend calls may run at once (Cyrus: worker processes).
-    pub workers: usize,
-    /// `--threads`: the threads that serve the sockets (default 1; 0: one per core). Read at
-    /// start.
-    pub threads: usize,
-    /// `-c`: the credential cache (used by the PAM and shadow passdbs; sasldb needs none).
-    pub cache: bool,
+    workers: usize = 5,
+        file i64 => |n, _| usize::try_from(n).map_err(|_| ConfigError::Workers),
+        show |v| show::set(v),
+        Some("-n"), Applies,
+        "integer", "Concurrent shadow/PAM checks and key derivations (-n). Default 5; 0: 64.";
+    /// `--threads`: the threads that serve the sockets (default 1; 0: one per core).
+    threads: usize = 1,
+        file i64 => |n, _| usize::try_from(n).ok().filter(|&n| n <= 1024).ok_or(ConfigError::Threads),
+        show |v| show::set(v),
+        Some("--threads"), Restart,
+        "integer", "Threads that serve the sockets (--threads); the costly checks -n bounds run beside them. Default 1, which answered the most on a 2-core host (BENCHMARKS.md); 0: one per core.";
+    /// `-c`: the credential cache (used by the passdbs it helps; sasldb needs none).
+    cache: bool = false,
+        file bool => |v, _| Ok(v),
+        show |v| show::set(v),
+        None, Applies,
+        "bool", "The credential cache for the passdbs it helps (-c).";
     /// `-t`: cache entry lifetime.
-    pub cache_timeout: Duration,
+    cache_timeout: Duration = Duration::from_secs(60),
+        file i64 => |secs, _| u64::try_from(secs)
+            .ok()
+            .filter(|&s| s > 0)
+            .map(Duration::from_secs)
+            .ok_or(ConfigError::NotPositive("cache timeout")),
+        show show::secs,
+        Some("-t"), Applies,
+        "seconds", "A cache entry's lifetime (-t). Default 60.";
     /// `-s`: cache size in KiB.
-    pub cache_size_kb: u64,
-    /// `-d` / `-f`: stay in the foreground.
-    pub foreground: bool,
+    cache_size_kb: u64 = 1024,
+        file i64 => |kb, _| u64::try_from(kb)
+            .ok()
+            .filter(|&kb| kb > 0)
+            .ok_or(ConfigError::NotPositiveNonZero("cache size")),
+        show |v| show::set(v),
+        Some("-s"), Applies,
+        "integer", "The cache's size in KiB (-s). Default 1024.";
     /// `-V` / `-d`: log successes and details too.
-    pub verbose: bool,
-    /// How long a client may take to send its request.
-    pub read_timeout: Duration,
-    /// How many connections the mux socket may have open at once; more are closed at accept.
-    pub max_connections: usize,
-    /// How many the Dovecot socket may have; when full, its longest-idle connection is closed
-    /// to make room.
-    pub dovecot_max_connections: usize,
-    /// The mode of the `mux` socket.
-    pub socket_mode: u32,
-    /// `-O` options, kept for passdbs that take them.
-    pub mech_options: Vec<String>,
-    /// `--shadow-file`: read shadow(5) entries from this file instead of NSS.
-    pub shadow_file: Option<PathBuf>,
-    /// `--pam-service`: the PAM service for every request (default: the request's).
-    pub pam_service: Option<String>,
-    /// `metrics_address`: serve `GET /metrics` (OpenMetrics) on this TCP address.
-    pub metrics_address: Option<std::net::SocketAddr>,
-    /// `metrics`: whether requests are counted (false: every series stays at zero).
-    pub metrics: bool,
-    /// `--failure-delay`: the base delay before a failure is answered (0 = none).
-    pub failure_delay: Duration,
-    /// `--dovecot-socket`: also serve Dovecot's auth-client protocol here.
-    pub dovecot_socket: Option<PathBuf>,
-    /// `--dovecot-socket-owner USER[:GROUP]`.
-    pub dovecot_socket_owner: Option<String>,
-    /// `--dovecot-socket-mode`.
-    pub dovecot_socket_mode: u32,
-    /// `--dovecot-no-realm-split`: keep `user@realm` whole as the authid.
-    pub dovecot_split_realm: bool,
-    /// `--dovecot-temp-fail`: on a backend failure answer `FAIL code=temp_fail` instead of
-    /// closing the connection.
-    pub dovecot_temp_fail: bool,
-    /// `--user`: the user the daemon becomes once its sockets are bound.
-    pub user: Option<String>,
-    /// `--group`: its primary group (default: the user's own).
-    pub group: Option<String>,
-    /// `--dovecot-mechanisms`: the mechanisms the Dovecot socket offers (canonical names);
-    /// `None`: every one the passdb can serve but DIGEST-MD5.
-    pub dovecot_mechanisms: Option<Vec<&'static str>>,
-    /// `--scram-iterations`: SCRAM's PBKDF2 iteration count (at least 4096).
-    pub scram_iterations: u32,
-    /// `[[listener]]` tables: sockets beyond the mux socket and `dovecot_socket`.
-    pub listeners: Vec<Listener>,
+    verbose: bool = false,
+        file bool => |v, _| Ok(v),
+        show |v| show::set(v),
+        None, Restart,
+        "bool", "Log successes and details too (-V).";
     /// `log_level`: one of `crate::process::LOG_LEVELS`; `-V`/`-d` (or `verbose`) make it
     /// `debug`.
-    pub log_level: &'static str,
-    /// The `[ldap]` table: `saslauthd.conf` keys, over the file `-O` names.
-    pub ldap: Vec<(String, String)>,
+    log_level: &'static str = "info",
+        file String => |level, _| parse_log_level(&level),
+        show |v| show::set(show::text(v)),
+        None, Restart,
+        "\"error\" | \"warning\" | \"info\" | \"debug\"", "The log level (-V and -d make it debug). Default info.";
+    /// How long a client may take to send its request.
+    read_timeout: Duration = Duration::from_secs(10),
+        file i64 => |secs, name| positive_secs(name, u64::try_from(secs).unwrap_or(0)),
+        show show::secs,
+        Some("--timeout"), Restart,
+        "seconds", "Time a client has to send its request (--timeout). Default 10.";
+    /// How many connections the mux socket may have open at once; more are closed at accept.
+    max_connections: usize = 4096,
+        file i64 => |n, name| positive_count(name, usize::try_from(n).unwrap_or(0)),
+        show |v| show::set(v),
+        Some("--max-connections"), Restart,
+        "integer", "Open connections on the mux socket at most (--max-connections). Default 4096.";
+    /// The mode of the `mux` socket.
+    socket_mode: u32 = 0o660,
+        file String => |text, _| parse_mode(&text),
+        show |v| show::mode(*v),
+        Some("--socket-mode"), Restart,
+        "\"octal\"", "The mux socket's mode (--socket-mode). Default \"0660\".";
+    /// `-O` options, kept for passdbs that take them.
+    mech_options: Vec<String> = Vec::new(),
+        file Vec<String> => |v, _| Ok(v),
+        show |v| show::set(toml::Value::from(v.clone())),
+        None, Applies,
+        "[strings]", "-O options, for the passdbs that take them (a configuration file's path).";
+    /// `--shadow-file`: read shadow(5) entries from this file instead of NSS.
+    shadow_file: Option<PathBuf> = None,
+        file PathBuf => |path, _| Ok(Some(path)),
+        show |v| show::or(v.as_deref().map(show::path), "NSS (getspnam_r)"),
+        Some("--shadow-file"), Applies,
+        "path", "Read shadow(5) entries from this file instead of NSS (--shadow-file).";
+    /// `--pam-service`: the PAM service for every request (default: the request's).
+    pam_service: Option<String> = None,
+        file String => |service, _| Ok(Some(service)),
+        show |v| show::or(v.as_deref().map(show::text), "the request's service"),
+        Some("--pam-service"), Applies,
+        "string", "The PAM service for every request (--pam-service). Default: the request's.";
+    /// `--failure-delay`: the base delay before a failure is answered (0 = none).
+    failure_delay: Duration = Duration::from_secs(2),
+        file f64 => |secs, name| delay_secs(name, secs),
+        show |v| show::set(format!("{:?}", v.as_secs_f64())),
+        Some("--failure-delay"), Applies,
+        "seconds", "The base delay before a failure is answered, doubling per client address up to 4.5 s (--failure-delay). Default 2.0; 0 turns throttling off.";
+    /// `--dovecot-socket`: also serve Dovecot's auth-client protocol here.
+    dovecot_socket: Option<PathBuf> = None,
+        file PathBuf => |path, _| Ok(Some(path)),
+        show |v| show::or(v.as_deref().map(show::path), "none"),
+        Some("--dovecot-socket"), Restart,
+        "path", "Also serve Dovecot's auth-client protocol here (--dovecot-socket).";
+    /// `--dovecot-socket-owner USER[:GROUP]`.
+    dovecot_socket_owner: Option<String> = None,
+        file String => |owner, _| Ok(Some(owner)),
+        show |v| show::or(v.as_deref().map(show::text), "the daemon's user"),
+        Some("--dovecot-socket-owner"), Restart,
+        "\"user[:group]\"", "Its owner (--dovecot-socket-owner).";
+    /// `--dovecot-socket-mode`.
+    dovecot_socket_mode: u32 = 0o660,
+        file String => |text, _| parse_mode(&text),
+        show |v| show::mode(*v),
+        Some("--dovecot-socket-mode"), Restart,
+        "\"octal\"", "Its mode (--dovecot-socket-mode). Default \"0660\".";
+    /// How many connections the Dovecot socket may have; when full, its longest-idle
+    /// connection is closed to make room.
+    dovecot_max_connections: usize = 4096,
+        file i64 => |n, name| positive_count(name, usize::try_from(n).unwrap_or(0)),
+        show |v| show::set(v),
+        Some("--dovecot-max-connections"), Restart,
+        "integer", "Open connections on the Dovecot socket at most (--dovecot-max-connections). Default 4096.";
+    /// `--dovecot-no-realm-split`: keep `user@realm` whole as the authid.
+    dovecot_split_realm: bool = true,
+        file bool => |v, _| Ok(v),
+        show |v| show::set(v),
+        None, Restart,
+        "bool", "Split user@realm at the last @ (false: --dovecot-no-realm-split). Default true.";
+    /// `--dovecot-temp-fail`: on a backend failure answer `FAIL code=temp_fail` instead of
+    /// closing the connection.
+    dovecot_temp_fail: bool = false,
+        file bool => |v, _| Ok(v),
+        show |v| show::set(v),
+        None, Restart,
+        "bool", "On a backend failure answer FAIL code=temp_fail instead of closing (--dovecot-temp-fail).";
+    /// `--dovecot-mechanisms`: the mechanisms the Dovecot socket offers (canonical names);
+    /// `None`: every one the passdb can serve but DIGEST-MD5.
+    dovecot_mechanisms: Option<Vec<&'static str>> = None,
+        file String => |list, _| crate::mech::parse_names(&list).map(Some).map_err(ConfigError::from),
+        show |v| show::or(v.as_ref().map(|m| show::text(&m.join(" "))), "every one the passdb can serve but DIGEST-MD5"),
+        Some("--dovecot-mechanisms"), Applies,
+        "string", "The mechanisms the Dovecot socket offers (--dovecot-mechanisms). Default: every one the passdb can serve but DIGEST-MD5.";
+    /// `--scram-iterations`: SCRAM's PBKDF2 iteration count (at least 4096).
+    scram_iterations: u32 = crate::auth::DEFAULT_SCRAM_ITERATIONS,
+        file u32 => |n, _| scram_iterations(n),
+        show |v| show::set(v),
+        Some("--scram-iterations"), Applies,
+        "integer", "SCRAM's PBKDF2 iteration count, 4096 to 10000000 (--scram-iterations). Default 4096.";
+    /// `metrics_address`: serve `GET /metrics` (OpenMetrics) on this TCP address.
+    metrics_address: Option<std::net::SocketAddr> = None,
+        file String => |text, _| parse_metrics_address(&text).map(Some),
+        show |v| show::or(v.map(|a| show::text(&a.to_string())), "none"),
+        None, Restart,
+        "\"[host:]port\"", "Serve the metrics (OpenMetrics, GET /metrics) over HTTP on this TCP address; a bare port is 127.0.0.1's. Default: only the admin socket.";
+    /// `metrics`: whether requests are counted (false: every series stays at zero).
+    metrics: bool = true,
+        file bool => |v, _| Ok(v),
+        show |v| show::set(v),
+        None, Restart,
+        "bool", "Count requests, connections and backend calls for the metrics, stats and top. Default true; false leaves every series at zero (to measure what counting costs).";
+    /// `--user`: the user the daemon becomes once its sockets are bound.
+    user: Option<String> = None,
+        file String => |user, _| Ok(Some(user)),
+        show |v| show::or(v.as_deref().map(show::text), "stay root"),
+        Some("--user"), Restart,
+        "string", "Become this user once the sockets are bound (--user).";
+    /// `--group`: its primary group (default: the user's own).
+    group: Option<String> = None,
+        file String => |group, _| Ok(Some(group)),
+        show |v| show::or(v.as_deref().map(show::text), "the user's own"),
+        Some("--group"), Restart,
+        "string", "And this primary group (--group). Default: the user's own.";
+    }
+    others {
+        /// `-d` / `-f`: stay in the foreground.
+        foreground: bool = false;
+        /// `[[listener]]` tables: sockets beyond the mux socket and `dovecot_socket`.
+        listeners: Vec<Listener> = Vec::new();
+        /// The tables named after a passdb (`[ldap]`): each one's keys and values as text,
+        /// in the file's order; the passdb `-a` chose is given its own.
+        tables: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    }
+    tables [
+        Key {
+            name: "listener",
+            value: "[[listener]] tables",
+            about: "More sockets: protocol (\"saslauthd\" or \"dovecot\"), then path (a Unix socket, with mode, owner, group) or address (TCP, the Dovecot protocol only, with allow, the client networks it lets in, required), and max_connections.",
+            flag: None,
+            reload: Reload::Restart,
+        },
+    ]
 }
 
 /// The protocol a listener speaks.
@@ -197,126 +575,53 @@ impl Listener {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            passdb: None,
-            run_dir: PathBuf::from(DEFAULT_RUN_DIR),
-            sasldb: PathBuf::from(crate::passdb::sasldb::DEFAULT_PATH),
-            sasldb_format: None,
-            realm: None,
-            combine_realm: false,
-            workers: 5,
-            threads: 1,
-            cache: false,
-            cache_timeout: Duration::from_secs(60),
-            cache_size_kb: 1024,
-            foreground: false,
-            verbose: false,
-            read_timeout: Duration::from_secs(10),
-            max_connections: 4096,
-            dovecot_max_connections: 4096,
-            socket_mode: 0o660,
-            mech_options: Vec::new(),
-            shadow_file: None,
-            pam_service: None,
-            failure_delay: Duration::from_secs(2),
-            dovecot_socket: None,
-            dovecot_socket_owner: None,
-            dovecot_socket_mode: 0o660,
-            dovecot_split_realm: true,
-            dovecot_temp_fail: false,
-            dovecot_mechanisms: None,
-            user: None,
-            group: None,
-            scram_iterations: crate::auth::DEFAULT_SCRAM_ITERATIONS,
-            listeners: Vec::new(),
-            log_level: "info",
-            ldap: Vec::new(),
-            metrics_address: None,
-            metrics: true,
+/// The TOML file: the plain keys, the `[[listener]]`s, the passdbs' tables, and what is none
+/// of these (refused, naming the key and its line: a typo must not be silently ignored).
+#[derive(Debug, Default)]
+struct FileConfig {
+    keys: FileKeys,
+    listener: Option<Vec<FileListener>>,
+    tables: Vec<(String, toml::Table)>,
+    unknown: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for FileConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct File;
+        impl<'de> Visitor<'de> for File {
+            type Value = FileConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a table of settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<FileConfig, A::Error> {
+                let mut file = FileConfig::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if file.keys.take(&key, &mut map)? {
+                        continue;
+                    }
+                    if key == "listener" {
+                        file.listener = Some(map.next_value()?);
+                    } else if crate::passdb::module(&key).is_some_and(|m| m.table.is_some()) {
+                        file.tables.push((key, map.next_value()?));
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        file.unknown.push(key);
+                    }
+                }
+                Ok(file)
+            }
         }
+        deserializer.deserialize_map(File)
     }
 }
 
-/// The keys of the configuration file, for its manual page (`saslauthd-rs.toml(5)`): the
-/// name, what its value is, and what it does. A test holds this list to the parser's.
-pub const KEYS: &[(&str, &str, &str)] = &[
-    ("passdb", "\"sasldb\" | \"shadow\" | \"pam\" | \"ldap\"", "The passdb (-a)."),
-    ("run_dir", "path", "The run directory (-m); the socket is run_dir/mux. Default /run/saslauthd."),
-    ("sasldb", "path", "The sasldb2 file (--sasldb). Default /etc/sasldb2."),
-    ("sasldb_format", "\"lmdb\" | \"bdb\" | \"gdbm\"", "The format saslpasswd2-rs --config gives a new sasldb2 (the daemon reads every format)."),
-    ("realm", "string", "The default realm (--realm). Default: the host name."),
-    ("combine_realm", "bool", "Pass login@realm to the passdb (-r)."),
-    ("workers", "integer", "Concurrent shadow/PAM checks and key derivations (-n). Default 5."),
-    ("threads", "integer", "Threads that serve the sockets (--threads); the costly checks -n bounds run beside them. Default 1, which answered the most on a 2-core host (BENCHMARKS.md); 0: one per core. A restart, not a reload, changes it."),
-    ("cache", "bool", "The credential cache for shadow and PAM (-c)."),
-    ("cache_timeout", "seconds", "A cache entry's lifetime (-t). Default 60."),
-    ("cache_size_kb", "integer", "The cache's size in KiB (-s). Default 1024."),
-    ("verbose", "bool", "Log successes and details too (-V)."),
-    ("log_level", "\"error\" | \"warning\" | \"info\" | \"debug\"", "The log level (-V and -d make it debug). Default info."),
-    ("read_timeout", "seconds", "Time a client has to send its request (--timeout). Default 10."),
-    ("max_connections", "integer", "Open connections on the mux socket at most (--max-connections). Default 4096."),
-    ("dovecot_max_connections", "integer", "Open connections on the Dovecot socket at most. Default 4096."),
-    ("metrics_address", "\"[host:]port\"", "Serve the metrics (OpenMetrics, GET /metrics) over HTTP on this TCP address; a bare port is 127.0.0.1's. Default: only the admin socket."),
-    ("metrics", "bool", "Count requests, connections and backend calls for the metrics, stats and top. Default true; false leaves every series at zero (to measure what counting costs). A restart, not a reload, changes it."),
-    ("socket_mode", "\"octal\"", "The mux socket's mode (--socket-mode). Default \"0660\"."),
-    ("mech_options", "[strings]", "-O options, kept for passdbs that take them."),
-    ("shadow_file", "path", "Read shadow(5) entries from this file instead of NSS (--shadow-file)."),
-    ("pam_service", "string", "The PAM service for every request (--pam-service). Default: the request's."),
-    ("failure_delay", "seconds", "The base delay before a failure is answered, doubling per client address up to 4.5 s (--failure-delay). Default 2.0; 0 turns throttling off."),
-    ("dovecot_socket", "path", "Also serve Dovecot's auth-client protocol here (--dovecot-socket)."),
-    ("dovecot_socket_owner", "\"user[:group]\"", "Its owner (--dovecot-socket-owner)."),
-    ("dovecot_socket_mode", "\"octal\"", "Its mode (--dovecot-socket-mode). Default \"0660\"."),
-    ("dovecot_split_realm", "bool", "Split user@realm at the last @ (false: --dovecot-no-realm-split). Default true."),
-    ("dovecot_temp_fail", "bool", "On a backend failure answer FAIL code=temp_fail instead of closing (--dovecot-temp-fail)."),
-    ("dovecot_mechanisms", "string", "The mechanisms the Dovecot socket offers (--dovecot-mechanisms). Default: every one the passdb can serve but DIGEST-MD5."),
-    ("scram_iterations", "integer", "SCRAM's PBKDF2 iteration count, 4096 to 10000000 (--scram-iterations). Default 4096."),
-    ("user", "string", "Become this user once the sockets are bound (--user)."),
-    ("group", "string", "And this primary group (--group). Default: the user's own."),
-    ("ldap", "table", "For -a ldap: saslauthd.conf's keys (ldap_servers = \"ldap://ldap1/\", ...), over the file -O names."),
-    ("listener", "[[listener]] tables", "More sockets: protocol (\"saslauthd\" or \"dovecot\"), then path (a Unix socket, with mode, owner, group) or address (TCP, the Dovecot protocol only, with allow, the client networks it lets in, required), and max_connections."),
-];
-
-/// The TOML file; every key is optional, unknown keys are an error (a typo must not be
-/// silently ignored).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    passdb: Option<String>,
-    run_dir: Option<PathBuf>,
-    sasldb: Option<PathBuf>,
-    sasldb_format: Option<String>,
-    realm: Option<String>,
-    combine_realm: Option<bool>,
-    workers: Option<usize>,
-    threads: Option<usize>,
-    cache: Option<bool>,
-    cache_timeout: Option<u64>,
-    cache_size_kb: Option<u64>,
-    verbose: Option<bool>,
-    read_timeout: Option<u64>,
-    max_connections: Option<usize>,
-    dovecot_max_connections: Option<usize>,
-    metrics_address: Option<String>,
-    metrics: Option<bool>,
-    socket_mode: Option<String>,
-    mech_options: Option<Vec<String>>,
-    shadow_file: Option<PathBuf>,
-    pam_service: Option<String>,
-    failure_delay: Option<f64>,
-    dovecot_socket: Option<PathBuf>,
-    dovecot_socket_owner: Option<String>,
-    dovecot_socket_mode: Option<String>,
-    dovecot_split_realm: Option<bool>,
-    dovecot_temp_fail: Option<bool>,
-    dovecot_mechanisms: Option<String>,
-    user: Option<String>,
-    group: Option<String>,
-    scram_iterations: Option<u32>,
-    listener: Option<Vec<FileListener>>,
-    log_level: Option<String>,
-    ldap: Option<toml::Table>,
+/// Every name the file takes at its top level: the keys, `listener`, and the passdbs' tables.
+fn known_names() -> Vec<&'static str> {
+    let tables = crate::passdb::MODULES
+        .iter()
+        .filter(|m| m.table.is_some())
+        .map(|m| m.kind.name);
+    KEYS.iter().map(|k| k.name).chain(tables).collect()
 }
 
 /// A `[[listener]]` table as written.
@@ -383,6 +688,9 @@ pub enum ConfigError {
         /// What was given.
         text: String,
     },
+    /// A flag's value that must be text and is not.
+    #[error("{0}: the value is not valid UTF-8")]
+    NotText(&'static str),
     /// `-n` below zero.
     #[error("invalid number of worker processes defined")]
     Workers,
@@ -433,15 +741,22 @@ pub enum ConfigError {
     },
 }
 
-/// The line (1-based) where top-level `key` is set in `text`, or 0 when it cannot be found
-/// (TOML does not allow a key twice, so the first is the one).
+/// The line (1-based) where top-level `key` is set in `text`, or where its table `[key]`
+/// starts, or 0 when it cannot be found (TOML does not allow a key twice, so the first is the
+/// one).
 fn key_line(text: &str, key: &str) -> usize {
+    let mut top = true;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim_start();
-        if line.starts_with('[') {
-            break;
+        if let Some(header) = line.strip_prefix('[') {
+            let name = header.split(']').next().unwrap_or_default().trim();
+            if name == key {
+                return i + 1;
+            }
+            top = false;
+            continue;
         }
-        if let Some(rest) = line.strip_prefix(key) {
+        if let Some(rest) = line.strip_prefix(key).filter(|_| top) {
             if rest.trim_start().starts_with('=') {
                 return i + 1;
             }
@@ -585,86 +900,23 @@ fn listener(file: FileListener, line: usize) -> Result<Listener, ConfigError> {
 
 impl Config {
     /// The effective settings as a configuration file would give them, every key (those
-    /// left to a default that depends on the host, commented): what `--check-config` prints.
+    /// left to a default that depends on the host, commented), then the `[[listener]]`s and
+    /// the passdbs' tables (a value whose key names a password or secret is not printed):
+    /// what `--check-config` prints.
     pub fn effective(&self) -> String {
-        let q = |text: &str| toml::Value::String(text.to_owned()).to_string();
-        let path = |p: &Path| q(&p.to_string_lossy());
+        let q = show::text;
+        let path = show::path;
         let opt = |key: &str, value: Option<String>, default: &str| match value {
             Some(v) => format!("{key} = {v}\n"),
             None => format!("# {key}: {default}\n"),
         };
         let mut out = String::new();
-        out += &opt(
-            "passdb",
-            self.passdb.map(|p| q(p.name())),
-            "none given (-a)",
-        );
-        out += &format!("run_dir = {}\n", path(&self.run_dir));
-        out += &format!("sasldb = {}\n", path(&self.sasldb));
-        out += &opt(
-            "sasldb_format",
-            self.sasldb_format.map(|f| q(f.name())),
-            "the format this host's libsasl2 reads",
-        );
-        out += &opt("realm", self.realm.as_deref().map(q), "the host name");
-        out += &format!("combine_realm = {}\n", self.combine_realm);
-        out += &format!("workers = {}\n", self.workers);
-        out += &format!("threads = {}\n", self.threads);
-        out += &format!("cache = {}\n", self.cache);
-        out += &format!("cache_timeout = {}\n", self.cache_timeout.as_secs());
-        out += &format!("cache_size_kb = {}\n", self.cache_size_kb);
-        out += &format!("verbose = {}\n", self.verbose);
-        out += &format!("log_level = {}\n", q(self.log_level));
-        out += &format!("read_timeout = {}\n", self.read_timeout.as_secs());
-        out += &format!("max_connections = {}\n", self.max_connections);
-        out += &format!("socket_mode = \"{:04o}\"\n", self.socket_mode);
-        let options: Vec<String> = self.mech_options.iter().map(|o| q(o)).collect();
-        out += &format!("mech_options = [{}]\n", options.join(", "));
-        out += &opt(
-            "shadow_file",
-            self.shadow_file.as_deref().map(path),
-            "NSS (getspnam_r)",
-        );
-        out += &opt(
-            "pam_service",
-            self.pam_service.as_deref().map(q),
-            "the request's service",
-        );
-        out += &format!("failure_delay = {:?}\n", self.failure_delay.as_secs_f64());
-        out += &opt(
-            "dovecot_socket",
-            self.dovecot_socket.as_deref().map(path),
-            "none",
-        );
-        out += &opt(
-            "dovecot_socket_owner",
-            self.dovecot_socket_owner.as_deref().map(q),
-            "the daemon's user",
-        );
-        out += &format!(
-            "dovecot_socket_mode = \"{:04o}\"\n",
-            self.dovecot_socket_mode
-        );
-        out += &format!(
-            "dovecot_max_connections = {}\n",
-            self.dovecot_max_connections
-        );
-        out += &opt(
-            "metrics_address",
-            self.metrics_address.map(|a| q(&a.to_string())),
-            "none",
-        );
-        out += &format!("metrics = {}\n", self.metrics);
-        out += &format!("dovecot_split_realm = {}\n", self.dovecot_split_realm);
-        out += &format!("dovecot_temp_fail = {}\n", self.dovecot_temp_fail);
-        out += &opt(
-            "dovecot_mechanisms",
-            self.dovecot_mechanisms.as_ref().map(|m| q(&m.join(" "))),
-            "every one the passdb can serve but DIGEST-MD5",
-        );
-        out += &format!("scram_iterations = {}\n", self.scram_iterations);
-        out += &opt("user", self.user.as_deref().map(q), "stay root");
-        out += &opt("group", self.group.as_deref().map(q), "the user's own");
+        for (key, shown) in self.shown() {
+            out += &match shown {
+                Shown::Set(value) => format!("{key} = {value}\n"),
+                Shown::Unset(words) => format!("# {key}: {words}\n"),
+            };
+        }
         for l in &self.listeners {
             out += &format!("\n[[listener]]\nprotocol = {}\n", q(l.protocol.name()));
             match &l.endpoint {
@@ -684,7 +936,36 @@ impl Config {
             }
             out += &format!("max_connections = {}\n", l.max_connections);
         }
+        for (name, table) in &self.tables {
+            out += &format!("\n[{name}]\n");
+            for (key, value) in table {
+                let lower = key.to_ascii_lowercase();
+                if ["password", "_pw", "secret"]
+                    .iter()
+                    .any(|s| lower.contains(s))
+                {
+                    out += &format!("# {key}: set, not shown\n");
+                } else {
+                    out += &format!("{key} = {}\n", q(value));
+                }
+            }
+        }
         out
+    }
+
+    /// What differs between the running settings and `next` that only a restart changes,
+    /// each named as the admin gives it (its flag, or its key): what a reload keeps.
+    pub fn restart_only(&self, next: &Config) -> Vec<&'static str> {
+        let mut changed = self.restart_keys(next);
+        let unplaced = |c: &Config| -> Vec<Listener> {
+            let mut listeners = c.listeners.clone();
+            listeners.iter_mut().for_each(|l| l.line = 0);
+            listeners
+        };
+        if unplaced(self) != unplaced(next) {
+            changed.push("[[listener]]");
+        }
+        changed
     }
 
     /// Applies a TOML file over `self`.
@@ -707,152 +988,48 @@ impl Config {
             }),
             message: e.message().trim().replace('\n', " "),
         })?;
-        // A bad value names its key and line (toml's own errors, unknown keys and wrong
-        // types, already do).
-        let at = |key: &'static str| {
-            move |e: ConfigError| ConfigError::At {
-                key,
+        if let Some(key) = file.unknown.first() {
+            let expected: Vec<String> = known_names().iter().map(|k| format!("`{k}`")).collect();
+            return Err(ConfigError::Toml {
                 line: key_line(text, key),
-                source: Box::new(e),
-            }
-        };
-        if let Some(name) = file.passdb {
-            self.passdb = Some(parse_passdb(&name).map_err(at("passdb"))?);
+                message: format!(
+                    "unknown field `{key}`, expected one of {}",
+                    expected.join(", ")
+                ),
+            });
         }
-        if let Some(dir) = file.run_dir {
-            self.run_dir = check_run_dir(dir).map_err(at("run_dir"))?;
-        }
-        if let Some(path) = file.sasldb {
-            self.sasldb = path;
-        }
-        if let Some(format) = file.sasldb_format {
-            self.sasldb_format = Some(format.parse().map_err(
-                |e: crate::passdb::sasldb::UnknownFormat| {
-                    at("sasldb_format")(ConfigError::SasldbFormat(e.to_string()))
-                },
-            )?);
-        }
-        if let Some(realm) = file.realm {
-            self.realm = Some(realm);
-        }
-        if let Some(v) = file.combine_realm {
-            self.combine_realm = v;
-        }
-        if let Some(n) = file.workers {
-            self.workers = n;
-        }
-        if let Some(n) = file.threads {
-            if n > 1024 {
-                return Err(at("threads")(ConfigError::Threads));
-            }
-            self.threads = n;
-        }
-        if let Some(v) = file.cache {
-            self.cache = v;
-        }
-        if let Some(t) = file.cache_timeout {
-            self.cache_timeout = positive_secs("cache_timeout", t).map_err(at("cache_timeout"))?;
-        }
-        if let Some(kb) = file.cache_size_kb {
-            if kb == 0 {
-                return Err(at("cache_size_kb")(ConfigError::NotPositiveNonZero(
-                    "cache_size_kb",
-                )));
-            }
-            self.cache_size_kb = kb;
-        }
-        if let Some(v) = file.verbose {
-            self.verbose = v;
-        }
-        if let Some(t) = file.read_timeout {
-            self.read_timeout = positive_secs("read_timeout", t).map_err(at("read_timeout"))?;
-        }
-        if let Some(n) = file.max_connections {
-            self.max_connections =
-                positive_count("max_connections", n).map_err(at("max_connections"))?;
-        }
-        if let Some(n) = file.dovecot_max_connections {
-            self.dovecot_max_connections = positive_count("dovecot_max_connections", n)
-                .map_err(at("dovecot_max_connections"))?;
-        }
-        if let Some(text) = file.metrics_address {
-            self.metrics_address =
-                Some(parse_metrics_address(&text).map_err(at("metrics_address"))?);
-        }
-        if let Some(on) = file.metrics {
-            self.metrics = on;
-        }
-        if let Some(mode) = file.socket_mode {
-            self.socket_mode = parse_mode(&mode).map_err(at("socket_mode"))?;
-        }
-        if let Some(opts) = file.mech_options {
-            self.mech_options = opts;
-        }
-        if let Some(path) = file.shadow_file {
-            self.shadow_file = Some(path);
-        }
-        if let Some(service) = file.pam_service {
-            self.pam_service = Some(service);
-        }
-        if let Some(secs) = file.failure_delay {
-            self.failure_delay = delay_secs("failure_delay", secs).map_err(at("failure_delay"))?;
-        }
-        if let Some(path) = file.dovecot_socket {
-            self.dovecot_socket = Some(path);
-        }
-        if let Some(owner) = file.dovecot_socket_owner {
-            self.dovecot_socket_owner = Some(owner);
-        }
-        if let Some(mode) = file.dovecot_socket_mode {
-            self.dovecot_socket_mode = parse_mode(&mode).map_err(at("dovecot_socket_mode"))?;
-        }
-        if let Some(v) = file.dovecot_split_realm {
-            self.dovecot_split_realm = v;
-        }
-        if let Some(v) = file.dovecot_temp_fail {
-            self.dovecot_temp_fail = v;
-        }
-        if let Some(user) = file.user {
-            self.user = Some(user);
-        }
-        if let Some(group) = file.group {
-            self.group = Some(group);
-        }
-        if let Some(list) = file.dovecot_mechanisms {
-            self.dovecot_mechanisms = Some(
-                crate::mech::parse_names(&list).map_err(|e| at("dovecot_mechanisms")(e.into()))?,
-            );
-        }
-        if let Some(n) = file.scram_iterations {
-            self.scram_iterations = scram_iterations(n).map_err(at("scram_iterations"))?;
-        }
-        if let Some(table) = file.ldap {
+        self.apply_keys(file.keys, text)?;
+        for (name, table) in file.tables {
+            let module = crate::passdb::module(&name).expect("only a passdb's table is kept");
+            let check = module
+                .table
+                .expect("only a passdb that takes a table")
+                .check;
+            let at = |message: String| ConfigError::Toml {
+                line: key_line(text, &name),
+                message: format!("[{name}] {message}"),
+            };
+            let mut entries = Vec::new();
             for (key, value) in table {
-                let text = match value {
+                let value = match value {
                     toml::Value::String(s) => s,
                     toml::Value::Integer(n) => n.to_string(),
                     toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
                     other => {
-                        return Err(at("ldap")(ConfigError::Conflict(format!(
-                            "ldap.{key}: {other} is not a string, number or boolean"
-                        ))))
+                        return Err(at(format!(
+                            "{key}: {other} is not a string, number or boolean"
+                        )))
                     }
                 };
-                // Checked with the rest of the LDAP settings when the passdb opens, and here
-                // for the key's name.
-                let mut probe = crate::passdb::ldap::conf::LdapConf::default();
-                if let Err(message) = probe.set(&key, &text) {
-                    if message.starts_with("unknown key") || message.contains("not supported") {
-                        return Err(at("ldap")(ConfigError::Conflict(format!(
-                            "[ldap] {message}"
-                        ))));
-                    }
-                }
-                self.ldap.push((key, text));
+                // The value is checked with the rest of the passdb's settings when it opens;
+                // the key's name here, so that a typo stops the start at once.
+                check(&key, &value).map_err(at)?;
+                entries.push((key, value));
             }
-        }
-        if let Some(level) = file.log_level {
-            self.log_level = parse_log_level(&level).map_err(at("log_level"))?;
+            match self.tables.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, old)) => old.extend(entries),
+                None => self.tables.push((name, entries)),
+            }
         }
         if let Some(listeners) = file.listener {
             let lines = listener_lines(text);
@@ -905,15 +1082,18 @@ impl Config {
     /// What the passdbs are told: the flags that concern them, and the configuration file's
     /// table named after the passdb `-a` chose (`[ldap]`).
     pub fn passdb_settings(&self) -> crate::passdb::Settings {
+        let name = self.passdb.map(|k| k.name);
         crate::passdb::Settings {
             sasldb: self.sasldb.clone(),
             shadow_file: self.shadow_file.clone(),
             pam_service: self.pam_service.clone(),
             options: self.mech_options.clone(),
-            table: match self.passdb.map(|k| k.name) {
-                Some("ldap") => self.ldap.clone(),
-                _ => Vec::new(),
-            },
+            table: self
+                .tables
+                .iter()
+                .find(|(table, _)| Some(table.as_str()) == name)
+                .map(|(_, entries)| entries.clone())
+                .unwrap_or_default(),
         }
     }
 
@@ -1044,23 +1224,106 @@ mod tests {
         assert!(err.contains("unknown mechanism \"ntlm\""), "{err}");
     }
 
-    /// KEYS (the manual's list) is the parser's list: toml names every accepted key when it
-    /// refuses an unknown one.
+    /// KEYS (the manual's list) is the parser's list: every key in it is taken (a value of
+    /// the wrong type is refused as that, not as an unknown key), and the message for an
+    /// unknown key names them and the passdbs' tables.
     #[test]
     fn the_manual_lists_every_key() {
+        for key in KEYS {
+            let text = if key.name == "listener" {
+                "[[listener]]\nprotocol = 1\n".to_string()
+            } else {
+                format!("{} = {{}}\n", key.name)
+            };
+            let err = Config::default().apply_toml(&text).unwrap_err().to_string();
+            assert!(!err.contains("unknown field"), "{}: {err}", key.name);
+        }
         let err = Config::default()
             .apply_toml("no_such_key = 1")
             .unwrap_err()
             .to_string();
         let expected = err.split("expected one of ").nth(1).unwrap();
-        let mut parsed: Vec<&str> = expected
+        let parsed: Vec<&str> = expected
             .split(", ")
             .map(|k| k.trim().trim_matches('`'))
             .collect();
-        let mut listed: Vec<&str> = KEYS.iter().map(|(k, _, _)| *k).collect();
-        parsed.sort_unstable();
-        listed.sort_unstable();
+        let mut listed: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        listed.push("ldap");
         assert_eq!(parsed, listed);
+    }
+
+    /// What a reload cannot change is said by the declaration, each named as it is given.
+    #[test]
+    fn a_reload_names_what_takes_a_restart() {
+        let now = Config::default();
+        let mut next = now.clone();
+        next.threads = 4;
+        next.read_timeout = Duration::from_secs(3);
+        next.workers = 9;
+        next.realm = Some("example.org".into());
+        assert_eq!(now.restart_only(&next), ["--threads", "--timeout"]);
+        next.metrics = false;
+        next.apply_toml("[[listener]]\nprotocol = \"dovecot\"\npath = \"/tmp/a\"\n")
+            .unwrap();
+        assert_eq!(
+            now.restart_only(&next),
+            ["--threads", "--timeout", "metrics", "[[listener]]"]
+        );
+    }
+
+    /// A flag and its key go through the same check; a path need not be text.
+    #[test]
+    fn flags_set_keys_through_their_declaration() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut c = Config::default();
+        c.set_flag("--socket-mode", OsStr::new("0600"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.socket_mode, 0o600);
+        let err = c
+            .set_flag("--socket-mode", OsStr::new("0999"))
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::BadMode(_)), "{err}");
+        let err = c
+            .set_flag("--threads", OsStr::new("-1"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "--threads takes 0 (one per core) to 1024");
+        let err = c
+            .set_flag("--timeout", OsStr::new("x"))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "--timeout: \"x\" is not a valid number");
+        c.set_flag("--sasldb", OsStr::from_bytes(b"/tmp/\xff"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.sasldb.as_os_str().as_bytes(), b"/tmp/\xff");
+        assert!(c
+            .set_flag("--realm", OsStr::from_bytes(b"\xff"))
+            .unwrap()
+            .is_err());
+        assert!(c.set_flag("--no-such-flag", OsStr::new("1")).is_none());
+    }
+
+    /// `--check-config`'s output reads back as the same settings, tables too, without the
+    /// values of keys that name a password.
+    #[test]
+    fn the_effective_settings_read_back() {
+        let mut c = Config::default();
+        c.apply_toml(
+            "realm = \"example.org\"\nthreads = 2\nfailure_delay = 0.5\nsocket_mode = \"0600\"\n\
+             mech_options = [\"/etc/saslauthd.conf\"]\n\
+             [ldap]\nldap_servers = \"ldap://127.0.0.1/\"\nldap_bind_pw = \"hunter2\"\n",
+        )
+        .unwrap();
+        let text = c.effective();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("# ldap_bind_pw: set, not shown"), "{text}");
+        let mut again = Config::default();
+        again.apply_toml(&text).unwrap();
+        c.tables[0].1.retain(|(k, _)| k != "ldap_bind_pw");
+        assert_eq!(again, c);
     }
 
     /// The example's commented [[listener]] tables mean what they say once uncommented.

@@ -29,7 +29,7 @@ pub struct OptDef {
 }
 
 /// What an option's argument is, for shell completions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum ArgKind {
     /// None, or anything.
     Any,
@@ -41,8 +41,9 @@ pub enum ArgKind {
     User,
     /// A group name.
     Group,
-    /// One of these words.
-    OneOf(&'static [&'static str]),
+    /// One of the words this gives (a function, so that a list built at run time, such as
+    /// the passdbs of `passdb::MODULES`, can be one).
+    OneOf(fn() -> Vec<&'static str>),
 }
 
 impl OptDef {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use saslauthd_rs::auth::{self, Authenticator, Cache, Live, RealmPolicy};
 use saslauthd_rs::cli::{self, Command};
-use saslauthd_rs::config::{Config, Endpoint, Listener, Protocol};
+use saslauthd_rs::config::{Config, Endpoint, Protocol};
 use saslauthd_rs::passdb::{self, Access, CacheUse, Passdb};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::request::{self, Printable};
@@ -154,64 +154,6 @@ fn driver(
     .map_err(|e| format!("--dovecot-mechanisms: {e}"))
 }
 
-/// The settings a reload cannot change (sockets, identity, budgets): those `next` changes,
-/// by their flag names.
-fn restart_only(now: &Config, next: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    let mut differs = |name, same: bool| {
-        if !same {
-            changed.push(name);
-        }
-    };
-    differs("-m (run_dir)", now.run_dir == next.run_dir);
-    differs("--socket-mode", now.socket_mode == next.socket_mode);
-    differs(
-        "--max-connections",
-        now.max_connections == next.max_connections,
-    );
-    differs(
-        "--dovecot-max-connections",
-        now.dovecot_max_connections == next.dovecot_max_connections,
-    );
-    differs(
-        "metrics_address",
-        now.metrics_address == next.metrics_address,
-    );
-    differs("metrics", now.metrics == next.metrics);
-    differs(
-        "--dovecot-socket",
-        now.dovecot_socket == next.dovecot_socket,
-    );
-    differs(
-        "--dovecot-socket-owner",
-        now.dovecot_socket_owner == next.dovecot_socket_owner,
-    );
-    differs(
-        "--dovecot-socket-mode",
-        now.dovecot_socket_mode == next.dovecot_socket_mode,
-    );
-    differs(
-        "--dovecot-no-realm-split",
-        now.dovecot_split_realm == next.dovecot_split_realm,
-    );
-    differs(
-        "--dovecot-temp-fail",
-        now.dovecot_temp_fail == next.dovecot_temp_fail,
-    );
-    differs("--timeout", now.read_timeout == next.read_timeout);
-    differs("--user", now.user == next.user);
-    differs("--group", now.group == next.group);
-    differs("-d/-V (verbose)", now.verbose == next.verbose);
-    differs("log_level", now.log_level == next.log_level);
-    let unplaced = |c: &Config| -> Vec<Listener> {
-        let mut listeners = c.listeners.clone();
-        listeners.iter_mut().for_each(|l| l.line = 0);
-        listeners
-    };
-    differs("[[listener]]", unplaced(now) == unplaced(next));
-    changed
-}
-
 /// SIGHUP: reads the configuration again (the same flags, over the file as it is now),
 /// opens the passdb it names and puts a new driver in service for the requests that start
 /// from then on; requests in flight finish on the old one, and the sockets stay open. A
@@ -245,7 +187,7 @@ async fn reload_on_hangup(
         .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
         match loaded {
             Ok((next, auth)) => {
-                let ignored = restart_only(&now, &next);
+                let ignored = now.restart_only(&next);
                 if !ignored.is_empty() {
                     tracing::warn!(
                         "SIGHUP: {} changed; that takes a restart (the old value stays)",

@@ -20,7 +20,7 @@ pub struct Page {
     /// The options (empty for a file format).
     pub options: &'static [OptDef],
     /// The keys, for the configuration file's page.
-    pub keys: &'static [(&'static str, &'static str, &'static str)],
+    pub keys: &'static [crate::config::Key],
     /// Hand-written sections, in order, after DESCRIPTION and OPTIONS (or KEYS): a title and
     /// paragraphs separated by blank lines; lines that start with two spaces are shown as
     /// they are (examples).
@@ -376,13 +376,26 @@ pub fn man(page: &Page) -> String {
     }
     if !page.keys.is_empty() {
         out += ".SH KEYS\n";
-        for (key, value, help) in page.keys {
+        for key in page.keys {
+            let restart = match key.reload {
+                crate::config::Reload::Applies => "",
+                crate::config::Reload::Restart => " A restart, not a reload, changes it.",
+            };
             out += &format!(
-                ".TP\n\\fB{}\\fR = \\fI{}\\fR\n{}\n",
-                roff(key),
-                roff(value),
-                roff(help)
+                ".TP\n\\fB{}\\fR = \\fI{}\\fR\n{}{restart}\n",
+                roff(key.name),
+                roff(key.value),
+                roff(key.about)
             );
+        }
+        for module in crate::passdb::MODULES {
+            if let (Some(table), Some(_)) = (module.table, module.about) {
+                out += &format!(
+                    ".TP\n\\fB[{}]\\fR\n{}\n",
+                    roff(module.kind.name),
+                    roff(table.about)
+                );
+            }
         }
     }
     for (title, body) in page.sections {
@@ -424,7 +437,7 @@ pub fn bash(page: &Page) -> String {
             ArgKind::OneOf(choices) => {
                 format!(
                     "COMPREPLY=($(compgen -W \"{}\" -- \"$cur\"))",
-                    choices.join(" ")
+                    choices().join(" ")
                 )
             }
             ArgKind::Any => "COMPREPLY=()".to_string(),
@@ -467,7 +480,7 @@ pub fn zsh(page: &Page) -> String {
                     ArgKind::Dir => "_files -/".to_string(),
                     ArgKind::User => "_users".to_string(),
                     ArgKind::Group => "_groups".to_string(),
-                    ArgKind::OneOf(choices) => format!("({})", choices.join(" ")),
+                    ArgKind::OneOf(choices) => format!("({})", choices().join(" ")),
                     ArgKind::Any => " ".to_string(),
                 };
                 format!(":{}:{action}", quote(arg))
@@ -509,7 +522,7 @@ pub fn fish(page: &Page) -> String {
                 ArgKind::Dir => line += " -a '(__fish_complete_directories)'",
                 ArgKind::User => line += " -a '(__fish_complete_users)'",
                 ArgKind::Group => line += " -a '(__fish_complete_groups)'",
-                ArgKind::OneOf(choices) => line += &format!(" -a {}", quote(&choices.join(" "))),
+                ArgKind::OneOf(choices) => line += &format!(" -a {}", quote(&choices().join(" "))),
                 ArgKind::File | ArgKind::Any => {}
             }
         }

@@ -228,6 +228,10 @@ mod settings_tests {
 pub mod options {
     use crate::getopt::{ArgKind, OptDef};
 
+    fn formats() -> Vec<&'static str> {
+        FORMATS.to_vec()
+    }
+
     const FORMATS: &[&str] = &["lmdb", "bdb", "gdbm"];
 
     /// `saslpasswd2-rs`, Cyrus's `saslpasswd2` flags and two of ours.
@@ -276,7 +280,7 @@ pub mod options {
             None,
             Some("format"),
             "format",
-            ArgKind::OneOf(FORMATS),
+            ArgKind::OneOf(formats),
             "The format of a new file (default: the one this host's libsasl2 reads); an \
              existing file keeps its own.",
         ),
@@ -374,7 +378,7 @@ pub mod options {
             None,
             Some("to"),
             "format",
-            ArgKind::OneOf(FORMATS),
+            ArgKind::OneOf(formats),
             "The new file's format (default: what the host's libsasl2 reads).",
         ),
         OptDef::flag(

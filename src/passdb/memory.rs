@@ -18,6 +18,7 @@ pub(super) const MODULE: Module = Module {
             "-a memory exists only inside the test suite".into(),
         ))
     },
+    table: None,
 };
 
 const KIND: PassdbKind = PassdbKind {

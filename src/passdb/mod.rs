@@ -58,6 +58,18 @@ pub struct Module {
     pub about: Option<&'static str>,
     /// Opens it as the settings say (at start-up and on a reload, on a blocking thread).
     pub open: fn(&Settings) -> Result<Arc<dyn Passdb>, PassdbError>,
+    /// Whether the configuration file may have a table named after it (`[ldap]`).
+    pub table: Option<Table>,
+}
+
+/// A passdb's table in the configuration file.
+#[derive(Debug, Clone, Copy)]
+pub struct Table {
+    /// What the manual says of it.
+    pub about: &'static str,
+    /// Checks one of its keys (and value, as text) when the file is read: an unknown key is
+    /// an error there; the values are checked together when the passdb opens.
+    pub check: fn(&str, &str) -> Result<(), String>,
 }
 
 /// The module named `name` (case-insensitive, as Cyrus's `strcasecmp`).

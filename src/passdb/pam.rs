@@ -33,6 +33,7 @@ pub(super) const MODULE: Module = Module {
     },
     about: Some("a PAM stack: the request's service, or --pam-service"),
     open: |settings| Ok(Arc::new(Pam::new(settings.pam_service.clone()))),
+    table: None,
 };
 
 /// The PAM passdb.

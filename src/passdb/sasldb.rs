@@ -47,6 +47,7 @@ pub(super) const MODULE: Module = Module {
     },
     about: Some("a sasldb2 file (--sasldb; LMDB, Berkeley DB or GDBM)"),
     open: |settings| Ok(Arc::new(Sasldb::new(&settings.sasldb)?)),
+    table: None,
 };
 
 /// The file the sasldb passdb reads unless told otherwise (Cyrus's `SASL_DB_PATH`).

@@ -44,6 +44,7 @@ pub(super) const MODULE: Module = Module {
         };
         Ok(Arc::new(Shadow::new(source)?))
     },
+    table: None,
 };
 
 /// Where entries come from.

@@ -201,6 +201,18 @@ fn switch(value: &str) -> Result<bool, String> {
     }
 }
 
+/// Checks a key of the configuration file's `[ldap]` table: an unknown key, or one saslauthd-rs
+/// does not support, is an error; what its value means is checked with the others when the
+/// passdb opens.
+pub fn check_key(key: &str, value: &str) -> Result<(), String> {
+    match LdapConf::default().set(key, value) {
+        Err(message) if message.starts_with("unknown key") || message.contains("not supported") => {
+            Err(message)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn number(value: &str) -> Result<u32, String> {
     value
         .parse()

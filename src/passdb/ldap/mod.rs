@@ -45,6 +45,10 @@ pub(super) const MODULE: Module = Module {
             settings,
         )?)?))
     },
+    table: Some(super::Table {
+        about: "For -a ldap: saslauthd.conf's keys (ldap_servers = \"ldap://ldap1/\", ...), over the file -O names.",
+        check: conf::check_key,
+    }),
 };
 
 /// One operation's deadline at most (`ldap_timeout` when shorter): short enough that after a
