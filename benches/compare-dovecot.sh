@@ -5,8 +5,9 @@
 #
 #   benches/compare-dovecot.sh [CLIENTS] [SECONDS]
 #
-# Also measured in the same run: a do-nothing server of the protocol (benches/null_server.rs,
-# which answers OK to every AUTH without checking: the limit this machine allows), and, when
+# Also measured in the same run: two do-nothing servers of the protocol (benches/null_server.rs,
+# which answer OK to every AUTH without checking: the limit this machine allows; the first row,
+# which the percentages are of, is the thread-per-connection one), and, when
 # BASELINE names another saslauthd-rs binary (an earlier build), that one. ROUNDS repeats the
 # rows, for a noisy machine.
 #
@@ -70,7 +71,8 @@ echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
 start_server "$bin/saslauthd-rs" -a sasldb -f -m "$tmp/ours-run" --sasldb "$tmp/sasldb2" \
     --failure-delay 0 --dovecot-socket "$tmp/ours-auth"
 start_server "$bin/examples/null-server" dovecot "$tmp/null-auth"
-wait_socket "$tmp/dovecot/auth" "$tmp/ours-auth" "$tmp/null-auth"
+start_server "$bin/examples/null-server" dovecot-threads "$tmp/null-threads-auth"
+wait_socket "$tmp/dovecot/auth" "$tmp/ours-auth" "$tmp/null-auth" "$tmp/null-threads-auth"
 if [ "${METRICS_OFF:-}" = 1 ]; then
     start_server "$bin/saslauthd-rs" --config "$(metrics_off_config)" -a sasldb -f \
         -m "$tmp/off-run" --sasldb "$tmp/sasldb2" --failure-delay 0 --dovecot-socket "$tmp/off-auth"
@@ -86,7 +88,8 @@ run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duratio
         --user alice --realm example.org --password secret "$@"; }
 echo "# $(nproc) cores, $clients persistent connections, $secs s each; $(date -u +%F)"
 for round in $(seq "${ROUNDS:-1}"); do {
-    run --socket "$tmp/null-auth" --label "do-nothing dovecot-protocol server, AUTH PLAIN"
+    run --socket "$tmp/null-threads-auth" --label "do-nothing server, a thread per connection"
+    run --socket "$tmp/null-auth" --label "do-nothing server, one tokio thread"
     run --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth (passwd-file), AUTH PLAIN"
     run --socket "$tmp/ours-auth" --label "saslauthd-rs (sasldb), AUTH PLAIN"
     metrics_off --socket "$tmp/off-auth" --label "saslauthd-rs, AUTH PLAIN, metrics = false"

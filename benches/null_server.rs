@@ -4,9 +4,15 @@
 //! it does. What they reach is the limit this machine allows the protocol, generator included
 //! (`benches/compare-*.sh` runs them in the same run as the real servers).
 //!
+//! `dovecot-threads` is the other kind of do-nothing server: a thread per connection, blocking
+//! reads and writes, no runtime at all. On a machine with spare cores it is the faster of the
+//! two (every connection's thread runs on any core), so it is the harder bar for a server on
+//! one runtime thread.
+//!
 //! ```text
 //! cargo run --release --example null-server -- saslauthd /tmp/null/mux
 //! cargo run --release --example null-server -- dovecot /tmp/null/auth
+//! cargo run --release --example null-server -- dovecot-threads /tmp/null/auth-threads
 //! ```
 //!
 //! Loopback Unix sockets only; it runs until killed. Never a server for real use: it says
@@ -83,16 +89,65 @@ async fn dovecot(mut stream: UnixStream) {
     }
 }
 
+/// The Dovecot protocol, a thread per connection: read what has come, answer every whole
+/// `AUTH` line in it with one write.
+fn dovecot_blocking(mut stream: std::os::unix::net::UnixStream) {
+    use std::io::{Read, Write};
+    if stream.write_all(HANDSHAKE).is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; 8192];
+    let mut filled = 0;
+    let mut out: Vec<u8> = Vec::with_capacity(256);
+    loop {
+        if filled == buf.len() {
+            return;
+        }
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => filled += n,
+        }
+        let mut start = 0;
+        while let Some(len) = buf[start..filled].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + len];
+            if let Some(rest) = line.strip_prefix(b"AUTH\t") {
+                let id = rest.split(|&b| b == b'\t').next().unwrap_or_default();
+                out.extend_from_slice(b"OK\t");
+                out.extend_from_slice(id);
+                out.extend_from_slice(b"\tuser=x\n");
+            }
+            start += len + 1;
+        }
+        buf.copy_within(start..filled, 0);
+        filled -= start;
+        if !out.is_empty() {
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+            out.clear();
+        }
+    }
+}
+
+fn threads(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("bind");
+    for stream in listener.incoming().flatten() {
+        std::thread::spawn(move || dovecot_blocking(stream));
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(protocol), Some(path)) = (args.next(), args.next()) else {
-        eprintln!("usage: null-server saslauthd|dovecot SOCKET");
+        eprintln!("usage: null-server saslauthd|dovecot|dovecot-threads SOCKET");
         std::process::exit(1);
     };
     let path = PathBuf::from(path);
     let dovecot_protocol = match protocol.as_str() {
         "saslauthd" => false,
         "dovecot" => true,
+        "dovecot-threads" => return threads(&path),
         other => {
             eprintln!("null-server: unknown protocol {other}");
             std::process::exit(1);
