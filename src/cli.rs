@@ -293,9 +293,9 @@ impl CliError {
 /// The usage text (Cyrus's, with our additions), for stderr: made from [`OPTIONS`].
 pub fn usage(program: &str) -> String {
     let mut out = format!("usage: {program} [options]\n\noption information:\n");
-    out += &crate::manual::option_list(OPTIONS.iter().filter(|o| o.short.is_some()));
+    out += &crate::getopt::option_list(OPTIONS.iter().filter(|o| o.short.is_some()));
     out += "\nlong options:\n";
-    out += &crate::manual::option_list(OPTIONS.iter().filter(|o| o.short.is_none()));
+    out += &crate::getopt::option_list(OPTIONS.iter().filter(|o| o.short.is_none()));
     out
 }
 

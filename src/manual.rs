@@ -4,7 +4,7 @@
 //! the files under `man/` and `completions/` to what this renders, so neither can drift from
 //! the parsers; `SASLAUTHD_RS_WRITE_DOCS=1 cargo test --test docs` writes them again.
 
-use crate::getopt::{ArgKind, OptDef};
+use crate::getopt::{option_words, ArgKind, OptDef};
 
 /// One manual page.
 #[derive(Debug, Clone, Copy)]
@@ -265,51 +265,6 @@ fn roff(text: &str) -> String {
     } else {
         escaped
     }
-}
-
-/// How an option is written: `-a authmech`, `--config file`, `-v, --version`.
-fn option_words(o: &OptDef) -> (Vec<String>, Option<&'static str>) {
-    let mut names = Vec::new();
-    if let Some(c) = o.short {
-        names.push(format!("-{c}"));
-    }
-    if let Some(l) = o.long {
-        names.push(format!("--{l}"));
-    }
-    (names, o.arg)
-}
-
-/// The options as a usage text lists them: the names and argument, then the help wrapped at
-/// 80 columns.
-pub fn option_list<'a>(options: impl Iterator<Item = &'a OptDef>) -> String {
-    const HELP_COLUMN: usize = 27;
-    let mut out = String::new();
-    for o in options {
-        let (names, arg) = option_words(o);
-        let mut head = format!("  {}", names.join(", "));
-        if let Some(arg) = arg {
-            head += &format!(" <{arg}>");
-        }
-        let mut line = if head.len() + 1 < HELP_COLUMN {
-            format!("{head:<HELP_COLUMN$}")
-        } else {
-            out += &head;
-            out.push('\n');
-            " ".repeat(HELP_COLUMN)
-        };
-        for word in o.help.split_whitespace() {
-            if line.len() + word.len() > 80 && !line.trim().is_empty() {
-                out += line.trim_end();
-                out.push('\n');
-                line = " ".repeat(HELP_COLUMN);
-            }
-            line += word;
-            line.push(' ');
-        }
-        out += line.trim_end();
-        out.push('\n');
-    }
-    out
 }
 
 /// Paragraphs and literal blocks as roff.

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use ::lmdb::{Cursor, Database, Environment, EnvironmentFlags, Transaction, WriteFlags};
 use zeroize::Zeroizing;
 
+use super::record::{Change, Entry, OpenMode, Record};
 use super::replace::{self, WriteLock};
-use super::store::{Change, Entry, OpenMode, Record};
 use super::{with_key, SasldbError};
 
 /// The address space reserved for the map. LMDB grows the file only as data is written; this

@@ -16,6 +16,7 @@ mod gdbm;
 pub mod host;
 mod lmdb;
 mod lmdb_file;
+mod record;
 mod replace;
 mod store;
 mod table;
@@ -26,7 +27,8 @@ use std::str::FromStr;
 
 pub use bdb::Endian;
 pub use format::Format;
-pub use store::{Entry, OpenMode, Record, Store};
+pub use record::{Entry, OpenMode, Record};
+pub use store::Store;
 pub use table::Stamp;
 
 /// A format this crate reads and writes.

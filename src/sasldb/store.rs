@@ -14,28 +14,10 @@ use zeroize::Zeroizing;
 
 use super::format::{self, Format};
 use super::lmdb::Lmdb;
+use super::record::{Change, Entry, OpenMode, Record};
 use super::replace::WriteLock;
 use super::table::{Stamp, Table, Variant};
 use super::{host, user_prefix, with_key, Kind, SasldbError, STALE_SECRETS, USER_PASSWORD};
-
-/// How to open a store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenMode {
-    /// Read only (the daemon, `sasldblistusers2-rs`); the file must exist.
-    ReadOnly,
-    /// Read and write (`saslpasswd2-rs`); the file is created when missing.
-    ReadWrite,
-}
-
-/// One record's key, as listed by `sasldblistusers2`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// The raw key bytes.
-    pub key: Vec<u8>,
-}
-
-/// One record, key and value, as a conversion copies it.
-pub type Record = (Vec<u8>, Zeroizing<Vec<u8>>);
 
 /// How long a reader waits for a GDBM writer's lock: the daemon not at all (it keeps serving
 /// what it has), a tool a few seconds.
@@ -402,14 +384,6 @@ fn pairs_map(pairs: &[(&[u8], &[u8])]) -> indexmap::IndexMap<Box<[u8]>, Zeroizin
         .iter()
         .map(|(k, v)| (Box::from(*k), Zeroizing::new(Box::from(*v))))
         .collect()
-}
-
-/// One change to a file.
-pub(super) enum Change<'a> {
-    /// Set a key's value.
-    Put(Vec<u8>, &'a [u8]),
-    /// Remove a key (not there: nothing to do).
-    Delete(Vec<u8>),
 }
 
 #[cfg(test)]
