@@ -96,14 +96,11 @@ struct Served {
 }
 
 impl Served {
-    fn start() -> Served {
+    /// What a start needs: a directory with the two sockets bound in it, the scripted
+    /// passdb, and the driver over it.
+    fn parts() -> (tempfile::TempDir, Arc<Scripted>, server::Sockets, Arc<Live>) {
         let dir = tempfile::tempdir().unwrap();
         let passdb = Arc::new(Scripted::default());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
         let plan = |serves, name: &str| Plan {
             serves,
             place: Place::Path {
@@ -140,6 +137,16 @@ impl Served {
         )
         .unwrap();
         let live = Arc::new(Live::new(Arc::new(auth)));
+        (dir, passdb, sockets, live)
+    }
+
+    fn start() -> Served {
+        let (dir, passdb, sockets, live) = Served::parts();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let done = runtime.spawn(server::run(sockets, live, async {
             let _ = stopped.await;
@@ -279,4 +286,28 @@ fn the_mux_socket_is_bound_last_and_a_failed_bind_leaves_nothing() {
         "the socket bound before the failure is removed"
     );
     assert_eq!(std::fs::read(&blocker).unwrap(), b"not a socket");
+}
+
+/// A scrape right after the start (the admin socket may answer before any accept loop has
+/// run) already has each protocol listener's series, at zero.
+#[test]
+fn listener_series_exist_before_any_accept_loop_runs() {
+    let (dir, _passdb, sockets, live) = Served::parts();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let serving = server::Serving::start(sockets, &live).unwrap();
+        // No await since the start: on this one-thread runtime no accept loop has run.
+        let text = live.current().metrics().encode();
+        for (protocol, name) in [("saslauthd", "mux"), ("dovecot", "auth")] {
+            let series = format!(
+                "connections_open{{protocol=\"{protocol}\",listener=\"{}\"}} 0",
+                dir.path().join(name).display()
+            );
+            assert!(text.contains(&series), "{series} in\n{text}");
+        }
+        serving.until(std::future::ready(())).await;
+    });
 }

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::dovecot::DovecotOptions;
-use super::{admin, dovecot, saslauthd, Limits, Network, TcpListen};
+use super::{admin, dovecot, saslauthd, Limits, Listen, Network, TcpListen};
 use crate::auth::Live;
 
 /// What a socket serves.
@@ -206,6 +206,11 @@ impl Serving {
     pub fn start(mut sockets: Sockets, live: &Arc<Live>) -> Result<Serving, String> {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
+        // Each protocol listener's series exist before any accept loop runs, so that a scrape
+        // right after the start (the admin socket may answer first) sees them, at zero.
+        let series = |live: &Live, protocol, name| {
+            live.current().metrics().listener(protocol, name);
+        };
         for bound in &mut sockets.0 {
             let (what, limits) = (&bound.what, bound.limits);
             let socket = bound.socket.take().expect("each socket is served once");
@@ -214,14 +219,17 @@ impl Serving {
             match (bound.serves, socket) {
                 (Serves::Saslauthd, Socket::Unix(l)) => {
                     let l = saslauthd::MuxListener::new(l).map_err(failed)?;
+                    series(&live, "saslauthd", l.name());
                     tasks.spawn(saslauthd::serve_saslauthd(l, live, limits, shutdown));
                 }
                 (Serves::Dovecot(options), Socket::Unix(l)) => {
                     let l = UnixListener::from_std(l).map_err(failed)?;
+                    series(&live, "dovecot", Listen::name(&l));
                     tasks.spawn(dovecot::serve_dovecot(l, live, limits, options, shutdown));
                 }
                 (Serves::Dovecot(options), Socket::Tcp(l, allow)) => {
                     let l = TcpListen::new(l, allow).map_err(failed)?;
+                    series(&live, "dovecot", l.name());
                     tasks.spawn(dovecot::serve_dovecot(l, live, limits, options, shutdown));
                 }
                 (Serves::Admin, Socket::Unix(l)) => {
