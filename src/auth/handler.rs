@@ -791,16 +791,9 @@ mod tests {
         }
     }
 
-    /// A whole SCRAM-SHA-256 exchange with final-resp-ok; the PBKDF2 rounds the server ran
-    /// for it, and whether it ended in OK.
-    async fn scram(
-        auth: &Authenticator,
-        handler: &mut Handler,
-        id: u32,
-        user: &str,
-        password: &str,
-    ) -> (u64, bool) {
-        let before = auth.rounds();
+    /// Starts a SCRAM-SHA-256 exchange `id` as `user` with its client-first message; the
+    /// client, for the rest of the exchange.
+    fn scram_start(handler: &mut Handler, id: u32, user: &str, password: &str) -> ScramClient {
         let mut client = ScramClient::new(ScramHash::Sha256, user, password);
         let first = client.first(&format!("nonce{id}"));
         handler
@@ -813,6 +806,20 @@ mod tests {
                 initial: Input::Data(first.into_bytes()),
             })
             .unwrap();
+        client
+    }
+
+    /// A whole SCRAM-SHA-256 exchange with final-resp-ok; the PBKDF2 rounds the server ran
+    /// for it, and whether it ended in OK.
+    async fn scram(
+        auth: &Authenticator,
+        handler: &mut Handler,
+        id: u32,
+        user: &str,
+        password: &str,
+    ) -> (u64, bool) {
+        let before = auth.rounds();
+        let mut client = scram_start(handler, id, user, password);
         let Answer::Continue { data, .. } = answer(handler).await else {
             panic!("no server-first")
         };
@@ -859,19 +866,7 @@ mod tests {
         let (auth, mut handler) = handler();
         let mut clients = Vec::new();
         for id in 1..=40u32 {
-            let mut client = ScramClient::new(ScramHash::Sha256, "alice", "secret");
-            let first = client.first(&format!("nonce{id}"));
-            handler
-                .begin(SaslStart {
-                    id,
-                    mech: "SCRAM-SHA-256".into(),
-                    service: b"smtp".to_vec(),
-                    peer: Peer::default(),
-                    final_resp_ok: true,
-                    initial: Input::Data(first.into_bytes()),
-                })
-                .unwrap();
-            clients.push(client);
+            clients.push(scram_start(&mut handler, id, "alice", "secret"));
         }
         let mut firsts = std::collections::HashMap::new();
         while firsts.len() < 40 {
