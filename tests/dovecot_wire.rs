@@ -230,6 +230,41 @@ fn disconnect_cases() {
     );
 }
 
+/// Lines are framed across reads: a request sent a byte at a time, one that ends in the same
+/// read as the next one starts, and a line that grows past 16 KiB over many reads without a
+/// newline (a disconnect, not a buffer that grows without end).
+#[test]
+fn lines_are_framed_across_reads() {
+    let (_d, auth) = dovecot_daemon(&[]);
+    let line = format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        plain("alice@example.org", "secret")
+    );
+    let mut c = Client::postfix(&auth);
+    for byte in line.as_bytes() {
+        c.send(std::str::from_utf8(std::slice::from_ref(byte)).unwrap());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(c.line(), "OK\t1\tuser=alice@example.org\n");
+    let two = line.replace("\t1\t", "\t2\t") + &line.replace("\t1\t", "\t3\t");
+    let (head, tail) = two.split_at(line.len() + 7);
+    c.send(head);
+    std::thread::sleep(Duration::from_millis(20));
+    c.send(tail);
+    assert_eq!(c.line(), "OK\t2\tuser=alice@example.org\n");
+    assert_eq!(c.line(), "OK\t3\tuser=alice@example.org\n");
+    let mut c = Client::postfix(&auth);
+    c.send("AUTH\t4\tPLAIN\tservice=smtp\tresp=");
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(5));
+        c.send(&"A".repeat(4000));
+    }
+    assert!(
+        c.closed(),
+        "a 20,000-byte line without a newline was not refused"
+    );
+}
+
 #[test]
 fn requests_are_multiplexed_and_a_delayed_failure_blocks_nothing() {
     let (_d, auth) = dovecot_daemon(&["--failure-delay", "1"]);

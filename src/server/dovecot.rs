@@ -238,9 +238,12 @@ async fn handle_connection<S: super::Connection>(
             dovecot::encode(&answer, &mut out);
         }
         if !out.is_empty() {
-            match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out)).await {
-                Ok(Ok(())) => out = Vec::new(),
-                _ => return,
+            if send(&mut stream, &out).await.is_err() {
+                return;
+            }
+            out.clear();
+            if out.capacity() > KEPT_OUT {
+                out = Vec::new();
             }
         }
         if draining && !handler.has_requests() {
@@ -272,31 +275,19 @@ async fn handle_connection<S: super::Connection>(
                 if ready.is_err() {
                     return;
                 }
-                buf.reserve(4096);
-                match stream.try_read_buf(&mut buf) {
-                    Ok(0) => return,
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                        // Readiness without data: give the room back.
-                        buf.shrink_to_fit();
-                        continue;
-                    }
-                    Err(_) => return,
-                }
-                let taken = take_lines(&mut buf, &mut session, &mut handler);
+                let taken = match receive(&stream, &mut buf, &mut session, &mut handler) {
+                    Ok(Some(taken)) => taken,
+                    Ok(None) => continue,
+                    Err(()) => return,
+                };
                 registered.touch(handler.has_requests());
                 if let Err(why) = taken {
                     tracing::info!("dovecot: disconnecting a client: {why}");
                     for answer in handler.answers() {
                         dovecot::encode(&answer, &mut out);
                     }
-                    let _ = stream.write_all(&out).await;
+                    let _ = send(&mut stream, &out).await;
                     return;
-                }
-                if buf.is_empty() {
-                    buf = Vec::new();
-                } else {
-                    buf.shrink_to_fit();
                 }
             },
             _ = tokio::time::sleep_until(handshake_deadline), if !session.handshaken() => {
@@ -314,6 +305,87 @@ async fn handle_connection<S: super::Connection>(
     }
 }
 
+/// The answers buffer keeps its room up to this between writes (a few answers' worth);
+/// more, as after a burst of pipelined requests, is given back.
+const KEPT_OUT: usize = 1024;
+
+/// Writes `out` whole: at once when the socket takes it (the usual case: one short answer),
+/// else waiting, for [`WRITE_TIMEOUT`] at most, for a client that reads.
+async fn send<S: super::Connection>(stream: &mut S, out: &[u8]) -> Result<(), ()> {
+    let sent = match stream.try_write(out) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => 0,
+        Err(_) => return Err(()),
+    };
+    if sent == out.len() {
+        return Ok(());
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&out[sent..])).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Reads what has arrived and hands its whole lines to the session and the handler: `None`
+/// when nothing had (readiness without data), `Err` when the client has gone.
+///
+/// The bytes land in a buffer of the thread's, not the connection's: most reads are
+/// one whole line, taken from there, so an idle connection holds no buffer and a busy one
+/// allocates none per request. Only the start of a line that has not all arrived is kept in
+/// `buf`. What was read is wiped from it before returning (it holds passwords).
+fn receive<S: super::Connection>(
+    stream: &S,
+    buf: &mut Vec<u8>,
+    session: &mut Session,
+    handler: &mut Handler,
+) -> Result<Option<Result<(), Disconnect>>, ()> {
+    CHUNK.with_borrow_mut(|chunk| receive_into(chunk, stream, buf, session, handler))
+}
+
+thread_local! {
+    /// Where [`receive`] reads: one per thread, zeroed once (not on every read).
+    static CHUNK: std::cell::RefCell<[u8; 4096]> = const { std::cell::RefCell::new([0; 4096]) };
+}
+
+fn receive_into<S: super::Connection>(
+    chunk: &mut [u8; 4096],
+    stream: &S,
+    buf: &mut Vec<u8>,
+    session: &mut Session,
+    handler: &mut Handler,
+) -> Result<Option<Result<(), Disconnect>>, ()> {
+    let n = match stream.try_read(chunk) {
+        Ok(0) => return Err(()),
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(None),
+        Err(_) => return Err(()),
+    };
+    let taken = if buf.is_empty() {
+        let (taken, rest) = take_lines(&chunk[..n], session, handler);
+        if taken.is_ok() && !rest.is_empty() {
+            buf.extend_from_slice(rest);
+        }
+        taken
+    } else {
+        buf.extend_from_slice(&chunk[..n]);
+        let (taken, used) = {
+            let (taken, rest) = take_lines(buf, session, handler);
+            (taken, buf.len() - rest.len())
+        };
+        buf.drain(..used);
+        if buf.is_empty() {
+            *buf = Vec::new();
+        }
+        taken
+    };
+    zeroize::Zeroize::zeroize(&mut chunk[..n]);
+    let taken = match taken {
+        Ok(()) if buf.len() >= MAX_LINE => Err(Disconnect::LineTooLong),
+        taken => taken,
+    };
+    Ok(Some(taken))
+}
+
 /// Why a client is disconnected.
 #[derive(Debug, thiserror::Error)]
 enum Disconnect {
@@ -325,29 +397,36 @@ enum Disconnect {
     Violation(#[from] Violation),
 }
 
-/// Hands every whole line in `buf` to the session and the handler and keeps the rest.
-fn take_lines(
-    buf: &mut Vec<u8>,
+/// Hands every whole line in `data` to the session and the handler; returns what follows
+/// the last one (the start of a line yet to come).
+fn take_lines<'a>(
+    data: &'a [u8],
     session: &mut Session,
     handler: &mut Handler,
-) -> Result<(), Disconnect> {
+) -> (Result<(), Disconnect>, &'a [u8]) {
     let mut start = 0;
-    while let Some(len) = memchr::memchr(b'\n', &buf[start..]) {
+    while let Some(len) = memchr::memchr(b'\n', &data[start..]) {
         if len + 1 > MAX_LINE {
-            return Err(Disconnect::LineTooLong);
+            return (Err(Disconnect::LineTooLong), &data[start..]);
         }
-        let line = &buf[start..start + len];
+        let line = &data[start..start + len];
         start += len + 1;
-        match session.read(line)? {
-            None => {}
-            Some(Request::Auth(begin)) => handler.begin(begin)?,
-            Some(Request::Cont(id, input)) => handler.cont(id, input),
-            Some(Request::Cancel(id)) => handler.cancel(id),
+        let taken = match session.read(line) {
+            Err(e) => Err(Disconnect::from(e)),
+            Ok(None) => Ok(()),
+            Ok(Some(Request::Auth(begin))) => handler.begin(begin).map_err(Disconnect::from),
+            Ok(Some(Request::Cont(id, input))) => {
+                handler.cont(id, input);
+                Ok(())
+            }
+            Ok(Some(Request::Cancel(id))) => {
+                handler.cancel(id);
+                Ok(())
+            }
+        };
+        if let Err(e) = taken {
+            return (Err(e), &data[start..]);
         }
     }
-    buf.drain(..start);
-    if buf.len() >= MAX_LINE {
-        return Err(Disconnect::LineTooLong);
-    }
-    Ok(())
+    (Ok(()), &data[start..])
 }

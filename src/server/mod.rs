@@ -255,6 +255,8 @@ pub trait Connection: AsyncWrite + Unpin + Send + Sync + 'static {
     fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
     /// Reads what has arrived, without waiting (`WouldBlock` when nothing has).
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+    /// Reads what has arrived into `buf`, without waiting.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     /// Writes without waiting, as much as fits.
     fn try_write(&self, data: &[u8]) -> io::Result<usize>;
 }
@@ -267,6 +269,9 @@ macro_rules! connection {
             }
             fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
                 <$stream>::try_read_buf(self, buf)
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$stream>::try_read(self, buf)
             }
             fn try_write(&self, data: &[u8]) -> io::Result<usize> {
                 <$stream>::try_write(self, data)

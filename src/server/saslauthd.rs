@@ -113,6 +113,9 @@ impl super::Connection for MuxStream {
         reactor.readable().await?.retain_ready();
         Ok(())
     }
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.try_io(Interest::READABLE, || (&self.socket).read(buf))
+    }
     fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         self.try_io(Interest::READABLE, || {
             // Zeroed rather than read into uninitialised room: a few dozen bytes, and no
