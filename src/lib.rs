@@ -30,7 +30,7 @@
 //!   redacted, compared in constant time), [`verdict`] (what was decided).
 //!
 //! Around it: [`cli`] and [`config`] (flags and TOML), [`process`] (pid lock, detaching,
-//! signals, logging), [`client`] (the client side of both protocols), [`getopt`] (the Cyrus
+//! signals, logging; [`log_writer`] writes the lines), [`client`] (the client side of both protocols), [`getopt`] (the Cyrus
 //! tools' command lines), [`tools`] (what the tool binaries share).
 
 #![deny(unsafe_code)]
@@ -45,6 +45,7 @@ pub mod crypt;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod getopt;
+pub mod log_writer;
 pub mod manual;
 pub mod mech;
 pub mod metrics;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use saslauthd_rs::auth::{self, Authenticator, Cache, Live, RealmPolicy};
 use saslauthd_rs::cli::{self, Command};
 use saslauthd_rs::config::{Config, Endpoint, Protocol};
+use saslauthd_rs::log_writer;
 use saslauthd_rs::passdb::{self, Access, CacheUse, Passdb};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::request::{self, Printable};
@@ -37,7 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match start(&program, &config) {
+    let started = start(&program, &config);
+    // The log's last lines before anything else is written, or the process ends.
+    log_writer::flush();
+    match started {
         Ok(code) => code,
         Err(message) => {
             eprintln!("{program}: {message}");
@@ -419,6 +423,8 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             identity.groups
         );
     }
+    // From here a log line is written by a thread of its own, not the one that logs it.
+    log_writer::start();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.threads > 0 {
         runtime.worker_threads(config.threads);

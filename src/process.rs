@@ -12,6 +12,8 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::syslog::{Facility, LogFlags, Severity};
 use tracing_subscriber::fmt::MakeWriter;
 
+use crate::log_writer::{self, Line};
+
 /// The lock that keeps two daemons off one run directory. Cyrus's saslauthd takes an fcntl
 /// write lock on `saslauthd.pid.lock`; we take an open-file-description lock on the same file,
 /// which conflicts with Cyrus's (so neither can start over the other) and, unlike a classic
@@ -350,7 +352,7 @@ pub fn init_logging(target: LogTarget, level: &str) {
             use std::io::IsTerminal;
             builder
                 .with_ansi(io::stderr().is_terminal())
-                .with_writer(io::stderr)
+                .with_writer(|| StderrLine(Vec::new()))
                 .try_init()
         }
         LogTarget::Syslog => {
@@ -392,6 +394,7 @@ pub fn log_panics() {
             "internal error: a thread panicked{place}: {}",
             guard::message(info.payload())
         );
+        log_writer::flush();
         if let Some(report) = &report {
             report(info);
         }
@@ -407,7 +410,7 @@ pub fn log_panics() {
 /// no event has one. When the journal cannot be reached, the line goes to stderr (which
 /// systemd also connects to the journal).
 pub struct Journal {
-    socket: Option<std::os::unix::net::UnixDatagram>,
+    socket: Option<std::sync::Arc<std::os::unix::net::UnixDatagram>>,
 }
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
@@ -416,7 +419,8 @@ impl Journal {
     fn connect() -> Journal {
         let socket = std::os::unix::net::UnixDatagram::unbound()
             .and_then(|s| s.connect(JOURNAL_SOCKET).map(|()| s))
-            .ok();
+            .ok()
+            .map(std::sync::Arc::new);
         Journal { socket }
     }
 }
@@ -501,12 +505,36 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Journal {
         for (name, value) in &visitor.fields {
             journal_field(&mut datagram, &journal_name(name), value.as_bytes());
         }
-        let sent = self
-            .socket
-            .as_ref()
-            .is_some_and(|socket| socket.send(&datagram).is_ok());
-        if !sent {
-            let _ = writeln!(io::stderr(), "{line}");
+        line.push('\n');
+        log_writer::send(match &self.socket {
+            Some(socket) => Line::Journal {
+                socket: std::sync::Arc::clone(socket),
+                datagram,
+                text: line.into_bytes(),
+            },
+            None => Line::Stderr(line.into_bytes()),
+        });
+    }
+}
+
+/// A tracing writer that hands each formatted line to the log writer, for stderr.
+struct StderrLine(Vec<u8>);
+
+impl Write for StderrLine {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for StderrLine {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            log_writer::send(Line::Stderr(std::mem::take(&mut self.0)));
         }
     }
 }
@@ -563,9 +591,7 @@ impl Drop for SyslogLine {
             return;
         }
         self.line.retain(|&b| b != 0);
-        use std::os::unix::ffi::OsStrExt;
         let priority = nix::syslog::Priority::new(self.severity, Facility::LOG_AUTH);
-        // Nothing to be done about a line syslog refuses.
-        let _ = nix::syslog::syslog(priority, std::ffi::OsStr::from_bytes(&self.line));
+        log_writer::send(Line::Syslog(priority, std::mem::take(&mut self.line)));
     }
 }

@@ -446,8 +446,11 @@ impl Daemon {
         }
     }
 
+    /// The daemon's log so far. The daemon writes its log from a thread of its own, a
+    /// moment after the line's request was answered: this waits until the log has not grown
+    /// for 50 ms (3 s at most).
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        settled_text(&self.log)
     }
 
     /// Sends raw bytes, half-closes nothing, and reads until the daemon closes.
@@ -687,4 +690,19 @@ pub fn ctl(run_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The text of a log file once it has stopped growing for 50 ms (3 s at most): a daemon's
+/// log thread writes a line shortly after the reply it belongs to.
+pub fn settled_text(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut text = std::fs::read_to_string(path).unwrap_or_default();
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = std::fs::read_to_string(path).unwrap_or_default();
+        if now.len() == text.len() || Instant::now() > deadline {
+            return now;
+        }
+        text = now;
+    }
 }
