@@ -18,6 +18,7 @@ pub mod ldap;
 mod memory;
 mod pam;
 pub(crate) mod sasldb;
+mod scheme;
 mod shadow;
 
 use std::fmt;

@@ -46,7 +46,8 @@ use ldap3::asn1::{parse_tag, StructureTag, TagClass, Types, PL};
 use ldap3::controls::{ControlParser, EntryState, RawControl, RefreshMode, SyncRequest, SyncState};
 use ldap3::{LdapConnSettings, ResultEntry, SearchEntry};
 
-use super::{connect_to, guard, read_root_dse, unreadable, Server};
+use super::guard;
+use super::servers::{connect_to, read_root_dse, unreadable, Server};
 
 /// The Sync Request control (RFC 4533 §2.2), as a root DSE lists it in `supportedControl`.
 const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";

@@ -18,16 +18,20 @@ pub mod conf;
 pub mod filter;
 mod follow;
 pub mod guard;
+mod servers;
+mod tls;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ldap3::{LdapConnAsync, LdapConnSettings, SearchEntry, SearchOptions};
+use ldap3::{LdapConnSettings, SearchEntry, SearchOptions};
 
 use self::conf::{AuthMethod, Deref, GroupMatch, LdapConf, Scope};
 use self::filter::{expand, Tokens};
+use self::servers::{rc, unreadable, Conn, Failure, Server};
+use super::scheme;
 use super::{Answer, Context, DefaultRealm, Module, Passdb, PassdbError, Query};
 use crate::pool::Pool;
 use crate::secret::{Credentials, Password};
@@ -55,57 +59,12 @@ pub(super) const MODULE: Module = Module {
 /// server that does not answer, the next one still can within the driver's 4 s.
 const OP_TIMEOUT: Duration = Duration::from_millis(1500);
 
-/// How long a server that failed is skipped before requests try it again (a background probe
-/// clears it sooner once it answers).
-const DEAD_FOR: Duration = Duration::from_secs(30);
-
-/// How often a dead server is probed.
-const PROBE_EVERY: Duration = Duration::from_secs(1);
-
 /// Connections bound as users kept for reuse (each serves one bind at a time).
 const IDLE_BIND_CONNECTIONS: usize = 16;
-
-/// Search connections (multiplexed: many searches at once on each).
-const SEARCH_CONNECTIONS: usize = 2;
 
 /// What searches found, remembered while the directory's changes are followed: at most this
 /// many filters (then all are forgotten at once).
 const FOUND_ENTRIES: usize = 65_536;
-
-/// LDAP result codes the verdicts come from (RFC 4511).
-mod rc {
-    pub(super) const SUCCESS: u32 = 0;
-    pub(super) const SIZE_LIMIT_EXCEEDED: u32 = 4;
-    pub(super) const COMPARE_FALSE: u32 = 5;
-    pub(super) const COMPARE_TRUE: u32 = 6;
-    pub(super) const NO_SUCH_OBJECT: u32 = 32;
-    pub(super) const INVALID_DN_SYNTAX: u32 = 34;
-    pub(super) const INVALID_CREDENTIALS: u32 = 49;
-    pub(super) const INSUFFICIENT_ACCESS: u32 = 50;
-    pub(super) const UNWILLING_TO_PERFORM: u32 = 53;
-}
-
-/// A server of `ldap_servers` and what is known of it.
-#[derive(Debug)]
-struct Server {
-    url: String,
-    dead_until: Mutex<Option<Instant>>,
-    probing: AtomicBool,
-}
-
-impl Server {
-    fn alive(&self) -> bool {
-        let dead = self.dead_until.lock().unwrap_or_else(|e| e.into_inner());
-        dead.is_none_or(|until| Instant::now() >= until)
-    }
-}
-
-/// A connection and the server it goes to.
-#[derive(Clone)]
-struct Conn {
-    server: usize,
-    ldap: ldap3::Ldap,
-}
 
 /// The directory passdb.
 pub struct Ldap {
@@ -142,21 +101,6 @@ impl std::fmt::Debug for Ldap {
             .field("conf", &self.conf)
             .finish_non_exhaustive()
     }
-}
-
-/// Why an operation got no answer: the server broke (try another) or said something that is
-/// no verdict.
-enum Failure {
-    /// Connecting failed or the deadline passed: the server is marked dead and the next one
-    /// is tried.
-    Server(String),
-    /// The connection broke (closed, reset): on a pooled connection, likely one the server
-    /// dropped (a restart, an idle timeout), so a fresh connection to the same server is
-    /// tried before the server counts as failed.
-    Broken(String),
-    /// The server answered with an error that is not about the user (a bad bind DN for
-    /// searches, a bad search base, ...): reported, not retried.
-    Answer(String),
 }
 
 impl Ldap {
@@ -308,196 +252,6 @@ impl Ldap {
     /// The settings.
     pub fn conf(&self) -> &LdapConf {
         &self.conf
-    }
-
-    /// The servers to try, in order: those alive, then (when none is) all of them.
-    fn order(&self) -> Vec<usize> {
-        let alive: Vec<usize> = (0..self.servers.len())
-            .filter(|&i| self.servers[i].alive())
-            .collect();
-        if alive.is_empty() {
-            (0..self.servers.len()).collect()
-        } else {
-            alive
-        }
-    }
-
-    /// Marks server `i` dead and probes it in the background until it answers.
-    fn mark_dead(&self, i: usize, why: &str) {
-        let server = Arc::clone(&self.servers[i]);
-        *server.dead_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + DEAD_FOR);
-        // Its pooled connections go too.
-        self.searchers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| c.server != i);
-        self.binders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|c| c.server != i);
-        if server.probing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        tracing::warn!(server = %server.url, "LDAP server unusable ({why}); trying the others, probing it every {PROBE_EVERY:?}");
-        let (settings, timeout) = (self.settings.clone(), self.op_timeout);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            server.probing.store(false, Ordering::Release);
-            return;
-        };
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(PROBE_EVERY).await;
-                if probe(&server.url, settings.clone(), timeout).await {
-                    *server.dead_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    server.probing.store(false, Ordering::Release);
-                    tracing::info!(server = %server.url, "LDAP server answers again");
-                    return;
-                }
-            }
-        });
-    }
-
-    async fn connect(&self, i: usize) -> Result<Conn, Failure> {
-        let url = &self.servers[i].url;
-        let ldap = connect_to(url, self.settings.clone(), self.op_timeout)
-            .await
-            .map_err(Failure::Server)?;
-        Ok(Conn { server: i, ldap })
-    }
-
-    /// A search connection: a pooled one, or a new one bound as `ldap_bind_dn` on the first
-    /// server that takes it.
-    async fn searcher(
-        &self,
-        skip: Option<usize>,
-        fresh: bool,
-    ) -> Result<(Conn, bool), PassdbError> {
-        if !fresh {
-            let pool = self.searchers.lock().unwrap_or_else(|e| e.into_inner());
-            let usable: Vec<&Conn> = pool
-                .iter()
-                .filter(|c| Some(c.server) != skip && self.servers[c.server].alive())
-                .collect();
-            if usable.len() >= SEARCH_CONNECTIONS || (!usable.is_empty() && skip.is_none()) {
-                let n = self.next_searcher.fetch_add(1, Ordering::Relaxed);
-                return Ok((usable[n % usable.len()].clone(), true));
-            }
-        }
-        let conn = self
-            .on_first_server(skip, |i| self.bound_searcher(i))
-            .await?;
-        let mut pool = self.searchers.lock().unwrap_or_else(|e| e.into_inner());
-        pool.retain(|c| !c.ldap.clone().is_closed());
-        if pool.len() < SEARCH_CONNECTIONS {
-            pool.push(conn.clone());
-        }
-        Ok((conn, false))
-    }
-
-    /// `open` on the servers in order (but `skip`) until one works: a server that fails is
-    /// marked dead; one that answers with an error ends the attempt with it.
-    async fn on_first_server<T, F, Fut>(
-        &self,
-        skip: Option<usize>,
-        open: F,
-    ) -> Result<T, PassdbError>
-    where
-        F: Fn(usize) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>>,
-    {
-        let mut last = String::from("no server");
-        for i in self.order().into_iter().filter(|&i| Some(i) != skip) {
-            match open(i).await {
-                Ok(value) => return Ok(value),
-                Err(Failure::Server(why) | Failure::Broken(why)) => {
-                    self.mark_dead(i, &why);
-                    last = format!("{}: {why}", self.servers[i].url);
-                }
-                Err(Failure::Answer(why)) => return Err(self.error(i, why)),
-            }
-        }
-        Err(PassdbError::Ldap {
-            server: self.conf.servers.join(" "),
-            message: format!("no LDAP server could be used ({last})"),
-        })
-    }
-
-    async fn bound_searcher(&self, i: usize) -> Result<Conn, Failure> {
-        let mut conn = self.connect(i).await?;
-        if !self.conf.bind_dn.is_empty() {
-            let bound = self
-                .op(conn
-                    .ldap
-                    .simple_bind(&self.conf.bind_dn, &self.conf.bind_pw))
-                .await?;
-            if bound.rc != rc::SUCCESS {
-                return Err(Failure::Answer(format!(
-                    "bind as ldap_bind_dn {} refused: {} ({})",
-                    self.conf.bind_dn, bound.text, bound.rc
-                )));
-            }
-        }
-        conn.ldap.with_timeout(self.op_timeout);
-        Ok(conn)
-    }
-
-    /// Runs one operation within the deadline; a broken connection or the deadline is the
-    /// server's failure.
-    async fn op<T>(
-        &self,
-        call: impl std::future::Future<Output = ldap3::result::Result<T>>,
-    ) -> Result<T, Failure> {
-        match tokio::time::timeout(self.op_timeout, guard::guarded(call)).await {
-            Ok(Ok(Ok(value))) => Ok(value),
-            Ok(Ok(Err(e))) => Err(Failure::Broken(e.to_string())),
-            Ok(Err(panic)) => Err(Failure::Broken(unreadable(&panic))),
-            Err(_) => Err(Failure::Server(format!(
-                "no answer within {:?}",
-                self.op_timeout
-            ))),
-        }
-    }
-
-    fn error(&self, i: usize, message: String) -> PassdbError {
-        PassdbError::Ldap {
-            server: self.servers[i].url.clone(),
-            message,
-        }
-    }
-
-    /// Runs `f` on a search connection, once more on another server when the first breaks.
-    async fn with_searcher<T, F, Fut>(&self, f: F) -> Result<T, PassdbError>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: std::future::Future<Output = Result<T, Failure>>,
-    {
-        let (mut skip, mut fresh) = (None, false);
-        for _ in 0..3 {
-            let (conn, pooled) = self.searcher(skip, fresh).await?;
-            let server = conn.server;
-            match f(conn).await {
-                Ok(value) => return Ok(value),
-                Err(Failure::Answer(why)) => return Err(self.error(server, why)),
-                Err(Failure::Broken(why)) if pooled => {
-                    // Drop that server's pooled connections and try it afresh.
-                    tracing::debug!(server = %self.servers[server].url, "LDAP: a pooled connection broke ({why}); reconnecting");
-                    self.searchers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .retain(|c| c.server != server);
-                    fresh = true;
-                }
-                Err(Failure::Server(why) | Failure::Broken(why)) => {
-                    self.mark_dead(server, &why);
-                    (skip, fresh) = (Some(server), false);
-                }
-            }
-        }
-        Err(PassdbError::Ldap {
-            server: self.conf.servers.join(" "),
-            message: "every LDAP server tried failed".into(),
-        })
     }
 
     /// The user's entry: its DN and the attributes asked for; `None` for no entry or several.
@@ -953,372 +707,43 @@ fn ldap_scope(scope: Scope) -> ldap3::Scope {
     }
 }
 
-/// A connection to `url` made within `timeout`, its driver running on the runtime; or why
-/// there is none.
-async fn connect_to(
-    url: &str,
-    settings: LdapConnSettings,
-    timeout: Duration,
-) -> Result<ldap3::Ldap, String> {
-    let connect = guard::guarded(LdapConnAsync::with_settings(settings, url));
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(Ok((conn, ldap)))) => {
-            let url = url.to_owned();
-            tokio::spawn(async move {
-                if let Err(panic) = guard::guarded(conn.drive()).await {
-                    tracing::warn!("LDAP {url}: connection dropped: {}", unreadable(&panic));
-                }
-            });
-            Ok(ldap)
-        }
-        Ok(Ok(Err(e))) => Err(format!("connect: {e}")),
-        Ok(Err(panic)) => Err(format!("connect: {}", unreadable(&panic))),
-        Err(_) => Err(format!("no connection within {timeout:?}")),
-    }
-}
-
-/// What a panic the LDAP library had on a reply ([`guard`]) says in the log.
-fn unreadable(panic: &str) -> String {
-    format!("the server sent a reply the LDAP library cannot read ({panic})")
-}
-
-/// The root DSE (RFC 4512 §5.1: a base search of the empty DN) with `attrs`.
-async fn read_root_dse(
-    ldap: &mut ldap3::Ldap,
-    attrs: Vec<&str>,
-) -> ldap3::result::Result<ldap3::SearchResult> {
-    ldap.search("", ldap3::Scope::Base, "(objectClass=*)", attrs)
-        .await
-}
-
-/// Whether the server at `url` answers a root DSE read within `timeout`.
-async fn probe(url: &str, settings: LdapConnSettings, timeout: Duration) -> bool {
-    let attempt = async {
-        let mut ldap = connect_to(url, settings, timeout).await.ok()?;
-        let result = read_root_dse(&mut ldap, vec!["1.1"]).await.ok()?;
-        let _ = ldap.unbind().await;
-        (result.1.rc == rc::SUCCESS).then_some(())
-    };
-    matches!(
-        tokio::time::timeout(timeout, guard::guarded(attempt)).await,
-        Ok(Ok(Some(())))
-    )
-}
-
-/// `ldap_password_attr` values as Cyrus's `custom` method reads them.
-pub(crate) mod scheme {
-    use base64::Engine;
-    use md5::Md5;
-    use sha1::{Digest, Sha1};
-
-    /// Whether `password` matches `stored`: `{CRYPT}`/`{UNIX}` (libxcrypt), `{MD5}`,
-    /// `{SMD5}`, `{SHA}`, `{SSHA}` (base64 of the digest, then the salt), or, with no scheme,
-    /// the cleartext itself. Compared in constant time.
-    pub(crate) fn check(stored: &[u8], password: &[u8]) -> bool {
-        let text = String::from_utf8_lossy(stored);
-        let (scheme, rest) = match text.strip_prefix('{').and_then(|t| t.split_once('}')) {
-            Some((scheme, rest)) => (scheme.to_ascii_uppercase(), rest),
-            None => return crate::secret::secrets_equal(stored, password),
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn active_directory_refusals() {
+        use super::active_directory_verdict as verdict;
+        use crate::verdict::PassdbResult;
+        let text = |code: &str| {
+            format!("80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {code}, v1db1")
         };
-        let digest_check = |len: usize, digest: &dyn Fn(&[u8]) -> Vec<u8>, salted: bool| {
-            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
-                return false;
-            };
-            if decoded.len() < len || (!salted && decoded.len() != len) {
-                return false;
-            }
-            let (want, salt) = decoded.split_at(len);
-            let mut input = password.to_vec();
-            input.extend_from_slice(salt);
-            crate::secret::secrets_equal(&digest(&input), want)
-        };
-        match scheme.as_str() {
-            "CRYPT" | "UNIX" => crate::crypt::verify(password, rest).unwrap_or(false),
-            "MD5" => digest_check(16, &|b| Md5::digest(b).to_vec(), false),
-            "SMD5" => digest_check(16, &|b| Md5::digest(b).to_vec(), true),
-            "SHA" => digest_check(20, &|b| Sha1::digest(b).to_vec(), false),
-            "SSHA" => digest_check(20, &|b| Sha1::digest(b).to_vec(), true),
-            // An unknown scheme matches nothing (Cyrus: a generic failure).
-            _ => false,
-        }
+        assert_eq!(verdict(&text("52e")), PassdbResult::PasswordMismatch);
+        assert_eq!(verdict(&text("533")), PassdbResult::UserDisabled);
+        assert_eq!(verdict(&text("775")), PassdbResult::UserDisabled);
+        assert_eq!(verdict(&text("701")), PassdbResult::UserDisabled);
+        assert_eq!(verdict(&text("532")), PassdbResult::PassExpired);
+        assert_eq!(verdict(&text("773")), PassdbResult::PassExpired);
+        assert_eq!(verdict(&text("530")), PassdbResult::PasswordMismatch);
+        // OpenLDAP's and 389 DS's texts: no code, a wrong password.
+        assert_eq!(verdict(""), PassdbResult::PasswordMismatch);
+        assert_eq!(
+            verdict("Invalid credentials"),
+            PassdbResult::PasswordMismatch
+        );
     }
 
-    /// A value of `stored`'s shape that no password matches: the same scheme, and for
-    /// `{CRYPT}` the same method, cost and salt (so checking it costs what checking `stored`
-    /// does), with the secret part replaced.
-    pub(crate) fn decoy(stored: &[u8]) -> Vec<u8> {
-        let text = String::from_utf8_lossy(stored);
-        let Some((scheme, rest)) = text.strip_prefix('{').and_then(|t| t.split_once('}')) else {
-            return vec![0; stored.len()];
-        };
-        let secret = match scheme.to_ascii_uppercase().as_str() {
-            "CRYPT" | "UNIX" => match rest.rfind('$') {
-                Some(at) => format!("{}{}", &rest[..=at], ".".repeat(rest.len() - at - 1)),
-                None => ".".repeat(rest.len()),
-            },
-            _ => {
-                let len = base64::engine::general_purpose::STANDARD
-                    .decode(rest.trim())
-                    .map_or(0, |d| d.len());
-                base64::engine::general_purpose::STANDARD.encode(vec![0u8; len])
-            }
-        };
-        format!("{{{scheme}}}{secret}").into_bytes()
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn decoys_keep_the_shape_not_the_secret() {
-            let sha512 = crate::crypt::hash(b"secret", "$6$").unwrap();
-            let stored = format!("{{CRYPT}}{sha512}");
-            let shape = String::from_utf8(decoy(stored.as_bytes())).unwrap();
-            let setting = &stored[..stored.rfind('$').unwrap()];
-            assert!(shape.starts_with(setting), "{shape}");
-            assert_eq!(shape.len(), stored.len());
-            assert!(!check(shape.as_bytes(), b"secret"));
-            let mut digest = Sha1::digest(b"passwordsalt").to_vec();
-            digest.extend_from_slice(b"salt");
-            let ssha = format!(
-                "{{SSHA}}{}",
-                base64::engine::general_purpose::STANDARD.encode(digest)
-            );
-            assert!(check(ssha.as_bytes(), b"password"));
-            let shape = decoy(ssha.as_bytes());
-            assert!(shape.starts_with(b"{SSHA}") && shape.len() == ssha.len());
-            assert!(!check(&shape, b"password"));
-            assert_eq!(decoy(b"cleartext"), vec![0u8; 9]);
-        }
-
-        #[test]
-        fn active_directory_refusals() {
-            use super::super::active_directory_verdict as verdict;
-            use crate::verdict::PassdbResult;
-            let text = |code: &str| {
-                format!("80090308: LdapErr: DSID-0C0903A9, comment: AcceptSecurityContext error, data {code}, v1db1")
-            };
-            assert_eq!(verdict(&text("52e")), PassdbResult::PasswordMismatch);
-            assert_eq!(verdict(&text("533")), PassdbResult::UserDisabled);
-            assert_eq!(verdict(&text("775")), PassdbResult::UserDisabled);
-            assert_eq!(verdict(&text("701")), PassdbResult::UserDisabled);
-            assert_eq!(verdict(&text("532")), PassdbResult::PassExpired);
-            assert_eq!(verdict(&text("773")), PassdbResult::PassExpired);
-            assert_eq!(verdict(&text("530")), PassdbResult::PasswordMismatch);
-            // OpenLDAP's and 389 DS's texts: no code, a wrong password.
-            assert_eq!(verdict(""), PassdbResult::PasswordMismatch);
-            assert_eq!(
-                verdict("Invalid credentials"),
-                PassdbResult::PasswordMismatch
-            );
-        }
-
-        #[test]
-        fn ppolicy_errors() {
-            // error: accountLocked (1), after a warning [0] { timeBeforeExpiration [0] 5 }.
-            assert_eq!(
-                super::super::ppolicy_error(&[0x30, 0x03, 0x81, 0x01, 0x01]),
-                Some(1)
-            );
-            assert_eq!(
-                super::super::ppolicy_error(&[
-                    0x30, 0x08, 0xa0, 0x03, 0x80, 0x01, 0x05, 0x81, 0x01, 0x00
-                ]),
-                Some(0)
-            );
-            assert_eq!(super::super::ppolicy_error(&[0x30, 0x00]), None);
-            assert_eq!(
-                super::super::ppolicy_error(&[0x30, 0x05, 0x81]),
-                None,
-                "truncated"
-            );
-            assert_eq!(super::super::ppolicy_error(&[]), None);
-        }
-
-        #[test]
-        fn schemes() {
-            let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-            let mut ssha = Sha1::digest(b"secretSALT").to_vec();
-            ssha.extend_from_slice(b"SALT");
-            let ssha = format!("{{SSHA}}{}", b64(&ssha));
-            assert!(check(ssha.as_bytes(), b"secret"));
-            assert!(!check(ssha.as_bytes(), b"secreT"));
-            let sha = format!("{{SHA}}{}", b64(&Sha1::digest(b"secret")));
-            assert!(check(sha.as_bytes(), b"secret"));
-            let md5 = format!("{{md5}}{}", b64(&Md5::digest(b"secret")));
-            assert!(check(md5.as_bytes(), b"secret"));
-            let mut smd5 = Md5::digest(b"secretxy").to_vec();
-            smd5.extend_from_slice(b"xy");
-            assert!(check(
-                format!("{{SMD5}}{}", b64(&smd5)).as_bytes(),
-                b"secret"
-            ));
-            let crypt = format!("{{CRYPT}}{}", crate::crypt::hash(b"secret", "$6$").unwrap());
-            assert!(check(crypt.as_bytes(), b"secret"));
-            assert!(!check(crypt.as_bytes(), b"other"));
-            assert!(check(b"cleartext", b"cleartext"));
-            assert!(!check(b"{NOPE}x", b"x"));
-            assert!(!check(b"{SHA}not base64!", b"x"));
-        }
-    }
-}
-
-/// TLS for ldaps:// and StartTLS: the CA the settings name (or the system's), the peer's name
-/// checked unless `ldap_tls_check_peer` is off, a client certificate when given.
-mod tls {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    use super::conf::LdapConf;
-
-    pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, String> {
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = if conf.tls_check_peer {
-            let mut roots = rustls::RootCertStore::empty();
-            let mut files = Vec::new();
-            if let Some(file) = &conf.tls_cacert_file {
-                files.push(file.clone());
-            }
-            if let Some(dir) = &conf.tls_cacert_dir {
-                let entries = std::fs::read_dir(dir)
-                    .map_err(|e| format!("ldap_tls_cacert_dir {}: {e}", dir.display()))?;
-                for entry in entries.flatten() {
-                    let path = entry.path();
-                    if path.extension().is_some_and(|x| x == "pem" || x == "crt")
-                        || hashed_name(&path)
-                    {
-                        files.push(path);
-                    }
-                }
-            }
-            if files.is_empty() {
-                files.push("/etc/ssl/certs/ca-certificates.crt".into());
-            }
-            for file in &files {
-                let certs = CertificateDer::pem_file_iter(file)
-                    .map_err(|e| format!("{}: {e}", file.display()))?;
-                for cert in certs {
-                    let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("{}: {e}", file.display()))?;
-                }
-            }
-            if roots.is_empty() {
-                return Err(
-                    "ldap_tls_check_peer: no CA certificate to check the server with".into(),
-                );
-            }
-            builder.with_root_certificates(roots)
-        } else {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
-        };
-        match (&conf.tls_cert, &conf.tls_key) {
-            (Some(cert), Some(key)) => {
-                let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(cert)
-                    .map_err(|e| format!("ldap_tls_cert {}: {e}", cert.display()))?
-                    .collect();
-                let chain = chain.map_err(|e| format!("ldap_tls_cert {}: {e}", cert.display()))?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("ldap_tls_key {}: {e}", key.display()))?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("ldap_tls_cert: {e}"))
-            }
-            _ => Ok(builder.with_no_client_auth()),
-        }
-    }
-
-    /// A name of OpenSSL's CA directory layout, which libldap's `TLS_CACERTDIR` reads and
-    /// `c_rehash` (`openssl rehash`) makes: the subject's hash, a dot, a number
-    /// (`5f3c1a2b.0`). Revocation lists (`5f3c1a2b.r0`) are not certificates.
-    fn hashed_name(path: &std::path::Path) -> bool {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default();
-        name.split_once('.').is_some_and(|(hash, n)| {
-            hash.len() == 8
-                && hash.bytes().all(|b| b.is_ascii_hexdigit())
-                && !n.is_empty()
-                && n.bytes().all(|b| b.is_ascii_digit())
-        })
-    }
-
-    /// `ldap_tls_check_peer: no` (Cyrus's default): the server's certificate is not checked.
-    #[derive(Debug)]
-    struct NoVerify;
-
-    impl rustls::client::danger::ServerCertVerifier for NoVerify {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(
-                message,
-                cert,
-                dss,
-                &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-            )
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(
-                message,
-                cert,
-                dss,
-                &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-            )
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            rustls::crypto::ring::default_provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        #[test]
-        fn the_names_of_a_rehashed_ca_directory() {
-            let hashed = |name: &str| super::hashed_name(std::path::Path::new(name));
-            assert!(hashed("/etc/ssl/certs/5f3c1a2b.0"));
-            assert!(hashed("ABCDEF01.12"));
-            // A revocation list, a short or non-hex hash, no number, no dot.
-            for name in [
-                "5f3c1a2b.r0",
-                "5f3c1a2.0",
-                "5f3c1a2g.0",
-                "5f3c1a2b.",
-                "5f3c1a2b",
-            ] {
-                assert!(!hashed(name), "{name}");
-            }
-        }
+    #[test]
+    fn ppolicy_errors() {
+        // error: accountLocked (1), after a warning [0] { timeBeforeExpiration [0] 5 }.
+        assert_eq!(
+            super::ppolicy_error(&[0x30, 0x03, 0x81, 0x01, 0x01]),
+            Some(1)
+        );
+        assert_eq!(
+            super::ppolicy_error(&[0x30, 0x08, 0xa0, 0x03, 0x80, 0x01, 0x05, 0x81, 0x01, 0x00]),
+            Some(0)
+        );
+        assert_eq!(super::ppolicy_error(&[0x30, 0x00]), None);
+        assert_eq!(super::ppolicy_error(&[0x30, 0x05, 0x81]), None, "truncated");
+        assert_eq!(super::ppolicy_error(&[]), None);
     }
 }

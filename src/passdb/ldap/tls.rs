@@ -1,0 +1,154 @@
+//! TLS for ldaps:// and StartTLS: the CA the settings name (or the system's), the peer's name
+//! checked unless `ldap_tls_check_peer` is off, a client certificate when given.
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::conf::LdapConf;
+
+pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, String> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if conf.tls_check_peer {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut files = Vec::new();
+        if let Some(file) = &conf.tls_cacert_file {
+            files.push(file.clone());
+        }
+        if let Some(dir) = &conf.tls_cacert_dir {
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| format!("ldap_tls_cacert_dir {}: {e}", dir.display()))?;
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|x| x == "pem" || x == "crt") || hashed_name(&path)
+                {
+                    files.push(path);
+                }
+            }
+        }
+        if files.is_empty() {
+            files.push("/etc/ssl/certs/ca-certificates.crt".into());
+        }
+        for file in &files {
+            let certs = CertificateDer::pem_file_iter(file)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+            }
+        }
+        if roots.is_empty() {
+            return Err("ldap_tls_check_peer: no CA certificate to check the server with".into());
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(NoVerify))
+    };
+    match (&conf.tls_cert, &conf.tls_key) {
+        (Some(cert), Some(key)) => {
+            let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| format!("ldap_tls_cert {}: {e}", cert.display()))?
+                .collect();
+            let chain = chain.map_err(|e| format!("ldap_tls_cert {}: {e}", cert.display()))?;
+            let key = PrivateKeyDer::from_pem_file(key)
+                .map_err(|e| format!("ldap_tls_key {}: {e}", key.display()))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("ldap_tls_cert: {e}"))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// A name of OpenSSL's CA directory layout, which libldap's `TLS_CACERTDIR` reads and
+/// `c_rehash` (`openssl rehash`) makes: the subject's hash, a dot, a number
+/// (`5f3c1a2b.0`). Revocation lists (`5f3c1a2b.r0`) are not certificates.
+fn hashed_name(path: &std::path::Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name.split_once('.').is_some_and(|(hash, n)| {
+        hash.len() == 8
+            && hash.bytes().all(|b| b.is_ascii_hexdigit())
+            && !n.is_empty()
+            && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// `ldap_tls_check_peer: no` (Cyrus's default): the server's certificate is not checked.
+#[derive(Debug)]
+struct NoVerify;
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_names_of_a_rehashed_ca_directory() {
+        let hashed = |name: &str| super::hashed_name(std::path::Path::new(name));
+        assert!(hashed("/etc/ssl/certs/5f3c1a2b.0"));
+        assert!(hashed("ABCDEF01.12"));
+        // A revocation list, a short or non-hex hash, no number, no dot.
+        for name in [
+            "5f3c1a2b.r0",
+            "5f3c1a2.0",
+            "5f3c1a2g.0",
+            "5f3c1a2b.",
+            "5f3c1a2b",
+        ] {
+            assert!(!hashed(name), "{name}");
+        }
+    }
+}
