@@ -2,7 +2,8 @@
 # Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
 # saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, the LMDB, Berkeley DB
 # and GDBM tools and libraries, Postfix, Dovecot, 389 Directory Server (no instance: the
-# tests make their own); sendmail, fail2ban, slapd and Samba's AD DC unpacked beside), then
+# tests make their own); sendmail, fail2ban, slapd, Samba's AD DC and PostgreSQL's server
+# unpacked beside), then
 # run the whole test suite against them, plus the lint gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,8 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
     groff-base man-db zsh fish rpm ldap-utils tmux 389-ds-base \
     samba-common-bin python3-samba samba-dsdb-modules samba-ad-provision samba-vfs-modules tdb-tools \
-    libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0
+    libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0 \
+    sqlite3 postgresql-client-15 libicu72 libxml2 liblz4-1 libzstd1 libgssapi-krb5-2 tzdata
 # Peers that would start a system service if installed (or conflict with one) are unpacked
 # instead, once, into target/peers/NAME, from where the tests run them in throwaway
 # instances: unpack NAME FILE-THAT-SHOWS-IT-IS-THERE PACKAGE...; exports the root as
@@ -48,6 +50,9 @@ unpack slapd usr/sbin/slapd slapd
 # Samba's AD domain controller: installing `samba` would start smbd and nmbd. Its tools,
 # libraries and provisioning data are installed above; the daemon's package is unpacked.
 unpack samba usr/sbin/samba samba
+# PostgreSQL's server: installing it would create and start a system cluster. The SQL tests
+# run their own (initdb in a temporary directory); its libraries and psql are installed above.
+unpack postgresql usr/lib/postgresql/15/bin/postgres postgresql-15
 # The OpenMetrics parser the metrics test reads the admin socket's text with.
 python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null ||

@@ -1248,7 +1248,12 @@ mod tests {
             .map(|k| k.trim().trim_matches('`'))
             .collect();
         let mut listed: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
-        listed.push("ldap");
+        listed.extend(
+            crate::passdb::MODULES
+                .iter()
+                .filter(|m| m.table.is_some())
+                .map(|m| m.kind.name),
+        );
         assert_eq!(parsed, listed);
     }
 

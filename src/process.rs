@@ -341,7 +341,8 @@ pub fn init_logging(target: LogTarget, level: &str) {
         other => other,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SASLAUTHD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+        // sqlx logs each statement it runs at debug: not what -V is for.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sqlx=warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter.clone())
         .fmt_fields(text_fields())

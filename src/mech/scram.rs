@@ -88,6 +88,18 @@ impl ScramHash {
         salted
     }
 
+    /// The StoredKey of `password` with this salt and iteration count (what a stored
+    /// `{SCRAM-SHA-*}` value is checked against).
+    pub(crate) fn stored_key(
+        self,
+        password: &[u8],
+        salt: &[u8],
+        iterations: u32,
+    ) -> Zeroizing<Vec<u8>> {
+        self.keys(&self.salted_password(password, salt, iterations))
+            .stored
+    }
+
     /// StoredKey and ServerKey from a SaltedPassword.
     fn keys(self, salted: &[u8]) -> Keys {
         let client_key = Zeroizing::new(self.hmac(salted, b"Client Key"));

@@ -20,6 +20,7 @@ mod pam;
 pub(crate) mod sasldb;
 mod scheme;
 mod shadow;
+mod sql;
 
 use std::fmt;
 use std::future::Future;
@@ -47,6 +48,7 @@ pub static MODULES: &[Module] = &[
     shadow::MODULE,
     pam::MODULE,
     ldap::MODULE,
+    sql::MODULE,
     memory::MODULE,
 ];
 
@@ -304,6 +306,9 @@ pub enum PassdbError {
         /// What happened.
         message: String,
     },
+    /// The database could not be asked (`-a sql`).
+    #[error("SQL: {0}")]
+    Sql(String),
     /// `getspnam_r` failed (not "no such user").
     #[error("getspnam_r({user}): {source}")]
     Nss {
@@ -377,7 +382,7 @@ mod tests {
         assert!(module("kerberos4").is_none());
         assert_eq!(
             offered().collect::<Vec<_>>(),
-            ["sasldb", "shadow", "pam", "ldap"]
+            ["sasldb", "shadow", "pam", "ldap", "sql"]
         );
     }
 }

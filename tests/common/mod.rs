@@ -6,6 +6,7 @@ pub mod dirsrv;
 pub mod dovecot;
 pub mod ldap;
 pub mod pam;
+pub mod pg;
 pub mod samba;
 pub mod smtp;
 

@@ -1,0 +1,931 @@
+//! The SQL passdb (`-a sql -O /etc/dovecot/dovecot-sql.conf.ext`): Dovecot's SQL file as it
+//! is — `driver` (`pgsql`, `mysql`, `sqlite`), `connect`, `default_pass_scheme`,
+//! `password_query` — or the same keys in the configuration file's `[sql]` table.
+//!
+//! The query's variables (`%u`, `%n`, `%d`, `%s`, `%r`, `%l`, their `%{user}` long forms,
+//! and the `L`/`U` case modifiers, `%Lu`) are never pasted into the SQL text: each quoted
+//! literal that holds a variable (`'%u'`, `'%n@%d'`), and each variable outside quotes,
+//! becomes a parameter of a prepared statement, bound to its value per request. No user name
+//! can change the query.
+//!
+//! Rows: the `password` column, any number of rows (several rows are several passwords, any
+//! of which may match: Postfixadmin's app passwords), a `nologin` column that is set refuses
+//! the login after the right password. No row: an unknown user, whose password is checked
+//! against a decoy of the last value seen (so it costs what a known user costs). A NULL or
+//! empty password matches nothing. Values are in Dovecot's `{SCHEME}` notation
+//! ([`super::scheme`]); costly schemes are checked on the `-n` pool.
+//!
+//! Several `host=` in `connect` are tried in order; each query has a deadline, a host that
+//! fails is skipped, and the connection pools reconnect by themselves. A database that cannot
+//! be asked is an error (a temporary failure on the wire), never a success. sqlx, one crate
+//! for the three drivers, async on the runtime: no thread waits on the network.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+use super::{scheme, Answer, CacheUse, Context, DefaultRealm, Module, Passdb, PassdbError, Query};
+use crate::pool::Pool;
+use crate::secret::{Credentials, Password};
+use crate::verdict::{PassdbKind, PassdbResult, Replies};
+
+/// `-a sql`.
+pub(super) const MODULE: Module = Module {
+    kind: PassdbKind {
+        name: "sql",
+        replies: Replies::BARE,
+    },
+    about: Some("PostgreSQL, MariaDB/MySQL or SQLite, as Dovecot's dovecot-sql.conf.ext (-O) or the [sql] table says"),
+    open: |settings| Ok(Arc::new(Sql::new(SqlConf::from_settings(settings)?)?)),
+    table: Some(super::Table {
+        about: "For -a sql: dovecot-sql.conf.ext's keys (driver = \"pgsql\", connect = \"host=db1 dbname=mail user=postfix password=...\", password_query = \"...\", default_pass_scheme = \"SHA512-CRYPT\"), over the file -O names.",
+        check: check_key,
+    }),
+};
+
+/// One query's deadline on one host: short enough that a second host can still answer
+/// within the driver's reply deadline.
+const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long a host that failed is skipped while another answers.
+const DOWN_FOR: Duration = Duration::from_secs(10);
+
+/// Connections kept per host.
+const CONNECTIONS: u32 = 8;
+
+/// The keys a password check uses.
+const KEYS: &[&str] = &["driver", "connect", "default_pass_scheme", "password_query"];
+
+/// Keys Dovecot's file has that a password check does not need: accepted, named once in the
+/// log.
+const IGNORED: &[&str] = &["user_query", "iterate_query"];
+
+/// Checks a `[sql]` key when the configuration file is read.
+fn check_key(key: &str, _value: &str) -> Result<(), String> {
+    if KEYS.contains(&key) || IGNORED.contains(&key) {
+        Ok(())
+    } else {
+        Err(format!(
+            "unknown key {key:?} (known: {})",
+            [KEYS, IGNORED].concat().join(", ")
+        ))
+    }
+}
+
+/// Which database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Driver {
+    /// PostgreSQL.
+    Pg,
+    /// MariaDB or MySQL.
+    MySql,
+    /// SQLite.
+    Sqlite,
+}
+
+/// The settings of `dovecot-sql.conf.ext`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SqlConf {
+    /// `driver`.
+    pub(super) driver: Option<Driver>,
+    /// `connect`.
+    pub(super) connect: String,
+    /// `default_pass_scheme` (Dovecot's default: `MD5`).
+    pub(super) default_pass_scheme: String,
+    /// `password_query`.
+    pub(super) password_query: String,
+    /// Keys read and not used.
+    pub(super) ignored: Vec<String>,
+}
+
+impl Default for SqlConf {
+    fn default() -> Self {
+        SqlConf {
+            driver: None,
+            connect: String::new(),
+            default_pass_scheme: "MD5".into(),
+            password_query: String::new(),
+            ignored: Vec::new(),
+        }
+    }
+}
+
+impl SqlConf {
+    /// The file `-O` names, then the `[sql]` table over it.
+    pub(super) fn from_settings(settings: &super::Settings) -> Result<SqlConf, PassdbError> {
+        let mut conf = match settings.options.first() {
+            Some(path) => SqlConf::read(Path::new(path))?,
+            None => SqlConf::default(),
+        };
+        for (key, value) in &settings.table {
+            conf.set(key, value).map_err(|e| {
+                PassdbError::Settings(format!("[sql] in the configuration file: {e}"))
+            })?;
+        }
+        conf.finish()?;
+        Ok(conf)
+    }
+
+    /// Reads Dovecot's file: `key = value` lines, `#` comments, a `\` at a line's end joins
+    /// the next line.
+    pub(super) fn read(path: &Path) -> Result<SqlConf, PassdbError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PassdbError::Unreadable {
+            path: path.to_owned(),
+            source,
+            hint: "",
+        })?;
+        SqlConf::parse(&text).map_err(|e| PassdbError::Settings(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses a file's text.
+    pub(super) fn parse(text: &str) -> Result<SqlConf, String> {
+        let mut conf = SqlConf::default();
+        let mut lines = text.lines().enumerate();
+        while let Some((n, line)) = lines.next() {
+            let mut line = line.trim().to_string();
+            while line.ends_with('\\') {
+                line.pop();
+                line.truncate(line.trim_end().len());
+                match lines.next() {
+                    Some((_, next)) => {
+                        line.push(' ');
+                        line.push_str(next.trim());
+                    }
+                    None => break,
+                }
+            }
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((key, value)) = line.split_once('=') else {
+                return Err(format!("line {}: not key = value: {line:?}", n + 1));
+            };
+            let value = value.trim();
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            conf.set(key.trim(), value)
+                .map_err(|e| format!("line {}: {e}", n + 1))?;
+        }
+        Ok(conf)
+    }
+
+    /// Sets one key.
+    pub(super) fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "driver" => {
+                self.driver = Some(match value {
+                    "pgsql" => Driver::Pg,
+                    "mysql" => Driver::MySql,
+                    "sqlite" => Driver::Sqlite,
+                    other => return Err(format!("driver {other:?}: pgsql, mysql or sqlite")),
+                })
+            }
+            "connect" => self.connect = value.to_string(),
+            "default_pass_scheme" => self.default_pass_scheme = value.to_ascii_uppercase(),
+            "password_query" => self.password_query = value.to_string(),
+            key if IGNORED.contains(&key) => self.ignored.push(key.to_string()),
+            _ => check_key(key, value)?,
+        }
+        Ok(())
+    }
+
+    fn finish(&self) -> Result<(), PassdbError> {
+        let missing = |key: &str| PassdbError::Settings(format!("-a sql: {key} is not set"));
+        if self.driver.is_none() {
+            return Err(missing("driver"));
+        }
+        if self.connect.is_empty() {
+            return Err(missing("connect"));
+        }
+        if self.password_query.is_empty() {
+            return Err(missing("password_query"));
+        }
+        Ok(())
+    }
+}
+
+/// One host's connection pool.
+#[derive(Debug, Clone)]
+enum Db {
+    Pg(PgPool),
+    MySql(MySqlPool),
+    Sqlite(SqlitePool),
+}
+
+/// How to connect to one host.
+#[derive(Debug, Clone)]
+enum Options {
+    Pg(PgConnectOptions),
+    MySql(MySqlConnectOptions),
+    Sqlite(SqliteConnectOptions),
+}
+
+/// One host of `connect`: its pool, made on the first request (a pool needs the runtime,
+/// which the passdb is opened before).
+#[derive(Debug)]
+struct Host {
+    name: String,
+    options: Options,
+    pool: std::sync::OnceLock<Db>,
+    /// Until when it is skipped, after a failure (tried again when every host is).
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl Host {
+    /// The pool, made now if it is not yet (within the runtime).
+    fn db(&self) -> &Db {
+        self.pool.get_or_init(|| match &self.options {
+            Options::Pg(o) => Db::Pg(
+                PgPoolOptions::new()
+                    .max_connections(CONNECTIONS)
+                    .acquire_timeout(QUERY_TIMEOUT)
+                    .connect_lazy_with(o.clone()),
+            ),
+            Options::MySql(o) => Db::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(CONNECTIONS)
+                    .acquire_timeout(QUERY_TIMEOUT)
+                    .connect_lazy_with(o.clone()),
+            ),
+            Options::Sqlite(o) => Db::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(CONNECTIONS)
+                    .acquire_timeout(QUERY_TIMEOUT)
+                    .connect_lazy_with(o.clone()),
+            ),
+        })
+    }
+}
+
+/// What a row says.
+#[derive(Debug, Default)]
+struct Found {
+    password: Option<String>,
+    nologin: bool,
+}
+
+/// The SQL passdb.
+pub(super) struct Sql {
+    conf: SqlConf,
+    /// The hosts, in `connect`'s order.
+    hosts: Vec<Host>,
+    /// The query with placeholders, and what each placeholder is bound to.
+    statement: String,
+    params: Vec<Template>,
+    /// A value shaped like the last password value seen, which an unknown user's password
+    /// is checked against.
+    decoy: Mutex<Option<String>>,
+}
+
+impl std::fmt::Debug for Sql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sql")
+            .field("driver", &self.conf.driver)
+            .field("statement", &self.statement)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sql {
+    /// The passdb `conf` describes. Nothing is connected until the first request: a database
+    /// that is down at start is a temporary failure per request, as it may come back.
+    pub(super) fn new(conf: SqlConf) -> Result<Sql, PassdbError> {
+        let driver = conf
+            .driver
+            .ok_or_else(|| PassdbError::Settings("-a sql: driver is not set".into()))?;
+        let (statement, params) = prepare(&conf.password_query, driver)?;
+        let hosts = connect(driver, &conf.connect)?;
+        Ok(Sql {
+            conf,
+            hosts,
+            statement,
+            params,
+            decoy: Mutex::new(None),
+        })
+    }
+
+    /// The rows for `q`, from the first host that answers.
+    async fn rows(&self, q: &Query<'_>) -> Result<Vec<Found>, PassdbError> {
+        let vars = Vars::of(q);
+        let values: Vec<String> = self.params.iter().map(|t| t.expand(&vars)).collect();
+        let mut last = String::from("no host");
+        for host in self.order() {
+            let name = &host.name;
+            match tokio::time::timeout(QUERY_TIMEOUT, fetch(host.db(), &self.statement, &values))
+                .await
+            {
+                Ok(Ok(rows)) => {
+                    let mut down = host.down_until.lock().unwrap_or_else(|e| e.into_inner());
+                    if down.take().is_some() {
+                        tracing::info!("-a sql: {name} answers again");
+                    }
+                    return Ok(rows);
+                }
+                Ok(Err(e)) => last = format!("{name}: {e}"),
+                Err(_) => last = format!("{name}: no answer within {QUERY_TIMEOUT:?}"),
+            }
+            let mut down = host.down_until.lock().unwrap_or_else(|e| e.into_inner());
+            if down.is_none() {
+                tracing::warn!("-a sql: {last}; skipping it for {DOWN_FOR:?}");
+            }
+            *down = Some(Instant::now() + DOWN_FOR);
+        }
+        Err(PassdbError::Sql(format!(
+            "no database could be asked ({last})"
+        )))
+    }
+
+    /// The hosts to try, in order: those not skipped, then (when every one is) all.
+    fn order(&self) -> Vec<&Host> {
+        let now = Instant::now();
+        let up: Vec<&Host> = self
+            .hosts
+            .iter()
+            .filter(|h| {
+                h.down_until
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_none_or(|until| now >= until)
+            })
+            .collect();
+        if up.is_empty() {
+            self.hosts.iter().collect()
+        } else {
+            up
+        }
+    }
+
+    /// Checks `password` against the rows, on the pool when a value's scheme is costly.
+    async fn check(
+        &self,
+        rows: Vec<Found>,
+        user: Vec<u8>,
+        password: Password,
+        pool: Arc<Pool>,
+    ) -> Result<PassdbResult, PassdbError> {
+        let default = self.conf.default_pass_scheme.clone();
+        let values: Vec<(String, bool)> = rows
+            .iter()
+            .filter_map(|r| r.password.clone().map(|p| (p, r.nologin)))
+            .filter(|(p, _)| !p.is_empty())
+            .collect();
+        if let Some((value, _)) = values.first() {
+            *self.decoy.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(String::from_utf8_lossy(&scheme::decoy(value.as_bytes())).into_owned());
+        }
+        let unknown = rows.is_empty();
+        let checked: Vec<(String, bool)> = if unknown {
+            let decoy = self.decoy.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            decoy.into_iter().map(|d| (d, false)).collect()
+        } else {
+            values
+        };
+        let costly = checked
+            .iter()
+            .any(|(v, _)| scheme::is_costly(v.as_bytes(), &default));
+        let run = move || -> PassdbResult {
+            let mut result = PassdbResult::PasswordMismatch;
+            for (value, nologin) in &checked {
+                match scheme::verify(value.as_bytes(), password.expose(), &user, &default) {
+                    Ok(true) if *nologin => result = PassdbResult::UserDisabled,
+                    Ok(true) => return PassdbResult::Ok,
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!("-a sql: {e}; that value matches nothing"),
+                }
+            }
+            result
+        };
+        let result = if costly { pool.run(run).await? } else { run() };
+        Ok(if unknown {
+            PassdbResult::UserUnknown
+        } else {
+            result
+        })
+    }
+}
+
+impl Passdb for Sql {
+    fn kind(&self) -> PassdbKind {
+        MODULE.kind
+    }
+
+    fn verify(
+        self: Arc<Self>,
+        q: &Query<'_>,
+        password: Password,
+        cx: &Context<'_>,
+    ) -> Answer<PassdbResult> {
+        let q = q.to_owned();
+        let pool = Arc::clone(cx.pool);
+        Answer::awaited(async move {
+            let q = q.query();
+            let rows = self.rows(&q).await?;
+            let user = Vars::of(&q).user;
+            self.check(rows, user.into_bytes(), password, pool).await
+        })
+    }
+
+    fn has_credentials(&self) -> bool {
+        true
+    }
+
+    /// A cleartext value (`{PLAIN}` or the default scheme's) for the mechanisms that compute
+    /// with it; none for a hash.
+    fn credentials(self: Arc<Self>, q: &Query<'_>, _: &Context<'_>) -> Answer<Credentials> {
+        let q = q.to_owned();
+        Answer::awaited(async move {
+            let rows = self.rows(&q.query()).await?;
+            let default = &self.conf.default_pass_scheme;
+            let plaintext = rows
+                .iter()
+                .filter_map(|r| r.password.as_deref())
+                .find_map(|p| scheme::cleartext(p.as_bytes(), default));
+            Ok(Credentials {
+                plaintext: plaintext.map(zeroize::Zeroizing::new),
+                ..Credentials::default()
+            })
+        })
+    }
+
+    fn default_realm(&self) -> DefaultRealm {
+        DefaultRealm::Own(None)
+    }
+
+    fn cache_use(&self) -> CacheUse {
+        CacheUse::Useless("-a sql asks the database on every request")
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.conf
+            .ignored
+            .iter()
+            .map(|key| format!("-a sql: {key} is not needed to check passwords; ignored"))
+            .collect()
+    }
+}
+
+/// The variables of one request.
+struct Vars {
+    /// The login, lowercased (Dovecot's default `auth_username_format = %Lu`), with
+    /// `@realm` when there is a realm.
+    user: String,
+    service: String,
+    rip: String,
+}
+
+impl Vars {
+    fn of(q: &Query<'_>) -> Vars {
+        let mut user = String::from_utf8_lossy(q.authid).to_ascii_lowercase();
+        if !q.realm.is_empty() {
+            user.push('@');
+            user.push_str(&String::from_utf8_lossy(q.realm).to_ascii_lowercase());
+        }
+        Vars {
+            user,
+            service: String::from_utf8_lossy(q.service).into_owned(),
+            rip: q
+                .peer
+                .text()
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<String> {
+        let (n, d) = match self.user.rsplit_once('@') {
+            Some((n, d)) => (n, d),
+            None => (self.user.as_str(), ""),
+        };
+        Some(match name {
+            "u" | "user" => self.user.clone(),
+            "n" | "username" => n.to_string(),
+            "d" | "domain" => d.to_string(),
+            "s" | "service" => self.service.clone(),
+            "r" | "rip" => self.rip.clone(),
+            "l" | "lip" => String::new(),
+            _ => return None,
+        })
+    }
+}
+
+/// A parameter's value: text with variables, expanded per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Var { name: String, case: Case },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Keep,
+    Lower,
+    Upper,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Template(Vec<Piece>);
+
+impl Template {
+    fn expand(&self, vars: &Vars) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Var { name, case } => {
+                    let value = vars.get(name).unwrap_or_default();
+                    out.push_str(&match case {
+                        Case::Keep => value,
+                        Case::Lower => value.to_lowercase(),
+                        Case::Upper => value.to_uppercase(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Reads the variable at the start of `s` (after its `%`): its piece and length.
+fn variable(s: &str) -> Result<(Piece, usize), String> {
+    let mut case = Case::Keep;
+    let mut used = 0;
+    let mut rest = s;
+    loop {
+        match rest.chars().next() {
+            Some('L') => case = Case::Lower,
+            Some('U') => case = Case::Upper,
+            _ => break,
+        }
+        rest = &rest[1..];
+        used += 1;
+    }
+    if let Some(long) = rest.strip_prefix('{') {
+        let end = long
+            .find('}')
+            .ok_or_else(|| format!("an unclosed %{{ in password_query: {s:?}"))?;
+        let name = &long[..end];
+        if Vars::known(name) {
+            return Ok((
+                Piece::Var {
+                    name: name.to_string(),
+                    case,
+                },
+                used + end + 2,
+            ));
+        }
+        return Err(format!("password_query: unknown variable %{{{name}}}"));
+    }
+    match rest.chars().next() {
+        Some(c) if Vars::known(&c.to_string()) => Ok((
+            Piece::Var {
+                name: c.to_string(),
+                case,
+            },
+            used + 1,
+        )),
+        Some(c) => Err(format!("password_query: unknown variable %{c}")),
+        None => Err("password_query ends with %".into()),
+    }
+}
+
+impl Vars {
+    fn known(name: &str) -> bool {
+        matches!(
+            name,
+            "u" | "user"
+                | "n"
+                | "username"
+                | "d"
+                | "domain"
+                | "s"
+                | "service"
+                | "r"
+                | "rip"
+                | "l"
+                | "lip"
+        )
+    }
+}
+
+/// Turns Dovecot's query into a prepared statement: every quoted literal with a variable in
+/// it, and every variable outside quotes, becomes a placeholder (`$1` for PostgreSQL, `?`
+/// for the others), with the template its value is made from.
+fn prepare(query: &str, driver: Driver) -> Result<(String, Vec<Template>), PassdbError> {
+    let bad = PassdbError::Settings;
+    let mut sql = String::new();
+    let mut params = Vec::new();
+    let placeholder = |n: usize| match driver {
+        Driver::Pg => format!("${n}"),
+        Driver::MySql | Driver::Sqlite => "?".to_string(),
+    };
+    let mut rest = query;
+    while let Some(c) = rest.chars().next() {
+        match c {
+            '\'' => {
+                // A literal up to its closing quote ('' inside is a quote).
+                let mut text = String::new();
+                let mut pieces = Vec::new();
+                let mut i = 1;
+                let bytes = rest.as_bytes();
+                let mut has_var = false;
+                loop {
+                    match bytes.get(i) {
+                        None => return Err(bad("password_query: an unclosed quote".into())),
+                        Some(b'\'') if bytes.get(i + 1) == Some(&b'\'') => {
+                            text.push('\'');
+                            i += 2;
+                        }
+                        Some(b'\'') => {
+                            i += 1;
+                            break;
+                        }
+                        Some(b'%') if bytes.get(i + 1) == Some(&b'%') => {
+                            text.push('%');
+                            i += 2;
+                        }
+                        Some(b'%') => {
+                            let (piece, len) = variable(&rest[i + 1..]).map_err(bad)?;
+                            if !text.is_empty() {
+                                pieces.push(Piece::Text(std::mem::take(&mut text)));
+                            }
+                            pieces.push(piece);
+                            has_var = true;
+                            i += 1 + len;
+                        }
+                        Some(_) => {
+                            let ch = rest[i..].chars().next().expect("in bounds");
+                            text.push(ch);
+                            i += ch.len_utf8();
+                        }
+                    }
+                }
+                if has_var {
+                    if !text.is_empty() {
+                        pieces.push(Piece::Text(text));
+                    }
+                    params.push(Template(pieces));
+                    sql.push_str(&placeholder(params.len()));
+                } else {
+                    // `%%` is a `%` here too, as Dovecot expands the whole query.
+                    sql.push('\'');
+                    sql.push_str(&text.replace('\'', "''"));
+                    sql.push('\'');
+                }
+                rest = &rest[i..];
+            }
+            '%' if rest[1..].starts_with('%') => {
+                sql.push('%');
+                rest = &rest[2..];
+            }
+            '%' => {
+                let (piece, len) = variable(&rest[1..]).map_err(bad)?;
+                params.push(Template(vec![piece]));
+                sql.push_str(&placeholder(params.len()));
+                rest = &rest[1 + len..];
+            }
+            c => {
+                sql.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    Ok((sql, params))
+}
+
+/// The hosts `connect` describes, not connected yet.
+fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
+    let bad = |m: String| PassdbError::Settings(format!("-a sql: connect: {m}"));
+    if driver == Driver::Sqlite {
+        let options = SqliteConnectOptions::new()
+            .filename(connect.trim())
+            .read_only(true);
+        return Ok(vec![Host {
+            name: connect.trim().to_string(),
+            options: Options::Sqlite(options),
+            pool: std::sync::OnceLock::new(),
+            down_until: Mutex::new(None),
+        }]);
+    }
+    let pairs = connect_pairs(connect).map_err(bad)?;
+    let mut hosts = Vec::new();
+    let mut rest = Vec::new();
+    for (key, value) in pairs {
+        if key == "host" {
+            hosts.push(value);
+        } else {
+            rest.push((key, value));
+        }
+    }
+    if hosts.is_empty() {
+        hosts.push("localhost".into());
+    }
+    let mut dbs = Vec::new();
+    for host in hosts {
+        let options = match driver {
+            Driver::Pg => {
+                let mut o = PgConnectOptions::new();
+                o = if host.starts_with('/') {
+                    o.socket(&host)
+                } else {
+                    o.host(&host)
+                };
+                for (key, value) in &rest {
+                    o = match key.as_str() {
+                        "port" => {
+                            o.port(value.parse().map_err(|_| bad(format!("port {value:?}")))?)
+                        }
+                        "dbname" => o.database(value),
+                        "user" => o.username(value),
+                        "password" => o.password(value),
+                        "sslmode" => o.ssl_mode(
+                            value
+                                .parse()
+                                .map_err(|_| bad(format!("sslmode {value:?}")))?,
+                        ),
+                        "sslrootcert" | "ssl_ca" => o.ssl_root_cert(value),
+                        "connect_timeout" | "application_name" => o,
+                        other => return Err(bad(format!("unknown key {other:?} for pgsql"))),
+                    };
+                }
+                Options::Pg(o)
+            }
+            Driver::MySql => {
+                let mut o = MySqlConnectOptions::new().charset("utf8mb4");
+                o = if host.starts_with('/') {
+                    o.socket(&host)
+                } else {
+                    o.host(&host)
+                };
+                for (key, value) in &rest {
+                    o = match key.as_str() {
+                        "port" => {
+                            o.port(value.parse().map_err(|_| bad(format!("port {value:?}")))?)
+                        }
+                        "dbname" => o.database(value),
+                        "user" => o.username(value),
+                        "password" => o.password(value),
+                        "ssl_ca" => o
+                            .ssl_ca(value)
+                            .ssl_mode(sqlx::mysql::MySqlSslMode::VerifyIdentity),
+                        "client_flags" | "connect_timeout" | "read_timeout" | "write_timeout" => o,
+                        other => return Err(bad(format!("unknown key {other:?} for mysql"))),
+                    };
+                }
+                Options::MySql(o)
+            }
+            Driver::Sqlite => unreachable!("handled above"),
+        };
+        dbs.push(Host {
+            name: host,
+            options,
+            pool: std::sync::OnceLock::new(),
+            down_until: Mutex::new(None),
+        });
+    }
+    Ok(dbs)
+}
+
+/// `key=value` pairs separated by spaces; a value may be in single or double quotes.
+fn connect_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut rest = text.trim();
+    while !rest.is_empty() {
+        let (key, after) = rest
+            .split_once('=')
+            .ok_or_else(|| format!("{rest:?} is not key=value"))?;
+        let key = key.trim().to_string();
+        let after = after.trim_start();
+        let (value, next) = match after.chars().next() {
+            Some(q @ ('\'' | '"')) => {
+                let end = after[1..]
+                    .find(q)
+                    .ok_or_else(|| format!("an unclosed quote in {key}"))?;
+                (after[1..1 + end].to_string(), &after[end + 2..])
+            }
+            _ => match after.find(char::is_whitespace) {
+                Some(end) => (after[..end].to_string(), &after[end..]),
+                None => (after.to_string(), ""),
+            },
+        };
+        pairs.push((key, value));
+        rest = next.trim_start();
+    }
+    Ok(pairs)
+}
+
+/// Runs the statement with `values` bound on one host.
+async fn fetch(db: &Db, statement: &str, values: &[String]) -> Result<Vec<Found>, String> {
+    macro_rules! run {
+        ($pool:expr) => {{
+            let mut query = sqlx::query(statement);
+            for value in values {
+                query = query.bind(value.as_str());
+            }
+            let rows = query.fetch_all($pool).await.map_err(|e| e.to_string())?;
+            rows.iter().map(|row| read_row(row)).collect()
+        }};
+    }
+    match db {
+        Db::Pg(pool) => run!(pool),
+        Db::MySql(pool) => run!(pool),
+        Db::Sqlite(pool) => run!(pool),
+    }
+}
+
+/// A row's `password` (which must be there) and `nologin` columns.
+fn read_row<R>(row: &R) -> Result<Found, String>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    use sqlx::Column;
+    let names: Vec<String> = row
+        .columns()
+        .iter()
+        .map(|c| c.name().to_ascii_lowercase())
+        .collect();
+    let column = |name: &str| names.iter().position(|n| n == name);
+    let Some(at) = column("password") else {
+        return Err("the query returned no password column".into());
+    };
+    let password: Option<String> = row
+        .try_get(row.columns()[at].name())
+        .map_err(|e| format!("the password column: {e}"))?;
+    let nologin = match column("nologin") {
+        Some(at) => row
+            .try_get::<Option<String>, _>(row.columns()[at].name())
+            .ok()
+            .flatten()
+            .is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("n")),
+        None => false,
+    };
+    Ok(Found { password, nologin })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_become_bound_parameters() {
+        let (sql, params) = prepare(
+            "SELECT password FROM mailbox WHERE username = '%u' AND active = '1' AND domain = '%Ld' AND x LIKE '50%%' AND y = %n",
+            Driver::Pg,
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT password FROM mailbox WHERE username = $1 AND active = '1' AND domain = $2 AND x LIKE '50%' AND y = $3"
+        );
+        let vars = Vars {
+            user: "o'brien@example.org".into(),
+            service: "smtp".into(),
+            rip: String::new(),
+        };
+        let values: Vec<String> = params.iter().map(|t| t.expand(&vars)).collect();
+        assert_eq!(values, ["o'brien@example.org", "example.org", "o'brien"]);
+        let (sql, params) = prepare(
+            "SELECT password FROM u WHERE u = '%n@%{domain}'",
+            Driver::MySql,
+        )
+        .unwrap();
+        assert_eq!(sql, "SELECT password FROM u WHERE u = ?");
+        assert_eq!(params[0].expand(&vars), "o'brien@example.org");
+        assert!(prepare("SELECT '%x'", Driver::Pg).is_err());
+        assert!(prepare("SELECT 'open", Driver::Pg).is_err());
+    }
+
+    #[test]
+    fn dovecots_file() {
+        let conf = SqlConf::parse(
+            "# Postfixadmin\ndriver = pgsql\nconnect = host=/run/pg host=db2 dbname=mail user=postfix password='a b'\n\
+             default_pass_scheme = sha512-crypt\npassword_query = SELECT username AS user, password \\\n  FROM mailbox WHERE username = '%u'\n\
+             user_query = SELECT 1\n",
+        )
+        .unwrap();
+        assert_eq!(conf.driver, Some(Driver::Pg));
+        assert_eq!(conf.default_pass_scheme, "SHA512-CRYPT");
+        assert_eq!(
+            conf.password_query,
+            "SELECT username AS user, password FROM mailbox WHERE username = '%u'"
+        );
+        assert_eq!(conf.ignored, ["user_query"]);
+        assert_eq!(
+            connect_pairs(&conf.connect).unwrap()[4],
+            ("password".to_string(), "a b".to_string())
+        );
+        let err = SqlConf::parse("driver = pgsql\npasword_query = x\n").unwrap_err();
+        assert!(
+            err.starts_with("line 2: unknown key \"pasword_query\""),
+            "{err}"
+        );
+        assert!(SqlConf::parse("driver = oracle\n").is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! `-a sql` against real databases: SQLite in a file, and a throwaway PostgreSQL 15
+//! (tests/common/pg.rs), with Dovecot's own `dovecot-sql.conf.ext` and Postfixadmin's tables;
+//! hashes made by Debian's `doveadm pw`. Asked through the saslauthd socket (as libsasl2 asks)
+//! and the Dovecot socket (as Postfix asks).
+
+mod common;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::dovecot::Client;
+use common::Daemon;
+
+/// `doveadm pw -s SCHEME -p PASSWORD [-u USER]`.
+fn doveadm_pw(scheme: &str, password: &str, user: &str) -> String {
+    let out = Command::new("doveadm")
+        .args(["pw", "-s", scheme, "-p", password, "-u", user])
+        .output()
+        .expect("doveadm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn peers() -> bool {
+    let missing = if Command::new("doveadm").arg("help").output().is_err() {
+        Some("doveadm (dovecot-core)")
+    } else if Command::new("sqlite3").arg("-version").output().is_err() {
+        Some("sqlite3")
+    } else {
+        None
+    };
+    common::peers_for("sql", missing)
+}
+
+/// Postfixadmin's tables (the columns a password check reads), for SQLite and PostgreSQL.
+const SCHEMA: &str = "CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255), \
+     domain VARCHAR(255), active SMALLINT NOT NULL DEFAULT 1, smtp_active SMALLINT NOT NULL DEFAULT 1); \
+     CREATE TABLE mailbox_app_password (id SERIAL, username VARCHAR(255), description VARCHAR(255), \
+     password_hash VARCHAR(255));";
+
+/// Postfixadmin's recommended query, with its app passwords and a per-service flag (`%s`).
+const QUERY: &str = "password_query = SELECT username AS user, password FROM mailbox \\\n\
+    WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
+    UNION SELECT username AS user, password_hash AS password FROM mailbox_app_password \\\n\
+    WHERE username = '%u'\n";
+
+/// The users: a login, its password, and the stored value (the scheme's hash of it).
+fn users() -> Vec<(String, &'static str, String)> {
+    let mut users = Vec::new();
+    for scheme in [
+        "SHA512-CRYPT",
+        "SHA256-CRYPT",
+        "BLF-CRYPT",
+        "MD5-CRYPT",
+        "SSHA512",
+        "SSHA256",
+        "SSHA",
+        "SHA",
+        "SHA256.HEX",
+        "SMD5",
+        "PLAIN-MD5",
+        "LDAP-MD5",
+        "PLAIN-MD4",
+        "DIGEST-MD5",
+        "PBKDF2",
+        "SCRAM-SHA-1",
+        "SCRAM-SHA-256",
+        "ARGON2ID",
+        "PLAIN",
+        "CLEAR",
+    ] {
+        let login = format!(
+            "{}@example.org",
+            scheme.to_ascii_lowercase().replace('.', "-")
+        );
+        let password = "Secret-1";
+        users.push((
+            login.clone(),
+            password,
+            doveadm_pw(scheme, password, &login),
+        ));
+    }
+    users
+}
+
+fn sql_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The rows every test loads: `users()`, an app password for alice, a user whose SMTP is
+/// off, an inactive one, a NULL and an empty password, and a user whose name has a quote.
+fn rows() -> (String, Vec<(String, &'static str, String)>) {
+    let users = users();
+    let mut sql = String::new();
+    for (login, _, stored) in &users {
+        sql += &format!(
+            "INSERT INTO mailbox (username, password, domain) VALUES ({}, {}, 'example.org');\n",
+            sql_quote(login),
+            sql_quote(stored)
+        );
+    }
+    let alice = doveadm_pw("SHA512-CRYPT", "alice-pw", "alice@example.org");
+    let app = doveadm_pw("SSHA512", "app-pw-1", "alice@example.org");
+    let obrien = doveadm_pw("SSHA256", "irish", "o'brien@example.org");
+    sql += &format!(
+        "INSERT INTO mailbox (username, password, domain) VALUES ('alice@example.org', {}, 'example.org');\n\
+         INSERT INTO mailbox_app_password (username, description, password_hash) VALUES ('alice@example.org', 'phone', {});\n\
+         INSERT INTO mailbox (username, password, domain) VALUES ({}, {}, 'example.org');\n\
+         INSERT INTO mailbox (username, password, domain, smtp_active) VALUES ('nosmtp@example.org', '{{PLAIN}}pw', 'example.org', 0);\n\
+         INSERT INTO mailbox (username, password, domain, active) VALUES ('gone@example.org', '{{PLAIN}}pw', 'example.org', 0);\n\
+         INSERT INTO mailbox (username, password, domain) VALUES ('null@example.org', NULL, 'example.org');\n\
+         INSERT INTO mailbox (username, password, domain) VALUES ('empty@example.org', '', 'example.org');\n",
+        sql_quote(&alice),
+        sql_quote(&app),
+        sql_quote("o'brien@example.org"),
+        sql_quote(&obrien),
+    );
+    (sql, users)
+}
+
+/// The daemon on `-a sql -O conf`, with the Dovecot socket too.
+fn daemon(conf: &Path, extra: &[&str]) -> (Daemon, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = dir.path().join("auth");
+    let mut args: Vec<OsString> = vec!["-a".into(), "sql".into(), "-O".into(), conf.into()];
+    args.push("--dovecot-socket".into());
+    args.push(auth.clone().into());
+    args.extend(extra.iter().map(OsString::from));
+    (Daemon::spawn(dir, &args, &[]), auth)
+}
+
+/// Every user's right and wrong password through both sockets, the app password, and the
+/// refusals; `dovecot` also asks through the Dovecot socket.
+fn check_everyone(d: &Daemon, auth: &Path, users: &[(String, &'static str, String)]) {
+    for (login, password, stored) in users {
+        assert_eq!(
+            d.ask(login, password, "smtp", ""),
+            "OK",
+            "{login} {stored}: {}",
+            d.log_text()
+        );
+        assert_eq!(d.ask(login, "wrong", "smtp", ""), "NO", "{login} {stored}");
+        // Postfix: the login with its domain, split into authid and realm by the daemon.
+        let reply = common::dovecot::plain_reply(auth, login, password);
+        assert!(reply.starts_with("OK\t"), "{login}: {reply}");
+    }
+    let cases = [
+        ("alice@example.org", "alice-pw", "OK"),
+        ("alice@example.org", "app-pw-1", "OK"),
+        ("ALICE@Example.Org", "app-pw-1", "OK"),
+        ("alice@example.org", "app-pw-2", "NO"),
+        ("o'brien@example.org", "irish", "OK"),
+        ("nosmtp@example.org", "pw", "NO"),
+        ("gone@example.org", "pw", "NO"),
+        ("null@example.org", "", "NO"),
+        ("null@example.org", "x", "NO"),
+        ("empty@example.org", "x", "NO"),
+        ("nobody@example.org", "x", "NO"),
+        // Names that would change a query pasted together.
+        ("x' OR '1'='1", "x' OR '1'='1", "NO"),
+        ("alice@example.org' --", "alice-pw", "NO"),
+        ("%u", "alice-pw", "NO"),
+        ("é@example.org", "x", "NO"),
+    ];
+    for (login, password, want) in cases {
+        let got = d.ask(login, password, "smtp", "");
+        // NO with any text ("NULL password received" for the empty one, as Cyrus).
+        assert!(
+            got.starts_with(want),
+            "{login} {password}: {got}: {}",
+            d.log_text()
+        );
+    }
+    let long = "a".repeat(300);
+    assert!(d.ask(&long, "x", "smtp", "").starts_with("NO"));
+    // The per-service flag: the same user may log in to IMAP (%s is the service).
+    assert_eq!(d.ask("nosmtp@example.org", "pw", "imap", ""), "OK");
+    let log = d.log_text();
+    assert!(
+        !log.contains("alice-pw") && !log.contains("Secret-1") && !log.contains("$6$"),
+        "{log}"
+    );
+}
+
+#[test]
+fn sqlite_every_scheme_app_passwords_and_hostile_names() {
+    if !peers() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("mail.db");
+    let (inserts, users) = rows();
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!("{}\n{inserts}", SCHEMA.replace("id SERIAL, ", "")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let conf = dir.path().join("dovecot-sql.conf.ext");
+    std::fs::write(
+        &conf,
+        format!(
+            "# Dovecot's file, as Postfixadmin's documentation writes it\ndriver = sqlite\nconnect = {}\n\
+             default_pass_scheme = MD5-CRYPT\n{QUERY}user_query = SELECT 1\niterate_query = SELECT 1\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let (d, auth) = daemon(&conf, &[]);
+    check_everyone(&d, &auth, &users);
+    assert!(
+        d.log_text().contains("user_query is not needed"),
+        "{}",
+        d.log_text()
+    );
+}
+
+#[test]
+fn a_bad_file_stops_the_start_naming_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            "driver = sqlite\nconnect = /x\npasword_query = SELECT 1\n",
+            "line 3: unknown key \"pasword_query\"",
+        ),
+        (
+            "driver = oracle\n",
+            "driver \"oracle\": pgsql, mysql or sqlite",
+        ),
+        (
+            "driver = pgsql\nconnect = host=x\n",
+            "password_query is not set",
+        ),
+        (
+            "driver = pgsql\nconnect = host=x colour=blue\npassword_query = SELECT '%u'\n",
+            "unknown key \"colour\" for pgsql",
+        ),
+        (
+            "driver = pgsql\nconnect = host=x\npassword_query = SELECT '%q'\n",
+            "unknown variable %q",
+        ),
+    ] {
+        let conf = dir.path().join("bad.conf");
+        std::fs::write(&conf, text).unwrap();
+        let out = Command::new(common::DAEMON)
+            .args(["-f", "-a", "sql", "-O"])
+            .arg(&conf)
+            .arg("-m")
+            .arg(dir.path().join("run"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{text}: started");
+        assert!(err.contains(want), "{text}: {err}");
+    }
+}
+
+#[test]
+fn postgres_failover_an_outage_and_the_return() {
+    if !peers() || !common::peers_for("sql", (!common::pg::available()).then_some("PostgreSQL 15"))
+    {
+        return;
+    }
+    let mut pg = common::pg::Pg::start();
+    pg.psql("postgres", "CREATE DATABASE mail");
+    let (inserts, users) = rows();
+    pg.psql("mail", SCHEMA);
+    pg.psql("mail", &inserts);
+    pg.psql(
+        "postgres",
+        "CREATE ROLE postfix LOGIN PASSWORD 'db secret'; GRANT CONNECT ON DATABASE mail TO postfix",
+    );
+    pg.psql(
+        "mail",
+        "GRANT SELECT ON mailbox, mailbox_app_password TO postfix",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("dovecot-sql.conf.ext");
+    // The first host is a socket directory where nothing listens: the second answers.
+    let nothing = dir.path().join("nothing");
+    std::fs::create_dir(&nothing).unwrap();
+    std::fs::write(
+        &conf,
+        format!(
+            "driver = pgsql\nconnect = host={} host=127.0.0.1 port={} dbname=mail user=postfix password='db secret'\n\
+             default_pass_scheme = SHA512-CRYPT\n{QUERY}",
+            nothing.display(),
+            pg.port
+        ),
+    )
+    .unwrap();
+    let (d, auth) = daemon(&conf, &[]);
+    check_everyone(&d, &auth, &users);
+    // The database stops: a temporary failure, within the deadline, never a success or a
+    // wrong password; Postfix's connection is closed (its 454).
+    pg.stop();
+    let start = Instant::now();
+    assert_eq!(
+        d.ask("alice@example.org", "alice-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let mut c = Client::postfix(&auth);
+    c.send(&format!(
+        "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
+        common::dovecot::plain("alice@example.org", "alice-pw")
+    ));
+    assert!(
+        c.closed(),
+        "the Dovecot socket answered with the database down"
+    );
+    // It comes back: logins too, without a restart.
+    pg.run();
+    common::wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || d.ask("alice@example.org", "alice-pw", "smtp", "") == "OK",
+        || d.log_text(),
+    );
+    assert_eq!(d.ask("alice@example.org", "app-pw-1", "smtp", ""), "OK");
+    assert!(
+        d.log_text().contains("SQL: no database could be asked"),
+        "{}",
+        d.log_text()
+    );
+}
