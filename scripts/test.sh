@@ -2,8 +2,8 @@
 # Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
 # saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, the LMDB, Berkeley DB
 # and GDBM tools and libraries, Postfix, Dovecot, 389 Directory Server (no instance: the
-# tests make their own); sendmail, fail2ban, slapd, Samba's AD DC and PostgreSQL's server
-# unpacked beside), then
+# tests make their own); sendmail, fail2ban, slapd, Samba's AD DC, PostgreSQL's and
+# MariaDB's servers unpacked beside), then
 # run the whole test suite against them, plus the lint gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,8 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev \
     groff-base man-db zsh fish rpm ldap-utils tmux 389-ds-base \
     samba-common-bin python3-samba samba-dsdb-modules samba-ad-provision samba-vfs-modules tdb-tools \
     libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0 \
-    sqlite3 postgresql-client-15 libicu72 libxml2 liblz4-1 libzstd1 libgssapi-krb5-2 tzdata
+    sqlite3 postgresql-client-15 libicu72 libxml2 liblz4-1 libzstd1 libgssapi-krb5-2 tzdata \
+    libpcre2-8-0 liburing2 libaio1 libnuma1 libedit2 libncurses6
 # Peers that would start a system service if installed (or conflict with one) are unpacked
 # instead, once, into target/peers/NAME, from where the tests run them in throwaway
 # instances: unpack NAME FILE-THAT-SHOWS-IT-IS-THERE PACKAGE...; exports the root as
@@ -53,6 +54,8 @@ unpack samba usr/sbin/samba samba
 # PostgreSQL's server: installing it would create and start a system cluster. The SQL tests
 # run their own (initdb in a temporary directory); its libraries and psql are installed above.
 unpack postgresql usr/lib/postgresql/15/bin/postgres postgresql-15
+# MariaDB's server, likewise (the tests run mariadb-install-db in a temporary directory).
+unpack mariadb usr/sbin/mariadbd mariadb-server-core mariadb-server mariadb-client-core
 # The OpenMetrics parser the metrics test reads the admin socket's text with.
 python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null ||

@@ -301,20 +301,31 @@ fn postgres_failover_an_outage_and_the_return() {
     .unwrap();
     let (d, auth) = daemon(&conf, &[]);
     check_everyone(&d, &auth, &users);
-    // The database stops: a temporary failure, within the deadline, never a success or a
-    // wrong password; Postfix's connection is closed (its 454).
-    pg.stop();
-    let start = Instant::now();
+    outage_and_return(&d, &auth, &mut pg, |pg| pg.stop(), |pg| pg.run());
+}
+
+/// The database stops: a temporary failure, within the deadline, never a success or a wrong
+/// password; Postfix's connection is closed (its 454). It comes back: logins too, without a
+/// restart.
+fn outage_and_return<S>(
+    d: &Daemon,
+    auth: &Path,
+    server: &mut S,
+    stop: fn(&mut S),
+    start: fn(&mut S),
+) {
+    stop(server);
+    let begun = Instant::now();
     assert_eq!(
         d.ask("alice@example.org", "alice-pw", "smtp", ""),
         "NO internal mechanism failure"
     );
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        begun.elapsed() < Duration::from_secs(5),
         "{:?}",
-        start.elapsed()
+        begun.elapsed()
     );
-    let mut c = Client::postfix(&auth);
+    let mut c = Client::postfix(auth);
     c.send(&format!(
         "AUTH\t1\tPLAIN\tservice=smtp\tresp={}\n",
         common::dovecot::plain("alice@example.org", "alice-pw")
@@ -323,8 +334,7 @@ fn postgres_failover_an_outage_and_the_return() {
         c.closed(),
         "the Dovecot socket answered with the database down"
     );
-    // It comes back: logins too, without a restart.
-    pg.run();
+    start(server);
     common::wait_until(
         Duration::from_secs(10),
         Duration::from_millis(100),
@@ -337,4 +347,37 @@ fn postgres_failover_an_outage_and_the_return() {
         "{}",
         d.log_text()
     );
+}
+
+#[test]
+fn mariadb_on_its_latin1_defaults_an_outage_and_the_return() {
+    if !peers()
+        || !common::peers_for(
+            "sql",
+            (!common::mariadb::available()).then_some("MariaDB 10.11"),
+        )
+    {
+        return;
+    }
+    let mut db = common::mariadb::MariaDb::start();
+    let (inserts, users) = rows();
+    db.sql(&format!(
+        "CREATE DATABASE mail; USE mail; {SCHEMA} {inserts} \
+         CREATE USER 'postfix'@'localhost' IDENTIFIED BY 'db secret'; \
+         GRANT SELECT ON mail.* TO 'postfix'@'localhost';"
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("dovecot-sql.conf.ext");
+    std::fs::write(
+        &conf,
+        format!(
+            "driver = mysql\nconnect = host={} dbname=mail user=postfix password=\"db secret\"\n\
+             default_pass_scheme = SHA512-CRYPT\n{QUERY}",
+            db.socket.display()
+        ),
+    )
+    .unwrap();
+    let (d, auth) = daemon(&conf, &[]);
+    check_everyone(&d, &auth, &users);
+    outage_and_return(&d, &auth, &mut db, |db| db.stop(), |db| db.run());
 }

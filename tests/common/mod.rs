@@ -5,6 +5,7 @@
 pub mod dirsrv;
 pub mod dovecot;
 pub mod ldap;
+pub mod mariadb;
 pub mod pam;
 pub mod pg;
 pub mod samba;
