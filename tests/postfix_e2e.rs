@@ -9,6 +9,7 @@ use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use common::{peer, Daemon, USERS};
 
@@ -324,26 +325,105 @@ fn ldap_daemon(dir: &Path, slapd: &common::ldap::Slapd) -> (Daemon, PathBuf) {
         ),
     )
     .unwrap();
+    reachable_by_postfix(dir, &["-a", "ldap", "-O", conf.to_str().unwrap()])
+}
+
+/// `saslauthd-rs` with `args` and a Dovecot socket at `dir/auth`, both sockets reachable by
+/// the postfix user; the daemon and its Dovecot socket.
+fn reachable_by_postfix(dir: &Path, args: &[&str]) -> (Daemon, PathBuf) {
     let auth = dir.join("auth");
-    let args: Vec<OsString> = [
-        "-a",
-        "ldap",
-        "-O",
-        conf.to_str().unwrap(),
-        "--dovecot-socket",
-        auth.to_str().unwrap(),
-        "--dovecot-socket-owner",
-        "postfix:postfix",
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
+    let args: Vec<OsString> = args
+        .iter()
+        .copied()
+        .chain([
+            "--dovecot-socket",
+            auth.to_str().unwrap(),
+            "--dovecot-socket-owner",
+            "postfix:postfix",
+        ])
+        .map(OsString::from)
+        .collect();
     let d = Daemon::spawn(tempfile::tempdir().unwrap(), &args, &[]);
     let gid = group_id("postfix");
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(&d.run_dir, None, Some(gid)).unwrap();
     std::os::unix::fs::chown(&d.socket, None, Some(gid)).unwrap();
     (d, auth)
+}
+
+/// `-a sql` on a throwaway PostgreSQL with Postfixadmin's `mailbox` table, through Postfix in
+/// both modes; the database stopped mid-run is a 454 (try later) in dovecot mode, never a 235,
+/// and logins come back with it.
+#[test]
+fn postfix_both_modes_with_sql() {
+    if !ready() || !common::peers_for("sql", (!common::pg::available()).then_some("PostgreSQL 15"))
+    {
+        return;
+    }
+    let mut pg = common::pg::Pg::start();
+    pg.psql("postgres", "CREATE DATABASE mail");
+    pg.psql(
+        "mail",
+        "CREATE TABLE mailbox (username VARCHAR(255), password VARCHAR(255), active SMALLINT); \
+         INSERT INTO mailbox VALUES ('alice@example.org', \
+         '{SSHA256}kYRcDaf6voOv3cpluAh3yK0CgCakpz+D5SLGzSJ5pgIeOvAh', 1)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conf = dir.path().join("dovecot-sql.conf.ext");
+    std::fs::write(
+        &conf,
+        format!(
+            "driver = pgsql\nconnect = host={} port={} dbname=mail user=postgres\n\
+             password_query = SELECT username AS user, password FROM mailbox \\\n\
+             WHERE username = '%u' AND active = '1'\n",
+            pg.socket_dir.display(),
+            pg.port
+        ),
+    )
+    .unwrap();
+    let (d, auth) = reachable_by_postfix(dir.path(), &["-a", "sql", "-O", conf.to_str().unwrap()]);
+    let modes = both_modes(&d, &auth);
+    for (postfix, mode) in &modes {
+        for mech in ["PLAIN", "LOGIN"] {
+            let got = postfix.auth(mech, "alice@example.org", "sql-pw");
+            assert_eq!(
+                got,
+                "235",
+                "{mode} {mech}: {} {}",
+                postfix.log(),
+                d.log_text()
+            );
+            assert_eq!(
+                postfix.auth(mech, "alice@example.org", "wrong"),
+                "535",
+                "{mode} {mech}"
+            );
+            assert_eq!(
+                postfix.auth(mech, "nobody@example.org", "x"),
+                "535",
+                "{mode} {mech}"
+            );
+        }
+    }
+    pg.stop();
+    let (dovecot_mode, _) = &modes[1];
+    assert_eq!(
+        dovecot_mode.auth("PLAIN", "alice@example.org", "sql-pw"),
+        "454",
+        "{}",
+        dovecot_mode.log()
+    );
+    pg.run();
+    for (postfix, mode) in &modes {
+        common::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            || postfix.auth("PLAIN", "alice@example.org", "sql-pw") == "235",
+            || format!("{mode}: {}", d.log_text()),
+        );
+    }
+    eprintln!("Postfix, cyrus and dovecot modes, -a sql: 235/535, and 454 with the database down");
 }
 
 /// A locked account (slapd's ppolicy) is refused over SMTP exactly as a wrong password and

@@ -9,7 +9,11 @@
 //! saslauthd-rs-ctl [-m RUN_DIR] cache flush [USER]
 //! saslauthd-rs-ctl [-m RUN_DIR] penalty list|reset ADDR
 //! saslauthd-rs-ctl [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]
+//! saslauthd-rs-ctl pw [-s SCHEME] [-u USER] [-p PASSWORD] [-t HASH] | pw -l
 //! ```
+//!
+//! `pw` makes a password value in Dovecot's `{SCHEME}` notation for the SQL passdb, as
+//! `doveadm pw` does (default `ARGON2ID`), or with `-t` tests one; it needs no daemon.
 //!
 //! Exit 0 when the daemon answered (and `test` authenticated), 1 on a usage error, a refusal
 //! or a failed `test`, 2 when it cannot be reached.
@@ -51,6 +55,35 @@ const SPEC: Spec<'static> = Spec {
             ArgKind::Any,
             "For top: stop after this many screens (default: until interrupted).",
         ),
+        OptDef::with(
+            Some('s'),
+            None,
+            "scheme",
+            ArgKind::Any,
+            "For pw: the scheme (default ARGON2ID; -l lists them).",
+        ),
+        OptDef::with(
+            Some('u'),
+            None,
+            "user",
+            ArgKind::Any,
+            "For pw: the user, for schemes that hash it in (DIGEST-MD5).",
+        ),
+        OptDef::with(
+            Some('p'),
+            None,
+            "password",
+            ArgKind::Any,
+            "For pw: the password (default: asked on the terminal, or a line of stdin).",
+        ),
+        OptDef::with(
+            Some('t'),
+            None,
+            "hash",
+            ArgKind::Any,
+            "For pw: test the password against this value instead of making one.",
+        ),
+        OptDef::flag(Some('l'), None, "For pw: list the schemes it makes."),
         OptDef::flag(Some('h'), Some("help"), "The usage."),
         OptDef::flag(None, Some("version"), "The version."),
     ],
@@ -61,7 +94,8 @@ fn usage(program: &str) -> String {
         "usage: {program} [-m RUN_DIR] stats|metrics|reload|top [--count N]\n       \
          {program} [-m RUN_DIR] cache flush [USER]\n       \
          {program} [-m RUN_DIR] penalty list|reset ADDR\n       \
-         {program} [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]\n"
+         {program} [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]\n       \
+         {program} pw [-s SCHEME] [-u USER] [-p PASSWORD] [-t HASH] | pw -l\n"
     )
 }
 
@@ -297,6 +331,80 @@ fn top(program: &str, socket: &std::path::Path, count: Option<u64>) -> ExitCode 
     }
 }
 
+/// `pw`'s options.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct PwOptions {
+    scheme: Option<String>,
+    user: String,
+    password: Option<String>,
+    test: Option<String>,
+    list: bool,
+}
+
+/// `pw`: a new value (or, with `-t`, a test of one), as `doveadm pw`.
+fn pw_command(program: &str, pw: PwOptions) -> ExitCode {
+    use saslauthd_rs::passdb::scheme;
+    if pw.list {
+        println!("{}", scheme::GENERATED.join(" "));
+        return ExitCode::SUCCESS;
+    }
+    let password = match pw.password {
+        Some(p) => zeroize::Zeroizing::new(p.into_bytes()),
+        None => match read_new_password() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("{program}: {e}");
+                return ExitCode::from(1);
+            }
+        },
+    };
+    if let Some(stored) = pw.test {
+        let default = pw.scheme.as_deref().unwrap_or("PLAIN");
+        return match scheme::verify(stored.as_bytes(), &password, pw.user.as_bytes(), default) {
+            Ok(true) => {
+                println!("{stored} (verified)");
+                ExitCode::SUCCESS
+            }
+            Ok(false) => {
+                eprintln!(
+                    "{program}: reverse password verification check failed: Password mismatch"
+                );
+                ExitCode::from(1)
+            }
+            Err(e) => {
+                eprintln!("{program}: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let name = pw.scheme.as_deref().unwrap_or("ARGON2ID");
+    match scheme::generate(name, &password, pw.user.as_bytes()) {
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{program}: {e} (-l lists the schemes)");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The password for `pw`: asked twice on the terminal (as `doveadm pw`), or one line of stdin.
+fn read_new_password() -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+    use saslauthd_rs::tools;
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        return tools::read_password_pipe(&mut std::io::stdin().lock()).map_err(|e| e.to_string());
+    }
+    let first = tools::read_password_tty("Enter new password: ").map_err(|e| e.to_string())?;
+    let again = tools::read_password_tty("Retype new password: ").map_err(|e| e.to_string())?;
+    if *first != *again {
+        return Err("Passwords don't match!".into());
+    }
+    Ok(first)
+}
+
 fn main() -> ExitCode {
     let program = getopt::program_name("saslauthd-rs-ctl");
     let parsed = match SPEC.parse(std::env::args_os().skip(1)) {
@@ -309,7 +417,15 @@ fn main() -> ExitCode {
     let mut run_dir = PathBuf::from(saslauthd_rs::protocol::saslauthd::DEFAULT_RUN_DIR);
     let mut test_options = Vec::new();
     let mut count = None;
+    let mut pw = PwOptions::default();
     for opt in &parsed.opts {
+        let value = || {
+            opt.value
+                .clone()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        };
         match opt.name.as_str() {
             "m" => run_dir = PathBuf::from(opt.value.clone().unwrap_or_default()),
             "count" => match opt
@@ -336,6 +452,11 @@ fn main() -> ExitCode {
                         .into_owned(),
                 );
             }
+            "s" => pw.scheme = Some(value()),
+            "u" => pw.user = value(),
+            "p" => pw.password = Some(value()),
+            "t" => pw.test = Some(value()),
+            "l" => pw.list = true,
             "version" => {
                 eprintln!("{program}: saslauthd-rs {}", env!("CARGO_PKG_VERSION"));
                 return ExitCode::SUCCESS;
@@ -364,6 +485,16 @@ fn main() -> ExitCode {
         .copied()
         .chain(test_options.iter().map(String::as_str))
         .collect();
+    if words.as_slice() == ["pw"] {
+        return pw_command(&program, pw);
+    }
+    if pw != PwOptions::default() {
+        eprint!(
+            "{program}: -s, -u, -p, -t and -l are for pw\n{}",
+            usage(&program)
+        );
+        return ExitCode::from(1);
+    }
     let plain: fn(&str) -> String = str::to_owned;
     if words.as_slice() == ["top"] {
         return top(&program, &run_dir.join("admin"), count);

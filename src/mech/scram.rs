@@ -210,6 +210,18 @@ fn parse_auth_password(hash: ScramHash, value: &str) -> Option<(Keys, Vec<u8>, u
     ))
 }
 
+/// Formats a SCRAM secret as Dovecot's `{SCRAM-SHA-*}` value: `iterations,salt,StoredKey,
+/// ServerKey`, each in base64.
+pub fn format_dovecot(hash: ScramHash, password: &[u8], salt: &[u8], iterations: u32) -> String {
+    let keys = hash.keys(&hash.salted_password(password, salt, iterations));
+    format!(
+        "{iterations},{},{},{}",
+        B64.encode(salt),
+        B64.encode(&*keys.stored),
+        B64.encode(&*keys.server)
+    )
+}
+
 /// Formats a SCRAM secret as Cyrus's `authPassword`.
 pub fn format_auth_password(
     hash: ScramHash,

@@ -18,7 +18,7 @@ pub mod ldap;
 mod memory;
 mod pam;
 pub(crate) mod sasldb;
-mod scheme;
+pub mod scheme;
 mod shadow;
 mod sql;
 

@@ -35,7 +35,7 @@ use crate::mech::scram::ScramHash;
 
 /// Why a stored value cannot be checked: it matches nothing, and the passdb logs why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum SchemeError {
+pub enum SchemeError {
     /// A scheme this module does not know (or does not verify yet).
     #[error("unknown password scheme {0}")]
     Unknown(String),
@@ -91,7 +91,7 @@ fn canonical(scheme: &str) -> &str {
 /// Whether `password` matches `stored`, a value in Dovecot's notation whose scheme, when it
 /// has no `{SCHEME}` prefix, is `default` (Dovecot's `default_pass_scheme`). `user` is the
 /// login, for the schemes that hash it in (`DIGEST-MD5`).
-pub(crate) fn verify(
+pub fn verify(
     stored: &[u8],
     password: &[u8],
     user: &[u8],
@@ -266,6 +266,140 @@ fn pbkdf2_sha1(value: &str, password: &[u8]) -> Option<bool> {
     Some(crate::secret::secrets_equal(&got, &want))
 }
 
+/// The schemes [`generate`] makes, in `doveadm pw -l`'s spirit: the strong ones first.
+pub const GENERATED: &[&str] = &[
+    "ARGON2ID",
+    "ARGON2I",
+    "SHA512-CRYPT",
+    "SHA256-CRYPT",
+    "BLF-CRYPT",
+    "PBKDF2",
+    "SCRAM-SHA-256",
+    "SCRAM-SHA-1",
+    "SSHA512",
+    "SSHA256",
+    "SSHA",
+    "SMD5",
+    "SHA512",
+    "SHA256",
+    "SHA",
+    "SHA1",
+    "MD5-CRYPT",
+    "CRYPT",
+    "PLAIN-MD5",
+    "LDAP-MD5",
+    "PLAIN-MD4",
+    "DIGEST-MD5",
+    "PLAIN",
+    "CLEAR",
+    "CLEARTEXT",
+];
+
+/// A new value of `scheme` for `password`, with a fresh salt, at Dovecot 2.3's costs
+/// (Argon2 m=64 MiB t=3 p=1, PBKDF2 5,000 rounds, SCRAM 4,096 iterations), prefixed with
+/// `{SCHEME}` as `doveadm pw` prints it. `user` is hashed in by `DIGEST-MD5` (`user@realm`).
+pub fn generate(scheme: &str, password: &[u8], user: &[u8]) -> Result<String, SchemeError> {
+    let upper = scheme.to_ascii_uppercase();
+    let (name, encoding) = match upper.rsplit_once('.') {
+        Some((name, "B64" | "BASE64")) => (name, Some(Encoding::Base64)),
+        Some((name, "HEX")) => (name, Some(Encoding::Hex)),
+        _ => (upper.as_str(), None),
+    };
+    let unknown = || SchemeError::Unknown(upper.clone());
+    let salt = || crate::secret::random_bytes::<16>();
+    let encode = |raw: &[u8], usual: Encoding| match encoding.unwrap_or(usual) {
+        Encoding::Base64 => B64.encode(raw),
+        Encoding::Hex => hex::encode(raw),
+    };
+    let salted = |digest: Vec<u8>, salt: &[u8]| [digest, salt.to_vec()].concat();
+    let crypt = |prefix: &str| crate::crypt::hash(password, prefix).ok_or_else(unknown);
+    let value = match canonical(name) {
+        "PLAIN" => match encoding {
+            None => String::from_utf8(password.to_vec()).map_err(|_| unknown())?,
+            Some(_) => encode(password, Encoding::Base64),
+        },
+        "SHA512-CRYPT" => crypt("$6$")?,
+        "SHA256-CRYPT" => crypt("$5$")?,
+        "MD5-CRYPT" => crypt("$1$")?,
+        // Dovecot 2.3's CRYPT is bcrypt, its strongest crypt(3) scheme.
+        "BLF-CRYPT" | "CRYPT" => crypt("$2y$")?,
+        "SHA512" => encode(&Sha512::digest(password), Encoding::Base64),
+        "SHA256" => encode(&Sha256::digest(password), Encoding::Base64),
+        "SHA" => encode(&Sha1::digest(password), Encoding::Base64),
+        "PLAIN-MD5" => encode(&md5::Md5::digest(password), Encoding::Hex),
+        "LDAP-MD5" => encode(&md5::Md5::digest(password), Encoding::Base64),
+        "PLAIN-MD4" => encode(&md4::Md4::digest(password), Encoding::Hex),
+        "SSHA512" => {
+            let salt = salt();
+            encode(
+                &salted(Sha512::digest([password, &salt].concat()).to_vec(), &salt),
+                Encoding::Base64,
+            )
+        }
+        "SSHA256" => {
+            let salt = salt();
+            encode(
+                &salted(Sha256::digest([password, &salt].concat()).to_vec(), &salt),
+                Encoding::Base64,
+            )
+        }
+        "SSHA" => {
+            let salt = salt();
+            encode(
+                &salted(Sha1::digest([password, &salt].concat()).to_vec(), &salt),
+                Encoding::Base64,
+            )
+        }
+        "SMD5" => {
+            let salt = salt();
+            encode(
+                &salted(md5::Md5::digest([password, &salt].concat()).to_vec(), &salt),
+                Encoding::Base64,
+            )
+        }
+        "DIGEST-MD5" => {
+            let (name, realm) = match user.iter().rposition(|&b| b == b'@') {
+                Some(at) => (&user[..at], &user[at + 1..]),
+                None => (user, &b""[..]),
+            };
+            encode(
+                &md5::Md5::digest([name, b":", realm, b":", password].concat()),
+                Encoding::Hex,
+            )
+        }
+        "SCRAM-SHA-1" => {
+            crate::mech::scram::format_dovecot(ScramHash::Sha1, password, &salt(), 4096)
+        }
+        "SCRAM-SHA-256" => {
+            crate::mech::scram::format_dovecot(ScramHash::Sha256, password, &salt(), 4096)
+        }
+        "PBKDF2" => {
+            // Dovecot's salt is printable; sixteen characters of base64.
+            let salt = B64.encode(salt())[..16].replace(['/', '+'], ".");
+            let mut out = [0u8; 20];
+            pbkdf2::pbkdf2::<Hmac<Sha1>>(password, salt.as_bytes(), 5000, &mut out)
+                .map_err(|_| unknown())?;
+            format!("$1${salt}$5000${}", hex::encode(out))
+        }
+        "ARGON2ID" | "ARGON2I" => {
+            use argon2::password_hash::{PasswordHasher, SaltString};
+            let algorithm = match canonical(name) {
+                "ARGON2I" => argon2::Algorithm::Argon2i,
+                _ => argon2::Algorithm::Argon2id,
+            };
+            let params = argon2::Params::new(65536, 3, 1, None).map_err(|_| unknown())?;
+            let argon = argon2::Argon2::new(algorithm, argon2::Version::V0x13, params);
+            let salt = SaltString::encode_b64(&salt()).map_err(|_| unknown())?;
+            argon
+                .hash_password(password, &salt)
+                .map_err(|_| unknown())?
+                .to_string()
+        }
+        _ => return Err(unknown()),
+    };
+    Ok(format!("{{{upper}}}{value}"))
+}
+
 /// Whether `password` matches `stored` as Cyrus's LDAP `custom` method reads
 /// `ldap_password_attr`: Dovecot's schemes, and a value without a prefix is the cleartext.
 /// A value in no known scheme matches nothing.
@@ -398,6 +532,31 @@ mod tests {
         assert!(!is_costly(b"{MD5}Xr4ilOzQ4PCOq3aQ0qbuaQ==", "PLAIN"));
         assert!(!is_costly(b"abc", "SSHA512"));
         assert!(is_costly(b"abc", "ARGON2ID"));
+    }
+
+    #[test]
+    fn what_generate_makes_verifies() {
+        for scheme in GENERATED
+            .iter()
+            .chain(&["SHA.HEX", "SSHA512.HEX", "PLAIN.B64"])
+        {
+            let value = generate(scheme, b"Secret-1", b"alice@example.org").unwrap();
+            let user = b"alice@example.org";
+            assert_eq!(
+                verify(value.as_bytes(), b"Secret-1", user, "PLAIN"),
+                Ok(true),
+                "{value}"
+            );
+            assert_eq!(
+                verify(value.as_bytes(), b"secret-1", user, "PLAIN"),
+                Ok(false),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            generate("NOPE", b"x", b""),
+            Err(SchemeError::Unknown("NOPE".into()))
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod dirsrv;
 pub mod dovecot;
+pub mod dovecot_auth;
 pub mod ldap;
 pub mod mariadb;
 pub mod pam;
