@@ -9,7 +9,7 @@
 # which answer OK to every AUTH without checking: the limit this machine allows; the first row,
 # which the percentages are of, is the thread-per-connection one), and, when
 # BASELINE names another saslauthd-rs binary (an earlier build), that one. ROUNDS repeats the
-# rows, for a noisy machine.
+# rows, for a noisy machine. VERBOSE=1 adds a saslauthd-rs with -V (its log in a file).
 #
 # Needs Debian's dovecot-core. Dovecot runs from its own config in a temporary directory
 # (protocols = none: no network listener); ours from a temporary sasldb. Unix sockets only.
@@ -83,6 +83,14 @@ if [ -n "${BASELINE:-}" ]; then
         --failure-delay 0 --dovecot-socket "$tmp/baseline-auth"
     wait_socket "$tmp/baseline-auth"
 fi
+# VERBOSE=1: also a saslauthd-rs with -V (a log line per success), its log in a file.
+verbose() { [ "${VERBOSE:-}" != 1 ] || run "$@"; }
+if [ "${VERBOSE:-}" = 1 ]; then
+    setsid "$bin/saslauthd-rs" -V -a sasldb -f -m "$tmp/verbose-run" --sasldb "$tmp/sasldb2" \
+        --failure-delay 0 --dovecot-socket "$tmp/verbose-auth" >/dev/null 2>"$tmp/verbose.log" &
+    bench_pids+=($!)
+    wait_socket "$tmp/verbose-auth"
+fi
 
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
         --user alice --realm example.org --password secret "$@"; }
@@ -94,6 +102,7 @@ for round in $(seq "${ROUNDS:-1}"); do {
     run --socket "$tmp/ours-auth" --label "saslauthd-rs (sasldb), AUTH PLAIN"
     metrics_off --socket "$tmp/off-auth" --label "saslauthd-rs, AUTH PLAIN, metrics = false"
     baseline --socket "$tmp/baseline-auth" --label "baseline saslauthd-rs, AUTH PLAIN"
+    verbose --socket "$tmp/verbose-auth" --label "saslauthd-rs -V (a log line per success, to a file)"
     run --socket "$tmp/ours-auth" --fail-percent 50 --label "saslauthd-rs, AUTH PLAIN, 50% wrong"
     run --socket "$tmp/dovecot/auth" --mech scram-sha-256 --label "dovecot 2.3 auth, SCRAM-SHA-256"
     run --socket "$tmp/ours-auth" --mech scram-sha-256 --label "saslauthd-rs, SCRAM-SHA-256 (cached keys)"

@@ -54,8 +54,10 @@ const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long a host that failed is skipped while another answers.
 const DOWN_FOR: Duration = Duration::from_secs(10);
 
-/// Connections kept per host.
-const CONNECTIONS: u32 = 8;
+/// Connections kept per host. A connection is not pinged before each query (sqlx's default):
+/// that doubled the round trips, and a dead connection fails the query, which is then
+/// asked of the next host (and the pool replaces the connection).
+const CONNECTIONS: u32 = 16;
 
 /// The keys a password check uses.
 const KEYS: &[&str] = &["driver", "connect", "default_pass_scheme", "password_query"];
@@ -245,18 +247,21 @@ impl Host {
                 PgPoolOptions::new()
                     .max_connections(CONNECTIONS)
                     .acquire_timeout(QUERY_TIMEOUT)
+                    .test_before_acquire(false)
                     .connect_lazy_with(o.clone()),
             ),
             Options::MySql(o) => Db::MySql(
                 MySqlPoolOptions::new()
                     .max_connections(CONNECTIONS)
                     .acquire_timeout(QUERY_TIMEOUT)
+                    .test_before_acquire(false)
                     .connect_lazy_with(o.clone()),
             ),
             Options::Sqlite(o) => Db::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(CONNECTIONS)
                     .acquire_timeout(QUERY_TIMEOUT)
+                    .test_before_acquire(false)
                     .connect_lazy_with(o.clone()),
             ),
         })

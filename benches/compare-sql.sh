@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# `-a sql` against Dovecot 2.3's SQL passdb on the same PostgreSQL and the same
+# dovecot-sql.conf.ext, AUTH PLAIN on each one's Dovecot-protocol socket, in the same run:
+# with {SSHA512} values (the database and the protocol dominate) and {SHA512-CRYPT} values (the
+# hash dominates). Also measured: the thread-per-connection do-nothing server of the protocol
+# (the first row, which the percentages are of). Cache off on both.
+#
+#   benches/compare-sql.sh [CLIENTS] [SECONDS]
+#
+# Needs PostgreSQL 15's server (installed, or unpacked where SASLAUTHD_RS_POSTGRESQL says, as
+# scripts/test.sh does), dovecot-core and dovecot-pgsql. PostgreSQL runs from a temporary
+# directory on a Unix socket and a loopback port (as nobody when run as root).
+clients=${1:-16}
+secs=${2:-5}
+. "$(dirname "$0")/common.sh"
+bench_setup
+pgroot=${SASLAUTHD_RS_POSTGRESQL:-/}
+pgbin=$pgroot/usr/lib/postgresql/15/bin
+[ -x "$pgbin/postgres" ] || { echo "no PostgreSQL 15 server at $pgbin" >&2; exit 1; }
+as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else "$@"; fi; }
+mkdir -p "$tmp/pg" "$tmp/pgsock"
+[ "$(id -u)" = 0 ] && chown nobody:nogroup "$tmp/pg" "$tmp/pgsock"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_pg "$pgbin/initdb" -D "$tmp/pg" -U postgres -A trust -E UTF8 -N >/dev/null
+start_server setpriv $( [ "$(id -u)" = 0 ] && echo --reuid=nobody --regid=nogroup --clear-groups ) -- \
+    "$pgbin/postgres" -D "$tmp/pg" -k "$tmp/pgsock" -h 127.0.0.1 -p "$port" -c fsync=off -c max_connections=100
+wait_socket "$tmp/pgsock/.s.PGSQL.$port"
+psql() { command psql -X -q -v ON_ERROR_STOP=1 -U postgres -h "$tmp/pgsock" -p "$port" "$@"; }
+psql -d postgres -c "CREATE DATABASE mail"
+ssha=$(doveadm pw -s SSHA512 -p secret)
+crypt=$(doveadm pw -s SHA512-CRYPT -p secret)
+psql -d mail -c "CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255), active SMALLINT);
+    INSERT INTO mailbox VALUES ('alice@example.org', '$ssha', 1), ('bob@example.org', '$crypt', 1)"
+
+cat > "$tmp/dovecot-sql.conf.ext" <<CONF
+driver = pgsql
+connect = host=127.0.0.1 port=$port dbname=mail user=postgres
+default_pass_scheme = SHA512-CRYPT
+password_query = SELECT username AS user, password FROM mailbox WHERE username = '%u' AND active = '1'
+CONF
+chmod 644 "$tmp/dovecot-sql.conf.ext"
+mkdir -p "$tmp/dovecot/run" "$tmp/dovecot/state"
+cat > "$tmp/dovecot/dovecot.conf" <<CONF
+protocols = none
+base_dir = $tmp/dovecot/run
+state_dir = $tmp/dovecot/state
+log_path = $tmp/dovecot/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+auth_failure_delay = 0
+auth_cache_size = 0
+passdb {
+  driver = sql
+  args = $tmp/dovecot-sql.conf.ext
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/tmp
+}
+service auth {
+  unix_listener $tmp/dovecot/auth {
+    mode = 0666
+  }
+}
+service imap-login {
+  inet_listener imap {
+    port = 0
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = 0
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service submission-login {
+  inet_listener submission {
+    port = 0
+  }
+}
+CONF
+start_server dovecot -F -c "$tmp/dovecot/dovecot.conf"
+setsid "$bin/saslauthd-rs" -a sql -O "$tmp/dovecot-sql.conf.ext" -f -m "$tmp/ours-run" \
+    --failure-delay 0 --dovecot-socket "$tmp/ours-auth" ${OURS_ARGS:-} >/dev/null 2>"$tmp/ours.log" &
+bench_pids+=($!)
+start_server "$bin/examples/null-server" dovecot-threads "$tmp/null-threads-auth"
+wait_socket "$tmp/dovecot/auth" "$tmp/null-threads-auth"
+for _ in $(seq 100); do [ -S "$tmp/ours-auth" ] && break; sleep 0.1; done
+[ -S "$tmp/ours-auth" ] || { cat "$tmp/ours.log" >&2; exit 1; }
+
+run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
+        --realm example.org --password secret "$@"; }
+echo "# $(nproc) cores, $clients persistent connections, $secs s each, PostgreSQL 15 on loopback; $(date -u +%F)"
+for round in $(seq "${ROUNDS:-1}"); do {
+    run --user alice --socket "$tmp/null-threads-auth" --label "do-nothing server, a thread per connection"
+    run --user alice --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SSHA512}"
+    run --user alice --socket "$tmp/ours-auth" --label "saslauthd-rs -a sql, {SSHA512}"
+    [ -z "${PROFILE:-}" ] || { perf record -a -g -o "$PROFILE" -- sleep 3 >/dev/null 2>&1 & run --user alice --socket "$tmp/ours-auth" --label "profiled"; wait; }
+    run --user bob --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SHA512-CRYPT}"
+    run --user bob --socket "$tmp/ours-auth" --label "saslauthd-rs -a sql, {SHA512-CRYPT}"
+} | tee -a "$tmp/rows"; done
+medians
