@@ -185,6 +185,12 @@ fn check_everyone(d: &Daemon, auth: &Path, users: &[(String, &'static str, Strin
     }
     let long = "a".repeat(300);
     assert!(d.ask(&long, "x", "smtp", "").starts_with("NO"));
+    // The name in the Dovecot socket's OK is the query's `user` column, as Dovecot's SQL
+    // passdb answers (Postfix's sasl_username), not the login as typed.
+    assert_eq!(
+        common::dovecot::plain_reply(auth, "ALICE@Example.Org", "app-pw-1"),
+        "OK\t1\tuser=alice@example.org\n"
+    );
     // The per-service flag: the same user may log in to IMAP (%s is the service).
     assert_eq!(d.ask("nosmtp@example.org", "pw", "imap", ""), "OK");
     let log = d.log_text();
@@ -438,19 +444,18 @@ fn the_same_verdicts_as_dovecots_sql_passdb() {
         asked.push((login.into(), password.into()));
     }
     let verdict = |reply: &str| reply.split('\t').next().unwrap_or_default().to_string();
-    // Meant to differ: alice has two rows (Dovecot: a temporary failure for each; asked once,
-    // as after two in a row Dovecot 2.3 left the next request for alice unanswered for over
-    // 10 s), and names outside Dovecot's default auth_username_chars (a quote, an accented
-    // letter), which it refuses, or leaves unanswered for over 10 s (é, in some runs); ours
-    // binds them as parameters, so it needs no such list.
+    // Meant to differ: alice has two rows (Dovecot: a temporary failure, asked last: after
+    // its "multiple matches" error Dovecot 2.3's SQLite worker left later requests, anyone's,
+    // unanswered for over 10 s now and then), and names outside Dovecot's default
+    // auth_username_chars (a quote, an accented letter), which it refuses, or leaves
+    // unanswered for over 10 s (é, in some runs); ours binds them as parameters, so it needs
+    // no such list.
     let meant = |login: &str| {
         login.eq_ignore_ascii_case("alice@example.org")
             || !login
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"@.-_".contains(&b))
     };
-    let theirs = common::dovecot::plain_reply(&dovecot.socket, "alice@example.org", "alice-pw");
-    assert!(theirs.contains("temp_fail"), "alice: {theirs}");
     // Dovecot sends failures in batches every 500 ms: ask it from four threads at once.
     let compared: Vec<&(String, String)> = asked.iter().filter(|(l, _)| !meant(l)).collect();
     let replies: Vec<String> = std::thread::scope(|scope| {
@@ -468,19 +473,52 @@ fn the_same_verdicts_as_dovecots_sql_passdb() {
             .collect();
         asking.into_iter().flat_map(|t| t.join().unwrap()).collect()
     });
+    // The user= a success names, too.
+    let named = |reply: &str| {
+        reply
+            .trim_end()
+            .split('\t')
+            .find_map(|f| f.strip_prefix("user="))
+            .map(str::to_string)
+    };
+    let mut unanswered = Vec::new();
     for ((login, password), theirs) in compared.iter().copied().zip(&replies) {
-        let ours = verdict(&common::dovecot::plain_reply(&auth, login, password));
+        let reply = common::dovecot::plain_reply(&auth, login, password);
+        let ours = verdict(&reply);
+        // Dovecot 2.3's SQLite worker now and then leaves a request unanswered for over 30 s
+        // (three tries), any user's ("auth client disconnected with 1 pending requests" in its
+        // log): no verdict to compare with, counted and bounded below.
+        if theirs.starts_with("(no answer") {
+            assert!(ours == "OK" || ours == "FAIL", "{login}: {reply}");
+            unanswered.push(login.clone());
+            continue;
+        }
         assert_eq!(
             ours,
             verdict(theirs),
             "{login} {password}: ours {ours}, Dovecot {theirs}: {}",
             dovecot.log()
         );
+        if ours == "OK" {
+            assert_eq!(named(&reply), named(theirs), "{login}: {reply} / {theirs}");
+        }
     }
-    let same = compared.len();
-    let meant = asked.len() - same;
+    let theirs = patient_reply(&dovecot.socket, "alice@example.org", "alice-pw");
+    assert!(
+        theirs.contains("temp_fail") || theirs.starts_with("(no answer"),
+        "alice: {theirs}"
+    );
+    let same = compared.len() - unanswered.len();
+    let meant = asked.len() - compared.len();
+    assert!(
+        unanswered.len() <= 5,
+        "Dovecot left {unanswered:?} unanswered"
+    );
+    if !unanswered.is_empty() {
+        eprintln!("Dovecot left {unanswered:?} unanswered (its SQLite worker hung)");
+    }
     eprintln!("{same} requests with Dovecot's verdict; {meant} meant to differ (app passwords, names Dovecot refuses)");
-    assert!(same >= 45, "{same}");
+    assert!(same >= 40, "{same}");
     assert!(!d.log_text().contains("Secret-1"));
 }
 

@@ -573,7 +573,7 @@ impl Handler {
                     active.user = Some(user);
                     match self.auth.verify_plain(&request, password, via).now() {
                         Ok(decision) => {
-                            let user = active.user.take();
+                            let user = decision.user.or(active.user.take());
                             let result = answer_for(id, user, decision.outcome, temp_fail);
                             return self.deliver(id, active, decision.delay, result);
                         }
@@ -581,8 +581,12 @@ impl Handler {
                             let (seq, tx) = (active.seq, self.done_tx());
                             let user = active.user.clone();
                             tokio::spawn(async move {
-                                let Decision { outcome, delay } = running.await;
-                                let result = answer_for(id, user, outcome, temp_fail);
+                                let Decision {
+                                    outcome,
+                                    delay,
+                                    user: named,
+                                } = running.await;
+                                let result = answer_for(id, named.or(user), outcome, temp_fail);
                                 let not_before =
                                     (!delay.is_zero()).then(|| tokio::time::Instant::now() + delay);
                                 let _ = tx.send(Done {

@@ -136,12 +136,14 @@ impl Via {
 
 /// A finished password check: the outcome, and how long to wait before telling it (the failure
 /// delay; zero for a success).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// What the check came to.
     pub outcome: Outcome,
     /// The failure delay still to wait.
     pub delay: Duration,
+    /// The user's name as the passdb has it, after a success, when it said one.
+    pub user: Option<Vec<u8>>,
 }
 
 /// The answer to something the driver was asked: there already, or running (on the pool).
@@ -472,13 +474,17 @@ impl Authenticator {
             cache: cache.as_ref(),
             pool: &self.pool,
         };
-        let answer = Arc::clone(&self.passdb).verify(&query, password, &cx);
+        let answer = Arc::clone(&self.passdb).verify_named(&query, password, &cx);
         self.ask(answer, request, move |auth, request, asked| {
-            let checked = match asked {
-                Ok(verdict) => Checked::Verdict(verdict),
-                Err(e) => Checked::Failed(e),
+            let (checked, user) = match asked {
+                Ok(verified) => (Checked::Verdict(verified.result), verified.user),
+                Err(e) => (Checked::Failed(e), None),
             };
-            auth.conclude(request, via, checked, attempt, started)
+            let mut decision = auth.conclude(request, via, checked, attempt, started);
+            if decision.outcome == Outcome::Verdict(PassdbResult::Ok) {
+                decision.user = user;
+            }
+            decision
         })
     }
 
@@ -726,7 +732,11 @@ impl Authenticator {
             Checked::Failed(e) => Logged::Error(e),
         };
         self.log(request, via, logged, elapsed);
-        Decision { outcome, delay }
+        Decision {
+            outcome,
+            delay,
+            user: None,
+        }
     }
 
     /// The realm a request is checked in: its own, or the default realm when it has none.

@@ -177,6 +177,34 @@ pub enum Answer<T> {
     Awaited(Pin<Box<dyn Future<Output = Result<T, PassdbError>> + Send>>),
 }
 
+impl<T: Send + 'static> Answer<T> {
+    /// The same answer, its value made another by `f`.
+    pub fn map<U: Send + 'static>(self, f: fn(T) -> U) -> Answer<U> {
+        match self {
+            Answer::Now(answered) => Answer::Now(answered.map(f)),
+            Answer::Blocking(call) => Answer::Blocking(Box::new(move || call().map(f))),
+            Answer::Awaited(work) => Answer::Awaited(Box::pin(async move { work.await.map(f) })),
+        }
+    }
+}
+
+/// A password check's verdict, and the name the passdb knows the user by when it says one (a
+/// SQL query's `user` column): what the Dovecot socket's `OK` names (`user=`), as Dovecot's
+/// SQL passdb does, and Postfix logs and checks as `sasl_username`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The verdict.
+    pub result: PassdbResult,
+    /// The user's name as the passdb has it, when it differs from what was asked.
+    pub user: Option<Vec<u8>>,
+}
+
+impl From<PassdbResult> for Verified {
+    fn from(result: PassdbResult) -> Verified {
+        Verified { result, user: None }
+    }
+}
+
 impl<T> Answer<T> {
     /// A call for the pool.
     pub fn blocking(call: impl FnOnce() -> Result<T, PassdbError> + Send + 'static) -> Self {
@@ -245,6 +273,17 @@ pub trait Passdb: Send + Sync + fmt::Debug + 'static {
         password: Password,
         cx: &Context<'_>,
     ) -> Answer<PassdbResult>;
+
+    /// [`Passdb::verify`], with the name the passdb knows the user by, for a passdb that
+    /// can say it (the default says none).
+    fn verify_named(
+        self: Arc<Self>,
+        query: &Query<'_>,
+        password: Password,
+        cx: &Context<'_>,
+    ) -> Answer<Verified> {
+        self.verify(query, password, cx).map(Verified::from)
+    }
 
     /// Whether [`Passdb::credentials`] can hand out anything.
     fn has_credentials(&self) -> bool {

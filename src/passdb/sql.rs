@@ -28,7 +28,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
-use super::{scheme, Answer, CacheUse, Context, DefaultRealm, Module, Passdb, PassdbError, Query};
+use super::{
+    scheme, Answer, CacheUse, Context, DefaultRealm, Module, Passdb, PassdbError, Query, Verified,
+};
 use crate::pool::Pool;
 use crate::secret::{Credentials, Password};
 use crate::verdict::{PassdbKind, PassdbResult, Replies};
@@ -273,6 +275,8 @@ impl Host {
 struct Found {
     password: Option<String>,
     nologin: bool,
+    /// The `user` column: the name the OK names, as Dovecot's SQL passdb.
+    user: Option<String>,
 }
 
 /// The SQL passdb.
@@ -373,33 +377,38 @@ impl Sql {
         user: Vec<u8>,
         password: Password,
         pool: Arc<Pool>,
-    ) -> Result<PassdbResult, PassdbError> {
+    ) -> Result<Verified, PassdbError> {
         let default = self.conf.default_pass_scheme.clone();
-        let values: Vec<(String, bool)> = rows
+        let values: Vec<(String, bool, Option<String>)> = rows
             .iter()
-            .filter_map(|r| r.password.clone().map(|p| (p, r.nologin)))
-            .filter(|(p, _)| !p.is_empty())
+            .filter_map(|r| r.password.clone().map(|p| (p, r.nologin, r.user.clone())))
+            .filter(|(p, _, _)| !p.is_empty())
             .collect();
-        if let Some((value, _)) = values.first() {
+        if let Some((value, _, _)) = values.first() {
             *self.decoy.lock().unwrap_or_else(|e| e.into_inner()) =
                 Some(String::from_utf8_lossy(&scheme::decoy(value.as_bytes())).into_owned());
         }
         let unknown = rows.is_empty();
-        let checked: Vec<(String, bool)> = if unknown {
+        let checked: Vec<(String, bool, Option<String>)> = if unknown {
             let decoy = self.decoy.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            decoy.into_iter().map(|d| (d, false)).collect()
+            decoy.into_iter().map(|d| (d, false, None)).collect()
         } else {
             values
         };
         let costly = checked
             .iter()
-            .any(|(v, _)| scheme::is_costly(v.as_bytes(), &default));
-        let run = move || -> PassdbResult {
-            let mut result = PassdbResult::PasswordMismatch;
-            for (value, nologin) in &checked {
+            .any(|(v, _, _)| scheme::is_costly(v.as_bytes(), &default));
+        let run = move || -> Verified {
+            let mut result = Verified::from(PassdbResult::PasswordMismatch);
+            for (value, nologin, named) in checked {
                 match scheme::verify(value.as_bytes(), password.expose(), &user, &default) {
-                    Ok(true) if *nologin => result = PassdbResult::UserDisabled,
-                    Ok(true) => return PassdbResult::Ok,
+                    Ok(true) if nologin => result = PassdbResult::UserDisabled.into(),
+                    Ok(true) => {
+                        return Verified {
+                            result: PassdbResult::Ok,
+                            user: named.map(String::into_bytes),
+                        }
+                    }
                     Ok(false) => {}
                     Err(e) => tracing::warn!("-a sql: {e}; that value matches nothing"),
                 }
@@ -408,7 +417,7 @@ impl Sql {
         };
         let result = if costly { pool.run(run).await? } else { run() };
         Ok(if unknown {
-            PassdbResult::UserUnknown
+            PassdbResult::UserUnknown.into()
         } else {
             result
         })
@@ -426,6 +435,17 @@ impl Passdb for Sql {
         password: Password,
         cx: &Context<'_>,
     ) -> Answer<PassdbResult> {
+        self.verify_named(q, password, cx).map(|v| v.result)
+    }
+
+    /// The check, and the row's `user` column when the password matched (Postfix's
+    /// `sasl_username` then is the name the database has, as with Dovecot).
+    fn verify_named(
+        self: Arc<Self>,
+        q: &Query<'_>,
+        password: Password,
+        cx: &Context<'_>,
+    ) -> Answer<Verified> {
         let q = q.to_owned();
         let pool = Arc::clone(cx.pool);
         Answer::awaited(async move {
@@ -871,7 +891,16 @@ where
             .is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("n")),
         None => false,
     };
-    Ok(Found { password, nologin })
+    let user = column("user").and_then(|at| {
+        row.try_get::<Option<String>, _>(row.columns()[at].name())
+            .ok()
+            .flatten()
+    });
+    Ok(Found {
+        password,
+        nologin,
+        user,
+    })
 }
 
 #[cfg(test)]
