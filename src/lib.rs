@@ -55,6 +55,7 @@ pub mod process;
 pub mod protocol;
 pub mod request;
 pub mod sasldb;
+pub mod scram_keys;
 pub mod secret;
 pub mod server;
 pub mod systemd;

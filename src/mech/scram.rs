@@ -19,109 +19,16 @@ use std::fmt;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::{Context, MechFailure, Message, Step};
+pub(crate) use crate::scram_keys::Keys;
+pub use crate::scram_keys::ScramHash;
 
 /// The default iteration count (RFC 7677's minimum and Dovecot's default).
 pub const ITERATIONS: u32 = 4096;
-
-/// The hash of a SCRAM variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ScramHash {
-    /// SCRAM-SHA-1.
-    Sha1,
-    /// SCRAM-SHA-256.
-    Sha256,
-}
-
-impl ScramHash {
-    /// The wire name.
-    pub const fn name(self) -> &'static str {
-        match self {
-            ScramHash::Sha1 => "SCRAM-SHA-1",
-            ScramHash::Sha256 => "SCRAM-SHA-256",
-        }
-    }
-
-    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
-        match self {
-            ScramHash::Sha1 => {
-                let mut m = <Hmac<Sha1> as Mac>::new_from_slice(key).expect("any key length");
-                m.update(data);
-                m.finalize().into_bytes().to_vec()
-            }
-            ScramHash::Sha256 => {
-                let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("any key length");
-                m.update(data);
-                m.finalize().into_bytes().to_vec()
-            }
-        }
-    }
-
-    fn digest(self, data: &[u8]) -> Vec<u8> {
-        match self {
-            ScramHash::Sha1 => Sha1::digest(data).to_vec(),
-            ScramHash::Sha256 => Sha256::digest(data).to_vec(),
-        }
-    }
-
-    fn len(self) -> usize {
-        match self {
-            ScramHash::Sha1 => 20,
-            ScramHash::Sha256 => 32,
-        }
-    }
-
-    /// SaltedPassword: PBKDF2 of the password (RFC 5802 §3). The costly step.
-    fn salted_password(self, password: &[u8], salt: &[u8], iterations: u32) -> Zeroizing<Vec<u8>> {
-        let mut salted = Zeroizing::new(vec![0u8; self.len()]);
-        match self {
-            ScramHash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, iterations, &mut salted),
-            ScramHash::Sha256 => {
-                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut salted)
-            }
-        }
-        salted
-    }
-
-    /// The StoredKey of `password` with this salt and iteration count (what a stored
-    /// `{SCRAM-SHA-*}` value is checked against).
-    pub(crate) fn stored_key(
-        self,
-        password: &[u8],
-        salt: &[u8],
-        iterations: u32,
-    ) -> Zeroizing<Vec<u8>> {
-        self.keys(&self.salted_password(password, salt, iterations))
-            .stored
-    }
-
-    /// StoredKey and ServerKey from a SaltedPassword.
-    fn keys(self, salted: &[u8]) -> Keys {
-        let client_key = Zeroizing::new(self.hmac(salted, b"Client Key"));
-        Keys {
-            stored: Zeroizing::new(self.digest(&client_key)),
-            server: Zeroizing::new(self.hmac(salted, b"Server Key")),
-        }
-    }
-}
-
-/// The two keys a server needs.
-#[derive(Clone)]
-pub(crate) struct Keys {
-    stored: Zeroizing<Vec<u8>>,
-    server: Zeroizing<Vec<u8>>,
-}
-
-impl fmt::Debug for Keys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Keys(<redacted>)")
-    }
-}
 
 /// A key derivation a mechanism needs done: PBKDF2 of a password. Pure and costly; the driver
 /// decides where it runs, and may answer it from a cache keyed by [`Derivation::cache_id`].
@@ -208,18 +115,6 @@ fn parse_auth_password(hash: ScramHash, value: &str) -> Option<(Keys, Vec<u8>, u
         B64.decode(salt).ok()?,
         iterations.parse().ok().filter(|&n| n > 0)?,
     ))
-}
-
-/// Formats a SCRAM secret as Dovecot's `{SCRAM-SHA-*}` value: `iterations,salt,StoredKey,
-/// ServerKey`, each in base64.
-pub fn format_dovecot(hash: ScramHash, password: &[u8], salt: &[u8], iterations: u32) -> String {
-    let keys = hash.keys(&hash.salted_password(password, salt, iterations));
-    format!(
-        "{iterations},{},{},{}",
-        B64.encode(salt),
-        B64.encode(&*keys.stored),
-        B64.encode(&*keys.server)
-    )
 }
 
 /// Formats a SCRAM secret as Cyrus's `authPassword`.

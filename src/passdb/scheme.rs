@@ -31,7 +31,7 @@ use hmac::Hmac;
 use sha1::{Digest, Sha1};
 use sha2::{Sha256, Sha512};
 
-use crate::mech::scram::ScramHash;
+use crate::scram_keys::ScramHash;
 
 /// Why a stored value cannot be checked: it matches nothing, and the passdb logs why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -368,10 +368,10 @@ pub fn generate(scheme: &str, password: &[u8], user: &[u8]) -> Result<String, Sc
             )
         }
         "SCRAM-SHA-1" => {
-            crate::mech::scram::format_dovecot(ScramHash::Sha1, password, &salt(), 4096)
+            crate::scram_keys::format_dovecot(ScramHash::Sha1, password, &salt(), 4096)
         }
         "SCRAM-SHA-256" => {
-            crate::mech::scram::format_dovecot(ScramHash::Sha256, password, &salt(), 4096)
+            crate::scram_keys::format_dovecot(ScramHash::Sha256, password, &salt(), 4096)
         }
         "PBKDF2" => {
             // Dovecot's salt is printable; sixteen characters of base64.
