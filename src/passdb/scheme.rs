@@ -285,6 +285,7 @@ pub const GENERATED: &[&str] = &[
     "SHA",
     "SHA1",
     "MD5-CRYPT",
+    "MD5",
     "CRYPT",
     "PLAIN-MD5",
     "LDAP-MD5",
@@ -320,7 +321,8 @@ pub fn generate(scheme: &str, password: &[u8], user: &[u8]) -> Result<String, Sc
         },
         "SHA512-CRYPT" => crypt("$6$")?,
         "SHA256-CRYPT" => crypt("$5$")?,
-        "MD5-CRYPT" => crypt("$1$")?,
+        // Dovecot's MD5 (its default_pass_scheme) is MD5-CRYPT.
+        "MD5-CRYPT" | "MD5" => crypt("$1$")?,
         // Dovecot 2.3's CRYPT is bcrypt, its strongest crypt(3) scheme.
         "BLF-CRYPT" | "CRYPT" => crypt("$2y$")?,
         "SHA512" => encode(&Sha512::digest(password), Encoding::Base64),

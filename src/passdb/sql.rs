@@ -11,7 +11,8 @@
 //! Rows: the `password` column, any number of rows (several rows are several passwords, any
 //! of which may match: Postfixadmin's app passwords), a `nologin` column that is set refuses
 //! the login after the right password. No row: an unknown user, whose password is checked
-//! against a decoy of the last value seen (so it costs what a known user costs). A NULL or
+//! against a decoy of the last value seen, or (before any) a value made in the default scheme,
+//! so it costs what a known user costs; a user whose values are all NULL or empty too. A NULL or
 //! empty password matches nothing. Values are in Dovecot's `{SCHEME}` notation
 //! ([`super::scheme`]); costly schemes are checked on the `-n` pool.
 //!
@@ -24,9 +25,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
+use sqlx::postgres::{PgConnectOptions, PgPool};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
 use super::{
     scheme, Answer, CacheUse, Context, DefaultRealm, Module, Passdb, PassdbError, Query, Verified,
@@ -245,29 +246,20 @@ impl Host {
     /// The pool, made now if it is not yet (within the runtime).
     fn db(&self) -> &Db {
         self.pool.get_or_init(|| match &self.options {
-            Options::Pg(o) => Db::Pg(
-                PgPoolOptions::new()
-                    .max_connections(CONNECTIONS)
-                    .acquire_timeout(QUERY_TIMEOUT)
-                    .test_before_acquire(false)
-                    .connect_lazy_with(o.clone()),
-            ),
-            Options::MySql(o) => Db::MySql(
-                MySqlPoolOptions::new()
-                    .max_connections(CONNECTIONS)
-                    .acquire_timeout(QUERY_TIMEOUT)
-                    .test_before_acquire(false)
-                    .connect_lazy_with(o.clone()),
-            ),
-            Options::Sqlite(o) => Db::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(CONNECTIONS)
-                    .acquire_timeout(QUERY_TIMEOUT)
-                    .test_before_acquire(false)
-                    .connect_lazy_with(o.clone()),
-            ),
+            Options::Pg(o) => Db::Pg(pool_options().connect_lazy_with(o.clone())),
+            Options::MySql(o) => Db::MySql(pool_options().connect_lazy_with(o.clone())),
+            Options::Sqlite(o) => Db::Sqlite(pool_options().connect_lazy_with(o.clone())),
         })
     }
+}
+
+/// The pool settings of every driver: [`CONNECTIONS`], a connection within the query's
+/// deadline, and no ping before each query.
+fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(CONNECTIONS)
+        .acquire_timeout(QUERY_TIMEOUT)
+        .test_before_acquire(false)
 }
 
 /// What a row says.
@@ -389,16 +381,30 @@ impl Sql {
                 Some(String::from_utf8_lossy(&scheme::decoy(value.as_bytes())).into_owned());
         }
         let unknown = rows.is_empty();
-        let checked: Vec<(String, bool, Option<String>)> = if unknown {
-            let decoy = self.decoy.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            decoy.into_iter().map(|d| (d, false, None)).collect()
-        } else {
-            values
+        // No value to check (no row, or only NULL and empty passwords): the decoy is checked
+        // instead, or, before any value has been seen, one is made in the default scheme,
+        // which costs what checking one does. Either way no answer comes cheaper.
+        let decoy = values
+            .is_empty()
+            .then(|| self.decoy.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let costly = match &decoy {
+            Some(Some(value)) => scheme::is_costly(value.as_bytes(), &default),
+            // Making a value: on the pool, whatever its scheme.
+            Some(None) => true,
+            None => values
+                .iter()
+                .any(|(v, _, _)| scheme::is_costly(v.as_bytes(), &default)),
         };
-        let costly = checked
-            .iter()
-            .any(|(v, _, _)| scheme::is_costly(v.as_bytes(), &default));
         let run = move || -> Verified {
+            let checked = match decoy {
+                None => values,
+                Some(Some(value)) => vec![(value, false, None)],
+                Some(None) => {
+                    let random = crate::secret::random_bytes::<16>();
+                    let _ = scheme::generate(&default, &random, &user);
+                    Vec::new()
+                }
+            };
             let mut result = Verified::from(PassdbResult::PasswordMismatch);
             for (value, nologin, named) in checked {
                 match scheme::verify(value.as_bytes(), password.expose(), &user, &default) {
