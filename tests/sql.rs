@@ -19,11 +19,7 @@ fn doveadm_pw(scheme: &str, password: &str, user: &str) -> String {
         .args(["pw", "-s", scheme, "-p", password, "-u", user])
         .output()
         .expect("doveadm");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = common::checked(out, "doveadm pw");
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -147,6 +143,19 @@ fn cases() -> Vec<(&'static str, &'static str, &'static str)> {
     ]
 }
 
+/// An SQLite file in `dir` with the tables and [`rows`]; its path and the scheme users.
+fn sqlite_db(dir: &Path) -> (std::path::PathBuf, Vec<(String, &'static str, String)>) {
+    let db = dir.join("mail.db");
+    let (inserts, users) = rows();
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg(format!("{}\n{inserts}", SCHEMA.replace("id SERIAL, ", "")))
+        .output()
+        .unwrap();
+    common::checked(out, "sqlite3");
+    (db, users)
+}
+
 /// The daemon on `-a sql -O conf`, with the Dovecot socket too.
 fn daemon(conf: &Path, extra: &[&str]) -> (Daemon, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -206,18 +215,7 @@ fn sqlite_every_scheme_app_passwords_and_hostile_names() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mail.db");
-    let (inserts, users) = rows();
-    let out = Command::new("sqlite3")
-        .arg(&db)
-        .arg(format!("{}\n{inserts}", SCHEMA.replace("id SERIAL, ", "")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (db, users) = sqlite_db(dir.path());
     let conf = dir.path().join("dovecot-sql.conf.ext");
     std::fs::write(
         &conf,
@@ -404,18 +402,7 @@ fn the_same_verdicts_as_dovecots_sql_passdb() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("mail.db");
-    let (inserts, users) = rows();
-    let out = Command::new("sqlite3")
-        .arg(&db)
-        .arg(format!("{}\n{inserts}", SCHEMA.replace("id SERIAL, ", "")))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (db, users) = sqlite_db(dir.path());
     // Dovecot's auth process runs as its own user: it must read the file.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();

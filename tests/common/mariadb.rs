@@ -44,13 +44,7 @@ impl MariaDb {
         if is_root() {
             install.arg("--user=root");
         }
-        let out = install.output().unwrap();
-        assert!(
-            out.status.success(),
-            "mariadb-install-db: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::checked(install.output().unwrap(), "mariadb-install-db");
         let mut db = MariaDb {
             socket: dir.path().join("mysqld.sock"),
             port: super::free_port(),
@@ -119,11 +113,7 @@ impl MariaDb {
             .args(["-u", "root", "-e", sql])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "mariadb: {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::checked(out, &format!("mariadb: {sql}"));
     }
 
     /// The server's log.

@@ -63,12 +63,7 @@ impl Pg {
             .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "-N"])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::checked(out, "initdb");
         let mut pg = Pg {
             socket_dir: dir.path().to_owned(),
             port: super::free_port(),
@@ -126,11 +121,7 @@ impl Pg {
             .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "psql: {sql}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        super::checked(out, &format!("psql: {sql}"));
     }
 
     /// The server's log.
