@@ -69,6 +69,7 @@ pub fn mechanism(data: &[u8]) {
             Step::LookupCredentials { .. } => m.resume_credentials(&Credentials {
                 plaintext: Some(Zeroizing::new(b"the password".to_vec())),
                 auth_password: None,
+                digest_md5: None,
             }),
             Step::Derive(derivation) => m.resume_keys(derivation.run()),
             Step::Success { .. } => {

@@ -55,6 +55,9 @@ pub struct Credentials {
     pub plaintext: Option<Zeroizing<Vec<u8>>>,
     /// A SCRAM secret (sasldb `authPassword`, `SCRAM-SHA-<n>$<iter>:<salt>$<stored>:<server>`).
     pub auth_password: Option<Zeroizing<String>>,
+    /// A DIGEST-MD5 secret: MD5 of `user:realm:password` (Dovecot's `{DIGEST-MD5}`), good for
+    /// the user and realm it was made with.
+    pub digest_md5: Option<Zeroizing<[u8; 16]>>,
 }
 
 impl fmt::Debug for Credentials {
@@ -64,6 +67,10 @@ impl fmt::Debug for Credentials {
             .field(
                 "auth_password",
                 &self.auth_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "digest_md5",
+                &self.digest_md5.as_ref().map(|_| "<redacted>"),
             )
             .finish()
     }
@@ -109,6 +116,7 @@ mod tests {
         let c = Credentials {
             plaintext: Some(Zeroizing::new(b"hunter2".to_vec())),
             auth_password: None,
+            digest_md5: Some(Zeroizing::new([7; 16])),
         };
         let shown = format!("{c:?}");
         assert!(

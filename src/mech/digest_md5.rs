@@ -31,6 +31,16 @@ pub(crate) enum DigestMd5 {
     Done,
 }
 
+/// What the user's response is checked with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Secret<'a> {
+    /// The cleartext password.
+    Password(&'a [u8]),
+    /// MD5 of `username:realm:password` as stored (Dovecot's `{DIGEST-MD5}`): it matches only
+    /// when the client names the user and realm it was made with.
+    Urp(&'a [u8; 16]),
+}
+
 /// What the server offered.
 #[derive(Debug, Clone)]
 pub(crate) struct Challenge {
@@ -275,7 +285,26 @@ impl Response {
     }
 
     /// `hex(H(A1))` for `password`.
-    fn ha1(&self, password: &[u8]) -> Zeroizing<[u8; 32]> {
+    fn ha1(&self, secret: Secret<'_>) -> Zeroizing<[u8; 32]> {
+        let secret = match secret {
+            Secret::Password(password) => self.urp(password),
+            Secret::Urp(urp) => Zeroizing::new(*urp),
+        };
+        let mut a1 = Md5::new();
+        a1.update(&secret[..]);
+        a1.update(b":");
+        a1.update(self.nonce.as_bytes());
+        a1.update(b":");
+        a1.update(&self.cnonce);
+        if let Some(authzid) = &self.authzid {
+            a1.update(b":");
+            a1.update(authzid);
+        }
+        Zeroizing::new(hex(&a1.finalize()))
+    }
+
+    /// MD5 of `username:realm:password`, the names as the client sent them.
+    fn urp(&self, password: &[u8]) -> Zeroizing<[u8; 16]> {
         let text = |b: &[u8]| {
             if self.utf8 {
                 latin1_if_fits(b)
@@ -289,18 +318,7 @@ impl Response {
         inner.update(&*text(&self.realm));
         inner.update(b":");
         inner.update(&*text(password));
-        let secret = Zeroizing::new(<[u8; 16]>::from(inner.finalize()));
-        let mut a1 = Md5::new();
-        a1.update(&secret[..]);
-        a1.update(b":");
-        a1.update(self.nonce.as_bytes());
-        a1.update(b":");
-        a1.update(&self.cnonce);
-        if let Some(authzid) = &self.authzid {
-            a1.update(b":");
-            a1.update(authzid);
-        }
-        Zeroizing::new(hex(&a1.finalize()))
+        Zeroizing::new(<[u8; 16]>::from(inner.finalize()))
     }
 
     /// The response value for `ha1`, with A2 = `prefix` `digest-uri` (`AUTHENTICATE:` for
@@ -365,7 +383,7 @@ pub fn client_response(
         response: [0; 32],
         utf8: true,
     };
-    let ha1 = response.ha1(password);
+    let ha1 = response.ha1(Secret::Password(password));
     response.response = response.kd(&ha1, b"AUTHENTICATE");
     let quoted = |b: &[u8]| quote(&String::from_utf8_lossy(b));
     let text = format!(
@@ -423,11 +441,11 @@ impl DigestMd5 {
 
     /// The looked-up password (`None`: no such user); compares in constant time. An unknown
     /// user costs the same hashing as a known one, and fails at the same step.
-    pub(crate) fn resume(&mut self, secret: Option<&[u8]>) -> Step {
+    pub(crate) fn resume(&mut self, secret: Option<Secret<'_>>) -> Step {
         let DigestMd5::AwaitSecret(response) = std::mem::replace(self, DigestMd5::Done) else {
             return Step::Fail(MechFailure::Unexpected);
         };
-        let ha1 = response.ha1(secret.unwrap_or(b"\0no such user\0"));
+        let ha1 = response.ha1(secret.unwrap_or(Secret::Password(b"\0no such user\0")));
         let expected = Zeroizing::new(response.kd(&ha1, b"AUTHENTICATE"));
         match (secret, bool::from(expected.ct_eq(&response.response))) {
             (Some(_), true) => {
@@ -468,7 +486,7 @@ response=d388dad90d4bbd760a152321f2143af7,qop=auth";
             }
             other => panic!("{other:?}"),
         }
-        match m.resume(Some(b"secret")) {
+        match m.resume(Some(Secret::Password(b"secret"))) {
             Step::Success { final_data } => assert_eq!(
                 final_data.as_deref(),
                 Some(&b"rspauth=ea40f60335c427b5527b84dbabcdfffd"[..])
@@ -478,8 +496,25 @@ response=d388dad90d4bbd760a152321f2143af7,qop=auth";
     }
 
     #[test]
+    fn a_stored_user_realm_password_digest_stands_for_the_password() {
+        let urp: [u8; 16] = Md5::digest(b"chris:elwood.innosoft.com:secret").into();
+        let other: [u8; 16] = Md5::digest(b"chris:elsewhere:secret").into();
+        for (secret, ok) in [(urp, true), (other, false)] {
+            let mut m = DigestMd5::Sent(rfc_challenge());
+            assert!(matches!(
+                m.step(Some(RFC_RESPONSE)),
+                Step::LookupCredentials { .. }
+            ));
+            assert_eq!(
+                matches!(m.resume(Some(Secret::Urp(&secret))), Step::Success { .. }),
+                ok
+            );
+        }
+    }
+
+    #[test]
     fn wrong_password_and_unknown_user_fail_at_the_same_step() {
-        for secret in [Some(&b"wrong"[..]), None] {
+        for secret in [Some(Secret::Password(b"wrong")), None] {
             let mut m = DigestMd5::Sent(rfc_challenge());
             assert!(matches!(
                 m.step(Some(RFC_RESPONSE)),
@@ -573,7 +608,10 @@ response=d388dad90d4bbd760a152321f2143af7,qop=auth";
             Step::LookupCredentials { .. }
         ));
         // The RFC's response was computed without an authzid, so A1 now differs.
-        assert!(matches!(m.resume(Some(b"secret")), Step::Fail(_)));
+        assert!(matches!(
+            m.resume(Some(Secret::Password(b"secret"))),
+            Step::Fail(_)
+        ));
     }
 
     #[test]
@@ -604,8 +642,8 @@ response=d388dad90d4bbd760a152321f2143af7,qop=auth";
             response: [b'0'; 32],
         };
         assert_eq!(
-            *response.ha1("p\u{e4}ss".as_bytes()),
-            *latin1.ha1(b"p\xe4ss")
+            *response.ha1(Secret::Password("p\u{e4}ss".as_bytes())),
+            *latin1.ha1(Secret::Password(b"p\xe4ss"))
         );
         assert_eq!(
             &*latin1_if_fits("\u{20ac}".as_bytes()),

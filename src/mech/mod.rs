@@ -371,7 +371,12 @@ impl Mechanism {
         let plaintext = credentials.plaintext.as_deref().map(|p| p.as_slice());
         match self {
             Mechanism::CramMd5(m) => m.resume(plaintext),
-            Mechanism::DigestMd5(m) => m.resume(plaintext),
+            Mechanism::DigestMd5(m) => m.resume(
+                plaintext.map(digest_md5::Secret::Password).or(credentials
+                    .digest_md5
+                    .as_deref()
+                    .map(digest_md5::Secret::Urp)),
+            ),
             Mechanism::Scram(m) => m.resume_credentials(
                 plaintext,
                 credentials.auth_password.as_deref().map(|s| s.as_str()),

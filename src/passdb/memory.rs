@@ -86,6 +86,7 @@ impl Passdb for Memory {
         Answer::Now(Ok(Credentials {
             plaintext: self.stored(q).cloned(),
             auth_password: None,
+            digest_md5: None,
         }))
     }
 }

@@ -487,6 +487,7 @@ fn credentials(
     Ok(Credentials {
         plaintext,
         auth_password,
+        digest_md5: None,
     })
 }
 

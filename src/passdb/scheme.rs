@@ -31,7 +31,10 @@ use hmac::Hmac;
 use sha1::{Digest, Sha1};
 use sha2::{Sha256, Sha512};
 
+use zeroize::Zeroizing;
+
 use crate::scram_keys::ScramHash;
+use crate::secret::Credentials;
 
 /// Why a stored value cannot be checked: it matches nothing, and the passdb logs why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -199,6 +202,64 @@ pub(crate) fn is_costly(stored: &[u8], default: &str) -> bool {
             | "SSHA512"
             | "DIGEST-MD5"
     ) && (canonical(&stored.scheme) != "MD5" || stored.value.starts_with("$1$"))
+}
+
+/// What the mechanisms that compute with a stored secret can take from a user's values, as
+/// Dovecot's mechanisms follow the stored scheme: the cleartext of a plain value (every one of
+/// them), a `{SCRAM-SHA-*}` value's keys (SCRAM with that hash), a `{DIGEST-MD5}` value
+/// (DIGEST-MD5, when the client names the user and realm it was made for). The first value of
+/// each kind counts; a value of another scheme gives nothing (the mechanism then fails for the
+/// user, as for an unknown one).
+pub(crate) fn credentials<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    default: &str,
+) -> Credentials {
+    let mut found = Credentials::default();
+    for value in values {
+        let Ok(text) = std::str::from_utf8(value) else {
+            continue;
+        };
+        let stored = split(text, default);
+        match canonical(&stored.scheme) {
+            "PLAIN" if found.plaintext.is_none() => {
+                found.plaintext = cleartext(value, default).map(Zeroizing::new);
+            }
+            "SCRAM-SHA-1" | "SCRAM-SHA-256" if found.auth_password.is_none() => {
+                let hash = if stored.scheme == "SCRAM-SHA-1" {
+                    ScramHash::Sha1
+                } else {
+                    ScramHash::Sha256
+                };
+                found.auth_password = scram_secret(hash, stored.value).map(Zeroizing::new);
+            }
+            "DIGEST-MD5" if found.digest_md5.is_none() => {
+                found.digest_md5 = decode(stored.value, stored.encoding, Encoding::Hex, Some(16))
+                    .and_then(|d| <[u8; 16]>::try_from(d).ok())
+                    .map(Zeroizing::new);
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// Dovecot's `iterations,salt,StoredKey,ServerKey` as Cyrus's `authPassword`
+/// (`SCRAM-SHA-256$iterations:salt$StoredKey:ServerKey`), which the SCRAM mechanism takes;
+/// `None` when it is not in that form.
+fn scram_secret(hash: ScramHash, value: &str) -> Option<String> {
+    let fields: Vec<&str> = value.trim().split(',').collect();
+    let [iterations, salt, stored, server] = fields[..] else {
+        return None;
+    };
+    iterations.parse::<u32>().ok().filter(|&n| n > 0)?;
+    for key in [stored, server] {
+        B64.decode(key).ok().filter(|k| k.len() == hash.len())?;
+    }
+    B64.decode(salt).ok()?;
+    Some(format!(
+        "{}${iterations}:{salt}${stored}:{server}",
+        hash.name()
+    ))
 }
 
 /// The cleartext of a value stored in a plain scheme (what CRAM-MD5, DIGEST-MD5 and SCRAM
@@ -432,6 +493,47 @@ pub(crate) fn decoy(stored: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mechanisms_get_what_the_stored_scheme_gives() {
+        let scram = format!(
+            "{{SCRAM-SHA-256}}{}",
+            crate::scram_keys::format_dovecot(ScramHash::Sha256, b"secret", b"salt", 4096)
+        );
+        let digest = format!(
+            "{{DIGEST-MD5}}{}",
+            hex::encode(md5::Md5::digest(b"alice:example.org:secret"))
+        );
+        let values: [&[u8]; 5] = [
+            b"{SSHA}bm90IGEgcmVhbCBoYXNoIGF0IGFsbA==",
+            scram.as_bytes(),
+            digest.as_bytes(),
+            b"{PLAIN}secret",
+            b"{PLAIN}second",
+        ];
+        let found = credentials(values, "MD5");
+        assert_eq!(
+            found.plaintext.as_deref().map(|p| p.as_slice()),
+            Some(&b"secret"[..])
+        );
+        let secret = found.auth_password.as_deref().unwrap();
+        assert!(
+            secret.starts_with("SCRAM-SHA-256$4096:c2FsdA==$"),
+            "{secret}"
+        );
+        assert_eq!(
+            found.digest_md5.as_deref(),
+            Some(&md5::Md5::digest(b"alice:example.org:secret").into())
+        );
+        // A hash alone gives the mechanisms nothing; an unprefixed value is the default's.
+        let none = credentials([&b"{SHA512-CRYPT}$6$x$y"[..], b"{SCRAM-SHA-1}1,x"], "PLAIN");
+        assert!(none.plaintext.is_none() && none.auth_password.is_none());
+        let plain = credentials([&b"bare"[..]], "CLEAR");
+        assert_eq!(
+            plain.plaintext.as_deref().map(|p| p.as_slice()),
+            Some(&b"bare"[..])
+        );
+    }
 
     /// Values `doveadm pw -s SCHEME -p secret -u alice@example.org` printed (Dovecot 2.3.19).
     const DOVEADM: &[&str] = &[

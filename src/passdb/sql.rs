@@ -9,18 +9,26 @@
 //! can change the query.
 //!
 //! Rows: the `password` column, any number of rows (several rows are several passwords, any
-//! of which may match: Postfixadmin's app passwords), a `nologin` column that is set refuses
-//! the login after the right password. No row: an unknown user, whose password is checked
-//! against a decoy of the last value seen, or (before any) a value made in the default scheme,
-//! so it costs what a known user costs; a user whose values are all NULL or empty too. A NULL or
-//! empty password matches nothing. Values are in Dovecot's `{SCHEME}` notation
-//! ([`super::scheme`]); costly schemes are checked on the `-n` pool.
+//! of which may match: Postfixadmin's app passwords); a `nologin` column that is set, or an
+//! `allow_nets` column that does not hold the client's address, refuses the login after the
+//! right password. No row: an unknown user, whose password is checked against a decoy of the
+//! last value seen, or (before any) a value made in the default scheme, so it costs what a
+//! known user costs; a user whose values are all NULL or empty too. A NULL or empty password
+//! matches nothing; a password with TAB, CR, LF or `\x01` in it is refused before the query,
+//! as Dovecot does. Values are in Dovecot's `{SCHEME}` notation ([`super::scheme`]); costly
+//! schemes are checked on the `-n` pool. The mechanisms that compute with a stored secret
+//! follow the stored scheme as Dovecot's do ([`scheme::credentials`]).
+//!
+//! With `-c`, a success is remembered under the user and the stored value it matched: the
+//! query still runs every time, and only the hash check is skipped, so a changed or removed
+//! password is refused at the next login.
 //!
 //! Several `host=` in `connect` are tried in order; each query has a deadline, a host that
 //! fails is skipped, and the connection pools reconnect by themselves. A database that cannot
 //! be asked is an error (a temporary failure on the wire), never a success. sqlx, one crate
 //! for the three drivers, async on the runtime: no thread waits on the network.
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,12 +37,10 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
 use sqlx::postgres::{PgConnectOptions, PgPool};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
 
-use super::{
-    scheme, Answer, CacheUse, Context, DefaultRealm, Module, Passdb, PassdbError, Query, Verified,
-};
+use super::{scheme, Answer, Context, DefaultRealm, Module, Passdb, PassdbError, Query, Verified};
 use crate::pool::Pool;
 use crate::secret::{Credentials, Password};
-use crate::verdict::{PassdbKind, PassdbResult, Replies};
+use crate::verdict::{PassdbKind, PassdbResult, Replies, SuccessCache};
 
 /// `-a sql`.
 pub(super) const MODULE: Module = Module {
@@ -269,6 +275,8 @@ struct Found {
     nologin: bool,
     /// The `user` column: the name the OK names, as Dovecot's SQL passdb.
     user: Option<String>,
+    /// The `allow_nets` column: the networks the user may log in from.
+    allow_nets: Option<String>,
 }
 
 /// The SQL passdb.
@@ -362,25 +370,40 @@ impl Sql {
         }
     }
 
-    /// Checks `password` against the rows, on the pool when a value's scheme is costly.
+    /// Checks `password` against the rows, on the pool when a value's scheme is costly. With
+    /// `-c`, a value the same password matched recently is not hashed again: the slot holds
+    /// the stored value, so a changed or removed password misses.
     async fn check(
         &self,
         rows: Vec<Found>,
-        user: Vec<u8>,
+        login: Login,
         password: Password,
-        pool: Arc<Pool>,
+        cx: (Arc<Pool>, Option<Arc<dyn SuccessCache>>),
     ) -> Result<Verified, PassdbError> {
+        let (pool, cache) = cx;
         let default = self.conf.default_pass_scheme.clone();
-        let values: Vec<(String, bool, Option<String>)> = rows
-            .iter()
-            .filter_map(|r| r.password.clone().map(|p| (p, r.nologin, r.user.clone())))
-            .filter(|(p, _, _)| !p.is_empty())
-            .collect();
-        if let Some((value, _, _)) = values.first() {
-            *self.decoy.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(String::from_utf8_lossy(&scheme::decoy(value.as_bytes())).into_owned());
-        }
         let unknown = rows.is_empty();
+        let values: Vec<Found> = rows
+            .into_iter()
+            .filter(|r| r.password.as_ref().is_some_and(|p| !p.is_empty()))
+            .collect();
+        if let Some(first) = values.first().and_then(|r| r.password.as_deref()) {
+            let mut decoy = self.decoy.lock().unwrap_or_else(|e| e.into_inner());
+            if decoy.as_ref().is_none_or(|d| d.len() != first.len()) {
+                *decoy =
+                    Some(String::from_utf8_lossy(&scheme::decoy(first.as_bytes())).into_owned());
+            }
+        }
+        if let Some(cache) = &cache {
+            let hit = values.iter().find(|r| {
+                let value = r.password.as_deref().unwrap_or_default();
+                cache.hit(&slot(&login.user, value), password.expose(), Instant::now())
+            });
+            if let Some(row) = hit {
+                tracing::debug!("-a sql: cache hit for {}, hash not recomputed", login.user);
+                return Ok(row.verdict(&login));
+            }
+        }
         // No value to check (no row, or only NULL and empty passwords): the decoy is checked
         // instead, or, before any value has been seen, one is made in the default scheme,
         // which costs what checking one does. Either way no answer comes cheaper.
@@ -391,35 +414,49 @@ impl Sql {
             Some(Some(value)) => scheme::is_costly(value.as_bytes(), &default),
             // Making a value: on the pool, whatever its scheme.
             Some(None) => true,
-            None => values
-                .iter()
-                .any(|(v, _, _)| scheme::is_costly(v.as_bytes(), &default)),
+            None => values.iter().any(|r| {
+                scheme::is_costly(
+                    r.password.as_deref().unwrap_or_default().as_bytes(),
+                    &default,
+                )
+            }),
         };
         let run = move || -> Verified {
             let checked = match decoy {
                 None => values,
-                Some(Some(value)) => vec![(value, false, None)],
+                Some(Some(value)) => vec![Found {
+                    password: Some(value),
+                    ..Found::default()
+                }],
                 Some(None) => {
                     let random = crate::secret::random_bytes::<16>();
-                    let _ = scheme::generate(&default, &random, &user);
+                    let _ = scheme::generate(&default, &random, login.user.as_bytes());
                     Vec::new()
                 }
             };
-            let mut result = Verified::from(PassdbResult::PasswordMismatch);
-            for (value, nologin, named) in checked {
-                match scheme::verify(value.as_bytes(), password.expose(), &user, &default) {
-                    Ok(true) if nologin => result = PassdbResult::UserDisabled.into(),
+            for row in &checked {
+                let value = row.password.as_deref().unwrap_or_default();
+                match scheme::verify(
+                    value.as_bytes(),
+                    password.expose(),
+                    login.user.as_bytes(),
+                    &default,
+                ) {
                     Ok(true) => {
-                        return Verified {
-                            result: PassdbResult::Ok,
-                            user: named.map(String::into_bytes),
+                        if let Some(cache) = &cache {
+                            cache.insert(
+                                &slot(&login.user, value),
+                                password.expose(),
+                                Instant::now(),
+                            );
                         }
+                        return row.verdict(&login);
                     }
                     Ok(false) => {}
                     Err(e) => tracing::warn!("-a sql: {e}; that value matches nothing"),
                 }
             }
-            result
+            PassdbResult::PasswordMismatch.into()
         };
         let result = if costly { pool.run(run).await? } else { run() };
         Ok(if unknown {
@@ -428,6 +465,94 @@ impl Sql {
             result
         })
     }
+}
+
+/// The cache slot of a check: the user and the stored value the password matched.
+fn slot<'a>(user: &'a str, value: &'a str) -> [&'a [u8]; 3] {
+    [b"sql", user.as_bytes(), value.as_bytes()]
+}
+
+/// Who asks: the user as the query names them, and the client's address (`allow_nets`).
+struct Login {
+    user: String,
+    ip: Option<IpAddr>,
+}
+
+impl Found {
+    /// The verdict for a row whose password matched: its `nologin` and `allow_nets` fields
+    /// still refuse (checked after the password, so they tell nothing to a client that does not
+    /// know it).
+    fn verdict(&self, login: &Login) -> Verified {
+        if self.nologin {
+            return PassdbResult::UserDisabled.into();
+        }
+        if let Some(nets) = &self.allow_nets {
+            if !allowed(nets, login.ip) {
+                tracing::info!(
+                    "-a sql: {}: allow_nets check failed: {} is not in {nets}",
+                    login.user,
+                    login
+                        .ip
+                        .map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string())
+                );
+                return PassdbResult::PasswordMismatch.into();
+            }
+        }
+        Verified {
+            result: PassdbResult::Ok,
+            user: self.user.clone().map(String::into_bytes),
+        }
+    }
+}
+
+/// Whether `ip` is in Dovecot's `allow_nets` list (networks and addresses separated by commas
+/// or spaces; `local` stands for a client whose address is not known). An entry that is no
+/// network matches nothing.
+fn allowed(nets: &str, ip: Option<IpAddr>) -> bool {
+    nets.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|n| !n.is_empty())
+        .any(|net| match (net, ip) {
+            ("local", None) => true,
+            (_, None) | ("local", _) => false,
+            (net, Some(ip)) => in_network(net, ip),
+        })
+}
+
+/// Whether `ip` is in `net` (`192.0.2.0/24`, `2001:db8::/32`, or one address). An IPv4-mapped
+/// IPv6 address is compared as IPv4.
+fn in_network(net: &str, ip: IpAddr) -> bool {
+    let (addr, bits) = match net.split_once('/') {
+        Some((addr, bits)) => (addr, bits.parse::<u32>().ok()),
+        None => (net, None),
+    };
+    let Ok(addr) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    match (addr, ip) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let bits = bits.unwrap_or(32);
+            bits <= 32
+                && mask(
+                    u128::from(u32::from(a)) << 96,
+                    u128::from(u32::from(b)) << 96,
+                    bits,
+                )
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let bits = bits.unwrap_or(128);
+            bits <= 128 && mask(u128::from(a), u128::from(b), bits)
+        }
+        _ => false,
+    }
+}
+
+/// Whether the first `bits` bits of `a` and `b` agree.
+fn mask(a: u128, b: u128, bits: u32) -> bool {
+    bits == 0 || (a ^ b) >> (128 - bits) == 0
 }
 
 impl Passdb for Sql {
@@ -452,13 +577,22 @@ impl Passdb for Sql {
         password: Password,
         cx: &Context<'_>,
     ) -> Answer<Verified> {
+        // As Dovecot: a password that the protocol could not have carried unescaped is
+        // refused before the database is asked.
+        if password.expose().iter().any(|b| b"\t\r\n\x01".contains(b)) {
+            tracing::info!("-a sql: a password with TAB, CR, LF or \\x01 in it, refused");
+            return Answer::Now(Ok(PassdbResult::PasswordMismatch.into()));
+        }
         let q = q.to_owned();
-        let pool = Arc::clone(cx.pool);
+        let cx = (Arc::clone(cx.pool), cx.cache.cloned());
         Answer::awaited(async move {
             let q = q.query();
             let rows = self.rows(&q).await?;
-            let user = Vars::of(&q).user;
-            self.check(rows, user.into_bytes(), password, pool).await
+            let login = Login {
+                user: Vars::of(&q).user,
+                ip: q.peer.ip(),
+            };
+            self.check(rows, login, password, cx).await
         })
     }
 
@@ -466,30 +600,26 @@ impl Passdb for Sql {
         true
     }
 
-    /// A cleartext value (`{PLAIN}` or the default scheme's) for the mechanisms that compute
-    /// with it; none for a hash.
+    /// What the mechanisms that compute with a stored secret can use of the user's values
+    /// ([`scheme::credentials`]): a cleartext value, a `{SCRAM-SHA-*}` or a `{DIGEST-MD5}` one;
+    /// none for another hash. A row that `nologin` or `allow_nets` refuses gives nothing.
     fn credentials(self: Arc<Self>, q: &Query<'_>, _: &Context<'_>) -> Answer<Credentials> {
+        let ip = q.peer.ip();
         let q = q.to_owned();
         Answer::awaited(async move {
             let rows = self.rows(&q.query()).await?;
-            let default = &self.conf.default_pass_scheme;
-            let plaintext = rows
-                .iter()
-                .filter_map(|r| r.password.as_deref())
-                .find_map(|p| scheme::cleartext(p.as_bytes(), default));
-            Ok(Credentials {
-                plaintext: plaintext.map(zeroize::Zeroizing::new),
-                ..Credentials::default()
-            })
+            Ok(scheme::credentials(
+                rows.iter()
+                    .filter(|r| !r.nologin)
+                    .filter(|r| r.allow_nets.as_deref().is_none_or(|nets| allowed(nets, ip)))
+                    .filter_map(|r| r.password.as_deref().map(str::as_bytes)),
+                &self.conf.default_pass_scheme,
+            ))
         })
     }
 
     fn default_realm(&self) -> DefaultRealm {
         DefaultRealm::Own(None)
-    }
-
-    fn cache_use(&self) -> CacheUse {
-        CacheUse::Useless("-a sql asks the database on every request")
     }
 
     fn notices(&self) -> Vec<String> {
@@ -897,15 +1027,18 @@ where
             .is_some_and(|v| !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("n")),
         None => false,
     };
-    let user = column("user").and_then(|at| {
-        row.try_get::<Option<String>, _>(row.columns()[at].name())
-            .ok()
-            .flatten()
-    });
+    let text = |name: &str| {
+        column(name).and_then(|at| {
+            row.try_get::<Option<String>, _>(row.columns()[at].name())
+                .ok()
+                .flatten()
+        })
+    };
     Ok(Found {
         password,
         nologin,
-        user,
+        user: text("user"),
+        allow_nets: text("allow_nets"),
     })
 }
 
@@ -940,6 +1073,25 @@ mod tests {
         assert_eq!(params[0].expand(&vars), "o'brien@example.org");
         assert!(prepare("SELECT '%x'", Driver::Pg).is_err());
         assert!(prepare("SELECT 'open", Driver::Pg).is_err());
+    }
+
+    #[test]
+    fn allow_nets_as_dovecot_reads_it() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let nets = "192.0.2.0/24, 2001:db8::/32 198.51.100.7,local";
+        assert!(allowed(nets, ip("192.0.2.200")));
+        assert!(allowed(nets, ip("::ffff:192.0.2.1")));
+        assert!(allowed(nets, ip("2001:db8:1::5")));
+        assert!(allowed(nets, ip("198.51.100.7")));
+        assert!(allowed(nets, None));
+        assert!(!allowed(nets, ip("192.0.3.1")));
+        assert!(!allowed(nets, ip("198.51.100.8")));
+        assert!(!allowed(nets, ip("2001:db9::1")));
+        assert!(!allowed("192.0.2.0/24", None));
+        assert!(allowed("0.0.0.0/0", ip("203.0.113.9")));
+        assert!(!allowed("0.0.0.0/0", ip("::1")));
+        assert!(!allowed("192.0.2.0/33, nonsense", ip("192.0.2.1")));
+        assert!(!allowed("", ip("192.0.2.1")));
     }
 
     #[test]

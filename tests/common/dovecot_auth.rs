@@ -56,7 +56,7 @@ impl DovecotAuth {
             &conf,
             format!(
                 "protocols = none\nbase_dir = {run}\nstate_dir = {state}\nlog_path = {log}\n\
-                 ssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login\n\
+                 ssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login cram-md5 digest-md5 scram-sha-1 scram-sha-256\n\
                  auth_failure_delay = 0\npassdb {{\n{passdb}\n}}\n\
                  userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home=/tmp\n}}\n\
                  service auth {{\n  unix_listener {socket} {{\n    mode = 0666\n  }}\n}}\n{listeners}",

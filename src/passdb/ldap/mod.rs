@@ -602,6 +602,7 @@ impl Ldap {
         Ok(Credentials {
             plaintext,
             auth_password: None,
+            digest_md5: None,
         })
     }
 }
