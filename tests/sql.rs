@@ -358,6 +358,106 @@ fn sqlite_the_cache_allow_nets_and_control_characters() {
     assert!(!d.log_text().contains("carol-pw") && !d.log_text().contains("bob-new"));
 }
 
+/// A host on libsasl2's `sql` auxprop plugin points `-O` at its `smtpd.conf` as it is
+/// (`sql_engine`, `sql_hostnames` with ports, `sql_select` with `%u`, `%r`, `%p`): the first
+/// column is a cleartext password, whatever it looks like; every mechanism works with it.
+#[test]
+fn libsasl2s_sql_plugin_keys_on_sqlite_and_postgres() {
+    if !peers() || !common::peers_for("sql", (!common::pg::available()).then_some("PostgreSQL 15"))
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let table =
+        "CREATE TABLE users (username VARCHAR(64), realm VARCHAR(64), password VARCHAR(64));\n\
+         INSERT INTO users VALUES ('bob', 'example.org', 'bob-pw');\n\
+         INSERT INTO users VALUES ('carol', 'example.org', '{SHA}not-a-hash');\n\
+         INSERT INTO users VALUES ('bob', 'other.org', 'other-pw');\n";
+    let select = "sql_select: SELECT password FROM users WHERE username = '%u' AND realm = '%r'\n";
+    let smtpd_conf = |engine: &str| {
+        format!("pwcheck_method: saslauthd\nmech_list: plain login cram-md5\n{engine}{select}")
+    };
+    let check = |conf: &Path| {
+        let (d, auth) = daemon(
+            conf,
+            &["--dovecot-mechanisms", "plain login cram-md5 scram-sha-256"],
+        );
+        assert_eq!(
+            d.ask("bob", "bob-pw", "smtp", "example.org"),
+            "OK",
+            "{}",
+            d.log_text()
+        );
+        assert_eq!(d.ask("bob@example.org", "bob-pw", "smtp", ""), "OK");
+        assert_eq!(d.ask("bob", "other-pw", "smtp", "other.org"), "OK");
+        assert!(d
+            .ask("bob", "other-pw", "smtp", "example.org")
+            .starts_with("NO"));
+        assert!(d
+            .ask("bob", "wrong", "smtp", "example.org")
+            .starts_with("NO"));
+        assert!(d
+            .ask("nobody", "bob-pw", "smtp", "example.org")
+            .starts_with("NO"));
+        // Cleartext as it is: braces are no scheme here.
+        assert_eq!(
+            d.ask("carol", "{SHA}not-a-hash", "smtp", "example.org"),
+            "OK"
+        );
+        let mut ours = Conn::new(&auth);
+        for mech in ["PLAIN", "CRAM-MD5", "SCRAM-SHA-256"] {
+            let reply = ours.exchange(mech, "bob@example.org", "bob-pw");
+            assert!(reply.starts_with("OK"), "{mech}: {reply}");
+        }
+        assert!(
+            d.log_text().contains("pwcheck_method is not needed"),
+            "{}",
+            d.log_text()
+        );
+        assert!(!d.log_text().contains("bob-pw"));
+    };
+    // SQLite, in a file.
+    let db = dir.path().join("sasl.db");
+    let out = Command::new("sqlite3")
+        .arg(&db)
+        .arg(table)
+        .output()
+        .unwrap();
+    common::checked(out, "sqlite3");
+    let conf = dir.path().join("smtpd.conf");
+    std::fs::write(
+        &conf,
+        smtpd_conf(&format!(
+            "sql_engine: sqlite3\nsql_database: {}\n",
+            db.display()
+        )),
+    )
+    .unwrap();
+    check(&conf);
+    // PostgreSQL, the first host a port where nothing listens.
+    let mut pg = common::pg::Pg::start();
+    pg.psql("postgres", "CREATE DATABASE sasl");
+    pg.psql("sasl", table);
+    pg.psql(
+        "postgres",
+        "CREATE ROLE postfix LOGIN PASSWORD 'db secret'; GRANT CONNECT ON DATABASE sasl TO postfix",
+    );
+    pg.psql("sasl", "GRANT SELECT ON users TO postfix");
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = unused.local_addr().unwrap().port();
+    drop(unused);
+    std::fs::write(
+        &conf,
+        smtpd_conf(&format!(
+            "sql_engine: pgsql\nsql_hostnames: 127.0.0.1:{dead}, 127.0.0.1:{}\n\
+             sql_user: postfix\nsql_passwd: db secret\nsql_database: sasl\n",
+            pg.port
+        )),
+    )
+    .unwrap();
+    check(&conf);
+}
+
 #[test]
 fn a_bad_file_stops_the_start_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();

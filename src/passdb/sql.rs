@@ -1,6 +1,8 @@
 //! The SQL passdb (`-a sql -O /etc/dovecot/dovecot-sql.conf.ext`): Dovecot's SQL file as it
 //! is — `driver` (`pgsql`, `mysql`, `sqlite`), `connect`, `default_pass_scheme`,
-//! `password_query` — or the same keys in the configuration file's `[sql]` table.
+//! `password_query` — or the same keys in the configuration file's `[sql]` table; or
+//! libsasl2's `sql` auxprop keys (`-O /etc/postfix/sasl/smtpd.conf`: `sql_engine`,
+//! `sql_select`, ...), read as Dovecot's ([`SqlConf::apply_auxprop`]).
 //!
 //! The query's variables (`%u`, `%n`, `%d`, `%s`, `%r`, `%l`, their `%{user}` long forms,
 //! and the `L`/`U` case modifiers, `%Lu`) are never pasted into the SQL text: each quoted
@@ -51,7 +53,7 @@ pub(super) const MODULE: Module = Module {
     about: Some("PostgreSQL, MariaDB/MySQL or SQLite, as Dovecot's dovecot-sql.conf.ext (-O) or the [sql] table says"),
     open: |settings| Ok(Arc::new(Sql::new(SqlConf::from_settings(settings)?)?)),
     table: Some(super::Table {
-        about: "For -a sql: dovecot-sql.conf.ext's keys (driver = \"pgsql\", connect = \"host=db1 dbname=mail user=postfix password=...\", password_query = \"...\", default_pass_scheme = \"SHA512-CRYPT\"), over the file -O names.",
+        about: "For -a sql: dovecot-sql.conf.ext's keys (driver = \"pgsql\", connect = \"host=db1 dbname=mail user=postfix password=...\", password_query = \"...\", default_pass_scheme = \"SHA512-CRYPT\"), or libsasl2's sql auxprop keys (sql_engine, sql_hostnames, sql_user, sql_passwd, sql_database, sql_select, sql_usessl), over the file -O names.",
         check: check_key,
     }),
 };
@@ -75,14 +77,44 @@ const KEYS: &[&str] = &["driver", "connect", "default_pass_scheme", "password_qu
 /// log.
 const IGNORED: &[&str] = &["user_query", "iterate_query"];
 
+/// libsasl2's `sql` auxprop plugin's keys (`smtpd.conf`: `sql_engine: mysql`), read as the
+/// plugin reads them: `sql_statement` is `sql_select`'s older name.
+const AUXPROP: &[&str] = &[
+    "sql_engine",
+    "sql_hostnames",
+    "sql_user",
+    "sql_passwd",
+    "sql_database",
+    "sql_select",
+    "sql_statement",
+    "sql_usessl",
+];
+
+/// Keys a libsasl2 application file has beside the plugin's, and the plugin's own that a
+/// password check does not use: accepted, named once in the log.
+const AUXPROP_IGNORED: &[&str] = &[
+    "pwcheck_method",
+    "auxprop_plugin",
+    "mech_list",
+    "log_level",
+    "saslauthd_path",
+    "sasldb_path",
+    "sql_insert",
+    "sql_update",
+    "sql_verbose",
+];
+
 /// Checks a `[sql]` key when the configuration file is read.
 fn check_key(key: &str, _value: &str) -> Result<(), String> {
-    if KEYS.contains(&key) || IGNORED.contains(&key) {
+    if [KEYS, IGNORED, AUXPROP, AUXPROP_IGNORED]
+        .iter()
+        .any(|keys| keys.contains(&key))
+    {
         Ok(())
     } else {
         Err(format!(
             "unknown key {key:?} (known: {})",
-            [KEYS, IGNORED].concat().join(", ")
+            [KEYS, IGNORED, AUXPROP].concat().join(", ")
         ))
     }
 }
@@ -111,6 +143,11 @@ pub(super) struct SqlConf {
     pub(super) password_query: String,
     /// Keys read and not used.
     pub(super) ignored: Vec<String>,
+    /// libsasl2's `sql_*` keys, as given (key, value).
+    pub(super) auxprop: Vec<(String, String)>,
+    /// Whether the query's first column is the password, in cleartext (libsasl2's plugin),
+    /// rather than a `password` column in Dovecot's notation.
+    pub(super) cleartext_first_column: bool,
 }
 
 impl Default for SqlConf {
@@ -121,6 +158,8 @@ impl Default for SqlConf {
             default_pass_scheme: "MD5".into(),
             password_query: String::new(),
             ignored: Vec::new(),
+            auxprop: Vec::new(),
+            cleartext_first_column: false,
         }
     }
 }
@@ -172,7 +211,15 @@ impl SqlConf {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let Some((key, value)) = line.split_once('=') else {
+            // Dovecot's `key = value`, or libsasl2's `key: value` (smtpd.conf).
+            let colon = line.find(':');
+            let equals = line.find('=');
+            let split = match (colon, equals) {
+                (Some(c), Some(e)) if c < e => line.split_once(':'),
+                (Some(_), None) => line.split_once(':'),
+                _ => line.split_once('='),
+            };
+            let Some((key, value)) = split else {
                 return Err(format!("line {}: not key = value: {line:?}", n + 1));
             };
             let value = value.trim();
@@ -200,13 +247,22 @@ impl SqlConf {
             "connect" => self.connect = value.to_string(),
             "default_pass_scheme" => self.default_pass_scheme = value.to_ascii_uppercase(),
             "password_query" => self.password_query = value.to_string(),
-            key if IGNORED.contains(&key) => self.ignored.push(key.to_string()),
+            key if IGNORED.contains(&key) || AUXPROP_IGNORED.contains(&key) => {
+                self.ignored.push(key.to_string())
+            }
+            key if AUXPROP.contains(&key) => {
+                self.auxprop.retain(|(k, _)| k != key);
+                self.auxprop.push((key.to_string(), value.to_string()));
+            }
             _ => check_key(key, value)?,
         }
         Ok(())
     }
 
-    fn finish(&self) -> Result<(), PassdbError> {
+    fn finish(&mut self) -> Result<(), PassdbError> {
+        if !self.auxprop.is_empty() {
+            self.apply_auxprop()?;
+        }
         let missing = |key: &str| PassdbError::Settings(format!("-a sql: {key} is not set"));
         if self.driver.is_none() {
             return Err(missing("driver"));
@@ -217,6 +273,107 @@ impl SqlConf {
         if self.password_query.is_empty() {
             return Err(missing("password_query"));
         }
+        Ok(())
+    }
+}
+
+impl SqlConf {
+    /// libsasl2's `sql_*` keys as Dovecot's: `sql_engine` (`mysql` by default, `pgsql`,
+    /// `sqlite`, `sqlite3`) the driver; `sql_hostnames` (`host[:port], ...`), `sql_user`,
+    /// `sql_passwd`, `sql_database` and `sql_usessl` the connection; `sql_select` the query,
+    /// with `%u` the user without the realm, `%r` the realm and `%p` the property
+    /// (`userPassword`, pasted as a column name: it is no user's input); its first column is
+    /// the password, in cleartext.
+    fn apply_auxprop(&mut self) -> Result<(), PassdbError> {
+        let bad = |m: String| PassdbError::Settings(format!("-a sql: {m}"));
+        if self.driver.is_some() || !self.connect.is_empty() || !self.password_query.is_empty() {
+            return Err(bad(
+                "libsasl2's sql_* keys and Dovecot's driver/connect/password_query are two ways to say the same: use one".into(),
+            ));
+        }
+        let get = |key: &str| {
+            self.auxprop
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let engine = get("sql_engine").unwrap_or_else(|| "mysql".into());
+        let driver = match engine.to_ascii_lowercase().as_str() {
+            "mysql" => Driver::MySql,
+            "pgsql" => Driver::Pg,
+            "sqlite" | "sqlite3" => Driver::Sqlite,
+            other => {
+                return Err(bad(format!(
+                    "sql_engine {other:?}: mysql, pgsql, sqlite or sqlite3"
+                )))
+            }
+        };
+        let select = get("sql_select")
+            .or_else(|| get("sql_statement"))
+            .ok_or_else(|| bad("sql_select option missing".into()))?;
+        let database = get("sql_database").unwrap_or_default();
+        let quote = |v: &str| format!("'{v}'");
+        let connect = if driver == Driver::Sqlite {
+            database
+        } else {
+            let mut pairs = Vec::new();
+            for host in get("sql_hostnames").unwrap_or_default().split(',') {
+                let host = host.trim();
+                if !host.is_empty() {
+                    pairs.push(format!("host={}", quote(host)));
+                }
+            }
+            for (key, name) in [("sql_user", "user"), ("sql_passwd", "password")] {
+                if let Some(value) = get(key) {
+                    if value.contains('\'') {
+                        return Err(bad(format!("{key} with a ' in it")));
+                    }
+                    pairs.push(format!("{name}={}", quote(&value)));
+                }
+            }
+            if !database.is_empty() {
+                pairs.push(format!("dbname={}", quote(&database)));
+            }
+            let ssl = get("sql_usessl").is_some_and(|v| {
+                matches!(v.to_ascii_lowercase().as_str(), "yes" | "on" | "1" | "true")
+            });
+            if ssl {
+                pairs.push(
+                    match driver {
+                        Driver::MySql => "sslmode=required",
+                        _ => "sslmode=require",
+                    }
+                    .into(),
+                );
+            }
+            pairs.join(" ")
+        };
+        // %u and %r are the plugin's user and realm (Dovecot's %n and %d); %p the property.
+        let mut query = String::new();
+        let mut rest = select.as_str();
+        while let Some(at) = rest.find('%') {
+            query.push_str(&rest[..at]);
+            let next = rest[at + 1..].chars().next();
+            query.push_str(match next {
+                Some('u') => "%n",
+                Some('r') => "%d",
+                Some('p') => "userPassword",
+                Some('%') => "%%",
+                _ => {
+                    return Err(bad(format!(
+                        "sql_select: %{} is not %u, %r or %p",
+                        next.map(String::from).unwrap_or_default()
+                    )))
+                }
+            });
+            rest = &rest[at + 1 + next.map_or(0, char::len_utf8)..];
+        }
+        query.push_str(rest);
+        self.driver = Some(driver);
+        self.connect = connect;
+        self.password_query = query;
+        self.default_pass_scheme = "PLAIN".into();
+        self.cleartext_first_column = true;
         Ok(())
     }
 }
@@ -326,8 +483,16 @@ impl Sql {
         let mut last = String::from("no host");
         for host in self.order() {
             let name = &host.name;
-            match tokio::time::timeout(QUERY_TIMEOUT, fetch(host.db(), &self.statement, &values))
-                .await
+            match tokio::time::timeout(
+                QUERY_TIMEOUT,
+                fetch(
+                    host.db(),
+                    &self.statement,
+                    &values,
+                    self.conf.cleartext_first_column,
+                ),
+            )
+            .await
             {
                 Ok(Ok(rows)) => {
                     let mut down = host.down_until.lock().unwrap_or_else(|e| e.into_inner());
@@ -888,6 +1053,22 @@ fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
     }
     let mut dbs = Vec::new();
     for host in hosts {
+        // `name:port` (libsasl2's sql_hostnames; `[v6]:port`): that host's own port.
+        let (host, port) = match host.rsplit_once(':') {
+            Some((name, port))
+                if !host.starts_with('/')
+                    && port.parse::<u16>().is_ok()
+                    && (!name.contains(':') || name.starts_with('[')) =>
+            {
+                (
+                    name.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                    port.parse::<u16>().ok(),
+                )
+            }
+            _ => (host, None),
+        };
         let options = match driver {
             Driver::Pg => {
                 let mut o = PgConnectOptions::new();
@@ -914,7 +1095,10 @@ fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
                         other => return Err(bad(format!("unknown key {other:?} for pgsql"))),
                     };
                 }
-                Options::Pg(o)
+                Options::Pg(match port {
+                    Some(port) => o.port(port),
+                    None => o,
+                })
             }
             Driver::MySql => {
                 let mut o = MySqlConnectOptions::new().charset("utf8mb4");
@@ -934,11 +1118,19 @@ fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
                         "ssl_ca" => o
                             .ssl_ca(value)
                             .ssl_mode(sqlx::mysql::MySqlSslMode::VerifyIdentity),
+                        "sslmode" => o.ssl_mode(
+                            value
+                                .parse()
+                                .map_err(|_| bad(format!("sslmode {value:?}")))?,
+                        ),
                         "client_flags" | "connect_timeout" | "read_timeout" | "write_timeout" => o,
                         other => return Err(bad(format!("unknown key {other:?} for mysql"))),
                     };
                 }
-                Options::MySql(o)
+                Options::MySql(match port {
+                    Some(port) => o.port(port),
+                    None => o,
+                })
             }
             Driver::Sqlite => unreachable!("handled above"),
         };
@@ -981,7 +1173,12 @@ fn connect_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
 }
 
 /// Runs the statement with `values` bound on one host.
-async fn fetch(db: &Db, statement: &str, values: &[String]) -> Result<Vec<Found>, String> {
+async fn fetch(
+    db: &Db,
+    statement: &str,
+    values: &[String],
+    first_column: bool,
+) -> Result<Vec<Found>, String> {
     macro_rules! run {
         ($pool:expr) => {{
             let mut query = sqlx::query(statement);
@@ -989,7 +1186,7 @@ async fn fetch(db: &Db, statement: &str, values: &[String]) -> Result<Vec<Found>
                 query = query.bind(value.as_str());
             }
             let rows = query.fetch_all($pool).await.map_err(|e| e.to_string())?;
-            rows.iter().map(|row| read_row(row)).collect()
+            rows.iter().map(|row| read_row(row, first_column)).collect()
         }};
     }
     match db {
@@ -999,11 +1196,13 @@ async fn fetch(db: &Db, statement: &str, values: &[String]) -> Result<Vec<Found>
     }
 }
 
-/// A row's `password` (which must be there) and `nologin` columns.
-fn read_row<R>(row: &R) -> Result<Found, String>
+/// A row's `password` (which must be there), `user`, `nologin` and `allow_nets` columns; or,
+/// for libsasl2's plugin (`first_column`), its first column as a cleartext password.
+fn read_row<R>(row: &R, first_column: bool) -> Result<Found, String>
 where
     R: sqlx::Row,
     for<'a> &'a str: sqlx::ColumnIndex<R>,
+    usize: sqlx::ColumnIndex<R>,
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     use sqlx::Column;
@@ -1013,6 +1212,21 @@ where
         .map(|c| c.name().to_ascii_lowercase())
         .collect();
     let column = |name: &str| names.iter().position(|n| n == name);
+    if first_column {
+        if row.columns().is_empty() {
+            return Err("the query returned no column".into());
+        }
+        let password: Option<String> = row
+            .try_get(0)
+            .map_err(|e| format!("the first column: {e}"))?;
+        return Ok(Found {
+            // Cleartext, whatever it looks like (libsasl2 compares it as it is).
+            password: password
+                .filter(|p| !p.is_empty())
+                .map(|p| format!("{{PLAIN}}{p}")),
+            ..Found::default()
+        });
+    }
     let Some(at) = column("password") else {
         return Err("the query returned no password column".into());
     };
@@ -1073,6 +1287,49 @@ mod tests {
         assert_eq!(params[0].expand(&vars), "o'brien@example.org");
         assert!(prepare("SELECT '%x'", Driver::Pg).is_err());
         assert!(prepare("SELECT 'open", Driver::Pg).is_err());
+    }
+
+    #[test]
+    fn libsasl2s_sql_keys() {
+        let mut conf = SqlConf::parse(
+            "pwcheck_method: auxprop\nauxprop_plugin: sql\nmech_list: plain login\n\
+             sql_engine: pgsql\nsql_hostnames: db1:5433, 127.0.0.1\nsql_user: postfix\n\
+             sql_passwd: a b\nsql_database: mail\nsql_usessl: yes\n\
+             sql_select: SELECT %p FROM users WHERE name = '%u' AND realm = '%r'\n",
+        )
+        .unwrap();
+        conf.finish().unwrap();
+        assert_eq!(conf.driver, Some(Driver::Pg));
+        assert_eq!(
+            conf.password_query,
+            "SELECT userPassword FROM users WHERE name = '%n' AND realm = '%d'"
+        );
+        assert_eq!(
+            connect_pairs(&conf.connect).unwrap(),
+            [
+                ("host", "db1:5433"),
+                ("host", "127.0.0.1"),
+                ("user", "postfix"),
+                ("password", "a b"),
+                ("dbname", "mail"),
+                ("sslmode", "require")
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+        );
+        assert!(conf.cleartext_first_column);
+        assert_eq!(conf.default_pass_scheme, "PLAIN");
+        let hosts = connect(Driver::Pg, &conf.connect).unwrap();
+        assert_eq!(hosts[0].name, "db1");
+        assert!(matches!(&hosts[0].options, Options::Pg(o) if o.get_port() == 5433));
+        // The plugin's own error text when the query is missing; Dovecot's keys and the
+        // plugin's are not mixed.
+        let mut missing = SqlConf::parse("sql_engine: mysql\n").unwrap();
+        let err = missing.finish().unwrap_err().to_string();
+        assert!(err.contains("sql_select option missing"), "{err}");
+        let mut mixed = SqlConf::parse("driver = pgsql\nsql_select: SELECT 1\n").unwrap();
+        assert!(mixed.finish().is_err());
+        let mut bad = SqlConf::parse("sql_select: SELECT x WHERE u = '%x'\n").unwrap();
+        assert!(bad.finish().is_err());
     }
 
     #[test]
