@@ -435,7 +435,7 @@ fn libsasl2s_sql_plugin_keys_on_sqlite_and_postgres() {
     .unwrap();
     check(&conf);
     // PostgreSQL, the first host a port where nothing listens.
-    let mut pg = common::pg::Pg::start();
+    let pg = common::pg::Pg::start();
     pg.psql("postgres", "CREATE DATABASE sasl");
     pg.psql("sasl", table);
     pg.psql(
