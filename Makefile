@@ -24,7 +24,7 @@ TARGET ?= target/release
 PROGRAMS = saslauthd-rs saslpasswd2-rs sasldblistusers2-rs testsaslauthd-rs sasldb-convert-rs saslauthd-rs-ctl
 TOOLS = saslpasswd2-rs sasldblistusers2-rs testsaslauthd-rs
 UNITS = saslauthd-rs.service saslauthd-rs.socket saslauthd-rs-dovecot.socket
-PAGES8 = saslauthd-rs.8 saslpasswd2-rs.8 sasldblistusers2-rs.8 testsaslauthd-rs.8
+PAGES8 = saslauthd-rs.8 saslauthd-rs-ctl.8 saslpasswd2-rs.8 sasldblistusers2-rs.8 testsaslauthd-rs.8
 PAGES5 = saslauthd-rs.toml.5
 
 .PHONY: all install uninstall
@@ -44,7 +44,7 @@ install: all
 	for m in $(PAGES8); do install -m 0644 man/$$m $(DESTDIR)$(MANDIR)/man8/$$m; done
 	for m in $(PAGES5); do install -m 0644 man/$$m $(DESTDIR)$(MANDIR)/man5/$$m; done
 	install -d $(DESTDIR)$(BASHDIR) $(DESTDIR)$(ZSHDIR) $(DESTDIR)$(FISHDIR)
-	for c in saslauthd-rs $(TOOLS); do \
+	for c in saslauthd-rs saslauthd-rs-ctl $(TOOLS); do \
 	    install -m 0644 completions/$$c.bash $(DESTDIR)$(BASHDIR)/$$c; \
 	    install -m 0644 completions/_$$c $(DESTDIR)$(ZSHDIR)/_$$c; \
 	    install -m 0644 completions/$$c.fish $(DESTDIR)$(FISHDIR)/$$c.fish; \
@@ -67,6 +67,6 @@ uninstall:
 	rm -f $(DESTDIR)$(TMPFILESDIR)/saslauthd-rs.conf $(DESTDIR)$(SYSUSERSDIR)/saslauthd-rs.conf
 	for m in $(PAGES8); do rm -f $(DESTDIR)$(MANDIR)/man8/$$m; done
 	for m in $(PAGES5); do rm -f $(DESTDIR)$(MANDIR)/man5/$$m; done
-	for c in saslauthd-rs $(TOOLS); do \
+	for c in saslauthd-rs saslauthd-rs-ctl $(TOOLS); do \
 	    rm -f $(DESTDIR)$(BASHDIR)/$$c $(DESTDIR)$(ZSHDIR)/_$$c $(DESTDIR)$(FISHDIR)/$$c.fish; \
 	done

@@ -26,6 +26,7 @@ expected_deb=(
     ./etc/saslauthd-rs.toml
     ./usr/share/man/man8/saslauthd-rs.8.gz ./usr/share/man/man8/saslpasswd2-rs.8.gz
     ./usr/share/man/man8/sasldblistusers2-rs.8.gz ./usr/share/man/man8/testsaslauthd-rs.8.gz
+    ./usr/share/man/man8/saslauthd-rs-ctl.8.gz
     ./usr/share/man/man5/saslauthd-rs.toml.5.gz
     ./usr/share/bash-completion/completions/saslauthd-rs
     ./usr/share/zsh/vendor-completions/_saslauthd-rs

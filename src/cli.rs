@@ -46,7 +46,7 @@ pub const OPTIONS: &[OptDef] = &[
         None,
         "option",
         ArgKind::Any,
-        "Optional argument to pass to the authentication mechanism: for -a ldap, its configuration file (default /etc/saslauthd.conf).",
+        "Optional argument to pass to the authentication mechanism: for -a ldap, its configuration file (default /etc/saslauthd.conf); for -a sql, Dovecot's dovecot-sql.conf.ext or libsasl2's smtpd.conf with sql_* keys.",
     ),
     OptDef::flag(
         Some('l'),

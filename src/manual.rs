@@ -48,7 +48,7 @@ pub fn pages() -> Vec<Page> {
             name: "saslauthd-rs",
             section: "8",
             summary: "SASL authentication daemon, a drop-in replacement for Cyrus saslauthd",
-            synopsis: &["[-a sasldb|shadow|pam] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
+            synopsis: &["[-a sasldb|shadow|pam|ldap|sql] [-O file] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
             options: crate::cli::OPTIONS,
             keys: &[],
             description: DAEMON_DESCRIPTION,
@@ -85,6 +85,22 @@ pub fn pages() -> Vec<Page> {
             sections: TEST_SECTIONS,
         },
         Page {
+            name: "saslauthd-rs-ctl",
+            section: "8",
+            summary: "talk to a running saslauthd-rs, and make password hashes",
+            synopsis: &[
+                "[-m path] stats|metrics|reload|top [--count n]",
+                "[-m path] cache flush [user]",
+                "[-m path] penalty list|reset address",
+                "[-m path] test user password [--service s] [--realm r]",
+                "pw [-s scheme] [-u user] [-p password] [-t value] | pw -l",
+            ],
+            options: crate::tools::options::CTL,
+            keys: &[],
+            description: CTL_DESCRIPTION,
+            sections: CTL_SECTIONS,
+        },
+        Page {
             name: "saslauthd-rs.toml",
             section: "5",
             summary: "configuration file of saslauthd-rs",
@@ -102,7 +118,8 @@ saslauthd-rs answers \"is this password right?\" for Postfix, sendmail and Cyrus
 the saslauthd protocol on path/mux (libsasl2's pwcheck_method: saslauthd) and, when asked, \
 over Dovecot's auth-client protocol (Postfix's smtpd_sasl_type = dovecot), where it runs \
 the SASL mechanisms itself: PLAIN and LOGIN over every passdb, CRAM-MD5, DIGEST-MD5, \
-SCRAM-SHA-1 and SCRAM-SHA-256 over sasldb.
+SCRAM-SHA-1 and SCRAM-SHA-256 over sasldb, and over sql where the stored value allows it \
+(see SQL).
 
 It takes Cyrus saslauthd's flags with their meanings, so that a unit or init script written \
 for saslauthd runs it unchanged. Every read has a deadline, failures are delayed per client \
@@ -146,6 +163,32 @@ address and an allow list serves smtpd_sasl_path = inet:host:port (see \
 saslauthd-rs.toml(5)).",
     ),
     (
+        "SQL",
+        "-a sql -O /etc/dovecot/dovecot-sql.conf.ext reads Dovecot's SQL file as it is: \
+driver (pgsql, mysql, sqlite), connect (several host= are tried in order), \
+default_pass_scheme and password_query. A Postfixadmin site points at the file its \
+documentation has it write:
+
+  driver = pgsql
+  connect = host=db1 host=db2 dbname=postfix user=postfix password=secret
+  default_pass_scheme = SHA512-CRYPT
+  password_query = SELECT username AS user, password FROM mailbox \\
+    WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\
+    UNION SELECT username AS user, password_hash AS password \\
+    FROM mailbox_app_password WHERE username = '%u'
+
+The variables are bound parameters, never pasted into the SQL. Each row is a password any \
+of which may match (the UNION adds Postfixadmin's app passwords); %s makes a per-service \
+flag such as smtp_active work. The user column names the user in the Dovecot socket's OK; \
+nologin and allow_nets columns refuse after the right password. Values are in Dovecot's \
+{SCHEME} notation; saslauthd-rs-ctl pw makes them.
+
+A host on libsasl2's sql auxprop plugin points -O at its smtpd.conf instead, as it is \
+(sql_engine, sql_hostnames, sql_user, sql_passwd, sql_database, sql_select with %u, %r and \
+%p, sql_usessl); the first column is then a cleartext password. The same keys may sit in \
+the [sql] table of saslauthd-rs.toml(5).",
+    ),
+    (
         "SENDMAIL",
         "sendmail asks libsasl2, which asks saslauthd with pwcheck_method: saslauthd in \
 /etc/sasl2/Sendmail.conf (or /usr/lib/sasl2/Sendmail.conf); nothing else changes.",
@@ -163,8 +206,8 @@ start, with one line on stderr naming the problem.",
     ),
     (
         "SEE ALSO",
-        "saslauthd-rs.toml(5), saslpasswd2-rs(8), sasldblistusers2-rs(8), \
-testsaslauthd-rs(8), saslauthd(8)",
+        "saslauthd-rs.toml(5), saslauthd-rs-ctl(8), saslpasswd2-rs(8), \
+sasldblistusers2-rs(8), testsaslauthd-rs(8), saslauthd(8)",
     ),
 ];
 
@@ -226,6 +269,33 @@ const TEST_SECTIONS: &[(&str, &str)] = &[
         "0 when the last answer was OK, 255 otherwise, 1 for a usage error.",
     ),
     ("SEE ALSO", "saslauthd-rs(8), testsaslauthd(8)"),
+];
+
+const CTL_DESCRIPTION: &str = "\
+saslauthd-rs-ctl asks a running saslauthd-rs over its admin socket (path/admin, mode \
+0600: root or the daemon's user) for its metrics, a summary of them or a live view (top), \
+to reload its configuration (as SIGHUP), to forget cached successes (cache flush, all or \
+one user's) or the failure delays of a client address (penalty), or to check a password \
+through the daemon's own passdb (test). pw needs no daemon: it prints a password value in \
+Dovecot's {SCHEME} notation for -a sql, as doveadm pw does (default ARGON2ID), or with -t \
+says whether a password matches a value.";
+
+const CTL_SECTIONS: &[(&str, &str)] = &[
+    (
+        "EXAMPLES",
+        "  saslauthd-rs-ctl stats
+  saslauthd-rs-ctl -m /var/spool/postfix/var/run/saslauthd penalty list
+  saslauthd-rs-ctl test alice@example.org secret --service smtp
+  saslauthd-rs-ctl pw -s SHA512-CRYPT
+  saslauthd-rs-ctl pw -t '{SHA512-CRYPT}$6$...' -p secret",
+    ),
+    (
+        "EXIT STATUS",
+        "0 when the daemon answered (and test authenticated, and pw -t matched); 1 on a \
+usage error, a refusal, a failed test or a value that does not match; 2 when the daemon \
+cannot be reached.",
+    ),
+    ("SEE ALSO", "saslauthd-rs(8), doveadm-pw(1)"),
 ];
 
 const TOML_DESCRIPTION: &str = "\

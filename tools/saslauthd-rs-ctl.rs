@@ -23,70 +23,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use saslauthd_rs::getopt::{self, ArgKind, OptDef, Spec};
+use saslauthd_rs::getopt::{self, Spec};
 
 const SPEC: Spec<'static> = Spec {
-    options: &[
-        OptDef::with(
-            Some('m'),
-            None,
-            "path",
-            ArgKind::Dir,
-            "The daemon's run directory (default /run/saslauthd).",
-        ),
-        OptDef::with(
-            None,
-            Some("service"),
-            "service",
-            ArgKind::Any,
-            "For test: the service the check is for (default smtp).",
-        ),
-        OptDef::with(
-            None,
-            Some("realm"),
-            "realm",
-            ArgKind::Any,
-            "For test: the realm (default: the daemon's).",
-        ),
-        OptDef::with(
-            None,
-            Some("count"),
-            "n",
-            ArgKind::Any,
-            "For top: stop after this many screens (default: until interrupted).",
-        ),
-        OptDef::with(
-            Some('s'),
-            None,
-            "scheme",
-            ArgKind::Any,
-            "For pw: the scheme (default ARGON2ID; -l lists them).",
-        ),
-        OptDef::with(
-            Some('u'),
-            None,
-            "user",
-            ArgKind::Any,
-            "For pw: the user, for schemes that hash it in (DIGEST-MD5).",
-        ),
-        OptDef::with(
-            Some('p'),
-            None,
-            "password",
-            ArgKind::Any,
-            "For pw: the password (default: asked on the terminal, or a line of stdin).",
-        ),
-        OptDef::with(
-            Some('t'),
-            None,
-            "hash",
-            ArgKind::Any,
-            "For pw: test the password against this value instead of making one.",
-        ),
-        OptDef::flag(Some('l'), None, "For pw: list the schemes it makes."),
-        OptDef::flag(Some('h'), Some("help"), "The usage."),
-        OptDef::flag(None, Some("version"), "The version."),
-    ],
+    options: saslauthd_rs::tools::options::CTL,
 };
 
 fn usage(program: &str) -> String {

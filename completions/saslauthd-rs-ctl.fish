@@ -1,0 +1,12 @@
+# fish completion for saslauthd-rs-ctl; generated from its option table, do not edit.
+complete -c saslauthd-rs-ctl -s m -x -a '(__fish_complete_directories)' -d 'The daemon\'s run directory (default /run/saslauthd)'
+complete -c saslauthd-rs-ctl -l service -x -d 'For test: the service the check is for (default smtp)'
+complete -c saslauthd-rs-ctl -l realm -x -d 'For test: the realm (default: the daemon\'s)'
+complete -c saslauthd-rs-ctl -l count -x -d 'For top: stop after this many screens (default: until interrupted)'
+complete -c saslauthd-rs-ctl -s s -x -d 'For pw: the scheme (default ARGON2ID; -l lists them)'
+complete -c saslauthd-rs-ctl -s u -x -d 'For pw: the user, for schemes that hash it in (DIGEST-MD5)'
+complete -c saslauthd-rs-ctl -s p -x -d 'For pw: the password (default: asked on the terminal, or a line of stdin)'
+complete -c saslauthd-rs-ctl -s t -x -d 'For pw: test the password against this value instead of making one'
+complete -c saslauthd-rs-ctl -s l -d 'For pw: list the schemes it makes'
+complete -c saslauthd-rs-ctl -s h -l help -d 'The usage'
+complete -c saslauthd-rs-ctl -l version -d 'The version'
