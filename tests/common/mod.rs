@@ -492,7 +492,15 @@ impl Daemon {
         wait_until(
             Duration::from_secs(10),
             Duration::from_millis(20),
-            || self.log_text().matches(text).count() >= count,
+            // The file as it is now: waiting for the log to settle would wait its longest
+            // while a load keeps it growing, at every poll.
+            || {
+                std::fs::read_to_string(&self.log)
+                    .unwrap_or_default()
+                    .matches(text)
+                    .count()
+                    >= count
+            },
             || format!("no {count}× {text:?} in the log:\n{}", self.log_text()),
         );
     }
