@@ -195,7 +195,7 @@ pub enum FailCode {
 }
 
 /// The texts a failure may carry (`reason=`), as Dovecot words them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FailReason {
     /// `AUTH` with an initial response that is not base64.
     InitialNotBase64,
@@ -205,6 +205,9 @@ pub enum FailReason {
     TimedOut,
     /// `CONT` while the request waits for the backend.
     UnexpectedContinuation,
+    /// The passdb's own words for a refused account (Dovecot's `reason` field, with
+    /// `nologin`).
+    Passdb(String),
 }
 
 impl fmt::Display for FailReason {
@@ -214,6 +217,7 @@ impl fmt::Display for FailReason {
             FailReason::ContinuedNotBase64 => "Invalid base64 data in continued response",
             FailReason::TimedOut => "Authentication request timed out",
             FailReason::UnexpectedContinuation => "Unexpected continuation",
+            FailReason::Passdb(text) => text,
         })
     }
 }

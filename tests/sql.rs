@@ -258,17 +258,19 @@ fn sqlite_the_cache_allow_nets_and_control_characters() {
         common::checked(out, "sqlite3");
     };
     sql(&format!(
-        "CREATE TABLE users (username TEXT, password TEXT, allow_nets TEXT);\n\
-         INSERT INTO users VALUES ('bob@example.org', {}, NULL);\n\
-         INSERT INTO users VALUES ('carol@example.org', '{{PLAIN}}carol-pw', '127.0.0.0/8, 2001:db8::/32');\n\
-         INSERT INTO users VALUES ('tab@example.org', '{{PLAIN}}a' || char(9) || 'b', NULL);\n",
+        "CREATE TABLE users (username TEXT, password TEXT, allow_nets TEXT, nologin TEXT, reason TEXT);\n\
+         INSERT INTO users VALUES ('bob@example.org', {}, NULL, NULL, NULL);\n\
+         INSERT INTO users VALUES ('carol@example.org', '{{PLAIN}}carol-pw', '127.0.0.0/8, 2001:db8::/32', NULL, NULL);\n\
+         INSERT INTO users VALUES ('tab@example.org', '{{PLAIN}}a' || char(9) || 'b', NULL, NULL, NULL);\n\
+         INSERT INTO users VALUES ('dave@example.org', '{{PLAIN}}dave-pw', NULL, 'Y', 'Suspended:' || char(9) || 'call the helpdesk');\n",
         sql_quote(&bob)
     ));
     let conf = dir.path().join("dovecot-sql.conf.ext");
     std::fs::write(
         &conf,
         format!(
-            "driver = sqlite\nconnect = {}\npassword_query = SELECT username AS user, password, allow_nets \\\n\
+            "driver = sqlite\nconnect = {}\npassword_query = SELECT username AS user, password, allow_nets, \\\n\
+             nologin, reason \\\n\
              FROM users WHERE username = '%u'\n",
             db.display()
         ),
@@ -343,6 +345,20 @@ fn sqlite_the_cache_allow_nets_and_control_characters() {
         "{}",
         d.log_text()
     );
+
+    // nologin: refused after the right password, with the row's reason (printable) for the
+    // client; a wrong password gets no reason.
+    assert_eq!(
+        common::dovecot::plain_reply(&auth, "dave@example.org", "dave-pw"),
+        "FAIL\t1\tuser=dave@example.org\tcode=user_disabled\treason=Suspended: call the helpdesk\n"
+    );
+    assert_eq!(
+        common::dovecot::plain_reply(&auth, "dave@example.org", "wrong"),
+        "FAIL\t1\tuser=dave@example.org\n"
+    );
+    assert!(d
+        .ask("dave@example.org", "dave-pw", "smtp", "")
+        .starts_with("NO"));
 
     // Control characters: refused before the query, through both sockets.
     let tab = common::dovecot::plain_reply(&auth, "tab@example.org", "a\tb");

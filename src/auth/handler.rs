@@ -164,6 +164,24 @@ enum Finished {
     Close,
 }
 
+impl Finished {
+    /// A failure with the passdb's words for it, when it said some (a success, or no words,
+    /// is left as it is).
+    fn with_reason(self, words: Option<String>) -> Finished {
+        match (self, words) {
+            (Finished::Answer(Answer::Failure { id, user, code, .. }), Some(words)) => {
+                Finished::Answer(Answer::Failure {
+                    id,
+                    user,
+                    code,
+                    reason: Some(FailReason::Passdb(words)),
+                })
+            }
+            (finished, _) => finished,
+        }
+    }
+}
+
 /// The requests of one connection.
 pub(crate) struct Handler {
     /// Where a reload puts the new driver.
@@ -574,7 +592,8 @@ impl Handler {
                     match self.auth.verify_plain(&request, password, via).now() {
                         Ok(decision) => {
                             let user = decision.user.or(active.user.take());
-                            let result = answer_for(id, user, decision.outcome, temp_fail);
+                            let result = answer_for(id, user, decision.outcome, temp_fail)
+                                .with_reason(decision.reason);
                             return self.deliver(id, active, decision.delay, result);
                         }
                         Err(running) => {
@@ -585,8 +604,10 @@ impl Handler {
                                     outcome,
                                     delay,
                                     user: named,
+                                    reason,
                                 } = running.await;
-                                let result = answer_for(id, named.or(user), outcome, temp_fail);
+                                let result = answer_for(id, named.or(user), outcome, temp_fail)
+                                    .with_reason(reason);
                                 let not_before =
                                     (!delay.is_zero()).then(|| tokio::time::Instant::now() + delay);
                                 let _ = tx.send(Done {

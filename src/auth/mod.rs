@@ -144,6 +144,8 @@ pub struct Decision {
     pub delay: Duration,
     /// The user's name as the passdb has it, after a success, when it said one.
     pub user: Option<Vec<u8>>,
+    /// The passdb's words for a refused account, when it said some.
+    pub reason: Option<String>,
 }
 
 /// The answer to something the driver was asked: there already, or running (on the pool).
@@ -476,13 +478,19 @@ impl Authenticator {
         };
         let answer = Arc::clone(&self.passdb).verify_named(&query, password, &cx);
         self.ask(answer, request, move |auth, request, asked| {
-            let (checked, user) = match asked {
-                Ok(verified) => (Checked::Verdict(verified.result), verified.user),
-                Err(e) => (Checked::Failed(e), None),
+            let (checked, user, reason) = match asked {
+                Ok(verified) => (
+                    Checked::Verdict(verified.result),
+                    verified.user,
+                    verified.reason,
+                ),
+                Err(e) => (Checked::Failed(e), None, None),
             };
             let mut decision = auth.conclude(request, via, checked, attempt, started);
-            if decision.outcome == Outcome::Verdict(PassdbResult::Ok) {
-                decision.user = user;
+            match decision.outcome {
+                Outcome::Verdict(PassdbResult::Ok) => decision.user = user,
+                Outcome::Verdict(PassdbResult::UserDisabled) => decision.reason = reason,
+                _ => {}
             }
             decision
         })
@@ -736,6 +744,7 @@ impl Authenticator {
             outcome,
             delay,
             user: None,
+            reason: None,
         }
     }
 

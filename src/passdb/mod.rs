@@ -20,6 +20,7 @@ mod pam;
 pub(crate) mod sasldb;
 pub mod scheme;
 mod shadow;
+#[cfg(feature = "sql")]
 mod sql;
 
 use std::fmt;
@@ -48,6 +49,7 @@ pub static MODULES: &[Module] = &[
     shadow::MODULE,
     pam::MODULE,
     ldap::MODULE,
+    #[cfg(feature = "sql")]
     sql::MODULE,
     memory::MODULE,
 ];
@@ -197,11 +199,18 @@ pub struct Verified {
     pub result: PassdbResult,
     /// The user's name as the passdb has it, when it differs from what was asked.
     pub user: Option<Vec<u8>>,
+    /// Why an account is refused, in the passdb's words, for the client (Dovecot's `reason`
+    /// field: `reason=` in the Dovecot socket's `FAIL`, which Postfix shows in its 535).
+    pub reason: Option<String>,
 }
 
 impl From<PassdbResult> for Verified {
     fn from(result: PassdbResult) -> Verified {
-        Verified { result, user: None }
+        Verified {
+            result,
+            user: None,
+            reason: None,
+        }
     }
 }
 

@@ -184,7 +184,7 @@ pub fn verify(
 
 /// Whether checking `stored` costs enough to belong on the blocking pool (crypt, PBKDF2,
 /// SCRAM's iterations, Argon2) rather than on the reactor (one digest).
-pub(crate) fn is_costly(stored: &[u8], default: &str) -> bool {
+pub fn is_costly(stored: &[u8], default: &str) -> bool {
     let text = String::from_utf8_lossy(stored);
     let stored = split(&text, default);
     !matches!(
@@ -210,10 +210,7 @@ pub(crate) fn is_costly(stored: &[u8], default: &str) -> bool {
 /// (DIGEST-MD5, when the client names the user and realm it was made for). The first value of
 /// each kind counts; a value of another scheme gives nothing (the mechanism then fails for the
 /// user, as for an unknown one).
-pub(crate) fn credentials<'a>(
-    values: impl IntoIterator<Item = &'a [u8]>,
-    default: &str,
-) -> Credentials {
+pub fn credentials<'a>(values: impl IntoIterator<Item = &'a [u8]>, default: &str) -> Credentials {
     let mut found = Credentials::default();
     for value in values {
         let Ok(text) = std::str::from_utf8(value) else {
@@ -264,7 +261,7 @@ fn scram_secret(hash: ScramHash, value: &str) -> Option<String> {
 
 /// The cleartext of a value stored in a plain scheme (what CRAM-MD5, DIGEST-MD5 and SCRAM
 /// need from a passdb); `None` for a hash.
-pub(crate) fn cleartext(stored: &[u8], default: &str) -> Option<Vec<u8>> {
+pub fn cleartext(stored: &[u8], default: &str) -> Option<Vec<u8>> {
     let text = std::str::from_utf8(stored).ok()?;
     let stored = split(text, default);
     (canonical(&stored.scheme) == "PLAIN").then(|| match stored.encoding {

@@ -62,6 +62,9 @@ pub(super) const MODULE: Module = Module {
 /// within the driver's reply deadline.
 const QUERY_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// At most this many characters of a `reason` column reach the client.
+const REASON_CHARS: usize = 200;
+
 /// How long a host that failed is skipped while another answers.
 const DOWN_FOR: Duration = Duration::from_secs(10);
 
@@ -434,6 +437,8 @@ struct Found {
     user: Option<String>,
     /// The `allow_nets` column: the networks the user may log in from.
     allow_nets: Option<String>,
+    /// The `reason` column: what the client is told when `nologin` refuses.
+    reason: Option<String>,
 }
 
 /// The SQL passdb.
@@ -649,7 +654,18 @@ impl Found {
     /// know it).
     fn verdict(&self, login: &Login) -> Verified {
         if self.nologin {
-            return PassdbResult::UserDisabled.into();
+            // The database's words go to the client: printable, and not a page of them.
+            let reason = self.reason.as_deref().map(|r| {
+                r.chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(REASON_CHARS)
+                    .collect::<String>()
+            });
+            return Verified {
+                result: PassdbResult::UserDisabled,
+                user: None,
+                reason: reason.filter(|r| !r.trim().is_empty()),
+            };
         }
         if let Some(nets) = &self.allow_nets {
             if !allowed(nets, login.ip) {
@@ -666,6 +682,7 @@ impl Found {
         Verified {
             result: PassdbResult::Ok,
             user: self.user.clone().map(String::into_bytes),
+            reason: None,
         }
     }
 }
@@ -1253,6 +1270,7 @@ where
         nologin,
         user: text("user"),
         allow_nets: text("allow_nets"),
+        reason: text("reason"),
     })
 }
 
