@@ -8,6 +8,10 @@
 #   metrics_off ARGS...    `run ARGS` when METRICS_OFF=1 (the script then also runs a
 #                          saslauthd-rs with `metrics = false`: what counting costs)
 #   metrics_off_config     writes that instance's config file and prints its path
+#   dovecot_conf MECHS EXTRA PASSDB
+#                          writes $tmp/dovecot/dovecot.conf: Dovecot 2.3 with only its auth
+#                          service, its socket at $tmp/dovecot/auth, no failure delay, the
+#                          mechanisms MECHS, the settings EXTRA, and the passdb block's body
 #   medians                after rounds of rows (saved with `| tee -a "$tmp/rows"`): the
 #                          median rate of each row, and its share of the first row's
 set -euo pipefail
@@ -52,6 +56,45 @@ metrics_off() {
 metrics_off_config() {
     printf 'metrics = false\n' > "$tmp/metrics-off.toml"
     echo "$tmp/metrics-off.toml"
+}
+
+dovecot_conf() {
+    local mechs=$1 extra=$2 passdb=$3
+    mkdir -p "$tmp/dovecot/run" "$tmp/dovecot/state"
+    {
+        cat <<CONF
+protocols = none
+listen = 127.0.0.1
+base_dir = $tmp/dovecot/run
+state_dir = $tmp/dovecot/state
+log_path = $tmp/dovecot/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = $mechs
+auth_failure_delay = 0
+$extra
+passdb {
+$passdb
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=/tmp
+}
+service auth {
+  unix_listener $tmp/dovecot/auth {
+    mode = 0666
+  }
+}
+CONF
+        # No login process listens anywhere (protocols = none leaves their defaults).
+        for service in imap-login:imap,imaps pop3-login:pop3,pop3s submission-login:submission; do
+            echo "service ${service%%:*} {"
+            for name in $(echo "${service#*:}" | tr , ' '); do
+                printf '  inet_listener %s {\n    port = 0\n  }\n' "$name"
+            done
+            echo "}"
+        done
+    } > "$tmp/dovecot/dovecot.conf"
 }
 
 # The median rate and p99 of each label over the rounds, in first-seen order, with the rate's

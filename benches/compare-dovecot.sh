@@ -18,53 +18,10 @@ secs=${2:-10}
 . "$(dirname "$0")/common.sh"
 bench_setup
 
-mkdir -p "$tmp/dovecot/run" "$tmp/dovecot/state"
+mkdir -p "$tmp/dovecot"
 echo 'alice@example.org:{PLAIN}secret' > "$tmp/dovecot/users"
-cat > "$tmp/dovecot/dovecot.conf" <<CONF
-protocols = none
-listen = 127.0.0.1
-base_dir = $tmp/dovecot/run
-state_dir = $tmp/dovecot/state
-log_path = $tmp/dovecot/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain scram-sha-256
-auth_failure_delay = 0
-passdb {
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u $tmp/dovecot/users
-}
-userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=/tmp
-}
-service auth {
-  unix_listener $tmp/dovecot/auth {
-    mode = 0666
-  }
-}
-service imap-login {
-  inet_listener imap {
-    port = 0
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service pop3-login {
-  inet_listener pop3 {
-    port = 0
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-service submission-login {
-  inet_listener submission {
-    port = 0
-  }
-}
-CONF
+dovecot_conf "plain scram-sha-256" "" "  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $tmp/dovecot/users"
 start_server dovecot -F -c "$tmp/dovecot/dovecot.conf"
 
 echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
