@@ -4,6 +4,10 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// What stops a start: one line on stderr (as mini-redis's `crate::Error`). The library's
+/// errors are typed; this is where they meet.
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
 use saslauthd_rs::auth::{self, Authenticator, Cache, Live, RealmPolicy};
 use saslauthd_rs::cli::{self, Command};
 use saslauthd_rs::config::{Config, Endpoint, Protocol};
@@ -78,24 +82,25 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
 }
 
 /// Opens the passdb `-a` names, as its module in [`passdb::MODULES`] does.
-fn open_passdb(config: &Config) -> Result<Arc<dyn Passdb>, String> {
+fn open_passdb(config: &Config) -> Result<Arc<dyn Passdb>, Error> {
     let Some(kind) = config.passdb else {
         let names: Vec<_> = passdb::offered().collect();
         return Err(format!(
             "no authentication mechanism specified (use -a {})",
             names.join(", ")
-        ));
+        )
+        .into());
     };
     let module = passdb::module(kind.name).ok_or_else(|| format!("no passdb {kind}"))?;
     if module.about.is_none() {
-        return Err(format!("-a {kind} exists only inside the test suite"));
+        return Err(format!("-a {kind} exists only inside the test suite").into());
     }
-    (module.open)(&config.passdb_settings()).map_err(|e| e.to_string())
+    Ok((module.open)(&config.passdb_settings())?)
 }
 
 /// After dropping privileges, the passdb's files must still be readable: say so at start
 /// (before binding or detaching) rather than fail every request.
-fn check_readable_as(access: &Access, identity: &process::Identity) -> Result<(), String> {
+fn check_readable_as(access: &Access, identity: &process::Identity) -> Result<(), Error> {
     for file in &access.files {
         match process::as_identity(identity, || std::fs::File::open(file).map(drop))? {
             Ok(()) => {}
@@ -105,7 +110,8 @@ fn check_readable_as(access: &Access, identity: &process::Identity) -> Result<()
                      run without --user",
                     identity.name,
                     file.display()
-                ))
+                )
+                .into())
             }
         }
     }
@@ -132,7 +138,7 @@ fn driver(
     realms: RealmPolicy,
     host: &[u8],
     previous: Option<&Authenticator>,
-) -> Result<Authenticator, String> {
+) -> Result<Authenticator, Error> {
     let cache = match (config.cache, passdb.cache_use()) {
         (false, _) => None,
         (true, CacheUse::Useless(why)) => {
@@ -155,7 +161,7 @@ fn driver(
         None => Authenticator::new(passdb, realms, options),
         Some(previous) => previous.reloaded(passdb, realms, options),
     }
-    .map_err(|e| format!("--dovecot-mechanisms: {e}"))
+    .map_err(|e| format!("--dovecot-mechanisms: {e}").into())
 }
 
 /// SIGHUP: reads the configuration again (the same flags, over the file as it is now),
@@ -179,8 +185,8 @@ async fn reload_on_hangup(
         let loaded = tokio::task::spawn_blocking(move || {
             let next = match cli::parse(std::env::args_os().skip(1)) {
                 Ok(Command::Run(next)) => *next,
-                Ok(_) => return Err("the command line no longer starts the daemon".to_string()),
-                Err(e) => return Err(e.to_string()),
+                Ok(_) => return Err("the command line no longer starts the daemon".into()),
+                Err(e) => return Err(Error::from(e.to_string())),
             };
             let passdb = open_passdb(&next)?;
             let realms = realm_policy(&next, &host);
@@ -188,7 +194,7 @@ async fn reload_on_hangup(
             Ok((next, auth))
         })
         .await
-        .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+        .unwrap_or_else(|e| Err(format!("the reload failed: {e}").into()));
         match loaded {
             Ok((next, auth)) => {
                 let ignored = now.restart_only(&next);
@@ -347,7 +353,7 @@ const FD_RESERVE: u64 = 128;
 
 /// Who the daemon becomes (`--user`), keeping the groups the passdb reads with, checked to
 /// be able to read its files.
-fn identity(config: &Config, passdb: &dyn Passdb) -> Result<Option<process::Identity>, String> {
+fn identity(config: &Config, passdb: &dyn Passdb) -> Result<Option<process::Identity>, Error> {
     let Some(user) = &config.user else {
         return Ok(None);
     };
@@ -368,7 +374,7 @@ fn identity(config: &Config, passdb: &dyn Passdb) -> Result<Option<process::Iden
 
 /// Starts the daemon: everything that can fail with a message on stderr happens before
 /// detaching; then privileges are dropped and [`server::Serving`] serves until a signal.
-fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
+fn start(program: &str, config: &Config) -> Result<ExitCode, Error> {
     process::forbid_core_dumps();
     // Sockets passed by systemd's socket activation are used as they are (their units set
     // path, mode and owner); the others are bound below.
@@ -463,7 +469,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, String> {
             () = watchdog() => {}
             () = reload_on_hangup(hangups, config, &host, &auth) => {}
         }
-        Ok::<_, String>(())
+        Ok::<_, Error>(())
     })?;
     if let Some(pidfile) = pidfile {
         let _ = std::fs::remove_file(pidfile);

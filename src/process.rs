@@ -89,29 +89,72 @@ pub fn detach(run_dir: &Path) -> io::Result<PathBuf> {
     Ok(pidfile)
 }
 
+/// Why the process could not be set up as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// A call failed (`setgid(108)`, `getrlimit(NOFILE)`, `--user alice`'s lookup).
+    #[error("{call}: {source}")]
+    Call {
+        /// The call, with what it was given.
+        call: String,
+        /// What it said.
+        source: nix::Error,
+    },
+    /// `--user` or `--group` names no one.
+    #[error("--{option} {name}: no such {option}")]
+    NoSuch {
+        /// `user` or `group`.
+        option: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// The descriptors the connection limits need cannot be had.
+    #[error(
+        "the connection limits need {needed} open files, and the hard limit is {hard} \
+         (raising it: {source}); lower --max-connections / --dovecot-max-connections or raise \
+         LimitNOFILE"
+    )]
+    FdLimit {
+        /// The descriptors needed.
+        needed: u64,
+        /// The hard limit.
+        hard: u64,
+        /// Why it could not be raised.
+        source: nix::Error,
+    },
+    /// Root could be regained after dropping privileges.
+    #[error("still able to become root after dropping privileges")]
+    RootRegained,
+}
+
+/// The error of a failed `call`.
+fn failed(call: impl Into<String>) -> impl FnOnce(nix::Error) -> ProcessError {
+    let call = call.into();
+    move |source| ProcessError::Call { call, source }
+}
+
 /// Makes the open-file limit fit `needed` descriptors: the soft limit is raised to the hard
 /// one, and the hard one (which root may raise) beyond it when it is too low. Returns the
 /// limit in force, or an error naming both figures when `needed` cannot be had, so that idle
 /// clients of one socket can never exhaust the descriptors the other needs to accept.
-pub fn fit_fd_limit(needed: u64) -> Result<u64, String> {
+pub fn fit_fd_limit(needed: u64) -> Result<u64, ProcessError> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let (soft, hard) =
-        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit(NOFILE): {e}"))?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(failed("getrlimit(NOFILE)"))?;
     if soft >= needed {
         return Ok(soft);
     }
     if hard >= needed {
         setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
-            .map_err(|e| format!("setrlimit(NOFILE, {hard}): {e}"))?;
+            .map_err(failed(format!("setrlimit(NOFILE, {hard})")))?;
         return Ok(hard);
     }
     match setrlimit(Resource::RLIMIT_NOFILE, needed, needed) {
         Ok(()) => Ok(needed),
-        Err(e) => Err(format!(
-            "the connection limits need {needed} open files, and the hard limit is {hard} \
-             (raising it: {e}); lower --max-connections / --dovecot-max-connections or raise \
-             LimitNOFILE"
-        )),
+        Err(source) => Err(ProcessError::FdLimit {
+            needed,
+            hard,
+            source,
+        }),
     }
 }
 
@@ -134,16 +177,20 @@ pub fn resolve_identity(
     user: &str,
     group: Option<&str>,
     keep: &[KeepGroup],
-) -> Result<Identity, String> {
+) -> Result<Identity, ProcessError> {
     use nix::unistd::{Group, User};
+    let no_such = |option, name: &str| ProcessError::NoSuch {
+        option,
+        name: name.to_owned(),
+    };
     let found = User::from_name(user)
-        .map_err(|e| format!("--user {user}: {e}"))?
-        .ok_or_else(|| format!("--user {user}: no such user"))?;
+        .map_err(failed(format!("--user {user}")))?
+        .ok_or_else(|| no_such("user", user))?;
     let gid = match group {
         None => found.gid.as_raw(),
         Some(name) => Group::from_name(name)
-            .map_err(|e| format!("--group {name}: {e}"))?
-            .ok_or_else(|| format!("--group {name}: no such group"))?
+            .map_err(failed(format!("--group {name}")))?
+            .ok_or_else(|| no_such("group", name))?
             .gid
             .as_raw(),
     };
@@ -180,31 +227,31 @@ pub enum KeepGroup {
 
 /// Runs `f` with `identity`'s effective ids (root's are restored after), so that what the
 /// daemon will be able to do as that user is known before it detaches.
-pub fn as_identity<R>(identity: &Identity, f: impl FnOnce() -> R) -> Result<R, String> {
+pub fn as_identity<R>(identity: &Identity, f: impl FnOnce() -> R) -> Result<R, ProcessError> {
     use nix::unistd::{getgroups, setegid, seteuid, setgroups, Gid, Uid};
-    let saved = getgroups().map_err(|e| format!("getgroups: {e}"))?;
+    let saved = getgroups().map_err(failed("getgroups"))?;
     let groups: Vec<Gid> = identity.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-    setegid(Gid::from_raw(identity.gid)).map_err(|e| format!("setegid: {e}"))?;
-    seteuid(Uid::from_raw(identity.uid)).map_err(|e| format!("seteuid: {e}"))?;
+    setgroups(&groups).map_err(failed("setgroups"))?;
+    setegid(Gid::from_raw(identity.gid)).map_err(failed("setegid"))?;
+    seteuid(Uid::from_raw(identity.uid)).map_err(failed("seteuid"))?;
     let result = f();
-    seteuid(Uid::from_raw(0)).map_err(|e| format!("seteuid(0): {e}"))?;
-    setegid(Gid::from_raw(0)).map_err(|e| format!("setegid(0): {e}"))?;
-    setgroups(&saved).map_err(|e| format!("setgroups: {e}"))?;
+    seteuid(Uid::from_raw(0)).map_err(failed("seteuid(0)"))?;
+    setegid(Gid::from_raw(0)).map_err(failed("setegid(0)"))?;
+    setgroups(&saved).map_err(failed("setgroups"))?;
     Ok(result)
 }
 
 /// Becomes `identity` for good: supplementary groups, then group, then user; then checks that
 /// root cannot be regained. Must be called before any thread is started (the pool, the
 /// runtime), so that every thread runs as the new user.
-pub fn drop_privileges(identity: &Identity) -> Result<(), String> {
+pub fn drop_privileges(identity: &Identity) -> Result<(), ProcessError> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
     let groups: Vec<Gid> = identity.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-    setgroups(&groups).map_err(|e| format!("setgroups: {e}"))?;
-    setgid(Gid::from_raw(identity.gid)).map_err(|e| format!("setgid({}): {e}", identity.gid))?;
-    setuid(Uid::from_raw(identity.uid)).map_err(|e| format!("setuid({}): {e}", identity.uid))?;
+    setgroups(&groups).map_err(failed("setgroups"))?;
+    setgid(Gid::from_raw(identity.gid)).map_err(failed(format!("setgid({})", identity.gid)))?;
+    setuid(Uid::from_raw(identity.uid)).map_err(failed(format!("setuid({})", identity.uid)))?;
     if identity.uid != 0 && setuid(Uid::from_raw(0)).is_ok() {
-        return Err("still able to become root after dropping privileges".into());
+        return Err(ProcessError::RootRegained);
     }
     Ok(())
 }

@@ -20,10 +20,34 @@ pub struct Passed {
     pub dovecot: Option<UnixListener>,
 }
 
+/// Why the sockets the service manager passed cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PassedError {
+    /// `LISTEN_FDS` is not a number.
+    #[error("LISTEN_FDS={0:?} is not a number")]
+    Count(String),
+    /// A passed descriptor is not a listening Unix stream socket.
+    #[error("passed socket {fd} ({name}): {problem}")]
+    NotAListener {
+        /// The descriptor.
+        fd: i32,
+        /// Its name (`FileDescriptorName=`).
+        name: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// Two passed sockets are for the same protocol.
+    #[error(
+        "two passed sockets for the same protocol (names {0:?}); name the Dovecot one \
+         \"dovecot\" with FileDescriptorName="
+    )]
+    Twice(Vec<String>),
+}
+
 /// Takes the sockets passed to this process, if any (and clears the variables, so that
 /// nothing this process starts takes them too). Only Unix stream sockets that listen are
 /// taken; anything else, or more than one socket per protocol, is an error naming it.
-pub fn passed_sockets() -> Result<Passed, String> {
+pub fn passed_sockets() -> Result<Passed, PassedError> {
     let pid = std::env::var("LISTEN_PID").ok();
     let count = std::env::var("LISTEN_FDS").ok();
     let names = std::env::var("LISTEN_FDNAMES").ok();
@@ -38,7 +62,7 @@ pub fn passed_sockets() -> Result<Passed, String> {
     }
     let count: i32 = count
         .parse()
-        .map_err(|_| format!("LISTEN_FDS={count:?} is not a number"))?;
+        .map_err(|_| PassedError::Count(count.clone()))?;
     let names: Vec<String> = names
         .map(|n| n.split(':').map(str::to_owned).collect())
         .unwrap_or_default();
@@ -46,24 +70,25 @@ pub fn passed_sockets() -> Result<Passed, String> {
     for i in 0..count {
         let fd = LISTEN_FDS_START + i;
         let name = names.get(i as usize).map_or("", String::as_str);
-        let listener =
-            take_listener(fd).map_err(|e| format!("passed socket {fd} ({name}): {e}"))?;
+        let listener = take_listener(fd).map_err(|problem| PassedError::NotAListener {
+            fd,
+            name: name.to_owned(),
+            problem,
+        })?;
         let slot = if name.contains("dovecot") {
             &mut passed.dovecot
         } else {
             &mut passed.mux
         };
         if slot.replace(listener).is_some() {
-            return Err(format!(
-                "two passed sockets for the same protocol (names {names:?}); name the Dovecot \
-                 one \"dovecot\" with FileDescriptorName="
-            ));
+            return Err(PassedError::Twice(names));
         }
     }
     Ok(passed)
 }
 
-/// Takes ownership of passed descriptor `fd`, which must be a listening Unix stream socket.
+/// Takes ownership of passed descriptor `fd`, which must be a listening Unix stream socket;
+/// what is wrong with it otherwise.
 #[allow(unsafe_code)]
 fn take_listener(fd: i32) -> Result<UnixListener, String> {
     use nix::sys::stat::{fstat, SFlag};

@@ -23,7 +23,7 @@ use std::fs;
 use std::future::Future;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +37,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::ListenerCounts;
 
-pub use serving::{bind, budget, run, Owner, Place, Plan, Serves, Serving, Sockets};
+pub use serving::{bind, budget, run, Owner, Place, Plan, Serves, Serving, ServingError, Sockets};
 
 /// The longest socket path `sun_path` holds (108 bytes with the NUL). Cyrus truncates longer
 /// `-m` paths silently; we refuse them.
@@ -64,10 +64,82 @@ impl Default for Limits {
     }
 }
 
+/// Why a directory cannot hold a socket (or be made to).
+#[derive(Debug, thiserror::Error)]
+pub enum SocketDirError {
+    /// It, or a directory above it, cannot be looked at.
+    #[error("{}: {source}", path.display())]
+    Unreadable {
+        /// The directory.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// It could not be made.
+    #[error("cannot create {}: {source}", path.display())]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// Its mode could not be set.
+    #[error("cannot set the mode of {}: {source}", path.display())]
+    Mode {
+        /// The directory.
+        path: PathBuf,
+        /// What the system said.
+        source: io::Error,
+    },
+    /// It is a symlink.
+    #[error(
+        "{} is a symlink; a socket directory must be a real directory (give its own path)",
+        path.display()
+    )]
+    Symlink {
+        /// The path.
+        path: PathBuf,
+    },
+    /// It is not a directory.
+    #[error("{} is not a directory", path.display())]
+    NotDirectory {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Another user owns it (or a directory above it).
+    #[error(
+        "{} is owned by uid {uid}, not root or the daemon's user; another user could replace \
+         the socket in it",
+        path.display()
+    )]
+    Owner {
+        /// The directory.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// Other users may write in it (or in a directory above it that is not sticky).
+    #[error(
+        "{} is writable by other users (mode {mode:04o}); another user could replace the \
+         socket in it",
+        path.display()
+    )]
+    Writable {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
 /// Creates the run directory if it is missing, mode 0710 exactly (Debian's `root:sasl 0710`:
 /// the socket itself is group-writable, the directory decides who reaches it), and refuses one
 /// that another user could tamper with (see [`check_socket_dir`]).
-pub fn create_run_dir(dir: &Path) -> Result<(), String> {
+pub fn create_run_dir(dir: &Path) -> Result<(), SocketDirError> {
+    let create = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SocketDirError::Create { path, source }
+    };
     match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(parent) = dir.parent() {
@@ -75,18 +147,27 @@ pub fn create_run_dir(dir: &Path) -> Result<(), String> {
                     .recursive(true)
                     .mode(0o755)
                     .create(parent)
-                    .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+                    .map_err(create(parent))?;
             }
             // mkdir(2) never follows a symlink planted meanwhile: it fails with EEXIST.
             fs::DirBuilder::new()
                 .mode(0o710)
                 .create(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(create(dir))?;
             // The umask may have narrowed it.
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o710))
-                .map_err(|e| format!("cannot set the mode of {}: {e}", dir.display()))?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o710)).map_err(|source| {
+                SocketDirError::Mode {
+                    path: dir.to_owned(),
+                    source,
+                }
+            })?;
         }
-        Err(e) => return Err(format!("{}: {e}", dir.display())),
+        Err(source) => {
+            return Err(SocketDirError::Unreadable {
+                path: dir.to_owned(),
+                source,
+            })
+        }
         Ok(_) => {}
     }
     check_socket_dir(dir, None)
@@ -104,36 +185,35 @@ fn trusted(uid: u32, also: Option<u32>) -> bool {
 /// root, the daemon's user or `also` (the socket's owner), and writable by no one else; each
 /// directory above it must be owned by root, the daemon's user or `also`, and be writable by
 /// no one else unless it is sticky (`/tmp`).
-pub fn check_socket_dir(dir: &Path, also: Option<u32>) -> Result<(), String> {
+pub fn check_socket_dir(dir: &Path, also: Option<u32>) -> Result<(), SocketDirError> {
     use std::os::unix::fs::MetadataExt;
-    let meta = fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let unreadable = |path: &Path| {
+        let path = path.to_owned();
+        move |source| SocketDirError::Unreadable { path, source }
+    };
+    let meta = fs::symlink_metadata(dir).map_err(unreadable(dir))?;
     if meta.file_type().is_symlink() {
-        return Err(format!(
-            "{} is a symlink; a socket directory must be a real directory (give its own path)",
-            dir.display()
-        ));
+        return Err(SocketDirError::Symlink {
+            path: dir.to_owned(),
+        });
     }
     if !meta.is_dir() {
-        return Err(format!("{} is not a directory", dir.display()));
+        return Err(SocketDirError::NotDirectory {
+            path: dir.to_owned(),
+        });
     }
-    let unsafe_dir = |path: &Path, meta: &fs::Metadata, own: bool| -> Option<String> {
+    let unsafe_dir = |path: &Path, meta: &fs::Metadata, own: bool| -> Option<SocketDirError> {
         if !trusted(meta.uid(), also) {
-            return Some(format!(
-                "{} is owned by uid {}, not root or the daemon's user; another user could \
-                 replace the socket in it",
-                path.display(),
-                meta.uid()
-            ));
+            return Some(SocketDirError::Owner {
+                path: path.to_owned(),
+                uid: meta.uid(),
+            });
         }
         let writable = meta.mode() & 0o022 != 0;
         let sticky = meta.mode() & 0o1000 != 0;
-        (writable && (own || !sticky)).then(|| {
-            format!(
-                "{} is writable by other users (mode {:04o}); another user could replace the \
-                 socket in it",
-                path.display(),
-                meta.mode() & 0o7777
-            )
+        (writable && (own || !sticky)).then(|| SocketDirError::Writable {
+            path: path.to_owned(),
+            mode: meta.mode() & 0o7777,
         })
     };
     if let Some(problem) = unsafe_dir(dir, &meta, true) {
@@ -141,12 +221,11 @@ pub fn check_socket_dir(dir: &Path, also: Option<u32>) -> Result<(), String> {
     }
     // Every directory above, both as written (a symlink on the way lives in the directory
     // before it) and as resolved.
-    let absolute = std::path::absolute(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let resolved = fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let absolute = std::path::absolute(dir).map_err(unreadable(dir))?;
+    let resolved = fs::canonicalize(dir).map_err(unreadable(dir))?;
     for chain in [&absolute, &resolved] {
         for ancestor in chain.ancestors().skip(1) {
-            let meta =
-                fs::metadata(ancestor).map_err(|e| format!("{}: {e}", ancestor.display()))?;
+            let meta = fs::metadata(ancestor).map_err(unreadable(ancestor))?;
             if let Some(problem) = unsafe_dir(ancestor, &meta, false) {
                 return Err(problem);
             }

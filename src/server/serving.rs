@@ -84,7 +84,7 @@ pub struct Plan {
 impl Plan {
     /// What can be checked before anything is bound: the owner exists, the directory is there
     /// and safe. Returns the owner's uid and gid.
-    pub fn check(&self) -> Result<Option<(u32, u32)>, String> {
+    pub fn check(&self) -> Result<Option<(u32, u32)>, ServingError> {
         let Place::Path {
             path,
             owner,
@@ -97,9 +97,12 @@ impl Plan {
         let owner = match owner {
             None => None,
             Some(Owner::Ids(uid, gid)) => Some((*uid, *gid)),
-            Some(Owner::Spec { spec, named }) => {
-                Some(super::resolve_owner(spec).map_err(|e| format!("{named}: {e}"))?)
-            }
+            Some(Owner::Spec { spec, named }) => Some(super::resolve_owner(spec).map_err(
+                |source| ServingError::Owner {
+                    option: named.to_string(),
+                    source,
+                },
+            )?),
         };
         if *check_dir {
             let dir = match path.parent() {
@@ -110,6 +113,47 @@ impl Plan {
         }
         Ok(owner)
     }
+}
+
+/// Why a socket could not be put in service. Each names the socket (`what`: its path or
+/// address, and what it is for).
+#[derive(Debug, thiserror::Error)]
+pub enum ServingError {
+    /// Its owner (`--dovecot-socket-owner`, a listener's `owner`) names no one.
+    #[error("{option}: {source}")]
+    Owner {
+        /// The setting.
+        option: String,
+        /// Why.
+        source: super::OwnerError,
+    },
+    /// Its directory is not safe to hold it.
+    #[error(transparent)]
+    Directory(#[from] super::SocketDirError),
+    /// It could not be bound.
+    #[error("cannot listen on {what}: {source}")]
+    Bind {
+        /// The socket.
+        what: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The runtime could not take it.
+    #[error("cannot register {what}: {source}")]
+    Register {
+        /// The socket.
+        what: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// A protocol asked of a kind of socket that does not carry it.
+    #[error("{what}: {serves} is not served there")]
+    NotServedThere {
+        /// The socket.
+        what: String,
+        /// The protocol, as its plan names it.
+        serves: String,
+    },
 }
 
 /// The descriptors the plans' connection budgets need.
@@ -157,11 +201,14 @@ impl std::fmt::Debug for Sockets {
 
 /// Binds every plan, in order (put the one clients wait for last: once it answers, all do).
 /// A plan that cannot be bound removes those bound before it, and names itself.
-pub fn bind(plans: Vec<Plan>) -> Result<Sockets, String> {
+pub fn bind(plans: Vec<Plan>) -> Result<Sockets, ServingError> {
     let mut bound = Vec::with_capacity(plans.len());
     for plan in plans {
         let what = plan.what.clone();
-        let failed = |e: std::io::Error| format!("cannot listen on {what}: {e}");
+        let failed = |source| ServingError::Bind {
+            what: what.clone(),
+            source,
+        };
         let (socket, remove) = match plan.place {
             Place::Passed(listener) => (Socket::Unix(listener), None),
             Place::Tcp(addr, ref allow) => (
@@ -203,7 +250,7 @@ impl std::fmt::Debug for Serving {
 impl Serving {
     /// Registers every socket with the runtime and starts its accept loop, each on the
     /// runtime's workers (where its connections then run). Call inside the runtime.
-    pub fn start(mut sockets: Sockets, live: &Arc<Live>) -> Result<Serving, String> {
+    pub fn start(mut sockets: Sockets, live: &Arc<Live>) -> Result<Serving, ServingError> {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         // Each protocol listener's series exist before any accept loop runs, so that a scrape
@@ -214,7 +261,10 @@ impl Serving {
         for bound in &mut sockets.0 {
             let (what, limits) = (&bound.what, bound.limits);
             let socket = bound.socket.take().expect("each socket is served once");
-            let failed = |e: std::io::Error| format!("cannot register {what}: {e}");
+            let failed = |source| ServingError::Register {
+                what: what.clone(),
+                source,
+            };
             let (live, shutdown) = (Arc::clone(live), stop.clone().cancelled_owned());
             match (bound.serves, socket) {
                 (Serves::Saslauthd, Socket::Unix(l)) => {
@@ -243,7 +293,12 @@ impl Serving {
                     tracing::info!("metrics on http://{addr}/metrics");
                     continue;
                 }
-                (serves, _) => return Err(format!("{what}: {serves:?} is not served there")),
+                (serves, _) => {
+                    return Err(ServingError::NotServedThere {
+                        what: what.clone(),
+                        serves: format!("{serves:?}"),
+                    })
+                }
             }
             tracing::info!("listening on {what}");
         }
@@ -286,7 +341,7 @@ pub async fn run(
     sockets: Sockets,
     live: Arc<Live>,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), ServingError> {
     Serving::start(sockets, &live)?.until(shutdown).await;
     Ok(())
 }
