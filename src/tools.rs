@@ -228,11 +228,10 @@ mod settings_tests {
 pub mod options {
     use crate::getopt::{ArgKind, OptDef};
 
+    /// `--format`'s values: the sasldb formats' names.
     fn formats() -> Vec<&'static str> {
-        FORMATS.to_vec()
+        crate::sasldb::Kind::ALL.iter().map(|k| k.name()).collect()
     }
-
-    const FORMATS: &[&str] = &["lmdb", "bdb", "gdbm"];
 
     /// `saslpasswd2-rs`, Cyrus's `saslpasswd2` flags and two of ours.
     pub const SASLPASSWD2: &[OptDef] = &[
