@@ -474,6 +474,79 @@ fn libsasl2s_sql_plugin_keys_on_sqlite_and_postgres() {
     check(&conf);
 }
 
+/// TLS to PostgreSQL, as Dovecot's `connect` says it (`sslmode=verify-full sslrootcert=`):
+/// the connection is encrypted and the server checked; a server whose certificate comes from
+/// another CA is a temporary failure, never a success, and named in the log.
+#[test]
+fn postgres_over_tls_checks_the_server() {
+    if !peers()
+        || !common::peers_for("sql", (!common::pg::available()).then_some("PostgreSQL 15"))
+        || !common::peers_for(
+            "sql",
+            common::peer("openssl").is_none().then_some("openssl"),
+        )
+    {
+        return;
+    }
+    let pg = common::pg::Pg::start();
+    let ca = pg.enable_tls();
+    pg.psql("postgres", "CREATE DATABASE tls");
+    pg.psql(
+        "tls",
+        "CREATE TABLE users (username TEXT, password TEXT); \
+         INSERT INTO users VALUES ('alice@example.org', '{PLAIN}alice-pw')",
+    );
+    pg.psql(
+        "postgres",
+        "CREATE ROLE postfix LOGIN PASSWORD 'db secret'; GRANT CONNECT ON DATABASE tls TO postfix",
+    );
+    pg.psql("tls", "GRANT SELECT ON users TO postfix");
+    let dir = tempfile::tempdir().unwrap();
+    let other = common::pki::certificates(&dir.path().join("other"), "other", "IP:127.0.0.1").0;
+    let conf = |root: &Path| {
+        let path = dir.path().join("dovecot-sql.conf.ext");
+        std::fs::write(
+            &path,
+            format!(
+                "driver = pgsql\nconnect = host=127.0.0.1 port={} dbname=tls user=postfix \
+                 password='db secret' sslmode=verify-full sslrootcert={}\n\
+                 password_query = SELECT password FROM users WHERE username = '%u'\n",
+                pg.port,
+                root.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (d, _) = daemon(&conf(&ca), &[]);
+    assert_eq!(
+        d.ask("alice@example.org", "alice-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    assert!(d
+        .ask("alice@example.org", "wrong", "smtp", "")
+        .starts_with("NO"));
+    let encrypted = pg.query(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) \
+         WHERE ssl AND usename = 'postfix'",
+    );
+    assert_ne!(encrypted, "0", "no encrypted connection from the daemon");
+    drop(d);
+    let (d, _) = daemon(&conf(&other), &[]);
+    assert_eq!(
+        d.ask("alice@example.org", "alice-pw", "smtp", ""),
+        "NO internal mechanism failure"
+    );
+    assert!(
+        d.log_text().contains("SQL: no database could be asked"),
+        "{}",
+        d.log_text()
+    );
+}
+
 #[test]
 fn a_bad_file_stops_the_start_naming_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -617,6 +690,47 @@ fn mariadb_on_its_latin1_defaults_an_outage_and_the_return() {
     .unwrap();
     let (d, auth) = daemon(&conf, &[]);
     check_everyone(&d, &auth, &users);
+    // Request for request against Dovecot's SQL passdb (mysql) on the same database, both
+    // over TCP (Dovecot's auth process runs as its own user, outside the socket's directory).
+    if common::peers_for("sql", common::dovecot_auth::missing()) {
+        db.sql(
+            "CREATE USER 'mailer'@'localhost' IDENTIFIED BY 'dbsecret'; \
+             GRANT SELECT ON mail.* TO 'mailer'@'localhost'; \
+             CREATE USER 'mailer'@'127.0.0.1' IDENTIFIED BY 'dbsecret'; \
+             GRANT SELECT ON mail.* TO 'mailer'@'127.0.0.1';",
+        );
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tcp = dir.path().join("dovecot-sql-tcp.conf.ext");
+        std::fs::write(
+            &tcp,
+            format!(
+                // Dovecot's mysql driver takes no quotes in `connect` (ours does).
+                "driver = mysql\nconnect = host=127.0.0.1 port={} dbname=mail user=mailer \
+                 password=dbsecret\ndefault_pass_scheme = SHA512-CRYPT\n{QUERY}",
+                db.port
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&tcp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let dovecot = common::dovecot_auth::DovecotAuth::start(&format!(
+            "  driver = sql\n  args = {}",
+            tcp.display()
+        ));
+        let (ours, ours_auth) = daemon(&tcp, &[]);
+        let mut asked: Vec<(&str, String, String)> = Vec::new();
+        for (login, password, _) in &users {
+            asked.push(("PLAIN", login.clone(), password.to_string()));
+            asked.push(("LOGIN", login.clone(), password.to_string()));
+            asked.push(("PLAIN", login.clone(), "wrong".into()));
+        }
+        for (login, password, _) in cases() {
+            asked.push(("PLAIN", login.into(), password.into()));
+        }
+        let same = compare_with_dovecot(&dovecot, &ours_auth, &asked);
+        assert!(same >= 60, "{same}");
+        drop(ours);
+    }
     outage_and_return(&d, &auth, &mut db, |db| db.stop(), |db| db.run());
 }
 

@@ -9,6 +9,7 @@ pub mod ldap;
 pub mod mariadb;
 pub mod pam;
 pub mod pg;
+pub mod pki;
 pub mod samba;
 pub mod smtp;
 

@@ -124,6 +124,49 @@ impl Pg {
         super::checked(out, &format!("psql: {sql}"));
     }
 
+    /// Runs `sql` with psql as `postgres` on database `db`: its rows, unaligned, one a line.
+    pub fn query(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-X", "-q", "-t", "-A", "-U", "postgres", "-h"])
+            .arg(&self.socket_dir)
+            .args(["-p", &self.port.to_string(), "-d", db, "-c", sql])
+            .output()
+            .unwrap();
+        let out = super::checked(out, &format!("psql: {sql}"));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Turns TLS on (a reload), with a certificate for 127.0.0.1 and localhost from a CA of
+    /// its own (made with openssl): the CA's certificate, for `sslrootcert`.
+    pub fn enable_tls(&self) -> PathBuf {
+        let pki = self.dir.path().join("pki");
+        let (ca, cert, key) = super::pki::certificates(&pki, "pg", "IP:127.0.0.1,DNS:localhost");
+        // The server reads its certificate and key as its own user, and only a key that no
+        // one else may read.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if unsafe { libc::geteuid() } == 0 {
+            for path in [&pki, &cert, &key] {
+                std::os::unix::fs::chown(path, Some(65534), Some(65534)).unwrap();
+            }
+        }
+        for (name, value) in [("ssl_cert_file", &cert), ("ssl_key_file", &key)] {
+            self.psql(
+                "postgres",
+                &format!("ALTER SYSTEM SET {name} = '{}'", value.display()),
+            );
+        }
+        self.psql("postgres", "ALTER SYSTEM SET ssl = on");
+        self.psql("postgres", "SELECT pg_reload_conf()");
+        super::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || self.query("postgres", "SHOW ssl") == "on",
+            || self.log(),
+        );
+        ca
+    }
+
     /// The server's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
