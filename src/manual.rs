@@ -48,7 +48,7 @@ pub fn pages() -> Vec<Page> {
             name: "saslauthd-rs",
             section: "8",
             summary: "SASL authentication daemon, a drop-in replacement for Cyrus saslauthd",
-            synopsis: &["[-a sasldb|shadow|pam|ldap|sql] [-O file] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
+            synopsis: &["[-a sasldb|shadow|pam|ldap|sql|getpwent] [-O file] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
             options: crate::cli::OPTIONS,
             keys: &[],
             description: DAEMON_DESCRIPTION,

@@ -264,7 +264,27 @@ fn a_changed_hash_takes_effect_at_once_even_with_the_cache() {
 /// Cyrus's `saslauthd -a shadow` with nss_wrapper standing in for the system's databases
 /// (it uses getspnam, which nss_wrapper intercepts).
 fn cyrus_shadow(dir: &Path, extra: &[&str]) -> Option<Cyrus> {
+    cyrus_with_nss(dir, "shadow", extra)
+}
+
+/// Cyrus's `saslauthd -a PASSDB` with nss_wrapper standing in for the system's databases
+/// (`passwd`, `group` and `shadow` in `dir`).
+fn cyrus_with_nss(dir: &Path, passdb: &str, extra: &[&str]) -> Option<Cyrus> {
     let saslauthd = peer("saslauthd")?;
+    let run = dir.join("cyrus-run");
+    let mut command = Cyrus::command();
+    command
+        .arg(&saslauthd)
+        .args(["-a", passdb, "-d", "-n", "2", "-m"])
+        .arg(&run)
+        .args(extra)
+        .envs(nss_wrapper(dir)?);
+    Some(Cyrus::start(command, &run))
+}
+
+/// The environment that puts nss_wrapper in front of NSS, with the databases in `dir`;
+/// `None` (after the missing-peer rule) without libnss-wrapper.
+fn nss_wrapper(dir: &Path) -> Option<Vec<(&'static str, OsString)>> {
     let wrapper = [
         "/usr/lib/x86_64-linux-gnu/libnss_wrapper.so",
         "/usr/lib/libnss_wrapper.so",
@@ -274,18 +294,76 @@ fn cyrus_shadow(dir: &Path, extra: &[&str]) -> Option<Cyrus> {
     let Some(wrapper) = wrapper else {
         return peer("libnss_wrapper.so").map(|_| unreachable!());
     };
-    let run = dir.join("cyrus-run");
-    let mut command = Cyrus::command();
-    command
-        .arg(&saslauthd)
-        .args(["-a", "shadow", "-d", "-n", "2", "-m"])
-        .arg(&run)
-        .args(extra)
-        .env("LD_PRELOAD", wrapper)
-        .env("NSS_WRAPPER_PASSWD", dir.join("passwd"))
-        .env("NSS_WRAPPER_GROUP", dir.join("group"))
-        .env("NSS_WRAPPER_SHADOW", dir.join("shadow"));
-    Some(Cyrus::start(command, &run))
+    Some(vec![
+        ("LD_PRELOAD", wrapper.into()),
+        ("NSS_WRAPPER_PASSWD", dir.join("passwd").into()),
+        ("NSS_WRAPPER_GROUP", dir.join("group").into()),
+        ("NSS_WRAPPER_SHADOW", dir.join("shadow").into()),
+    ])
+}
+
+/// `-a getpwent` against Cyrus's, both under nss_wrapper with every scheme's hash in the
+/// passwd file's password field (a system without shadow passwords), a shadowed entry (`x`)
+/// and an empty field: the same OK/NO for every user and password; Cyrus's failure texts
+/// tell who exists (`Incorrect password`, `Username lookup failure: ...`), ours is one text.
+#[test]
+fn differential_against_cyrus_getpwent() {
+    let Some(mkpasswd) = peer("mkpasswd") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut passwd = String::from("root:x:0:0::/root:/bin/sh\n");
+    let mut users = Vec::new();
+    for (i, (user, line)) in fixture_lines(&mkpasswd).into_iter().enumerate() {
+        let hash = line.split(':').nth(1).unwrap().to_owned();
+        passwd += &format!(
+            "{user}:{hash}:{}:{}::/nonexistent:/bin/false\n",
+            3000 + i,
+            3000 + i
+        );
+        users.push(user);
+    }
+    passwd += "shadowed:x:3100:3100::/nonexistent:/bin/false\n";
+    users.push("shadowed".into());
+    std::fs::write(dir.path().join("passwd"), passwd).unwrap();
+    std::fs::write(dir.path().join("group"), "root:x:0:\n").unwrap();
+    std::fs::write(dir.path().join("shadow"), "").unwrap();
+    let Some(cyrus) = cyrus_with_nss(dir.path(), "getpwent", &[]) else {
+        return;
+    };
+    let env = nss_wrapper(dir.path()).unwrap();
+    let args: Vec<OsString> = vec!["-a".into(), "getpwent".into()];
+    let ours = Daemon::spawn(tempfile::tempdir().unwrap(), &args, &env);
+    let mut compared = 0;
+    let mut ok = 0;
+    for user in users.iter().map(String::as_str).chain(["nobody"]) {
+        for password in [PASSWORD, "wrong", "s3cret"] {
+            let request = frame(&[user.as_bytes(), password.as_bytes(), b"smtp", b""]);
+            let theirs = raw_exchange(&cyrus.socket, &request);
+            let mine = raw_exchange(&ours.socket, &request);
+            if theirs == OK {
+                assert_eq!(mine, OK, "{user}/{password}: {}", ours.log_text());
+                ok += 1;
+            } else {
+                assert_eq!(
+                    mine,
+                    no("authentication failed"),
+                    "{user}/{password}: {theirs:?}"
+                );
+            }
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, (users.len() + 1) * 3);
+    // Every scheme's right password but the locked, disabled and empty fields' (and x).
+    assert_eq!(ok, users.len() - 4, "{}", ours.log_text());
+    // root's entry says x: the log says what that means.
+    assert!(
+        ours.log_text()
+            .contains("no password will match here; -a shadow reads them"),
+        "{}",
+        ours.log_text()
+    );
 }
 
 #[test]

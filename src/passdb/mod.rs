@@ -14,6 +14,7 @@
 //!
 //! Adding a passdb is a file here and one line in [`MODULES`].
 
+mod getpwent;
 pub mod ldap;
 mod memory;
 mod pam;
@@ -51,6 +52,7 @@ pub static MODULES: &[Module] = &[
     ldap::MODULE,
     #[cfg(feature = "sql")]
     sql::MODULE,
+    getpwent::MODULE,
     memory::MODULE,
 ];
 
@@ -430,7 +432,7 @@ mod tests {
         assert!(module("kerberos4").is_none());
         assert_eq!(
             offered().collect::<Vec<_>>(),
-            ["sasldb", "shadow", "pam", "ldap", "sql"]
+            ["sasldb", "shadow", "pam", "ldap", "sql", "getpwent"]
         );
     }
 }
