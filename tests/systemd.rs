@@ -221,6 +221,8 @@ fn drops_to_the_user_it_is_told() {
     std::os::unix::fs::chown(&sasldb, Some(0), Some(mail)).unwrap();
     std::fs::set_permissions(&sasldb, std::fs::Permissions::from_mode(0o640)).unwrap();
     let d = common::Daemon::start_on(dir, sasldb.clone(), &["--user", "nobody"]);
+    // The socket answers from the moment it is bound, which is before the drop.
+    d.wait_for_log("running as nobody", 1);
     let (uid, gid, groups) = ids(d.pid());
     assert_eq!(uid, "65534 65534 65534 65534");
     assert_eq!(gid, "65534 65534 65534 65534");
@@ -251,6 +253,7 @@ fn drops_to_the_user_it_is_told() {
         "nobody".into(),
     ];
     let s = common::Daemon::spawn(dir, &args, &[]);
+    s.wait_for_log("running as nobody", 1);
     let (uid, _, groups) = ids(s.pid());
     assert_eq!(uid, "65534 65534 65534 65534");
     assert!(
