@@ -181,23 +181,79 @@ pub enum ConfError {
         source: std::io::Error,
     },
     /// A line or value that cannot be used.
-    #[error("{}: line {line}: {message}", path.display())]
+    #[error("{}: line {line}: {error}", path.display())]
     Line {
         /// The file.
         path: PathBuf,
-        /// The line (1-based).
+        /// The line (1-based; 0: the settings together).
         line: usize,
         /// What is wrong.
-        message: String,
+        error: SettingError,
     },
 }
 
+/// A setting that cannot be used, by itself or with the others.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    /// A line that is not `key: value`.
+    #[error("{0:?} is not \"key: value\"")]
+    NotKeyValue(String),
+    /// A key with nothing after its colon.
+    #[error("{0} has no value")]
+    NoValue(String),
+    /// A key saslauthd-rs does not know.
+    #[error("unknown key {0}")]
+    Unknown(String),
+    /// A key Cyrus knows that saslauthd-rs does not implement, and why.
+    #[error("{key} is not supported by saslauthd-rs: {why}")]
+    Unsupported {
+        /// The key.
+        key: String,
+        /// Why not, and what to do instead.
+        why: &'static str,
+    },
+    /// A switch that is neither yes nor no.
+    #[error("{0:?} is not yes or no")]
+    NotYesNo(String),
+    /// A number that is not one.
+    #[error("{0:?} is not a number")]
+    NotANumber(String),
+    /// A value outside a key's words (`key`: the words it takes).
+    #[error("{key} {value:?}: expected {expected}")]
+    NotOneOf {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// The words it takes.
+        expected: &'static str,
+    },
+    /// A server that is not an LDAP URL.
+    #[error("ldap_servers: {0:?} is not an ldap://, ldaps:// or ldapi:// URL")]
+    NotAnLdapUrl(String),
+    /// An LDAP version other than 3.
+    #[error("ldap_version {0}: only 3 is supported")]
+    Version(u32),
+    /// `ldap_referrals: yes`.
+    #[error(
+        "ldap_referrals: yes is not supported (a referral could send the user's password to \
+         another server); list every server in ldap_servers"
+    )]
+    Referrals,
+    /// A client certificate without its key, or the other way round.
+    #[error("ldap_tls_cert and ldap_tls_key go together")]
+    CertWithoutKey,
+    /// StartTLS with a server that is not `ldap://`.
+    #[error("ldap_start_tls: yes applies to ldap:// servers only")]
+    StartTlsNotLdap,
+}
+
 /// Cyrus's switch values: `yes`/`on`/`true`/`1` and `no`/`off`/`false`/`0`.
-fn switch(value: &str) -> Result<bool, String> {
+fn switch(value: &str) -> Result<bool, SettingError> {
     match value.to_ascii_lowercase().as_str() {
         "yes" | "on" | "true" | "1" | "y" => Ok(true),
         "no" | "off" | "false" | "0" | "n" => Ok(false),
-        other => Err(format!("{other:?} is not yes or no")),
+        other => Err(SettingError::NotYesNo(other.to_owned())),
     }
 }
 
@@ -206,25 +262,34 @@ fn switch(value: &str) -> Result<bool, String> {
 /// passdb opens.
 pub fn check_key(key: &str, value: &str) -> Result<(), String> {
     match LdapConf::default().set(key, value) {
-        Err(message) if message.starts_with("unknown key") || message.contains("not supported") => {
-            Err(message)
+        Err(e @ (SettingError::Unknown(_) | SettingError::Unsupported { .. })) => {
+            Err(e.to_string())
         }
         _ => Ok(()),
     }
 }
 
-fn number(value: &str) -> Result<u32, String> {
+fn number(value: &str) -> Result<u32, SettingError> {
     value
         .parse()
-        .map_err(|_| format!("{value:?} is not a number"))
+        .map_err(|_| SettingError::NotANumber(value.to_owned()))
 }
 
-fn scope(value: &str) -> Result<Scope, String> {
+/// The error of a value of `key` that is none of the words it takes (`expected`).
+fn one_of(key: &'static str, value: &str, expected: &'static str) -> SettingError {
+    SettingError::NotOneOf {
+        key,
+        value: value.to_owned(),
+        expected,
+    }
+}
+
+fn scope(key: &'static str, value: &str) -> Result<Scope, SettingError> {
     match value.to_ascii_lowercase().as_str() {
         "sub" | "subtree" => Ok(Scope::Subtree),
         "one" | "onelevel" => Ok(Scope::OneLevel),
         "base" => Ok(Scope::Base),
-        other => Err(format!("{other:?}: expected sub, one or base")),
+        other => Err(one_of(key, other, "sub, one or base")),
     }
 }
 
@@ -299,10 +364,10 @@ impl LdapConf {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let at = |message: String| ConfError::Line {
+            let at = |error: SettingError| ConfError::Line {
                 path: path.to_owned(),
                 line: i + 1,
-                message,
+                error,
             };
             let key_like = |k: &str| {
                 !k.is_empty()
@@ -310,25 +375,25 @@ impl LdapConf {
                         .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
             };
             let Some((key, value)) = line.split_once(':').filter(|(k, _)| key_like(k)) else {
-                return Err(at(format!("{line:?} is not \"key: value\"")));
+                return Err(at(SettingError::NotKeyValue(line.to_owned())));
             };
             let key = key.to_ascii_lowercase();
             let value = value.trim();
             if value.is_empty() {
-                return Err(at(format!("{key} has no value")));
+                return Err(at(SettingError::NoValue(key)));
             }
             conf.set(&key, value).map_err(at)?;
         }
-        conf.finish().map_err(|message| ConfError::Line {
+        conf.finish().map_err(|error| ConfError::Line {
             path: path.to_owned(),
             line: 0,
-            message,
+            error,
         })?;
         Ok(conf)
     }
 
     /// One setting (also from the TOML file's `[ldap]` table).
-    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), SettingError> {
         let path = || Some(PathBuf::from(value));
         match key {
             "ldap_servers" => {
@@ -336,9 +401,7 @@ impl LdapConf {
                 for url in &self.servers {
                     let scheme = url.split("://").next().unwrap_or_default();
                     if !matches!(scheme, "ldap" | "ldaps" | "ldapi") || !url.contains("://") {
-                        return Err(format!(
-                            "ldap_servers: {url:?} is not an ldap://, ldaps:// or ldapi:// URL"
-                        ));
+                        return Err(SettingError::NotAnLdapUrl(url.clone()));
                     }
                 }
             }
@@ -347,7 +410,7 @@ impl LdapConf {
             "ldap_version" => {
                 self.version = match number(value)? {
                     3 => 3,
-                    other => return Err(format!("ldap_version {other}: only 3 is supported")),
+                    other => return Err(SettingError::Version(other)),
                 }
             }
             "ldap_search_base" => self.search_base = value.into(),
@@ -359,14 +422,16 @@ impl LdapConf {
                     "fastbind" => AuthMethod::Fastbind,
                     "custom" => AuthMethod::Custom,
                     other => {
-                        return Err(format!(
-                            "ldap_auth_method {other:?}: expected bind, fastbind or custom"
+                        return Err(one_of(
+                            "ldap_auth_method",
+                            other,
+                            "bind, fastbind or custom",
                         ))
                     }
                 }
             }
-            "ldap_scope" => self.scope = scope(value)?,
-            "ldap_group_scope" => self.group_scope = scope(value)?,
+            "ldap_scope" => self.scope = scope("ldap_scope", value)?,
+            "ldap_group_scope" => self.group_scope = scope("ldap_group_scope", value)?,
             "ldap_deref" => {
                 self.deref = match value.to_ascii_lowercase().as_str() {
                     "never" => Deref::Never,
@@ -374,9 +439,7 @@ impl LdapConf {
                     "find" => Deref::Finding,
                     "always" => Deref::Always,
                     other => {
-                        return Err(format!(
-                            "ldap_deref {other:?}: expected never, search, find or always"
-                        ))
+                        return Err(one_of("ldap_deref", other, "never, search, find or always"))
                     }
                 }
             }
@@ -404,9 +467,7 @@ impl LdapConf {
                     "attr" => GroupMatch::Attr,
                     "filter" => GroupMatch::Filter,
                     other => {
-                        return Err(format!(
-                            "ldap_group_match_method {other:?}: expected attr or filter"
-                        ))
+                        return Err(one_of("ldap_group_match_method", other, "attr or filter"))
                     }
                 }
             }
@@ -414,8 +475,11 @@ impl LdapConf {
             "ldap_follow_changes" => self.follow_changes = switch(value)?,
             other => {
                 return Err(match UNSUPPORTED.iter().find(|(k, _)| *k == other) {
-                    Some((_, why)) => format!("{other} is not supported by saslauthd-rs: {why}"),
-                    None => format!("unknown key {other}"),
+                    Some((_, why)) => SettingError::Unsupported {
+                        key: other.to_owned(),
+                        why,
+                    },
+                    None => SettingError::Unknown(other.to_owned()),
                 })
             }
         }
@@ -423,22 +487,18 @@ impl LdapConf {
     }
 
     /// What only the settings together can tell, and Cyrus's implied defaults.
-    fn finish(&mut self) -> Result<(), String> {
+    fn finish(&mut self) -> Result<(), SettingError> {
         if self.group_search_base.is_empty() {
             self.group_search_base = self.search_base.clone();
         }
         if self.referrals {
-            return Err(
-                "ldap_referrals: yes is not supported (a referral could send the user's password \
-                 to another server); list every server in ldap_servers"
-                    .into(),
-            );
+            return Err(SettingError::Referrals);
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            return Err("ldap_tls_cert and ldap_tls_key go together".into());
+            return Err(SettingError::CertWithoutKey);
         }
         if self.start_tls && self.servers.iter().any(|s| !s.starts_with("ldap://")) {
-            return Err("ldap_start_tls: yes applies to ldap:// servers only".into());
+            return Err(SettingError::StartTlsNotLdap);
         }
         Ok(())
     }
