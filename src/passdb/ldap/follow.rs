@@ -47,7 +47,8 @@ use ldap3::controls::{ControlParser, EntryState, RawControl, RefreshMode, SyncRe
 use ldap3::{LdapConnSettings, ResultEntry, SearchEntry};
 
 use super::guard;
-use super::servers::{connect_to, read_root_dse, unreadable, Server};
+use super::servers::{connect_to, read_root_dse, unreadable};
+use crate::passdb::failover::Servers;
 
 /// The Sync Request control (RFC 4533 §2.2), as a root DSE lists it in `supportedControl`.
 const SYNC_REQUEST_OID: &str = "1.3.6.1.4.1.4203.1.9.1.1";
@@ -320,7 +321,7 @@ impl Changes {
 
 /// What the stream needs of the passdb's settings.
 pub(super) struct Follow {
-    pub(super) servers: Vec<Arc<Server>>,
+    pub(super) servers: Servers,
     pub(super) settings: LdapConnSettings,
     pub(super) op_timeout: Duration,
     pub(super) bind_dn: String,
@@ -373,11 +374,11 @@ impl Follow {
             .servers
             .iter()
             .find(|s| s.alive())
-            .or(self.servers.first())
+            .or(self.servers.iter().next())
         else {
             return Ended::Refused("no server".into());
         };
-        let url = &server.url;
+        let url = &server.name;
         // ldap3 panics on some replies it cannot read: the stream is broken then.
         guard::guarded(self.stream_from(url))
             .await

@@ -22,7 +22,7 @@ mod servers;
 mod tls;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,7 +30,8 @@ use ldap3::{LdapConnSettings, SearchEntry, SearchOptions};
 
 use self::conf::{AuthMethod, Deref, GroupMatch, LdapConf, Scope};
 use self::filter::{expand, Tokens};
-use self::servers::{rc, unreadable, Conn, Failure, Server};
+use self::servers::{rc, unreadable, Conn, Failure};
+use super::failover::Servers;
 use super::scheme;
 use super::{Answer, Context, DefaultRealm, Module, Passdb, PassdbError, Query};
 use crate::pool::Pool;
@@ -69,7 +70,7 @@ const FOUND_ENTRIES: usize = 65_536;
 /// The directory passdb.
 pub struct Ldap {
     conf: LdapConf,
-    servers: Vec<Arc<Server>>,
+    servers: Servers,
     settings: LdapConnSettings,
     op_timeout: Duration,
     /// Connections bound as `ldap_bind_dn` (or anonymous), for searches and compares only.
@@ -125,17 +126,7 @@ impl Ldap {
             })?;
             settings = settings.set_config(Arc::new(tls));
         }
-        let servers = conf
-            .servers
-            .iter()
-            .map(|url| {
-                Arc::new(Server {
-                    url: url.clone(),
-                    dead_until: Mutex::new(None),
-                    probing: AtomicBool::new(false),
-                })
-            })
-            .collect();
+        let servers = Servers::new("LDAP server", conf.servers.iter().cloned());
         Ok(Ldap {
             conf,
             servers,
@@ -332,7 +323,7 @@ impl Ldap {
                 let mut idle = self.binders.lock().unwrap_or_else(|e| e.into_inner());
                 let at = idle
                     .iter()
-                    .position(|c| Some(c.server) != skip && self.servers[c.server].alive());
+                    .position(|c| Some(c.server) != skip && self.servers.get(c.server).alive());
                 at.filter(|_| !fresh).map(|i| idle.swap_remove(i))
             };
             let was_pooled = pooled.is_some();
@@ -383,7 +374,7 @@ impl Ldap {
                     });
                 }
                 Err(Failure::Broken(why)) if was_pooled => {
-                    tracing::debug!(server = %self.servers[server].url, "LDAP: a pooled bind connection broke ({why}); reconnecting");
+                    tracing::debug!(server = %self.servers.get(server).name, "LDAP: a pooled bind connection broke ({why}); reconnecting");
                     self.binders
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

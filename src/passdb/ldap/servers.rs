@@ -2,21 +2,13 @@
 //! multiplexed), each operation within its deadline, failover in order, and a server that
 //! failed skipped and probed in the background until it answers again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use ldap3::{LdapConnAsync, LdapConnSettings};
 
 use super::{guard, Ldap};
 use crate::passdb::PassdbError;
-
-/// How long a server that failed is skipped before requests try it again (a background probe
-/// clears it sooner once it answers).
-pub(super) const DEAD_FOR: Duration = Duration::from_secs(30);
-
-/// How often a dead server is probed.
-pub(super) const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Search connections (multiplexed: many searches at once on each).
 pub(super) const SEARCH_CONNECTIONS: usize = 2;
@@ -32,21 +24,6 @@ pub(super) mod rc {
     pub(in crate::passdb::ldap) const INVALID_CREDENTIALS: u32 = 49;
     pub(in crate::passdb::ldap) const INSUFFICIENT_ACCESS: u32 = 50;
     pub(in crate::passdb::ldap) const UNWILLING_TO_PERFORM: u32 = 53;
-}
-
-/// A server of `ldap_servers` and what is known of it.
-#[derive(Debug)]
-pub(super) struct Server {
-    pub(super) url: String,
-    pub(super) dead_until: Mutex<Option<Instant>>,
-    pub(super) probing: AtomicBool,
-}
-
-impl Server {
-    pub(super) fn alive(&self) -> bool {
-        let dead = self.dead_until.lock().unwrap_or_else(|e| e.into_inner());
-        dead.is_none_or(|until| Instant::now() >= until)
-    }
 }
 
 /// A connection and the server it goes to.
@@ -72,24 +49,9 @@ pub(super) enum Failure {
 }
 
 impl Ldap {
-    /// The servers to try, in order: those alive, then (when none is) all of them.
-    pub(super) fn order(&self) -> Vec<usize> {
-        let alive: Vec<usize> = (0..self.servers.len())
-            .filter(|&i| self.servers[i].alive())
-            .collect();
-        if alive.is_empty() {
-            (0..self.servers.len()).collect()
-        } else {
-            alive
-        }
-    }
-
-    /// Marks server `i` dead and probes it in the background until it answers.
+    /// Marks server `i` dead, drops its pooled connections, and probes it in the background
+    /// until it answers.
     pub(super) fn mark_dead(&self, i: usize, why: &str) {
-        let server = Arc::clone(&self.servers[i]);
-        *server.dead_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(Instant::now() + DEAD_FOR);
-        // Its pooled connections go too.
         self.searchers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -98,30 +60,15 @@ impl Ldap {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| c.server != i);
-        if server.probing.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        tracing::warn!(server = %server.url, "LDAP server unusable ({why}); trying the others, probing it every {PROBE_EVERY:?}");
         let (settings, timeout) = (self.settings.clone(), self.op_timeout);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            server.probing.store(false, Ordering::Release);
-            return;
-        };
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(PROBE_EVERY).await;
-                if probe(&server.url, settings.clone(), timeout).await {
-                    *server.dead_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    server.probing.store(false, Ordering::Release);
-                    tracing::info!(server = %server.url, "LDAP server answers again");
-                    return;
-                }
-            }
+        self.servers.mark_dead(i, why, move |url| {
+            let settings = settings.clone();
+            async move { probe(&url, settings, timeout).await }
         });
     }
 
     pub(super) async fn connect(&self, i: usize) -> Result<Conn, Failure> {
-        let url = &self.servers[i].url;
+        let url = &self.servers.get(i).name;
         let ldap = connect_to(url, self.settings.clone(), self.op_timeout)
             .await
             .map_err(Failure::Server)?;
@@ -139,7 +86,7 @@ impl Ldap {
             let pool = self.searchers.lock().unwrap_or_else(|e| e.into_inner());
             let usable: Vec<&Conn> = pool
                 .iter()
-                .filter(|c| Some(c.server) != skip && self.servers[c.server].alive())
+                .filter(|c| Some(c.server) != skip && self.servers.get(c.server).alive())
                 .collect();
             if usable.len() >= SEARCH_CONNECTIONS || (!usable.is_empty() && skip.is_none()) {
                 let n = self.next_searcher.fetch_add(1, Ordering::Relaxed);
@@ -169,12 +116,17 @@ impl Ldap {
         Fut: std::future::Future<Output = Result<T, Failure>>,
     {
         let mut last = String::from("no server");
-        for i in self.order().into_iter().filter(|&i| Some(i) != skip) {
+        for i in self
+            .servers
+            .order()
+            .into_iter()
+            .filter(|&i| Some(i) != skip)
+        {
             match open(i).await {
                 Ok(value) => return Ok(value),
                 Err(Failure::Server(why) | Failure::Broken(why)) => {
                     self.mark_dead(i, &why);
-                    last = format!("{}: {why}", self.servers[i].url);
+                    last = format!("{}: {why}", self.servers.get(i).name);
                 }
                 Err(Failure::Answer(why)) => return Err(self.error(i, why)),
             }
@@ -223,7 +175,7 @@ impl Ldap {
 
     pub(super) fn error(&self, i: usize, message: String) -> PassdbError {
         PassdbError::Ldap {
-            server: self.servers[i].url.clone(),
+            server: self.servers.get(i).name.clone(),
             message,
         }
     }
@@ -243,7 +195,7 @@ impl Ldap {
                 Err(Failure::Answer(why)) => return Err(self.error(server, why)),
                 Err(Failure::Broken(why)) if pooled => {
                     // Drop that server's pooled connections and try it afresh.
-                    tracing::debug!(server = %self.servers[server].url, "LDAP: a pooled connection broke ({why}); reconnecting");
+                    tracing::debug!(server = %self.servers.get(server).name, "LDAP: a pooled connection broke ({why}); reconnecting");
                     self.searchers
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())

@@ -7,12 +7,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::conf::LdapConf;
 
 pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, String> {
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+    let builder = crate::passdb::tls::builder()?;
     let builder = if conf.tls_check_peer {
-        let mut roots = rustls::RootCertStore::empty();
         let mut files = Vec::new();
         if let Some(file) = &conf.tls_cacert_file {
             files.push(file.clone());
@@ -28,19 +24,7 @@ pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, Str
                 }
             }
         }
-        if files.is_empty() {
-            files.push("/etc/ssl/certs/ca-certificates.crt".into());
-        }
-        for file in &files {
-            let certs = CertificateDer::pem_file_iter(file)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("{}: {e}", file.display()))?;
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", file.display()))?;
-            }
-        }
+        let roots = crate::passdb::tls::roots(&files)?;
         if roots.is_empty() {
             return Err("ldap_tls_check_peer: no CA certificate to check the server with".into());
         }
