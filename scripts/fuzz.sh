@@ -9,7 +9,7 @@ secs=${1:-20}
 shift || true
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(saslauthd_request dovecot_lines mechanism shadow sasldb)
+[ ${#targets[@]} -gt 0 ] || targets=(saslauthd_request dovecot_lines mechanism shadow sasldb imap)
 (cd fuzz && cargo fuzz build -s none >/dev/null)
 for t in "${targets[@]}"; do
     work="target/fuzz-corpus/$t"

@@ -161,6 +161,22 @@ pub const OPTIONS: &[OptDef] = &[
     ),
     OptDef::with(
         None,
+        Some("rimap-tls"),
+        "mode",
+        ArgKind::Any,
+        "For -a rimap: starttls, imaps or off (default off, as Cyrus): TLS to the IMAP server, \
+         its certificate checked.",
+    ),
+    OptDef::with(
+        None,
+        Some("rimap-ca"),
+        "file",
+        ArgKind::File,
+        "For -a rimap: the CA certificates (PEM) to check the IMAP server with (default: the \
+         system's).",
+    ),
+    OptDef::with(
+        None,
         Some("threads"),
         "n",
         ArgKind::Any,

@@ -394,6 +394,20 @@ keys! {
         show |v| show::or(v.as_deref().map(show::text), "the request's service"),
         Some("--pam-service"), Applies,
         "string", "The PAM service for every request (--pam-service). Default: the request's.";
+    /// `--rimap-tls`: how `-a rimap` protects its connections.
+    rimap_tls: crate::passdb::RimapTls = crate::passdb::RimapTls::Off,
+        file String => |text, _| text
+            .parse()
+            .map_err(|e: crate::passdb::UnknownRimapTls| ConfigError::RimapTls(e.to_string())),
+        show |v| show::set(show::text(v.name())),
+        Some("--rimap-tls"), Applies,
+        "\"starttls\" | \"imaps\" | \"off\"", "How -a rimap protects its connection to the IMAP server (--rimap-tls): STARTTLS, TLS from the first byte (port 993 by default), or none, as Cyrus. Default \"off\".";
+    /// `--rimap-ca`: the CA certificates `-a rimap` checks the IMAP server with.
+    rimap_ca: Option<PathBuf> = None,
+        file PathBuf => |path, _| Ok(Some(path)),
+        show |v| show::or(v.as_deref().map(show::path), "the system's (/etc/ssl/certs/ca-certificates.crt)"),
+        Some("--rimap-ca"), Applies,
+        "path", "The CA certificates (PEM) -a rimap checks the IMAP server's with, under --rimap-tls (--rimap-ca). Default: the system's.";
     /// `--failure-delay`: the base delay before a failure is answered (0 = none).
     failure_delay: Duration = Duration::from_secs(2),
         file f64 => |secs, name| delay_secs(name, secs),
@@ -706,6 +720,9 @@ pub enum ConfigError {
     /// A delay beyond what Postfix waits.
     #[error("{0} must be between 0 and 10 seconds")]
     DelayRange(&'static str),
+    /// `rimap_tls` names no mode.
+    #[error("rimap_tls {0}")]
+    RimapTls(String),
     /// `sasldb_format` names no format.
     #[error("sasldb_format: {0}")]
     SasldbFormat(String),
@@ -1088,6 +1105,8 @@ impl Config {
             shadow_file: self.shadow_file.clone(),
             pam_service: self.pam_service.clone(),
             options: self.mech_options.clone(),
+            rimap_tls: self.rimap_tls,
+            rimap_ca: self.rimap_ca.clone(),
             table: self
                 .tables
                 .iter()

@@ -89,6 +89,59 @@ pub fn shadow(data: &[u8]) {
     crate::passdb::fuzz_shadow(data);
 }
 
+/// `-a rimap`'s IMAP side: every response in `data` read as the passdb reads a server's (each
+/// one takes at least a byte and no more than there is); and `data` split at the first 0xff
+/// into a login and a password, the LOGIN command made of them holds them whole and ends
+/// where it says it does: a CR LF appears only after a literal's announcement and at the end,
+/// so no value can start a command of its own.
+pub fn imap(data: &[u8]) {
+    let mut rest = data;
+    while let Ok(Some((_, used))) = crate::passdb::fuzz_imap_response(rest) {
+        assert!(used > 0 && used <= rest.len());
+        rest = &rest[used..];
+    }
+    let (user, password) = match memchr::memchr(0xff, data) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &b""[..]),
+    };
+    for literal_plus in [false, true] {
+        let Some(pieces) = crate::passdb::fuzz_imap_login(user, password, literal_plus) else {
+            assert!(user.contains(&0) || password.contains(&0));
+            continue;
+        };
+        let command: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        let mut at = 0;
+        let mut literals = Vec::new();
+        loop {
+            let end = at + memchr::memmem::find(&command[at..], b"\r\n").expect("a CR LF");
+            let line = &command[at..end];
+            at = end + 2;
+            if at == command.len() {
+                break;
+            }
+            // Not the end: the line announces a literal of N bytes, which follow.
+            let open = memchr::memrchr(b'{', line).expect("a literal's announcement");
+            let digits = line[open + 1..line.len() - 1]
+                .strip_suffix(b"+")
+                .unwrap_or(&line[open + 1..line.len() - 1]);
+            assert_eq!(line.last(), Some(&b'}'));
+            let n: usize = std::str::from_utf8(digits).unwrap().parse().unwrap();
+            literals.push(command[at..at + n].to_vec());
+            at += n;
+        }
+        assert_eq!(
+            pieces.len(),
+            if literal_plus { 1 } else { literals.len() + 1 }
+        );
+        for value in [user, password] {
+            let quotable = value
+                .iter()
+                .all(|&b| (0x20..0x7f).contains(&b) || b == b'\t');
+            assert!(quotable || literals.iter().any(|l| l == value));
+        }
+    }
+}
+
 /// A sasldb2 reader: `b` Berkeley DB (read, written back, read again), `l` LMDB, `g` GDBM,
 /// chosen by the first byte.
 pub fn sasldb(data: &[u8]) {

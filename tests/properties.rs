@@ -77,6 +77,19 @@ proptest! {
     ) {
         fuzzing::shadow(lines.join("\n").as_bytes());
     }
+
+    #[test]
+    fn imap_responses_and_login_commands(
+        lines in proptest::collection::vec("([*+]|saslauthd|a1) (OK|NO|BAD|BYE|CAPABILITY|3)( \\[[A-Z ]{0,12}\\])?[ -~]{0,30}(\r\n|\n|)", 0..6),
+        user in proptest::collection::vec(any::<u8>(), 0..20),
+        password in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        fuzzing::imap(lines.concat().as_bytes());
+        let mut login = user.iter().map(|&b| if b == 0xff { 0xfe } else { b }).collect::<Vec<u8>>();
+        login.push(0xff);
+        login.extend_from_slice(&password);
+        fuzzing::imap(&login);
+    }
 }
 
 /// The sasldb readers on every fixture with bytes flipped: records or an error, and a

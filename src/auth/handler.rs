@@ -605,6 +605,7 @@ impl Handler {
                                     delay,
                                     user: named,
                                     reason,
+                                    ..
                                 } = running.await;
                                 let result = answer_for(id, named.or(user), outcome, temp_fail)
                                     .with_reason(reason);

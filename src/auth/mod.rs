@@ -146,6 +146,9 @@ pub struct Decision {
     pub user: Option<Vec<u8>>,
     /// The passdb's words for a refused account, when it said some.
     pub reason: Option<String>,
+    /// For a passdb that broke, what Cyrus's saslauthd answers after `NO` when it has a text
+    /// of its own for it (rimap's `[ALERT] ...`): the saslauthd socket's reply only.
+    pub alert: Option<&'static str>,
 }
 
 /// The answer to something the driver was asked: there already, or running (on the pool).
@@ -745,6 +748,10 @@ impl Authenticator {
             delay,
             user: None,
             reason: None,
+            alert: match &checked {
+                Checked::Failed(CheckError::Passdb(e)) => e.reply(),
+                _ => None,
+            },
         }
     }
 

@@ -14,15 +14,18 @@
 //!
 //! Adding a passdb is a file here and one line in [`MODULES`].
 
+mod failover;
 mod getpwent;
 pub mod ldap;
 mod memory;
 mod pam;
+mod rimap;
 pub(crate) mod sasldb;
 pub mod scheme;
 mod shadow;
 #[cfg(feature = "sql")]
 mod sql;
+mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -40,6 +43,8 @@ use crate::verdict::{PassdbKind, PassdbResult, SuccessCache};
 pub use ldap::Ldap;
 pub use memory::Memory;
 pub use pam::Pam;
+pub(crate) use rimap::{fuzz_login as fuzz_imap_login, fuzz_parse_response as fuzz_imap_response};
+pub use rimap::{RimapTls, UnknownRimapTls};
 pub use sasldb::Sasldb;
 pub(crate) use shadow::fuzz_parse as fuzz_shadow;
 pub use shadow::{Shadow, ShadowSource};
@@ -53,6 +58,7 @@ pub static MODULES: &[Module] = &[
     #[cfg(feature = "sql")]
     sql::MODULE,
     getpwent::MODULE,
+    rimap::MODULE,
     memory::MODULE,
 ];
 
@@ -103,8 +109,14 @@ pub struct Settings {
     pub shadow_file: Option<PathBuf>,
     /// `--pam-service`: the PAM service for every request.
     pub pam_service: Option<String>,
-    /// `-O`: the options Cyrus passes to its mechanism (a configuration file's path).
+    /// `-O`: the options Cyrus passes to its mechanism (a configuration file's path, rimap's
+    /// `host/port`).
     pub options: Vec<String>,
+    /// `--rimap-tls`: how `-a rimap` protects its connections.
+    pub rimap_tls: RimapTls,
+    /// `--rimap-ca`: the CA certificates `-a rimap` checks the server with (default: the
+    /// system's).
+    pub rimap_ca: Option<PathBuf>,
     /// The configuration file's table named after the passdb (`[ldap]`): its keys and values
     /// as text, in the file's order.
     pub table: Vec<(String, String)>,
@@ -356,6 +368,17 @@ pub enum PassdbError {
         /// What happened.
         message: String,
     },
+    /// The IMAP server could not be used (`-a rimap`): Cyrus's text for it, and what
+    /// happened.
+    #[error("IMAP {server}: {message}")]
+    Imap {
+        /// The server (`host/port`).
+        server: String,
+        /// What Cyrus's saslauthd answers (after `NO `).
+        alert: &'static str,
+        /// What happened, for the log.
+        message: String,
+    },
     /// The database could not be asked (`-a sql`).
     #[error("SQL: {0}")]
     Sql(String),
@@ -399,6 +422,18 @@ pub enum PassdbError {
     Settings(String),
 }
 
+impl PassdbError {
+    /// What the saslauthd socket answers after `NO ` for this failure, where Cyrus's
+    /// saslauthd has a text of its own for it (rimap's `[ALERT] ...`); `None`: the common
+    /// `internal mechanism failure`.
+    pub fn reply(&self) -> Option<&'static str> {
+        match self {
+            PassdbError::Imap { alert, .. } => Some(alert),
+            _ => None,
+        }
+    }
+}
+
 /// Compares a password with a stored secret, or, for an unknown user, with a dummy of the
 /// same cost, so both verdicts take the same time.
 fn verdict(stored: Option<&[u8]>, password: &Password) -> PassdbResult {
@@ -432,7 +467,7 @@ mod tests {
         assert!(module("kerberos4").is_none());
         assert_eq!(
             offered().collect::<Vec<_>>(),
-            ["sasldb", "shadow", "pam", "ldap", "sql", "getpwent"]
+            ["sasldb", "shadow", "pam", "ldap", "sql", "getpwent", "rimap"]
         );
     }
 }

@@ -5,6 +5,7 @@
 pub mod dirsrv;
 pub mod dovecot;
 pub mod dovecot_auth;
+pub mod imapd;
 pub mod ldap;
 pub mod mariadb;
 pub mod pam;
