@@ -3,7 +3,7 @@ _saslauthd_rs() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     case $prev in
         -a)
-            COMPREPLY=($(compgen -W "sasldb shadow pam ldap sql getpwent" -- "$cur"))
+            COMPREPLY=($(compgen -W "sasldb shadow pam ldap sql getpwent rimap" -- "$cur"))
             return ;;
         -O)
             COMPREPLY=()
@@ -47,6 +47,12 @@ _saslauthd_rs() {
         --pam-service)
             COMPREPLY=()
             return ;;
+        --rimap-tls)
+            COMPREPLY=()
+            return ;;
+        --rimap-ca)
+            COMPREPLY=($(compgen -f -- "$cur"))
+            return ;;
         --threads)
             COMPREPLY=()
             return ;;
@@ -78,6 +84,6 @@ _saslauthd_rs() {
             COMPREPLY=($(compgen -g -- "$cur"))
             return ;;
     esac
-    COMPREPLY=($(compgen -W "-a -c -d -f -r -O -l -m -n -s -t -v --version -V -h --help -T -H --config --check-config --sasldb --realm --socket-mode --timeout --max-connections --shadow-file --pam-service --threads --failure-delay --dovecot-socket --dovecot-mechanisms --dovecot-socket-owner --dovecot-socket-mode --dovecot-max-connections --dovecot-no-realm-split --dovecot-temp-fail --scram-iterations --user --group" -- "$cur"))
+    COMPREPLY=($(compgen -W "-a -c -d -f -r -O -l -m -n -s -t -v --version -V -h --help -T -H --config --check-config --sasldb --realm --socket-mode --timeout --max-connections --shadow-file --pam-service --rimap-tls --rimap-ca --threads --failure-delay --dovecot-socket --dovecot-mechanisms --dovecot-socket-owner --dovecot-socket-mode --dovecot-max-connections --dovecot-no-realm-split --dovecot-temp-fail --scram-iterations --user --group" -- "$cur"))
 }
 complete -F _saslauthd_rs saslauthd-rs

@@ -1,5 +1,5 @@
 # fish completion for saslauthd-rs; generated from its option table, do not edit.
-complete -c saslauthd-rs -s a -x -a 'sasldb shadow pam ldap sql getpwent' -d 'Selects the authentication mechanism (passdb) to use (-v lists them)'
+complete -c saslauthd-rs -s a -x -a 'sasldb shadow pam ldap sql getpwent rimap' -d 'Selects the authentication mechanism (passdb) to use (-v lists them)'
 complete -c saslauthd-rs -s c -d 'Enable credential caching'
 complete -c saslauthd-rs -s d -d 'Debugging (don\'t detach from tty, implies -V)'
 complete -c saslauthd-rs -s f -d 'Stay in the foreground without verbose logging'
@@ -24,6 +24,8 @@ complete -c saslauthd-rs -l timeout -x -d 'Time a client has to send its request
 complete -c saslauthd-rs -l max-connections -x -d 'Open connections on the mux socket at most (default 4096)'
 complete -c saslauthd-rs -l shadow-file -r -F -d 'shadow(5) file for -a shadow (default: getspnam, i.e'
 complete -c saslauthd-rs -l pam-service -x -d 'PAM service for -a pam (default: the request\'s service)'
+complete -c saslauthd-rs -l rimap-tls -x -d 'For -a rimap: starttls, imaps or off (default off, as Cyrus): TLS to the IMAP server, its certificate checked'
+complete -c saslauthd-rs -l rimap-ca -r -F -d 'For -a rimap: the CA certificates (PEM) to check the IMAP server with (default: the system\'s)'
 complete -c saslauthd-rs -l threads -x -d 'Threads that serve the sockets (default 1; 0: one per core)'
 complete -c saslauthd-rs -l failure-delay -x -d 'Delay before a failure is answered, doubling per client address up to a 4.5 s cap (default 2; 0 = off)'
 complete -c saslauthd-rs -l dovecot-socket -r -F -d 'Also serve Dovecot\'s auth protocol there (Postfix smtpd_sasl_type = dovecot): PLAIN, LOGIN, and with sasldb CRAM-MD5, SCRAM-SHA-1, SCRAM-SHA-256'

@@ -48,7 +48,7 @@ pub fn pages() -> Vec<Page> {
             name: "saslauthd-rs",
             section: "8",
             summary: "SASL authentication daemon, a drop-in replacement for Cyrus saslauthd",
-            synopsis: &["[-a sasldb|shadow|pam|ldap|sql|getpwent] [-O file] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
+            synopsis: &["[-a sasldb|shadow|pam|ldap|sql|getpwent|rimap] [-O file|host] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
             options: crate::cli::OPTIONS,
             keys: &[],
             description: DAEMON_DESCRIPTION,
@@ -187,6 +187,27 @@ A host on libsasl2's sql auxprop plugin points -O at its smtpd.conf instead, as 
 (sql_engine, sql_hostnames, sql_user, sql_passwd, sql_database, sql_select with %u, %r and \
 %p, sql_usessl); the first column is then a cleartext password. The same keys may sit in \
 the [sql] table of saslauthd-rs.toml(5).",
+    ),
+    (
+        "RIMAP",
+        "-a rimap -O imap.example.org/143 checks each password with a LOGIN on an IMAP server, \
+as Cyrus's rimap: OK remote authentication successful, or NO remote server rejected your \
+credentials; NO [ALERT] ... (Cyrus's texts) when the server cannot be used, which Postfix's \
+Dovecot mode answers 454 (try later). -O takes host, host/port (Cyrus) or host:port; several \
+hosts (space-separated) are tried in order, a failed one skipped for 30 s and probed each \
+second. The realm is ignored unless -r, which logs in as user@realm.
+
+--rimap-tls starttls (or imaps, port 993 by default) protects the password, the server's \
+certificate checked against --rimap-ca or the system's CAs; without it no password goes to a \
+server that says LOGINDISABLED (Dovecot's default for remote clients). A CR, LF or 8-bit \
+byte goes as an IMAP literal, never raw; a NUL is refused. Each host has 1.5 s to connect \
+and greet, and the whole check ends within 3.8 s. -c is not used: the server's answer cannot \
+be tied to its stored password.
+
+On a Dovecot server every login comes from this host, so its per-address penalty (up to \
+15 s) soon slows every user, and a reply later than 3.8 s is a temporary failure: turn it \
+off there (service anvil { unix_listener anvil-auth-penalty { mode = 0 } }) and let \
+saslauthd-rs delay failures per client address instead.",
     ),
     (
         "SENDMAIL",

@@ -426,6 +426,90 @@ fn postfix_both_modes_with_sql() {
     eprintln!("Postfix, cyrus and dovecot modes, -a sql: 235/535, and 454 with the database down");
 }
 
+/// `-a rimap` over a throwaway Dovecot IMAP server, through Postfix in both modes, with
+/// STARTTLS to the server; the server stopped is a 454 (try later) in dovecot mode, never a
+/// 235, and logins come back with it.
+#[test]
+fn postfix_both_modes_with_rimap() {
+    if !ready() || !common::peers_for("rimap", common::imapd::missing()) {
+        return;
+    }
+    use common::imapd::{Imapd, Options};
+    let mut imapd = Imapd::start(
+        &[("alice@example.org", "imap-pw")],
+        Options {
+            tls_required: true,
+            ..Options::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (d, auth) = reachable_by_postfix(
+        dir.path(),
+        // -r: libsasl2 splits alice@example.org into a login and a realm, which rimap
+        // ignores unless -r joins them again (Cyrus's rule).
+        &[
+            "-a",
+            "rimap",
+            "-r",
+            "-O",
+            &imapd.option(),
+            "--rimap-tls",
+            "starttls",
+            "--rimap-ca",
+            imapd.ca.to_str().unwrap(),
+        ],
+    );
+    let modes = both_modes(&d, &auth);
+    for (postfix, mode) in &modes {
+        for mech in ["PLAIN", "LOGIN"] {
+            assert_eq!(
+                postfix.auth(mech, "alice@example.org", "imap-pw"),
+                "235",
+                "{mode} {mech}: {} {}",
+                postfix.log(),
+                d.log_text()
+            );
+            assert_eq!(
+                postfix.auth(mech, "alice@example.org", "wrong"),
+                "535",
+                "{mode} {mech}"
+            );
+            assert_eq!(
+                postfix.auth(mech, "nobody@example.org", "x"),
+                "535",
+                "{mode} {mech}"
+            );
+        }
+    }
+    imapd.stop();
+    let (dovecot_mode, _) = &modes[1];
+    assert_eq!(
+        dovecot_mode.auth("PLAIN", "alice@example.org", "imap-pw"),
+        "454",
+        "{}",
+        dovecot_mode.log()
+    );
+    let (cyrus_mode, _) = &modes[0];
+    assert_ne!(
+        cyrus_mode.auth("PLAIN", "alice@example.org", "imap-pw"),
+        "235"
+    );
+    imapd.run();
+    for (postfix, mode) in &modes {
+        common::wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            || postfix.auth("PLAIN", "alice@example.org", "imap-pw") == "235",
+            || format!("{mode}: {}", d.log_text()),
+        );
+    }
+    eprintln!(
+        "Postfix, cyrus and dovecot modes, -a rimap with STARTTLS: 235/535, and 454 with the \
+         IMAP server down"
+    );
+}
+
 /// A locked account (slapd's ppolicy) is refused over SMTP exactly as a wrong password and
 /// an unknown user are, reply line for reply line, in both modes: the saslauthd socket says
 /// only `NO`, and of the Dovecot socket's `FAIL`, Postfix relays only `reason=`, which
