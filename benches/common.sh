@@ -4,6 +4,8 @@
 #                          and the do-nothing servers ($bin/examples/null-server)
 #   start_server CMD...    runs CMD in a new session (its process group is killed at exit)
 #   wait_socket PATH...    waits up to 10 s for each Unix socket, fails otherwise
+#   start_mux NAME CMD...  starts a saslauthd (ours or Cyrus's) with `-m $tmp/NAME` added
+#                          and waits for its socket, $tmp/NAME/mux
 #   baseline ARGS...       `run ARGS` (the script's own) when BASELINE names a binary
 #   metrics_off ARGS...    `run ARGS` when METRICS_OFF=1 (the script then also runs a
 #                          saslauthd-rs with `metrics = false`: what counting costs)
@@ -43,6 +45,13 @@ wait_socket() {
         for _ in $(seq 200); do [ -S "$s" ] && break; sleep 0.05; done
         [ -S "$s" ] || { echo "no server on $s" >&2; exit 1; }
     done
+}
+
+start_mux() {
+    local name=$1; shift
+    mkdir -p "$tmp/$name"
+    start_server "$@" -m "$tmp/$name"
+    wait_socket "$tmp/$name/mux"
 }
 
 baseline() {

@@ -67,21 +67,15 @@ printf 'ldap_servers: ldap://127.0.0.1:%s/\nldap_search_base: ou=people,dc=examp
 { cat "$tmp/saslauthd.conf"; echo 'ldap_follow_changes: no'; } > "$tmp/searching.conf"
 echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
 
-start() { # name, then the command; the socket goes in $tmp/<name>
-    local name=$1; shift
-    mkdir -p "$tmp/$name"
-    start_server "$@" -m "$tmp/$name"
-    wait_socket "$tmp/$name/mux"
-}
 start_server "$bin/examples/null-server" saslauthd "$tmp/null-mux"
 wait_socket "$tmp/null-mux"
-start cyrus /usr/sbin/saslauthd -a ldap -O "$tmp/saslauthd.conf" -d -n 5
-start ours "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0
-start cached "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 -c
-start per-core "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 --threads 0
-start searching "$bin/saslauthd-rs" -a ldap -O "$tmp/searching.conf" -f --failure-delay 0
-start searching-cached "$bin/saslauthd-rs" -a ldap -O "$tmp/searching.conf" -f --failure-delay 0 -c
-start sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
+start_mux cyrus /usr/sbin/saslauthd -a ldap -O "$tmp/saslauthd.conf" -d -n 5
+start_mux ours "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0
+start_mux cached "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 -c
+start_mux per-core "$bin/saslauthd-rs" -a ldap -O "$tmp/saslauthd.conf" -f --failure-delay 0 --threads 0
+start_mux searching "$bin/saslauthd-rs" -a ldap -O "$tmp/searching.conf" -f --failure-delay 0
+start_mux searching-cached "$bin/saslauthd-rs" -a ldap -O "$tmp/searching.conf" -f --failure-delay 0 -c
+start_mux sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
 
 run() { "$bin/saslauthd-bench" --clients "$clients" --duration "$secs" --user alice --password secret "$@"; }
 echo "# $(nproc) cores, $clients clients, $secs s each, ${ROUNDS:-3} rounds; $(date -u +%F)"

@@ -20,21 +20,15 @@ printf 'ybench:x:2001:2001::/nonexistent:/bin/false\nsbench:x:2002:2002::/nonexi
 printf 'ybench:x:2001:\nsbench:x:2002:\n' > "$tmp/group"
 echo secret | "$bin/saslpasswd2-rs" -p -c -u example.org -f "$tmp/sasldb2" alice
 
-start() { # name, then the command; the socket goes in $tmp/<name>
-    local name=$1; shift
-    mkdir -p "$tmp/$name"
-    start_server "$@" -m "$tmp/$name"
-    wait_socket "$tmp/$name/mux"
-}
-start cyrus env LD_PRELOAD=libnss_wrapper.so NSS_WRAPPER_PASSWD="$tmp/passwd" \
+start_mux cyrus env LD_PRELOAD=libnss_wrapper.so NSS_WRAPPER_PASSWD="$tmp/passwd" \
     NSS_WRAPPER_GROUP="$tmp/group" NSS_WRAPPER_SHADOW="$tmp/shadow" \
     /usr/sbin/saslauthd -a shadow -d -n 5
 ours=("$bin/saslauthd-rs" -a shadow -f --shadow-file "$tmp/shadow" --failure-delay 0)
-start n1 "${ours[@]}" -n 1
-start n2 "${ours[@]}" -n 2
-start n5 "${ours[@]}" -n 5
-start cached "${ours[@]}" -n 2 -c
-start sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
+start_mux n1 "${ours[@]}" -n 1
+start_mux n2 "${ours[@]}" -n 2
+start_mux n5 "${ours[@]}" -n 5
+start_mux cached "${ours[@]}" -n 2 -c
+start_mux sasldb "$bin/saslauthd-rs" -a sasldb -f --sasldb "$tmp/sasldb2" --failure-delay 0
 
 run() { "$bin/saslauthd-bench" --clients "$clients" --duration "$secs" --password secret "$@"; }
 echo "# $(nproc) cores, $clients clients, $secs s each; $(date -u +%F)"
