@@ -3,7 +3,7 @@ _saslauthd_rs() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
     case $prev in
         -a)
-            COMPREPLY=($(compgen -W "sasldb shadow pam ldap sql getpwent rimap" -- "$cur"))
+            COMPREPLY=($(compgen -W "sasldb shadow pam ldap sql getpwent kerberos5 rimap" -- "$cur"))
             return ;;
         -O)
             COMPREPLY=()

@@ -1,5 +1,5 @@
 # fish completion for saslauthd-rs; generated from its option table, do not edit.
-complete -c saslauthd-rs -s a -x -a 'sasldb shadow pam ldap sql getpwent rimap' -d 'Selects the authentication mechanism (passdb) to use (-v lists them)'
+complete -c saslauthd-rs -s a -x -a 'sasldb shadow pam ldap sql getpwent kerberos5 rimap' -d 'Selects the authentication mechanism (passdb) to use (-v lists them)'
 complete -c saslauthd-rs -s c -d 'Enable credential caching'
 complete -c saslauthd-rs -s d -d 'Debugging (don\'t detach from tty, implies -V)'
 complete -c saslauthd-rs -s f -d 'Stay in the foreground without verbose logging'

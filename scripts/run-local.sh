@@ -7,8 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
-# libpam0g-dev and libclang-dev: pam-client generates its PAM bindings with bindgen.
-apt_install build-essential pkg-config libpam0g-dev libclang-dev
+# libpam0g-dev and libclang-dev: pam-client generates its PAM bindings with bindgen;
+# libkrb5-dev: -a kerberos5 links MIT's libkrb5.
+apt_install build-essential pkg-config libpam0g-dev libclang-dev libkrb5-dev
 ensure_cargo
 cargo build --release --bins
 bin=target/release

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
 # saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, the LMDB, Berkeley DB
-# and GDBM tools and libraries, Postfix, Dovecot (auth, SQL drivers, IMAP server), 389 Directory Server (no instance: the
+# and GDBM tools and libraries, Postfix, Dovecot (auth, SQL drivers, IMAP server), MIT
+# Kerberos's KDC (no realm: the tests make their own), 389 Directory Server (no instance: the
 # tests make their own); sendmail, fail2ban, slapd, Samba's AD DC, PostgreSQL's and
 # MariaDB's servers unpacked beside), then
 # run the whole test suite against them, plus the lint gates.
@@ -21,11 +22,11 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     refused_starts=1
     trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-apt_install build-essential pkg-config libpam0g-dev libclang-dev \
+apt_install build-essential pkg-config libpam0g-dev libclang-dev libkrb5-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
-    dovecot-sqlite dovecot-pgsql dovecot-mysql dovecot-imapd \
+    dovecot-sqlite dovecot-pgsql dovecot-mysql dovecot-imapd krb5-kdc krb5-admin-server \
     groff-base man-db zsh fish rpm ldap-utils tmux 389-ds-base \
     samba-common-bin python3-samba samba-dsdb-modules samba-ad-provision samba-vfs-modules tdb-tools \
     libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0 \

@@ -440,8 +440,8 @@ mod tests {
             "cache timeout must be positive"
         );
         assert_eq!(
-            run(&["-a", "kerberos5"]).unwrap_err(),
-            "unknown authentication mechanism: kerberos5"
+            run(&["-a", "httpform"]).unwrap_err(),
+            "unknown authentication mechanism: httpform"
         );
         assert_eq!(run(&["-x"]).unwrap_err(), "invalid option -- 'x'");
         assert_eq!(

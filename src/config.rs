@@ -1390,12 +1390,12 @@ mod tests {
             .to_string();
         assert_eq!(err, "run_dir at line 1: -m requires an absolute pathname");
         let err = c
-            .apply_toml("# a comment\n\npassdb = \"kerberos5\"")
+            .apply_toml("# a comment\n\npassdb = \"httpform\"")
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
-            "passdb at line 3: unknown authentication mechanism: kerberos5"
+            "passdb at line 3: unknown authentication mechanism: httpform"
         );
         let err = c.apply_toml("workers = \"five\"").unwrap_err().to_string();
         assert!(err.starts_with("line 1: invalid type"), "{err}");

@@ -48,7 +48,7 @@ pub fn pages() -> Vec<Page> {
             name: "saslauthd-rs",
             section: "8",
             summary: "SASL authentication daemon, a drop-in replacement for Cyrus saslauthd",
-            synopsis: &["[-a sasldb|shadow|pam|ldap|sql|getpwent|rimap] [-O file|host] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
+            synopsis: &["[-a sasldb|shadow|pam|ldap|sql|getpwent|kerberos5|rimap] [-O file|host] [-m path] [-n procs] [-c] [-d] [-V] [options]"],
             options: crate::cli::OPTIONS,
             keys: &[],
             description: DAEMON_DESCRIPTION,
@@ -187,6 +187,23 @@ A host on libsasl2's sql auxprop plugin points -O at its smtpd.conf instead, as 
 (sql_engine, sql_hostnames, sql_user, sql_passwd, sql_database, sql_select with %u, %r and \
 %p, sql_usessl); the first column is then a cleartext password. The same keys may sit in \
 the [sql] table of saslauthd-rs.toml(5).",
+    ),
+    (
+        "KERBEROS5",
+        "-a kerberos5 asks the KDC for a ticket for user@REALM with the password, then verifies \
+the ticket against the host's keytab (host/<this host>), as Cyrus's kerberos5, so that a \
+forged KDC answer logs nobody in: OK, or NO krb5_get_init_creds_password failed (no ticket: \
+a wrong password, an unknown or refused principal, a KDC that cannot be reached), or NO \
+krb5_verify_init_creds failed (a ticket the keytab cannot verify: its key is missing or \
+stale). It uses MIT's libkrb5, so KRB5_CONFIG and KRB5_KTNAME work as for kinit. -O names a \
+saslauthd.conf (else /etc/saslauthd.conf when it exists) with krb5_keytab, \
+krb5_verify_principal (default host) and krb5_servername (default this host's name).
+
+An empty realm is krb5.conf's default_realm (or --realm). With -r, a login that names its \
+realm keeps it: Cyrus 2.1.28 appends the realm again (alice@EXAMPLE.ORG@EXAMPLE.ORG) and \
+refuses every such login. A KDC that cannot be reached is a temporary failure (Postfix's \
+Dovecot mode: 454), answered within the reply deadline (libkrb5 itself gives up after 27 s, \
+holding one of the -n threads until then). -c is not used.",
     ),
     (
         "RIMAP",

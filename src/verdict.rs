@@ -55,6 +55,9 @@ pub struct Replies {
     pub disabled: &'static str,
     /// An expired password (the same).
     pub expired: &'static str,
+    /// A backend that broke or did not answer in time (unless the passdb's error says
+    /// more): Cyrus's `saslauthd-main.c` text, `internal mechanism failure`, for most.
+    pub error: &'static str,
 }
 
 impl Replies {
@@ -64,8 +67,12 @@ impl Replies {
         failure: "",
         disabled: "",
         expired: "",
+        error: INTERNAL_FAILURE,
     };
 }
+
+/// What Cyrus's saslauthd answers after `NO` for a backend that broke.
+pub const INTERNAL_FAILURE: &str = "internal mechanism failure";
 
 /// The verdict of a passdb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -271,27 +271,13 @@ fn postfix_both_modes_with_ldap() {
     );
     let (d, auth) = ldap_daemon(dir.path(), &slapd);
     let modes = both_modes(&d, &auth);
-    for (postfix, mode) in &modes {
-        for mech in ["PLAIN", "LOGIN"] {
-            assert_eq!(
-                postfix.auth(mech, "alice@example.org", "alice-ldap-pw"),
-                "235",
-                "{mode} {mech}: {} {}",
-                postfix.log(),
-                d.log_text()
-            );
-            assert_eq!(
-                postfix.auth(mech, "alice@example.org", "wrong"),
-                "535",
-                "{mode} {mech}"
-            );
-            assert_eq!(
-                postfix.auth(mech, "nobody@example.org", "x"),
-                "535",
-                "{mode} {mech}"
-            );
-        }
-    }
+    assert_logins(
+        &modes,
+        &d,
+        "alice@example.org",
+        "alice-ldap-pw",
+        "nobody@example.org",
+    );
     eprintln!("Postfix, cyrus and dovecot modes, -a ldap: PLAIN and LOGIN 235/535 as they should");
 }
 
@@ -309,6 +295,24 @@ fn both_modes(d: &Daemon, auth: &Path) -> [(Postfix, &'static str); 2] {
             "dovecot",
         ),
     ]
+}
+
+/// In each mode, PLAIN and LOGIN: `user`'s `password` is a 235, a wrong one and an unknown
+/// user `nobody` are 535s.
+fn assert_logins(modes: &[(Postfix, &str)], d: &Daemon, user: &str, password: &str, nobody: &str) {
+    for (postfix, mode) in modes {
+        for mech in ["PLAIN", "LOGIN"] {
+            assert_eq!(
+                postfix.auth(mech, user, password),
+                "235",
+                "{mode} {mech}: {} {}",
+                postfix.log(),
+                d.log_text()
+            );
+            assert_eq!(postfix.auth(mech, user, "wrong"), "535", "{mode} {mech}");
+            assert_eq!(postfix.auth(mech, nobody, "x"), "535", "{mode} {mech}");
+        }
+    }
 }
 
 /// `saslauthd-rs -a ldap` over `slapd` (filter `(uid=%U)`), its sockets reachable by the
@@ -331,6 +335,15 @@ fn ldap_daemon(dir: &Path, slapd: &common::ldap::Slapd) -> (Daemon, PathBuf) {
 /// `saslauthd-rs` with `args` and a Dovecot socket at `dir/auth`, both sockets reachable by
 /// the postfix user; the daemon and its Dovecot socket.
 fn reachable_by_postfix(dir: &Path, args: &[&str]) -> (Daemon, PathBuf) {
+    reachable_by_postfix_with(dir, args, &[])
+}
+
+/// The same, with `env` for the daemon.
+fn reachable_by_postfix_with(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, OsString)],
+) -> (Daemon, PathBuf) {
     let auth = dir.join("auth");
     let args: Vec<OsString> = args
         .iter()
@@ -343,7 +356,7 @@ fn reachable_by_postfix(dir: &Path, args: &[&str]) -> (Daemon, PathBuf) {
         ])
         .map(OsString::from)
         .collect();
-    let d = Daemon::spawn(tempfile::tempdir().unwrap(), &args, &[]);
+    let d = Daemon::spawn(tempfile::tempdir().unwrap(), &args, env);
     let gid = group_id("postfix");
     std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::chown(&d.run_dir, None, Some(gid)).unwrap();
@@ -384,28 +397,13 @@ fn postfix_both_modes_with_sql() {
     .unwrap();
     let (d, auth) = reachable_by_postfix(dir.path(), &["-a", "sql", "-O", conf.to_str().unwrap()]);
     let modes = both_modes(&d, &auth);
-    for (postfix, mode) in &modes {
-        for mech in ["PLAIN", "LOGIN"] {
-            let got = postfix.auth(mech, "alice@example.org", "sql-pw");
-            assert_eq!(
-                got,
-                "235",
-                "{mode} {mech}: {} {}",
-                postfix.log(),
-                d.log_text()
-            );
-            assert_eq!(
-                postfix.auth(mech, "alice@example.org", "wrong"),
-                "535",
-                "{mode} {mech}"
-            );
-            assert_eq!(
-                postfix.auth(mech, "nobody@example.org", "x"),
-                "535",
-                "{mode} {mech}"
-            );
-        }
-    }
+    assert_logins(
+        &modes,
+        &d,
+        "alice@example.org",
+        "sql-pw",
+        "nobody@example.org",
+    );
     pg.stop();
     let (dovecot_mode, _) = &modes[1];
     assert_eq!(
@@ -461,27 +459,13 @@ fn postfix_both_modes_with_rimap() {
         ],
     );
     let modes = both_modes(&d, &auth);
-    for (postfix, mode) in &modes {
-        for mech in ["PLAIN", "LOGIN"] {
-            assert_eq!(
-                postfix.auth(mech, "alice@example.org", "imap-pw"),
-                "235",
-                "{mode} {mech}: {} {}",
-                postfix.log(),
-                d.log_text()
-            );
-            assert_eq!(
-                postfix.auth(mech, "alice@example.org", "wrong"),
-                "535",
-                "{mode} {mech}"
-            );
-            assert_eq!(
-                postfix.auth(mech, "nobody@example.org", "x"),
-                "535",
-                "{mode} {mech}"
-            );
-        }
-    }
+    assert_logins(
+        &modes,
+        &d,
+        "alice@example.org",
+        "imap-pw",
+        "nobody@example.org",
+    );
     imapd.stop();
     let (dovecot_mode, _) = &modes[1];
     assert_eq!(
@@ -508,6 +492,42 @@ fn postfix_both_modes_with_rimap() {
         "Postfix, cyrus and dovecot modes, -a rimap with STARTTLS: 235/535, and 454 with the \
          IMAP server down"
     );
+}
+
+/// `-a kerberos5` over a throwaway MIT KDC, through Postfix in both modes; the KDC stopped
+/// is a 454 in dovecot mode, never a 235.
+#[test]
+fn postfix_both_modes_with_kerberos5() {
+    if !ready() || !common::peers_for("kerberos5", common::kdc::missing()) {
+        return;
+    }
+    let mut kdc = common::kdc::Kdc::start(&[("alice", "krb-pw", "")]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // -r: libsasl2 splits alice@EXAMPLE.ORG into a login and a realm; joined again, it is
+    // the principal (Cyrus 2.1.28 doubles the realm there: cyrus-sasl #832).
+    let (d, auth) = reachable_by_postfix_with(dir.path(), &["-a", "kerberos5", "-r"], &kdc.env());
+    let modes = both_modes(&d, &auth);
+    assert_logins(
+        &modes,
+        &d,
+        "alice@EXAMPLE.ORG",
+        "krb-pw",
+        "nobody@EXAMPLE.ORG",
+    );
+    // Without a realm: krb5.conf's default realm.
+    for (postfix, mode) in &modes {
+        assert_eq!(postfix.auth("PLAIN", "alice", "krb-pw"), "235", "{mode}");
+    }
+    kdc.stop();
+    let (dovecot_mode, _) = &modes[1];
+    assert_eq!(
+        dovecot_mode.auth("PLAIN", "alice@EXAMPLE.ORG", "krb-pw"),
+        "454",
+        "{}",
+        dovecot_mode.log()
+    );
+    eprintln!("Postfix, cyrus and dovecot modes, -a kerberos5: 235/535, and 454 with the KDC down");
 }
 
 /// A locked account (slapd's ppolicy) is refused over SMTP exactly as a wrong password and

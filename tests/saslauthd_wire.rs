@@ -347,10 +347,10 @@ fn start_up_errors_are_clear() {
     };
     let m = dir.path().join("run");
     let m = m.to_str().unwrap();
-    let (code, err) = run(&["-a", "rimap", "-d", "-m", m]);
+    let (code, err) = run(&["-a", "httpform", "-d", "-m", m]);
     assert_eq!(code, Some(1));
     assert!(
-        err.contains("unknown authentication mechanism: rimap"),
+        err.contains("unknown authentication mechanism: httpform"),
         "{err}"
     );
     let missing = dir.path().join("no-shadow");

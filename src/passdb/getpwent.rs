@@ -28,6 +28,7 @@ pub(super) const MODULE: Module = Module {
             failure: "authentication failed",
             disabled: "",
             expired: "",
+            error: crate::verdict::INTERNAL_FAILURE,
         },
     },
     about: Some("the password field of passwd(5) entries through NSS (getpwnam_r); libxcrypt"),

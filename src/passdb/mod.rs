@@ -16,6 +16,7 @@
 
 mod failover;
 mod getpwent;
+mod kerberos5;
 pub mod ldap;
 mod memory;
 mod pam;
@@ -58,6 +59,7 @@ pub static MODULES: &[Module] = &[
     #[cfg(feature = "sql")]
     sql::MODULE,
     getpwent::MODULE,
+    kerberos5::MODULE,
     rimap::MODULE,
     memory::MODULE,
 ];
@@ -379,6 +381,16 @@ pub enum PassdbError {
         /// What happened, for the log.
         message: String,
     },
+    /// The KDC could not be asked, or its ticket could not be verified (`-a kerberos5`).
+    #[error("Kerberos ({principal}): {message}")]
+    Kerberos {
+        /// The principal asked for, printable.
+        principal: String,
+        /// What Cyrus's saslauthd answers (after `NO `).
+        reply: &'static str,
+        /// What happened.
+        message: String,
+    },
     /// The database could not be asked (`-a sql`).
     #[error("SQL: {0}")]
     Sql(String),
@@ -429,6 +441,7 @@ impl PassdbError {
     pub fn reply(&self) -> Option<&'static str> {
         match self {
             PassdbError::Imap { alert, .. } => Some(alert),
+            PassdbError::Kerberos { reply, .. } => Some(reply),
             _ => None,
         }
     }
@@ -467,7 +480,16 @@ mod tests {
         assert!(module("kerberos4").is_none());
         assert_eq!(
             offered().collect::<Vec<_>>(),
-            ["sasldb", "shadow", "pam", "ldap", "sql", "getpwent", "rimap"]
+            [
+                "sasldb",
+                "shadow",
+                "pam",
+                "ldap",
+                "sql",
+                "getpwent",
+                "kerberos5",
+                "rimap"
+            ]
         );
     }
 }

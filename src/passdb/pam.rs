@@ -29,6 +29,7 @@ pub(super) const MODULE: Module = Module {
             failure: "PAM auth error",
             disabled: "PAM acct error",
             expired: "PAM acct error",
+            error: crate::verdict::INTERNAL_FAILURE,
         },
     },
     about: Some("a PAM stack: the request's service, or --pam-service"),

@@ -48,6 +48,7 @@ pub(super) const MODULE: Module = Module {
             failure: "remote server rejected your credentials",
             disabled: "",
             expired: "",
+            error: alert::INTERNAL,
         },
     },
     about: Some(

@@ -34,6 +34,7 @@ pub(super) const MODULE: Module = Module {
             failure: "authentication failed",
             disabled: "Account expired",
             expired: "Password expired",
+            error: crate::verdict::INTERNAL_FAILURE,
         },
     },
     about: Some("shadow(5) entries through NSS, or --shadow-file; libxcrypt"),

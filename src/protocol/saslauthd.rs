@@ -206,7 +206,7 @@ pub fn reply_for(outcome: &Outcome, passdb: PassdbKind) -> Reply {
         Outcome::Verdict(PassdbResult::PassExpired) => no(texts.expired),
         Outcome::Refused(Refusal::EmptyLogin) => no("NULL login received"),
         Outcome::Refused(Refusal::EmptyPassword) => no("NULL password received"),
-        Outcome::Error => no("internal mechanism failure"),
+        Outcome::Error => no(texts.error),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod dirsrv;
 pub mod dovecot;
 pub mod dovecot_auth;
 pub mod imapd;
+pub mod kdc;
 pub mod ldap;
 pub mod mariadb;
 pub mod pam;
@@ -588,6 +589,16 @@ impl Drop for Daemon {
 
 /// Waits until `socket` accepts connections (10 s at most), failing early if `child` exits.
 /// Sends a 4-field request to the mux socket at `socket`; the reply body.
+/// `n` asks of `login` on `d` at once (each on its own connection), their replies.
+pub fn ask_at_once(d: &Daemon, n: usize, login: &str, password: &str) -> Vec<String> {
+    std::thread::scope(|s| {
+        let asks: Vec<_> = (0..n)
+            .map(|_| s.spawn(|| d.ask(login, password, "smtp", "")))
+            .collect();
+        asks.into_iter().map(|a| a.join().unwrap()).collect()
+    })
+}
+
 pub fn ask_at(socket: &Path, login: &str, password: &str, service: &str, realm: &str) -> String {
     let q = saslauthd_rs::client::Query {
         login: login.as_bytes(),
