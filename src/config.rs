@@ -554,7 +554,7 @@ pub struct Listener {
     /// Connections open at once.
     pub max_connections: usize,
     /// A TCP listener's client networks (required there).
-    pub allow: Vec<crate::server::Network>,
+    pub allow: Vec<crate::request::Network>,
     /// Its line in the file, for messages.
     pub line: usize,
 }
@@ -884,7 +884,7 @@ fn listener(file: FileListener, line: usize) -> Result<Listener, ConfigError> {
             for net in list {
                 allow.push(
                     net.parse()
-                        .map_err(|e: String| bad(format!("allow: {e}")))?,
+                        .map_err(|e: crate::request::NotANetwork| bad(format!("allow: {e}")))?,
                 );
             }
         }

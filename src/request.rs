@@ -140,6 +140,120 @@ pub fn host_name() -> std::io::Result<Vec<u8>> {
     Ok(nix::unistd::gethostname()?.into_vec())
 }
 
+/// A network, `192.0.2.0/24` or `2001:db8::/32` or one address: what a TCP listener lets in,
+/// and what a SQL row's `allow_nets` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Network {
+    /// The address, its host bits cleared.
+    pub addr: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+/// Text that is no network, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotANetwork {
+    /// Not an address, or a prefix out of range.
+    #[error("{0:?} is not a network (e.g. 127.0.0.1, 192.0.2.0/24, ::1)")]
+    Unreadable(String),
+    /// `10.1.2.3/8`: a typo for one address, or for the network?
+    #[error("{text:?} has host bits set: write {network} for the network, or the address alone")]
+    HostBits {
+        /// What was written.
+        text: String,
+        /// The network it would be.
+        network: Network,
+    },
+}
+
+impl Network {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address as its IPv4 one).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                mask32(u32::from(ip), self.prefix) == u32::from(net)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                mask128(u128::from(ip), self.prefix) == u128::from(net)
+            }
+            _ => false,
+        }
+    }
+
+    /// The network `text` names, host bits cleared (`10.1.2.3/8` is `10.0.0.0/8`), as Dovecot
+    /// reads `allow_nets`; [`str::parse`] refuses them instead.
+    pub fn masked(text: &str) -> Result<Network, NotANetwork> {
+        let unreadable = || NotANetwork::Unreadable(text.to_owned());
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let given: IpAddr = addr.parse().map_err(|_| unreadable())?;
+        let max = if given.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(unreadable)?,
+        };
+        let addr = match given {
+            IpAddr::V4(v4) => IpAddr::V4(mask32(u32::from(v4), prefix).into()),
+            IpAddr::V6(v6) => IpAddr::V6(mask128(u128::from(v6), prefix).into()),
+        };
+        Ok(Network { addr, prefix })
+    }
+}
+
+fn mask32(bits: u32, prefix: u8) -> u32 {
+    match prefix {
+        0 => 0,
+        p => bits & (u32::MAX << (32 - u32::from(p))),
+    }
+}
+
+fn mask128(bits: u128, prefix: u8) -> u128 {
+    match prefix {
+        0 => 0,
+        p => bits & (u128::MAX << (128 - u32::from(p))),
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = NotANetwork;
+
+    /// A network as a configuration file gives it: host bits set are refused.
+    fn from_str(text: &str) -> Result<Network, NotANetwork> {
+        let network = Network::masked(text)?;
+        let given = text
+            .split('/')
+            .next()
+            .and_then(|a| a.parse::<IpAddr>().ok());
+        if given != Some(network.addr) {
+            return Err(NotANetwork::HostBits {
+                text: text.to_owned(),
+                network,
+            });
+        }
+        Ok(network)
+    }
+}
+
+impl fmt::Display for Network {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let max = if self.addr.is_ipv4() { 32 } else { 128 };
+        match self.prefix == max {
+            true => write!(f, "{}", self.addr),
+            false => write!(f, "{}/{}", self.addr, self.prefix),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +305,39 @@ mod tests {
         assert_eq!(
             s("alice@example.org", false),
             ("alice@example.org".into(), "".into())
+        );
+    }
+
+    #[test]
+    fn networks() {
+        let net: Network = "192.0.2.0/24".parse().unwrap();
+        assert!(net.contains("192.0.2.77".parse().unwrap()));
+        assert!(
+            net.contains("::ffff:192.0.2.1".parse().unwrap()),
+            "IPv4-mapped"
+        );
+        assert!(!net.contains("192.0.3.1".parse().unwrap()));
+        assert!(!net.contains("2001:db8::1".parse().unwrap()));
+        let one: Network = "127.0.0.1".parse().unwrap();
+        assert!(one.contains("127.0.0.1".parse().unwrap()));
+        assert!(!one.contains("127.0.0.2".parse().unwrap()));
+        let v6: Network = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains("2001:db8:1::5".parse().unwrap()));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap()));
+        let all: Network = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        assert_eq!(one.to_string(), "127.0.0.1");
+        assert_eq!(net.to_string(), "192.0.2.0/24");
+        for bad in ["10.1.2.3/8", "10.0.0.0/33", "example.org", "10.0.0.0/", ""] {
+            assert!(bad.parse::<Network>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            Network::masked("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            "10.1.2.3/8".parse::<Network>().unwrap_err().to_string(),
+            "\"10.1.2.3/8\" has host bits set: write 10.0.0.0/8 for the network, or the address alone"
         );
     }
 }

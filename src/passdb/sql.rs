@@ -696,45 +696,8 @@ fn allowed(nets: &str, ip: Option<IpAddr>) -> bool {
         .any(|net| match (net, ip) {
             ("local", None) => true,
             (_, None) | ("local", _) => false,
-            (net, Some(ip)) => in_network(net, ip),
+            (net, Some(ip)) => crate::request::Network::masked(net).is_ok_and(|n| n.contains(ip)),
         })
-}
-
-/// Whether `ip` is in `net` (`192.0.2.0/24`, `2001:db8::/32`, or one address). An IPv4-mapped
-/// IPv6 address is compared as IPv4.
-fn in_network(net: &str, ip: IpAddr) -> bool {
-    let (addr, bits) = match net.split_once('/') {
-        Some((addr, bits)) => (addr, bits.parse::<u32>().ok()),
-        None => (net, None),
-    };
-    let Ok(addr) = addr.parse::<IpAddr>() else {
-        return false;
-    };
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    };
-    match (addr, ip) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => {
-            let bits = bits.unwrap_or(32);
-            bits <= 32
-                && mask(
-                    u128::from(u32::from(a)) << 96,
-                    u128::from(u32::from(b)) << 96,
-                    bits,
-                )
-        }
-        (IpAddr::V6(a), IpAddr::V6(b)) => {
-            let bits = bits.unwrap_or(128);
-            bits <= 128 && mask(u128::from(a), u128::from(b), bits)
-        }
-        _ => false,
-    }
-}
-
-/// Whether the first `bits` bits of `a` and `b` agree.
-fn mask(a: u128, b: u128, bits: u32) -> bool {
-    bits == 0 || (a ^ b) >> (128 - bits) == 0
 }
 
 impl Passdb for Sql {
