@@ -159,8 +159,10 @@ impl Kerberos5 {
             return Ok(PassdbResult::PasswordMismatch);
         };
         let secret = zeroize::Zeroizing::new(secret.into_bytes_with_nul());
-        let k = Krb5::new().map_err(|e| error(&who, e))?;
-        let client = k.parse_name(&name).map_err(|e| error(&who, e))?;
+        let k = Krb5::new().map_err(|e| error(&who, e.to_string()))?;
+        let client = k
+            .parse_name(&name)
+            .map_err(|e| error(&who, e.to_string()))?;
         let mut creds = match k.initial_creds(&client, &secret) {
             Ok(creds) => creds,
             Err(code) => {
@@ -405,6 +407,14 @@ mod ffi {
     }
 }
 
+/// A libkrb5 call that failed, in the library's words.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: {message}")]
+struct KrbError {
+    call: &'static str,
+    message: String,
+}
+
 /// A libkrb5 context (one per check: contexts are not shared between threads), freed on
 /// drop.
 struct Krb5(ffi::krb5_context);
@@ -427,16 +437,25 @@ impl Drop for Principal<'_> {
 // The calls into libkrb5, each with what makes it sound.
 #[allow(unsafe_code)]
 impl Krb5 {
-    fn new() -> Result<Krb5, String> {
+    fn new() -> Result<Krb5, KrbError> {
         let mut context = ptr::null_mut();
         // SAFETY: a pointer to a pointer the library sets.
         let code = unsafe { ffi::krb5_init_context(&mut context) };
         if code != 0 {
-            return Err(format!(
-                "krb5_init_context failed (code {code}): check krb5.conf"
-            ));
+            return Err(KrbError {
+                call: "krb5_init_context (is krb5.conf readable?)",
+                message: format!("error {code}"),
+            });
         }
         Ok(Krb5(context))
+    }
+
+    /// `call` failed with `code`.
+    fn failed(&self, call: &'static str, code: i32) -> KrbError {
+        KrbError {
+            call,
+            message: self.message(code),
+        }
     }
 
     /// The library's words for `code`.
@@ -453,12 +472,12 @@ impl Krb5 {
         }
     }
 
-    fn parse_name(&self, name: &CStr) -> Result<Principal<'_>, String> {
+    fn parse_name(&self, name: &CStr) -> Result<Principal<'_>, KrbError> {
         let mut p = ptr::null_mut();
         // SAFETY: a C string and a pointer the library sets.
         let code = unsafe { ffi::krb5_parse_name(self.0, name.as_ptr(), &mut p) };
         if code != 0 {
-            return Err(format!("krb5_parse_name: {}", self.message(code)));
+            return Err(self.failed("krb5_parse_name", code));
         }
         Ok(Principal { k: self, p })
     }
@@ -507,7 +526,7 @@ impl Krb5 {
         host: Option<&CStr>,
         service: &CStr,
         keytab: Option<&CStr>,
-    ) -> Result<(), String> {
+    ) -> Result<(), KrbError> {
         // SAFETY: every pointer is the library's or a live C string; each object is freed
         // once, after its last use.
         unsafe {
@@ -520,7 +539,7 @@ impl Krb5 {
                 &mut server,
             );
             if code != 0 {
-                return Err(format!("krb5_sname_to_principal: {}", self.message(code)));
+                return Err(self.failed("krb5_sname_to_principal", code));
             }
             let server = Principal { k: self, p: server };
             let mut kt = ptr::null_mut();
@@ -529,7 +548,7 @@ impl Krb5 {
                 None => ffi::krb5_kt_default(self.0, &mut kt),
             };
             if code != 0 {
-                return Err(format!("the keytab: {}", self.message(code)));
+                return Err(self.failed("krb5_kt_resolve (the keytab)", code));
             }
             let mut opt = ffi::krb5_verify_init_creds_opt {
                 flags: 0,
@@ -542,7 +561,7 @@ impl Krb5 {
                 ffi::krb5_verify_init_creds(self.0, creds, server.p, kt, ptr::null_mut(), &mut opt);
             ffi::krb5_kt_close(self.0, kt);
             if code != 0 {
-                return Err(self.message(code));
+                return Err(self.failed("krb5_verify_init_creds", code));
             }
             Ok(())
         }

@@ -131,8 +131,11 @@ struct Host {
 impl Host {
     /// `host`, `host/port` (Cyrus), `host:port`, `[v6]:port`, `[v6]/port` or a bare IPv6
     /// address; the port a number or `imap`/`imaps`; the default is `default_port`.
-    fn parse(text: &str, default_port: u16) -> Result<Host, String> {
-        let bad = |why: &str| format!("-O {text:?}: {why}");
+    fn parse(text: &str, default_port: u16) -> Result<Host, BadHost> {
+        let bad = |why: &'static str| BadHost {
+            text: text.to_owned(),
+            why,
+        };
         let (name, port) = if let Some(rest) = text.strip_prefix('[') {
             let (name, after) = rest
                 .split_once(']')
@@ -182,6 +185,14 @@ impl Host {
     fn label(&self) -> String {
         format!("{}/{}", self.name, self.port)
     }
+}
+
+/// An `-O` that names no host.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("-O {text:?}: {why}")]
+struct BadHost {
+    text: String,
+    why: &'static str,
 }
 
 /// What the passdb needs to reach its servers; shared with the probes.
@@ -245,8 +256,8 @@ impl Rimap {
             .flat_map(|o| o.split([' ', ',', '\t']))
             .filter(|o| !o.is_empty())
             .map(|o| Host::parse(o, default_port))
-            .collect::<Result<Vec<Host>, String>>()
-            .map_err(PassdbError::Settings)?;
+            .collect::<Result<Vec<Host>, BadHost>>()
+            .map_err(|e| PassdbError::Settings(e.to_string()))?;
         if hosts.is_empty() {
             return Err(PassdbError::Settings(
                 "-a rimap needs the IMAP server: -O host or -O host/port (Cyrus: \
@@ -338,7 +349,6 @@ impl Reach {
         let literal_plus = imap::has(&caps, "LITERAL+") || imap::has(&caps, "LITERAL-");
         let pieces = imap::login(user, password, literal_plus)
             .ok_or_else(|| Failure::Answer(trouble(alert::INTERNAL, "a NUL in the login")))?;
-        let lost = |why: String| Failure::Answer(trouble(alert::INTERNAL, why));
         for (n, piece) in pieces.iter().enumerate() {
             if n > 0 {
                 // The server must ask for the literal before it is sent.
@@ -363,7 +373,9 @@ impl Reach {
                     }
                 }
             }
-            conn.send(piece, until).await.map_err(lost)?;
+            conn.send(piece, until)
+                .await
+                .map_err(|t| Failure::Answer(t.after()))?;
         }
         loop {
             match conn
@@ -406,8 +418,7 @@ impl Reach {
                     alert::CONTACT,
                     format!("no connection within {CONNECT_TIMEOUT:?}"),
                 )
-            })?
-            .map_err(|e| trouble(alert::CONTACT, e))?;
+            })??;
         let _ = tcp.set_nodelay(true);
         let mut conn = match (self.tls, &self.connector) {
             (RimapTls::Imaps, Some(tls)) => {
@@ -445,9 +456,7 @@ impl Reach {
         let Some(tls) = &self.connector else {
             return Ok((conn, caps));
         };
-        conn.send(&imap::starttls(), step(STEP_TIMEOUT))
-            .await
-            .map_err(|e| trouble(alert::SYNC, e))?;
+        conn.send(&imap::starttls(), step(STEP_TIMEOUT)).await?;
         loop {
             match conn.next(step(STEP_TIMEOUT)).await? {
                 Line::Tagged {
@@ -539,10 +548,10 @@ impl Trouble {
 }
 
 /// A connection to `host`: each of its addresses in turn.
-async fn connect(host: &Host) -> Result<TcpStream, String> {
+async fn connect(host: &Host) -> Result<TcpStream, Trouble> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.name.as_str(), host.port))
         .await
-        .map_err(|e| format!("cannot resolve {}: {e}", host.name))?
+        .map_err(|e| trouble(alert::CONTACT, format!("cannot resolve {}: {e}", host.name)))?
         .collect();
     let mut last = format!("{} has no address", host.name);
     for addr in addrs {
@@ -551,7 +560,7 @@ async fn connect(host: &Host) -> Result<TcpStream, String> {
             Err(e) => last = format!("connect {addr}: {e}"),
         }
     }
-    Err(last)
+    Err(trouble(alert::CONTACT, last))
 }
 
 /// TLS over `io` (a fresh connection, or one past STARTTLS), the server's certificate
@@ -577,14 +586,14 @@ async fn handshake(
 
 /// The TLS client: `--rimap-ca`'s certificates, or the system's.
 fn connector(ca: Option<&PathBuf>) -> Result<tokio_rustls::TlsConnector, PassdbError> {
-    let bad = |e: String| PassdbError::Settings(format!("rimap_ca: {e}"));
+    let bad = |e: &dyn std::fmt::Display| PassdbError::Settings(format!("rimap_ca: {e}"));
     let files: Vec<PathBuf> = ca.into_iter().cloned().collect();
-    let roots = super::tls::roots(&files).map_err(bad)?;
+    let roots = super::tls::roots(&files).map_err(|e| bad(&e))?;
     if roots.is_empty() {
-        return Err(bad("no CA certificate to check the IMAP server with".into()));
+        return Err(bad(&"no CA certificate to check the IMAP server with"));
     }
     let config = super::tls::builder()
-        .map_err(bad)?
+        .map_err(|e| bad(&e))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
@@ -625,11 +634,13 @@ impl Conn {
         self.stream
     }
 
-    async fn send(&mut self, bytes: &[u8], until: Instant) -> Result<(), String> {
+    /// Sends `bytes`; a failure is the server's (after the password: see
+    /// [`Trouble::after`]).
+    async fn send(&mut self, bytes: &[u8], until: Instant) -> Result<(), Trouble> {
         match tokio::time::timeout_at(until.into(), self.stream.write_all(bytes)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(format!("write: {e}")),
-            Err(_) => Err("write: no progress in time".into()),
+            Ok(Err(e)) => Err(trouble(alert::SYNC, format!("write: {e}"))),
+            Err(_) => Err(trouble(alert::SYNC, "write: no progress in time")),
         }
     }
 

@@ -7,7 +7,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use super::conf::LdapConf;
 
 pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, String> {
-    let builder = crate::passdb::tls::builder()?;
+    let builder = crate::passdb::tls::builder().map_err(|e| e.to_string())?;
     let builder = if conf.tls_check_peer {
         let mut files = Vec::new();
         if let Some(file) = &conf.tls_cacert_file {
@@ -24,7 +24,7 @@ pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, Str
                 }
             }
         }
-        let roots = crate::passdb::tls::roots(&files)?;
+        let roots = crate::passdb::tls::roots(&files).map_err(|e| e.to_string())?;
         if roots.is_empty() {
             return Err("ldap_tls_check_peer: no CA certificate to check the server with".into());
         }
