@@ -70,6 +70,7 @@ pub fn mechanism(data: &[u8]) {
                 plaintext: Some(Zeroizing::new(b"the password".to_vec())),
                 auth_password: None,
                 digest_md5: None,
+                cram_md5: None,
             }),
             Step::Derive(derivation) => m.resume_keys(derivation.run()),
             Step::Success { .. } => {

@@ -66,6 +66,7 @@ fn users() -> Vec<(String, &'static str, String)> {
         "LDAP-MD5",
         "PLAIN-MD4",
         "DIGEST-MD5",
+        "CRAM-MD5",
         "PBKDF2",
         "SCRAM-SHA-1",
         "SCRAM-SHA-256",
@@ -778,9 +779,9 @@ fn the_same_verdicts_as_dovecots_sql_passdb() {
 }
 
 /// On PostgreSQL, in every mechanism: the same verdict as Dovecot 2.3's SQL passdb (pgsql) for
-/// every scheme's user — PLAIN and LOGIN with any scheme, CRAM-MD5 only with a cleartext value,
-/// SCRAM-SHA-* with a cleartext value or a `{SCRAM-SHA-*}` one of that hash, DIGEST-MD5 with a
-/// cleartext value or a `{DIGEST-MD5}` one — and for the logins beside them.
+/// every scheme's user — PLAIN and LOGIN with any scheme, CRAM-MD5 with a cleartext value or a
+/// `{CRAM-MD5}` one, SCRAM-SHA-* with a cleartext value or a `{SCRAM-SHA-*}` one of that hash,
+/// DIGEST-MD5 with a cleartext value or a `{DIGEST-MD5}` one — and for the logins beside them.
 #[test]
 fn the_same_verdicts_as_dovecot_on_postgres_in_every_mechanism() {
     if !peers()

@@ -1,12 +1,14 @@
 //! CRAM-MD5 (RFC 2195): the server sends `<random.timestamp@hostname>`, the client answers
-//! `user SP hex(HMAC-MD5(password, challenge))`. Needs the stored cleartext password, so it
-//! is offered only by passdbs that have one (sasldb).
+//! `user SP hex(HMAC-MD5(password, challenge))`. Needs the stored cleartext password, or
+//! HMAC-MD5's stored states (Dovecot's `{CRAM-MD5}`), so it is offered only by passdbs that
+//! have one of them (sasldb, sql).
 
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use super::hmac_md5::HmacMd5Contexts;
 use super::{MechFailure, Message, Step};
 
 /// The wire name.
@@ -43,7 +45,11 @@ pub(crate) fn challenge(random: u64, unix_time: u64, host: &str) -> Vec<u8> {
 pub fn digest_hex(secret: &[u8], challenge: &[u8]) -> [u8; 32] {
     let mut mac = <Hmac<Md5> as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(challenge);
-    let bytes = mac.finalize().into_bytes();
+    hex_lower(&mac.finalize().into_bytes().into())
+}
+
+/// 16 bytes in lower-case hex.
+fn hex_lower(bytes: &[u8; 16]) -> [u8; 32] {
     let mut hex = [0u8; 32];
     for (i, b) in bytes.iter().enumerate() {
         hex[2 * i] = b"0123456789abcdef"[usize::from(b >> 4)];
@@ -99,17 +105,28 @@ impl CramMd5 {
         }
     }
 
-    /// The looked-up secret (`None`: no such user); compares in constant time. An unknown
-    /// user costs the same HMAC as a known one.
+    /// The looked-up password (`None`: no such user); compares in constant time.
     pub(crate) fn resume(&mut self, secret: Option<&[u8]>) -> Step {
+        self.resume_contexts(secret.map(HmacMd5Contexts::from_key).as_ref())
+    }
+
+    /// The looked-up secret as HMAC-MD5's two states (a password's, or Dovecot's stored
+    /// `{CRAM-MD5}`; `None`: no such user); compares in constant time. An unknown user costs
+    /// the same HMAC as a known one.
+    pub(crate) fn resume_contexts(&mut self, secret: Option<&HmacMd5Contexts>) -> Step {
         let CramMd5::AwaitSecret { challenge, digest } = std::mem::replace(self, CramMd5::Done)
         else {
             return Step::Fail(MechFailure::Unexpected);
         };
-        let expected = Zeroizing::new(digest_hex(
-            secret.unwrap_or(b"\0no such user\0"),
-            &challenge,
-        ));
+        let dummy;
+        let contexts = match secret {
+            Some(contexts) => contexts,
+            None => {
+                dummy = HmacMd5Contexts::from_key(b"\0no such user\0");
+                &dummy
+            }
+        };
+        let expected = Zeroizing::new(hex_lower(&contexts.mac(&challenge)));
         match (secret, bool::from(expected.ct_eq(&digest))) {
             (Some(_), true) => Step::Success { final_data: None },
             _ => Step::Fail(MechFailure::WrongProof),

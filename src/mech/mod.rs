@@ -9,6 +9,7 @@
 
 pub mod cram_md5;
 pub mod digest_md5;
+pub mod hmac_md5;
 pub(crate) mod login;
 pub(crate) mod plain;
 pub mod scram;
@@ -370,7 +371,10 @@ impl Mechanism {
     pub(crate) fn resume_credentials(&mut self, credentials: &Credentials) -> Step {
         let plaintext = credentials.plaintext.as_deref().map(|p| p.as_slice());
         match self {
-            Mechanism::CramMd5(m) => m.resume(plaintext),
+            Mechanism::CramMd5(m) => match plaintext {
+                Some(password) => m.resume(Some(password)),
+                None => m.resume_contexts(credentials.cram_md5.as_ref()),
+            },
             Mechanism::DigestMd5(m) => m.resume(
                 plaintext.map(digest_md5::Secret::Password).or(credentials
                     .digest_md5

@@ -87,6 +87,7 @@ impl Passdb for Memory {
             plaintext: self.stored(q).cloned(),
             auth_password: None,
             digest_md5: None,
+            cram_md5: None,
         }))
     }
 }

@@ -488,6 +488,7 @@ fn credentials(
         plaintext,
         auth_password,
         digest_md5: None,
+        cram_md5: None,
     })
 }
 

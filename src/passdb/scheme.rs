@@ -14,15 +14,16 @@
 //! - `SHA`, `SHA1`, `SHA256`, `SHA512` (base64 of the digest); `SMD5`, `SSHA`, `SSHA256`,
 //!   `SSHA512` (base64 of the digest of password and salt, then the salt).
 //! - `DIGEST-MD5` (hex of MD5 of `user:realm:password`, the login split at its `@`).
+//! - `CRAM-MD5` (`HMAC-MD5`): hex of HMAC-MD5's two MD5 states for the password (outer, then
+//!   inner), which CRAM-MD5 also checks with.
 //! - `SCRAM-SHA-1`, `SCRAM-SHA-256` (`iterations,salt,StoredKey,ServerKey`, RFC 5802).
 //! - `PBKDF2` (Dovecot's `$1$salt$rounds$hex`, PBKDF2-HMAC-SHA1).
 //! - `ARGON2I`, `ARGON2ID` (the PHC string, RustCrypto's `argon2`).
 //!
 //! A `.b64`, `.base64` or `.hex` suffix on the scheme's name says how the digest is written;
 //! without one, a digest is read as its scheme's usual encoding, or as hex when its length is
-//! exactly that of the digest in hex (as Dovecot guesses). Not verified yet: `CRAM-MD5`
-//! (its stored HMAC contexts need MD5's internal state, which no well-kept crate exposes),
-//! `OTP`, `PLAIN-TRUNC`; such a value matches nothing, and the passdb says so in the log.
+//! exactly that of the digest in hex (as Dovecot guesses). Not verified yet: `OTP`,
+//! `PLAIN-TRUNC`; such a value matches nothing, and the passdb says so in the log.
 //! Every comparison is in constant time.
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -33,6 +34,7 @@ use sha2::{Sha256, Sha512};
 
 use zeroize::Zeroizing;
 
+use crate::mech::hmac_md5::HmacMd5Contexts;
 use crate::scram_keys::ScramHash;
 use crate::secret::Credentials;
 
@@ -87,6 +89,7 @@ fn canonical(scheme: &str) -> &str {
         "CLEAR" | "CLEARTEXT" => "PLAIN",
         "SHA1" => "SHA",
         "DES-CRYPT" => "CRYPT",
+        "HMAC-MD5" => "CRAM-MD5",
         other => other,
     }
 }
@@ -166,6 +169,10 @@ pub fn verify(
             let a1 = [name, b":", realm, b":", password].concat();
             equal(&md5::Md5::digest(a1), &want)
         }
+        "CRAM-MD5" => {
+            let want = digest(32, Encoding::Hex)?;
+            equal(&HmacMd5Contexts::from_key(password).to_dovecot(), &want)
+        }
         "SCRAM-SHA-1" => scram(ScramHash::Sha1, stored.value, password).ok_or_else(malformed)?,
         "SCRAM-SHA-256" => {
             scram(ScramHash::Sha256, stored.value, password).ok_or_else(malformed)?
@@ -201,6 +208,7 @@ pub fn is_costly(stored: &[u8], default: &str) -> bool {
             | "SSHA256"
             | "SSHA512"
             | "DIGEST-MD5"
+            | "CRAM-MD5"
     ) && (canonical(&stored.scheme) != "MD5" || stored.value.starts_with("$1$"))
 }
 
@@ -228,6 +236,11 @@ pub fn credentials<'a>(values: impl IntoIterator<Item = &'a [u8]>, default: &str
                     ScramHash::Sha256
                 };
                 found.auth_password = scram_secret(hash, stored.value).map(Zeroizing::new);
+            }
+            "CRAM-MD5" if found.cram_md5.is_none() => {
+                found.cram_md5 = decode(stored.value, stored.encoding, Encoding::Hex, Some(32))
+                    .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                    .map(|d| HmacMd5Contexts::from_dovecot(&d));
             }
             "DIGEST-MD5" if found.digest_md5.is_none() => {
                 found.digest_md5 = decode(stored.value, stored.encoding, Encoding::Hex, Some(16))
@@ -349,6 +362,7 @@ pub const GENERATED: &[&str] = &[
     "LDAP-MD5",
     "PLAIN-MD4",
     "DIGEST-MD5",
+    "CRAM-MD5",
     "PLAIN",
     "CLEAR",
     "CLEARTEXT",
@@ -427,6 +441,10 @@ pub fn generate(scheme: &str, password: &[u8], user: &[u8]) -> Result<String, Sc
                 Encoding::Hex,
             )
         }
+        "CRAM-MD5" => encode(
+            &HmacMd5Contexts::from_key(password).to_dovecot(),
+            Encoding::Hex,
+        ),
         "SCRAM-SHA-1" => {
             crate::scram_keys::format_dovecot(ScramHash::Sha1, password, &salt(), 4096)
         }
@@ -542,6 +560,8 @@ mod tests {
         "{SHA256}K7gNU3sdo+OL0wNhqoVWhr3g6s1xYv72ol/pe/Unols=",
         "{SSHA512}Kv5y9XBX2sqSe7MFgvoqGgFuWk0omLtTx8LrdAemgIEfzqx55VvwfDJU1aZa5kAbvcH+pK4RPTJzyr3J7d3IIx09BeM=",
         "{DIGEST-MD5}543e1aec5d3614f03141652d6ada51b2",
+        "{CRAM-MD5}cd3ba7deaad6e5ca23448ba42e379747a9e0f7f1fbc00c8a81bbaac395731b56",
+        "{HMAC-MD5}cd3ba7deaad6e5ca23448ba42e379747a9e0f7f1fbc00c8a81bbaac395731b56",
         "{PBKDF2}$1$c2oU3pxHYj1Xn2Tu$5000$9ffb0e6ecbc896bc973f30112384dae8c3bace54",
         "{SCRAM-SHA-256}4096,KkgFxyQH8HIc0UutvIxv1Q==,sdkp7+Hp5n3WcuqdcTD0Eqgd016bTlAl8nmoRqZVy4Y=,iozwFI94En9sdKWsXymaTLIOzvM9v+l3/JGCaD8Ju6k=",
         "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$VLb0biSupv7a6CN0vhGCiw$uD1b7yBxNmLRMc9NTYTytVrBrm4wMwc+2wmQ3jWMQlk",

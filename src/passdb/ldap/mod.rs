@@ -594,6 +594,7 @@ impl Ldap {
             plaintext,
             auth_password: None,
             digest_md5: None,
+            cram_md5: None,
         })
     }
 }
