@@ -1040,7 +1040,7 @@ impl Config {
                 };
                 // The value is checked with the rest of the passdb's settings when it opens;
                 // the key's name here, so that a typo stops the start at once.
-                check(&key, &value).map_err(at)?;
+                check(&key, &value).map_err(|e| at(e.to_string()))?;
                 entries.push((key, value));
             }
             match self.tables.iter_mut().find(|(n, _)| *n == name) {

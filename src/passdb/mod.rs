@@ -77,6 +77,9 @@ pub struct Module {
     pub table: Option<Table>,
 }
 
+/// Why a passdb's table has a key it cannot take (the passdb's own error).
+pub type KeyError = Box<dyn std::error::Error + Send + Sync>;
+
 /// A passdb's table in the configuration file.
 #[derive(Debug, Clone, Copy)]
 pub struct Table {
@@ -84,7 +87,7 @@ pub struct Table {
     pub about: &'static str,
     /// Checks one of its keys (and value, as text) when the file is read: an unknown key is
     /// an error there; the values are checked together when the passdb opens.
-    pub check: fn(&str, &str) -> Result<(), String>,
+    pub check: fn(&str, &str) -> Result<(), KeyError>,
 }
 
 /// The module named `name` (case-insensitive, as Cyrus's `strcasecmp`).

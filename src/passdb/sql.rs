@@ -54,7 +54,7 @@ pub(super) const MODULE: Module = Module {
     open: |settings| Ok(Arc::new(Sql::new(SqlConf::from_settings(settings)?)?)),
     table: Some(super::Table {
         about: "For -a sql: dovecot-sql.conf.ext's keys (driver = \"pgsql\", connect = \"host=db1 dbname=mail user=postfix password=...\", password_query = \"...\", default_pass_scheme = \"SHA512-CRYPT\"), or libsasl2's sql auxprop keys (sql_engine, sql_hostnames, sql_user, sql_passwd, sql_database, sql_select, sql_usessl), over the file -O names.",
-        check: check_key,
+        check: |key, value| check_key(key, value).map_err(Into::into),
     }),
 };
 
@@ -107,18 +107,52 @@ const AUXPROP_IGNORED: &[&str] = &[
     "sql_verbose",
 ];
 
+/// What is wrong with the SQL settings (a file, the `[sql]` table, `password_query`,
+/// `connect`), or with what the database answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum SqlError {
+    /// A key neither Dovecot nor libsasl2 has.
+    #[error("unknown key {key:?} (known: {known})")]
+    UnknownKey {
+        /// The key.
+        key: String,
+        /// The keys there are.
+        known: String,
+    },
+    /// `driver` names no database.
+    #[error("driver {0:?}: pgsql, mysql or sqlite")]
+    Driver(String),
+    /// A line that is not `key = value`.
+    #[error("not key = value: {0:?}")]
+    NotKeyValue(String),
+    /// A problem on a line of the file.
+    #[error("line {line}: {source}")]
+    Line {
+        /// The line (1-based).
+        line: usize,
+        /// The problem.
+        source: Box<SqlError>,
+    },
+    /// `password_query` or `connect` cannot be read; the text says where.
+    #[error("{0}")]
+    Syntax(String),
+    /// The database's answer cannot be used (a missing column, a value that is not text).
+    #[error("{0}")]
+    Answer(String),
+}
+
 /// Checks a `[sql]` key when the configuration file is read.
-fn check_key(key: &str, _value: &str) -> Result<(), String> {
+fn check_key(key: &str, _value: &str) -> Result<(), SqlError> {
     if [KEYS, IGNORED, AUXPROP, AUXPROP_IGNORED]
         .iter()
         .any(|keys| keys.contains(&key))
     {
         Ok(())
     } else {
-        Err(format!(
-            "unknown key {key:?} (known: {})",
-            [KEYS, IGNORED, AUXPROP].concat().join(", ")
-        ))
+        Err(SqlError::UnknownKey {
+            key: key.to_owned(),
+            known: [KEYS, IGNORED, AUXPROP].concat().join(", "),
+        })
     }
 }
 
@@ -195,7 +229,7 @@ impl SqlConf {
     }
 
     /// Parses a file's text.
-    pub(super) fn parse(text: &str) -> Result<SqlConf, String> {
+    pub(super) fn parse(text: &str) -> Result<SqlConf, SqlError> {
         let mut conf = SqlConf::default();
         let mut lines = text.lines().enumerate();
         while let Some((n, line)) = lines.next() {
@@ -222,29 +256,32 @@ impl SqlConf {
                 (Some(_), None) => line.split_once(':'),
                 _ => line.split_once('='),
             };
+            let at = |e: SqlError| SqlError::Line {
+                line: n + 1,
+                source: Box::new(e),
+            };
             let Some((key, value)) = split else {
-                return Err(format!("line {}: not key = value: {line:?}", n + 1));
+                return Err(at(SqlError::NotKeyValue(line)));
             };
             let value = value.trim();
             let value = value
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
                 .unwrap_or(value);
-            conf.set(key.trim(), value)
-                .map_err(|e| format!("line {}: {e}", n + 1))?;
+            conf.set(key.trim(), value).map_err(at)?;
         }
         Ok(conf)
     }
 
     /// Sets one key.
-    pub(super) fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+    pub(super) fn set(&mut self, key: &str, value: &str) -> Result<(), SqlError> {
         match key {
             "driver" => {
                 self.driver = Some(match value {
                     "pgsql" => Driver::Pg,
                     "mysql" => Driver::MySql,
                     "sqlite" => Driver::Sqlite,
-                    other => return Err(format!("driver {other:?}: pgsql, mysql or sqlite")),
+                    other => return Err(SqlError::Driver(other.to_owned())),
                 })
             }
             "connect" => self.connect = value.to_string(),
@@ -858,7 +895,7 @@ impl Template {
 }
 
 /// Reads the variable at the start of `s` (after its `%`): its piece and length.
-fn variable(s: &str) -> Result<(Piece, usize), String> {
+fn variable(s: &str) -> Result<(Piece, usize), SqlError> {
     let mut case = Case::Keep;
     let mut used = 0;
     let mut rest = s;
@@ -874,7 +911,7 @@ fn variable(s: &str) -> Result<(Piece, usize), String> {
     if let Some(long) = rest.strip_prefix('{') {
         let end = long
             .find('}')
-            .ok_or_else(|| format!("an unclosed %{{ in password_query: {s:?}"))?;
+            .ok_or_else(|| SqlError::Syntax(format!("an unclosed %{{ in password_query: {s:?}")))?;
         let name = &long[..end];
         if Vars::known(name) {
             return Ok((
@@ -885,7 +922,9 @@ fn variable(s: &str) -> Result<(Piece, usize), String> {
                 used + end + 2,
             ));
         }
-        return Err(format!("password_query: unknown variable %{{{name}}}"));
+        return Err(SqlError::Syntax(format!(
+            "password_query: unknown variable %{{{name}}}"
+        )));
     }
     match rest.chars().next() {
         Some(c) if Vars::known(&c.to_string()) => Ok((
@@ -895,8 +934,10 @@ fn variable(s: &str) -> Result<(Piece, usize), String> {
             },
             used + 1,
         )),
-        Some(c) => Err(format!("password_query: unknown variable %{c}")),
-        None => Err("password_query ends with %".into()),
+        Some(c) => Err(SqlError::Syntax(format!(
+            "password_query: unknown variable %{c}"
+        ))),
+        None => Err(SqlError::Syntax("password_query ends with %".into())),
     }
 }
 
@@ -956,7 +997,8 @@ fn prepare(query: &str, driver: Driver) -> Result<(String, Vec<Template>), Passd
                             i += 2;
                         }
                         Some(b'%') => {
-                            let (piece, len) = variable(&rest[i + 1..]).map_err(bad)?;
+                            let (piece, len) =
+                                variable(&rest[i + 1..]).map_err(|e| bad(e.to_string()))?;
                             if !text.is_empty() {
                                 pieces.push(Piece::Text(std::mem::take(&mut text)));
                             }
@@ -990,7 +1032,7 @@ fn prepare(query: &str, driver: Driver) -> Result<(String, Vec<Template>), Passd
                 rest = &rest[2..];
             }
             '%' => {
-                let (piece, len) = variable(&rest[1..]).map_err(bad)?;
+                let (piece, len) = variable(&rest[1..]).map_err(|e| bad(e.to_string()))?;
                 params.push(Template(vec![piece]));
                 sql.push_str(&placeholder(params.len()));
                 rest = &rest[1 + len..];
@@ -1018,7 +1060,7 @@ fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
             down_until: Mutex::new(None),
         }]);
     }
-    let pairs = connect_pairs(connect).map_err(bad)?;
+    let pairs = connect_pairs(connect).map_err(|e| bad(e.to_string()))?;
     let mut hosts = Vec::new();
     let mut rest = Vec::new();
     for (key, value) in pairs {
@@ -1125,20 +1167,20 @@ fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
 }
 
 /// `key=value` pairs separated by spaces; a value may be in single or double quotes.
-fn connect_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
+fn connect_pairs(text: &str) -> Result<Vec<(String, String)>, SqlError> {
     let mut pairs = Vec::new();
     let mut rest = text.trim();
     while !rest.is_empty() {
         let (key, after) = rest
             .split_once('=')
-            .ok_or_else(|| format!("{rest:?} is not key=value"))?;
+            .ok_or_else(|| SqlError::Syntax(format!("{rest:?} is not key=value")))?;
         let key = key.trim().to_string();
         let after = after.trim_start();
         let (value, next) = match after.chars().next() {
             Some(q @ ('\'' | '"')) => {
                 let end = after[1..]
                     .find(q)
-                    .ok_or_else(|| format!("an unclosed quote in {key}"))?;
+                    .ok_or_else(|| SqlError::Syntax(format!("an unclosed quote in {key}")))?;
                 (after[1..1 + end].to_string(), &after[end + 2..])
             }
             _ => match after.find(char::is_whitespace) {
@@ -1152,21 +1194,35 @@ fn connect_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(pairs)
 }
 
+/// Why a host gave no rows.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    /// The database could not be asked, or refused.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// Its answer cannot be used.
+    #[error(transparent)]
+    Answer(#[from] SqlError),
+}
+
 /// Runs the statement with `values` bound on one host.
 async fn fetch(
     db: &Db,
     statement: &str,
     values: &[String],
     first_column: bool,
-) -> Result<Vec<Found>, String> {
+) -> Result<Vec<Found>, FetchError> {
     macro_rules! run {
         ($pool:expr) => {{
             let mut query = sqlx::query(statement);
             for value in values {
                 query = query.bind(value.as_str());
             }
-            let rows = query.fetch_all($pool).await.map_err(|e| e.to_string())?;
-            rows.iter().map(|row| read_row(row, first_column)).collect()
+            let rows = query.fetch_all($pool).await?;
+            Ok(rows
+                .iter()
+                .map(|row| read_row(row, first_column))
+                .collect::<Result<Vec<Found>, SqlError>>()?)
         }};
     }
     match db {
@@ -1178,7 +1234,7 @@ async fn fetch(
 
 /// A row's `password` (which must be there), `user`, `nologin` and `allow_nets` columns; or,
 /// for libsasl2's plugin (`first_column`), its first column as a cleartext password.
-fn read_row<R>(row: &R, first_column: bool) -> Result<Found, String>
+fn read_row<R>(row: &R, first_column: bool) -> Result<Found, SqlError>
 where
     R: sqlx::Row,
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -1194,11 +1250,11 @@ where
     let column = |name: &str| names.iter().position(|n| n == name);
     if first_column {
         if row.columns().is_empty() {
-            return Err("the query returned no column".into());
+            return Err(SqlError::Answer("the query returned no column".into()));
         }
         let password: Option<String> = row
             .try_get(0)
-            .map_err(|e| format!("the first column: {e}"))?;
+            .map_err(|e| SqlError::Answer(format!("the first column: {e}")))?;
         return Ok(Found {
             // Cleartext, whatever it looks like (libsasl2 compares it as it is).
             password: password
@@ -1208,11 +1264,13 @@ where
         });
     }
     let Some(at) = column("password") else {
-        return Err("the query returned no password column".into());
+        return Err(SqlError::Answer(
+            "the query returned no password column".into(),
+        ));
     };
     let password: Option<String> = row
         .try_get(row.columns()[at].name())
-        .map_err(|e| format!("the password column: {e}"))?;
+        .map_err(|e| SqlError::Answer(format!("the password column: {e}")))?;
     let nologin = match column("nologin") {
         Some(at) => row
             .try_get::<Option<String>, _>(row.columns()[at].name())
@@ -1351,7 +1409,9 @@ mod tests {
             connect_pairs(&conf.connect).unwrap()[4],
             ("password".to_string(), "a b".to_string())
         );
-        let err = SqlConf::parse("driver = pgsql\npasword_query = x\n").unwrap_err();
+        let err = SqlConf::parse("driver = pgsql\npasword_query = x\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.starts_with("line 2: unknown key \"pasword_query\""),
             "{err}"

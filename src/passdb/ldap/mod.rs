@@ -52,7 +52,7 @@ pub(super) const MODULE: Module = Module {
     },
     table: Some(super::Table {
         about: "For -a ldap: saslauthd.conf's keys (ldap_servers = \"ldap://ldap1/\", ...), over the file -O names.",
-        check: conf::check_key,
+        check: |key, value| conf::check_key(key, value).map_err(Into::into),
     }),
 };
 
