@@ -163,6 +163,35 @@ pub fn describe_sasldb(path: &std::path::Path, new_format: Option<crate::sasldb:
     format!("{file}\n{new}")
 }
 
+/// Why the tools could not take their settings from the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsFileError {
+    /// The file cannot be read.
+    #[error("cannot read {}: {source}", file.display())]
+    Read {
+        /// The file.
+        file: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not TOML.
+    #[error("{}: {message}", file.display())]
+    Toml {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The parser's words.
+        message: String,
+    },
+    /// `sasldb_format` names no format.
+    #[error("{}: sasldb_format: {source}", file.display())]
+    Format {
+        /// The file.
+        file: std::path::PathBuf,
+        /// The format's error.
+        source: crate::sasldb::UnknownKind,
+    },
+}
+
 /// The sasldb settings of the daemon's TOML configuration file that the tools share:
 /// `sasldb` (the file) and `sasldb_format` (the format of a new file). Other keys are the
 /// daemon's and are not looked at.
@@ -176,23 +205,31 @@ pub struct SasldbSettings {
 
 impl SasldbSettings {
     /// Reads the settings from the configuration file at `path`.
-    pub fn load(path: &std::path::Path) -> Result<SasldbSettings, String> {
+    pub fn load(path: &std::path::Path) -> Result<SasldbSettings, SettingsFileError> {
         #[derive(serde::Deserialize)]
         struct File {
             sasldb: Option<std::path::PathBuf>,
             sasldb_format: Option<String>,
         }
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file: File =
-            toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message()))?;
-        let format = file
+        let file = || path.to_owned();
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsFileError::Read {
+            file: file(),
+            source,
+        })?;
+        let parsed: File = toml::from_str(&text).map_err(|e| SettingsFileError::Toml {
+            file: file(),
+            message: e.message().to_owned(),
+        })?;
+        let format = parsed
             .sasldb_format
             .map(|f| f.parse())
             .transpose()
-            .map_err(|e| format!("{}: sasldb_format: {e}", path.display()))?;
+            .map_err(|source| SettingsFileError::Format {
+                file: file(),
+                source,
+            })?;
         Ok(SasldbSettings {
-            path: file.sasldb,
+            path: parsed.sasldb,
             format,
         })
     }
@@ -218,7 +255,7 @@ mod settings_tests {
         );
         assert_eq!(settings.format, Some(crate::sasldb::Kind::Gdbm));
         std::fs::write(&path, "sasldb_format = \"ndbm\"\n").unwrap();
-        let err = SasldbSettings::load(&path).unwrap_err();
+        let err = SasldbSettings::load(&path).unwrap_err().to_string();
         assert!(err.contains("unknown sasldb format \"ndbm\""), "{err}");
     }
 }

@@ -70,7 +70,8 @@ fn run(program: &str) -> Result<(), Failure> {
     let mut version = false;
     for opt in parsed.opts.iter().filter(|o| o.name == "config") {
         let file = PathBuf::from(opt.value.clone().unwrap_or_default());
-        settings = SasldbSettings::load(&file).map_err(|e| Failure::Exit(exit::FAIL, e))?;
+        settings =
+            SasldbSettings::load(&file).map_err(|e| Failure::Exit(exit::FAIL, e.to_string()))?;
     }
     for opt in &parsed.opts {
         match opt.name.as_str() {

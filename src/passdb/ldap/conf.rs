@@ -260,11 +260,9 @@ fn switch(value: &str) -> Result<bool, SettingError> {
 /// Checks a key of the configuration file's `[ldap]` table: an unknown key, or one saslauthd-rs
 /// does not support, is an error; what its value means is checked with the others when the
 /// passdb opens.
-pub fn check_key(key: &str, value: &str) -> Result<(), String> {
+pub fn check_key(key: &str, value: &str) -> Result<(), SettingError> {
     match LdapConf::default().set(key, value) {
-        Err(e @ (SettingError::Unknown(_) | SettingError::Unsupported { .. })) => {
-            Err(e.to_string())
-        }
+        Err(e @ (SettingError::Unknown(_) | SettingError::Unsupported { .. })) => Err(e),
         _ => Ok(()),
     }
 }
