@@ -47,7 +47,7 @@ use ldap3::controls::{ControlParser, EntryState, RawControl, RefreshMode, SyncRe
 use ldap3::{LdapConnSettings, ResultEntry, SearchEntry};
 
 use super::guard;
-use super::servers::{connect_to, read_root_dse, unreadable};
+use super::servers::{connect_to, read_root_dse};
 use crate::passdb::failover::Servers;
 
 /// The Sync Request control (RFC 4533 §2.2), as a root DSE lists it in `supportedControl`.
@@ -382,7 +382,7 @@ impl Follow {
         // ldap3 panics on some replies it cannot read: the stream is broken then.
         guard::guarded(self.stream_from(url))
             .await
-            .unwrap_or_else(|panic| Ended::Broken(format!("{url}: {}", unreadable(&panic))))
+            .unwrap_or_else(|panic| Ended::Broken(format!("{url}: {}", panic)))
     }
 
     /// One stream from the server at `url`, until it ends.

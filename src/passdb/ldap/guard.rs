@@ -26,12 +26,17 @@ pub fn caught_here() -> bool {
     POLLING.with(|p| p.get() > 0)
 }
 
-/// `f()`, or its panic's message.
-pub(super) fn unpanicked<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+/// A panic the LDAP library had on something the server sent, with its message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the server sent a reply the LDAP library cannot read ({0})")]
+pub(super) struct Panicked(pub(super) String);
+
+/// `f()`, or its panic.
+pub(super) fn unpanicked<T>(f: impl FnOnce() -> T) -> Result<T, Panicked> {
     let depth = POLLING.with(|p| p.replace(p.get() + 1));
     let done = std::panic::catch_unwind(AssertUnwindSafe(f));
     POLLING.with(|p| p.set(depth));
-    done.map_err(|payload| message(payload.as_ref()))
+    done.map_err(|payload| Panicked(message(payload.as_ref())))
 }
 
 /// `future`, whose panics become `Err` with the panic's message.
@@ -48,11 +53,11 @@ pub(super) struct Guarded<F> {
 }
 
 impl<F: Future> Future for Guarded<F> {
-    type Output = Result<F::Output, String>;
+    type Output = Result<F::Output, Panicked>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let Some(inner) = self.inner.as_mut() else {
-            return Poll::Ready(Err("polled after it panicked".into()));
+            return Poll::Ready(Err(Panicked("polled after it panicked".into())));
         };
         match unpanicked(|| inner.as_mut().poll(cx)) {
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
@@ -103,7 +108,7 @@ mod tests {
             panic!("unrecognized op id: 24");
         })
         .await;
-        assert_eq!(failed, Err("unrecognized op id: 24".into()));
+        assert_eq!(failed, Err(Panicked("unrecognized op id: 24".into())));
         assert!(!caught_here(), "the depth is restored after a panic");
         // Nested: the inner one catches; the outer one goes on.
         let outer = guarded(async {
@@ -112,7 +117,7 @@ mod tests {
             inner
         })
         .await;
-        assert_eq!(outer, Ok(Err("element".into())));
+        assert_eq!(outer, Ok(Err(Panicked("element".into()))));
     }
 
     #[test]
@@ -126,7 +131,7 @@ mod tests {
         assert_eq!(unpanicked(|| 1), Ok(1));
         assert_eq!(
             unpanicked(|| -> u8 { panic!("expected") }),
-            Err("expected".into())
+            Err(Panicked("expected".into()))
         );
     }
 }

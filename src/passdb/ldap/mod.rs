@@ -30,7 +30,7 @@ use ldap3::{LdapConnSettings, SearchEntry, SearchOptions};
 
 use self::conf::{AuthMethod, Deref, GroupMatch, LdapConf, Scope};
 use self::filter::{expand, Tokens};
-use self::servers::{rc, unreadable, Conn, Failure};
+use self::servers::{rc, Conn, Failure};
 use super::failover::Servers;
 use super::scheme;
 use super::{Answer, Context, DefaultRealm, Module, Passdb, PassdbError, Query};
@@ -295,7 +295,7 @@ impl Ldap {
                                     .map(SearchEntry::construct)
                                     .collect::<Vec<_>>()
                             })
-                            .map_err(|panic| Failure::Broken(unreadable(&panic)))
+                            .map_err(|panic| Failure::Broken(panic.to_string()))
                         }
                         code => Err(Failure::Answer(format!(
                             "search {filter} under {base:?}: {} ({code})",

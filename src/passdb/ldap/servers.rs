@@ -165,7 +165,7 @@ impl Ldap {
         match tokio::time::timeout(self.op_timeout, guard::guarded(call)).await {
             Ok(Ok(Ok(value))) => Ok(value),
             Ok(Ok(Err(e))) => Err(Failure::Broken(e.to_string())),
-            Ok(Err(panic)) => Err(Failure::Broken(unreadable(&panic))),
+            Ok(Err(panic)) => Err(Failure::Broken(panic.to_string())),
             Err(_) => Err(Failure::Server(format!(
                 "no answer within {:?}",
                 self.op_timeout
@@ -228,20 +228,15 @@ pub(super) async fn connect_to(
             let url = url.to_owned();
             tokio::spawn(async move {
                 if let Err(panic) = guard::guarded(conn.drive()).await {
-                    tracing::warn!("LDAP {url}: connection dropped: {}", unreadable(&panic));
+                    tracing::warn!("LDAP {url}: connection dropped: {}", panic);
                 }
             });
             Ok(ldap)
         }
         Ok(Ok(Err(e))) => Err(format!("connect: {e}")),
-        Ok(Err(panic)) => Err(format!("connect: {}", unreadable(&panic))),
+        Ok(Err(panic)) => Err(format!("connect: {}", panic)),
         Err(_) => Err(format!("no connection within {timeout:?}")),
     }
-}
-
-/// What a panic the LDAP library had on a reply ([`guard`]) says in the log.
-pub(super) fn unreadable(panic: &str) -> String {
-    format!("the server sent a reply the LDAP library cannot read ({panic})")
 }
 
 /// The root DSE (RFC 4512 §5.1: a base search of the empty DN) with `attrs`.
