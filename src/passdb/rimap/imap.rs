@@ -120,7 +120,7 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Response<'_>, usize)>, ParseEr
     Ok(Some((response(line)?, end + 1)))
 }
 
-/// Whether `s` is a literal's announcement: `{N}`, `{N+}` or `{N-}`... only `+`.
+/// Whether `s` is a literal's announcement: `{N}`, or `{N+}` (LITERAL+ and LITERAL- write it so).
 fn is_literal(s: &str) -> bool {
     let inner = &s[1..s.len() - 1];
     let digits = inner.strip_suffix('+').unwrap_or(inner);
