@@ -34,7 +34,7 @@ pub enum PassedError {
         /// Its name (`FileDescriptorName=`).
         name: String,
         /// What is wrong with it.
-        problem: String,
+        problem: NotAListener,
     },
     /// Two passed sockets are for the same protocol.
     #[error(
@@ -87,26 +87,41 @@ pub fn passed_sockets() -> Result<Passed, PassedError> {
     Ok(passed)
 }
 
+/// What is wrong with a passed descriptor.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAListener {
+    /// It cannot be looked at.
+    #[error("fstat: {0}")]
+    Fstat(nix::errno::Errno),
+    /// It is not a socket.
+    #[error("not a socket")]
+    NotASocket,
+    /// It is a socket, not a Unix one.
+    #[error("not a Unix socket: {0}")]
+    NotUnix(std::io::Error),
+    /// It cannot be made non-blocking.
+    #[error("cannot make it non-blocking: {0}")]
+    Blocking(std::io::Error),
+}
+
 /// Takes ownership of passed descriptor `fd`, which must be a listening Unix stream socket;
 /// what is wrong with it otherwise.
 #[allow(unsafe_code)]
-fn take_listener(fd: i32) -> Result<UnixListener, String> {
+fn take_listener(fd: i32) -> Result<UnixListener, NotAListener> {
     use nix::sys::stat::{fstat, SFlag};
-    let stat = fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) })
-        .map_err(|e| format!("fstat: {e}"))?;
+    let stat =
+        fstat(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }).map_err(NotAListener::Fstat)?;
     if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
-        return Err("not a socket".into());
+        return Err(NotAListener::NotASocket);
     }
     // SAFETY: the service manager passed this descriptor to this process (LISTEN_PID matched),
     // nothing else in the process owns it, and each passed descriptor is taken once.
     let owned = unsafe { OwnedFd::from_raw_fd(fd) };
     let listener = UnixListener::from(owned);
-    listener
-        .local_addr()
-        .map_err(|e| format!("not a Unix socket: {e}"))?;
+    listener.local_addr().map_err(NotAListener::NotUnix)?;
     listener
         .set_nonblocking(true)
-        .map_err(|e| format!("cannot make it non-blocking: {e}"))?;
+        .map_err(NotAListener::Blocking)?;
     Ok(listener)
 }
 

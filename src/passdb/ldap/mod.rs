@@ -120,9 +120,9 @@ impl Ldap {
             .set_conn_timeout(op_timeout)
             .set_starttls(conf.start_tls);
         if conf.uses_tls() {
-            let tls = tls::client_config(&conf).map_err(|message| PassdbError::Ldap {
+            let tls = tls::client_config(&conf).map_err(|e| PassdbError::Ldap {
                 server: conf.servers.join(" "),
-                message,
+                message: e.to_string(),
             })?;
             settings = settings.set_config(Arc::new(tls));
         }

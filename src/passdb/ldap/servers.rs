@@ -71,7 +71,7 @@ impl Ldap {
         let url = &self.servers.get(i).name;
         let ldap = connect_to(url, self.settings.clone(), self.op_timeout)
             .await
-            .map_err(Failure::Server)?;
+            .map_err(|e| Failure::Server(e.to_string()))?;
         Ok(Conn { server: i, ldap })
     }
 
@@ -221,7 +221,7 @@ pub(super) async fn connect_to(
     url: &str,
     settings: LdapConnSettings,
     timeout: Duration,
-) -> Result<ldap3::Ldap, String> {
+) -> Result<ldap3::Ldap, ConnectError> {
     let connect = guard::guarded(LdapConnAsync::with_settings(settings, url));
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(Ok((conn, ldap)))) => {
@@ -233,10 +233,24 @@ pub(super) async fn connect_to(
             });
             Ok(ldap)
         }
-        Ok(Ok(Err(e))) => Err(format!("connect: {e}")),
-        Ok(Err(panic)) => Err(format!("connect: {}", panic)),
-        Err(_) => Err(format!("no connection within {timeout:?}")),
+        Ok(Ok(Err(e))) => Err(ConnectError::Refused(e)),
+        Ok(Err(panic)) => Err(ConnectError::Panicked(panic)),
+        Err(_) => Err(ConnectError::Timeout(timeout)),
     }
+}
+
+/// Why there is no connection to a server.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnectError {
+    /// The library could not connect (refused, TLS, a name that does not resolve).
+    #[error("connect: {0}")]
+    Refused(ldap3::LdapError),
+    /// The library panicked on what the server sent.
+    #[error("connect: {0}")]
+    Panicked(guard::Panicked),
+    /// Nothing within the deadline.
+    #[error("no connection within {0:?}")]
+    Timeout(Duration),
 }
 
 /// The root DSE (RFC 4512 §5.1: a base search of the empty DN) with `attrs`.

@@ -6,16 +6,50 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::conf::LdapConf;
 
-pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, String> {
-    let builder = crate::passdb::tls::builder().map_err(|e| e.to_string())?;
+/// Why the TLS settings of `saslauthd.conf` cannot be used; each names its key.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum LdapTlsError {
+    /// rustls, or a CA file.
+    #[error(transparent)]
+    Setup(#[from] crate::passdb::tls::TlsSetupError),
+    /// `ldap_tls_cacert_dir` cannot be listed.
+    #[error("ldap_tls_cacert_dir {}: {source}", dir.display())]
+    CaDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Peers are to be checked, but no CA is there to check them with.
+    #[error("ldap_tls_check_peer: no CA certificate to check the server with")]
+    NoCa,
+    /// `ldap_tls_cert` or `ldap_tls_key` cannot be read.
+    #[error("{key} {}: {message}", file.display())]
+    ClientFile {
+        /// The key.
+        key: &'static str,
+        /// Its file.
+        file: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// rustls refuses the client certificate and key together.
+    #[error("ldap_tls_cert: {0}")]
+    ClientCert(rustls::Error),
+}
+
+pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, LdapTlsError> {
+    let builder = crate::passdb::tls::builder()?;
     let builder = if conf.tls_check_peer {
         let mut files = Vec::new();
         if let Some(file) = &conf.tls_cacert_file {
             files.push(file.clone());
         }
         if let Some(dir) = &conf.tls_cacert_dir {
-            let entries = std::fs::read_dir(dir)
-                .map_err(|e| format!("ldap_tls_cacert_dir {}: {e}", dir.display()))?;
+            let entries = std::fs::read_dir(dir).map_err(|source| LdapTlsError::CaDir {
+                dir: dir.clone(),
+                source,
+            })?;
             for entry in entries.flatten() {
                 let path = entry.path();
                 if path.extension().is_some_and(|x| x == "pem" || x == "crt") || hashed_name(&path)
@@ -24,9 +58,9 @@ pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, Str
                 }
             }
         }
-        let roots = crate::passdb::tls::roots(&files).map_err(|e| e.to_string())?;
+        let roots = crate::passdb::tls::roots(&files)?;
         if roots.is_empty() {
-            return Err("ldap_tls_check_peer: no CA certificate to check the server with".into());
+            return Err(LdapTlsError::NoCa);
         }
         builder.with_root_certificates(roots)
     } else {
@@ -36,15 +70,22 @@ pub(super) fn client_config(conf: &LdapConf) -> Result<rustls::ClientConfig, Str
     };
     match (&conf.tls_cert, &conf.tls_key) {
         (Some(cert), Some(key)) => {
+            let bad = |key: &'static str, file: &std::path::Path, e: &dyn std::fmt::Display| {
+                LdapTlsError::ClientFile {
+                    key,
+                    file: file.to_owned(),
+                    message: e.to_string(),
+                }
+            };
             let chain: Result<Vec<_>, _> = CertificateDer::pem_file_iter(cert)
-                .map_err(|e| format!("ldap_tls_cert {}: {e}", cert.display()))?
+                .map_err(|e| bad("ldap_tls_cert", cert, &e))?
                 .collect();
-            let chain = chain.map_err(|e| format!("ldap_tls_cert {}: {e}", cert.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key)
-                .map_err(|e| format!("ldap_tls_key {}: {e}", key.display()))?;
+            let chain = chain.map_err(|e| bad("ldap_tls_cert", cert, &e))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| bad("ldap_tls_key", key, &e))?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("ldap_tls_cert: {e}"))
+                .map_err(LdapTlsError::ClientCert)
         }
         _ => Ok(builder.with_no_client_auth()),
     }
