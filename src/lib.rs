@@ -45,6 +45,7 @@ pub mod crypt;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod getopt;
+pub mod hmac_md5;
 pub mod log_writer;
 pub mod manual;
 pub mod mech;

@@ -58,9 +58,9 @@ pub struct Credentials {
     /// A DIGEST-MD5 secret: MD5 of `user:realm:password` (Dovecot's `{DIGEST-MD5}`), good for
     /// the user and realm it was made with.
     pub digest_md5: Option<Zeroizing<[u8; 16]>>,
-    /// HMAC-MD5's two states for the password (Dovecot's `{CRAM-MD5}`), what CRAM-MD5 can
-    /// check with; zeroed when dropped.
-    pub cram_md5: Option<crate::mech::hmac_md5::HmacMd5Contexts>,
+    /// HMAC-MD5's two states for the password as Dovecot's `{CRAM-MD5}` stores them (32
+    /// bytes: the outer state, then the inner), what CRAM-MD5 can check with.
+    pub cram_md5: Option<Zeroizing<[u8; 32]>>,
 }
 
 impl fmt::Debug for Credentials {
@@ -121,7 +121,7 @@ mod tests {
             plaintext: Some(Zeroizing::new(b"hunter2".to_vec())),
             auth_password: None,
             digest_md5: Some(Zeroizing::new([7; 16])),
-            cram_md5: Some(crate::mech::hmac_md5::HmacMd5Contexts::from_key(b"hunter2")),
+            cram_md5: Some(Zeroizing::new([9; 32])),
         };
         let shown = format!("{c:?}");
         assert!(

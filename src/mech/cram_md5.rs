@@ -8,8 +8,8 @@ use md5::Md5;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::hmac_md5::HmacMd5Contexts;
 use super::{MechFailure, Message, Step};
+use crate::hmac_md5::HmacMd5Contexts;
 
 /// The wire name.
 pub(crate) const NAME: &str = "CRAM-MD5";

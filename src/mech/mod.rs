@@ -9,7 +9,6 @@
 
 pub mod cram_md5;
 pub mod digest_md5;
-pub mod hmac_md5;
 pub(crate) mod login;
 pub(crate) mod plain;
 pub mod scram;
@@ -373,7 +372,13 @@ impl Mechanism {
         match self {
             Mechanism::CramMd5(m) => match plaintext {
                 Some(password) => m.resume(Some(password)),
-                None => m.resume_contexts(credentials.cram_md5.as_ref()),
+                None => m.resume_contexts(
+                    credentials
+                        .cram_md5
+                        .as_deref()
+                        .map(crate::hmac_md5::HmacMd5Contexts::from_dovecot)
+                        .as_ref(),
+                ),
             },
             Mechanism::DigestMd5(m) => m.resume(
                 plaintext.map(digest_md5::Secret::Password).or(credentials

@@ -34,7 +34,7 @@ use sha2::{Sha256, Sha512};
 
 use zeroize::Zeroizing;
 
-use crate::mech::hmac_md5::HmacMd5Contexts;
+use crate::hmac_md5::HmacMd5Contexts;
 use crate::scram_keys::ScramHash;
 use crate::secret::Credentials;
 
@@ -240,7 +240,7 @@ pub fn credentials<'a>(values: impl IntoIterator<Item = &'a [u8]>, default: &str
             "CRAM-MD5" if found.cram_md5.is_none() => {
                 found.cram_md5 = decode(stored.value, stored.encoding, Encoding::Hex, Some(32))
                     .and_then(|d| <[u8; 32]>::try_from(d).ok())
-                    .map(|d| HmacMd5Contexts::from_dovecot(&d));
+                    .map(Zeroizing::new);
             }
             "DIGEST-MD5" if found.digest_md5.is_none() => {
                 found.digest_md5 = decode(stored.value, stored.encoding, Encoding::Hex, Some(16))
