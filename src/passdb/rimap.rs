@@ -293,9 +293,9 @@ impl Rimap {
                 Ok(result) => return Ok(result),
                 Err(Failure::Server(t)) => {
                     let reach = Arc::clone(&self.reach);
-                    self.servers.mark_dead(i, &t.detail, move |name| {
+                    self.servers.mark_dead(i, &t.detail, move |_| {
                         let reach = Arc::clone(&reach);
-                        async move { reach.probe(&name).await }
+                        async move { reach.probe(i).await }
                     });
                     last = Some((i, t));
                 }
@@ -487,11 +487,9 @@ impl Reach {
         Ok((Conn::new(stream), Vec::new()))
     }
 
-    /// Whether the server named `name` greets (the probe of a dead one).
-    async fn probe(&self, name: &str) -> bool {
-        let Some(host) = self.hosts.iter().find(|h| h.label() == name) else {
-            return false;
-        };
+    /// Whether host `i` greets (the probe of a dead one).
+    async fn probe(&self, i: usize) -> bool {
+        let host = &self.hosts[i];
         let until = Instant::now() + CONNECT_TIMEOUT + STEP_TIMEOUT * 2;
         self.open(host, until).await.is_ok()
     }

@@ -192,10 +192,12 @@ impl Reply {
 /// are Cyrus's where they do not tell an unknown user from a wrong password: a bare `NO` from
 /// sasldb, `NO PAM auth error` and `NO PAM acct error` from PAM, `NO authentication failed`
 /// from shadow for an unknown user and a wrong password alike (Cyrus answers `NO Invalid
-/// username` and `NO Incorrect password`). A refusal before any lookup and a backend that
-/// broke are the same for every passdb: `NO NULL login received`, `NO NULL password
-/// received`, `NO internal mechanism failure` (`saslauthd-main.c`).
-pub fn reply_for(outcome: &Outcome, passdb: PassdbKind) -> Reply {
+/// username` and `NO Incorrect password`). A refusal before any lookup is the same for every
+/// passdb: `NO NULL login received`, `NO NULL password received` (`saslauthd-main.c`). A
+/// backend that broke gets `alert`, the text Cyrus has for that failure when the passdb said
+/// one (rimap's `[ALERT] ...`), else the passdb's `error` text (`internal mechanism failure`
+/// for most).
+pub fn reply_for(outcome: &Outcome, passdb: PassdbKind, alert: Option<&'static str>) -> Reply {
     let texts = passdb.replies;
     let no = |text: &'static str| Reply::No(text.into());
     match outcome {
@@ -206,7 +208,7 @@ pub fn reply_for(outcome: &Outcome, passdb: PassdbKind) -> Reply {
         Outcome::Verdict(PassdbResult::PassExpired) => no(texts.expired),
         Outcome::Refused(Refusal::EmptyLogin) => no("NULL login received"),
         Outcome::Refused(Refusal::EmptyPassword) => no("NULL password received"),
-        Outcome::Error => no(texts.error),
+        Outcome::Error => no(alert.unwrap_or(texts.error)),
     }
 }
 

@@ -252,11 +252,8 @@ async fn handle_connection<S: super::Connection>(
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
-    let reply = match (decision.outcome, decision.alert) {
-        (crate::verdict::Outcome::Error, Some(alert)) => saslauthd::Reply::No(alert.into()),
-        (outcome, _) => saslauthd::reply_for(&outcome, auth.passdb_kind()),
-    }
-    .encode();
+    let reply =
+        saslauthd::reply_for(&decision.outcome, auth.passdb_kind(), decision.alert).encode();
     // Answered: no longer in flight once the reply is decided, so that a client that has read
     // it (and scrapes next) never sees it still counted.
     drop(in_flight);
