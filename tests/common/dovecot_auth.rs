@@ -91,9 +91,7 @@ impl DovecotAuth {
 
     /// What it logged.
     pub fn log(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("dovecot.err"), read("dovecot.log"))
+        super::files_text(self.dir.path(), &["dovecot.err", "dovecot.log"])
     }
 }
 

@@ -146,9 +146,7 @@ impl Kdc {
 
     /// What it logged.
     pub fn log(&self) -> String {
-        let read =
-            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
-        format!("{}{}", read("kdc.err"), read("kdc.log"))
+        super::files_text(self.dir.path(), &["kdc.err", "kdc.log"])
     }
 }
 

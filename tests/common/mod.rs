@@ -716,6 +716,15 @@ pub fn ctl(run_dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// The text of the files `names` in `dir`, one after the other (a missing one is empty): a
+/// server's logs, for a failed assertion's message.
+pub fn files_text(dir: &Path, names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|name| std::fs::read_to_string(dir.join(name)).unwrap_or_default())
+        .collect()
+}
+
 /// The text of a log file once it has stopped growing for 50 ms (3 s at most): a daemon's
 /// log thread writes a line shortly after the reply it belongs to.
 pub fn settled_text(path: &Path) -> String {
