@@ -2,10 +2,10 @@
 # Quick start, step 2: install the test peers from Debian's packages (Cyrus SASL's own
 # saslauthd, testsaslauthd, saslpasswd2 and sasldblistusers2, libsasl2, the LMDB, Berkeley DB
 # and GDBM tools and libraries, Postfix, Dovecot (auth, SQL drivers, IMAP server), MIT
-# Kerberos's KDC (no realm: the tests make their own), 389 Directory Server (no instance: the
-# tests make their own); sendmail, fail2ban, slapd, Samba's AD DC, PostgreSQL's and
-# MariaDB's servers unpacked beside), then
-# run the whole test suite against them, plus the lint gates.
+# Kerberos's KDC (no realm: the tests make their own), Redis (redis-tools holds the server;
+# the tests run their own), 389 Directory Server (no instance: the tests make their own);
+# sendmail, fail2ban, slapd, Samba's AD DC, PostgreSQL's and MariaDB's servers unpacked
+# beside), then run the whole test suite against them, plus the lint gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
@@ -26,7 +26,7 @@ apt_install build-essential pkg-config libpam0g-dev libclang-dev libkrb5-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
-    dovecot-sqlite dovecot-pgsql dovecot-mysql dovecot-imapd krb5-kdc krb5-admin-server \
+    dovecot-sqlite dovecot-pgsql dovecot-mysql dovecot-imapd krb5-kdc krb5-admin-server redis-tools \
     groff-base man-db zsh fish rpm ldap-utils tmux 389-ds-base \
     samba-common-bin python3-samba samba-dsdb-modules samba-ad-provision samba-vfs-modules tdb-tools \
     libargon2-1 libldap-2.5-0 libltdl7 libodbc2 libperl5.36 libwrap0 \

@@ -414,6 +414,46 @@ keys! {
         show |v| show::set(format!("{:?}", v.as_secs_f64())),
         Some("--failure-delay"), Applies,
         "seconds", "The base delay before a failure is answered, doubling per client address up to 4.5 s (--failure-delay). Default 2.0; 0 turns throttling off.";
+    /// `throttle_store`: the throttle's state in Redis or Valkey, shared by several daemons.
+    throttle_store: Option<crate::auth::StoreUrl> = None,
+        file String => |text, _| text
+            .parse()
+            .map(Some)
+            .map_err(|e: crate::auth::StoreUrlError| ConfigError::ThrottleStore(e.to_string())),
+        show |v| show::or(v.as_ref().map(|u| show::text(&u.to_string())), "none: each daemon throttles from its own memory"),
+        None, Applies,
+        "\"redis://host:6379/0\"", "Share the throttle's counts with other daemons in Redis or Valkey: redis://[user:password@]host:port/db, rediss:// (TLS), unix:///path, redis+sentinel://host:port,.../MASTER[/db], redis+cluster://host:port,... Default: none.";
+    /// `throttle_store_prefix`: the store's keys begin `{PREFIX}:`.
+    throttle_store_prefix: String = crate::auth::DEFAULT_STORE_PREFIX.to_owned(),
+        file String => |prefix, _| store_prefix(prefix),
+        show |v| show::set(show::text(v)),
+        None, Applies,
+        "string", "The store's keys begin {PREFIX}: (another application's keys must not). Default \"saslauthd-rs\".";
+    /// `throttle_store_timeout`: each call's deadline, in milliseconds.
+    throttle_store_timeout: Duration = Duration::from_millis(50),
+        file i64 => |ms, name| store_timeout(name, ms),
+        show |v| show::set(i64::try_from(v.as_millis()).unwrap_or(i64::MAX)),
+        None, Applies,
+        "milliseconds", "Each call to the store has this deadline; past it (or on an error) the daemon throttles locally and reconnects in the background. 1 to 1000, default 50.";
+    /// `throttle_store_ca`: CA certificates for `rediss://`.
+    throttle_store_ca: Option<PathBuf> = None,
+        file PathBuf => |path, _| Ok(Some(path)),
+        show |v| show::or(v.as_deref().map(show::path), "the system's"),
+        None, Applies,
+        "path", "The CA certificates (PEM) a rediss:// store is checked with. Default: the system's.";
+    /// `user_guard_threshold`: distinct wrong passwords per user before their failures are
+    /// delayed too (0 = no user guard).
+    user_guard_threshold: u32 = crate::auth::DEFAULT_USER_THRESHOLD,
+        file u32 => |n, _| Ok(n),
+        show |v| show::set(v),
+        None, Applies,
+        "integer", "Distinct wrong passwords for one user, from any address, within user_guard_window, past which that user's failures get the growing delay too (never a lock-out). Default 10; 0 turns the user guard off.";
+    /// `user_guard_window`: the user guard's window, in seconds.
+    user_guard_window: Duration = crate::auth::DEFAULT_USER_WINDOW,
+        file i64 => |secs, name| window_secs(name, secs),
+        show |v| show::set(i64::try_from(v.as_secs()).unwrap_or(i64::MAX)),
+        None, Applies,
+        "seconds", "How long the user guard remembers a wrong password. 60 to 604800, default 3600.";
     /// `--dovecot-socket`: also serve Dovecot's auth-client protocol here.
     dovecot_socket: Option<PathBuf> = None,
         file PathBuf => |path, _| Ok(Some(path)),
@@ -723,6 +763,22 @@ pub enum ConfigError {
     /// `rimap_tls` names no mode.
     #[error("rimap_tls {0}")]
     RimapTls(String),
+    /// `throttle_store` does not read.
+    #[error("throttle_store: {0}")]
+    ThrottleStore(String),
+    /// `throttle_store_prefix` is empty or has a brace.
+    #[error("throttle_store_prefix {0:?}: must be 1 to 64 characters, none of them a brace, a space or a control character")]
+    StorePrefix(String),
+    /// A number out of its range.
+    #[error("{name} {value}: must be {range}")]
+    OutOfRange {
+        /// The key.
+        name: &'static str,
+        /// The value given.
+        value: i64,
+        /// What it may be.
+        range: &'static str,
+    },
     /// `sasldb_format` names no format.
     #[error("sasldb_format: {0}")]
     SasldbFormat(String),
@@ -1096,6 +1152,24 @@ impl Config {
         Ok(())
     }
 
+    /// The throttle these settings describe.
+    pub fn throttle(&self) -> crate::auth::Throttle {
+        crate::auth::Throttle {
+            failure_delay: self.failure_delay,
+            user_threshold: self.user_guard_threshold,
+            user_window: self.user_guard_window,
+            store: self
+                .throttle_store
+                .clone()
+                .map(|url| crate::auth::StoreSettings {
+                    url,
+                    prefix: self.throttle_store_prefix.clone(),
+                    timeout: self.throttle_store_timeout,
+                    ca: self.throttle_store_ca.clone(),
+                }),
+        }
+    }
+
     /// What the passdbs are told: the flags that concern them, and the configuration file's
     /// table named after the passdb `-a` chose (`[ldap]`).
     pub fn passdb_settings(&self) -> crate::passdb::Settings {
@@ -1180,6 +1254,37 @@ pub fn delay_secs(name: &'static str, secs: f64) -> Result<Duration, ConfigError
         return Err(ConfigError::DelayRange(name));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `throttle_store_prefix`: no braces (they pick a Redis Cluster slot), nothing invisible.
+fn store_prefix(prefix: String) -> Result<String, ConfigError> {
+    let bad = |c: char| c == '{' || c == '}' || c.is_whitespace() || c.is_control();
+    if prefix.is_empty() || prefix.len() > 64 || prefix.chars().any(bad) {
+        return Err(ConfigError::StorePrefix(prefix));
+    }
+    Ok(prefix)
+}
+
+fn store_timeout(name: &'static str, ms: i64) -> Result<Duration, ConfigError> {
+    match u64::try_from(ms) {
+        Ok(ms @ 1..=1000) => Ok(Duration::from_millis(ms)),
+        _ => Err(ConfigError::OutOfRange {
+            name,
+            value: ms,
+            range: "1 to 1000 (milliseconds)",
+        }),
+    }
+}
+
+fn window_secs(name: &'static str, secs: i64) -> Result<Duration, ConfigError> {
+    match u64::try_from(secs) {
+        Ok(secs @ 60..=604_800) => Ok(Duration::from_secs(secs)),
+        _ => Err(ConfigError::OutOfRange {
+            name,
+            value: secs,
+            range: "60 to 604800 (seconds)",
+        }),
+    }
 }
 
 /// SCRAM's iteration count: at least 4096 (RFC 7677), at most 10,000,000.

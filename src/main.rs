@@ -67,6 +67,15 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
         for plan in plans(config, systemd::Passed::default()) {
             plan.check()?;
         }
+        if let Some(store) = config.throttle().store {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime
+                .block_on(auth::check_store(&store))
+                .map_err(|e| format!("throttle_store {}: {e}", store.url))?;
+            eprintln!("{program}: throttle_store {}: connected", store.url);
+        }
         Ok(())
     });
     match checked {
@@ -149,7 +158,7 @@ fn driver(
     };
     let options = auth::Options {
         workers: config.workers,
-        failure_delay: config.failure_delay,
+        throttle: config.throttle(),
         scram_iterations: config.scram_iterations,
         host_name: String::from_utf8_lossy(host).into_owned(),
         cache,
@@ -441,6 +450,8 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, Error> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let default_realm = realms.default_realm.clone();
+    // In the runtime, so that the shared throttle store starts connecting now.
+    let _entered = runtime.enter();
     let auth = Arc::new(Live::new(Arc::new(driver(
         config, passdb, realms, &host, None,
     )?)));

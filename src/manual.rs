@@ -91,7 +91,7 @@ pub fn pages() -> Vec<Page> {
             synopsis: &[
                 "[-m path] stats|metrics|reload|top [--count n]",
                 "[-m path] cache flush [user]",
-                "[-m path] penalty list|reset address",
+                "[-m path] penalty list|reset address|reset-user user",
                 "[-m path] test user password [--service s] [--realm r]",
                 "pw [-s scheme] [-u user] [-p password] [-t value] | pw -l",
             ],
@@ -313,7 +313,8 @@ const CTL_DESCRIPTION: &str = "\
 saslauthd-rs-ctl asks a running saslauthd-rs over its admin socket (path/admin, mode \
 0600: root or the daemon's user) for its metrics, a summary of them or a live view (top), \
 to reload its configuration (as SIGHUP), to forget cached successes (cache flush, all or \
-one user's) or the failure delays of a client address (penalty), or to check a password \
+one user's), to list the client addresses and users the throttle delays and lift a delay \
+(penalty: from the shared store when throttle_store names one), or to check a password \
 through the daemon's own passdb (test). pw needs no daemon: it prints a password value in \
 Dovecot's {SCHEME} notation for -a sql, as doveadm pw does (default ARGON2ID), or with -t \
 says whether a password matches a value.";

@@ -194,6 +194,11 @@ struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StoreLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -432,6 +437,22 @@ pub struct PoolCounts {
     pub(crate) enabled: bool,
 }
 
+/// The shared throttle store's series.
+#[derive(Debug, Clone, Default)]
+pub struct StoreCounts {
+    /// 1 while the store is connected.
+    pub(crate) up: Gauge,
+    calls: Family<StoreLabels, Counter>,
+}
+
+impl StoreCounts {
+    /// One call to the store, by result: ok, timeout, error (the store goes down), foreign
+    /// (a value saslauthd-rs did not write), skipped (the store was down).
+    pub(crate) fn calls(&self, result: &'static str) {
+        self.calls.get_or_create(&StoreLabels { result }).inc();
+    }
+}
+
 /// The metrics.
 pub struct Metrics {
     enabled: bool,
@@ -450,6 +471,8 @@ pub struct Metrics {
     cache_misses: Counter,
     cache_entries: Gauge,
     penalty_peers: Gauge,
+    penalty_users: Gauge,
+    store: StoreCounts,
     backend_errors: Family<BackendLabels, Counter>,
     open: Family<ListenerLabels, Gauge>,
     accepted: Family<ListenerLabels, Counter>,
@@ -600,6 +623,29 @@ impl Metrics {
             None,
             Gauge::default(),
         );
+        let penalty_users = registered(
+            r,
+            "penalty_users",
+            "Users with wrong passwords the user guard counts now (this daemon's memory)",
+            None,
+            Gauge::default(),
+        );
+        let store = StoreCounts {
+            up: registered(
+                r,
+                "throttle_store_up",
+                "1 while the shared throttle store (throttle_store) is connected",
+                None,
+                Gauge::default(),
+            ),
+            calls: registered(
+                r,
+                "throttle_store_calls",
+                "Calls to the shared throttle store, by result (ok, timeout, error, foreign, skipped)",
+                None,
+                Family::<StoreLabels, Counter>::default(),
+            ),
+        };
         let backend_errors = registered(
             r,
             "backend_errors",
@@ -679,6 +725,8 @@ impl Metrics {
             cache_misses,
             cache_entries,
             penalty_peers,
+            penalty_users,
+            store,
             backend_errors,
             open,
             accepted,
@@ -718,6 +766,11 @@ impl Metrics {
         }
     }
 
+    /// The shared throttle store's series.
+    pub fn store(&self) -> StoreCounts {
+        self.store.clone()
+    }
+
     /// The blocking pool's series.
     pub fn pool(&self) -> PoolCounts {
         self.pool.clone()
@@ -744,7 +797,9 @@ impl Metrics {
     }
 
     /// The sizes read at encoding time.
-    pub fn set_sizes(&self, cache_entries: usize, penalty_peers: usize) {
+    pub fn set_sizes(&self, cache_entries: usize, penalty_peers: usize, penalty_users: usize) {
+        self.penalty_users
+            .set(i64::try_from(penalty_users).unwrap_or(i64::MAX));
         self.cache_entries
             .set(i64::try_from(cache_entries).unwrap_or(i64::MAX));
         self.penalty_peers

@@ -280,14 +280,25 @@ fn penalty_list_and_reset_and_a_test_login() {
     }
     let (code, list, err) = ctl(&d.run_dir, &["penalty", "list"]);
     assert_eq!(code, Some(0), "{err}");
-    let peers: Vec<&str> = list.lines().skip(1).collect();
-    assert_eq!(peers.len(), 1, "{list}");
-    assert!(peers[0].starts_with("192.0.2.7\t2\t"), "two steps: {list}");
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 4, "{list}");
+    assert!(lines[1].starts_with("192.0.2.7\t2\t"), "two steps: {list}");
+    assert!(lines[2].starts_with("users guessing"), "{list}");
+    assert!(
+        lines[3].starts_with("alice@example.org\t2\t"),
+        "two guesses: {list}"
+    );
     let (code, answer, _) = ctl(&d.run_dir, &["penalty", "reset", "192.0.2.7"]);
     assert_eq!(code, Some(0));
     assert_eq!(answer, "ok: 192.0.2.7 is no longer delayed\n");
+    let (code, answer, _) = ctl(&d.run_dir, &["penalty", "reset-user", "alice@example.org"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        answer,
+        "ok: alice@example.org's wrong guesses are forgotten\n"
+    );
     let (_, list, _) = ctl(&d.run_dir, &["penalty", "list"]);
-    assert_eq!(list.lines().count(), 1, "nobody delayed: {list}");
+    assert_eq!(list.lines().count(), 2, "nobody delayed: {list}");
     let (_, answer, _) = ctl(&d.run_dir, &["penalty", "reset", "192.0.2.7"]);
     assert_eq!(answer, "ok: 192.0.2.7 had no delay\n");
     let (code, _, err) = ctl(&d.run_dir, &["penalty", "reset", "not-an-address"]);

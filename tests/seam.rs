@@ -127,7 +127,7 @@ impl Served {
             },
             Options {
                 workers: 2,
-                failure_delay: Duration::ZERO,
+                throttle: saslauthd_rs::auth::Throttle::local(Duration::ZERO),
                 scram_iterations: 4096,
                 host_name: "test.host".into(),
                 cache: None,

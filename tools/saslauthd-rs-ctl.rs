@@ -7,7 +7,7 @@
 //! saslauthd-rs-ctl [-m RUN_DIR] reload     as SIGHUP
 //! saslauthd-rs-ctl [-m RUN_DIR] top        a live view, refreshed every second
 //! saslauthd-rs-ctl [-m RUN_DIR] cache flush [USER]
-//! saslauthd-rs-ctl [-m RUN_DIR] penalty list|reset ADDR
+//! saslauthd-rs-ctl [-m RUN_DIR] penalty list|reset ADDR|reset-user USER
 //! saslauthd-rs-ctl [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]
 //! saslauthd-rs-ctl pw [-s SCHEME] [-u USER] [-p PASSWORD] [-t HASH] | pw -l
 //! ```
@@ -33,7 +33,7 @@ fn usage(program: &str) -> String {
     format!(
         "usage: {program} [-m RUN_DIR] stats|metrics|reload|top [--count N]\n       \
          {program} [-m RUN_DIR] cache flush [USER]\n       \
-         {program} [-m RUN_DIR] penalty list|reset ADDR\n       \
+         {program} [-m RUN_DIR] penalty list|reset ADDR|reset-user USER\n       \
          {program} [-m RUN_DIR] test USER PASSWORD [--service S] [--realm R]\n       \
          {program} pw [-s SCHEME] [-u USER] [-p PASSWORD] [-t HASH] | pw -l\n"
     )
@@ -252,7 +252,13 @@ fn top(program: &str, socket: &std::path::Path, count: Option<u64>) -> ExitCode 
             now.open, now.in_flight, now.queued, now.backend_errors
         );
         screen += "throttled peers (address, step, last failure):\n";
-        let list: Vec<&str> = peers.lines().skip(1).take(10).collect();
+        // The peers come first, up to the users' heading (a line without a tab).
+        let list: Vec<&str> = peers
+            .lines()
+            .skip(1)
+            .take_while(|line| line.contains('\t'))
+            .take(10)
+            .collect();
         if list.is_empty() {
             screen += "  none\n";
         }
@@ -441,9 +447,11 @@ fn main() -> ExitCode {
     }
     let (command, show): (String, fn(&str) -> String) = match words.as_slice() {
         ["stats"] => ("metrics".into(), summary),
-        ["metrics"] | ["reload"] | ["penalty", "list"] | ["penalty", "reset", _] => {
-            (words.join("\t"), plain)
-        }
+        ["metrics"]
+        | ["reload"]
+        | ["penalty", "list"]
+        | ["penalty", "reset", _]
+        | ["penalty", "reset-user", _] => (words.join("\t"), plain),
         ["cache", "flush"] | ["cache", "flush", _] => (words.join("\t"), plain),
         ["test", _, _] if test_words.iter().all(|w| !w.contains(['\t', '\n'])) => {
             (test_words.join("\t"), plain)

@@ -495,26 +495,37 @@ impl Handler {
                         .user
                         .as_deref()
                         .map(|u| auth_request(split, &active, u));
-                    let delay = self.auth.conclude_exchange(
+                    let delay = self.auth.exchange_failed(
                         request.as_ref(),
                         &active.peer,
                         via,
-                        Some(why),
+                        why,
                         active.started,
                     );
-                    let answer = Answer::failure(id, active.user.take());
-                    return self.deliver(id, active, delay, Finished::Answer(answer));
+                    let answer = Finished::Answer(Answer::failure(id, active.user.take()));
+                    match delay.now() {
+                        Ok(delay) => return self.deliver(id, active, delay, answer),
+                        Err(counting) => {
+                            // The shared throttle store counts the failure first.
+                            let (seq, tx) = (active.seq, self.done_tx());
+                            tokio::spawn(async move {
+                                let delay = counting.await;
+                                let _ = tx.send(Done {
+                                    id,
+                                    seq,
+                                    result: answer,
+                                    not_before: Some(tokio::time::Instant::now() + delay),
+                                });
+                            });
+                            return self.wait(id, active);
+                        }
+                    }
                 }
                 Step::Success { final_data } => {
                     let user = active.user.take().unwrap_or_default();
                     let request = auth_request(split, &active, &user);
-                    self.auth.conclude_exchange(
-                        Some(&request),
-                        &active.peer,
-                        via,
-                        None,
-                        active.started,
-                    );
+                    self.auth
+                        .exchange_succeeded(&request, &active.peer, via, active.started);
                     let result = match (final_data, active.final_resp_ok) {
                         (final_data @ None, _) | (final_data @ Some(_), true) => {
                             Finished::Answer(Answer::Success {
@@ -783,7 +794,7 @@ mod tests {
                 },
                 Options {
                     workers: 1,
-                    failure_delay: Duration::ZERO,
+                    throttle: crate::auth::Throttle::local(Duration::ZERO),
                     scram_iterations: ITERATIONS,
                     host_name: "test.host".into(),
                     cache: None,

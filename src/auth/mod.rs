@@ -38,7 +38,11 @@ use crate::verdict::{Outcome, PassdbKind, PassdbResult, Refusal, SuccessCache};
 
 use bounded::BoundedMap;
 pub use cache::Cache;
-use penalty::{attempt_fingerprint, PeerKey, Penalty};
+pub use penalty::{
+    check_store, PenaltyList, StoreError, StoreSettings, StoreUrl, StoreUrlError, Throttle,
+    DEFAULT_PREFIX as DEFAULT_STORE_PREFIX, DEFAULT_USER_THRESHOLD, DEFAULT_USER_WINDOW,
+};
+use penalty::{Attempt, PeerKey, Penalty, SharedFailure};
 
 /// How long a passdb may take (time in the pool's queue included) before the request is
 /// answered as an internal failure, unless [`Options::backend_timeout`] says otherwise. With
@@ -61,8 +65,8 @@ pub struct Options {
     /// Blocking backend calls and key derivations at once (`-n`; 0 means
     /// `UNBOUNDED_WORKERS`).
     pub workers: usize,
-    /// The base failure delay (0 = none).
-    pub failure_delay: Duration,
+    /// The throttle: the base failure delay (0 = none), the user guard, the shared store.
+    pub throttle: Throttle,
     /// SCRAM's PBKDF2 iteration count.
     pub scram_iterations: u32,
     /// The host name (CRAM-MD5 challenges), worked out once at start-up.
@@ -176,6 +180,16 @@ impl<T> Check<T> {
         match self.0 {
             Inner::Ready(Some(value)) => Ok(value),
             other => Err(Check(other)),
+        }
+    }
+}
+
+impl<T: Send + Unpin + 'static> Check<Check<T>> {
+    /// The inner answer: at once when both are there.
+    fn flatten(self) -> Check<T> {
+        match self.now() {
+            Ok(inner) => inner,
+            Err(outer) => Check::running(async move { outer.await.await }),
         }
     }
 }
@@ -370,7 +384,7 @@ impl Authenticator {
             cache,
             pool: Arc::new(Pool::new(workers, metrics.pool())),
             backend_timeout: options.backend_timeout,
-            penalty: Penalty::new(options.failure_delay),
+            penalty: Penalty::new(&options.throttle, metrics.store()),
             metrics,
             derived: Mutex::new(BoundedMap::new(MAX_DERIVED_KEYS, DERIVED_KEYS_TTL)),
             deriving: Mutex::default(),
@@ -396,10 +410,10 @@ impl Authenticator {
         realms: RealmPolicy,
         options: Options,
     ) -> Result<Self, mech::MechListError> {
-        let failure_delay = options.failure_delay;
+        let throttle = options.throttle.clone();
         let mut next =
             Authenticator::counted_by(passdb, realms, options, Arc::clone(&self.metrics))?;
-        next.penalty = self.penalty.carried(failure_delay);
+        next.penalty = self.penalty.carried(&throttle, self.metrics.store());
         next.secret = self.secret.clone();
         Ok(next)
     }
@@ -413,9 +427,11 @@ impl Authenticator {
     /// throttle read now.
     pub fn encode_metrics(&self) -> String {
         let now = std::time::Instant::now();
+        let list = self.penalty.local_list(now);
         self.metrics.set_sizes(
             self.cache.as_deref().map_or(0, Cache::len),
-            self.penalty.peers_list(now).len(),
+            list.peers.len(),
+            list.users.len(),
         );
         self.metrics.encode()
     }
@@ -426,15 +442,20 @@ impl Authenticator {
         self.cache.as_deref().map(|cache| cache.flush(login))
     }
 
-    /// The peers the throttle delays: address (an IPv6 /48 as its first address), step,
-    /// time since the last failure; the most delayed first.
-    pub fn penalty_list(&self) -> Vec<(std::net::IpAddr, u32, Duration)> {
-        self.penalty.peers_list(std::time::Instant::now())
+    /// The addresses and users the throttle counts, from the shared store when there is
+    /// one: address (an IPv6 /48 as its first address) and step, user and wrong guesses,
+    /// with the time since the last failure; the most delayed first.
+    pub async fn penalty_list(&self) -> PenaltyList {
+        self.penalty.list().await
     }
 
-    /// Lifts `ip`'s delay: whether it had one.
-    pub fn penalty_reset(&self, ip: std::net::IpAddr) -> bool {
-        self.penalty.reset(ip)
+    /// Lifts an address's delay (`Ok`) or forgets a user's guesses (`Err`), here and in the
+    /// shared store: whether there was anything to forget.
+    pub async fn penalty_reset(
+        &self,
+        who: Result<std::net::IpAddr, &[u8]>,
+    ) -> Result<bool, StoreError> {
+        self.penalty.reset(who).await
     }
 
     /// Which passdb answers.
@@ -465,7 +486,8 @@ impl Authenticator {
         let attempt = self.attempt(request, &password);
         if let Some(refusal) = refusal(request, Some(&password)) {
             let checked = Checked::Refused(refusal);
-            return Check::ready(self.conclude(request, via, checked, attempt, started));
+            let (decision, shared) = self.conclude(request, via, checked, attempt, started);
+            return self.settle(decision, shared);
         }
         let authid = self.authid(request);
         let query = Query {
@@ -489,13 +511,33 @@ impl Authenticator {
                 ),
                 Err(e) => (Checked::Failed(e), None, None),
             };
-            let mut decision = auth.conclude(request, via, checked, attempt, started);
+            let (mut decision, shared) = auth.conclude(request, via, checked, attempt, started);
             match decision.outcome {
                 Outcome::Verdict(PassdbResult::Ok) => decision.user = user,
                 Outcome::Verdict(PassdbResult::UserDisabled) => decision.reason = reason,
                 _ => {}
             }
-            decision
+            auth.settle(decision, shared)
+        })
+        .flatten()
+    }
+
+    /// The decision now, or once the shared throttle store has counted the failure (its
+    /// answer can only lengthen the delay).
+    fn settle(&self, decision: Decision, shared: Option<SharedFailure>) -> Check<Decision> {
+        let Some(shared) = shared else {
+            if !decision.delay.is_zero() {
+                self.metrics.delayed();
+            }
+            return Check::ready(decision);
+        };
+        let metrics = Arc::clone(&self.metrics);
+        Check::running(async move {
+            let delay = shared.delay().await;
+            if !delay.is_zero() {
+                metrics.delayed();
+            }
+            Decision { delay, ..decision }
         })
     }
 
@@ -654,51 +696,72 @@ impl Authenticator {
         self.rounds.load(Ordering::Relaxed)
     }
 
-    /// Records the end of an exchange that a mechanism decided itself (a CRAM-MD5 digest, a
-    /// SCRAM proof, or data that makes no sense): the log line when the exchange had named a
-    /// user, the throttle, and for a failure the delay to wait before telling it.
-    pub(crate) fn conclude_exchange(
+    /// Records the failure of an exchange that a mechanism decided itself (a CRAM-MD5
+    /// digest, a SCRAM proof, or data that makes no sense): the log line when the exchange
+    /// had named a user, the throttle, and the delay to wait before telling it.
+    pub(crate) fn exchange_failed(
         &self,
         request: Option<&AuthRequest>,
         peer: &Peer,
         via: Via,
-        failure: Option<MechFailure>,
+        why: MechFailure,
         started: Instant,
-    ) -> Duration {
+    ) -> Check<Duration> {
         let elapsed = started.elapsed();
-        let key = peer.ip().map(PeerKey::of);
+        let user = request.map(|r| self.guarded(r));
         if let Some(request) = request {
-            let logged = match &failure {
-                None => Logged::Success,
-                Some(why) => Logged::Failure(why),
-            };
-            self.log(request, via, logged, elapsed);
-        }
-        if failure.is_none() {
-            self.penalty.on_success(key);
-            return Duration::ZERO;
+            self.log(request, via, Logged::Failure(&why), elapsed);
         }
         // No password to fingerprint: every such failure of a peer counts as the same attempt.
-        let delay = self.penalty.on_failure(
-            key,
-            u64::MAX,
+        let (delay, shared) = self.penalty.on_failure(
+            peer.ip().map(PeerKey::of),
+            user.as_deref(),
+            Attempt::NONE,
             elapsed,
             std::time::Instant::now(),
             crate::secret::random_u64(),
         );
-        if !delay.is_zero() {
-            self.metrics.delayed();
+        let decision = Decision {
+            outcome: Outcome::Error,
+            delay,
+            user: None,
+            reason: None,
+            alert: None,
+        };
+        match self.settle(decision, shared).now() {
+            Ok(decision) => Check::ready(decision.delay),
+            Err(running) => Check::running(async move { running.await.delay }),
         }
-        delay
     }
 
-    /// A fingerprint of (user, password) for the throttle's repeated-password rule, when
-    /// the throttle will need it.
-    fn attempt(&self, request: &AuthRequest, password: &Password) -> u64 {
-        match (self.penalty.enabled(), request.peer.ip()) {
-            (true, Some(_)) => attempt_fingerprint(&self.secret, &request.login, password.expose()),
-            _ => 0,
+    /// Records the success of an exchange a mechanism decided itself: the log line and the
+    /// throttle's reset (the shared store is told from a task of its own: nothing waits).
+    pub(crate) fn exchange_succeeded(
+        &self,
+        request: &AuthRequest,
+        peer: &Peer,
+        via: Via,
+        started: Instant,
+    ) {
+        self.log(request, via, Logged::Success, started.elapsed());
+        self.penalty
+            .on_success(peer.ip().map(PeerKey::of), Some(&self.guarded(request)));
+    }
+
+    /// Who the user guard counts a request's guesses for: the login in its realm.
+    fn guarded(&self, request: &AuthRequest) -> Vec<u8> {
+        let realm = self.realm_of(request);
+        if realm.is_empty() {
+            request.login.clone()
+        } else {
+            [&request.login[..], b"@", realm].concat()
         }
+    }
+
+    /// The fingerprints of a request's attempt, for the throttle's repeated-password rule.
+    fn attempt(&self, request: &AuthRequest, password: &Password) -> Attempt {
+        self.penalty
+            .attempt(&self.secret, &self.guarded(request), password.expose())
     }
 
     /// Logs a check and feeds the throttle: the decision, with the delay before a failure is
@@ -708,9 +771,9 @@ impl Authenticator {
         request: &AuthRequest,
         via: Via,
         checked: Checked,
-        attempt: u64,
+        attempt: Attempt,
         started: Instant,
-    ) -> Decision {
+    ) -> (Decision, Option<SharedFailure>) {
         let elapsed = started.elapsed();
         let key = request.peer.ip().map(PeerKey::of);
         let outcome = match &checked {
@@ -718,24 +781,24 @@ impl Authenticator {
             Checked::Verdict(result) => Outcome::Verdict(*result),
             Checked::Failed(_) => Outcome::Error,
         };
-        let delay = match outcome {
+        let user = self.guarded(request);
+        let (delay, shared) = match outcome {
             Outcome::Verdict(PassdbResult::Ok) => {
-                self.penalty.on_success(key);
-                Duration::ZERO
+                self.penalty.on_success(key, Some(&user));
+                (Duration::ZERO, None)
             }
+            // A name refused before any passdb saw it (empty, a NUL) is nobody's guess.
             Outcome::Verdict(_) | Outcome::Refused(_) => self.penalty.on_failure(
                 key,
+                matches!(outcome, Outcome::Verdict(_)).then_some(&user[..]),
                 attempt,
                 elapsed,
                 std::time::Instant::now(),
                 crate::secret::random_u64(),
             ),
             // Internal errors are not delayed.
-            Outcome::Error => Duration::ZERO,
+            Outcome::Error => (Duration::ZERO, None),
         };
-        if !delay.is_zero() {
-            self.metrics.delayed();
-        }
         let logged = match &checked {
             Checked::Verdict(PassdbResult::Ok) => Logged::Success,
             Checked::Verdict(result) => Logged::Failure(result),
@@ -743,7 +806,7 @@ impl Authenticator {
             Checked::Failed(e) => Logged::Error(e),
         };
         self.log(request, via, logged, elapsed);
-        Decision {
+        let decision = Decision {
             outcome,
             delay,
             user: None,
@@ -752,7 +815,8 @@ impl Authenticator {
                 Checked::Failed(CheckError::Passdb(e)) => e.reply(),
                 _ => None,
             },
-        }
+        };
+        (decision, shared)
     }
 
     /// The realm a request is checked in: its own, or the default realm when it has none.
@@ -846,7 +910,7 @@ mod tests {
     fn options(failure_delay: Duration) -> Options {
         Options {
             workers: 1,
-            failure_delay,
+            throttle: Throttle::local(failure_delay),
             scram_iterations: mech::scram::ITERATIONS,
             host_name: "myhost".into(),
             cache: None,

@@ -6,7 +6,8 @@
 //! - `metrics`: the OpenMetrics text of the driver's metrics, `# EOF` last;
 //! - `reload`: the same as SIGHUP;
 //! - `cache flush [USER]`: empties the credential cache, or drops one user's entries;
-//! - `penalty list`, `penalty reset ADDR`: the throttled peers, and lifting one's delay;
+//! - `penalty list`, `penalty reset ADDR`, `penalty reset-user USER`: the throttled peers
+//!   and users (from the shared store when there is one), and lifting one's delay;
 //! - `test USER PASSWORD [--service S] [--realm R]`: a password check through the driver,
 //!   as a request would make it (counted as protocol `admin`).
 //!
@@ -157,16 +158,49 @@ async fn command(words: &[&str], live: &Live) -> String {
             }
         }
         ["penalty", "list"] => {
-            let mut out = String::from("ok: peers delayed (address, step, last failure)\n");
-            for (ip, step, ago) in auth.penalty_list() {
-                out += &format!("{ip}\t{step}\t{}s ago\n", ago.as_secs());
+            let list = auth.penalty_list().await;
+            let mut out = format!(
+                "ok: peers delayed (address, step, last failure), from {}\n",
+                list.source
+            );
+            for (peer, step, ago) in &list.peers {
+                out += &format!("{}\t{step}\t{}s ago\n", peer, ago.as_secs());
+            }
+            out += &format!(
+                "users guessing (user, distinct wrong passwords in the last {}s, last failure; \
+                 delayed past {}):\n",
+                list.user_window.as_secs(),
+                list.user_threshold
+            );
+            for (user, guesses, ago) in &list.users {
+                let delayed = if list.user_threshold > 0 && *guesses > list.user_threshold {
+                    "\tdelayed"
+                } else {
+                    ""
+                };
+                out += &format!(
+                    "{}\t{guesses}\t{}s ago{delayed}\n",
+                    crate::request::Printable(user.as_bytes()),
+                    ago.as_secs()
+                );
             }
             out
         }
         ["penalty", "reset", addr] => match addr.parse::<std::net::IpAddr>() {
-            Ok(ip) if auth.penalty_reset(ip) => format!("ok: {ip} is no longer delayed\n"),
-            Ok(ip) => format!("ok: {ip} had no delay\n"),
-            Err(_) => format!("error: {addr:?} is not an IP address\n"),
+            Ok(ip) => match auth.penalty_reset(Ok(ip)).await {
+                Ok(true) => format!("ok: {ip} is no longer delayed\n"),
+                Ok(false) => format!("ok: {ip} had no delay\n"),
+                Err(e) => format!("error: {e}\n"),
+            },
+            Err(_) => format!(
+                "error: {addr:?} is not an IP address (penalty reset-user USER forgets a \
+                 user's guesses)\n"
+            ),
+        },
+        ["penalty", "reset-user", user] => match auth.penalty_reset(Err(user.as_bytes())).await {
+            Ok(true) => format!("ok: {user}'s wrong guesses are forgotten\n"),
+            Ok(false) => format!("ok: {user} had no wrong guesses\n"),
+            Err(e) => format!("error: {e}\n"),
         },
         ["test", user, password, options @ ..] => {
             let (mut service, mut realm) = ("smtp", "");
@@ -210,7 +244,7 @@ async fn command(words: &[&str], live: &Live) -> String {
         }
         _ => format!(
             "error: unknown command {:?} (metrics, reload, cache flush [USER], penalty list, \
-             penalty reset ADDR, test USER PASSWORD [--service S] [--realm R])\n",
+             penalty reset ADDR, penalty reset-user USER, test USER PASSWORD [--service S] [--realm R])\n",
             words.join(" ")
         ),
     }

@@ -12,6 +12,7 @@ pub mod mariadb;
 pub mod pam;
 pub mod pg;
 pub mod pki;
+pub mod redis;
 pub mod samba;
 pub mod smtp;
 
