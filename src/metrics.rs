@@ -443,13 +443,20 @@ pub struct StoreCounts {
     /// 1 while the store is connected.
     pub(crate) up: Gauge,
     calls: Family<StoreLabels, Counter>,
+    /// How long a failure waited for the store's counts.
+    pub(crate) wait: Arc<AtomicHistogram>,
 }
 
 impl StoreCounts {
     /// One call to the store, by result: ok, timeout, error (the store goes down), foreign
     /// (a value saslauthd-rs did not write), skipped (the store was down).
     pub(crate) fn calls(&self, result: &'static str) {
-        self.calls.get_or_create(&StoreLabels { result }).inc();
+        self.calls_n(result, 1);
+    }
+
+    /// `n` calls with the same result (a batch).
+    pub(crate) fn calls_n(&self, result: &'static str, n: u64) {
+        self.calls.get_or_create(&StoreLabels { result }).inc_by(n);
     }
 }
 
@@ -645,6 +652,14 @@ impl Metrics {
                 None,
                 Family::<StoreLabels, Counter>::default(),
             ),
+            wait: registered(
+                r,
+                "throttle_store_wait",
+                "Time a failure waited for the shared throttle store's counts (one round trip)",
+                Some(Unit::Seconds),
+                Shared(Arc::new(AtomicHistogram::default())),
+            )
+            .0,
         };
         let backend_errors = registered(
             r,

@@ -8,6 +8,10 @@
 //!     --user alice --password secret --realm example.org [--fail-percent 10]
 //! ```
 //!
+//! `--addresses N` gives each request a client address out of N (10.0.0.1 on: the
+//! saslauthd request's fifth field, Dovecot's `rip=`), for the throttle's per-address state;
+//! the failures' latencies are then reported apart as well.
+//!
 //! It works against any saslauthd-protocol server, Cyrus's included, so both can be
 //! measured by the same generator in the same run (`benches/compare-cyrus.sh`).
 //!
@@ -100,6 +104,13 @@ const SPEC: Spec<'static> = Spec {
             ArgKind::Any,
             "plain or scram-sha-256.",
         ),
+        OptDef::with(
+            None,
+            Some("addresses"),
+            "n",
+            ArgKind::Any,
+            "Client addresses to send (0: none).",
+        ),
         OptDef::flag(Some('h'), Some("help"), "The usage."),
         OptDef::flag(None, Some("version"), "The version."),
     ],
@@ -118,6 +129,17 @@ struct Settings {
     label: String,
     dovecot: bool,
     scram: bool,
+    addresses: u64,
+}
+
+impl Settings {
+    /// Request `i`'s client address, when `--addresses` asks for them.
+    fn address(&self, i: u64) -> Option<String> {
+        (self.addresses > 0).then(|| {
+            let n = (i.wrapping_mul(7919) % self.addresses) + 1;
+            format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255)
+        })
+    }
 }
 
 #[derive(Default)]
@@ -127,6 +149,8 @@ struct Tally {
     errors: u64,
     unexpected: u64,
     latencies_us: Vec<u32>,
+    /// The failures' alone.
+    failures_us: Vec<u32>,
 }
 
 impl Tally {
@@ -146,8 +170,11 @@ impl Tally {
             }
             None => self.errors += 1,
         }
-        self.latencies_us
-            .push(u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX));
+        let us = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
+        self.latencies_us.push(us);
+        if answer == Some(false) {
+            self.failures_us.push(us);
+        }
     }
 }
 
@@ -175,6 +202,7 @@ fn parse() -> Result<Settings, String> {
         label: "saslauthd".into(),
         dovecot: false,
         scram: false,
+        addresses: 0,
     };
     let num = |o: &getopt::Opt| -> Result<u64, String> {
         o.str_value()
@@ -197,6 +225,7 @@ fn parse() -> Result<Settings, String> {
             "realm" => s.realm = o.str_value().map_err(|e| e.to_string())?.into(),
             "service" => s.service = o.str_value().map_err(|e| e.to_string())?.into(),
             "fail-percent" => s.fail_percent = num(o)?.min(100),
+            "addresses" => s.addresses = num(o)?.min(1 << 24),
             "label" => s.label = o.str_value().map_err(|e| e.to_string())?.into(),
             "protocol" => match o.str_value().map_err(|e| e.to_string())? {
                 "saslauthd" => s.dovecot = false,
@@ -232,6 +261,7 @@ fn client(s: &Settings, id: usize, stop: &AtomicBool, measuring: &AtomicBool) ->
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let should_fail = (i * 37 % 100) < s.fail_percent;
+        let address = s.address(i);
         let query = Query {
             login: s.user.as_bytes(),
             password: if should_fail {
@@ -241,7 +271,7 @@ fn client(s: &Settings, id: usize, stop: &AtomicBool, measuring: &AtomicBool) ->
             },
             service: s.service.as_bytes(),
             realm: s.realm.as_bytes(),
-            client_addr: None,
+            client_addr: address.as_deref().map(str::as_bytes),
         };
         let start = Instant::now();
         let reply = client::query(&s.socket, &query, Duration::from_secs(10));
@@ -306,19 +336,30 @@ fn main() -> ExitCode {
         total.errors += t.errors;
         total.unexpected += t.unexpected;
         total.latencies_us.extend(t.latencies_us);
+        total.failures_us.extend(t.failures_us);
     }
     total.latencies_us.sort_unstable();
-    let pct = |p: f64| -> u32 {
-        let lat = &total.latencies_us;
+    total.failures_us.sort_unstable();
+    let at = |lat: &[u32], p: f64| -> u32 {
         if lat.is_empty() {
             return 0;
         }
         lat[((lat.len() - 1) as f64 * p).round() as usize]
     };
+    let pct = |p: f64| at(&total.latencies_us, p);
+    let failures = if settings.addresses > 0 && !total.failures_us.is_empty() {
+        format!(
+            "  failures p50 {} us p99 {} us",
+            at(&total.failures_us, 0.5),
+            at(&total.failures_us, 0.99)
+        )
+    } else {
+        String::new()
+    };
     let requests = total.ok + total.no + total.errors;
     let rate = requests as f64 / elapsed.as_secs_f64();
     println!(
-        "{label}: {rate:.0} req/s  p50 {p50} us  p99 {p99} us  max {max} us  \
+        "{label}: {rate:.0} req/s  p50 {p50} us  p99 {p99} us  max {max} us{failures}  \
          ({requests} requests in {secs:.1} s, {clients} clients: ok {ok}, no {no}, errors {errors}, \
          unexpected {unexpected})",
         label = settings.label,
@@ -422,10 +463,14 @@ mod dovecot {
                     return scram(c, i, client);
                 }
                 let resp = B64.encode(format!("\0{user}\0{password}"));
-                Ok(
-                    c.ask(&format!("AUTH\t{i}\tPLAIN\tservice=smtp\tresp={resp}\n"))?
-                        .starts_with("OK\t"),
-                )
+                let rip = s
+                    .address(i)
+                    .map(|a| format!("\trip={a}"))
+                    .unwrap_or_default();
+                Ok(c.ask(&format!(
+                    "AUTH\t{i}\tPLAIN\tservice=smtp{rip}\tresp={resp}\n"
+                ))?
+                .starts_with("OK\t"))
             })();
             let elapsed = start.elapsed();
             if result.is_err() {

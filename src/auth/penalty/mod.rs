@@ -205,7 +205,6 @@ pub(crate) struct SharedFailure {
     attempt: u32,
     base: Duration,
     user_threshold: u32,
-    user_window: Duration,
     jitter: u64,
     local_delay: Duration,
     elapsed: Duration,
@@ -218,13 +217,7 @@ impl SharedFailure {
         let asked = Instant::now();
         let counted = self
             .store
-            .failed(
-                self.peer,
-                self.user.as_deref(),
-                self.attempt,
-                PEER_TTL,
-                self.user_window,
-            )
+            .failed(self.peer, self.user.as_deref(), self.attempt)
             .await;
         let spent = asked.elapsed();
         match counted {
@@ -273,19 +266,24 @@ impl Penalty {
                 peers: Mutex::new(BoundedMap::new(MAX_PEERS, PEER_TTL)),
                 users: Mutex::new(BoundedMap::new(MAX_USERS, USER_TTL)),
             }),
-            store: settings
-                .store
-                .clone()
-                .map(|store| store::Store::new(store, counts)),
+            store: settings.store.clone().map(|store| {
+                let guard = (PEER_TTL, settings.user_window, settings.user_threshold);
+                store::Store::new(store, guard, counts)
+            }),
         }
     }
 
     /// A throttle with new settings over the same state (a reload): the same store
     /// connection when the store's settings did not change.
     pub(crate) fn carried(&self, settings: &Throttle, counts: StoreCounts) -> Penalty {
+        let (window, threshold) = (settings.user_window, settings.user_threshold);
         let store = match (&self.store, &settings.store) {
-            (Some(store), Some(next)) if store.settings() == next => Some(Arc::clone(store)),
-            (_, next) => next.clone().map(|next| store::Store::new(next, counts)),
+            (Some(store), Some(next)) if store.serves(next, window, threshold) => {
+                Some(Arc::clone(store))
+            }
+            (_, next) => next
+                .clone()
+                .map(|next| store::Store::new(next, (PEER_TTL, window, threshold), counts)),
         };
         Penalty {
             failure_delay: settings.failure_delay,
@@ -381,7 +379,6 @@ impl Penalty {
                 attempt: shared,
                 base: self.failure_delay,
                 user_threshold: self.user_threshold,
-                user_window: self.user_window,
                 jitter,
                 local_delay: delay,
                 elapsed,

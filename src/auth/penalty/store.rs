@@ -50,6 +50,18 @@ const KEY_MARK: &str = "saslauthd-rs throttle key v1 ";
 const MAX_GUESSES: u32 = 64;
 const MAX_INDEX: u32 = 100_000;
 
+/// How long successes gather before they are sent (a reset is that much late at most).
+const GATHER: Duration = Duration::from_millis(5);
+
+/// Failures counted in one call at most.
+const MAX_BATCH: usize = 256;
+
+/// Successes waiting to be sent at most.
+const MAX_PENDING: usize = 65_536;
+
+/// The deadline of the calls nobody waits for (a batch of successes) and of the admin's.
+const LIST_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long a user's usual address is remembered.
 const HOME_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -61,108 +73,120 @@ const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// as it runs in the background.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+// A peer's state is a string "STEPS LAST-ATTEMPT" with the peer's time to live; a user's
+// guesses a sorted set (fingerprint -> when). One call counts every failure that arrived
+// while the one before was out (a batch): per failure, the peer's step before it and the
+// user's distinct guesses, or -1 for a key whose value is not ours (left alone). The
+// indexes that `penalty list` reads are written only when a peer or user is new, so that
+// once the state exists a failure costs four commands (GET, SET, ZADD, ZCARD; PEXPIRE too for
+// a new guess); a user's old guesses are dropped only when the count passes the threshold
+// (only then do they matter).
+// KEYS: 1 the peers' index, 2 the users', then each failure's peer and user keys.
+// ARGV: 1 peer ttl, 2 window, 3 guesses kept at most, 4 last step, 5 index size at most,
+// 6 now (ms, the daemon's clock), 7 threshold; then each failure's attempt, peer ('' none)
+// and user ('' none).
 const FAILURE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local kinds = {'hash', 'zset', 'zset', 'zset'}
-for i = 1, 4 do
-  local ty = redis.call('TYPE', KEYS[i])['ok']
-  if ty ~= kinds[i] and ty ~= 'none' then
-    return redis.error_reply('FOREIGN ' .. KEYS[i] .. ' is a ' .. ty .. ' saslauthd-rs did not write')
-  end
-end
-local max, ttl, window = tonumber(ARGV[7]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local cap, icap = tonumber(ARGV[6]), tonumber(ARGV[8])
-local function index(key, member, keep)
-  redis.call('ZADD', key, now, member)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - keep)
+local ttl, window, cap, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local icap, now, threshold = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local function index(key, member)
+  if type(redis.pcall('ZADD', key, now, member)) ~= 'number' then return end
+  redis.call('PEXPIRE', key, 86400000)
   local n = redis.call('ZCARD', key)
   if n > icap then redis.call('ZREMRANGEBYRANK', key, 0, n - icap - 1) end
-  redis.call('PEXPIRE', key, keep)
 end
-local steps = 0
-if ARGV[2] ~= '' then
-  local v = redis.call('HMGET', KEYS[1], 'steps', 'last')
-  steps = math.floor(tonumber(v[1]) or 0)
-  if steps < 0 then steps = 0 end
-  if steps > max then steps = max end
-  local next = steps
-  if v[2] ~= ARGV[1] then next = math.min(steps + 1, max) end
-  redis.call('HSET', KEYS[1], 'steps', next, 'last', ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  index(KEYS[3], ARGV[2], ttl)
-end
-local guesses = 0
-if ARGV[3] ~= '' then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-  redis.call('ZADD', KEYS[2], now, ARGV[1])
-  guesses = redis.call('ZCARD', KEYS[2])
-  if guesses > cap then
-    redis.call('ZREMRANGEBYRANK', KEYS[2], 0, guesses - cap - 1)
-    guesses = cap
+local function one(pkey, ukey, attempt, peer, user)
+  local steps = 0
+  if peer ~= '' then
+    local v = redis.pcall('GET', pkey)
+    if type(v) == 'table' then return -1, -1 end
+    local last = ''
+    if v then
+      local s, l = string.match(v, '^(%d+) (%d+)$')
+      if not s then return -1, -1 end
+      steps = math.min(tonumber(s), max)
+      last = l
+    else
+      index(KEYS[1], peer)
+    end
+    local next = steps
+    if last ~= attempt then next = math.min(steps + 1, max) end
+    redis.call('SET', pkey, next .. ' ' .. attempt, 'PX', ttl)
   end
-  redis.call('PEXPIRE', KEYS[2], window)
-  index(KEYS[4], ARGV[3], window)
+  local guesses = 0
+  if user ~= '' then
+    local added = redis.pcall('ZADD', ukey, now, attempt)
+    if type(added) ~= 'number' then return -1, -1 end
+    guesses = redis.call('ZCARD', ukey)
+    if added == 1 then
+      if guesses == 1 then index(KEYS[2], user) end
+      redis.call('PEXPIRE', ukey, window)
+    end
+    if guesses > threshold then
+      redis.call('ZREMRANGEBYSCORE', ukey, '-inf', now - window)
+      guesses = redis.call('ZCARD', ukey)
+      if guesses > cap then
+        redis.call('ZREMRANGEBYRANK', ukey, 0, guesses - cap - 1)
+        guesses = cap
+      end
+    end
+  end
+  return steps, guesses
 end
-return {steps, guesses}
+local out = {}
+for i = 1, (#ARGV - 7) / 3 do
+  local s, g = one(KEYS[1 + 2 * i], KEYS[2 + 2 * i], ARGV[5 + 3 * i], ARGV[6 + 3 * i], ARGV[7 + 3 * i])
+  out[#out + 1] = s
+  out[#out + 1] = g
+end
+return out
 "#;
 
-const SUCCESS: &str = r#"
-local kinds = {'hash', 'zset', 'string', 'zset', 'zset'}
-for i = 1, 5 do
-  local ty = redis.call('TYPE', KEYS[i])['ok']
-  if ty ~= kinds[i] and ty ~= 'none' then
-    return redis.error_reply('FOREIGN ' .. KEYS[i] .. ' is a ' .. ty .. ' saslauthd-rs did not write')
-  end
-end
-if ARGV[1] ~= '' then
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[4], ARGV[1])
-end
-if ARGV[2] ~= '' then
-  local home = redis.call('GET', KEYS[3])
-  if home == ARGV[3] then
-    redis.call('DEL', KEYS[2])
-    redis.call('ZREM', KEYS[5], ARGV[2])
-  end
-  redis.call('SET', KEYS[3], ARGV[3], 'PX', ARGV[4])
-end
-return 1
-"#;
-
+// The peers and users the indexes name whose state is still there (the others leave the
+// index): each with its step or its guesses in the window, and how long ago its last
+// failure was. ARGV: 1 key prefix, 2 peer ttl, 3 window, 4 how many, 5 now.
 const LIST: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl, window, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, window, limit, now = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local peers, users = {}, {}
-local p = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', now - ttl, 'WITHSCORES', 'LIMIT', 0, limit)
-for i = 1, #p, 2 do
-  local steps = redis.call('HGET', ARGV[1] .. 'peer:' .. p[i], 'steps')
+for _, p in ipairs(redis.call('ZREVRANGE', KEYS[1], 0, limit - 1)) do
+  local key = ARGV[1] .. 'peer:' .. p
+  local v = redis.call('GET', key)
+  local steps = v and string.match(v, '^(%d+) ')
   if steps then
-    peers[#peers + 1] = p[i]
-    peers[#peers + 1] = tostring(steps)
-    peers[#peers + 1] = tostring(now - tonumber(p[i + 1]))
+    peers[#peers + 1] = p
+    peers[#peers + 1] = steps
+    peers[#peers + 1] = tostring(math.max(0, ttl - redis.call('PTTL', key)))
+  elseif not v then
+    redis.call('ZREM', KEYS[1], p)
   end
 end
-local u = redis.call('ZREVRANGEBYSCORE', KEYS[2], '+inf', now - window, 'WITHSCORES', 'LIMIT', 0, limit)
-for i = 1, #u, 2 do
-  local n = redis.call('ZCOUNT', ARGV[1] .. 'user:' .. u[i], now - window, '+inf')
+for _, u in ipairs(redis.call('ZREVRANGE', KEYS[2], 0, limit - 1)) do
+  local key = ARGV[1] .. 'user:' .. u
+  local n = redis.call('ZCOUNT', key, now - window, '+inf')
   if n > 0 then
-    users[#users + 1] = u[i]
+    local last = redis.call('ZREVRANGE', key, 0, 0, 'WITHSCORES')
+    users[#users + 1] = u
     users[#users + 1] = tostring(n)
-    users[#users + 1] = tostring(now - tonumber(u[i + 1]))
+    users[#users + 1] = tostring(math.max(0, now - tonumber(last[2])))
+  elseif redis.call('EXISTS', key) == 0 then
+    redis.call('ZREM', KEYS[2], u)
   end
 end
 return {peers, users}
 "#;
 
+// Forgets peers (KEYS[2..], strings of ours) or users (sorted sets) and their entries in the
+// index KEYS[1]; ARGV: 1 the type, 2.. the members. A key of another type is left alone.
 const RESET: &str = r#"
-local ty = redis.call('TYPE', KEYS[1])['ok']
-if ty ~= ARGV[2] and ty ~= 'none' then
-  return redis.error_reply('FOREIGN ' .. KEYS[1] .. ' is a ' .. ty .. ' saslauthd-rs did not write')
+local n = 0
+for i = 2, #KEYS do
+  local ty = redis.call('TYPE', KEYS[i])['ok']
+  if ty == ARGV[1] then
+    n = n + redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[1], ARGV[i])
+  elseif ty ~= 'none' then
+    return redis.error_reply('FOREIGN ' .. KEYS[i] .. ' is a ' .. ty .. ' saslauthd-rs did not write')
+  end
 end
-local n = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
 return n
 "#;
 
@@ -250,6 +274,24 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// Failures and successes still to send, and whether a task is sending each.
+#[derive(Default)]
+struct Pending {
+    failures: Vec<Failure>,
+    sending_failures: bool,
+    /// (peer, user).
+    successes: Vec<(Option<String>, Option<Vec<u8>>)>,
+    flushing: bool,
+}
+
+/// A failure waiting to be counted, and where its counts go.
+struct Failure {
+    peer: Option<String>,
+    user: Option<Vec<u8>>,
+    attempt: u32,
+    reply: tokio::sync::oneshot::Sender<Option<Counted>>,
+}
+
 enum State {
     Up {
         conn: Conn,
@@ -263,12 +305,18 @@ enum State {
 /// The shared store: its settings, its connection (or the lack of one), its scripts.
 pub(crate) struct Store {
     settings: StoreSettings,
+    /// How long a peer's failures are remembered, and the user guard's window and
+    /// threshold (what the daemon's own throttle uses).
+    peer_ttl: Duration,
+    window: Duration,
+    threshold: u32,
     state: Mutex<State>,
     counts: StoreCounts,
     failure: redis::Script,
-    success: redis::Script,
     list: redis::Script,
     reset: redis::Script,
+    /// Successes still to send, and whether a task is sending them.
+    pending: Mutex<Pending>,
     /// When a script error about foreign values was last logged (once a minute at most).
     foreign_logged: Mutex<Option<Instant>>,
 }
@@ -284,19 +332,26 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// A store, down until the background task (started now, when there is a runtime, or at
     /// the first call) connects.
-    pub(crate) fn new(settings: StoreSettings, counts: StoreCounts) -> Arc<Store> {
+    pub(crate) fn new(
+        settings: StoreSettings,
+        (peer_ttl, window, threshold): (Duration, Duration, u32),
+        counts: StoreCounts,
+    ) -> Arc<Store> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         counts.up.set(0);
         let store = Arc::new(Store {
             settings,
+            peer_ttl,
+            window,
+            threshold,
             state: Mutex::new(State::Down {
                 reconnecting: false,
             }),
             counts,
             failure: redis::Script::new(FAILURE),
-            success: redis::Script::new(SUCCESS),
             list: redis::Script::new(LIST),
             reset: redis::Script::new(RESET),
+            pending: Mutex::default(),
             foreign_logged: Mutex::new(None),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -307,6 +362,17 @@ impl Store {
 
     pub(crate) fn settings(&self) -> &StoreSettings {
         &self.settings
+    }
+
+    /// Whether this store counts as `settings` and the guard say (else a reload makes a new
+    /// one).
+    pub(crate) fn serves(
+        &self,
+        settings: &StoreSettings,
+        window: Duration,
+        threshold: u32,
+    ) -> bool {
+        self.settings == *settings && self.window == window && self.threshold == threshold
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -379,139 +445,271 @@ impl Store {
         connect(&self.settings).await
     }
 
-    /// Runs `call` on the connection within the deadline; a timeout or a connection error
+    /// Runs `call` on the connection within `deadline`; a timeout or a connection error
     /// takes the store down, a foreign value is logged (once a minute) and left alone.
     async fn call<T>(
         self: &Arc<Self>,
         conn: Conn,
+        deadline: Duration,
         call: impl AsyncFnOnce(Conn) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let result = match tokio::time::timeout(self.settings.timeout, call(conn)).await {
+        self.call_n(conn, deadline, 1, call).await
+    }
+
+    /// [`Store::call`] for `n` requests in one call (a batch), counted as `n`.
+    async fn call_n<T>(
+        self: &Arc<Self>,
+        conn: Conn,
+        deadline: Duration,
+        n: u64,
+        call: impl AsyncFnOnce(Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let result = match tokio::time::timeout(deadline, call(conn)).await {
             Ok(result) => result,
-            Err(_) => Err(StoreError::Timeout(self.settings.timeout)),
+            Err(_) => Err(StoreError::Timeout(deadline)),
         };
         match &result {
-            Ok(_) => self.counts.calls("ok"),
-            Err(StoreError::NotOurs { .. }) | Err(StoreError::Shape(_)) => {
-                self.counts.calls("foreign");
-                let mut logged = self
-                    .foreign_logged
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
-                if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
-                    *logged = Some(Instant::now());
-                    if let Err(e) = &result {
-                        tracing::warn!("{e}; this failure is throttled locally");
-                    }
-                }
+            Ok(_) => self.counts.calls_n("ok", n),
+            Err(e @ (StoreError::NotOurs { .. } | StoreError::Shape(_))) => {
+                self.counts.calls_n("foreign", n);
+                self.log_foreign(e);
             }
             Err(e) => {
-                self.counts.calls(if matches!(e, StoreError::Timeout(_)) {
+                let kind = if matches!(e, StoreError::Timeout(_)) {
                     "timeout"
                 } else {
                     "error"
-                });
+                };
+                self.counts.calls_n(kind, n);
                 self.went_down(e);
             }
         }
         result
     }
 
+    /// Logs a value that is not ours, once a minute at most.
+    fn log_foreign(&self, e: &StoreError) {
+        let mut logged = self
+            .foreign_logged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *logged = Some(Instant::now());
+            tracing::warn!("{e}; such failures are throttled locally");
+        }
+    }
+
     /// Counts a failure: the address's (`peer`, when known) and the user's (`user`, when
-    /// known), both under the fingerprint `attempt`. `None` when the store is down or did
-    /// not answer in time.
+    /// known), both under the fingerprint `attempt`. `None` when the store is down, did not
+    /// answer in time, or holds a value that is not ours where this failure's would be.
     pub(crate) async fn failed(
         self: &Arc<Self>,
         peer: Option<PeerKey>,
         user: Option<&[u8]>,
         attempt: u32,
-        peer_ttl: Duration,
-        window: Duration,
     ) -> Option<Counted> {
-        let Some((conn, _)) = self.up() else {
-            self.counts.calls("skipped");
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return None;
         };
-        let peer_member = peer.map(|p| p.to_string()).unwrap_or_default();
+        if !matches!(*self.state(), State::Up { .. }) {
+            self.counts.calls("skipped");
+            self.ensure_reconnecting();
+            return None;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let failure = Failure {
+            peer: peer.map(|p| p.to_string()),
+            user: user.map(<[u8]>::to_vec),
+            attempt,
+            reply: tx,
+        };
+        let start = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            pending.failures.push(failure);
+            !std::mem::replace(&mut pending.sending_failures, true)
+        };
+        if start {
+            runtime.spawn(send_failures(Arc::clone(self)));
+        }
+        // The batch's call has the deadline (a failure that arrived while the call before
+        // was out waits for that one too: twice the deadline at most); a call that fails or
+        // overruns drops the senders.
+        let asked = Instant::now();
+        let counted = rx.await.ok().flatten();
+        self.counts.wait.observe(asked.elapsed());
+        counted
+    }
+
+    /// Counts a batch of failures in one call, and tells each its counts.
+    async fn count_failures(
+        &self,
+        conn: &mut Conn,
+        batch: &[Failure],
+    ) -> Result<Vec<Option<Counted>>, StoreError> {
         let mut invocation = self.failure.prepare_invoke();
         invocation
-            .key(self.key_name("peer:", &peer_member))
-            .key(user_key(self, "user:", user.unwrap_or_default()))
             .key(self.key_name("peers", ""))
             .key(self.key_name("users", ""))
-            .arg(attempt)
-            .arg(&peer_member)
-            .arg(user.unwrap_or_default())
-            .arg(millis(peer_ttl))
-            .arg(millis(window))
+            .arg(millis(self.peer_ttl))
+            .arg(millis(self.window))
             .arg(MAX_GUESSES)
             .arg(MAX_STEPS)
-            .arg(MAX_INDEX);
-        let counted = self
-            .call(conn, async move |mut conn| {
-                let reply: redis::Value = invocation
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(foreign_or)?;
-                let (steps, guesses) = two_counts(&reply)?;
-                Ok(Counted {
+            .arg(MAX_INDEX)
+            .arg(now_millis())
+            .arg(self.threshold);
+        for failure in batch {
+            let peer = failure.peer.as_deref().unwrap_or_default();
+            let user = failure.user.as_deref().unwrap_or_default();
+            invocation
+                .key(self.key_name("peer:", peer))
+                .key(user_key(self, "user:", user))
+                .arg(failure.attempt)
+                .arg(peer)
+                .arg(user);
+        }
+        let reply: redis::Value = invocation.invoke_async(conn).await.map_err(foreign_or)?;
+        let redis::Value::Array(counts) = &reply else {
+            return Err(StoreError::Shape(format!(
+                "{reply:?} to a batch of failures"
+            )));
+        };
+        if counts.len() != 2 * batch.len() {
+            return Err(StoreError::Shape(format!(
+                "{} counts for {} failures",
+                counts.len(),
+                batch.len()
+            )));
+        }
+        Ok(counts
+            .chunks(2)
+            .map(|pair| match (count(&pair[0]), count(&pair[1])) {
+                (Some(steps), Some(guesses)) => Some(Counted {
                     peer_steps: steps.min(MAX_STEPS),
                     guesses: guesses.min(MAX_GUESSES),
-                })
+                }),
+                // -1: a value that is not ours.
+                _ => None,
             })
-            .await;
-        counted.ok()
+            .collect())
     }
 
     /// Forgets the address's failures and, when this is the user's usual address (where
     /// their last success came from), the user's wrong guesses; this address becomes the
-    /// usual one. Sent from a task of its own: a success waits for nothing.
+    /// usual one. A success waits for nothing: it joins the next batch, which a task of its
+    /// own sends (one round trip for every success that arrived meanwhile, and a second only
+    /// when there is something to forget).
     pub(crate) fn succeeded(self: &Arc<Self>, peer: Option<PeerKey>, user: Option<&[u8]>) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Some((conn, _)) = self.up() else {
+        if !matches!(*self.state(), State::Up { .. }) {
             return;
+        }
+        let success = (peer.map(|p| p.to_string()), user.map(<[u8]>::to_vec));
+        let start = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            // A store that falls behind loses resets, not memory: they only end penalties
+            // early, and the penalties expire by themselves.
+            if pending.successes.len() < MAX_PENDING {
+                pending.successes.push(success);
+            }
+            !std::mem::replace(&mut pending.flushing, true)
         };
-        let peer_member = peer.map(|p| p.to_string()).unwrap_or_default();
-        let user = user.map(<[u8]>::to_vec);
-        let store = Arc::clone(self);
-        runtime.spawn(async move {
-            let home = if peer_member.is_empty() {
-                "-"
-            } else {
-                &peer_member
-            };
-            let mut invocation = store.success.prepare_invoke();
-            invocation
-                .key(store.key_name("peer:", &peer_member))
-                .key(user_key(
-                    &store,
-                    "user:",
-                    user.as_deref().unwrap_or_default(),
-                ))
-                .key(user_key(
-                    &store,
-                    "home:",
-                    user.as_deref().unwrap_or_default(),
-                ))
-                .key(store.key_name("peers", ""))
-                .key(store.key_name("users", ""))
-                .arg(&peer_member)
-                .arg(user.as_deref().unwrap_or_default())
-                // The usual address of a client that gave none is "-".
-                .arg(home)
-                .arg(millis(HOME_TTL));
-            let _ = store
-                .call(conn, async |mut conn| {
-                    invocation
-                        .invoke_async::<redis::Value>(&mut conn)
-                        .await
-                        .map(drop)
-                        .map_err(foreign_or)
-                })
-                .await;
-        });
+        if start {
+            runtime.spawn(flush_successes(Arc::clone(self)));
+        }
+    }
+
+    /// Sends one batch of successes: swaps each user's usual address and asks whether there
+    /// is anything to forget, then forgets it.
+    async fn send_successes(
+        &self,
+        conn: &mut Conn,
+        batch: &[(Option<String>, Option<Vec<u8>>)],
+    ) -> Result<(), StoreError> {
+        // Each peer once; each user once, with the addresses of their successes in order
+        // (the usual address of a client that gave none is "-").
+        let mut peers: indexmap::IndexSet<&str> = indexmap::IndexSet::new();
+        let mut users: indexmap::IndexMap<&[u8], Vec<&str>> = indexmap::IndexMap::new();
+        for (peer, user) in batch {
+            if let Some(peer) = peer.as_deref() {
+                peers.insert(peer);
+            }
+            if let Some(user) = user {
+                let home = peer.as_deref().unwrap_or("-");
+                users.entry(user.as_slice()).or_default().push(home);
+            }
+        }
+        let mut look = redis::pipe();
+        for peer in &peers {
+            look.cmd("EXISTS").arg(self.key_name("peer:", peer));
+        }
+        for (user, homes) in &users {
+            look.cmd("SET")
+                .arg(user_key(self, "home:", user))
+                .arg(*homes.last().expect("a user here has a success"))
+                .arg("PX")
+                .arg(millis(HOME_TTL))
+                .arg("GET")
+                .cmd("EXISTS")
+                .arg(user_key(self, "user:", user));
+        }
+        let seen: Vec<redis::Value> = look.query_async(conn).await.map_err(foreign_or)?;
+        if seen.len() != peers.len() + 2 * users.len() {
+            return Err(StoreError::Shape(format!(
+                "{} replies to a batch",
+                seen.len()
+            )));
+        }
+        let (peer_replies, user_replies) = seen.split_at(peers.len());
+        let forget_peers: Vec<&[u8]> = peers
+            .iter()
+            .zip(peer_replies)
+            .filter(|(_, exists)| count(exists).unwrap_or(0) > 0)
+            .map(|(peer, _)| peer.as_bytes())
+            .collect();
+        // A user's guesses go when a success came from the address of the one before it.
+        let forget_users: Vec<&[u8]> = users
+            .iter()
+            .zip(user_replies.chunks(2))
+            .filter(|((_, homes), replies)| {
+                let before = match &replies[0] {
+                    redis::Value::BulkString(old) => std::str::from_utf8(old).ok(),
+                    _ => None,
+                };
+                let from_home = before == Some(homes[0]) || homes.windows(2).any(|w| w[0] == w[1]);
+                from_home && count(&replies[1]).unwrap_or(0) > 0
+            })
+            .map(|((user, _), _)| *user)
+            .collect();
+        if !forget_peers.is_empty() {
+            self.forget(conn, &forget_peers, "peer:", "peers", "string")
+                .await?;
+        }
+        if !forget_users.is_empty() {
+            self.forget(conn, &forget_users, "user:", "users", "zset")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the state of `members` (peers, or users) and their index entries, unless a
+    /// key holds a value that is not ours: how many there were.
+    async fn forget(
+        &self,
+        conn: &mut Conn,
+        members: &[&[u8]],
+        kind: &str,
+        index: &str,
+        ty: &str,
+    ) -> Result<u32, StoreError> {
+        let mut invocation = self.reset.prepare_invoke();
+        invocation.key(self.key_name(index, "")).arg(ty);
+        for member in members {
+            invocation.key(user_key(self, kind, member)).arg(*member);
+        }
+        let n: i64 = invocation.invoke_async(conn).await.map_err(foreign_or)?;
+        Ok(u32::try_from(n).unwrap_or(0))
     }
 
     /// The addresses (step, time since the last failure) and users (distinct wrong
@@ -532,19 +730,24 @@ impl Store {
             .arg(self.key_name("", ""))
             .arg(millis(peer_ttl))
             .arg(millis(window))
-            .arg(limit);
-        self.call(conn, async move |mut conn| {
-            let reply: redis::Value = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(foreign_or)?;
-            let redis::Value::Array(parts) = reply else {
-                return Err(StoreError::Shape(format!("{reply:?} to a list")));
-            };
-            let [peers, users] = <[redis::Value; 2]>::try_from(parts)
-                .map_err(|p| StoreError::Shape(format!("{} parts to a list", p.len())))?;
-            Ok((rows(peers)?, rows(users)?))
-        })
+            .arg(limit)
+            .arg(now_millis());
+        self.call(
+            conn,
+            self.settings.timeout.max(LIST_TIMEOUT),
+            async move |mut conn| {
+                let reply: redis::Value = invocation
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(foreign_or)?;
+                let redis::Value::Array(parts) = reply else {
+                    return Err(StoreError::Shape(format!("{reply:?} to a list")));
+                };
+                let [peers, users] = <[redis::Value; 2]>::try_from(parts)
+                    .map_err(|p| StoreError::Shape(format!("{} parts to a list", p.len())))?;
+                Ok((rows(peers)?, rows(users)?))
+            },
+        )
         .await
     }
 
@@ -556,26 +759,19 @@ impl Store {
         let Some((conn, _)) = self.up() else {
             return Err(StoreError::Down(self.settings.url.to_string()));
         };
-        let mut invocation = self.reset.prepare_invoke();
-        match who {
-            Ok(peer) => invocation
-                .key(self.key_name("peer:", &peer.to_string()))
-                .key(self.key_name("peers", ""))
-                .arg(peer.to_string())
-                .arg("hash"),
-            Err(user) => invocation
-                .key(user_key(self, "user:", user))
-                .key(self.key_name("users", ""))
-                .arg(user)
-                .arg("zset"),
+        let peer;
+        let (member, kind, index, ty): (&[u8], _, _, _) = match who {
+            Ok(key) => {
+                peer = key.to_string();
+                (peer.as_bytes(), "peer:", "peers", "string")
+            }
+            Err(user) => (user, "user:", "users", "zset"),
         };
-        self.call(conn, async move |mut conn| {
-            let n: i64 = invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(foreign_or)?;
-            Ok(n > 0)
-        })
+        self.call(
+            conn,
+            self.settings.timeout.max(LIST_TIMEOUT),
+            async |mut conn| Ok(self.forget(&mut conn, &[member], kind, index, ty).await? > 0),
+        )
         .await
     }
 }
@@ -617,16 +813,6 @@ fn count(v: &redis::Value) -> Option<u32> {
     }
 }
 
-fn two_counts(reply: &redis::Value) -> Result<(u32, u32), StoreError> {
-    match reply {
-        redis::Value::Array(v) if v.len() == 2 => match (count(&v[0]), count(&v[1])) {
-            (Some(a), Some(b)) => Ok((a, b)),
-            _ => Err(StoreError::Shape(format!("{reply:?} to a failure"))),
-        },
-        other => Err(StoreError::Shape(format!("{other:?} to a failure"))),
-    }
-}
-
 fn rows(v: redis::Value) -> Result<Vec<Row>, StoreError> {
     let redis::Value::Array(items) = v else {
         return Err(StoreError::Shape(format!("{v:?} for rows")));
@@ -645,6 +831,78 @@ fn rows(v: redis::Value) -> Result<Vec<Row>, StoreError> {
             _ => Err(StoreError::Shape(format!("{row:?} for a row"))),
         })
         .collect()
+}
+
+/// Counts the failures that arrive, a batch at a time (every failure that arrived while the
+/// call before was out), until none is left.
+async fn send_failures(store: Arc<Store>) {
+    loop {
+        let mut batch = {
+            let mut pending = store.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.failures.is_empty() {
+                pending.sending_failures = false;
+                return;
+            }
+            let n = pending.failures.len().min(MAX_BATCH);
+            pending.failures.drain(..n).collect::<Vec<_>>()
+        };
+        let Some((conn, _)) = store.up() else {
+            // Dropped: each waiting failure is throttled locally.
+            continue;
+        };
+        let n = batch.len() as u64;
+        let counted = store
+            .call_n(conn, store.settings.timeout, n, async |mut conn| {
+                store.count_failures(&mut conn, &batch).await
+            })
+            .await;
+        if let Ok(counted) = counted {
+            let mut foreign = 0;
+            for (failure, counted) in batch.drain(..).zip(counted) {
+                foreign += u64::from(counted.is_none());
+                let _ = failure.reply.send(counted);
+            }
+            if foreign > 0 {
+                store.counts.calls_n("foreign", foreign);
+                store.log_foreign(&StoreError::NotOurs {
+                    key: format!("{{{}}}:...", store.settings.prefix),
+                });
+            }
+        }
+    }
+}
+
+/// Sends the successes that arrive, in batches, until none is left. Each batch gathers
+/// for [`GATHER`] first: under load that makes one round trip of hundreds of successes.
+async fn flush_successes(store: Arc<Store>) {
+    loop {
+        tokio::time::sleep(GATHER).await;
+        let batch = {
+            let mut pending = store.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.successes.is_empty() {
+                pending.flushing = false;
+                return;
+            }
+            std::mem::take(&mut pending.successes)
+        };
+        let Some((conn, _)) = store.up() else {
+            continue;
+        };
+        let deadline = store.settings.timeout.max(LIST_TIMEOUT);
+        let _ = store
+            .call(conn, deadline, async |mut conn| {
+                store.send_successes(&mut conn, &batch).await
+            })
+            .await;
+    }
+}
+
+/// Milliseconds since the epoch, by this host's clock (the daemons sharing a store keep
+/// theirs in step: NTP).
+fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Reconnects until connected, backing off; stops when the store is gone (a reload
