@@ -439,6 +439,7 @@ pub struct PoolCounts {
 
 /// The shared throttle store's series.
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(not(feature = "throttle-store"), allow(dead_code))]
 pub struct StoreCounts {
     /// 1 while the store is connected.
     pub(crate) up: Gauge,
@@ -447,6 +448,7 @@ pub struct StoreCounts {
     pub(crate) wait: Arc<AtomicHistogram>,
 }
 
+#[cfg_attr(not(feature = "throttle-store"), allow(dead_code))]
 impl StoreCounts {
     /// One call to the store, by result: ok, timeout, error (the store goes down), foreign
     /// (a value saslauthd-rs did not write), skipped (the store was down).

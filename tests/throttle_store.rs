@@ -56,6 +56,17 @@ fn shared(url: &str, more: &str, delay: &str) -> Daemon {
     d
 }
 
+/// `n` daemons sharing one Redis of their own, each with the failure delay `delay`; `None`
+/// (the test skips) when Redis is not installed.
+fn sharing(n: usize, delay: &str) -> Option<(Redis, Vec<Daemon>)> {
+    if !peers() {
+        return None;
+    }
+    let r = Redis::start(redis::Options::default());
+    let ds = (0..n).map(|_| shared(&r.url(), "", delay)).collect();
+    Some((r, ds))
+}
+
 /// alice@example.org's login with `password` from `addr` over the saslauthd socket: the
 /// reply and how long it took.
 fn login(d: &Daemon, password: &str, addr: &str) -> (String, Duration) {
@@ -96,11 +107,9 @@ fn metric(d: &Daemon, series: &str) -> f64 {
 
 #[test]
 fn three_daemons_delay_a_client_as_one() {
-    if !peers() {
+    let Some((r, ds)) = sharing(3, "0.2") else {
         return;
-    }
-    let r = Redis::start(redis::Options::default());
-    let ds: Vec<Daemon> = (0..3).map(|_| shared(&r.url(), "", "0.2")).collect();
+    };
     let addr = "192.0.2.7";
     // Two failures at daemon 1: steps 0 and 1.
     let (reply, took) = login(&ds[0], "guess-1", addr);
@@ -207,11 +216,9 @@ fn dovecot_login(d: &Daemon, password: Option<&str>, addr: &str) -> (bool, Durat
 
 #[test]
 fn the_dovecot_socket_shares_the_same_counts() {
-    if !peers() {
+    let Some((r, ds)) = sharing(2, "0.2") else {
         return;
-    }
-    let r = Redis::start(redis::Options::default());
-    let ds: Vec<Daemon> = (0..2).map(|_| shared(&r.url(), "", "0.2")).collect();
+    };
     let addr = "192.0.2.40";
     let (ok, took) = dovecot_login(&ds[0], Some("wrong-1"), addr);
     assert!(!ok && at_step(took, 0), "{took:?}");
@@ -242,12 +249,10 @@ fn the_dovecot_socket_shares_the_same_counts() {
 
 #[test]
 fn two_hundred_addresses_trip_the_user_guard_and_the_user_still_logs_in() {
-    if !peers() {
-        return;
-    }
-    let r = Redis::start(redis::Options::default());
     // A 50 ms base: steps of 50, 100, 200 and 400 ms.
-    let ds: Vec<Daemon> = (0..3).map(|_| shared(&r.url(), "", "0.05")).collect();
+    let Some((_r, ds)) = sharing(3, "0.05") else {
+        return;
+    };
     // alice's usual address.
     assert_eq!(login(&ds[0], "secret", "203.0.113.5").0, "OK");
     // 200 addresses, one guess each, spread over the three daemons, 20 at a time.
@@ -546,7 +551,7 @@ fn bad_urls_passwords_prefixes_and_foreign_values() {
 }
 
 #[test]
-fn cluster_sentinel_and_tls() {
+fn cluster_sentinel_tls_and_an_acl_user() {
     if !peers() {
         return;
     }
@@ -581,4 +586,22 @@ fn cluster_sentinel_and_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (code, err) = check_config(dir.path(), &store(&tls.url(), ""));
     assert_eq!(code, Some(1), "{err}");
+    // An ACL user that may touch the prefix's keys and nothing else: everything the
+    // daemons do stays under the prefix.
+    let acl = Redis::start(redis::Options {
+        extra: "user default off\nuser mailhosts on >acl-pw ~{saslauthd-rs}:* +@all\n".into(),
+        ..redis::Options::default()
+    });
+    check(
+        &format!("redis://mailhosts:acl-pw@127.0.0.1:{}/0", acl.port),
+        "",
+    );
+    let (code, err) = check_config(
+        dir.path(),
+        &store(
+            &format!("redis://nobody:acl-pw@127.0.0.1:{}/0", acl.port),
+            "",
+        ),
+    );
+    assert!(code == Some(1) && !err.contains("acl-pw"), "{err}");
 }

@@ -107,7 +107,11 @@ impl Redis {
             super::wait_until(
                 Duration::from_secs(10),
                 Duration::from_millis(20),
-                || self.cli(&["PING"]).trim() == "PONG",
+                // (NOAUTH: a server whose default user is off answers too.)
+                || {
+                    let answer = self.cli(&["PING"]);
+                    answer.trim() == "PONG" || answer.contains("NOAUTH")
+                },
                 || format!("redis-server does not answer PING: {}", self.log()),
             );
         }

@@ -26,6 +26,10 @@
 //!   throttle local again.
 //! - `failure_delay` 0 turns all of it off (tests).
 
+// A build without the store (the fuzz targets') keeps the fields and counters the store
+// would use; they are simply never read there.
+#![cfg_attr(not(feature = "throttle-store"), allow(dead_code, unused_variables))]
+
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,11 +39,23 @@ use sha2::{Digest, Sha256};
 use super::bounded::BoundedMap;
 use crate::metrics::StoreCounts;
 
+pub(crate) mod settings;
+#[cfg(feature = "throttle-store")]
 pub(crate) mod store;
-pub(crate) mod url;
 
-pub use store::{check_store, StoreError, StoreSettings, DEFAULT_PREFIX};
-pub use url::{StoreUrl, StoreUrlError};
+pub use settings::{StoreError, StoreSettings, StoreUrl, StoreUrlError, DEFAULT_PREFIX};
+
+/// Connects to the store once, as a daemon would, and lets the connection go: what
+/// `--check-config` reports.
+pub async fn check_store(settings: &StoreSettings) -> Result<(), StoreError> {
+    #[cfg(feature = "throttle-store")]
+    return store::check_store(settings).await;
+    #[cfg(not(feature = "throttle-store"))]
+    {
+        let _ = settings;
+        Err(StoreUrlError::NotBuilt.into())
+    }
+}
 
 /// Every reply, whatever the delays, comes within this.
 pub(crate) const MAX_REPLY: Duration = Duration::from_millis(4500);
@@ -141,6 +157,7 @@ pub(crate) struct Penalty {
     /// Shared with the throttle that replaces this one on a reload, so that a reload does
     /// not forgive anybody.
     local: Arc<Local>,
+    #[cfg(feature = "throttle-store")]
     store: Option<Arc<store::Store>>,
 }
 
@@ -148,8 +165,7 @@ impl std::fmt::Debug for Penalty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Penalty")
             .field("failure_delay", &self.failure_delay)
-            .field("store", &self.store)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -196,9 +212,19 @@ fn delay_for(base: Duration, steps: u32, jitter: u64, elapsed: Duration) -> Dura
     delay.min(MAX_REPLY.saturating_sub(elapsed))
 }
 
+/// What the store counted for one failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Counted {
+    /// The address's step before this failure.
+    pub(crate) peer_steps: u32,
+    /// The user's distinct wrong passwords in the window, this one included.
+    pub(crate) guesses: u32,
+}
+
 /// A failure still to count in the shared store; what it answers can only lengthen the
 /// local delay.
 pub(crate) struct SharedFailure {
+    #[cfg(feature = "throttle-store")]
     store: Arc<store::Store>,
     peer: Option<PeerKey>,
     user: Option<Vec<u8>>,
@@ -214,7 +240,10 @@ impl SharedFailure {
     /// The delay still to wait, less the time the store took: the shared one when the store
     /// answered (it has every daemon's failures and successes), else the local one.
     pub(crate) async fn delay(self) -> Duration {
+        #[cfg(not(feature = "throttle-store"))]
+        let counted: Option<Counted> = None;
         let asked = Instant::now();
+        #[cfg(feature = "throttle-store")]
         let counted = self
             .store
             .failed(self.peer, self.user.as_deref(), self.attempt)
@@ -266,6 +295,7 @@ impl Penalty {
                 peers: Mutex::new(BoundedMap::new(MAX_PEERS, PEER_TTL)),
                 users: Mutex::new(BoundedMap::new(MAX_USERS, USER_TTL)),
             }),
+            #[cfg(feature = "throttle-store")]
             store: settings.store.clone().map(|store| {
                 let guard = (PEER_TTL, settings.user_window, settings.user_threshold);
                 store::Store::new(store, guard, counts)
@@ -276,7 +306,9 @@ impl Penalty {
     /// A throttle with new settings over the same state (a reload): the same store
     /// connection when the store's settings did not change.
     pub(crate) fn carried(&self, settings: &Throttle, counts: StoreCounts) -> Penalty {
+        #[cfg(feature = "throttle-store")]
         let (window, threshold) = (settings.user_window, settings.user_threshold);
+        #[cfg(feature = "throttle-store")]
         let store = match (&self.store, &settings.store) {
             (Some(store), Some(next)) if store.serves(next, window, threshold) => {
                 Some(Arc::clone(store))
@@ -290,6 +322,7 @@ impl Penalty {
             user_threshold: settings.user_threshold,
             user_window: settings.user_window,
             local: Arc::clone(&self.local),
+            #[cfg(feature = "throttle-store")]
             store,
         }
     }
@@ -315,13 +348,17 @@ impl Penalty {
                 shared: None,
             };
         }
+        #[cfg(feature = "throttle-store")]
+        let shared = self
+            .store
+            .as_ref()
+            .and_then(|store| store.key())
+            .map(|key| (attempt_fingerprint(&key, user, password) >> 32) as u32);
+        #[cfg(not(feature = "throttle-store"))]
+        let shared = None;
         Attempt {
             local: attempt_fingerprint(secret, user, password),
-            shared: self
-                .store
-                .as_ref()
-                .and_then(|store| store.key())
-                .map(|key| (attempt_fingerprint(&key, user, password) >> 32) as u32),
+            shared,
         }
     }
 
@@ -371,6 +408,9 @@ impl Penalty {
         };
         let steps = peer_steps.max(user_steps(guesses, self.user_threshold));
         let delay = delay_for(self.failure_delay, steps, jitter, elapsed);
+        #[cfg(not(feature = "throttle-store"))]
+        let shared = None;
+        #[cfg(feature = "throttle-store")]
         let shared = match (&self.store, attempt.shared) {
             (Some(store), Some(shared)) => Some(SharedFailure {
                 store: Arc::clone(store),
@@ -446,25 +486,26 @@ impl Penalty {
     /// is down, saying so), else this daemon's.
     pub(crate) async fn list(&self) -> PenaltyList {
         let local = self.local_list(Instant::now());
-        let Some(store) = &self.store else {
-            return local;
-        };
-        match store.list(PEER_TTL, self.user_window, 1000).await {
-            Ok((mut peers, mut users)) => {
-                peers.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-                users.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-                PenaltyList {
-                    peers,
-                    users,
-                    source: format!("the store {}", store.settings().url),
-                    ..local
+        #[cfg(feature = "throttle-store")]
+        if let Some(store) = &self.store {
+            return match store.list(PEER_TTL, self.user_window, 1000).await {
+                Ok((mut peers, mut users)) => {
+                    peers.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+                    users.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+                    PenaltyList {
+                        peers,
+                        users,
+                        source: format!("the store {}", store.settings().url),
+                        ..local
+                    }
                 }
-            }
-            Err(e) => PenaltyList {
-                source: format!("this daemon ({e})"),
-                ..local
-            },
+                Err(e) => PenaltyList {
+                    source: format!("this daemon ({e})"),
+                    ..local
+                },
+            };
         }
+        local
     }
 
     /// Forgets an address's failures (its /48 for IPv6), or a user's guesses, here and in
@@ -474,11 +515,13 @@ impl Penalty {
             Ok(ip) => self.peers().remove(&PeerKey::of(ip)).is_some(),
             Err(user) => self.users().remove(&user.to_vec()).is_some(),
         };
-        let Some(store) = &self.store else {
-            return Ok(here);
-        };
-        let there = store.reset(who.map(PeerKey::of)).await?;
-        Ok(here || there)
+        // (Both, always: the store's state is not this daemon's.)
+        #[cfg(feature = "throttle-store")]
+        if let Some(store) = &self.store {
+            let there = store.reset(who.map(PeerKey::of)).await?;
+            return Ok(here || there);
+        }
+        Ok(here)
     }
 
     /// A success: the peer starts afresh, and so does the user when this is their usual
@@ -500,6 +543,7 @@ impl Penalty {
             state.home = Some(peer);
             users.insert(user.to_vec(), state, now);
         }
+        #[cfg(feature = "throttle-store")]
         if let Some(store) = &self.store {
             store.succeeded(peer, user.filter(|_| self.user_threshold > 0));
         }

@@ -23,25 +23,9 @@ use std::time::{Duration, Instant};
 use redis::aio::ConnectionLike;
 use zeroize::Zeroizing;
 
-use super::url::{Login, StoreUrl, Target};
-use super::{PeerKey, MAX_STEPS};
+use super::settings::{Login, StoreError, StoreSettings, Target};
+use super::{Counted, PeerKey, MAX_STEPS};
 use crate::metrics::StoreCounts;
-
-/// How `throttle_store` is used: where, under which prefix, with which deadline.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreSettings {
-    /// Where (`throttle_store`).
-    pub url: StoreUrl,
-    /// The keys' prefix (`throttle_store_prefix`), without the braces.
-    pub prefix: String,
-    /// Each call's deadline (`throttle_store_timeout`).
-    pub timeout: Duration,
-    /// CA certificates (PEM) for `rediss://` (`throttle_store_ca`); the system's otherwise.
-    pub ca: Option<std::path::PathBuf>,
-}
-
-/// The default `throttle_store_prefix`.
-pub const DEFAULT_PREFIX: &str = "saslauthd-rs";
 
 /// What marks `{PREFIX}:key` as ours.
 const KEY_MARK: &str = "saslauthd-rs throttle key v1 ";
@@ -190,51 +174,8 @@ end
 return n
 "#;
 
-/// What the store counted for one failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Counted {
-    /// The address's step before this failure.
-    pub(crate) peer_steps: u32,
-    /// The user's distinct wrong passwords in the window, this one included.
-    pub(crate) guesses: u32,
-}
-
 /// One row of `penalty list`: who, the step or count, how long ago.
 pub(crate) type Row = (String, u32, Duration);
-
-/// Why the store gave no answer.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Not connected now (its URL, password hidden).
-    #[error("the throttle store {0} is down; throttling locally until it is back")]
-    Down(String),
-    /// No answer within the deadline.
-    #[error("no answer from the throttle store within {0:?}")]
-    Timeout(Duration),
-    /// The connection or the server failed.
-    #[error("the throttle store: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// A key under the prefix holds another application's value.
-    #[error(
-        "the throttle store's {key} holds a value saslauthd-rs did not write: another \
-         application uses the prefix; set throttle_store_prefix"
-    )]
-    NotOurs {
-        /// The key.
-        key: String,
-    },
-    /// An answer of the wrong shape.
-    #[error("the throttle store answered {0}")]
-    Shape(String),
-    /// `throttle_store_ca` cannot be read.
-    #[error("throttle_store_ca {path}: {why}")]
-    Ca {
-        /// The file.
-        path: String,
-        /// Why.
-        why: String,
-    },
-}
 
 /// A connection of either kind (both multiplex: cloned per call).
 #[derive(Clone)]
@@ -956,7 +897,7 @@ async fn connect(settings: &StoreSettings) -> Result<(Conn, Zeroizing<[u8; 32]>)
 
 /// Connects to the store once, as a daemon would, and lets the connection go: what
 /// `--check-config` reports.
-pub async fn check_store(settings: &StoreSettings) -> Result<(), StoreError> {
+pub(crate) async fn check_store(settings: &StoreSettings) -> Result<(), StoreError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     connect(settings).await.map(drop)
 }

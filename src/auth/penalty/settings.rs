@@ -1,4 +1,6 @@
-//! `throttle_store`'s value: where the shared throttle state lives.
+//! The shared store's settings and errors (what the configuration and the admin socket
+//! know of it, in every build), and `throttle_store`'s value: where the shared throttle
+//! state lives.
 //!
 //! - `redis://[user[:password]@]host[:port][/db]`, `rediss://` (TLS), `valkey://`, `valkeys://`,
 //!   `redis+unix:///path[?db=N]`, `unix:///path`: one server (the `redis` crate reads these).
@@ -69,6 +71,65 @@ pub enum StoreUrlError {
         /// What is wrong.
         why: String,
     },
+    /// This build has no store (built without the `throttle-store` feature).
+    #[error(
+        "this build of saslauthd-rs has no throttle store (its throttle-store feature is off)"
+    )]
+    NotBuilt,
+}
+
+/// How `throttle_store` is used: where, under which prefix, with which deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// Where (`throttle_store`).
+    pub url: StoreUrl,
+    /// The keys' prefix (`throttle_store_prefix`), without the braces.
+    pub prefix: String,
+    /// Each call's deadline (`throttle_store_timeout`).
+    pub timeout: std::time::Duration,
+    /// CA certificates (PEM) for `rediss://` (`throttle_store_ca`); the system's otherwise.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+/// The default `throttle_store_prefix`.
+pub const DEFAULT_PREFIX: &str = "saslauthd-rs";
+
+/// Why the store gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Not connected now (its URL, password hidden).
+    #[error("the throttle store {0} is down; throttling locally until it is back")]
+    Down(String),
+    /// No answer within the deadline.
+    #[error("no answer from the throttle store within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The connection or the server failed.
+    #[cfg(feature = "throttle-store")]
+    #[error("the throttle store: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// A key under the prefix holds another application's value.
+    #[error(
+        "the throttle store's {key} holds a value saslauthd-rs did not write: another \
+         application uses the prefix; set throttle_store_prefix"
+    )]
+    NotOurs {
+        /// The key.
+        key: String,
+    },
+    /// An answer of the wrong shape.
+    #[error("the throttle store answered {0}")]
+    Shape(String),
+    /// `throttle_store_ca` cannot be read.
+    #[error("throttle_store_ca {path}: {why}")]
+    Ca {
+        /// The file.
+        path: String,
+        /// Why.
+        why: String,
+    },
+    /// This build has no store.
+    #[error(transparent)]
+    NotBuilt(#[from] StoreUrlError),
 }
 
 const SCHEMES: [&str; 6] = ["redis", "rediss", "valkey", "valkeys", "redis+unix", "unix"];
@@ -77,6 +138,9 @@ impl std::str::FromStr for StoreUrl {
     type Err = StoreUrlError;
 
     fn from_str(text: &str) -> Result<StoreUrl, StoreUrlError> {
+        if cfg!(not(feature = "throttle-store")) {
+            return Err(StoreUrlError::NotBuilt);
+        }
         let (scheme, rest) = text
             .split_once("://")
             .ok_or_else(|| StoreUrlError::NoScheme(redacted(text)))?;
@@ -87,6 +151,7 @@ impl std::str::FromStr for StoreUrl {
         let target = match scheme {
             s if SCHEMES.contains(&s) => {
                 // The crate's own reading, so that what is accepted here connects.
+                #[cfg(feature = "throttle-store")]
                 redis::IntoConnectionInfo::into_connection_info(text)
                     .map_err(|e| bad(&e.to_string()))?;
                 Target::Single {
