@@ -404,6 +404,8 @@ fn a_store_that_stops_hangs_or_comes_back_is_no_outage() {
     // Each outage was logged once per daemon, not once per login.
     let log = ds[0].log_text();
     assert_eq!(log.matches("is down").count(), 2, "{log}");
+    let warnings = log.lines().filter(|l| l.contains("WARN")).count();
+    assert_eq!(warnings, 2, "one line per outage: {log}");
 }
 
 /// `saslauthd-rs --check-config` with `toml`: its exit code and stderr.

@@ -256,8 +256,10 @@ pub(crate) struct Store {
     failure: redis::Script,
     list: redis::Script,
     reset: redis::Script,
-    /// Successes still to send, and whether a task is sending them.
+    /// Failures and successes still to send.
     pending: Mutex<Pending>,
+    /// Whether it was ever connected (a store never reached is logged by the reconnection).
+    ever_up: std::sync::atomic::AtomicBool,
     /// When a script error about foreign values was last logged (once a minute at most).
     foreign_logged: Mutex<Option<Instant>>,
 }
@@ -293,6 +295,7 @@ impl Store {
             list: redis::Script::new(LIST),
             reset: redis::Script::new(RESET),
             pending: Mutex::default(),
+            ever_up: std::sync::atomic::AtomicBool::new(false),
             foreign_logged: Mutex::new(None),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
@@ -860,20 +863,25 @@ async fn reconnect(weak: Weak<Store>) {
                     key: Arc::new(key),
                 };
                 store.counts.up.set(1);
+                store
+                    .ever_up
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 tracing::info!(
                     "the throttle store {} is up: the throttle is shared",
                     store.settings.url
                 );
                 return;
             }
+            // An outage was logged when the store went down; a store never reached is
+            // logged here, once.
             Err(e) => {
-                if first {
+                if first && !store.ever_up.load(std::sync::atomic::Ordering::Relaxed) {
                     tracing::warn!(
                         "{e}: throttling locally until the store {} is reachable",
                         store.settings.url
                     );
-                    first = false;
                 }
+                first = false;
             }
         }
         drop(store);
