@@ -5,7 +5,7 @@
 # Kerberos's KDC (no realm: the tests make their own), Redis (redis-tools holds the server;
 # the tests run their own), 389 Directory Server (no instance: the tests make their own);
 # sendmail, fail2ban, slapd, Samba's AD DC, PostgreSQL's and MariaDB's servers unpacked
-# beside), then run the whole test suite against them, plus the lint gates.
+# beside), node's oidc-provider from npm, then run the whole test suite against them, plus the lint gates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
@@ -68,6 +68,17 @@ unpack postgresql usr/lib/postgresql/15/bin/postgres postgresql-15
 # MariaDB's server, likewise (the tests run mariadb-install-db in a temporary directory).
 unpack mariadb usr/sbin/mariadbd mariadb-server-core mariadb-server mariadb-client-core
 [ -z "$refused_starts" ] || as_root rm -f /usr/sbin/policy-rc.d
+# The OpenID provider the [oauth2] tests run (node's oidc-provider 8, which Debian 12's Node 18
+# runs; the version and its dependencies pinned by tests/oidc/package-lock.json), installed
+# once into target/peers/oidc. Node and npm from Debian unless the machine has them.
+command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+if [ ! -e target/peers/oidc/node_modules/oidc-provider/package.json ] ||
+    ! cmp -s tests/oidc/package-lock.json target/peers/oidc/package-lock.json; then
+    rm -rf target/peers/oidc && mkdir -p target/peers/oidc
+    cp tests/oidc/package.json tests/oidc/package-lock.json target/peers/oidc/
+    (cd target/peers/oidc && npm ci --no-audit --no-fund --loglevel=error)
+fi
+export SASLAUTHD_RS_OIDC=$PWD/target/peers/oidc
 # The OpenMetrics parser the metrics test reads the admin socket's text with.
 python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check prometheus-client 2>/dev/null ||

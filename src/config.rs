@@ -655,7 +655,7 @@ impl<'de> Deserialize<'de> for FileConfig {
                     }
                     if key == "listener" {
                         file.listener = Some(map.next_value()?);
-                    } else if crate::passdb::module(&key).is_some_and(|m| m.table.is_some()) {
+                    } else if crate::passdb::table(&key).is_some() {
                         file.tables.push((key, map.next_value()?));
                     } else {
                         map.next_value::<serde::de::IgnoredAny>()?;
@@ -671,11 +671,10 @@ impl<'de> Deserialize<'de> for FileConfig {
 
 /// Every name the file takes at its top level: the keys, `listener`, and the passdbs' tables.
 fn known_names() -> Vec<&'static str> {
-    let tables = crate::passdb::MODULES
-        .iter()
-        .filter(|m| m.table.is_some())
-        .map(|m| m.kind.name);
-    KEYS.iter().map(|k| k.name).chain(tables).collect()
+    KEYS.iter()
+        .map(|k| k.name)
+        .chain(crate::passdb::table_names())
+        .collect()
 }
 
 /// A `[[listener]]` table as written.
@@ -1073,10 +1072,8 @@ impl Config {
         }
         self.apply_keys(file.keys, text)?;
         for (name, table) in file.tables {
-            let module = crate::passdb::module(&name).expect("only a passdb's table is kept");
-            let check = module
-                .table
-                .expect("only a passdb that takes a table")
+            let check = crate::passdb::table(&name)
+                .expect("only a known table is kept")
                 .check;
             let at = |message: String| ConfigError::Toml {
                 line: key_line(text, &name),
@@ -1188,6 +1185,15 @@ impl Config {
                 .map(|(_, entries)| entries.clone())
                 .unwrap_or_default(),
         }
+    }
+
+    /// The configuration file's table `name` (`[oauth2]`), its keys and values in the file's
+    /// order; `None` when the file has none.
+    pub fn table(&self, name: &str) -> Option<&[(String, String)]> {
+        self.tables
+            .iter()
+            .find(|(table, _)| table == name)
+            .map(|(_, entries)| &entries[..])
     }
 
     /// The socket path, `<run_dir>/mux`.
@@ -1372,12 +1378,7 @@ mod tests {
             .map(|k| k.trim().trim_matches('`'))
             .collect();
         let mut listed: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
-        listed.extend(
-            crate::passdb::MODULES
-                .iter()
-                .filter(|m| m.table.is_some())
-                .map(|m| m.kind.name),
-        );
+        listed.extend(crate::passdb::table_names());
         assert_eq!(parsed, listed);
     }
 

@@ -50,12 +50,13 @@ pub fn mechanism(data: &[u8]) {
         return;
     };
     let name = names[usize::from(which) % names.len()];
-    let offered = mech::offered(Some(&names), true, "sasldb").expect("every mechanism");
+    let offered = mech::offered(Some(&names), true, true, "sasldb").expect("every mechanism");
     let context = mech::Context {
         host: "fuzz.example".into(),
         realm: "fuzz.example".into(),
         scram_iterations: mech::scram::ITERATIONS,
         secret: [7; 32],
+        oauth: mech::oauth::ErrorInfo::default(),
     };
     let mut m = Mechanism::start(name, &offered, &context, b"smtp").expect("offered");
     let mut inputs = rest.split(|&b| b == 0xff);
@@ -79,6 +80,10 @@ pub fn mechanism(data: &[u8]) {
                     "{name} succeeded without the password"
                 );
                 return;
+            }
+            // A token is refused: the error challenge, then the client's answer to it.
+            Step::VerifyToken { .. } => {
+                m.resume_token(Err(crate::verdict::TokenRefusal::Signature))
             }
             Step::VerifyPlain { .. } | Step::Fail(_) => return,
         };

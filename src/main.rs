@@ -12,7 +12,7 @@ use saslauthd_rs::auth::{self, Authenticator, Cache, Live, RealmPolicy};
 use saslauthd_rs::cli::{self, Command};
 use saslauthd_rs::config::{Config, Endpoint, Protocol};
 use saslauthd_rs::log_writer;
-use saslauthd_rs::passdb::{self, Access, CacheUse, Passdb};
+use saslauthd_rs::passdb::{self, Access, CacheUse, Passdb, TokenCheck};
 use saslauthd_rs::process::{self, LogTarget, PidLock};
 use saslauthd_rs::request::{self, Printable};
 use saslauthd_rs::server::{self, dovecot::DovecotOptions, Owner, Place, Plan, Serves};
@@ -59,8 +59,13 @@ fn main() -> ExitCode {
 /// settings on stdout.
 fn check_config(program: &str, config: &Config) -> ExitCode {
     let checked = open_passdb(config).and_then(|passdb| {
-        auth::check_mechanisms(&*passdb, config.dovecot_mechanisms.as_deref())
-            .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
+        let tokens = open_tokens(config)?;
+        auth::check_mechanisms(
+            &*passdb,
+            config.dovecot_mechanisms.as_deref(),
+            tokens.is_some(),
+        )
+        .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
         if let Some(user) = &config.user {
             process::resolve_identity(user, config.group.as_deref(), &[])?;
         }
@@ -75,6 +80,16 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
                 .block_on(auth::check_store(&store))
                 .map_err(|e| format!("throttle_store {}: {e}", store.url))?;
             eprintln!("{program}: throttle_store {}: connected", store.url);
+        }
+        if let Some(tokens) = tokens {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let kind = tokens.kind();
+            let found = runtime
+                .block_on(tokens.probe())
+                .map_err(|e| format!("[{kind}] {e}"))?;
+            eprintln!("{program}: [{kind}] {found}");
         }
         Ok(())
     });
@@ -105,6 +120,16 @@ fn open_passdb(config: &Config) -> Result<Arc<dyn Passdb>, Error> {
         return Err(format!("-a {kind} exists only inside the test suite").into());
     }
     Ok((module.open)(&config.passdb_settings())?)
+}
+
+/// Opens the token check the configuration file's table asks for (`[oauth2]`), if any.
+fn open_tokens(config: &Config) -> Result<Option<Arc<dyn TokenCheck>>, Error> {
+    for module in passdb::TOKEN_MODULES {
+        if let Some(table) = config.table(module.name) {
+            return Ok(Some((module.open)(table)?));
+        }
+    }
+    Ok(None)
 }
 
 /// After dropping privileges, the passdb's files must still be readable: say so at start
@@ -144,6 +169,7 @@ fn realm_policy(config: &Config, host: &[u8]) -> RealmPolicy {
 fn driver(
     config: &Config,
     passdb: Arc<dyn Passdb>,
+    tokens: Option<Arc<dyn TokenCheck>>,
     realms: RealmPolicy,
     host: &[u8],
     previous: Option<&Authenticator>,
@@ -165,6 +191,7 @@ fn driver(
         mechanisms: config.dovecot_mechanisms.clone(),
         metrics: config.metrics,
         backend_timeout: auth::BACKEND_TIMEOUT,
+        tokens,
     };
     match previous {
         None => Authenticator::new(passdb, realms, options),
@@ -198,8 +225,9 @@ async fn reload_on_hangup(
                 Err(e) => return Err(Error::from(e.to_string())),
             };
             let passdb = open_passdb(&next)?;
+            let tokens = open_tokens(&next)?;
             let realms = realm_policy(&next, &host);
-            let auth = driver(&next, passdb, realms, &host, Some(&previous))?;
+            let auth = driver(&next, passdb, tokens, realms, &host, Some(&previous))?;
             Ok((next, auth))
         })
         .await
@@ -397,8 +425,13 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, Error> {
     if let Some(identity) = &identity {
         owned_by(&mut plans, identity);
     }
-    auth::check_mechanisms(&*passdb, config.dovecot_mechanisms.as_deref())
-        .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
+    let tokens = open_tokens(config)?;
+    auth::check_mechanisms(
+        &*passdb,
+        config.dovecot_mechanisms.as_deref(),
+        tokens.is_some(),
+    )
+    .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
     for plan in &plans {
         plan.check()?;
     }
@@ -453,7 +486,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, Error> {
     // In the runtime, so that the shared throttle store starts connecting now.
     let _entered = runtime.enter();
     let auth = Arc::new(Live::new(Arc::new(driver(
-        config, passdb, realms, &host, None,
+        config, passdb, tokens, realms, &host, None,
     )?)));
     let kind = auth.current().passdb_kind();
     runtime.block_on(async {

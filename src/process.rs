@@ -388,8 +388,13 @@ pub fn init_logging(target: LogTarget, level: &str) {
         other => other,
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SASLAUTHD_LOG")
-        // sqlx logs each statement it runs at debug: not what -V is for.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},sqlx=warn")));
+        // sqlx logs each statement it runs at debug, and reqwest and hyper (the [oauth2]
+        // provider's calls) each connection: not what -V is for.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "{default},sqlx=warn,reqwest=warn,hyper=warn,hyper_util=warn"
+            ))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter.clone())
         .fmt_fields(text_fields())

@@ -74,6 +74,55 @@ impl Replies {
 /// What Cyrus's saslauthd answers after `NO` for a backend that broke.
 pub const INTERNAL_FAILURE: &str = "internal mechanism failure";
 
+/// Why an OAuth 2.0 access token was refused: for the log (never the token), and, on the wire,
+/// one error challenge for all of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Not a JWT, or a claim of the wrong type.
+    Malformed,
+    /// Signed with an algorithm the allow-list does not have (`none`, an HMAC, ...).
+    Algorithm,
+    /// No key of the provider's has its `kid`, even after the keys were fetched again.
+    UnknownKey,
+    /// The signature does not verify.
+    Signature,
+    /// Issued by another issuer.
+    Issuer,
+    /// For another audience (neither `aud` nor `azp` is ours).
+    Audience,
+    /// Past its `exp`.
+    Expired,
+    /// Before its `nbf`, or issued (`iat`) in the future.
+    NotYetValid,
+    /// Without a scope it must have.
+    Scope,
+    /// Introspection says it is not active (revoked, expired, unknown).
+    Inactive,
+    /// It names no user (the configured claim is missing or empty).
+    NoUser,
+    /// It names another user than the client did, or one outside the configured domain.
+    UserMismatch,
+}
+
+impl fmt::Display for TokenRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TokenRefusal::Malformed => "malformed token",
+            TokenRefusal::Algorithm => "algorithm not allowed",
+            TokenRefusal::UnknownKey => "signed with an unknown key",
+            TokenRefusal::Signature => "bad signature",
+            TokenRefusal::Issuer => "wrong issuer",
+            TokenRefusal::Audience => "wrong audience",
+            TokenRefusal::Expired => "expired",
+            TokenRefusal::NotYetValid => "not yet valid",
+            TokenRefusal::Scope => "missing scope",
+            TokenRefusal::Inactive => "not active",
+            TokenRefusal::NoUser => "names no user",
+            TokenRefusal::UserMismatch => "names another user",
+        })
+    }
+}
+
 /// The verdict of a passdb.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PassdbResult {

@@ -134,6 +134,7 @@ impl Served {
                 mechanisms: None,
                 metrics: true,
                 backend_timeout: DEADLINE,
+                tokens: None,
             },
         )
         .unwrap();

@@ -157,6 +157,8 @@ enum Finished {
     Keys(crate::mech::Keys),
     /// The user's stored secrets, for the mechanism.
     Credentials(crate::secret::Credentials),
+    /// The token check's verdict, for the mechanism.
+    Token(crate::passdb::TokenVerdict),
     /// The passdb broke while the mechanism waited for secrets: answered as its failure
     /// rule says (close, or `temp_fail`).
     Broken,
@@ -574,6 +576,28 @@ impl Handler {
                         }
                     }
                 }
+                Step::VerifyToken { user, token } => {
+                    let request = auth_request(split, &active, user.as_deref().unwrap_or_default());
+                    active.user = user;
+                    let named = active.user.as_deref();
+                    match self.auth.verify_token(&request, named, token, via).now() {
+                        Ok(Ok(verdict)) => resume_token(&mut active, verdict),
+                        Ok(Err(Broken)) => {
+                            let result =
+                                answer_for(id, active.user.take(), Outcome::Error, temp_fail);
+                            return self.deliver(id, active, Duration::ZERO, result);
+                        }
+                        Err(running) => {
+                            return self.resume_later(
+                                id,
+                                active,
+                                running,
+                                Finished::Token,
+                                Finished::Broken,
+                            )
+                        }
+                    }
+                }
                 Step::Derive(derivation) => match self.auth.derive(derivation).now() {
                     Ok(Ok(keys)) => active.mech.resume_keys(keys),
                     Ok(Err(Broken)) => {
@@ -717,6 +741,10 @@ impl Handler {
                 let step = active.mech.resume_credentials(&credentials);
                 self.proceed(id, active, step);
             }
+            Finished::Token(verdict) => {
+                let step = resume_token(&mut active, verdict);
+                self.proceed(id, active, step);
+            }
             Finished::Broken => {
                 let result = answer_for(
                     id,
@@ -729,6 +757,18 @@ impl Handler {
             Finished::Close => return Err(Close),
         }
         Ok(())
+    }
+}
+
+/// Hands the token check's verdict to the mechanism; the user a valid token proves is the
+/// exchange's user from then on (what the `OK` names).
+fn resume_token(active: &mut Active, verdict: crate::passdb::TokenVerdict) -> Step {
+    match verdict {
+        Ok(proven) => {
+            active.user = Some(proven);
+            active.mech.resume_token(Ok(()))
+        }
+        Err(why) => active.mech.resume_token(Err(why)),
     }
 }
 
@@ -801,6 +841,7 @@ mod tests {
                     mechanisms,
                     metrics: true,
                     backend_timeout: crate::auth::BACKEND_TIMEOUT,
+                    tokens: None,
                 },
             )
             .unwrap(),

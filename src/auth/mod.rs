@@ -30,7 +30,9 @@ use zeroize::Zeroizing;
 
 use crate::mech::{self, Derivation, Keys, MechFailure, MechInfo};
 use crate::metrics;
-use crate::passdb::{self, Answer, CacheUse, DefaultRealm, Passdb, PassdbError, Query};
+use crate::passdb::{
+    self, Answer, CacheUse, DefaultRealm, Passdb, PassdbError, Query, TokenCheck, TokenVerdict,
+};
 use crate::pool::{JobLost, Pool};
 use crate::request::{AuthRequest, Peer, Printable};
 use crate::secret::{Credentials, Password};
@@ -81,6 +83,9 @@ pub struct Options {
     pub metrics: bool,
     /// How long the passdb may take to answer ([`BACKEND_TIMEOUT`]).
     pub backend_timeout: Duration,
+    /// The check of OAuth 2.0 tokens (`[oauth2]`), when there is one: OAUTHBEARER and
+    /// XOAUTH2 are offered then.
+    pub tokens: Option<Arc<dyn TokenCheck>>,
 }
 
 /// How realms are chosen, as Cyrus's saslauthd does.
@@ -294,6 +299,8 @@ pub struct Authenticator {
     secret: Zeroizing<[u8; 32]>,
     mech_context: mech::Context,
     offered: Vec<MechInfo>,
+    /// The check of OAuth 2.0 tokens, with an `[oauth2]` table.
+    tokens: Option<Arc<dyn TokenCheck>>,
 }
 
 /// The driver now in service, replaced whole by a reload (SIGHUP). A request takes the one
@@ -324,17 +331,24 @@ impl Live {
 fn offered_mechanisms(
     passdb: &dyn Passdb,
     names: Option<&[&'static str]>,
+    tokens: bool,
 ) -> Result<Vec<MechInfo>, mech::MechListError> {
-    mech::offered(names, passdb.has_credentials(), &passdb.kind().to_string())
+    mech::offered(
+        names,
+        passdb.has_credentials(),
+        tokens,
+        &passdb.kind().to_string(),
+    )
 }
 
 /// Checks, before anything is bound, that `passdb` can serve the mechanisms `names` lists
-/// (what [`Authenticator::new`] will check again).
+/// (what [`Authenticator::new`] will check again); `tokens`: with a token check.
 pub fn check_mechanisms(
     passdb: &dyn Passdb,
     names: Option<&[&'static str]>,
+    tokens: bool,
 ) -> Result<(), mech::MechListError> {
-    offered_mechanisms(passdb, names).map(drop)
+    offered_mechanisms(passdb, names, tokens).map(drop)
 }
 
 impl fmt::Debug for Authenticator {
@@ -370,7 +384,19 @@ impl Authenticator {
         } else {
             options.workers
         };
-        let offered = offered_mechanisms(&*passdb, options.mechanisms.as_deref())?;
+        let offered = offered_mechanisms(
+            &*passdb,
+            options.mechanisms.as_deref(),
+            options.tokens.is_some(),
+        )?;
+        let oauth = options
+            .tokens
+            .as_ref()
+            .map(|t| mech::oauth::ErrorInfo {
+                scope: t.scope(),
+                openid_configuration: t.openid_configuration(),
+            })
+            .unwrap_or_default();
         let kind = passdb.kind();
         let cache = match passdb.cache_use() {
             CacheUse::Useful => options.cache.map(Arc::new),
@@ -395,7 +421,9 @@ impl Authenticator {
                 realm: String::from_utf8_lossy(&realms.default_realm).into_owned(),
                 scram_iterations: options.scram_iterations,
                 secret: crate::secret::random_bytes(),
+                oauth,
             },
+            tokens: options.tokens,
             realms,
             passdb,
         })
@@ -502,7 +530,7 @@ impl Authenticator {
             pool: &self.pool,
         };
         let answer = Arc::clone(&self.passdb).verify_named(&query, password, &cx);
-        self.ask(answer, request, move |auth, request, asked| {
+        self.ask(self.kind, answer, request, move |auth, request, asked| {
             let (checked, user, reason) = match asked {
                 Ok(verified) => (
                     Checked::Verdict(verified.result),
@@ -565,7 +593,37 @@ impl Authenticator {
             pool: &self.pool,
         };
         let answer = Arc::clone(&self.passdb).credentials(&query, &cx);
-        self.ask(answer, request, move |auth, request, asked| {
+        self.ask(self.kind, answer, request, move |auth, request, asked| {
+            asked.map_err(|e| {
+                auth.log(request, via, Logged::Error(&e), started.elapsed());
+                Broken
+            })
+        })
+    }
+
+    /// Checks an OAuth 2.0 token (OAUTHBEARER, XOAUTH2) with the `[oauth2]` check, within the
+    /// same deadline as a passdb: the user it proves, or why it was refused. `named`: who the
+    /// client says it is. `Err`: the provider could not be asked (logged here); the exchange
+    /// ends as a passdb's error does.
+    pub(crate) fn verify_token(
+        self: &Arc<Self>,
+        request: &AuthRequest,
+        named: Option<&[u8]>,
+        token: Password,
+        via: Via,
+    ) -> Check<Result<TokenVerdict, Broken>> {
+        let Some(check) = &self.tokens else {
+            // Not offered without a check: a mechanism cannot get here.
+            return Check::ready(Err(Broken));
+        };
+        let started = Instant::now();
+        let cx = passdb::Context {
+            cache: None,
+            pool: &self.pool,
+        };
+        let kind = check.kind();
+        let answer = Arc::clone(check).verify_token(named, token, &cx);
+        self.ask(kind, answer, request, move |auth, request, asked| {
             asked.map_err(|e| {
                 auth.log(request, via, Logged::Error(&e), started.elapsed());
                 Broken
@@ -579,6 +637,7 @@ impl Authenticator {
     /// into what the caller wants, with `request`.
     fn ask<T, U>(
         self: &Arc<Self>,
+        kind: PassdbKind,
         answer: Answer<T>,
         request: &AuthRequest,
         then: impl FnOnce(&Authenticator, &AuthRequest, Result<T, CheckError>) -> U + Send + 'static,
@@ -595,15 +654,19 @@ impl Authenticator {
         };
         let (auth, request) = (Arc::clone(self), request.clone());
         Check::running(async move {
-            let asked = auth.wait(work).await;
+            let asked = auth.wait(kind, work).await;
             then(&auth, &request, asked)
         })
     }
 
     /// Runs work a passdb handed back: a blocking call on the pool, awaited work on a task
     /// of its own (so that a panic in it is caught, and the deadline stops it).
-    async fn wait<T: Send + 'static>(&self, answer: Answer<T>) -> Result<T, CheckError> {
-        let (kind, deadline) = (self.kind, self.backend_timeout);
+    async fn wait<T: Send + 'static>(
+        &self,
+        kind: PassdbKind,
+        answer: Answer<T>,
+    ) -> Result<T, CheckError> {
+        let deadline = self.backend_timeout;
         let lost = |lost| CheckError::Lost(kind, lost);
         let answered = match answer {
             Answer::Now(answered) => Ok(answered.map_err(CheckError::from)),
@@ -917,6 +980,7 @@ mod tests {
             mechanisms: None,
             metrics: true,
             backend_timeout: BACKEND_TIMEOUT,
+            tokens: None,
         }
     }
 

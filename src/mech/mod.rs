@@ -10,6 +10,7 @@
 pub mod cram_md5;
 pub mod digest_md5;
 pub(crate) mod login;
+pub(crate) mod oauth;
 pub(crate) mod plain;
 pub mod scram;
 
@@ -20,6 +21,7 @@ use crate::secret::{Credentials, Password};
 use cram_md5::CramMd5;
 use digest_md5::DigestMd5;
 use login::Login;
+use oauth::{Flavour, OAuth};
 use plain::Plain;
 pub(crate) use scram::{Derivation, Keys, Scram};
 pub use scram::{ScramClient, ScramHash};
@@ -43,6 +45,13 @@ pub(crate) enum Step {
         /// The realm, where the mechanism carries one apart from the user (DIGEST-MD5);
         /// `None`: the user name's own `@realm`, or the default realm.
         realm: Option<Vec<u8>>,
+    },
+    /// Check this OAuth 2.0 access token, and hand the verdict to [`Mechanism::resume_token`].
+    VerifyToken {
+        /// The user the client names (OAUTHBEARER's `a=` may be left out: `None`).
+        user: Option<Vec<u8>>,
+        /// The bearer token.
+        token: Password,
     },
     /// Derive keys (costly) and hand them to [`Mechanism::resume_keys`].
     Derive(Derivation),
@@ -91,6 +100,8 @@ pub(crate) enum MechFailure {
     WrongService,
     /// A wrong CRAM-MD5 digest or SCRAM proof: the verdict.
     WrongProof,
+    /// An OAuth 2.0 token the token check refused: the verdict, and why.
+    InvalidToken(crate::verdict::TokenRefusal),
 }
 
 /// The messages a mechanism parses, for [`MechFailure::Malformed`].
@@ -106,6 +117,10 @@ pub(crate) enum Message {
     ScramClientFirst,
     /// SCRAM's client-final-message.
     ScramClientFinal,
+    /// OAUTHBEARER's client message.
+    OAuthBearer,
+    /// XOAUTH2's client message.
+    XOAuth2,
 }
 
 impl fmt::Display for MechFailure {
@@ -130,6 +145,7 @@ impl fmt::Display for MechFailure {
             MechFailure::Unsupported => f.write_str("quality of protection other than auth"),
             MechFailure::WrongService => f.write_str("digest-uri names another service"),
             MechFailure::WrongProof => f.write_str("wrong response"),
+            MechFailure::InvalidToken(why) => write!(f, "token refused: {why}"),
         }
     }
 }
@@ -142,6 +158,8 @@ impl fmt::Display for Message {
             Message::DigestResponse => "DIGEST-MD5 response",
             Message::ScramClientFirst => "SCRAM client-first",
             Message::ScramClientFinal => "SCRAM client-final",
+            Message::OAuthBearer => "OAUTHBEARER message (RFC 7628)",
+            Message::XOAuth2 => "XOAUTH2 message (user=... ^A auth=Bearer ... ^A^A)",
         })
     }
 }
@@ -167,6 +185,8 @@ pub(crate) struct Context {
     /// A random per-process secret: SCRAM's per-user salts and its unknown-user decoy are
     /// derived from it.
     pub(crate) secret: [u8; 32],
+    /// What OAUTHBEARER's and XOAUTH2's error challenges say.
+    pub(crate) oauth: oauth::ErrorInfo,
 }
 
 impl fmt::Debug for Context {
@@ -192,6 +212,8 @@ pub(crate) enum Mechanism {
     DigestMd5(DigestMd5),
     /// SCRAM-SHA-1 or SCRAM-SHA-256.
     Scram(Scram),
+    /// OAUTHBEARER or XOAUTH2.
+    OAuth(OAuth),
 }
 
 /// Every mechanism, in advertising order (Dovecot's): the first two need only "is this the
@@ -221,10 +243,34 @@ const ALL: &[MechInfo] = &[
         name: ScramHash::Sha256.name(),
         flags: &["mutual-auth"],
     },
+    // Dovecot flags both plaintext: the token is as good as a password to whoever sees it.
+    MechInfo {
+        name: oauth::OAUTHBEARER,
+        flags: &["plaintext"],
+    },
+    MechInfo {
+        name: oauth::XOAUTH2,
+        flags: &["plaintext"],
+    },
 ];
 
 /// How many of [`ALL`] need only "is this the password?" (PAM and shadow serve only those).
 const PLAINTEXT: usize = 2;
+
+/// Where in [`ALL`] the mechanisms that carry an OAuth 2.0 token begin: served only with an
+/// `[oauth2]` table, by any passdb.
+const TOKENS: usize = 6;
+
+/// Whether `m` can be served over a passdb that has (or lacks) stored secrets, with (or
+/// without) a token check.
+fn servable(m: &MechInfo, passdb_has_credentials: bool, tokens: bool) -> bool {
+    let at = ALL.iter().position(|a| a == m).unwrap_or(usize::MAX);
+    if at >= TOKENS {
+        tokens
+    } else {
+        at < PLAINTEXT || passdb_has_credentials
+    }
+}
 
 /// The mechanisms offered when none are named: all but the historic DIGEST-MD5.
 const DEFAULT_OFF: &[&str] = &[digest_md5::NAME];
@@ -245,6 +291,11 @@ pub enum MechListError {
     /// A name that is no mechanism of ours.
     #[error("unknown mechanism {0:?} (known: {known})", known = all_names())]
     Unknown(String),
+    /// A mechanism that carries an OAuth 2.0 token, with no token check configured.
+    #[error(
+        "mechanism {0} needs an [oauth2] table in the configuration file (what checks its tokens)"
+    )]
+    NoTokenCheck(&'static str),
     /// A mechanism that needs the stored password, over a passdb that only checks one.
     #[error("mechanism {mech} needs the stored password, which the {passdb} passdb cannot hand out (it can serve PLAIN and LOGIN)")]
     NotServable {
@@ -283,19 +334,18 @@ pub fn parse_names(text: &str) -> Result<Vec<&'static str>, MechListError> {
 /// What to advertise, in advertising order: the mechanisms `names` lists (canonical names,
 /// from [`parse_names`]), or by default all the passdb can serve but DIGEST-MD5. A named
 /// mechanism the passdb cannot serve (PAM and shadow cannot hand out a secret) is an error.
+/// With `tokens` (an `[oauth2]` table), OAUTHBEARER and XOAUTH2 too.
 pub(crate) fn offered(
     names: Option<&[&str]>,
     passdb_has_credentials: bool,
+    tokens: bool,
     passdb: &str,
 ) -> Result<Vec<MechInfo>, MechListError> {
-    let servable = if passdb_has_credentials {
-        ALL
-    } else {
-        &ALL[..PLAINTEXT]
-    };
+    let can = |m: &&MechInfo| servable(m, passdb_has_credentials, tokens);
     let Some(names) = names else {
-        return Ok(servable
+        return Ok(ALL
             .iter()
+            .filter(can)
             .filter(|m| !DEFAULT_OFF.contains(&m.name))
             .copied()
             .collect());
@@ -305,15 +355,21 @@ pub(crate) fn offered(
             .iter()
             .find(|m| m.name.eq_ignore_ascii_case(name))
             .ok_or_else(|| MechListError::Unknown((*name).to_owned()))?;
-        if !servable.contains(info) {
-            return Err(MechListError::NotServable {
-                mech: info.name,
-                passdb: passdb.to_owned(),
+        if !can(&info) {
+            let at = ALL.iter().position(|a| a == info).unwrap_or(0);
+            return Err(if at >= TOKENS {
+                MechListError::NoTokenCheck(info.name)
+            } else {
+                MechListError::NotServable {
+                    mech: info.name,
+                    passdb: passdb.to_owned(),
+                }
             });
         }
     }
-    Ok(servable
+    Ok(ALL
         .iter()
+        .filter(can)
         .filter(|m| names.iter().any(|n| m.name.eq_ignore_ascii_case(n)))
         .copied()
         .collect())
@@ -340,6 +396,10 @@ impl Mechanism {
             name if name == ScramHash::Sha256.name() => {
                 Mechanism::Scram(Scram::new(ScramHash::Sha256, context))
             }
+            oauth::OAUTHBEARER => {
+                Mechanism::OAuth(OAuth::new(Flavour::Bearer, context.oauth.clone()))
+            }
+            oauth::XOAUTH2 => Mechanism::OAuth(OAuth::new(Flavour::Google, context.oauth.clone())),
             _ => return None,
         })
     }
@@ -352,6 +412,7 @@ impl Mechanism {
             Mechanism::CramMd5(_) => cram_md5::NAME,
             Mechanism::DigestMd5(_) => digest_md5::NAME,
             Mechanism::Scram(m) => m.hash().name(),
+            Mechanism::OAuth(m) => m.name(),
         }
     }
 
@@ -363,6 +424,19 @@ impl Mechanism {
             Mechanism::CramMd5(m) => m.step(input),
             Mechanism::DigestMd5(m) => m.step(input),
             Mechanism::Scram(m) => m.step(input),
+            Mechanism::OAuth(m) => m.step(input),
+        }
+    }
+
+    /// Hands the token check's verdict to a mechanism that asked for a
+    /// [`Step::VerifyToken`].
+    pub(crate) fn resume_token(
+        &mut self,
+        verdict: Result<(), crate::verdict::TokenRefusal>,
+    ) -> Step {
+        match self {
+            Mechanism::OAuth(m) => m.resume(verdict),
+            _ => Step::Fail(MechFailure::Unexpected),
         }
     }
 
@@ -390,7 +464,9 @@ impl Mechanism {
                 plaintext,
                 credentials.auth_password.as_deref().map(|s| s.as_str()),
             ),
-            Mechanism::Plain(_) | Mechanism::Login(_) => Step::Fail(MechFailure::Unexpected),
+            Mechanism::Plain(_) | Mechanism::Login(_) | Mechanism::OAuth(_) => {
+                Step::Fail(MechFailure::Unexpected)
+            }
         }
     }
 
@@ -425,6 +501,7 @@ pub(crate) fn test_context() -> Context {
         realm: "test.realm".into(),
         scram_iterations: scram::ITERATIONS,
         secret: [7; 32],
+        oauth: oauth::ErrorInfo::default(),
     }
 }
 
@@ -440,24 +517,24 @@ mod tests {
     fn what_is_offered() {
         let all = "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256";
         assert_eq!(
-            names(&offered(None, true, "sasldb").unwrap()).join(" "),
+            names(&offered(None, true, false, "sasldb").unwrap()).join(" "),
             all
         );
         assert_eq!(
-            names(&offered(None, false, "pam").unwrap()),
+            names(&offered(None, false, false, "pam").unwrap()),
             ["PLAIN", "LOGIN"]
         );
         // Named: in advertising order, whatever order they were named in.
         let named = parse_names("digest-md5, Plain  cram-md5,plain").unwrap();
         assert_eq!(named, ["DIGEST-MD5", "PLAIN", "CRAM-MD5"]);
         assert_eq!(
-            names(&offered(Some(&named), true, "sasldb").unwrap()),
+            names(&offered(Some(&named), true, false, "sasldb").unwrap()),
             ["PLAIN", "CRAM-MD5", "DIGEST-MD5"]
         );
-        let digest = &offered(Some(&named), true, "sasldb").unwrap()[2];
+        let digest = &offered(Some(&named), true, false, "sasldb").unwrap()[2];
         assert_eq!(digest.flags, ["dictionary", "active", "mutual-auth"]);
         assert_eq!(
-            offered(Some(&named), false, "shadow")
+            offered(Some(&named), false, false, "shadow")
                 .unwrap_err()
                 .to_string(),
             "mechanism DIGEST-MD5 needs the stored password, which the shadow passdb cannot \

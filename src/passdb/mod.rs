@@ -19,6 +19,8 @@ mod getpwent;
 mod kerberos5;
 pub mod ldap;
 mod memory;
+#[cfg(feature = "oauth2")]
+mod oauth2;
 mod pam;
 mod rimap;
 pub(crate) mod sasldb;
@@ -345,6 +347,80 @@ pub trait Passdb: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// What a token check decided: the user the token proves (what the Dovecot socket's `OK`
+/// names), or why it refused it.
+pub type TokenVerdict = Result<Vec<u8>, crate::verdict::TokenRefusal>;
+
+/// A check of OAuth 2.0 access tokens (OAUTHBEARER and XOAUTH2), beside the passdb: the
+/// `[oauth2]` table. It answers like a passdb ([`Answer`]), within the same deadline; `Err` is
+/// a provider that could not be asked, never a refusal.
+pub trait TokenCheck: Send + Sync + fmt::Debug + 'static {
+    /// Its name in the log and the metrics.
+    fn kind(&self) -> PassdbKind;
+
+    /// Checks `token`; `user` is who the client says it is (`None`: whoever the token names).
+    fn verify_token(
+        self: Arc<Self>,
+        user: Option<&[u8]>,
+        token: Password,
+        cx: &Context<'_>,
+    ) -> Answer<TokenVerdict>;
+
+    /// The scope a token must have, for the mechanisms' error challenge.
+    fn scope(&self) -> Option<String>;
+
+    /// Where the provider's discovery document is, for OAUTHBEARER's error challenge.
+    fn openid_configuration(&self) -> Option<String>;
+
+    /// Asks the provider once, for `--check-config`: what it found, in words.
+    #[allow(clippy::type_complexity)]
+    fn probe(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<String, PassdbError>> + Send>>;
+}
+
+/// A configuration table's keys and values, as text, in the file's order.
+pub type TableEntries = [(String, String)];
+
+/// A token check's table in the configuration file, and how it is opened from it.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenModule {
+    /// The table's name (`oauth2`).
+    pub name: &'static str,
+    /// Its keys.
+    pub table: Table,
+    /// Opens it from the table's keys and values (at start-up and on a reload).
+    pub open: fn(&TableEntries) -> Result<Arc<dyn TokenCheck>, PassdbError>,
+}
+
+/// The token checks this build has.
+pub static TOKEN_MODULES: &[TokenModule] = &[
+    #[cfg(feature = "oauth2")]
+    oauth2::MODULE,
+];
+
+/// The tables the configuration file may have besides the plain keys: each passdb's that
+/// takes one (`[ldap]`), and each token check's (`[oauth2]`).
+pub fn table(name: &str) -> Option<Table> {
+    MODULES
+        .iter()
+        .find(|m| m.kind.name.eq_ignore_ascii_case(name))
+        .and_then(|m| m.table)
+        .or_else(|| {
+            TOKEN_MODULES
+                .iter()
+                .find(|m| m.name.eq_ignore_ascii_case(name))
+                .map(|m| m.table)
+        })
+}
+
+/// The names of [`table`]'s tables, in order.
+pub fn table_names() -> impl Iterator<Item = &'static str> {
+    MODULES
+        .iter()
+        .filter(|m| m.table.is_some())
+        .map(|m| m.kind.name)
+        .chain(TOKEN_MODULES.iter().map(|m| m.name))
+}
+
 /// A backend that broke (not a wrong password). Each names what it concerns.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -391,6 +467,15 @@ pub enum PassdbError {
         principal: String,
         /// What Cyrus's saslauthd answers (after `NO `).
         reply: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// The OAuth 2.0 provider could not be asked, or answered with something that is no
+    /// answer (`[oauth2]`).
+    #[error("OAuth 2.0 provider {url}: {message}")]
+    OAuth2 {
+        /// What was asked (a URL without its query).
+        url: String,
         /// What happened.
         message: String,
     },

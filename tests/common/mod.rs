@@ -9,6 +9,7 @@ pub mod imapd;
 pub mod kdc;
 pub mod ldap;
 pub mod mariadb;
+pub mod oidc;
 pub mod pam;
 pub mod pg;
 pub mod pki;

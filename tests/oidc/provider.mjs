@@ -1,0 +1,83 @@
+// A throwaway OpenID provider for the [oauth2] tests: node's oidc-provider (v8, which runs on
+// Debian 12's Node 18) on a loopback port, with keys it makes at start (RS256, PS256, ES256,
+// ES384, EdDSA; their kids begin with KID_PREFIX, so a restart with another prefix is a key
+// rotation). Tokens come from the client-credentials grant of the test clients; the token
+// request's extra parameters say what the test wants: username (the email and
+// preferred_username claims), alg, format (jwt or opaque), ttl (seconds), resource (the
+// audience). Introspection and revocation are on.
+//
+// node provider.mjs PORT KID_PREFIX [CERT KEY]   (with CERT and KEY: HTTPS)
+// Prints READY once it listens.
+import { readFileSync } from 'node:fs';
+import * as https from 'node:https';
+import Provider from 'oidc-provider';
+import { generateKeyPair, exportJWK } from 'jose';
+
+const [port, prefix, cert, key] = process.argv.slice(2);
+const scheme = cert ? 'https' : 'http';
+const issuer = `${scheme}://127.0.0.1:${port}`;
+
+async function signing(alg, kid, options = {}) {
+  const { privateKey } = await generateKeyPair(alg, { extractable: true, ...options });
+  return { ...(await exportJWK(privateKey)), kid, alg, use: 'sig' };
+}
+
+const jwks = {
+  keys: [
+    await signing('RS256', `${prefix}-rs256`),
+    await signing('PS256', `${prefix}-ps256`),
+    await signing('ES256', `${prefix}-es256`),
+    await signing('ES384', `${prefix}-es384`),
+    await signing('EdDSA', `${prefix}-eddsa`, { crv: 'Ed25519' }),
+  ],
+};
+
+const client = (id, secret) => ({
+  client_id: id,
+  client_secret: secret,
+  grant_types: ['client_credentials'],
+  redirect_uris: [],
+  response_types: [],
+  token_endpoint_auth_method: 'client_secret_basic',
+});
+
+// The token endpoint's own parameters (extraParams covers the authorization endpoints only).
+const param = (ctx, name) =>
+  (ctx.oidc.body && ctx.oidc.body[name]) || (ctx.oidc.params && ctx.oidc.params[name]) || undefined;
+
+const provider = new Provider(issuer, {
+  clients: [client('mail-client', 'mail-client-secret'), client('smtp-server', 'smtp-server-secret')],
+  jwks,
+  extraParams: ['username', 'alg', 'format', 'ttl'],
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    introspection: { enabled: true },
+    revocation: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => 'urn:smtp',
+      useGrantedResource: () => true,
+      getResourceServerInfo: (ctx, resource) => ({
+        scope: 'mail openid email',
+        audience: resource,
+        accessTokenTTL: Number(param(ctx, 'ttl')) || 600,
+        accessTokenFormat: param(ctx, 'format') === 'opaque' ? 'opaque' : 'jwt',
+        jwt: { sign: { alg: param(ctx, 'alg') || 'RS256' } },
+      }),
+    },
+  },
+  extraTokenClaims: (ctx) => {
+    const username = param(ctx, 'username');
+    return username ? { email: username, preferred_username: username.split('@')[0] } : undefined;
+  },
+});
+provider.proxy = false;
+
+const done = () => console.log(`READY ${issuer}`);
+if (cert) {
+  https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, provider.callback())
+    .listen(Number(port), '127.0.0.1', done);
+} else {
+  provider.listen(Number(port), '127.0.0.1', done);
+}
