@@ -82,6 +82,9 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
             eprintln!("{program}: throttle_store {}: connected", store.url);
         }
         if let Some(tokens) = tokens {
+            for notice in tokens.notices() {
+                eprintln!("{program}: warning: {notice}");
+            }
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -456,7 +459,11 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, Error> {
         },
     );
     process::log_panics();
-    for notice in passdb.notices() {
+    for notice in passdb
+        .notices()
+        .into_iter()
+        .chain(tokens.iter().flat_map(|t| t.notices()))
+    {
         tracing::warn!("{notice}");
     }
     // Sockets bound, lock held, limits raised: become the unprivileged user before any

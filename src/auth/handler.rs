@@ -481,7 +481,10 @@ impl Handler {
     /// the table, one that ends never does.
     fn proceed(&mut self, id: u32, mut active: Active, mut step: Step) {
         let (split, temp_fail) = (self.settings.split_realm, self.settings.temp_fail);
-        let via = Via::dovecot(active.mech.name());
+        let via = match active.mech.carries_token() {
+            true => Via::dovecot(active.mech.name()).carrying_token(),
+            false => Via::dovecot(active.mech.name()),
+        };
         loop {
             step = match step {
                 // Nothing follows a challenge on the line: the client answers with CONT.

@@ -119,6 +119,8 @@ impl RealmPolicy {
 pub struct Via {
     protocol: metrics::Protocol,
     mechanism: Option<&'static str>,
+    /// The mechanism carries an OAuth 2.0 token: the token check, not the passdb, answers.
+    token: bool,
 }
 
 impl Via {
@@ -126,12 +128,14 @@ impl Via {
     pub const SASLAUTHD: Via = Via {
         protocol: metrics::Protocol::Saslauthd,
         mechanism: None,
+        token: false,
     };
 
     /// The admin socket's `test` command (as `doveadm auth test`).
     pub const ADMIN: Via = Via {
         protocol: metrics::Protocol::Admin,
         mechanism: None,
+        token: false,
     };
 
     /// The Dovecot protocol, running `mechanism`.
@@ -139,6 +143,16 @@ impl Via {
         Via {
             protocol: metrics::Protocol::Dovecot,
             mechanism: Some(mechanism),
+            token: false,
+        }
+    }
+
+    /// The same, for a mechanism that carries a token (the token check's name in the log
+    /// and the metrics, not the passdb's).
+    pub(crate) fn carrying_token(self) -> Via {
+        Via {
+            token: true,
+            ..self
         }
     }
 }
@@ -299,8 +313,9 @@ pub struct Authenticator {
     secret: Zeroizing<[u8; 32]>,
     mech_context: mech::Context,
     offered: Vec<MechInfo>,
-    /// The check of OAuth 2.0 tokens, with an `[oauth2]` table.
+    /// The check of OAuth 2.0 tokens, with an `[oauth2]` table, and its row in the metrics.
     tokens: Option<Arc<dyn TokenCheck>>,
+    token_row: Option<(PassdbKind, metrics::PassdbRow)>,
 }
 
 /// The driver now in service, replaced whole by a reload (SIGHUP). A request takes the one
@@ -398,6 +413,10 @@ impl Authenticator {
             })
             .unwrap_or_default();
         let kind = passdb.kind();
+        let token_row = options
+            .tokens
+            .as_ref()
+            .map(|t| (t.kind(), metrics.passdb(t.kind())));
         let cache = match passdb.cache_use() {
             CacheUse::Useful => options.cache.map(Arc::new),
             CacheUse::Useless(_) => None,
@@ -423,6 +442,7 @@ impl Authenticator {
                 secret: crate::secret::random_bytes(),
                 oauth,
             },
+            token_row,
             tokens: options.tokens,
             realms,
             passdb,
@@ -905,6 +925,10 @@ impl Authenticator {
     /// then where the request came from and how long it took. Successes are logged at debug
     /// level (`-V`), as Cyrus does. Never a password, never a stored hash.
     fn log(&self, request: &AuthRequest, via: Via, logged: Logged<'_>, elapsed: Duration) {
+        let (kind, row) = match (via.token, self.token_row) {
+            (true, Some(token)) => token,
+            _ => (self.kind, self.row),
+        };
         macro_rules! event {
             ($level:expr, $verdict:literal, $message:literal $(, $name:ident = $value:expr)?) => {
                 tracing::event!(
@@ -913,7 +937,7 @@ impl Authenticator {
                     user = %Printable(&request.login),
                     service = %Printable(&request.service),
                     realm = %Printable(&request.realm),
-                    mech = %self.kind,
+                    mech = %kind,
                     $($name = %$value,)?
                     remote = request.peer.text().map(|t| tracing::field::display(Printable(t))),
                     protocol = %via.protocol.name(),
@@ -927,12 +951,12 @@ impl Authenticator {
             Logged::Success => metrics::Verdict::Success,
             Logged::Failure(_) => metrics::Verdict::Failure,
             Logged::Error(e) => {
-                self.metrics.backend_error(self.row, e.kind());
+                self.metrics.backend_error(row, e.kind());
                 metrics::Verdict::Error
             }
         };
         self.metrics
-            .observe(via.protocol, via.mechanism, self.row, verdict, elapsed);
+            .observe(via.protocol, via.mechanism, row, verdict, elapsed);
         match logged {
             Logged::Success => event!(tracing::Level::DEBUG, "success", "auth success:"),
             Logged::Failure(reason) => {

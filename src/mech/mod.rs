@@ -416,6 +416,11 @@ impl Mechanism {
         }
     }
 
+    /// Whether it carries an OAuth 2.0 token (the token check answers, not the passdb).
+    pub(crate) fn carries_token(&self) -> bool {
+        matches!(self, Mechanism::OAuth(_))
+    }
+
     /// Feeds the client's data: `None` for "no initial response" (only ever the first step).
     pub(crate) fn step(&mut self, input: Option<&[u8]>) -> Step {
         match self {

@@ -372,6 +372,11 @@ pub trait TokenCheck: Send + Sync + fmt::Debug + 'static {
     /// Where the provider's discovery document is, for OAUTHBEARER's error challenge.
     fn openid_configuration(&self) -> Option<String>;
 
+    /// What the log should say once it is up (a setting that is weaker than it could be).
+    fn notices(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Asks the provider once, for `--check-config`: what it found, in words.
     #[allow(clippy::type_complexity)]
     fn probe(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<String, PassdbError>> + Send>>;

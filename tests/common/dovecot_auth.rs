@@ -34,6 +34,14 @@ impl DovecotAuth {
     /// Dovecot with `passdb` (the block's body: `driver = sql`, `args = FILE`) and PLAIN and
     /// LOGIN; the failure delay off.
     pub fn start(passdb: &str) -> DovecotAuth {
+        DovecotAuth::start_offering(
+            passdb,
+            "plain login cram-md5 digest-md5 scram-sha-1 scram-sha-256",
+        )
+    }
+
+    /// The same, offering `mechanisms` (Dovecot's `auth_mechanisms`).
+    pub fn start_offering(passdb: &str, mechanisms: &str) -> DovecotAuth {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir(d.join("run")).unwrap();
@@ -56,7 +64,7 @@ impl DovecotAuth {
             &conf,
             format!(
                 "protocols = none\nbase_dir = {run}\nstate_dir = {state}\nlog_path = {log}\n\
-                 ssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = plain login cram-md5 digest-md5 scram-sha-1 scram-sha-256\n\
+                 ssl = no\ndisable_plaintext_auth = no\nauth_mechanisms = {mechanisms}\n\
                  auth_failure_delay = 0\npassdb {{\n{passdb}\n}}\n\
                  userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home=/tmp\n}}\n\
                  service auth {{\n  unix_listener {socket} {{\n    mode = 0666\n  }}\n}}\n{listeners}",

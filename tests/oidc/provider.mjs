@@ -9,6 +9,7 @@
 // node provider.mjs PORT KID_PREFIX [CERT KEY]   (with CERT and KEY: HTTPS)
 // Prints READY once it listens.
 import { readFileSync } from 'node:fs';
+import * as http from 'node:http';
 import * as https from 'node:https';
 import Provider from 'oidc-provider';
 import { generateKeyPair, exportJWK } from 'jose';
@@ -74,10 +75,10 @@ const provider = new Provider(issuer, {
 });
 provider.proxy = false;
 
-const done = () => console.log(`READY ${issuer}`);
-if (cert) {
-  https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, provider.callback())
-    .listen(Number(port), '127.0.0.1', done);
-} else {
-  provider.listen(Number(port), '127.0.0.1', done);
-}
+const server = cert
+  ? https.createServer({ cert: readFileSync(cert), key: readFileSync(key) }, provider.callback())
+  : http.createServer(provider.callback());
+// Idle connections stay open a minute: Node's default (5 s) closes one under a client that
+// is about to reuse it.
+server.keepAliveTimeout = 60000;
+server.listen(Number(port), '127.0.0.1', () => console.log(`READY ${issuer}`));

@@ -54,6 +54,9 @@ pub(super) struct Keys {
     /// The issuer discovery must name (OpenID Discovery 4.3).
     issuer: Option<String>,
     min_refresh: Duration,
+    /// The keys now, read without a lock by every check while they are fresh.
+    current: arc_swap::ArcSwapOption<Set>,
+    /// Fetches one at a time.
     state: tokio::sync::Mutex<State>,
 }
 
@@ -84,6 +87,7 @@ impl Keys {
             source,
             issuer,
             min_refresh,
+            current: arc_swap::ArcSwapOption::empty(),
             state: tokio::sync::Mutex::new(State {
                 set: None,
                 tried: None,
@@ -165,10 +169,12 @@ impl Keys {
             super::http::redacted(&jwks_uri),
             set.keys.len() - keys.len()
         );
-        state.set = Some(Arc::new(Set {
+        let set = Arc::new(Set {
             keys,
             fetched: Instant::now(),
-        }));
+        });
+        self.current.store(Some(Arc::clone(&set)));
+        state.set = Some(set);
         Ok(())
     }
 

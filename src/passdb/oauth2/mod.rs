@@ -135,6 +135,8 @@ struct Settings {
     ca: Option<PathBuf>,
     cache_ttl: Duration,
     key_refresh_interval: Duration,
+    /// What the log should say once it is up.
+    notices: Vec<String>,
 }
 
 /// Every asymmetric algorithm: the default allow-list.
@@ -199,6 +201,7 @@ impl Settings {
             ca: None,
             cache_ttl: Duration::from_secs(60),
             key_refresh_interval: Duration::from_secs(10),
+            notices: Vec::new(),
         };
         let (mut client_id, mut client_secret) = (None, None);
         let url = |key: &str, v: &str| checked_url(v).map_err(|e| format!("{key}: {e}"));
@@ -322,12 +325,11 @@ impl Settings {
                             .into(),
                     )
                 }
-                "local_validation_key_dict" if !v.is_empty() => {
-                    tracing::info!(
-                        "[oauth2] local_validation_key_dict is not read: the keys come from \
-                         the provider's jwks_uri (openid_configuration_url or issuer)"
-                    );
-                }
+                "local_validation_key_dict" if !v.is_empty() => s.notices.push(
+                    "[oauth2] local_validation_key_dict is not read: the keys come from the \
+                     provider's jwks_uri (openid_configuration_url or issuer)"
+                        .into(),
+                ),
                 // Dovecot's keys a password check has no use for.
                 _ => {}
             }
@@ -403,6 +405,14 @@ impl std::fmt::Debug for OAuth2 {
 fn open(table: &[(String, String)]) -> Result<Arc<dyn TokenCheck>, PassdbError> {
     let settings =
         Settings::parse(table).map_err(|e| PassdbError::Settings(format!("[oauth2] {e}")))?;
+    let mut settings = settings;
+    if settings.audience.is_empty() {
+        settings.notices.push(
+            "[oauth2] no audience: a token the provider issued for another service is taken \
+             too (as Dovecot's oauth2 passdb does); name this service's in audience"
+                .into(),
+        );
+    }
     let http = Http::new(settings.ca.as_ref(), settings.timeout)?;
     let keys = (settings.mode == Mode::Jwt).then(|| {
         let source = match (&settings.jwks_uri, &settings.discovery) {
@@ -759,6 +769,10 @@ impl TokenCheck for OAuth2 {
                 }
             }
         }
+    }
+
+    fn notices(&self) -> Vec<String> {
+        self.settings.notices.clone()
     }
 
     fn scope(&self) -> Option<String> {
