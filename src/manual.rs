@@ -119,7 +119,8 @@ the saslauthd protocol on path/mux (libsasl2's pwcheck_method: saslauthd) and, w
 over Dovecot's auth-client protocol (Postfix's smtpd_sasl_type = dovecot), where it runs \
 the SASL mechanisms itself: PLAIN and LOGIN over every passdb, CRAM-MD5, DIGEST-MD5, \
 SCRAM-SHA-1 and SCRAM-SHA-256 over sasldb, and over sql where the stored value allows it \
-(see SQL).
+(see SQL), and OAUTHBEARER and XOAUTH2 when an [oauth2] table says how to check their tokens \
+(see OAUTH2).
 
 It takes Cyrus saslauthd's flags with their meanings, so that a unit or init script written \
 for saslauthd runs it unchanged. Every read has a deadline, failures are delayed per client \
@@ -187,6 +188,36 @@ A host on libsasl2's sql auxprop plugin points -O at its smtpd.conf instead, as 
 (sql_engine, sql_hostnames, sql_user, sql_passwd, sql_database, sql_select with %u, %r and \
 %p, sql_usessl); the first column is then a cleartext password. The same keys may sit in \
 the [sql] table of saslauthd-rs.toml(5).",
+    ),
+    (
+        "OAUTH2",
+        "With an [oauth2] table in saslauthd-rs.toml(5), the Dovecot socket also offers \
+OAUTHBEARER (RFC 7628) and XOAUTH2, whose clients (Thunderbird, FairEmail, Outlook) send an \
+OAuth 2.0 access token from the site's OpenID provider (Keycloak, Authentik, Authelia) \
+instead of a password. mode = \"jwt\" verifies a JWT here against the provider's published \
+keys (found through discovery, cached, fetched again for a key id it has not seen, at most \
+once per key_refresh_interval): RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 and \
+EdDSA only, never none or an HMAC; iss, aud or azp, exp, nbf and iat with a leeway, and the \
+scopes named in scope. mode = \"introspection\" asks the provider (RFC 7662, as client_id) \
+whether the token is active, for opaque tokens and for revocation that bites at once; an \
+answer is kept for cache_ttl (60 s; 0: none) and never past the token's exp.
+
+  [oauth2]
+  mode = \"jwt\"
+  issuer = \"https://id.example.org/realms/mail\"
+  audience = \"smtp.example.org\"
+  username_claim = \"email\"
+
+The user the token names (username_claim, default email; username_domain appends or \
+requires a domain) must be the one the client names, or the exchange fails after the \
+mechanism's error challenge. The provider's calls have a deadline (timeout, 3 s), go over \
+HTTPS checked against ca or the system's CAs (http:// only to a loopback address), follow \
+no redirects and read at most 1 MiB; a provider that cannot be asked is a temporary failure \
+(Postfix: 454), never a success. Refused tokens are throttled like wrong passwords. \
+--check-config fetches discovery and the keys (or asks the introspection endpoint) once. \
+Dovecot's dovecot-oauth2.conf.ext keys are read where they mean the same \
+(introspection_mode = post or local, introspection_url with the client in it, \
+username_attribute, tls_ca_cert_file, timeout_msecs, issuers, scope).",
     ),
     (
         "KERBEROS5",
@@ -460,6 +491,13 @@ pub fn man(page: &Page) -> String {
                     roff(table.about)
                 );
             }
+        }
+        for module in crate::passdb::TOKEN_MODULES {
+            out += &format!(
+                ".TP\n\\fB[{}]\\fR\n{}\n",
+                roff(module.name),
+                roff(module.table.about)
+            );
         }
     }
     for (title, body) in page.sections {
