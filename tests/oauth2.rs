@@ -402,6 +402,35 @@ fn opaque_tokens_by_introspection() {
     drop(d);
 }
 
+/// A refused token is throttled like a wrong password: its FAIL waits the failure delay (per
+/// client address, growing), and a valid token is answered at once.
+#[test]
+fn a_refused_token_waits_the_failure_delay() {
+    if !peers() {
+        return;
+    }
+    let p = Provider::start("f1");
+    let (_d, auth) = daemon(&jwt_table(&p), &["--failure-delay", "0.4"]);
+    let token = p.token("alice@example.org", &[]);
+    let timed = |user: &str| {
+        let started = Instant::now();
+        let said = oauthbearer(&auth, Some(user), &token);
+        (said, started.elapsed())
+    };
+    let (said, took) = timed("alice@example.org");
+    assert_eq!(said, "OK alice@example.org");
+    assert!(took < Duration::from_millis(300), "{took:?}");
+    let (said, first) = timed("bob@example.org");
+    assert_eq!(said, "FAIL");
+    assert!(first >= Duration::from_millis(300), "{first:?}");
+    let (said, second) = timed("bob@example.org");
+    assert_eq!(said, "FAIL");
+    assert!(
+        second >= Duration::from_millis(600),
+        "the delay grows: {second:?}"
+    );
+}
+
 /// A provider that accepts connections and never answers: the exchange is answered within
 /// the backend deadline, as a temporary failure, and other logins go on meanwhile.
 #[test]

@@ -789,3 +789,224 @@ impl TokenCheck for OAuth2 {
         Box::pin(async move { OAuth2::probe(&self).await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(lines: &[(&str, &str)]) -> Vec<(String, String)> {
+        lines
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn check(lines: &[(&str, &str)]) -> OAuth2 {
+        let settings = Settings::parse(&table(lines)).unwrap();
+        OAuth2 {
+            http: Http::new(None, settings.timeout).unwrap(),
+            settings,
+            keys: None,
+            endpoint: tokio::sync::OnceCell::new(),
+            cache: Mutex::default(),
+        }
+    }
+
+    fn claims(json: serde_json::Value) -> Map<String, Value> {
+        json.as_object().unwrap().clone()
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn the_claims_decide() {
+        let c = check(&[
+            ("issuer", "https://id.example.org"),
+            ("audience", "urn:smtp other"),
+            ("scope", "mail"),
+            ("leeway", "30"),
+        ]);
+        let good = serde_json::json!({
+            "iss": "https://id.example.org", "aud": "urn:smtp", "exp": NOW + 60,
+            "iat": NOW - 10, "scope": "openid mail", "email": "alice@example.org"
+        });
+        let judge = |patch: serde_json::Value, named: Option<&str>| {
+            let mut c2 = good.clone();
+            for (k, v) in patch.as_object().unwrap() {
+                if v.is_null() {
+                    c2.as_object_mut().unwrap().remove(k);
+                } else {
+                    c2[k] = v.clone();
+                }
+            }
+            c.judge(&claims(c2), named.map(str::as_bytes), NOW)
+        };
+        let ok = Ok(b"alice@example.org".to_vec());
+        assert_eq!(judge(serde_json::json!({}), None), ok);
+        assert_eq!(judge(serde_json::json!({}), Some("ALICE@example.org")), ok);
+        assert_eq!(
+            judge(serde_json::json!({}), Some("bob@example.org")),
+            Err(TokenRefusal::UserMismatch)
+        );
+        // Within the leeway, and past it.
+        assert_eq!(judge(serde_json::json!({"exp": NOW - 20}), None), ok);
+        assert_eq!(
+            judge(serde_json::json!({"exp": NOW - 30}), None),
+            Err(TokenRefusal::Expired)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"nbf": NOW + 31}), None),
+            Err(TokenRefusal::NotYetValid)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"iat": NOW + 31}), None),
+            Err(TokenRefusal::NotYetValid)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"exp": "soon"}), None),
+            Err(TokenRefusal::Malformed)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"iss": "https://evil"}), None),
+            Err(TokenRefusal::Issuer)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"iss": null}), None),
+            Err(TokenRefusal::Issuer)
+        );
+        // aud as a list, or only azp naming us.
+        assert_eq!(judge(serde_json::json!({"aud": ["x", "other"]}), None), ok);
+        assert_eq!(
+            judge(
+                serde_json::json!({"aud": "account", "azp": "urn:smtp"}),
+                None
+            ),
+            ok
+        );
+        assert_eq!(
+            judge(serde_json::json!({"aud": "account"}), None),
+            Err(TokenRefusal::Audience)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"aud": [1]}), None),
+            Err(TokenRefusal::Malformed)
+        );
+        // Scopes: the string, or scp.
+        assert_eq!(
+            judge(serde_json::json!({"scope": "openid"}), None),
+            Err(TokenRefusal::Scope)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"scope": null, "scp": ["mail"]}), None),
+            ok
+        );
+        assert_eq!(
+            judge(serde_json::json!({"scope": "mailx"}), None),
+            Err(TokenRefusal::Scope)
+        );
+        // The user claim.
+        assert_eq!(
+            judge(serde_json::json!({"email": null}), None),
+            Err(TokenRefusal::NoUser)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"email": ""}), None),
+            Err(TokenRefusal::NoUser)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"email": 7}), None),
+            Err(TokenRefusal::NoUser)
+        );
+        assert_eq!(
+            judge(serde_json::json!({"email": "a\nb"}), None),
+            Err(TokenRefusal::Malformed)
+        );
+
+        // The domain rule.
+        let c = check(&[
+            ("issuer", "https://id.example.org"),
+            ("audience", "urn:smtp"),
+            ("username_claim", "preferred_username"),
+            ("username_domain", "@Example.org"),
+        ]);
+        let with = |name: &str, named: Option<&str>| {
+            let json = serde_json::json!({
+                "iss": "https://id.example.org", "aud": "urn:smtp", "exp": NOW + 60,
+                "preferred_username": name
+            });
+            c.judge(&claims(json), named.map(str::as_bytes), NOW)
+        };
+        assert_eq!(with("alice", None), Ok(b"alice@example.org".to_vec()));
+        assert_eq!(
+            with("alice", Some("alice")),
+            Ok(b"alice@example.org".to_vec())
+        );
+        assert_eq!(
+            with("alice", Some("alice@example.org")),
+            Ok(b"alice@example.org".to_vec())
+        );
+        assert_eq!(
+            with("alice@EXAMPLE.org", None),
+            Ok(b"alice@EXAMPLE.org".to_vec())
+        );
+        assert_eq!(
+            with("alice@evil.test", None),
+            Err(TokenRefusal::UserMismatch)
+        );
+        assert_eq!(
+            with("alice", Some("alice@evil.test")),
+            Err(TokenRefusal::UserMismatch)
+        );
+    }
+
+    #[test]
+    fn settings() {
+        let err = |lines: &[(&str, &str)]| Settings::parse(&table(lines)).unwrap_err();
+        assert!(err(&[("audience", "x")]).contains("needs issuer"));
+        assert!(err(&[("issuer", "https://i.example")]).contains("needs audience"));
+        assert!(err(&[("issuer", "http://i.example"), ("audience", "x")]).contains("only https://"));
+        assert!(err(&[("issuer", "ftp://i.example"), ("audience", "x")]).contains("only https://"));
+        assert!(err(&[("mode", "magic")]).contains("\"jwt\" or \"introspection\""));
+        assert!(err(&[("introspection_mode", "get")]).contains("only \"post\""));
+        assert!(err(&[("tokeninfo_url", "https://x")]).contains("not supported"));
+        assert!(err(&[("algorithms", "none")]).contains("no HMAC, no none"));
+        assert!(err(&[("active_value", "yes")]).contains("only \"true\""));
+        assert!(err(&[("timeout", "0")]).contains("1 to 30"));
+        // Loopback may be plain HTTP (tests); discovery from the issuer.
+        let s = Settings::parse(&table(&[
+            ("issuer", "http://127.0.0.1:8080/realms/x/"),
+            ("audience", "a b,c"),
+        ]))
+        .unwrap();
+        assert_eq!(s.mode, Mode::Jwt);
+        assert_eq!(s.audience, ["a", "b", "c"]);
+        assert_eq!(
+            s.discovery.unwrap().as_str(),
+            "http://127.0.0.1:8080/realms/x/.well-known/openid-configuration"
+        );
+        // Dovecot's file: the client in the URL, taken out of it.
+        let s = Settings::parse(&table(&[
+            ("introspection_mode", "post"),
+            (
+                "introspection_url",
+                "https://smtp:s%40cret@id.example.org/introspect",
+            ),
+            ("username_attribute", "preferred_username"),
+            ("timeout_msecs", "2500"),
+        ]))
+        .unwrap();
+        assert_eq!(s.mode, Mode::Introspection);
+        assert_eq!(s.client, Some(("smtp".into(), "s@cret".into())));
+        assert_eq!(
+            s.introspection_url.unwrap().as_str(),
+            "https://id.example.org/introspect"
+        );
+        assert_eq!(s.username_claim, "preferred_username");
+        assert_eq!(s.timeout, Duration::from_millis(2500));
+        assert!(err(&[
+            ("mode", "introspection"),
+            ("introspection_url", "https://x/i")
+        ])
+        .contains("needs client_id"));
+    }
+}
