@@ -199,8 +199,9 @@ keys (found through discovery, cached, fetched again for a key id it has not see
 once per key_refresh_interval): RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 and \
 EdDSA only, never none or an HMAC; iss, aud or azp, exp, nbf and iat with a leeway, and the \
 scopes named in scope. mode = \"introspection\" asks the provider (RFC 7662, as client_id) \
-whether the token is active, for opaque tokens and for revocation that bites at once; an \
-answer is kept for cache_ttl (60 s; 0: none) and never past the token's exp.
+whether the token is active, for opaque tokens and for revocation that bites at once. In \
+both modes a token's claims, once verified, are kept for cache_ttl (60 s; 0: none), never \
+past its exp, and judged again on every use.
 
   [oauth2]
   mode = \"jwt\"

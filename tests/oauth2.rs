@@ -49,10 +49,11 @@ fn daemon(table: &str, extra: &[&str]) -> (Daemon, PathBuf) {
     (Daemon::spawn(dir, &args, &[]), auth)
 }
 
-/// The `[oauth2]` lines of JWT mode against `p`.
+/// The `[oauth2]` lines of JWT mode against `p`, every token verified on every use (no
+/// cache: a key rotation bites at once).
 fn jwt_table(p: &Provider) -> String {
     format!(
-        "mode = \"jwt\"\nissuer = \"{}\"\naudience = \"urn:smtp\"\nkey_refresh_interval = 1\nleeway = 0\n",
+        "mode = \"jwt\"\nissuer = \"{}\"\naudience = \"urn:smtp\"\nkey_refresh_interval = 1\nleeway = 0\ncache_ttl = 0\n",
         p.issuer
     )
 }
@@ -400,6 +401,55 @@ fn opaque_tokens_by_introspection() {
     );
     assert_eq!(xoauth(&auth, "carol@mail.example.net", &other), "TEMP");
     drop(d);
+}
+
+/// With `cache_ttl`, a JWT verified once is judged from its kept claims until the TTL (or its
+/// exp): after a key rotation it still logs in for that long, while a token signed by the old
+/// key and never seen is refused; its claims are judged again on every use.
+#[test]
+fn a_verified_jwt_is_kept_for_cache_ttl() {
+    if !peers() {
+        return;
+    }
+    let mut p = Provider::start("m1");
+    let table = jwt_table(&p).replace("cache_ttl = 0", "cache_ttl = 6");
+    let (d, auth) = daemon(&table, &[]);
+    let seen = p.token("alice@example.org", &[]);
+    let unseen = p.token("alice@example.org", &[]);
+    assert_eq!(
+        oauthbearer(&auth, Some("alice@example.org"), &seen),
+        "OK alice@example.org"
+    );
+    let kept = Instant::now();
+    p.restart("m2");
+    std::thread::sleep(Duration::from_millis(1100));
+    // A token under the new key makes the daemon fetch the new key set.
+    let new = p.token("alice@example.org", &[]);
+    assert_eq!(
+        oauthbearer(&auth, Some("alice@example.org"), &new),
+        "OK alice@example.org"
+    );
+    assert_eq!(
+        oauthbearer(&auth, Some("alice@example.org"), &seen),
+        "OK alice@example.org"
+    );
+    assert_eq!(oauthbearer(&auth, Some("bob@example.org"), &seen), "FAIL");
+    assert_eq!(
+        oauthbearer(&auth, Some("alice@example.org"), &unseen),
+        "FAIL"
+    );
+    let elapsed = kept.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "too slow to test: {elapsed:?}"
+    );
+    std::thread::sleep(Duration::from_millis(6200) - elapsed);
+    assert_eq!(
+        oauthbearer(&auth, Some("alice@example.org"), &seen),
+        "FAIL",
+        "{}",
+        d.log_text()
+    );
 }
 
 /// A refused token is throttled like a wrong password: its FAIL waits the failure delay (per

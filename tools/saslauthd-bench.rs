@@ -102,7 +102,7 @@ const SPEC: Spec<'static> = Spec {
             Some("mech"),
             "mech",
             ArgKind::Any,
-            "plain or scram-sha-256.",
+            "plain, scram-sha-256, oauthbearer or xoauth2 (--password is then the access token).",
         ),
         OptDef::with(
             None,
@@ -128,8 +128,19 @@ struct Settings {
     fail_percent: u64,
     label: String,
     dovecot: bool,
-    scram: bool,
+    mech: Mech,
     addresses: u64,
+}
+
+/// The Dovecot socket's mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mech {
+    Plain,
+    Scram,
+    /// OAUTHBEARER or XOAUTH2, with the token as the password (a wrong one: the token with
+    /// `x` appended, which the server refuses after its error challenge).
+    OAuthBearer,
+    XOAuth2,
 }
 
 impl Settings {
@@ -182,7 +193,7 @@ fn usage() -> &'static str {
     "usage: saslauthd-bench --socket PATH [--clients 16] [--duration 10] [--warmup 1]\n\
      \x20      --user USER --password PASSWORD [--realm REALM] [--service smtp]\n\
      \x20      [--fail-percent 0] [--label NAME] [--protocol saslauthd|dovecot]\n\
-     \x20      [--mech plain|scram-sha-256]\n"
+     \x20      [--mech plain|scram-sha-256|oauthbearer|xoauth2]\n"
 }
 
 fn parse() -> Result<Settings, String> {
@@ -201,7 +212,7 @@ fn parse() -> Result<Settings, String> {
         fail_percent: 0,
         label: "saslauthd".into(),
         dovecot: false,
-        scram: false,
+        mech: Mech::Plain,
         addresses: 0,
     };
     let num = |o: &getopt::Opt| -> Result<u64, String> {
@@ -238,9 +249,15 @@ fn parse() -> Result<Settings, String> {
                 .to_ascii_lowercase()
                 .as_str()
             {
-                "plain" => s.scram = false,
-                "scram-sha-256" => s.scram = true,
-                other => return Err(format!("--mech {other}: plain or scram-sha-256")),
+                "plain" => s.mech = Mech::Plain,
+                "scram-sha-256" => s.mech = Mech::Scram,
+                "oauthbearer" => s.mech = Mech::OAuthBearer,
+                "xoauth2" => s.mech = Mech::XOAuth2,
+                other => {
+                    return Err(format!(
+                        "--mech {other}: plain, scram-sha-256, oauthbearer or xoauth2"
+                    ))
+                }
             },
             _ => return Err(String::new()),
         }
@@ -393,7 +410,7 @@ mod dovecot {
     use saslauthd_rs::client::AuthClient;
     use saslauthd_rs::mech::{ScramClient, ScramHash};
 
-    use super::{Settings, Tally};
+    use super::{Mech, Settings, Tally};
 
     fn open(s: &Settings) -> std::io::Result<AuthClient> {
         let mut c = AuthClient::connect(&s.socket, Duration::from_secs(10))?;
@@ -420,6 +437,40 @@ mod dovecot {
         if reply.starts_with("CONT\t") {
             // A server that ignores final-resp-ok sends v= in a CONT.
             return Ok(c.ask(&format!("CONT\t{id}\t\n"))?.starts_with("OK\t"));
+        }
+        Ok(reply.starts_with("OK\t"))
+    }
+
+    /// One OAUTHBEARER or XOAUTH2 exchange with `token`; `Ok(true)` for OK. A refusal's error
+    /// challenge is answered with the mechanism's dummy message.
+    fn token(
+        c: &mut AuthClient,
+        id: u64,
+        mech: Mech,
+        user: &str,
+        token: &str,
+    ) -> std::io::Result<bool> {
+        let (name, message, dummy) = if mech == Mech::OAuthBearer {
+            (
+                "OAUTHBEARER",
+                format!("n,a={user},\x01auth=Bearer {token}\x01\x01"),
+                "AQ==",
+            )
+        } else {
+            (
+                "XOAUTH2",
+                format!("user={user}\x01auth=Bearer {token}\x01\x01"),
+                "",
+            )
+        };
+        let reply = c.ask(&format!(
+            "AUTH\t{id}\t{name}\tservice=smtp\tresp={}\n",
+            B64.encode(message)
+        ))?;
+        if reply.starts_with("CONT\t") {
+            return Ok(c
+                .ask(&format!("CONT\t{id}\t{dummy}\n"))?
+                .starts_with("OK\t"));
         }
         Ok(reply.starts_with("OK\t"))
     }
@@ -454,7 +505,10 @@ mod dovecot {
                     conn = Some(open(s)?);
                 }
                 let c = conn.as_mut().expect("just opened");
-                if s.scram {
+                if matches!(s.mech, Mech::OAuthBearer | Mech::XOAuth2) {
+                    return token(c, i, s.mech, &user, password);
+                }
+                if s.mech == Mech::Scram {
                     let client = if should_fail {
                         &mut wrong_scram
                     } else {

@@ -551,6 +551,7 @@ impl OAuth2 {
         named: Option<Vec<u8>>,
         token: Password,
         pool: Arc<crate::pool::Pool>,
+        id: [u8; 32],
     ) -> Result<TokenVerdict, PassdbError> {
         let Ok(text) = std::str::from_utf8(token.expose()) else {
             return Ok(Err(TokenRefusal::Malformed));
@@ -602,7 +603,54 @@ impl OAuth2 {
                 }))
             }
         };
-        Ok(self.judge(&claims, named.as_deref(), now_secs()))
+        let now = now_secs();
+        let verdict = self.judge(&claims, named.as_deref(), now);
+        self.remember(id, claims, now);
+        Ok(verdict)
+    }
+
+    /// Keeps a token's claims (an introspection's active answer, a verified JWT's) for
+    /// `cache_ttl`, never past its `exp`; the claims are judged again on every use.
+    fn remember(&self, id: [u8; 32], claims: Map<String, Value>, now: i64) {
+        if self.settings.cache_ttl.is_zero() {
+            return;
+        }
+        let mut ttl = self.settings.cache_ttl;
+        if let Ok(Some(exp)) = date(&claims, "exp") {
+            let left = u64::try_from(exp - now).unwrap_or(0);
+            ttl = ttl.min(Duration::from_secs(left));
+        }
+        if ttl.is_zero() {
+            return;
+        }
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let at = Instant::now();
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, c| c.until > at);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(
+            id,
+            Cached {
+                claims: Arc::new(claims),
+                until: at + ttl,
+            },
+        );
+    }
+
+    /// A token's claims, if kept and still fresh.
+    fn recall(&self, id: &[u8; 32]) -> Option<Arc<Map<String, Value>>> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.get(id) {
+            Some(c) if c.until > Instant::now() => Some(Arc::clone(&c.claims)),
+            Some(_) => {
+                cache.remove(id);
+                None
+            }
+            None => None,
+        }
     }
 
     /// The introspection endpoint: configured, or from discovery.
@@ -663,30 +711,7 @@ impl OAuth2 {
         }
         let now = now_secs();
         let verdict = self.judge(&answer, named.as_deref(), now);
-        if !self.settings.cache_ttl.is_zero() {
-            let mut ttl = self.settings.cache_ttl;
-            if let Ok(Some(exp)) = date(&answer, "exp") {
-                let left = u64::try_from(exp - now).unwrap_or(0);
-                ttl = ttl.min(Duration::from_secs(left));
-            }
-            if !ttl.is_zero() {
-                let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                let at = Instant::now();
-                if cache.len() >= MAX_CACHED {
-                    cache.retain(|_, c| c.until > at);
-                    if cache.len() >= MAX_CACHED {
-                        cache.clear();
-                    }
-                }
-                cache.insert(
-                    id,
-                    Cached {
-                        claims: Arc::new(answer),
-                        until: at + ttl,
-                    },
-                );
-            }
-        }
+        self.remember(id, answer, now);
         Ok(verdict)
     }
 
@@ -743,31 +768,16 @@ impl TokenCheck for OAuth2 {
         cx: &Context<'_>,
     ) -> Answer<TokenVerdict> {
         let named = user.map(<[u8]>::to_vec);
+        let id: [u8; 32] = Sha256::digest(token.expose()).into();
+        if let Some(claims) = self.recall(&id) {
+            return Answer::Now(Ok(self.judge(&claims, named.as_deref(), now_secs())));
+        }
         match self.settings.mode {
             Mode::Jwt => {
                 let pool = Arc::clone(cx.pool);
-                Answer::awaited(self.verify_jwt(named, token, pool))
+                Answer::awaited(self.verify_jwt(named, token, pool, id))
             }
-            Mode::Introspection => {
-                let id: [u8; 32] = Sha256::digest(token.expose()).into();
-                let hit = {
-                    let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-                    match cache.get(&id) {
-                        Some(c) if c.until > Instant::now() => Some(Arc::clone(&c.claims)),
-                        Some(_) => {
-                            cache.remove(&id);
-                            None
-                        }
-                        None => None,
-                    }
-                };
-                match hit {
-                    Some(claims) => {
-                        Answer::Now(Ok(self.judge(&claims, named.as_deref(), now_secs())))
-                    }
-                    None => Answer::awaited(self.introspect(named, token, id)),
-                }
-            }
+            Mode::Introspection => Answer::awaited(self.introspect(named, token, id)),
         }
     }
 
