@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # [oauth2] on the Dovecot socket against Dovecot 2.3's oauth2 passdb, in the same run, on one
 # throwaway OpenID provider (node's oidc-provider, tests/oidc/provider.mjs, on a loopback
-# port): OAUTHBEARER with an RS256 and an ES256 JWT verified here (mode = "jwt"), XOAUTH2 with
+# port): OAUTHBEARER with an RS256 and an ES256 JWT verified here (mode = "jwt", with the
+# verified claims kept for 60 s, the default, and verified on every login), XOAUTH2 with
 # an opaque token introspected (mode = "introspection") with the cache on (cache_ttl 60) and
 # off, and Dovecot's oauth2 passdb introspecting the same opaque token (auth cache off); with
 # AUTH PLAIN from the sasldb and the thread-per-connection do-nothing server (the first row,
@@ -50,6 +51,10 @@ ours() {
 ours jwt "mode = \"jwt\"
 issuer = \"$issuer\"
 audience = \"urn:smtp\""
+ours jwt-nocache "mode = \"jwt\"
+issuer = \"$issuer\"
+audience = \"urn:smtp\"
+cache_ttl = 0"
 introspection="mode = \"introspection\"
 issuer = \"$issuer\"
 audience = \"urn:smtp\"
@@ -71,7 +76,8 @@ dovecot_conf "plain xoauth2 oauthbearer" "auth_cache_size = 0" "  driver = oauth
   args = $tmp/dovecot-oauth2.conf.ext"
 start_server dovecot -F -c "$tmp/dovecot/dovecot.conf"
 start_server "$bin/examples/null-server" dovecot-threads "$tmp/null-threads-auth"
-wait_socket "$tmp/dovecot/auth" "$tmp/null-threads-auth" "$tmp/jwt-auth" "$tmp/cached-auth" "$tmp/uncached-auth"
+wait_socket "$tmp/dovecot/auth" "$tmp/null-threads-auth" "$tmp/jwt-auth" "$tmp/jwt-nocache-auth" \
+    "$tmp/cached-auth" "$tmp/uncached-auth"
 
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
         --user alice@example.org "$@"; }
@@ -79,8 +85,9 @@ echo "# $(nproc) cores, $clients persistent connections, $secs s each, oidc-prov
 for round in $(seq "${ROUNDS:-1}"); do {
     run --socket "$tmp/null-threads-auth" --password secret --label "do-nothing server, a thread per connection"
     run --socket "$tmp/jwt-auth" --password secret --label "saslauthd-rs AUTH PLAIN, sasldb"
-    run --socket "$tmp/jwt-auth" --mech oauthbearer --password "$rs256" --label "saslauthd-rs OAUTHBEARER, jwt RS256"
-    run --socket "$tmp/jwt-auth" --mech oauthbearer --password "$es256" --label "saslauthd-rs OAUTHBEARER, jwt ES256"
+    run --socket "$tmp/jwt-auth" --mech oauthbearer --password "$rs256" --label "saslauthd-rs OAUTHBEARER, jwt RS256, cache 60 s"
+    run --socket "$tmp/jwt-nocache-auth" --mech oauthbearer --password "$rs256" --label "saslauthd-rs OAUTHBEARER, jwt RS256, no cache"
+    run --socket "$tmp/jwt-nocache-auth" --mech oauthbearer --password "$es256" --label "saslauthd-rs OAUTHBEARER, jwt ES256, no cache"
     run --socket "$tmp/cached-auth" --mech xoauth2 --password "$opaque" --label "saslauthd-rs XOAUTH2, introspection, cache 60 s"
     run --socket "$tmp/uncached-auth" --mech xoauth2 --password "$opaque" --label "saslauthd-rs XOAUTH2, introspection, no cache"
     run --socket "$tmp/dovecot/auth" --mech xoauth2 --password "$opaque" --label "dovecot 2.3 XOAUTH2, oauth2 passdb (introspection)"
