@@ -72,7 +72,7 @@ impl Verdict {
 
 /// The SASL mechanisms a request can run (`none` on the saslauthd socket, where libsasl2 ran
 /// it); a test checks it lists every mechanism the Dovecot socket knows.
-pub(crate) const MECHANISMS: [&str; 7] = [
+pub(crate) const MECHANISMS: [&str; 9] = [
     "none",
     "PLAIN",
     "LOGIN",
@@ -80,6 +80,8 @@ pub(crate) const MECHANISMS: [&str; 7] = [
     "DIGEST-MD5",
     "SCRAM-SHA-1",
     "SCRAM-SHA-256",
+    "OAUTHBEARER",
+    "XOAUTH2",
 ];
 
 /// How many passdbs the request tables have rows for: one per passdb a driver was made over

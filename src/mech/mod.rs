@@ -550,5 +550,22 @@ mod tests {
             MechListError::Unknown("gssapi".into())
         );
         assert_eq!(parse_names(" , ").unwrap_err(), MechListError::Empty);
+        // OAUTHBEARER and XOAUTH2: only with a token check, over any passdb.
+        assert_eq!(
+            names(&offered(None, false, true, "pam").unwrap()),
+            ["PLAIN", "LOGIN", "OAUTHBEARER", "XOAUTH2"]
+        );
+        let named = parse_names("xoauth2 plain").unwrap();
+        assert_eq!(
+            names(&offered(Some(&named), false, true, "pam").unwrap()),
+            ["PLAIN", "XOAUTH2"]
+        );
+        assert_eq!(
+            offered(Some(&named), true, false, "sasldb")
+                .unwrap_err()
+                .to_string(),
+            "mechanism XOAUTH2 needs an [oauth2] table in the configuration file (what checks \
+             its tokens)"
+        );
     }
 }
