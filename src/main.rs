@@ -59,13 +59,7 @@ fn main() -> ExitCode {
 /// settings on stdout.
 fn check_config(program: &str, config: &Config) -> ExitCode {
     let checked = open_passdb(config).and_then(|passdb| {
-        let tokens = open_tokens(config)?;
-        auth::check_mechanisms(
-            &*passdb,
-            config.dovecot_mechanisms.as_deref(),
-            tokens.is_some(),
-        )
-        .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
+        let tokens = open_tokens(config, &*passdb)?;
         if let Some(user) = &config.user {
             process::resolve_identity(user, config.group.as_deref(), &[])?;
         }
@@ -125,14 +119,23 @@ fn open_passdb(config: &Config) -> Result<Arc<dyn Passdb>, Error> {
     Ok((module.open)(&config.passdb_settings())?)
 }
 
-/// Opens the token check the configuration file's table asks for (`[oauth2]`), if any.
-fn open_tokens(config: &Config) -> Result<Option<Arc<dyn TokenCheck>>, Error> {
+/// Opens the token check the configuration file's table asks for (`[oauth2]`), if any, and
+/// checks that `passdb` and it can serve the mechanisms `--dovecot-mechanisms` names.
+fn open_tokens(config: &Config, passdb: &dyn Passdb) -> Result<Option<Arc<dyn TokenCheck>>, Error> {
+    let mut tokens = None;
     for module in passdb::TOKEN_MODULES {
         if let Some(table) = config.table(module.name) {
-            return Ok(Some((module.open)(table)?));
+            tokens = Some((module.open)(table)?);
+            break;
         }
     }
-    Ok(None)
+    auth::check_mechanisms(
+        passdb,
+        config.dovecot_mechanisms.as_deref(),
+        tokens.is_some(),
+    )
+    .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
+    Ok(tokens)
 }
 
 /// After dropping privileges, the passdb's files must still be readable: say so at start
@@ -228,7 +231,7 @@ async fn reload_on_hangup(
                 Err(e) => return Err(Error::from(e.to_string())),
             };
             let passdb = open_passdb(&next)?;
-            let tokens = open_tokens(&next)?;
+            let tokens = open_tokens(&next, &*passdb)?;
             let realms = realm_policy(&next, &host);
             let auth = driver(&next, passdb, tokens, realms, &host, Some(&previous))?;
             Ok((next, auth))
@@ -428,13 +431,7 @@ fn start(program: &str, config: &Config) -> Result<ExitCode, Error> {
     if let Some(identity) = &identity {
         owned_by(&mut plans, identity);
     }
-    let tokens = open_tokens(config)?;
-    auth::check_mechanisms(
-        &*passdb,
-        config.dovecot_mechanisms.as_deref(),
-        tokens.is_some(),
-    )
-    .map_err(|e| format!("--dovecot-mechanisms: {e}"))?;
+    let tokens = open_tokens(config, &*passdb)?;
     for plan in &plans {
         plan.check()?;
     }

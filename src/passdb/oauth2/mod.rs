@@ -684,30 +684,9 @@ impl OAuth2 {
         let Ok(text) = std::str::from_utf8(token.expose()) else {
             return Ok(Err(TokenRefusal::Malformed));
         };
-        let url = self.endpoint().await?;
-        let client = self
-            .settings
-            .client
-            .as_ref()
-            .map(|(id, secret)| (id.as_str(), secret.as_str()));
-        let answer = self
-            .http
-            .post_form_json(
-                url,
-                client,
-                &[("token", text), ("token_type_hint", "access_token")],
-                http::MAX_INTROSPECTION,
-            )
-            .await?;
-        match answer.get("active") {
-            Some(Value::Bool(true)) => {}
-            Some(Value::Bool(false)) => return Ok(Err(TokenRefusal::Inactive)),
-            _ => {
-                return Err(PassdbError::OAuth2 {
-                    url: http::redacted(url),
-                    message: "the introspection answer has no boolean \"active\"".into(),
-                })
-            }
+        let (active, answer) = self.ask_about(text).await?;
+        if !active {
+            return Ok(Err(TokenRefusal::Inactive));
         }
         let now = now_secs();
         let verdict = self.judge(&answer, named.as_deref(), now);
@@ -715,44 +694,52 @@ impl OAuth2 {
         Ok(verdict)
     }
 
-    async fn probe(&self) -> Result<String, PassdbError> {
-        match (&self.keys, self.settings.mode) {
-            (Some(keys), Mode::Jwt) => keys.probe().await,
-            _ => {
-                let url = self.endpoint().await?;
-                let client = self
-                    .settings
-                    .client
-                    .as_ref()
-                    .map(|(id, secret)| (id.as_str(), secret.as_str()));
-                // A token that cannot exist: the provider must say it is not active.
-                let answer = self
-                    .http
-                    .post_form_json(
-                        url,
-                        client,
-                        &[
-                            ("token", "saslauthd-rs-check-config"),
-                            ("token_type_hint", "access_token"),
-                        ],
-                        http::MAX_INTROSPECTION,
-                    )
-                    .await?;
-                match answer.get("active") {
-                    Some(Value::Bool(false)) => Ok(format!(
-                        "introspection at {} answers (client {})",
-                        http::redacted(url),
-                        client.map_or("none", |c| c.0)
-                    )),
-                    other => Err(PassdbError::OAuth2 {
-                        url: http::redacted(url),
-                        message: format!(
-                            "a made-up token was not answered \"active\": false but {other:?}"
-                        ),
-                    }),
-                }
-            }
+    /// Asks the introspection endpoint about `token`: whether it is active, and the
+    /// provider's answer. An answer without a boolean `active` is no answer.
+    async fn ask_about(&self, token: &str) -> Result<(bool, Map<String, Value>), PassdbError> {
+        let url = self.endpoint().await?;
+        let client = self
+            .settings
+            .client
+            .as_ref()
+            .map(|(id, secret)| (id.as_str(), secret.as_str()));
+        let form = [("token", token), ("token_type_hint", "access_token")];
+        let answer = self
+            .http
+            .post_form_json(url, client, &form, http::MAX_INTROSPECTION)
+            .await?;
+        match answer.get("active") {
+            Some(Value::Bool(active)) => Ok((*active, answer)),
+            _ => Err(PassdbError::OAuth2 {
+                url: http::redacted(url),
+                message: "the introspection answer has no boolean \"active\"".into(),
+            }),
         }
+    }
+
+    /// `--check-config`: the keys fetched, or the introspection endpoint asked about a token
+    /// that cannot exist (it must say "not active").
+    async fn probe(&self) -> Result<String, PassdbError> {
+        if let (Some(keys), Mode::Jwt) = (&self.keys, self.settings.mode) {
+            return keys.probe().await;
+        }
+        let (active, _) = self.ask_about("saslauthd-rs-check-config").await?;
+        let url = self.endpoint().await?;
+        if active {
+            return Err(PassdbError::OAuth2 {
+                url: http::redacted(url),
+                message: "a made-up token was answered \"active\": true".into(),
+            });
+        }
+        let client = self
+            .settings
+            .client
+            .as_ref()
+            .map_or("none", |c| c.0.as_str());
+        Ok(format!(
+            "introspection at {} answers (client {client})",
+            http::redacted(url)
+        ))
     }
 }
 
