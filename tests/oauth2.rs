@@ -1,7 +1,7 @@
 //! `[oauth2]`: OAUTHBEARER and XOAUTH2 on the Dovecot socket, their tokens checked against a
 //! real OpenID provider (node's oidc-provider, a throwaway instance per test on a loopback
 //! port, with keys it makes at start): JWTs verified here against the provider's published
-//! keys (RS256, PS256, ES256, ES384, EdDSA), opaque tokens introspected (RFC 7662); forged,
+//! keys (RS256/384/512, PS256/384/512, ES256, ES384, EdDSA), opaque tokens introspected (RFC 7662); forged,
 //! expired, foreign and revoked tokens refused; the keys rotated mid-run; the provider down or
 //! hanging is a temporary failure, never a success; and a real Postfix in dovecot mode with
 //! Python's smtplib as the mail client.
@@ -173,7 +173,9 @@ fn jwt_tokens_through_the_dovecot_socket() {
     );
 
     // Every algorithm the provider signs with.
-    for alg in ["RS256", "PS256", "ES256", "ES384", "EdDSA"] {
+    for alg in [
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ] {
         let token = p.token("alice@example.org", &[("alg", alg)]);
         assert_eq!(
             oauthbearer(&auth, Some("alice@example.org"), &token),
@@ -600,7 +602,7 @@ fn configuration_errors_and_check_config() {
     let p = Provider::start("c1");
     let (ok, err, out) = check(&jwt_table(&p));
     assert!(ok, "{err}");
-    assert!(err.contains("[oauth2] 5 signing key(s)"), "{err}");
+    assert!(err.contains("[oauth2] 9 signing key(s)"), "{err}");
     assert!(out.contains("[oauth2]"), "{out}");
     let (ok, err, out) = check(&introspection_table(&p, 0));
     assert!(ok, "{err}");

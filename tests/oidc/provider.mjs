@@ -1,7 +1,7 @@
 // A throwaway OpenID provider for the [oauth2] tests: node's oidc-provider (v8, which runs on
-// Debian 12's Node 18) on a loopback port, with keys it makes at start (RS256, PS256, ES256,
-// ES384, EdDSA; their kids begin with KID_PREFIX, so a restart with another prefix is a key
-// rotation). Tokens come from the client-credentials grant of the test clients; the token
+// Debian 12's Node 18) on a loopback port, with keys it makes at start, one for each of
+// RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 and EdDSA (a token's alg picks it;
+// their kids begin with KID_PREFIX, so a restart with another prefix is a key rotation). Tokens come from the client-credentials grant of the test clients; the token
 // request's extra parameters say what the test wants: username (the email and
 // preferred_username claims), alg, format (jwt or opaque), ttl (seconds), resource (the
 // audience). Introspection and revocation are on.
@@ -26,7 +26,11 @@ async function signing(alg, kid, options = {}) {
 const jwks = {
   keys: [
     await signing('RS256', `${prefix}-rs256`),
+    await signing('RS384', `${prefix}-rs384`),
+    await signing('RS512', `${prefix}-rs512`),
     await signing('PS256', `${prefix}-ps256`),
+    await signing('PS384', `${prefix}-ps384`),
+    await signing('PS512', `${prefix}-ps512`),
     await signing('ES256', `${prefix}-es256`),
     await signing('ES384', `${prefix}-es384`),
     await signing('EdDSA', `${prefix}-eddsa`, { crv: 'Ed25519' }),
