@@ -201,6 +201,11 @@ struct StoreLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -484,6 +489,7 @@ pub struct Metrics {
     penalty_peers: Gauge,
     penalty_users: Gauge,
     store: StoreCounts,
+    token_refusals: Family<ReasonLabels, Counter>,
     backend_errors: Family<BackendLabels, Counter>,
     open: Family<ListenerLabels, Gauge>,
     accepted: Family<ListenerLabels, Counter>,
@@ -641,6 +647,13 @@ impl Metrics {
             None,
             Gauge::default(),
         );
+        let token_refusals = registered(
+            r,
+            "token_refusals",
+            "OAuth 2.0 tokens ([oauth2]) refused, by reason",
+            None,
+            Family::<ReasonLabels, Counter>::default(),
+        );
         let store = StoreCounts {
             up: registered(
                 r,
@@ -746,6 +759,7 @@ impl Metrics {
             penalty_peers,
             penalty_users,
             store,
+            token_refusals,
             backend_errors,
             open,
             accepted,
@@ -803,6 +817,15 @@ impl Metrics {
         let gauge = &self.in_flight[protocol_index(protocol)];
         gauge.inc();
         InFlight(Some(gauge.clone()))
+    }
+
+    /// An OAuth 2.0 token refused, and why.
+    pub fn token_refused(&self, why: crate::verdict::TokenRefusal) {
+        if self.enabled {
+            self.token_refusals
+                .get_or_create(&ReasonLabels { reason: why.name() })
+                .inc();
+        }
     }
 
     /// A credential-cache lookup.

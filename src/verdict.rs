@@ -104,6 +104,26 @@ pub enum TokenRefusal {
     UserMismatch,
 }
 
+impl TokenRefusal {
+    /// Its name in the metrics (`token_refusals_total{reason}`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TokenRefusal::Malformed => "malformed",
+            TokenRefusal::Algorithm => "algorithm",
+            TokenRefusal::UnknownKey => "unknown_key",
+            TokenRefusal::Signature => "signature",
+            TokenRefusal::Issuer => "issuer",
+            TokenRefusal::Audience => "audience",
+            TokenRefusal::Expired => "expired",
+            TokenRefusal::NotYetValid => "not_yet_valid",
+            TokenRefusal::Scope => "scope",
+            TokenRefusal::Inactive => "inactive",
+            TokenRefusal::NoUser => "no_user",
+            TokenRefusal::UserMismatch => "user_mismatch",
+        }
+    }
+}
+
 impl fmt::Display for TokenRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

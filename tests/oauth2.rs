@@ -289,6 +289,19 @@ fn jwt_tokens_through_the_dovecot_socket() {
     ] {
         assert!(log.contains(why), "{why}: {log}");
     }
+    // The metrics count the refusals by reason, and the exchanges under the token check.
+    let (_, metrics, _) = common::ctl(&d.run_dir, &["metrics"]);
+    for line in [
+        "saslauthd_rs_token_refusals_total{reason=\"audience\"} 1",
+        "saslauthd_rs_token_refusals_total{reason=\"algorithm\"} 2",
+        "saslauthd_rs_token_refusals_total{reason=\"expired\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line}: {metrics}");
+    }
+    assert!(
+        metrics.contains("mechanism=\"OAUTHBEARER\",passdb=\"oauth2\""),
+        "{metrics}"
+    );
     // The token check, not the passdb, is named.
     assert!(
         log.contains("[mech=oauth2] [remote=192.0.2.7] [protocol=dovecot] [sasl=OAUTHBEARER]"),

@@ -643,12 +643,23 @@ impl Authenticator {
         };
         let kind = check.kind();
         let answer = Arc::clone(check).verify_token(named, token, &cx);
-        self.ask(kind, answer, request, move |auth, request, asked| {
-            asked.map_err(|e| {
-                auth.log(request, via, Logged::Error(&e), started.elapsed());
-                Broken
-            })
-        })
+        self.ask(
+            kind,
+            answer,
+            request,
+            move |auth, request, asked| match asked {
+                Ok(verdict) => {
+                    if let Err(why) = verdict {
+                        auth.metrics.token_refused(why);
+                    }
+                    Ok(verdict)
+                }
+                Err(e) => {
+                    auth.log(request, via, Logged::Error(&e), started.elapsed());
+                    Err(Broken)
+                }
+            },
+        )
     }
 
     /// Takes a passdb's answer, the one way for every passdb: at once when it is there;
