@@ -66,10 +66,11 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
         for plan in plans(config, systemd::Passed::default()) {
             plan.check()?;
         }
+        // One runtime for what must be asked over the network.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         if let Some(store) = config.throttle().store {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             runtime
                 .block_on(auth::check_store(&store))
                 .map_err(|e| format!("throttle_store {}: {e}", store.url))?;
@@ -79,9 +80,6 @@ fn check_config(program: &str, config: &Config) -> ExitCode {
             for notice in tokens.notices() {
                 eprintln!("{program}: warning: {notice}");
             }
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             let kind = tokens.kind();
             let found = runtime
                 .block_on(tokens.probe())

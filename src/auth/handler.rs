@@ -159,8 +159,8 @@ enum Finished {
     Credentials(crate::secret::Credentials),
     /// The token check's verdict, for the mechanism.
     Token(crate::passdb::TokenVerdict),
-    /// The passdb broke while the mechanism waited for secrets: answered as its failure
-    /// rule says (close, or `temp_fail`).
+    /// The passdb, the pool or the token check broke while the mechanism waited for it:
+    /// answered as its failure rule says (close, or `temp_fail`).
     Broken,
     /// The passdb broke: close the connection.
     Close,
@@ -481,10 +481,10 @@ impl Handler {
     /// the table, one that ends never does.
     fn proceed(&mut self, id: u32, mut active: Active, mut step: Step) {
         let (split, temp_fail) = (self.settings.split_realm, self.settings.temp_fail);
-        let via = match active.mech.carries_token() {
-            true => Via::dovecot(active.mech.name()).carrying_token(),
-            false => Via::dovecot(active.mech.name()),
-        };
+        let mut via = Via::dovecot(active.mech.name());
+        if active.mech.carries_token() {
+            via = via.carrying_token();
+        }
         loop {
             step = match step {
                 // Nothing follows a challenge on the line: the client answers with CONT.
@@ -567,10 +567,9 @@ impl Handler {
                     active.user = Some(user);
                     match self.auth.lookup_credentials(&request, via).now() {
                         Ok(Ok(credentials)) => active.mech.resume_credentials(&credentials),
+                        // Answered as its failure rule says (close, or temp_fail).
                         Ok(Err(Broken)) => {
-                            let result =
-                                answer_for(id, active.user.take(), Outcome::Error, temp_fail);
-                            return self.deliver(id, active, Duration::ZERO, result);
+                            return self.deliver(id, active, Duration::ZERO, Finished::Broken)
                         }
                         Err(running) => {
                             // The passdb reads a changed file (or asks a directory) first.
@@ -585,10 +584,9 @@ impl Handler {
                     let named = active.user.as_deref();
                     match self.auth.verify_token(&request, named, token, via).now() {
                         Ok(Ok(verdict)) => resume_token(&mut active, verdict),
+                        // Answered as its failure rule says (close, or temp_fail).
                         Ok(Err(Broken)) => {
-                            let result =
-                                answer_for(id, active.user.take(), Outcome::Error, temp_fail);
-                            return self.deliver(id, active, Duration::ZERO, result);
+                            return self.deliver(id, active, Duration::ZERO, Finished::Broken)
                         }
                         Err(running) => {
                             return self.resume_later(
@@ -604,8 +602,7 @@ impl Handler {
                 Step::Derive(derivation) => match self.auth.derive(derivation).now() {
                     Ok(Ok(keys)) => active.mech.resume_keys(keys),
                     Ok(Err(Broken)) => {
-                        let result = answer_for(id, active.user.take(), Outcome::Error, temp_fail);
-                        return self.deliver(id, active, Duration::ZERO, result);
+                        return self.deliver(id, active, Duration::ZERO, Finished::Broken)
                     }
                     Err(running) => {
                         return self.resume_later(

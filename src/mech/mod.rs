@@ -261,14 +261,18 @@ const PLAINTEXT: usize = 2;
 /// `[oauth2]` table, by any passdb.
 const TOKENS: usize = 6;
 
+/// Whether `m` carries an OAuth 2.0 token (one of [`ALL`]'s last, from [`TOKENS`]).
+fn takes_token(m: &MechInfo) -> bool {
+    ALL[TOKENS..].contains(m)
+}
+
 /// Whether `m` can be served over a passdb that has (or lacks) stored secrets, with (or
 /// without) a token check.
 fn servable(m: &MechInfo, passdb_has_credentials: bool, tokens: bool) -> bool {
-    let at = ALL.iter().position(|a| a == m).unwrap_or(usize::MAX);
-    if at >= TOKENS {
+    if takes_token(m) {
         tokens
     } else {
-        at < PLAINTEXT || passdb_has_credentials
+        ALL[..PLAINTEXT].contains(m) || passdb_has_credentials
     }
 }
 
@@ -356,8 +360,7 @@ pub(crate) fn offered(
             .find(|m| m.name.eq_ignore_ascii_case(name))
             .ok_or_else(|| MechListError::Unknown((*name).to_owned()))?;
         if !can(&info) {
-            let at = ALL.iter().position(|a| a == info).unwrap_or(0);
-            return Err(if at >= TOKENS {
+            return Err(if takes_token(info) {
                 MechListError::NoTokenCheck(info.name)
             } else {
                 MechListError::NotServable {

@@ -42,6 +42,16 @@ pub(crate) enum Flavour {
     Google,
 }
 
+impl Flavour {
+    /// Its client message, for [`MechFailure::Malformed`].
+    fn message(self) -> Message {
+        match self {
+            Flavour::Bearer => Message::OAuthBearer,
+            Flavour::Google => Message::XOAuth2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for the client's message.
@@ -84,9 +94,15 @@ impl OAuth {
                 let Some(data) = input else {
                     return Step::Challenge(Vec::new());
                 };
-                let parsed = match self.flavour {
-                    Flavour::Bearer => parse_bearer(data),
-                    Flavour::Google => parse_xoauth2(data),
+                let parsed = if data.len() > MAX_MESSAGE {
+                    Err(MechFailure::Malformed(self.flavour.message()))
+                } else if data.contains(&0) {
+                    Err(MechFailure::NulByte)
+                } else {
+                    match self.flavour {
+                        Flavour::Bearer => parse_bearer(data),
+                        Flavour::Google => parse_xoauth2(data),
+                    }
                 };
                 match parsed {
                     Ok((user, token)) => {
@@ -148,17 +164,12 @@ impl OAuth {
 
 type Parsed<'a> = Result<(Option<Vec<u8>>, &'a [u8]), MechFailure>;
 
-/// OAUTHBEARER's client message: `gs2-header \x01 *(key=value \x01) \x01`, where the
+/// OAUTHBEARER's client message (its size and NUL bytes checked by the caller):
+/// `gs2-header \x01 *(key=value \x01) \x01`, where the
 /// gs2-header is `n,` or `y,`, an optional `a=authzid` (RFC 5801's `=2C` and `=3D`), and `,`;
 /// among the pairs `auth=Bearer TOKEN` is required; `host` and `port` are taken and unused.
 fn parse_bearer(data: &[u8]) -> Parsed<'_> {
-    let malformed = MechFailure::Malformed(Message::OAuthBearer);
-    if data.len() > MAX_MESSAGE {
-        return Err(malformed);
-    }
-    if data.contains(&0) {
-        return Err(MechFailure::NulByte);
-    }
+    let malformed = MechFailure::Malformed(Flavour::Bearer.message());
     let (header, rest) = match memchr::memchr(1, data) {
         Some(at) => (&data[..at], &data[at + 1..]),
         None => return Err(malformed),
@@ -210,15 +221,10 @@ fn parse_bearer(data: &[u8]) -> Parsed<'_> {
     Ok((user, token))
 }
 
-/// XOAUTH2's message: `user=USER \x01 auth=Bearer TOKEN \x01 \x01`, nothing more.
+/// XOAUTH2's message (its size and NUL bytes checked by the caller):
+/// `user=USER \x01 auth=Bearer TOKEN \x01 \x01`, nothing more.
 fn parse_xoauth2(data: &[u8]) -> Parsed<'_> {
-    let malformed = MechFailure::Malformed(Message::XOAuth2);
-    if data.len() > MAX_MESSAGE {
-        return Err(malformed);
-    }
-    if data.contains(&0) {
-        return Err(MechFailure::NulByte);
-    }
+    let malformed = MechFailure::Malformed(Flavour::Google.message());
     let Some(body) = data.strip_suffix(b"\x01\x01") else {
         return Err(malformed);
     };

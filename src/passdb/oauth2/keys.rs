@@ -39,8 +39,8 @@ struct Set {
     fetched: Instant,
 }
 
+/// What fetches share (the keys themselves are in [`Keys::current`]).
 struct State {
-    set: Option<Arc<Set>>,
     /// The last fetch tried, for the rate limit.
     tried: Option<Instant>,
     /// The key set's URL, once discovery said it.
@@ -89,7 +89,6 @@ impl Keys {
             min_refresh,
             current: arc_swap::ArcSwapOption::empty(),
             state: tokio::sync::Mutex::new(State {
-                set: None,
                 tried: None,
                 jwks_uri: None,
             }),
@@ -104,21 +103,22 @@ impl Keys {
     ) -> Result<Found, PassdbError> {
         let mut state = self.state.lock().await;
         let now = Instant::now();
-        let stale = state
-            .set
+        // Another check may have fetched them while this one waited for the lock.
+        let mut set = self.current.load_full();
+        let stale = set
             .as_ref()
             .is_none_or(|s| now.duration_since(s.fetched) >= MAX_AGE);
         if stale {
             match self.fetch(&mut state).await {
-                Ok(()) => {}
+                Ok(fresh) => set = Some(fresh),
                 // Keys we had still serve while the provider is away.
-                Err(e) if state.set.is_some() => {
+                Err(e) if set.is_some() => {
                     tracing::warn!("oauth2: keeping the keys fetched before: {e}");
                 }
                 Err(e) => return Err(e),
             }
         }
-        if let Some(key) = state.set.as_deref().and_then(|s| find(s, kid, alg)) {
+        if let Some(key) = set.as_deref().and_then(|s| find(s, kid, alg)) {
             return Ok(Found::Key(key));
         }
         // An unknown kid: the provider may have rotated its keys.
@@ -128,16 +128,13 @@ impl Keys {
         if stale || !may_fetch {
             return Ok(Found::Unknown);
         }
-        self.fetch(&mut state).await?;
-        Ok(state
-            .set
-            .as_deref()
-            .and_then(|s| find(s, kid, alg))
-            .map_or(Found::Unknown, Found::Key))
+        let fresh = self.fetch(&mut state).await?;
+        Ok(find(&fresh, kid, alg).map_or(Found::Unknown, Found::Key))
     }
 
-    /// Fetches the key set (and discovery first, until it has said where the set is).
-    async fn fetch(&self, state: &mut State) -> Result<(), PassdbError> {
+    /// Fetches the key set (and discovery first, until it has said where the set is), and
+    /// puts it in service.
+    async fn fetch(&self, state: &mut State) -> Result<Arc<Set>, PassdbError> {
         state.tried = Some(Instant::now());
         let jwks_uri = match (&self.source, &state.jwks_uri) {
             (Source::Jwks(url), _) => url.clone(),
@@ -174,22 +171,17 @@ impl Keys {
             fetched: Instant::now(),
         });
         self.current.store(Some(Arc::clone(&set)));
-        state.set = Some(set);
-        Ok(())
+        Ok(set)
     }
 
     /// Fetches discovery and the keys now, for `--check-config`: what was found, in words.
     pub(super) async fn probe(&self) -> Result<String, PassdbError> {
         let mut state = self.state.lock().await;
-        self.fetch(&mut state).await?;
-        let set = state.set.as_deref().map_or(0, |s| s.keys.len());
-        let kids: Vec<&str> = state
-            .set
-            .as_deref()
-            .map(|s| s.keys.iter().filter_map(|k| k.kid.as_deref()).collect())
-            .unwrap_or_default();
+        let set = self.fetch(&mut state).await?;
+        let kids: Vec<&str> = set.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
         Ok(format!(
-            "{set} signing key(s) at {} (kid {})",
+            "{} signing key(s) at {} (kid {})",
+            set.keys.len(),
             state.jwks_uri.as_ref().map_or_else(
                 || "the configured jwks_uri".to_owned(),
                 super::http::redacted

@@ -363,6 +363,14 @@ impl Settings {
                 }
             }
             Mode::Introspection => {
+                if s.audience.is_empty() {
+                    s.notices.push(
+                        "[oauth2] no audience: a token the provider issued for another service \
+                         is taken too (as Dovecot's oauth2 passdb does); name this service's in \
+                         audience"
+                            .into(),
+                    );
+                }
                 if s.introspection_url.is_none() && s.discovery.is_none() {
                     return Err("mode = \"introspection\" needs introspection_url (or issuer, whose discovery names it)".into());
                 }
@@ -375,7 +383,7 @@ impl Settings {
     }
 }
 
-/// An introspection answer kept: the provider's claims, until `until`.
+/// A token's claims kept (an introspection's active answer, a verified JWT's), until `until`.
 struct Cached {
     claims: Arc<Map<String, Value>>,
     until: Instant,
@@ -389,7 +397,7 @@ pub(super) struct OAuth2 {
     keys: Option<Keys>,
     /// Introspection mode's endpoint, once known (configured, or from discovery).
     endpoint: tokio::sync::OnceCell<Url>,
-    /// Introspection answers, by SHA-256 of the token.
+    /// Kept claims, by SHA-256 of the token ([`OAuth2::remember`]).
     cache: Mutex<HashMap<[u8; 32], Cached>>,
 }
 
@@ -405,14 +413,6 @@ impl std::fmt::Debug for OAuth2 {
 fn open(table: &[(String, String)]) -> Result<Arc<dyn TokenCheck>, PassdbError> {
     let settings =
         Settings::parse(table).map_err(|e| PassdbError::Settings(format!("[oauth2] {e}")))?;
-    let mut settings = settings;
-    if settings.audience.is_empty() {
-        settings.notices.push(
-            "[oauth2] no audience: a token the provider issued for another service is taken \
-             too (as Dovecot's oauth2 passdb does); name this service's in audience"
-                .into(),
-        );
-    }
     let http = Http::new(settings.ca.as_ref(), settings.timeout)?;
     let keys = (settings.mode == Mode::Jwt).then(|| {
         let source = match (&settings.jwks_uri, &settings.discovery) {
