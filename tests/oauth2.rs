@@ -9,7 +9,6 @@
 mod common;
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -768,7 +767,7 @@ fn differential_against_dovecots_oauth2_passdb() {
 /// the provider down.
 #[test]
 fn postfix_and_smtplib_with_tokens() {
-    if !peers() || !postfix_ready() {
+    if !peers() || !common::postfix::ready() {
         return;
     }
     let mut p = Provider::start("p1");
@@ -777,7 +776,7 @@ fn postfix_and_smtplib_with_tokens() {
         &["--dovecot-socket-owner", "postfix:postfix"],
     );
     let dir = d.dir.path().join("postfix");
-    let postfix = Postfix::start(&dir, &auth);
+    let postfix = common::postfix::Postfix::start(&dir, "dovecot", &auth);
     let ehlo = smtplib(postfix.port, "EHLO", "", "");
     assert!(
         ehlo.contains("OAUTHBEARER") && ehlo.contains("XOAUTH2"),
@@ -861,64 +860,4 @@ print(code)
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn postfix_ready() -> bool {
-    let root = unsafe { libc::geteuid() } == 0;
-    let installed = Path::new("/usr/lib/postfix/sbin/master").exists();
-    if !installed && std::env::var("SASLAUTHD_RS_REQUIRE_PEERS").as_deref() == Ok("1") {
-        panic!("postfix is not installed (SASLAUTHD_RS_REQUIRE_PEERS=1)");
-    }
-    if !root {
-        eprintln!("SKIPPED: a Postfix instance needs root");
-    }
-    root && installed
-}
-
-const INSTANCE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/postfix/instance.sh");
-
-/// A Postfix instance in dovecot mode; stopped on drop.
-struct Postfix {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Postfix {
-    fn start(dir: &Path, socket: &Path) -> Postfix {
-        let mut failures = Vec::new();
-        for _ in 0..3 {
-            let port = common::free_port();
-            let out = Command::new(INSTANCE)
-                .arg("start")
-                .arg(dir)
-                .arg(port.to_string())
-                .arg("dovecot")
-                .arg(socket)
-                .output()
-                .unwrap();
-            if out.status.success() {
-                return Postfix {
-                    dir: dir.to_owned(),
-                    port,
-                };
-            }
-            failures.push(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        panic!("postfix: {failures:?}");
-    }
-
-    fn log(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.dir.join("postfix.log")) {
-            let _ = f.read_to_string(&mut text);
-        }
-        text
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = Command::new(INSTANCE).arg("stop").arg(&self.dir).status();
-        let _ = std::io::stderr().flush();
-    }
 }

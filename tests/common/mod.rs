@@ -13,6 +13,7 @@ pub mod oidc;
 pub mod pam;
 pub mod pg;
 pub mod pki;
+pub mod postfix;
 pub mod redis;
 pub mod samba;
 pub mod smtp;
