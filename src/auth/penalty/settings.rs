@@ -159,7 +159,8 @@ impl std::str::FromStr for StoreUrl {
                 }
             }
             "redis+sentinel" | "rediss+sentinel" => {
-                let (login, hosts, path) = split_authority(rest).map_err(|w| bad(&w))?;
+                let (login, hosts, path) =
+                    split_authority(rest).map_err(|w| bad(&w.to_string()))?;
                 let mut parts = path.split('/').filter(|p| !p.is_empty());
                 let master = parts
                     .next()
@@ -175,14 +176,15 @@ impl std::str::FromStr for StoreUrl {
                 }
                 Target::Sentinel {
                     tls: scheme.starts_with("rediss"),
-                    sentinels: hosts_of(hosts, 26379).map_err(|w| bad(&w))?,
-                    master: decode(master).map_err(|w| bad(&w))?,
+                    sentinels: hosts_of(hosts, 26379).map_err(|w| bad(&w.to_string()))?,
+                    master: decode(master).map_err(|w| bad(&w.to_string()))?,
                     db,
                     login,
                 }
             }
             "redis+cluster" | "rediss+cluster" => {
-                let (login, hosts, path) = split_authority(rest).map_err(|w| bad(&w))?;
+                let (login, hosts, path) =
+                    split_authority(rest).map_err(|w| bad(&w.to_string()))?;
                 if !path.trim_matches('/').is_empty() {
                     return Err(bad(
                         "a cluster has no database: nothing may follow the hosts",
@@ -190,7 +192,7 @@ impl std::str::FromStr for StoreUrl {
                 }
                 Target::Cluster {
                     tls: scheme.starts_with("rediss"),
-                    nodes: hosts_of(hosts, 6379).map_err(|w| bad(&w))?,
+                    nodes: hosts_of(hosts, 6379).map_err(|w| bad(&w.to_string()))?,
                     login,
                 }
             }
@@ -203,8 +205,21 @@ impl std::str::FromStr for StoreUrl {
     }
 }
 
+/// What is wrong in the part of a Sentinel or Cluster URL after its scheme.
+#[derive(Debug, thiserror::Error)]
+enum AuthorityError {
+    #[error("{0:?} is not UTF-8 once %-decoded")]
+    NotUtf8(String),
+    #[error("{0:?}: no closing ]")]
+    NoBracket(String),
+    #[error("{0:?}: no host")]
+    NoHost(String),
+    #[error("{host:?}: {port:?} is not a port")]
+    Port { host: String, port: String },
+}
+
 /// `[user[:password]@]hosts[/path]` → the login, the hosts' text, the path.
-fn split_authority(rest: &str) -> Result<(Login, &str, &str), String> {
+fn split_authority(rest: &str) -> Result<(Login, &str, &str), AuthorityError> {
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (login, hosts) = match authority.rsplit_once('@') {
         None => (Login::default(), authority),
@@ -224,43 +239,44 @@ fn split_authority(rest: &str) -> Result<(Login, &str, &str), String> {
 }
 
 /// `host[:port],[v6]:port,...`
-fn hosts_of(text: &str, default_port: u16) -> Result<Vec<(String, u16)>, String> {
-    let hosts = text
-        .split(',')
-        .map(|one| {
-            let (host, port) = if let Some(v6) = one.strip_prefix('[') {
-                let (host, after) = v6
-                    .split_once(']')
-                    .ok_or_else(|| format!("{one:?}: no closing ]"))?;
-                (host, after.strip_prefix(':'))
-            } else {
-                match one.rsplit_once(':') {
-                    Some((host, port)) => (host, Some(port)),
-                    None => (one, None),
+fn hosts_of(text: &str, default_port: u16) -> Result<Vec<(String, u16)>, AuthorityError> {
+    let hosts =
+        text.split(',')
+            .map(|one| {
+                let (host, port) = if let Some(v6) = one.strip_prefix('[') {
+                    let (host, after) = v6
+                        .split_once(']')
+                        .ok_or_else(|| AuthorityError::NoBracket(one.to_owned()))?;
+                    (host, after.strip_prefix(':'))
+                } else {
+                    match one.rsplit_once(':') {
+                        Some((host, port)) => (host, Some(port)),
+                        None => (one, None),
+                    }
+                };
+                if host.is_empty() {
+                    return Err(AuthorityError::NoHost(one.to_owned()));
                 }
-            };
-            if host.is_empty() {
-                return Err(format!("{one:?}: no host"));
-            }
-            let port = match port {
-                None => default_port,
-                Some(port) => port
-                    .parse()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("{one:?}: {port:?} is not a port"))?,
-            };
-            Ok((host.to_owned(), port))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+                let port = match port {
+                    None => default_port,
+                    Some(port) => port.parse().ok().filter(|p| *p != 0).ok_or_else(|| {
+                        AuthorityError::Port {
+                            host: one.to_owned(),
+                            port: port.to_owned(),
+                        }
+                    })?,
+                };
+                Ok((host.to_owned(), port))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
     Ok(hosts)
 }
 
-fn decode(text: &str) -> Result<String, String> {
+fn decode(text: &str) -> Result<String, AuthorityError> {
     percent_decode_str(text)
         .decode_utf8()
         .map(|s| s.into_owned())
-        .map_err(|_| format!("{text:?} is not UTF-8 once %-decoded"))
+        .map_err(|_| AuthorityError::NotUtf8(text.to_owned()))
 }
 
 /// `text` with the password of its `user:password@` (if any) written `***`.

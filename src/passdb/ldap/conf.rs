@@ -511,8 +511,8 @@ impl LdapConf {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<LdapConf, String> {
-        LdapConf::parse(text, Path::new("/etc/saslauthd.conf")).map_err(|e| e.to_string())
+    fn parse(text: &str) -> Result<LdapConf, ConfError> {
+        LdapConf::parse(text, Path::new("/etc/saslauthd.conf"))
     }
 
     #[test]
@@ -565,7 +565,7 @@ mod tests {
                 "ldap:// servers only",
             ),
         ] {
-            let err = parse(text).unwrap_err();
+            let err = parse(text).unwrap_err().to_string();
             assert!(err.contains(wanted), "{text:?}: {err}");
         }
     }

@@ -36,7 +36,7 @@ use sha2::{Digest, Sha256};
 use super::{Answer, Context, KeyError, PassdbError, Table, TokenCheck, TokenModule, TokenVerdict};
 use crate::secret::Password;
 use crate::verdict::{PassdbKind, Replies, TokenRefusal};
-use http::{checked_url, Http};
+use http::{checked_url, Http, UrlError};
 use keys::{Found, Keys, Source};
 
 /// The table and how it opens.
@@ -159,17 +159,61 @@ fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// What is wrong with the `[oauth2]` table.
+#[derive(Debug, thiserror::Error)]
+enum SettingsError {
+    /// A value outside what its key takes.
+    #[error("{key} = {value:?}: {expected}")]
+    Value {
+        key: String,
+        value: String,
+        expected: String,
+    },
+    /// A key that asks for something saslauthd-rs does not do, and why.
+    #[error("{key}: {why}")]
+    Unsupported { key: String, why: &'static str },
+    /// A key with nothing in it.
+    #[error("{0}: empty")]
+    Empty(String),
+    /// A URL that cannot be used.
+    #[error("{key}: {source}")]
+    Url { key: String, source: UrlError },
+    /// A key the mode cannot do without.
+    #[error("mode = \"{mode}\" needs {what}")]
+    Needs {
+        mode: &'static str,
+        what: &'static str,
+    },
+}
+
+impl SettingsError {
+    fn value(key: &str, value: &str, expected: impl Into<String>) -> SettingsError {
+        SettingsError::Value {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            expected: expected.into(),
+        }
+    }
+
+    fn unsupported(key: &str, why: &'static str) -> SettingsError {
+        SettingsError::Unsupported {
+            key: key.to_owned(),
+            why,
+        }
+    }
+}
+
 fn seconds(
     key: &str,
     text: &str,
     range: std::ops::RangeInclusive<u64>,
-) -> Result<Duration, String> {
+) -> Result<Duration, SettingsError> {
     match text.trim().parse::<u64>() {
         Ok(n) if range.contains(&n) => Ok(Duration::from_secs(n)),
-        _ => Err(format!(
-            "{key} = {text:?}: seconds, {} to {}",
-            range.start(),
-            range.end()
+        _ => Err(SettingsError::value(
+            key,
+            text,
+            format!("seconds, {} to {}", range.start(), range.end()),
         )),
     }
 }
@@ -182,7 +226,7 @@ fn yes(text: &str) -> bool {
 }
 
 impl Settings {
-    fn parse(table: &[(String, String)]) -> Result<Settings, String> {
+    fn parse(table: &[(String, String)]) -> Result<Settings, SettingsError> {
         let mut mode = None;
         let mut s = Settings {
             mode: Mode::Jwt,
@@ -204,7 +248,12 @@ impl Settings {
             notices: Vec::new(),
         };
         let (mut client_id, mut client_secret) = (None, None);
-        let url = |key: &str, v: &str| checked_url(v).map_err(|e| format!("{key}: {e}"));
+        let url = |key: &str, v: &str| {
+            checked_url(v).map_err(|source| SettingsError::Url {
+                key: key.to_owned(),
+                source,
+            })
+        };
         for (key, value) in table {
             let v = value.trim();
             match key.as_str() {
@@ -212,7 +261,13 @@ impl Settings {
                     mode = Some(match v {
                         "jwt" => Mode::Jwt,
                         "introspection" => Mode::Introspection,
-                        _ => return Err(format!("mode = {v:?}: \"jwt\" or \"introspection\"")),
+                        _ => {
+                            return Err(SettingsError::value(
+                                key,
+                                v,
+                                "\"jwt\" or \"introspection\"",
+                            ))
+                        }
                     })
                 }
                 // Dovecot: auth/get/post ask the provider; local verifies a JWT here.
@@ -221,12 +276,20 @@ impl Settings {
                         "post" => Mode::Introspection,
                         "local" => Mode::Jwt,
                         "auth" | "get" => {
-                            return Err(format!(
-                                "introspection_mode = {v:?}: only \"post\" (RFC 7662) and \
-                                 \"local\" (a JWT verified here) are supported"
+                            return Err(SettingsError::value(
+                                key,
+                                v,
+                                "only \"post\" (RFC 7662) and \"local\" (a JWT verified here) \
+                                 are supported",
                             ))
                         }
-                        _ => return Err(format!("introspection_mode = {v:?}: unknown")),
+                        _ => {
+                            return Err(SettingsError::value(
+                                key,
+                                v,
+                                "unknown (\"post\" or \"local\")",
+                            ))
+                        }
                     })
                 }
                 "issuer" => s.issuer = Some(v.to_owned()).filter(|i| !i.is_empty()),
@@ -236,9 +299,10 @@ impl Settings {
                         [] => {}
                         [one] => s.issuer = Some(one.clone()),
                         _ => {
-                            return Err(
-                                "issuers: name one issuer (several are not supported)".into()
-                            )
+                            return Err(SettingsError::unsupported(
+                                key,
+                                "name one issuer (several are not supported)",
+                            ))
                         }
                     }
                 }
@@ -246,7 +310,10 @@ impl Settings {
                 "jwks_uri" => s.jwks_uri = Some(url(key, v)?),
                 "introspection_url" => {
                     // Dovecot puts the client's credentials in the URL; take them from there.
-                    let mut parsed = Url::parse(v).map_err(|e| format!("{key}: {e}"))?;
+                    let mut parsed = Url::parse(v).map_err(|e| SettingsError::Url {
+                        key: key.clone(),
+                        source: UrlError::Parse(v.to_owned(), e),
+                    })?;
                     if !parsed.username().is_empty() {
                         let decode = |s: &str| {
                             percent_encoding::percent_decode_str(s)
@@ -265,7 +332,7 @@ impl Settings {
                 "audience" => s.audience = words(v),
                 "username_claim" | "username_attribute" => {
                     if v.is_empty() {
-                        return Err(format!("{key}: empty"));
+                        return Err(SettingsError::Empty(key.clone()));
                     }
                     s.username_claim = v.to_owned();
                 }
@@ -281,15 +348,17 @@ impl Settings {
                             .iter()
                             .find(|a| format!("{a:?}").eq_ignore_ascii_case(&name))
                             .ok_or_else(|| {
-                                format!(
-                                    "algorithms: {name:?} is not one of RS256 RS384 RS512 PS256 \
-                                     PS384 PS512 ES256 ES384 EdDSA (no HMAC, no none)"
+                                SettingsError::value(
+                                    key,
+                                    &name,
+                                    "not one of RS256 RS384 RS512 PS256 PS384 PS512 ES256 \
+                                     ES384 EdDSA (no HMAC, no none)",
                                 )
                             })?;
                         list.push(*alg);
                     }
                     if list.is_empty() {
-                        return Err("algorithms: empty".into());
+                        return Err(SettingsError::Empty(key.clone()));
                     }
                     s.algorithms = list;
                 }
@@ -298,32 +367,37 @@ impl Settings {
                 "timeout_msecs" => {
                     let ms: u64 = v
                         .parse()
-                        .map_err(|_| format!("timeout_msecs = {v:?}: milliseconds"))?;
+                        .map_err(|_| SettingsError::value(key, v, "milliseconds"))?;
                     s.timeout = Duration::from_millis(ms.clamp(100, 30_000));
                 }
                 "ca" | "tls_ca_cert_file" => s.ca = Some(PathBuf::from(v)),
                 "cache_ttl" => s.cache_ttl = seconds(key, v, 0..=3600)?,
                 "key_refresh_interval" => s.key_refresh_interval = seconds(key, v, 1..=3600)?,
                 "active_attribute" if v != "active" => {
-                    return Err(format!(
-                        "active_attribute = {v:?}: only \"active\" (RFC 7662) is supported"
+                    return Err(SettingsError::value(
+                        key,
+                        v,
+                        "only \"active\" (RFC 7662) is supported",
                     ))
                 }
                 "active_value" if v != "true" => {
-                    return Err(format!(
-                        "active_value = {v:?}: only \"true\" (RFC 7662) is supported"
+                    return Err(SettingsError::value(
+                        key,
+                        v,
+                        "only \"true\" (RFC 7662) is supported",
                     ))
                 }
                 "tokeninfo_url" if !v.is_empty() => {
-                    return Err(
-                        "tokeninfo_url: not supported; use introspection_url (RFC 7662)".into(),
-                    )
+                    return Err(SettingsError::unsupported(
+                        key,
+                        "not supported; use introspection_url (RFC 7662)",
+                    ))
                 }
                 "use_grant_password" if yes(v) => {
-                    return Err(
-                        "use_grant_password: not supported (it sends the password to the provider)"
-                            .into(),
-                    )
+                    return Err(SettingsError::unsupported(
+                        key,
+                        "not supported (it sends the password to the provider)",
+                    ))
                 }
                 "local_validation_key_dict" if !v.is_empty() => s.notices.push(
                     "[oauth2] local_validation_key_dict is not read: the keys come from the \
@@ -354,12 +428,16 @@ impl Settings {
         match s.mode {
             Mode::Jwt => {
                 if s.issuer.is_none() {
-                    return Err(
-                        "mode = \"jwt\" needs issuer (the iss every token must have)".into(),
-                    );
+                    return Err(SettingsError::Needs {
+                        mode: "jwt",
+                        what: "issuer (the iss every token must have)",
+                    });
                 }
                 if s.audience.is_empty() {
-                    return Err("mode = \"jwt\" needs audience (tokens for another service must be refused)".into());
+                    return Err(SettingsError::Needs {
+                        mode: "jwt",
+                        what: "audience (tokens for another service must be refused)",
+                    });
                 }
             }
             Mode::Introspection => {
@@ -372,10 +450,16 @@ impl Settings {
                     );
                 }
                 if s.introspection_url.is_none() && s.discovery.is_none() {
-                    return Err("mode = \"introspection\" needs introspection_url (or issuer, whose discovery names it)".into());
+                    return Err(SettingsError::Needs {
+                        mode: "introspection",
+                        what: "introspection_url (or issuer, whose discovery names it)",
+                    });
                 }
                 if s.client.is_none() {
-                    return Err("mode = \"introspection\" needs client_id and client_secret".into());
+                    return Err(SettingsError::Needs {
+                        mode: "introspection",
+                        what: "client_id and client_secret",
+                    });
                 }
             }
         }
@@ -970,7 +1054,7 @@ mod tests {
 
     #[test]
     fn settings() {
-        let err = |lines: &[(&str, &str)]| Settings::parse(&table(lines)).unwrap_err();
+        let err = |lines: &[(&str, &str)]| Settings::parse(&table(lines)).unwrap_err().to_string();
         assert!(err(&[("audience", "x")]).contains("needs issuer"));
         assert!(err(&[("issuer", "https://i.example")]).contains("needs audience"));
         assert!(err(&[("issuer", "http://i.example"), ("audience", "x")]).contains("only https://"));
