@@ -787,26 +787,26 @@ fn auth_request(split: bool, active: &Active, user: &[u8]) -> AuthRequest {
 /// The answer to a password check: `OK`, `FAIL` with Dovecot's `code=` for disabled and
 /// expired accounts, or closing the connection when the passdb broke (unless `temp_fail`).
 fn answer_for(id: u32, user: Option<Vec<u8>>, outcome: Outcome, temp_fail: bool) -> Finished {
-    let fail = |code| {
-        Finished::Answer(Answer::Failure {
-            id,
-            user: user.clone(),
-            code,
-            reason: None,
-        })
+    let code = match outcome {
+        Outcome::Verdict(PassdbResult::Ok) => {
+            return Finished::Answer(Answer::Success {
+                id,
+                user: user.unwrap_or_default(),
+                final_data: None,
+            })
+        }
+        Outcome::Verdict(PassdbResult::UserDisabled) => Some(FailCode::UserDisabled),
+        Outcome::Verdict(PassdbResult::PassExpired) => Some(FailCode::PassExpired),
+        Outcome::Verdict(_) | Outcome::Refused(_) => None,
+        Outcome::Error if temp_fail => Some(FailCode::TempFail),
+        Outcome::Error => return Finished::Close,
     };
-    match outcome {
-        Outcome::Verdict(PassdbResult::Ok) => Finished::Answer(Answer::Success {
-            id,
-            user: user.clone().unwrap_or_default(),
-            final_data: None,
-        }),
-        Outcome::Verdict(PassdbResult::UserDisabled) => fail(Some(FailCode::UserDisabled)),
-        Outcome::Verdict(PassdbResult::PassExpired) => fail(Some(FailCode::PassExpired)),
-        Outcome::Verdict(_) | Outcome::Refused(_) => fail(None),
-        Outcome::Error if temp_fail => fail(Some(FailCode::TempFail)),
-        Outcome::Error => Finished::Close,
-    }
+    Finished::Answer(Answer::Failure {
+        id,
+        user,
+        code,
+        reason: None,
+    })
 }
 
 #[cfg(test)]

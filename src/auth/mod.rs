@@ -854,6 +854,9 @@ impl Authenticator {
 
     /// The fingerprints of a request's attempt, for the throttle's repeated-password rule.
     fn attempt(&self, request: &AuthRequest, password: &Password) -> Attempt {
+        if !self.penalty.enabled() {
+            return Attempt::UNCOUNTED;
+        }
         self.penalty
             .attempt(&self.secret, &self.guarded(request), password.expose())
     }
@@ -875,16 +878,18 @@ impl Authenticator {
             Checked::Verdict(result) => Outcome::Verdict(*result),
             Checked::Failed(_) => Outcome::Error,
         };
-        let user = self.guarded(request);
+        // Named to the throttle only when there is one (no allocation per request without).
+        let user = self.penalty.enabled().then(|| self.guarded(request));
         let (delay, shared) = match outcome {
             Outcome::Verdict(PassdbResult::Ok) => {
-                self.penalty.on_success(key, Some(&user));
+                self.penalty.on_success(key, user.as_deref());
                 (Duration::ZERO, None)
             }
             // A name refused before any passdb saw it (empty, a NUL) is nobody's guess.
             Outcome::Verdict(_) | Outcome::Refused(_) => self.penalty.on_failure(
                 key,
-                matches!(outcome, Outcome::Verdict(_)).then_some(&user[..]),
+                user.as_deref()
+                    .filter(|_| matches!(outcome, Outcome::Verdict(_))),
                 attempt,
                 elapsed,
                 std::time::Instant::now(),

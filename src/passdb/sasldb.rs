@@ -10,8 +10,9 @@
 //!
 //! To know that without a `stat` of the path on every request (a path walk, the largest
 //! single cost of a sasldb check), the file's directory is watched with inotify: a request
-//! asks only whether events are pending (`poll` with no wait), and looks at the path when they
-//! are. Events are consumed under the write lock, and a request that saw none held the read
+//! asks only whether events are pending (`epoll_wait` with no wait on an epoll set that holds
+//! the inotify descriptor: half the cost of a `poll`, which sets up and tears down a wait for
+//! each call), and looks at the path when they are. Events are consumed under the write lock, and a request that saw none held the read
 //! lock meanwhile, so a request that comes after a change always sees it. When the path or
 //! its directory goes through a symlink (whose target's directory is not watched), when
 //! inotify is not available, or when the watch is lost, every request looks at the path.
@@ -24,13 +25,12 @@
 //! hold a password changed since.
 
 use std::ffi::OsString;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::{verdict, Access, Answer, CacheUse, Context, Module, Passdb, PassdbError, Query};
@@ -84,6 +84,10 @@ struct Seen {
 #[derive(Debug)]
 struct Watch {
     inotify: Inotify,
+    /// An epoll set holding only `inotify` (level-triggered): ready while events are pending.
+    /// The kernel marks it ready when the event is queued, so a request that comes after a
+    /// change sees it.
+    ready: Epoll,
     /// The file's name in the directory: events for other names are ignored.
     name: OsString,
     /// Cleared when the watch can no longer be trusted (the directory went away, the path
@@ -117,22 +121,27 @@ impl Watch {
             | AddWatchFlags::IN_MOVE_SELF
             | AddWatchFlags::IN_ONLYDIR;
         inotify.add_watch(dir, events).ok()?;
+        let ready = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).ok()?;
+        ready
+            .add(&inotify, EpollEvent::new(EpollFlags::EPOLLIN, 0))
+            .ok()?;
         Some(Watch {
             inotify,
+            ready,
             name,
             alive: AtomicBool::new(true),
             writing: AtomicBool::new(false),
         })
     }
 
-    /// Whether events are pending (or the watch cannot tell): `poll` with no wait, which
-    /// consumes nothing.
+    /// Whether events are pending (or the watch cannot tell): `epoll_wait` with no wait,
+    /// which consumes nothing.
     fn pending(&self) -> bool {
         if !self.alive.load(Ordering::Acquire) {
             return true;
         }
-        let mut fds = [PollFd::new(self.inotify.as_fd(), PollFlags::POLLIN)];
-        !matches!(nix::poll::poll(&mut fds, PollTimeout::ZERO), Ok(0))
+        let mut events = [EpollEvent::empty()];
+        !matches!(self.ready.wait(&mut events, EpollTimeout::ZERO), Ok(0))
     }
 
     /// Consumes the pending events (under the write lock) and says whether any concerned

@@ -200,6 +200,12 @@ impl Attempt {
         local: u64::MAX,
         shared: Some(u32::MAX),
     };
+
+    /// What a throttle that is off (no failure delay) does not count.
+    pub(crate) const UNCOUNTED: Attempt = Attempt {
+        local: 0,
+        shared: None,
+    };
 }
 
 /// The delay for `steps`, scaled by 0.8 + 0.4 × (jitter / u64::MAX), within the cap less
@@ -343,10 +349,7 @@ impl Penalty {
     /// The fingerprints of `user`'s attempt with `password`.
     pub(crate) fn attempt(&self, secret: &[u8; 32], user: &[u8], password: &[u8]) -> Attempt {
         if !self.enabled() {
-            return Attempt {
-                local: 0,
-                shared: None,
-            };
+            return Attempt::UNCOUNTED;
         }
         #[cfg(feature = "throttle-store")]
         let shared = self
