@@ -196,10 +196,28 @@ fn usage() -> &'static str {
      \x20      [--mech plain|scram-sha-256|oauthbearer|xoauth2]\n"
 }
 
-fn parse() -> Result<Settings, String> {
-    let parsed = SPEC
-        .parse(std::env::args_os().skip(1))
-        .map_err(|e| e.to_string())?;
+/// Why the command line cannot be used.
+#[derive(Debug, thiserror::Error)]
+enum UsageError {
+    #[error(transparent)]
+    Getopt(#[from] getopt::GetoptError),
+    #[error("{0}: not a number")]
+    NotANumber(String),
+    #[error("--{option} {value}: {expected}")]
+    Value {
+        option: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("--socket, --user and --password are required")]
+    Missing,
+    /// `-h`: the usage alone.
+    #[error("usage asked for")]
+    Help,
+}
+
+fn parse() -> Result<Settings, UsageError> {
+    let parsed = SPEC.parse(std::env::args_os().skip(1))?;
     let mut s = Settings {
         socket: PathBuf::new(),
         clients: 16,
@@ -215,11 +233,10 @@ fn parse() -> Result<Settings, String> {
         mech: Mech::Plain,
         addresses: 0,
     };
-    let num = |o: &getopt::Opt| -> Result<u64, String> {
-        o.str_value()
-            .map_err(|e| e.to_string())?
+    let num = |o: &getopt::Opt| -> Result<u64, UsageError> {
+        o.str_value()?
             .parse()
-            .map_err(|_| format!("{o}: not a number"))
+            .map_err(|_| UsageError::NotANumber(o.to_string()))
     };
     for o in &parsed.opts {
         match o.name.as_str() {
@@ -231,39 +248,42 @@ fn parse() -> Result<Settings, String> {
             "clients" => s.clients = num(o)?.max(1) as usize,
             "duration" => s.duration = Duration::from_secs(num(o)?.clamp(1, 600)),
             "warmup" => s.warmup = Duration::from_secs(num(o)?.min(60)),
-            "user" => s.user = o.str_value().map_err(|e| e.to_string())?.into(),
-            "password" => s.password = o.str_value().map_err(|e| e.to_string())?.into(),
-            "realm" => s.realm = o.str_value().map_err(|e| e.to_string())?.into(),
-            "service" => s.service = o.str_value().map_err(|e| e.to_string())?.into(),
+            "user" => s.user = o.str_value()?.into(),
+            "password" => s.password = o.str_value()?.into(),
+            "realm" => s.realm = o.str_value()?.into(),
+            "service" => s.service = o.str_value()?.into(),
             "fail-percent" => s.fail_percent = num(o)?.min(100),
             "addresses" => s.addresses = num(o)?.min(1 << 24),
-            "label" => s.label = o.str_value().map_err(|e| e.to_string())?.into(),
-            "protocol" => match o.str_value().map_err(|e| e.to_string())? {
+            "label" => s.label = o.str_value()?.into(),
+            "protocol" => match o.str_value()? {
                 "saslauthd" => s.dovecot = false,
                 "dovecot" => s.dovecot = true,
-                other => return Err(format!("--protocol {other}: saslauthd or dovecot")),
+                other => {
+                    return Err(UsageError::Value {
+                        option: "protocol",
+                        value: other.to_owned(),
+                        expected: "saslauthd or dovecot",
+                    })
+                }
             },
-            "mech" => match o
-                .str_value()
-                .map_err(|e| e.to_string())?
-                .to_ascii_lowercase()
-                .as_str()
-            {
+            "mech" => match o.str_value()?.to_ascii_lowercase().as_str() {
                 "plain" => s.mech = Mech::Plain,
                 "scram-sha-256" => s.mech = Mech::Scram,
                 "oauthbearer" => s.mech = Mech::OAuthBearer,
                 "xoauth2" => s.mech = Mech::XOAuth2,
                 other => {
-                    return Err(format!(
-                        "--mech {other}: plain, scram-sha-256, oauthbearer or xoauth2"
-                    ))
+                    return Err(UsageError::Value {
+                        option: "mech",
+                        value: other.to_owned(),
+                        expected: "plain, scram-sha-256, oauthbearer or xoauth2",
+                    })
                 }
             },
-            _ => return Err(String::new()),
+            _ => return Err(UsageError::Help),
         }
     }
     if s.socket.as_os_str().is_empty() || s.user.is_empty() || s.password.is_empty() {
-        return Err("--socket, --user and --password are required".into());
+        return Err(UsageError::Missing);
     }
     Ok(s)
 }
@@ -309,7 +329,7 @@ fn main() -> ExitCode {
     let settings = match parse() {
         Ok(s) => Arc::new(s),
         Err(e) => {
-            if !e.is_empty() {
+            if !matches!(e, UsageError::Help) {
                 eprintln!("saslauthd-bench: {e}");
             }
             eprint!("{}", usage());

@@ -336,17 +336,27 @@ fn pw_command(program: &str, pw: PwOptions) -> ExitCode {
     }
 }
 
+/// Why `pw` has no new password.
+#[derive(Debug, thiserror::Error)]
+enum NewPasswordError {
+    #[error(transparent)]
+    Read(#[from] saslauthd_rs::tools::ReadPasswordError),
+    /// The two typed on the terminal differ (`doveadm pw`'s words).
+    #[error("Passwords don't match!")]
+    Mismatch,
+}
+
 /// The password for `pw`: asked twice on the terminal (as `doveadm pw`), or one line of stdin.
-fn read_new_password() -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+fn read_new_password() -> Result<zeroize::Zeroizing<Vec<u8>>, NewPasswordError> {
     use saslauthd_rs::tools;
     use std::io::IsTerminal;
     if !std::io::stdin().is_terminal() {
-        return tools::read_password_pipe(&mut std::io::stdin().lock()).map_err(|e| e.to_string());
+        return Ok(tools::read_password_pipe(&mut std::io::stdin().lock())?);
     }
-    let first = tools::read_password_tty("Enter new password: ").map_err(|e| e.to_string())?;
-    let again = tools::read_password_tty("Retype new password: ").map_err(|e| e.to_string())?;
+    let first = tools::read_password_tty("Enter new password: ")?;
+    let again = tools::read_password_tty("Retype new password: ")?;
     if *first != *again {
-        return Err("Passwords don't match!".into());
+        return Err(NewPasswordError::Mismatch);
     }
     Ok(first)
 }

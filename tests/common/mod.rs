@@ -614,17 +614,38 @@ pub fn ask_at(socket: &Path, login: &str, password: &str, service: &str, realm: 
     String::from_utf8(body).unwrap()
 }
 
-pub fn wait_for_socket(socket: &Path, child: &mut Child) -> Result<(), String> {
+/// Why a daemon never listened.
+#[derive(Debug)]
+pub enum NotListening {
+    /// It exited first, with this status.
+    Exited(std::process::ExitStatus, PathBuf),
+    /// Nothing listened within 10 s.
+    Timeout(PathBuf),
+}
+
+impl std::fmt::Display for NotListening {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotListening::Exited(status, socket) => write!(
+                f,
+                "exited with {status} before listening on {}",
+                socket.display()
+            ),
+            NotListening::Timeout(socket) => {
+                write!(f, "no listener on {} within 10 s", socket.display())
+            }
+        }
+    }
+}
+
+pub fn wait_for_socket(socket: &Path, child: &mut Child) -> Result<(), NotListening> {
     let start = Instant::now();
     while UnixStream::connect(socket).is_err() {
         if let Some(status) = child.try_wait().unwrap() {
-            return Err(format!(
-                "exited with {status} before listening on {}",
-                socket.display()
-            ));
+            return Err(NotListening::Exited(status, socket.to_owned()));
         }
         if start.elapsed() > Duration::from_secs(10) {
-            return Err(format!("no listener on {} within 10 s", socket.display()));
+            return Err(NotListening::Timeout(socket.to_owned()));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
