@@ -17,9 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 
 use super::{serve, Limits};
 use crate::auth::handler::{Handler, Settings, Violation};
@@ -61,25 +61,61 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often requests abandoned in the middle of an exchange are looked for.
 const SWEEP: Duration = Duration::from_secs(5);
 
-/// What the listener knows of one connection, to pick the one idle longest when it is full.
+/// What the listener knows of one connection, to pick the one idle longest when it is full,
+/// and to tell it to close.
 #[derive(Debug, Default)]
 struct Activity {
-    /// When the client last sent a line (microseconds since the registry began).
+    /// When the client last sent a line (the coarse monotonic clock, in microseconds).
     last: AtomicU64,
     /// Requests in flight: such a connection is never the one closed.
     busy: AtomicBool,
+    /// Set when the connection is to finish: evicted, or the daemon is stopping.
+    closing: AtomicBool,
+    /// The connection's task, woken when `closing` is set.
+    waker: AtomicWaker,
+}
+
+impl Activity {
+    /// Tells the connection to finish.
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once the connection is to finish. Polled on every pass of the connection's
+    /// loop, so it takes no lock (a `CancellationToken` takes two).
+    async fn closed(&self) {
+        std::future::poll_fn(|cx| {
+            if self.closing.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.closing.load(Ordering::Acquire) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
+        .await
+    }
 }
 
 /// The open connections of one listener.
 #[derive(Debug)]
 struct Registry {
-    epoch: std::time::Instant,
-    open: Mutex<HashMap<u32, (Arc<Activity>, CancellationToken)>>,
+    open: Mutex<HashMap<u32, Arc<Activity>>>,
 }
 
 impl Registry {
+    /// Read on every request, from the kernel's coarse clock (a few milliseconds' grain,
+    /// enough to tell which connection went quiet first, and a quarter of the price of the
+    /// fine one); ties go to the older connection.
     fn now(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+        use nix::time::{clock_gettime, ClockId};
+        match clock_gettime(ClockId::CLOCK_MONOTONIC_COARSE) {
+            Ok(t) => u64::try_from(Duration::from(t).as_micros()).unwrap_or(u64::MAX),
+            Err(_) => 0,
+        }
     }
 
     /// Closes the connection idle longest with nothing in flight, if there is one (Postfix's
@@ -89,16 +125,24 @@ impl Registry {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let idle = open
             .iter()
-            .filter(|(_, (a, _))| !a.busy.load(Ordering::Acquire))
+            .filter(|(_, a)| !a.busy.load(Ordering::Acquire))
             // The older connection first when two went quiet at the same moment.
-            .min_by_key(|(cuid, (a, _))| (a.last.load(Ordering::Acquire), **cuid))
+            .min_by_key(|(cuid, a)| (a.last.load(Ordering::Acquire), **cuid))
             .map(|(cuid, _)| *cuid);
         match idle.and_then(|cuid| open.remove(&cuid)) {
-            Some((_, token)) => {
-                token.cancel();
+            Some(activity) => {
+                activity.close();
                 true
             }
             None => false,
+        }
+    }
+
+    /// Tells every open connection to finish (the daemon is stopping).
+    fn close_all(&self) {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        for activity in open.values() {
+            activity.close();
         }
     }
 }
@@ -145,7 +189,6 @@ pub async fn serve_dovecot<L: super::Listen>(
         request_timeout: options.request_timeout,
     };
     let registry = Arc::new(Registry {
-        epoch: std::time::Instant::now(),
         open: Mutex::new(HashMap::new()),
     });
     let evict = {
@@ -156,39 +199,38 @@ pub async fn serve_dovecot<L: super::Listen>(
         .current()
         .metrics()
         .listener("dovecot", listener.name());
+    // Stopping tells every connection through its own flag (the accept loop takes no new
+    // one after this), not through the shared token, which costs two locks a poll.
+    let shutdown = {
+        let registry = Arc::clone(&registry);
+        async move {
+            shutdown.await;
+            registry.close_all();
+        }
+    };
     serve(
         listener,
         counts,
         limits,
         shutdown,
         evict,
-        move |stream, token, slot| {
+        move |stream, _token, slot| {
             let n = cuid.fetch_add(1, Ordering::Relaxed) + 1;
             let handler = Handler::new(Arc::clone(&auth), settings);
-            // A token of its own: the connection polls it on every pass of its loop, and the
-            // listener cancels it to close the connection when it is the one idle longest.
-            let token = token.child_token();
             let activity = Arc::new(Activity::default());
             activity.last.store(registry.now(), Ordering::Release);
             registry
                 .open
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(n, (Arc::clone(&activity), token.clone()));
+                .insert(n, Arc::clone(&activity));
             let registered = Registered {
                 registry: Arc::clone(&registry),
                 cuid: n,
                 activity,
                 _slot: slot,
             };
-            handle_connection(
-                stream,
-                handler,
-                options.handshake_timeout,
-                n,
-                token,
-                registered,
-            )
+            handle_connection(stream, handler, options.handshake_timeout, n, registered)
         },
     )
     .await
@@ -209,7 +251,6 @@ async fn handle_connection<S: super::Connection>(
     mut handler: Handler,
     handshake_timeout: Duration,
     cuid: u32,
-    token: CancellationToken,
     registered: Registered,
 ) {
     if stream
@@ -229,8 +270,9 @@ async fn handle_connection<S: super::Connection>(
     // Armed only while requests wait: most connections spend their life with none (every
     // PLAIN login is answered at once), and then keep no timer.
     let mut sweep: Option<Pin<Box<Sleep>>> = None;
-    let cancelled = token.cancelled();
-    tokio::pin!(cancelled);
+    let activity = Arc::clone(&registered.activity);
+    let closed = activity.closed();
+    tokio::pin!(closed);
     // Shutdown: no more requests are read; those in flight are answered, then it closes.
     let mut draining = false;
     loop {
@@ -256,7 +298,7 @@ async fn handle_connection<S: super::Connection>(
         }
         tokio::select! {
             biased;
-            _ = &mut cancelled, if !draining => {
+            _ = &mut closed, if !draining => {
                 draining = true;
                 handler.drain();
             },
