@@ -235,10 +235,18 @@ pub(crate) struct SharedFailure {
     peer: Option<PeerKey>,
     user: Option<Vec<u8>>,
     attempt: u32,
+    wait: Wait,
+}
+
+/// What a failure's delay is made of, whatever the store answers.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
     base: Duration,
     user_threshold: u32,
     jitter: u64,
+    /// The delay this daemon decided alone.
     local_delay: Duration,
+    /// What the request had taken before the store was asked.
     elapsed: Duration,
 }
 
@@ -254,16 +262,25 @@ impl SharedFailure {
             .store
             .failed(self.peer, self.user.as_deref(), self.attempt)
             .await;
-        let spent = asked.elapsed();
-        match counted {
-            None => self.local_delay.saturating_sub(spent),
+        self.wait.still_to_wait(counted, asked.elapsed())
+    }
+}
+
+impl Wait {
+    /// The delay left once the store has taken `spent` to answer `counted` (`None`: it did
+    /// not). The store's time is part of the wait: a failure is told its delay after it was
+    /// known, not that delay after the store answered.
+    fn still_to_wait(&self, counted: Option<Counted>, spent: Duration) -> Duration {
+        let delay = match counted {
+            None => self.local_delay,
             Some(counted) => {
                 let steps = counted
                     .peer_steps
                     .max(user_steps(counted.guesses, self.user_threshold));
                 delay_for(self.base, steps, self.jitter, self.elapsed + spent)
             }
-        }
+        };
+        delay.saturating_sub(spent)
     }
 }
 
@@ -420,11 +437,13 @@ impl Penalty {
                 peer,
                 user: user.filter(|_| self.user_threshold > 0).map(<[u8]>::to_vec),
                 attempt: shared,
-                base: self.failure_delay,
-                user_threshold: self.user_threshold,
-                jitter,
-                local_delay: delay,
-                elapsed,
+                wait: Wait {
+                    base: self.failure_delay,
+                    user_threshold: self.user_threshold,
+                    jitter,
+                    local_delay: delay,
+                    elapsed,
+                },
             }),
             _ => None,
         };
@@ -779,5 +798,35 @@ mod tests {
                 2000
             );
         }
+    }
+
+    #[test]
+    fn the_store_s_time_is_part_of_the_wait() {
+        let failure = Wait {
+            base: Duration::from_millis(100),
+            user_threshold: 0,
+            jitter: MID,
+            local_delay: Duration::from_millis(100),
+            elapsed: Duration::ZERO,
+        };
+        let counted = Counted {
+            peer_steps: 1,
+            guesses: 0,
+        };
+        // Step 1: 200 ms, of which the store took 30.
+        assert_eq!(
+            failure.still_to_wait(Some(counted), Duration::from_millis(30)),
+            Duration::from_millis(170)
+        );
+        // The store did not answer: the local delay, less the time spent asking.
+        assert_eq!(
+            failure.still_to_wait(None, Duration::from_millis(30)),
+            Duration::from_millis(70)
+        );
+        // A store slower than the delay: nothing more to wait.
+        assert_eq!(
+            failure.still_to_wait(Some(counted), Duration::from_millis(500)),
+            Duration::ZERO
+        );
     }
 }
