@@ -1,10 +1,10 @@
 //! `[oauth2]`: OAUTHBEARER and XOAUTH2 on the Dovecot socket, their tokens checked against a
 //! real OpenID provider (node's oidc-provider, a throwaway instance per test on a loopback
 //! port, with keys it makes at start): JWTs verified here against the provider's published
-//! keys (RS256/384/512, PS256/384/512, ES256, ES384, EdDSA), opaque tokens introspected (RFC 7662); forged,
-//! expired, foreign and revoked tokens refused; the keys rotated mid-run; the provider down or
-//! hanging is a temporary failure, never a success; and a real Postfix in dovecot mode with
-//! Python's smtplib as the mail client.
+//! keys (RS256/384/512, PS256/384/512, ES256, ES384, EdDSA), opaque tokens introspected
+//! (RFC 7662); forged, expired, foreign and revoked tokens refused; the keys rotated mid-run;
+//! the provider down or hanging is a temporary failure, never a success; and a real Postfix
+//! in dovecot mode with Python's smtplib as the mail client.
 
 mod common;
 

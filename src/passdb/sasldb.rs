@@ -12,10 +12,11 @@
 //! single cost of a sasldb check), the file's directory is watched with inotify: a request
 //! asks only whether events are pending (`epoll_wait` with no wait on an epoll set that holds
 //! the inotify descriptor: half the cost of a `poll`, which sets up and tears down a wait for
-//! each call), and looks at the path when they are. Events are consumed under the write lock, and a request that saw none held the read
-//! lock meanwhile, so a request that comes after a change always sees it. When the path or
-//! its directory goes through a symlink (whose target's directory is not watched), when
-//! inotify is not available, or when the watch is lost, every request looks at the path.
+//! each call), and looks at the path when they are. Events are consumed under the write
+//! lock, and a request that saw none held the read lock meanwhile, so a request that comes
+//! after a change always sees it. When the path or its directory goes through a symlink (whose
+//! target's directory is not watched), when inotify is not available, or when the watch is
+//! lost, every request looks at the path.
 //!
 //! A torn read is never served. A Berkeley DB file that a Cyrus tool is writing in place (the
 //! watch has seen it modified and not yet closed) is not read until the writer closes it; a

@@ -270,8 +270,7 @@ async fn handle_connection<S: super::Connection>(
     // Armed only while requests wait: most connections spend their life with none (every
     // PLAIN login is answered at once), and then keep no timer.
     let mut sweep: Option<Pin<Box<Sleep>>> = None;
-    let activity = Arc::clone(&registered.activity);
-    let closed = activity.closed();
+    let closed = registered.activity.closed();
     tokio::pin!(closed);
     // Shutdown: no more requests are read; those in flight are answered, then it closes.
     let mut draining = false;

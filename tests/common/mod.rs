@@ -615,27 +615,14 @@ pub fn ask_at(socket: &Path, login: &str, password: &str, service: &str, realm: 
 }
 
 /// Why a daemon never listened.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum NotListening {
     /// It exited first, with this status.
+    #[error("exited with {0} before listening on {path}", path = .1.display())]
     Exited(std::process::ExitStatus, PathBuf),
     /// Nothing listened within 10 s.
+    #[error("no listener on {} within 10 s", .0.display())]
     Timeout(PathBuf),
-}
-
-impl std::fmt::Display for NotListening {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NotListening::Exited(status, socket) => write!(
-                f,
-                "exited with {status} before listening on {}",
-                socket.display()
-            ),
-            NotListening::Timeout(socket) => {
-                write!(f, "no listener on {} within 10 s", socket.display())
-            }
-        }
-    }
 }
 
 pub fn wait_for_socket(socket: &Path, child: &mut Child) -> Result<(), NotListening> {
