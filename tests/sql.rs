@@ -616,6 +616,139 @@ fn postgres_failover_an_outage_and_the_return() {
     outage_and_return(&d, &auth, &mut pg, |pg| pg.stop(), |pg| pg.run());
 }
 
+/// Logins that arrive together on a busy PostgreSQL host go out in one statement (the query
+/// run once per login, `LATERAL`), and each gets its own answer: 16 clients at once, every
+/// one of them with right and wrong passwords, app passwords, unknown and hostile names. A
+/// login whose row makes the query fail (a division by zero here) fails alone, as a
+/// temporary failure; the others of its batch are answered. A query that cannot be put in a
+/// batch (a data-modifying `WITH`) turns batching off, said in the log, and works as before.
+#[test]
+fn postgres_asks_for_logins_that_arrive_together_in_one_statement() {
+    if !peers() || !common::peers_for("sql", (!common::pg::available()).then_some("PostgreSQL 15"))
+    {
+        return;
+    }
+    let mut pg = common::pg::Pg::start();
+    let users = mail_db(&mut pg);
+    pg.psql(
+        "mail",
+        "INSERT INTO mailbox (username, password, domain) VALUES ('zero@example.org', '{PLAIN}pw', 'example.org'); \
+         GRANT UPDATE ON mailbox TO postfix",
+    );
+    pg.psql("postgres", "ALTER SYSTEM SET log_statement = 'all'");
+    pg.psql("postgres", "SELECT pg_reload_conf()");
+    // Hashing is not what this is about: the cheap schemes' users, and the other cases.
+    let cheap: Vec<_> = users
+        .iter()
+        .filter(|(_, _, stored)| {
+            ![
+                "{SHA512-CRYPT}",
+                "{SHA256-CRYPT}",
+                "{BLF-CRYPT}",
+                "{MD5-CRYPT}",
+                "{PBKDF2}",
+                "{SCRAM-",
+            ]
+            .iter()
+            .any(|s| stored.starts_with(s))
+                && !stored.starts_with("{ARGON2")
+                && !stored.starts_with("$")
+        })
+        .collect();
+    let mut logins: Vec<(String, String, &str)> = Vec::new();
+    for (login, password, _) in &cheap {
+        logins.push((login.clone(), password.to_string(), "OK"));
+        logins.push((login.clone(), "wrong".into(), "NO"));
+    }
+    for (login, password, want) in cases() {
+        logins.push((login.into(), password.into(), want));
+    }
+    let connect = format!(
+        "driver = pgsql\nconnect = host=127.0.0.1 port={} dbname=mail user=postfix password='db secret'\n\
+         default_pass_scheme = SHA512-CRYPT\n",
+        pg.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("dovecot-sql.conf.ext");
+    // Postfixadmin's query with a column that fails for one user's row, and a comment after
+    // it (the batch's parenthesis comes on a line of its own).
+    std::fs::write(
+        &conf,
+        format!(
+            "{connect}password_query = SELECT username AS user, password, \\\n\
+             1 / (CASE WHEN username = 'zero@example.org' THEN 0 ELSE 1 END) AS boom FROM mailbox \\\n\
+             WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
+             UNION SELECT username AS user, password_hash AS password, 1 AS boom \\\n\
+             FROM mailbox_app_password WHERE username = '%u' -- as Postfixadmin has it, with a column\n"
+        ),
+    )
+    .unwrap();
+    let (d, _auth) = daemon(&conf, &[]);
+    let everyone_at_once = |d: &Daemon, logins: &[(String, String, &str)], rounds: usize| {
+        std::thread::scope(|s| {
+            for client in 0..16 {
+                s.spawn(move || {
+                    for round in 0..rounds {
+                        // Each client in its own order, so that batches mix logins.
+                        for k in 0..logins.len() {
+                            let (login, password, want) =
+                                &logins[(k * 7 + client * 5 + round) % logins.len()];
+                            let got = d.ask(login, password, "smtp", "");
+                            assert!(got.starts_with(want), "{login} {password}: {got}");
+                            if *want == "NO" {
+                                assert!(!got.starts_with("OK"), "{login} {password}: {got}");
+                            }
+                        }
+                    }
+                });
+            }
+        });
+    };
+    let mut with_zero = logins.clone();
+    with_zero.push((
+        "zero@example.org".into(),
+        "pw".into(),
+        "NO internal mechanism failure",
+    ));
+    everyone_at_once(&d, &with_zero, 6);
+    let log = pg.log();
+    assert!(
+        log.contains("saslauthd_rs_login"),
+        "no batch was asked:\n{log}"
+    );
+    assert!(log.contains("division by zero"), "{log}");
+    assert!(
+        !d.log_text().contains("cannot be asked for several logins"),
+        "{}",
+        d.log_text()
+    );
+    drop(d);
+
+    // A data-modifying WITH cannot be in a LATERAL subquery: batching off, logins as before.
+    std::fs::write(
+        &conf,
+        format!(
+            "{connect}password_query = WITH seen AS (UPDATE mailbox SET active = active \\\n\
+             WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
+             RETURNING username, password) SELECT username AS user, password FROM seen \\\n\
+             UNION SELECT username AS user, password_hash AS password FROM mailbox_app_password \\\n\
+             WHERE username = '%u'\n"
+        ),
+    )
+    .unwrap();
+    let (d, _auth) = daemon(&conf, &[]);
+    everyone_at_once(&d, &logins, 2);
+    common::wait_until(
+        Duration::from_secs(5),
+        Duration::from_millis(50),
+        || {
+            d.log_text()
+                .contains("cannot be asked for several logins at once")
+        },
+        || d.log_text(),
+    );
+}
+
 /// The database stops: a temporary failure, within the deadline, never a success or a wrong
 /// password; Postfix's connection is closed (its 454). It comes back: logins too, without a
 /// restart.

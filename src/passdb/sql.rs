@@ -28,7 +28,9 @@
 //! Several `host=` in `connect` are tried in order; each query has a deadline, a host that
 //! fails is skipped, and the connection pools reconnect by themselves. A database that cannot
 //! be asked is an error (a temporary failure on the wire), never a success. sqlx, one crate
-//! for the three drivers, async on the runtime: no thread waits on the network.
+//! for the three drivers, async on the runtime: no thread waits on the network. On
+//! PostgreSQL, the logins that arrive while a host's statement runs go out together in one
+//! statement when it returns ([`batch`]), each login's variables still bound parameters.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -43,6 +45,9 @@ use super::{scheme, Answer, Context, DefaultRealm, Module, Passdb, PassdbError, 
 use crate::pool::Pool;
 use crate::secret::{Credentials, Password};
 use crate::verdict::{PassdbKind, PassdbResult, Replies, SuccessCache};
+use batch::Batcher;
+
+mod batch;
 
 /// `-a sql`.
 pub(super) const MODULE: Module = Module {
@@ -441,6 +446,8 @@ struct Host {
     name: String,
     options: Options,
     pool: std::sync::OnceLock<Db>,
+    /// PostgreSQL's batching ([`batch`]), made with the pool.
+    batcher: std::sync::OnceLock<Batcher>,
     /// Until when it is skipped, after a failure (tried again when every host is).
     down_until: Mutex<Option<Instant>>,
 }
@@ -486,6 +493,9 @@ pub(super) struct Sql {
     /// The query with placeholders, and what each placeholder is bound to.
     statement: String,
     params: Vec<Template>,
+    /// PostgreSQL: the statement that asks for several logins at once ([`batch`]), when the
+    /// query has variables.
+    batched: Option<String>,
     /// A value shaped like the last password value seen, which an unknown user's password
     /// is checked against.
     decoy: Mutex<Option<String>>,
@@ -507,13 +517,21 @@ impl Sql {
         let driver = conf
             .driver
             .ok_or_else(|| PassdbError::Settings("-a sql: driver is not set".into()))?;
-        let (statement, params) = prepare(&conf.password_query, driver)?;
+        let (statement, params) = prepare(&conf.password_query, &|n| placeholder(driver, n))?;
+        let batched = match driver {
+            Driver::Pg if !params.is_empty() => {
+                let (inner, _) = prepare(&conf.password_query, &batch::placeholder)?;
+                Some(batch::statement(&inner, params.len()))
+            }
+            _ => None,
+        };
         let hosts = connect(driver, &conf.connect)?;
         Ok(Sql {
             conf,
             hosts,
             statement,
             params,
+            batched,
             decoy: Mutex::new(None),
         })
     }
@@ -525,26 +543,33 @@ impl Sql {
         let mut last = String::from("no host");
         for host in self.order() {
             let name = &host.name;
-            match tokio::time::timeout(
-                QUERY_TIMEOUT,
-                fetch(
-                    host.db(),
-                    &self.statement,
-                    &values,
-                    self.conf.cleartext_first_column,
-                ),
-            )
-            .await
-            {
-                Ok(Ok(rows)) => {
+            let first_column = self.conf.cleartext_first_column;
+            let asked = match (host.db(), &self.batched) {
+                (Db::Pg(pool), Some(batched)) => {
+                    let batcher = host.batcher.get_or_init(|| {
+                        Batcher::new(pool.clone(), &self.statement, batched, first_column)
+                    });
+                    batcher.rows(values.clone(), QUERY_TIMEOUT).await
+                }
+                (db, _) => match tokio::time::timeout(
+                    QUERY_TIMEOUT,
+                    fetch(db, &self.statement, &values, first_column),
+                )
+                .await
+                {
+                    Ok(rows) => rows.map_err(batch::BatchError::from),
+                    Err(_) => Err(batch::BatchError::Timeout(QUERY_TIMEOUT)),
+                },
+            };
+            match asked {
+                Ok(rows) => {
                     let mut down = host.down_until.lock().unwrap_or_else(|e| e.into_inner());
                     if down.take().is_some() {
                         tracing::info!("-a sql: {name} answers again");
                     }
                     return Ok(rows);
                 }
-                Ok(Err(e)) => last = format!("{name}: {e}"),
-                Err(_) => last = format!("{name}: no answer within {QUERY_TIMEOUT:?}"),
+                Err(e) => last = format!("{name}: {e}"),
             }
             let mut down = host.down_until.lock().unwrap_or_else(|e| e.into_inner());
             if down.is_none() {
@@ -963,14 +988,13 @@ impl Vars {
 /// Turns Dovecot's query into a prepared statement: every quoted literal with a variable in
 /// it, and every variable outside quotes, becomes a placeholder (`$1` for PostgreSQL, `?`
 /// for the others), with the template its value is made from.
-fn prepare(query: &str, driver: Driver) -> Result<(String, Vec<Template>), PassdbError> {
+fn prepare(
+    query: &str,
+    placeholder: &dyn Fn(usize) -> String,
+) -> Result<(String, Vec<Template>), PassdbError> {
     let bad = PassdbError::Settings;
     let mut sql = String::new();
     let mut params = Vec::new();
-    let placeholder = |n: usize| match driver {
-        Driver::Pg => format!("${n}"),
-        Driver::MySql | Driver::Sqlite => "?".to_string(),
-    };
     let mut rest = query;
     while let Some(c) = rest.chars().next() {
         match c {
@@ -1046,6 +1070,14 @@ fn prepare(query: &str, driver: Driver) -> Result<(String, Vec<Template>), Passd
     Ok((sql, params))
 }
 
+/// The `n`th placeholder of a prepared statement for `driver`.
+fn placeholder(driver: Driver, n: usize) -> String {
+    match driver {
+        Driver::Pg => format!("${n}"),
+        Driver::MySql | Driver::Sqlite => "?".to_string(),
+    }
+}
+
 /// The hosts `connect` describes, not connected yet.
 fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
     let bad = |m: String| PassdbError::Settings(format!("-a sql: connect: {m}"));
@@ -1057,6 +1089,7 @@ fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
             name: connect.trim().to_string(),
             options: Options::Sqlite(options),
             pool: std::sync::OnceLock::new(),
+            batcher: std::sync::OnceLock::new(),
             down_until: Mutex::new(None),
         }]);
     }
@@ -1160,6 +1193,7 @@ fn connect(driver: Driver, connect: &str) -> Result<Vec<Host>, PassdbError> {
             name: host,
             options,
             pool: std::sync::OnceLock::new(),
+            batcher: std::sync::OnceLock::new(),
             down_until: Mutex::new(None),
         });
     }
@@ -1196,7 +1230,7 @@ fn connect_pairs(text: &str) -> Result<Vec<(String, String)>, SqlError> {
 
 /// Why a host gave no rows.
 #[derive(Debug, thiserror::Error)]
-enum FetchError {
+pub(super) enum FetchError {
     /// The database could not be asked, or refused.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
@@ -1221,7 +1255,7 @@ async fn fetch(
             let rows = query.fetch_all($pool).await?;
             Ok(rows
                 .iter()
-                .map(|row| read_row(row, first_column))
+                .map(|row| read_row(row, first_column, 0))
                 .collect::<Result<Vec<Found>, SqlError>>()?)
         }};
     }
@@ -1233,8 +1267,9 @@ async fn fetch(
 }
 
 /// A row's `password` (which must be there), `user`, `nologin` and `allow_nets` columns; or,
-/// for libsasl2's plugin (`first_column`), its first column as a cleartext password.
-fn read_row<R>(row: &R, first_column: bool) -> Result<Found, SqlError>
+/// for libsasl2's plugin (`first_column`), its first column as a cleartext password. The
+/// query's columns start at `from` (a batch's rows have the login's number before them).
+fn read_row<R>(row: &R, first_column: bool, from: usize) -> Result<Found, SqlError>
 where
     R: sqlx::Row,
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -1249,11 +1284,11 @@ where
         .collect();
     let column = |name: &str| names.iter().position(|n| n == name);
     if first_column {
-        if row.columns().is_empty() {
+        if row.columns().len() <= from {
             return Err(SqlError::Answer("the query returned no column".into()));
         }
         let password: Option<String> = row
-            .try_get(0)
+            .try_get(from)
             .map_err(|e| SqlError::Answer(format!("the first column: {e}")))?;
         return Ok(Found {
             // Cleartext, whatever it looks like (libsasl2 compares it as it is).
@@ -1303,7 +1338,7 @@ mod tests {
     fn variables_become_bound_parameters() {
         let (sql, params) = prepare(
             "SELECT password FROM mailbox WHERE username = '%u' AND active = '1' AND domain = '%Ld' AND x LIKE '50%%' AND y = %n",
-            Driver::Pg,
+            &|n| placeholder(Driver::Pg, n),
         )
         .unwrap();
         assert_eq!(
@@ -1317,15 +1352,14 @@ mod tests {
         };
         let values: Vec<String> = params.iter().map(|t| t.expand(&vars)).collect();
         assert_eq!(values, ["o'brien@example.org", "example.org", "o'brien"]);
-        let (sql, params) = prepare(
-            "SELECT password FROM u WHERE u = '%n@%{domain}'",
-            Driver::MySql,
-        )
+        let (sql, params) = prepare("SELECT password FROM u WHERE u = '%n@%{domain}'", &|n| {
+            placeholder(Driver::MySql, n)
+        })
         .unwrap();
         assert_eq!(sql, "SELECT password FROM u WHERE u = ?");
         assert_eq!(params[0].expand(&vars), "o'brien@example.org");
-        assert!(prepare("SELECT '%x'", Driver::Pg).is_err());
-        assert!(prepare("SELECT 'open", Driver::Pg).is_err());
+        assert!(prepare("SELECT '%x'", &|n| placeholder(Driver::Pg, n)).is_err());
+        assert!(prepare("SELECT 'open", &|n| placeholder(Driver::Pg, n)).is_err());
     }
 
     #[test]

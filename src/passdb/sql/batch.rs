@@ -1,0 +1,362 @@
+//! PostgreSQL: logins that arrive while a host's statements are all in flight go out
+//! together, as one statement, when one of those returns.
+//!
+//! Each login is one query, and with the database on the same machine the round trips cost
+//! more than the query: on both sides a wakeup, a switch, the loopback's TCP, the driver's
+//! work per statement. While a statement runs ([`IN_FLIGHT`]: one per host), the logins that
+//! arrive queue, and when it returns they go out together, up to [`MOST`] in one statement (a
+//! full batch goes at once, on another connection). A lightly loaded daemon asks as before,
+//! one statement a login, without waiting:
+//!
+//! ```sql
+//! SELECT saslauthd_rs_b.i AS saslauthd_rs_login, saslauthd_rs_q.*
+//! FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS saslauthd_rs_b(p1, p2, i)
+//! CROSS JOIN LATERAL (<password_query, its variables read from saslauthd_rs_b.p1, .p2>) AS saslauthd_rs_q
+//! ```
+//!
+//! The values are still bound parameters (arrays of them), and the query runs once per
+//! login as it would alone (`LATERAL`): the same rows, numbered by login. A query that cannot
+//! run that way (PostgreSQL refuses the statement: a syntax or a type it cannot infer from
+//! text) turns batching off for good, said once in the log, and every login is its own
+//! statement again; a batch that fails on one login's value (a cast, say) is asked again one
+//! login at a time, so only that login fails. A host that cannot be asked fails every login of
+//! the batch, which then go to the next host as a lone login does.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sqlx::postgres::PgPool;
+use sqlx::Row;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{fetch, read_row, Db, FetchError, Found, SqlError};
+
+/// Statements in flight at once per host, each a login alone or a batch, before a batch
+/// waits to be full. One: on a busy host the next batch is made while the statement runs,
+/// and the database answers batches as fast as it can (two or three in flight made batches
+/// smaller and the rate lower: `benches/compare-sql.sh`).
+const IN_FLIGHT: usize = 1;
+
+/// At most this many logins in one statement. A full batch goes out without waiting for a
+/// statement to return, in a slot of its own (up to the pool's [`super::CONNECTIONS`]), so a
+/// slow query, which a batch runs once per login in one backend, is not run for every waiting
+/// login one after the other.
+const MOST: usize = 16;
+
+/// The name of the column that numbers the logins of a batch (from 1).
+const LOGIN_COLUMN: &str = "saslauthd_rs_login";
+
+/// The variable's place in the batched statement (`$n` in a lone one).
+pub(super) fn placeholder(n: usize) -> String {
+    format!("saslauthd_rs_b.p{n}")
+}
+
+/// The batched statement around `inner`, the query with its `n` variables read from
+/// [`placeholder`]s.
+pub(super) fn statement(inner: &str, n: usize) -> String {
+    let inner = inner.trim_end().trim_end_matches(';').trim_end();
+    let arrays: Vec<String> = (1..=n).map(|k| format!("${k}::text[]")).collect();
+    let columns: Vec<String> = (1..=n).map(|k| format!("p{k}")).collect();
+    format!(
+        "SELECT saslauthd_rs_b.i AS {LOGIN_COLUMN}, saslauthd_rs_q.* \
+         FROM unnest({}) WITH ORDINALITY AS saslauthd_rs_b({}, i) \
+         CROSS JOIN LATERAL (\n{inner}\n) AS saslauthd_rs_q",
+        arrays.join(", "),
+        columns.join(", ")
+    )
+}
+
+/// One host's batching.
+#[derive(Debug)]
+pub(super) struct Batcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The host's pool, as the lone statements take it, and as itself.
+    db: Db,
+    pool: PgPool,
+    /// The statement for one login, and for several.
+    single: String,
+    batched: String,
+    first_column: bool,
+    /// The runtime the batches run on (a slot is given back from `Drop`).
+    runtime: tokio::runtime::Handle,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Logins waiting for a statement.
+    queue: Vec<Waiting>,
+    /// Statements in flight.
+    running: usize,
+    /// The query cannot be batched: every login alone.
+    off: bool,
+}
+
+/// A queued login.
+#[derive(Debug)]
+struct Waiting {
+    values: Vec<String>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What a queued login is told.
+#[derive(Debug)]
+enum Reply {
+    Rows(Vec<Found>),
+    Failed(Arc<FetchError>),
+    /// Ask alone (the batch failed on some login's value, or cannot be batched).
+    Alone,
+}
+
+/// Why a login asked of a host got no rows.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum BatchError {
+    /// The host's own failure.
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    /// The batch the login was in failed so.
+    #[error(transparent)]
+    Shared(Arc<FetchError>),
+    /// No answer by the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl Batcher {
+    /// Batching for `pool`, whose lone statement is `single` and batched one `batched`; made
+    /// within the runtime.
+    pub(super) fn new(pool: PgPool, single: &str, batched: &str, first_column: bool) -> Batcher {
+        Batcher {
+            inner: Arc::new(Inner {
+                db: Db::Pg(pool.clone()),
+                pool,
+                single: single.to_string(),
+                batched: batched.to_string(),
+                first_column,
+                runtime: tokio::runtime::Handle::current(),
+                state: Mutex::new(State::default()),
+            }),
+        }
+    }
+
+    /// The rows for one login's `values`, by `within` from now.
+    pub(super) async fn rows(
+        &self,
+        values: Vec<String>,
+        within: Duration,
+    ) -> Result<Vec<Found>, BatchError> {
+        let deadline = Instant::now() + within;
+        let answer = match self.inner.enter(values.clone()) {
+            Entry::Alone => None,
+            Entry::Slot => {
+                let _slot = Slot(Arc::clone(&self.inner));
+                return self.inner.alone(&values, deadline).await;
+            }
+            Entry::Queued(answer) => Some(answer),
+        };
+        if let Some(answer) = answer {
+            match tokio::time::timeout_at(deadline, answer).await {
+                Err(_) => return Err(BatchError::Timeout(within)),
+                Ok(Err(_)) => {
+                    return Err(BatchError::Fetch(FetchError::Answer(SqlError::Answer(
+                        "the batch it was in was dropped".into(),
+                    ))))
+                }
+                Ok(Ok(Reply::Rows(rows))) => return Ok(rows),
+                Ok(Ok(Reply::Failed(e))) => return Err(BatchError::Shared(e)),
+                Ok(Ok(Reply::Alone)) => {}
+            }
+        }
+        self.inner.alone(&values, deadline).await
+    }
+}
+
+/// How a login is asked.
+enum Entry {
+    /// A slot was free and nobody waits: its own statement now, in that slot.
+    Slot,
+    /// Batching is off: its own statement now.
+    Alone,
+    /// In the queue, for the next batch.
+    Queued(oneshot::Receiver<Reply>),
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a slot for a login, or queues it; a full batch goes out at once, in a slot of
+    /// its own while the pool has connections for one.
+    fn enter(self: &Arc<Self>, values: Vec<String>) -> Entry {
+        let mut state = self.lock();
+        if state.off {
+            return Entry::Alone;
+        }
+        if state.running < IN_FLIGHT && state.queue.is_empty() {
+            state.running += 1;
+            return Entry::Slot;
+        }
+        let (reply, answer) = oneshot::channel();
+        state.queue.push(Waiting { values, reply });
+        if state.queue.len() >= MOST && state.running < super::CONNECTIONS as usize {
+            state.running += 1;
+            let batch = std::mem::take(&mut state.queue);
+            drop(state);
+            self.runtime.spawn(Arc::clone(self).drain(batch));
+        }
+        Entry::Queued(answer)
+    }
+
+    /// One login's own statement.
+    async fn alone(&self, values: &[String], deadline: Instant) -> Result<Vec<Found>, BatchError> {
+        let within = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout_at(
+            deadline,
+            fetch(&self.db, &self.single, values, self.first_column),
+        )
+        .await
+        {
+            Ok(rows) => Ok(rows?),
+            Err(_) => Err(BatchError::Timeout(within)),
+        }
+    }
+
+    /// Runs batches while logins wait, then gives its slot back.
+    async fn drain(self: Arc<Self>, mut batch: Vec<Waiting>) {
+        loop {
+            batch.retain(|w| !w.reply.is_closed());
+            if !batch.is_empty() {
+                self.answer(batch).await;
+            }
+            let mut state = self.lock();
+            if state.queue.is_empty() || state.off {
+                state.running -= 1;
+                // Batching was turned off meanwhile: whoever still waits asks alone.
+                for waiting in state.queue.drain(..) {
+                    let _ = waiting.reply.send(Reply::Alone);
+                }
+                return;
+            }
+            let take = state.queue.len().min(MOST);
+            batch = state.queue.drain(..take).collect();
+        }
+    }
+
+    /// Asks for one batch and tells each login its rows.
+    async fn answer(&self, batch: Vec<Waiting>) {
+        let deadline = Instant::now() + super::QUERY_TIMEOUT;
+        let fetched = if batch.len() == 1 {
+            tokio::time::timeout_at(
+                deadline,
+                fetch(&self.db, &self.single, &batch[0].values, self.first_column),
+            )
+            .await
+            .map(|rows| rows.map(|rows| vec![rows]))
+        } else {
+            tokio::time::timeout_at(deadline, self.fetch_batch(&batch)).await
+        };
+        let failed = match fetched {
+            Ok(Ok(rows)) => {
+                for (waiting, rows) in batch.into_iter().zip(rows) {
+                    let _ = waiting.reply.send(Reply::Rows(rows));
+                }
+                return;
+            }
+            Err(_) => Arc::new(FetchError::Answer(SqlError::Answer(format!(
+                "no answer within {:?}",
+                super::QUERY_TIMEOUT
+            )))),
+            Ok(Err(FetchError::Database(sqlx::Error::Database(e)))) => {
+                let refused = e
+                    .code()
+                    .is_some_and(|c| c.starts_with("42") || c.starts_with("0A"));
+                if refused {
+                    let mut state = self.lock();
+                    if !state.off {
+                        state.off = true;
+                        tracing::warn!(
+                            "-a sql: the password_query cannot be asked for several logins at \
+                             once ({e}); each login is its own statement"
+                        );
+                    }
+                }
+                for waiting in batch {
+                    let _ = waiting.reply.send(Reply::Alone);
+                }
+                return;
+            }
+            Ok(Err(e)) => Arc::new(e),
+        };
+        for waiting in batch {
+            let _ = waiting.reply.send(Reply::Failed(Arc::clone(&failed)));
+        }
+    }
+
+    /// The rows of every login of `batch` (more than one), in one statement.
+    async fn fetch_batch(&self, batch: &[Waiting]) -> Result<Vec<Vec<Found>>, FetchError> {
+        let params = batch[0].values.len();
+        let mut query = sqlx::query(&self.batched);
+        for k in 0..params {
+            let column: Vec<&str> = batch.iter().map(|w| w.values[k].as_str()).collect();
+            query = query.bind(column);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let mut found: Vec<Vec<Found>> = batch.iter().map(|_| Vec::new()).collect();
+        for row in &rows {
+            let login: i64 = row
+                .try_get(0)
+                .map_err(|e| SqlError::Answer(format!("the batch's login column: {e}")))?;
+            let slot = usize::try_from(login)
+                .ok()
+                .and_then(|i| i.checked_sub(1))
+                .and_then(|i| found.get_mut(i))
+                .ok_or_else(|| {
+                    SqlError::Answer(format!("a row for login {login} of {}", batch.len()))
+                })?;
+            slot.push(read_row(row, self.first_column, 1)?);
+        }
+        Ok(found)
+    }
+}
+
+/// A statement slot taken by a lone login: given back when it is done (or dropped), to the
+/// logins that queued meanwhile if there are any.
+struct Slot(Arc<Inner>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        if state.queue.is_empty() {
+            state.running -= 1;
+            return;
+        }
+        let take = state.queue.len().min(MOST);
+        let batch: Vec<Waiting> = state.queue.drain(..take).collect();
+        drop(state);
+        let inner = Arc::clone(&self.0);
+        self.0.runtime.spawn(inner.drain(batch));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batched_statement() {
+        assert_eq!(
+            statement("SELECT password FROM mailbox WHERE username = saslauthd_rs_b.p1 ;\n", 1),
+            "SELECT saslauthd_rs_b.i AS saslauthd_rs_login, saslauthd_rs_q.* FROM \
+             unnest($1::text[]) WITH ORDINALITY AS saslauthd_rs_b(p1, i) CROSS JOIN LATERAL \
+             (\nSELECT password FROM mailbox WHERE username = saslauthd_rs_b.p1\n) AS saslauthd_rs_q"
+        );
+        assert!(statement("x", 2).contains("unnest($1::text[], $2::text[])"));
+        assert!(statement("x", 2).contains("saslauthd_rs_b(p1, p2, i)"));
+    }
+}
