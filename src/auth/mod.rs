@@ -690,8 +690,8 @@ impl Authenticator {
         })
     }
 
-    /// Runs work a passdb handed back: a blocking call on the pool, awaited work on a task
-    /// of its own (so that a panic in it is caught, and the deadline stops it).
+    /// Runs work a passdb handed back: a blocking call on the pool, awaited work here, with
+    /// the deadline and a panic in it caught.
     async fn wait<T: Send + 'static>(
         &self,
         kind: PassdbKind,
@@ -706,17 +706,17 @@ impl Authenticator {
             Answer::Blocking(call) => tokio::time::timeout(deadline, self.pool.run(call))
                 .await
                 .map(|ran| ran.map_err(lost).and_then(|r| r.map_err(CheckError::from))),
+            // Polled here, in the request's own task (a task of its own per request cost a
+            // spawn, a join and, with several runtime threads, a wakeup across them): dropped
+            // at the deadline, which stops it; a panic in it is caught and lost, as a task's.
             Answer::Awaited(work) => {
-                let task = tokio::spawn(work);
-                let abort = task.abort_handle();
-                let waited = tokio::time::timeout(deadline, task).await;
-                if waited.is_err() {
-                    abort.abort();
-                }
-                waited.map(|joined| match joined {
-                    Ok(answered) => answered.map_err(CheckError::from),
-                    Err(_) => Err(lost(JobLost)),
-                })
+                use futures_util::FutureExt;
+                tokio::time::timeout(deadline, std::panic::AssertUnwindSafe(work).catch_unwind())
+                    .await
+                    .map(|caught| match caught {
+                        Ok(answered) => answered.map_err(CheckError::from),
+                        Err(_) => Err(lost(JobLost)),
+                    })
             }
         };
         answered.unwrap_or_else(|_| Err(CheckError::Timeout(kind, deadline)))

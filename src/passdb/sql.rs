@@ -540,7 +540,7 @@ impl Sql {
     async fn rows(&self, q: &Query<'_>) -> Result<Vec<Found>, PassdbError> {
         let vars = Vars::of(q);
         let values: Vec<String> = self.params.iter().map(|t| t.expand(&vars)).collect();
-        let mut last = String::from("no host");
+        let mut last = None;
         for host in self.order() {
             let name = &host.name;
             let first_column = self.conf.cleartext_first_column;
@@ -569,16 +569,18 @@ impl Sql {
                     }
                     return Ok(rows);
                 }
-                Err(e) => last = format!("{name}: {e}"),
+                Err(e) => last = Some(format!("{name}: {e}")),
             }
             let mut down = host.down_until.lock().unwrap_or_else(|e| e.into_inner());
             if down.is_none() {
+                let last = last.as_deref().unwrap_or_default();
                 tracing::warn!("-a sql: {last}; skipping it for {DOWN_FOR:?}");
             }
             *down = Some(Instant::now() + DOWN_FOR);
         }
         Err(PassdbError::Sql(format!(
-            "no database could be asked ({last})"
+            "no database could be asked ({})",
+            last.as_deref().unwrap_or("no host")
         )))
     }
 
@@ -1277,12 +1279,11 @@ where
     for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     use sqlx::Column;
-    let names: Vec<String> = row
-        .columns()
-        .iter()
-        .map(|c| c.name().to_ascii_lowercase())
-        .collect();
-    let column = |name: &str| names.iter().position(|n| n == name);
+    let column = |name: &str| {
+        row.columns()
+            .iter()
+            .position(|c| c.name().eq_ignore_ascii_case(name))
+    };
     if first_column {
         if row.columns().len() <= from {
             return Err(SqlError::Answer("the query returned no column".into()));

@@ -109,8 +109,9 @@ struct Waiting {
 enum Reply {
     Rows(Vec<Found>),
     Failed(Arc<FetchError>),
-    /// Ask alone (the batch failed on some login's value, or cannot be batched).
-    Alone,
+    /// Ask alone, with these values (the batch failed on some login's value, or cannot be
+    /// batched).
+    Alone(Vec<String>),
 }
 
 /// Why a login asked of a host got no rows.
@@ -151,15 +152,15 @@ impl Batcher {
         within: Duration,
     ) -> Result<Vec<Found>, BatchError> {
         let deadline = Instant::now() + within;
-        let answer = match self.inner.enter(values.clone()) {
-            Entry::Alone => None,
-            Entry::Slot => {
+        let answer = match self.inner.enter(values) {
+            Entry::Alone(values) => return self.inner.alone(&values, deadline).await,
+            Entry::Slot(values) => {
                 let _slot = Slot(Arc::clone(&self.inner));
                 return self.inner.alone(&values, deadline).await;
             }
-            Entry::Queued(answer) => Some(answer),
+            Entry::Queued(answer) => answer,
         };
-        if let Some(answer) = answer {
+        let values = {
             match tokio::time::timeout_at(deadline, answer).await {
                 Err(_) => return Err(BatchError::Timeout(within)),
                 Ok(Err(_)) => {
@@ -169,9 +170,9 @@ impl Batcher {
                 }
                 Ok(Ok(Reply::Rows(rows))) => return Ok(rows),
                 Ok(Ok(Reply::Failed(e))) => return Err(BatchError::Shared(e)),
-                Ok(Ok(Reply::Alone)) => {}
+                Ok(Ok(Reply::Alone(values))) => values,
             }
-        }
+        };
         self.inner.alone(&values, deadline).await
     }
 }
@@ -179,9 +180,9 @@ impl Batcher {
 /// How a login is asked.
 enum Entry {
     /// A slot was free and nobody waits: its own statement now, in that slot.
-    Slot,
+    Slot(Vec<String>),
     /// Batching is off: its own statement now.
-    Alone,
+    Alone(Vec<String>),
     /// In the queue, for the next batch.
     Queued(oneshot::Receiver<Reply>),
 }
@@ -196,11 +197,11 @@ impl Inner {
     fn enter(self: &Arc<Self>, values: Vec<String>) -> Entry {
         let mut state = self.lock();
         if state.off {
-            return Entry::Alone;
+            return Entry::Alone(values);
         }
         if state.running < IN_FLIGHT && state.queue.is_empty() {
             state.running += 1;
-            return Entry::Slot;
+            return Entry::Slot(values);
         }
         let (reply, answer) = oneshot::channel();
         state.queue.push(Waiting { values, reply });
@@ -239,7 +240,7 @@ impl Inner {
                 state.running -= 1;
                 // Batching was turned off meanwhile: whoever still waits asks alone.
                 for waiting in state.queue.drain(..) {
-                    let _ = waiting.reply.send(Reply::Alone);
+                    let _ = waiting.reply.send(Reply::Alone(waiting.values));
                 }
                 return;
             }
@@ -287,7 +288,7 @@ impl Inner {
                     }
                 }
                 for waiting in batch {
-                    let _ = waiting.reply.send(Reply::Alone);
+                    let _ = waiting.reply.send(Reply::Alone(waiting.values));
                 }
                 return;
             }
