@@ -9,7 +9,9 @@
 #
 # Needs PostgreSQL 15's server (installed, or unpacked where SASLAUTHD_RS_POSTGRESQL says, as
 # scripts/test.sh does), dovecot-core and dovecot-pgsql. PostgreSQL runs from a temporary
-# directory on a Unix socket and a loopback port (as nobody when run as root).
+# directory on a Unix socket and a loopback port (as nobody when run as root). BASELINE names
+# another saslauthd-rs binary (an earlier build), run beside ours on the same database with the
+# same arguments, its rows after ours. OURS_ARGS: more arguments for both (`--threads 2`).
 clients=${1:-16}
 secs=${2:-5}
 . "$(dirname "$0")/common.sh"
@@ -55,9 +57,14 @@ start_server dovecot -F -c "$tmp/dovecot/dovecot.conf"
 setsid "$bin/saslauthd-rs" -a sql -O "$tmp/dovecot-sql.conf.ext" -f -m "$tmp/ours-run" \
     --failure-delay 0 --dovecot-socket "$tmp/ours-auth" $ours_cache ${OURS_ARGS:-} >/dev/null 2>"$tmp/ours.log" &
 bench_pids+=($!)
+if [ -n "${BASELINE:-}" ]; then
+    setsid "$BASELINE" -a sql -O "$tmp/dovecot-sql.conf.ext" -f -m "$tmp/baseline-run" \
+        --failure-delay 0 --dovecot-socket "$tmp/baseline-auth" $ours_cache ${OURS_ARGS:-} >/dev/null 2>"$tmp/baseline.log" &
+    bench_pids+=($!)
+fi
 start_server "$bin/examples/null-server" dovecot-threads "$tmp/null-threads-auth"
 wait_socket "$tmp/dovecot/auth" "$tmp/null-threads-auth"
-for _ in $(seq 100); do [ -S "$tmp/ours-auth" ] && break; sleep 0.1; done
+for _ in $(seq 100); do [ -S "$tmp/ours-auth" ] && [ -z "${BASELINE:-}" -o -S "$tmp/baseline-auth" ] && break; sleep 0.1; done
 [ -S "$tmp/ours-auth" ] || { cat "$tmp/ours.log" >&2; exit 1; }
 
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
@@ -67,8 +74,10 @@ for round in $(seq "${ROUNDS:-1}"); do {
     run --user alice --socket "$tmp/null-threads-auth" --label "do-nothing server, a thread per connection"
     run --user alice --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SSHA512}"
     run --user alice --socket "$tmp/ours-auth" --label "saslauthd-rs -a sql, {SSHA512}"
+    [ -z "${BASELINE:-}" ] || run --user alice --socket "$tmp/baseline-auth" --label "baseline -a sql, {SSHA512}"
     [ -z "${PROFILE:-}" ] || { perf record -a -g -o "$PROFILE" -- sleep 3 >/dev/null 2>&1 & run --user alice --socket "$tmp/ours-auth" --label "profiled"; wait; }
     run --user bob --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SHA512-CRYPT}"
     run --user bob --socket "$tmp/ours-auth" --label "saslauthd-rs -a sql, {SHA512-CRYPT}"
+    [ -z "${BASELINE:-}" ] || run --user bob --socket "$tmp/baseline-auth" --label "baseline -a sql, {SHA512-CRYPT}"
 } | tee -a "$tmp/rows"; done
 medians

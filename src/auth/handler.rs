@@ -14,6 +14,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -198,6 +202,9 @@ pub(crate) struct Handler {
     /// first use: a channel costs a few KiB, and most connections never need one (a PLAIN
     /// login over sasldb is answered at once).
     done: Option<(mpsc::UnboundedSender<Done>, mpsc::UnboundedReceiver<Done>)>,
+    /// Password checks in flight, polled by the connection's own task while it waits
+    /// ([`Handler::completed`]): no task, no channel per check.
+    checking: FuturesUnordered<Pin<Box<dyn Future<Output = Done> + Send>>>,
     /// Results held back by the failure delay, kept here (not in sleeping tasks) so that a
     /// shutdown can answer them at once.
     delayed: Vec<Done>,
@@ -224,6 +231,7 @@ impl Handler {
             requests: HashMap::new(),
             seq: 0,
             done: None,
+            checking: FuturesUnordered::new(),
             delayed: Vec::new(),
             held: Arc::default(),
             answers: Vec::new(),
@@ -415,6 +423,12 @@ impl Handler {
                 } => {
                     // The handler holds a sender itself, so the channel never closes.
                     let done = done.expect("the handler keeps a sender of its own");
+                    match done.not_before {
+                        Some(at) if at > tokio::time::Instant::now() => self.delayed.push(done),
+                        _ => return done,
+                    }
+                }
+                Some(done) = self.checking.next(), if !self.checking.is_empty() => {
                     match done.not_before {
                         Some(at) if at > tokio::time::Instant::now() => self.delayed.push(done),
                         _ => return done,
@@ -632,9 +646,9 @@ impl Handler {
                             return self.deliver(id, active, decision.delay, result);
                         }
                         Err(running) => {
-                            let (seq, tx) = (active.seq, self.done_tx());
+                            let seq = active.seq;
                             let user = active.user.clone();
-                            tokio::spawn(async move {
+                            self.checking.push(Box::pin(async move {
                                 let Decision {
                                     outcome,
                                     delay,
@@ -646,13 +660,13 @@ impl Handler {
                                     .with_reason(reason);
                                 let not_before =
                                     (!delay.is_zero()).then(|| tokio::time::Instant::now() + delay);
-                                let _ = tx.send(Done {
+                                Done {
                                     id,
                                     seq,
                                     result,
                                     not_before,
-                                });
-                            });
+                                }
+                            }));
                             return self.wait(id, active);
                         }
                     }
