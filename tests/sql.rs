@@ -48,6 +48,9 @@ const QUERY: &str = "password_query = SELECT username AS user, password FROM mai
     UNION SELECT username AS user, password_hash AS password FROM mailbox_app_password \\\n\
     WHERE username = '%u'\n";
 
+/// A login, its password, and the stored value.
+type User = (String, &'static str, String);
+
 /// The users: a login, its password, and the stored value (the scheme's hash of it).
 fn users() -> Vec<(String, &'static str, String)> {
     let mut users = Vec::new();
@@ -590,12 +593,9 @@ fn a_bad_file_stops_the_start_naming_key_and_line() {
 
 #[test]
 fn postgres_failover_an_outage_and_the_return() {
-    if !peers() || !common::peers_for("sql", (!common::pg::available()).then_some("PostgreSQL 15"))
-    {
+    let Some((mut pg, users)) = postgres_with_mail() else {
         return;
-    }
-    let mut pg = common::pg::Pg::start();
-    let users = mail_db(&mut pg);
+    };
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("dovecot-sql.conf.ext");
     // The first host is a socket directory where nothing listens: the second answers.
@@ -624,12 +624,9 @@ fn postgres_failover_an_outage_and_the_return() {
 /// batch (a data-modifying `WITH`) turns batching off, said in the log, and works as before.
 #[test]
 fn postgres_asks_for_logins_that_arrive_together_in_one_statement() {
-    if !peers() || !common::peers_for("sql", (!common::pg::available()).then_some("PostgreSQL 15"))
-    {
+    let Some((pg, users)) = postgres_with_mail() else {
         return;
-    }
-    let mut pg = common::pg::Pg::start();
-    let users = mail_db(&mut pg);
+    };
     pg.psql(
         "mail",
         "INSERT INTO mailbox (username, password, domain) VALUES ('zero@example.org', '{PLAIN}pw', 'example.org'); \
@@ -975,6 +972,18 @@ const MECHANISMS: [&str; 6] = [
     "SCRAM-SHA-1",
     "SCRAM-SHA-256",
 ];
+
+/// A throwaway PostgreSQL with [`mail_db`] in it, and the scheme users; `None` without the
+/// peers.
+fn postgres_with_mail() -> Option<(common::pg::Pg, Vec<User>)> {
+    if !peers() || !common::peers_for("sql", (!common::pg::available()).then_some("PostgreSQL 15"))
+    {
+        return None;
+    }
+    let mut pg = common::pg::Pg::start();
+    let users = mail_db(&mut pg);
+    Some((pg, users))
+}
 
 /// Postfixadmin's tables with [`rows`] in a new database `mail` of `pg`, readable by the role
 /// `postfix` (password `db secret`); the scheme users.
