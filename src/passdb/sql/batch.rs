@@ -228,24 +228,14 @@ impl Inner {
         }
     }
 
-    /// Runs batches while logins wait, then gives its slot back.
+    /// Answers one batch in a slot taken for it.
     async fn drain(self: Arc<Self>, mut batch: Vec<Waiting>) {
-        loop {
-            batch.retain(|w| !w.reply.is_closed());
-            if !batch.is_empty() {
-                self.answer(batch).await;
-            }
-            let mut state = self.lock();
-            if state.queue.is_empty() || state.off {
-                state.running -= 1;
-                // Batching was turned off meanwhile: whoever still waits asks alone.
-                for waiting in state.queue.drain(..) {
-                    let _ = waiting.reply.send(Reply::Alone(waiting.values));
-                }
-                return;
-            }
-            let take = state.queue.len().min(MOST);
-            batch = state.queue.drain(..take).collect();
+        // The slot goes to the next batch, or back, when this one is answered; also if this
+        // task is dropped or panics, so a slot is never lost.
+        let _slot = Slot(Arc::clone(&self));
+        batch.retain(|w| !w.reply.is_closed());
+        if !batch.is_empty() {
+            self.answer(batch).await;
         }
     }
 
@@ -326,15 +316,19 @@ impl Inner {
     }
 }
 
-/// A statement slot taken by a lone login: given back when it is done (or dropped), to the
-/// logins that queued meanwhile if there are any.
+/// A statement slot, held by a lone login or a batch: given back when it is done (or
+/// dropped), or passed to the logins that queued meanwhile, as the next batch.
 struct Slot(Arc<Inner>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut state = self.0.lock();
-        if state.queue.is_empty() {
+        if state.queue.is_empty() || state.off {
             state.running -= 1;
+            // Batching was turned off meanwhile: whoever still waits asks alone.
+            for waiting in state.queue.drain(..) {
+                let _ = waiting.reply.send(Reply::Alone(waiting.values));
+            }
             return;
         }
         let take = state.queue.len().min(MOST);
