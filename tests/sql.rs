@@ -676,7 +676,7 @@ fn postgres_asks_for_logins_that_arrive_together_in_one_statement() {
              1 / (CASE WHEN username = 'zero@example.org' THEN 0 ELSE 1 END) AS boom FROM mailbox \\\n\
              WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
              UNION SELECT username AS user, password_hash AS password, 1 AS boom \\\n\
-             FROM mailbox_app_password WHERE username = '%u' -- as Postfixadmin has it, with a column\n"
+             FROM mailbox_app_password WHERE username = '%u' -- Postfixadmin's, with a column\n"
         ),
     )
     .unwrap();

@@ -1053,6 +1053,20 @@ fn prepare(
                 }
                 rest = &rest[i..];
             }
+            // A comment is copied as it is, to its end: a quote in it opens no literal
+            // (`-- Postfixadmin's query`), a variable in it is nothing to bind.
+            '-' if rest.starts_with("--") => {
+                let end = rest.find('\n').unwrap_or(rest.len());
+                sql.push_str(&rest[..end]);
+                rest = &rest[end..];
+            }
+            '/' if rest.starts_with("/*") => {
+                let Some(end) = rest[2..].find("*/").map(|at| at + 4) else {
+                    return Err(bad("password_query: an unclosed /* comment".into()));
+                };
+                sql.push_str(&rest[..end]);
+                rest = &rest[end..];
+            }
             '%' if rest[1..].starts_with('%') => {
                 sql.push('%');
                 rest = &rest[2..];
@@ -1361,6 +1375,18 @@ mod tests {
         assert_eq!(params[0].expand(&vars), "o'brien@example.org");
         assert!(prepare("SELECT '%x'", &|n| placeholder(Driver::Pg, n)).is_err());
         assert!(prepare("SELECT 'open", &|n| placeholder(Driver::Pg, n)).is_err());
+        // Comments: a quote or a variable in one is neither a literal nor a parameter.
+        let (sql, params) = prepare(
+            "SELECT password FROM u /* it's %d */ WHERE u = '%u' -- Postfixadmin's, %n",
+            &|n| placeholder(Driver::Pg, n),
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT password FROM u /* it's %d */ WHERE u = $1 -- Postfixadmin's, %n"
+        );
+        assert_eq!(params.len(), 1);
+        assert!(prepare("SELECT 1 /* open", &|n| placeholder(Driver::Pg, n)).is_err());
     }
 
     #[test]
