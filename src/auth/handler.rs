@@ -11,11 +11,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
-
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
@@ -403,7 +402,7 @@ impl Handler {
                 .enumerate()
                 .min_by_key(|(_, d)| d.not_before)
                 .map(|(i, d)| (i, d.not_before));
-            tokio::select! {
+            let done = tokio::select! {
                 biased;
                 _ = async {
                     match next {
@@ -422,18 +421,13 @@ impl Handler {
                     }
                 } => {
                     // The handler holds a sender itself, so the channel never closes.
-                    let done = done.expect("the handler keeps a sender of its own");
-                    match done.not_before {
-                        Some(at) if at > tokio::time::Instant::now() => self.delayed.push(done),
-                        _ => return done,
-                    }
+                    done.expect("the handler keeps a sender of its own")
                 }
-                Some(done) = self.checking.next(), if !self.checking.is_empty() => {
-                    match done.not_before {
-                        Some(at) if at > tokio::time::Instant::now() => self.delayed.push(done),
-                        _ => return done,
-                    }
-                }
+                Some(done) = self.checking.next(), if !self.checking.is_empty() => done,
+            };
+            match done.not_before {
+                Some(at) if at > tokio::time::Instant::now() => self.delayed.push(done),
+                _ => return done,
             }
         }
     }

@@ -539,7 +539,7 @@ impl Sql {
     /// The rows for `q`, from the first host that answers.
     async fn rows(&self, q: &Query<'_>) -> Result<Vec<Found>, PassdbError> {
         let vars = Vars::of(q);
-        let values: Vec<String> = self.params.iter().map(|t| t.expand(&vars)).collect();
+        let values: batch::Values = self.params.iter().map(|t| t.expand(&vars)).collect();
         let mut last = None;
         for host in self.order() {
             let name = &host.name;
@@ -549,17 +549,14 @@ impl Sql {
                     let batcher = host.batcher.get_or_init(|| {
                         Batcher::new(pool.clone(), &self.statement, batched, first_column)
                     });
-                    batcher.rows(values.clone(), QUERY_TIMEOUT).await
+                    batcher.rows(Arc::clone(&values)).await
                 }
-                (db, _) => match tokio::time::timeout(
-                    QUERY_TIMEOUT,
-                    fetch(db, &self.statement, &values, first_column),
-                )
-                .await
-                {
-                    Ok(rows) => rows.map_err(batch::BatchError::from),
-                    Err(_) => Err(batch::BatchError::Timeout(QUERY_TIMEOUT)),
-                },
+                (db, _) => {
+                    let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
+                    fetch_by(deadline, db, &self.statement, &values, first_column)
+                        .await
+                        .map_err(Arc::new)
+                }
             };
             match asked {
                 Ok(rows) => {
@@ -1253,6 +1250,22 @@ pub(super) enum FetchError {
     /// Its answer cannot be used.
     #[error(transparent)]
     Answer(#[from] SqlError),
+    /// No answer by the query's deadline.
+    #[error("no answer within {QUERY_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// [`fetch`], by `deadline`.
+async fn fetch_by(
+    deadline: tokio::time::Instant,
+    db: &Db,
+    statement: &str,
+    values: &[String],
+    first_column: bool,
+) -> Result<Vec<Found>, FetchError> {
+    tokio::time::timeout_at(deadline, fetch(db, statement, values, first_column))
+        .await
+        .unwrap_or(Err(FetchError::Timeout))
 }
 
 /// Runs the statement with `values` bound on one host.
@@ -1349,11 +1362,16 @@ where
 mod tests {
     use super::*;
 
+    /// PostgreSQL's placeholders.
+    fn pg(n: usize) -> String {
+        placeholder(Driver::Pg, n)
+    }
+
     #[test]
     fn variables_become_bound_parameters() {
         let (sql, params) = prepare(
             "SELECT password FROM mailbox WHERE username = '%u' AND active = '1' AND domain = '%Ld' AND x LIKE '50%%' AND y = %n",
-            &|n| placeholder(Driver::Pg, n),
+            &pg,
         )
         .unwrap();
         assert_eq!(
@@ -1373,12 +1391,12 @@ mod tests {
         .unwrap();
         assert_eq!(sql, "SELECT password FROM u WHERE u = ?");
         assert_eq!(params[0].expand(&vars), "o'brien@example.org");
-        assert!(prepare("SELECT '%x'", &|n| placeholder(Driver::Pg, n)).is_err());
-        assert!(prepare("SELECT 'open", &|n| placeholder(Driver::Pg, n)).is_err());
+        assert!(prepare("SELECT '%x'", &pg).is_err());
+        assert!(prepare("SELECT 'open", &pg).is_err());
         // Comments: a quote or a variable in one is neither a literal nor a parameter.
         let (sql, params) = prepare(
             "SELECT password FROM u /* it's %d */ WHERE u = '%u' -- Postfixadmin's, %n",
-            &|n| placeholder(Driver::Pg, n),
+            &pg,
         )
         .unwrap();
         assert_eq!(
@@ -1386,7 +1404,7 @@ mod tests {
             "SELECT password FROM u /* it's %d */ WHERE u = $1 -- Postfixadmin's, %n"
         );
         assert_eq!(params.len(), 1);
-        assert!(prepare("SELECT 1 /* open", &|n| placeholder(Driver::Pg, n)).is_err());
+        assert!(prepare("SELECT 1 /* open", &pg).is_err());
     }
 
     #[test]

@@ -23,14 +23,13 @@
 //! the batch, which then go to the next host as a lone login does.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use sqlx::postgres::PgPool;
 use sqlx::Row;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{fetch, read_row, Db, FetchError, Found, SqlError};
+use super::{fetch_by, read_row, Db, FetchError, Found, SqlError};
 
 /// Statements in flight at once per host, each a login alone or a batch, before a batch
 /// waits to be full. One: on a busy host the next batch is made while the statement runs,
@@ -100,7 +99,7 @@ struct State {
 /// A queued login.
 #[derive(Debug)]
 struct Waiting {
-    values: Vec<String>,
+    values: Values,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -111,22 +110,11 @@ enum Reply {
     Failed(Arc<FetchError>),
     /// Ask alone, with these values (the batch failed on some login's value, or cannot be
     /// batched).
-    Alone(Vec<String>),
+    Alone(Values),
 }
 
-/// Why a login asked of a host got no rows.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum BatchError {
-    /// The host's own failure.
-    #[error(transparent)]
-    Fetch(#[from] FetchError),
-    /// The batch the login was in failed so.
-    #[error(transparent)]
-    Shared(Arc<FetchError>),
-    /// No answer by the deadline.
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-}
+/// A login's values, shared by the hosts it may be asked of.
+pub(super) type Values = Arc<[String]>;
 
 impl Batcher {
     /// Batching for `pool`, whose lone statement is `single` and batched one `batched`; made
@@ -145,13 +133,10 @@ impl Batcher {
         }
     }
 
-    /// The rows for one login's `values`, by `within` from now.
-    pub(super) async fn rows(
-        &self,
-        values: Vec<String>,
-        within: Duration,
-    ) -> Result<Vec<Found>, BatchError> {
-        let deadline = Instant::now() + within;
+    /// The rows for one login's `values`, within [`super::QUERY_TIMEOUT`] from now. An error
+    /// is shared by the logins of a batch.
+    pub(super) async fn rows(&self, values: Values) -> Result<Vec<Found>, Arc<FetchError>> {
+        let deadline = Instant::now() + super::QUERY_TIMEOUT;
         let answer = match self.inner.enter(values) {
             Entry::Alone(values) => return self.inner.alone(&values, deadline).await,
             Entry::Slot(values) => {
@@ -160,18 +145,16 @@ impl Batcher {
             }
             Entry::Queued(answer) => answer,
         };
-        let values = {
-            match tokio::time::timeout_at(deadline, answer).await {
-                Err(_) => return Err(BatchError::Timeout(within)),
-                Ok(Err(_)) => {
-                    return Err(BatchError::Fetch(FetchError::Answer(SqlError::Answer(
-                        "the batch it was in was dropped".into(),
-                    ))))
-                }
-                Ok(Ok(Reply::Rows(rows))) => return Ok(rows),
-                Ok(Ok(Reply::Failed(e))) => return Err(BatchError::Shared(e)),
-                Ok(Ok(Reply::Alone(values))) => values,
+        let values = match tokio::time::timeout_at(deadline, answer).await {
+            Err(_) => return Err(Arc::new(FetchError::Timeout)),
+            Ok(Err(_)) => {
+                return Err(Arc::new(FetchError::Answer(SqlError::Answer(
+                    "the batch it was in was dropped".into(),
+                ))))
             }
+            Ok(Ok(Reply::Rows(rows))) => return Ok(rows),
+            Ok(Ok(Reply::Failed(e))) => return Err(e),
+            Ok(Ok(Reply::Alone(values))) => values,
         };
         self.inner.alone(&values, deadline).await
     }
@@ -180,9 +163,9 @@ impl Batcher {
 /// How a login is asked.
 enum Entry {
     /// A slot was free and nobody waits: its own statement now, in that slot.
-    Slot(Vec<String>),
+    Slot(Values),
     /// Batching is off: its own statement now.
-    Alone(Vec<String>),
+    Alone(Values),
     /// In the queue, for the next batch.
     Queued(oneshot::Receiver<Reply>),
 }
@@ -194,7 +177,7 @@ impl Inner {
 
     /// Takes a slot for a login, or queues it; a full batch goes out at once, in a slot of
     /// its own while the pool has connections for one.
-    fn enter(self: &Arc<Self>, values: Vec<String>) -> Entry {
+    fn enter(self: &Arc<Self>, values: Values) -> Entry {
         let mut state = self.lock();
         if state.off {
             return Entry::Alone(values);
@@ -215,17 +198,14 @@ impl Inner {
     }
 
     /// One login's own statement.
-    async fn alone(&self, values: &[String], deadline: Instant) -> Result<Vec<Found>, BatchError> {
-        let within = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout_at(
-            deadline,
-            fetch(&self.db, &self.single, values, self.first_column),
-        )
-        .await
-        {
-            Ok(rows) => Ok(rows?),
-            Err(_) => Err(BatchError::Timeout(within)),
-        }
+    async fn alone(
+        &self,
+        values: &[String],
+        deadline: Instant,
+    ) -> Result<Vec<Found>, Arc<FetchError>> {
+        fetch_by(deadline, &self.db, &self.single, values, self.first_column)
+            .await
+            .map_err(Arc::new)
     }
 
     /// Answers one batch in a slot taken for it.
@@ -243,27 +223,28 @@ impl Inner {
     async fn answer(&self, batch: Vec<Waiting>) {
         let deadline = Instant::now() + super::QUERY_TIMEOUT;
         let fetched = if batch.len() == 1 {
-            tokio::time::timeout_at(
+            fetch_by(
                 deadline,
-                fetch(&self.db, &self.single, &batch[0].values, self.first_column),
+                &self.db,
+                &self.single,
+                &batch[0].values,
+                self.first_column,
             )
             .await
-            .map(|rows| rows.map(|rows| vec![rows]))
+            .map(|rows| vec![rows])
         } else {
-            tokio::time::timeout_at(deadline, self.fetch_batch(&batch)).await
+            tokio::time::timeout_at(deadline, self.fetch_batch(&batch))
+                .await
+                .unwrap_or(Err(FetchError::Timeout))
         };
         let failed = match fetched {
-            Ok(Ok(rows)) => {
+            Ok(rows) => {
                 for (waiting, rows) in batch.into_iter().zip(rows) {
                     let _ = waiting.reply.send(Reply::Rows(rows));
                 }
                 return;
             }
-            Err(_) => Arc::new(FetchError::Answer(SqlError::Answer(format!(
-                "no answer within {:?}",
-                super::QUERY_TIMEOUT
-            )))),
-            Ok(Err(FetchError::Database(sqlx::Error::Database(e)))) => {
+            Err(FetchError::Database(sqlx::Error::Database(e))) => {
                 let refused = e
                     .code()
                     .is_some_and(|c| c.starts_with("42") || c.starts_with("0A"));
@@ -282,7 +263,7 @@ impl Inner {
                 }
                 return;
             }
-            Ok(Err(e)) => Arc::new(e),
+            Err(e) => Arc::new(e),
         };
         for waiting in batch {
             let _ = waiting.reply.send(Reply::Failed(Arc::clone(&failed)));
