@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncWrite, Interest};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -351,7 +351,24 @@ macro_rules! connection {
                 <$stream>::try_read_buf(self, buf)
             }
             fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                <$stream>::try_read(self, buf)
+                // A read that did not fill `buf` took all there was: the readiness is
+                // cleared with it (as tokio's own `poll_read` does), so the next wait sleeps
+                // instead of trying a read that finds nothing. Inside `try_io`, whose
+                // snapshot was taken before the read: a wakeup that comes after it is kept.
+                let len = buf.len();
+                let mut short = None;
+                let read = self.try_io(Interest::READABLE, || {
+                    let n = <$stream>::try_read(self, buf)?;
+                    if n > 0 && n < len {
+                        short = Some(n);
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
+                });
+                match (read, short) {
+                    (Err(_), Some(n)) => Ok(n),
+                    (read, _) => read,
+                }
             }
             fn try_write(&self, data: &[u8]) -> io::Result<usize> {
                 <$stream>::try_write(self, data)
