@@ -8,6 +8,8 @@ mod common;
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -744,6 +746,153 @@ fn postgres_asks_for_logins_that_arrive_together_in_one_statement() {
         },
         || d.log_text(),
     );
+}
+
+/// A PostgreSQL host that stops answering in the middle of a busy minute (its connections
+/// stay open, nothing comes back: a hung server, a network that drops everything): the
+/// statement in flight and the logins queued behind it for the next batch all go to the next
+/// host, each answered within one query deadline and a half, and every right password is
+/// still `OK`, every wrong one `NO`. The first host is a proxy to the same server on
+/// 127.0.0.2, which the test freezes.
+#[test]
+fn postgres_a_host_that_hangs_under_load_sends_its_logins_to_the_next() {
+    let Some((pg, _)) = postgres_with_mail() else {
+        return;
+    };
+    pg.psql(
+        "mail",
+        "INSERT INTO mailbox (username, password, domain) VALUES ('busy@example.org', '{PLAIN}busy-pw', 'example.org')",
+    );
+    let frozen = Arc::new(AtomicBool::new(false));
+    let proxied = freezable_proxy(
+        ("127.0.0.2", pg.port),
+        ("127.0.0.1", pg.port),
+        Arc::clone(&frozen),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("dovecot-sql.conf.ext");
+    std::fs::write(
+        &conf,
+        format!(
+            "driver = pgsql\nconnect = host=127.0.0.2 host={} port={} dbname=mail user=postfix password='db secret'\n\
+             default_pass_scheme = SHA512-CRYPT\n{QUERY}",
+            pg.socket_dir.display(),
+            pg.port
+        ),
+    )
+    .unwrap();
+    let (d, _auth) = daemon(&conf, &[]);
+    assert_eq!(d.ask("busy@example.org", "busy-pw", "smtp", ""), "OK");
+    assert!(
+        proxied.load(Ordering::SeqCst) > 0,
+        "the first host was not asked"
+    );
+    let answers = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..16)
+            .map(|client| {
+                let d = &d;
+                s.spawn(move || {
+                    let mut answers = Vec::new();
+                    let begun = Instant::now();
+                    let mut k = 0;
+                    while begun.elapsed() < Duration::from_secs(4) {
+                        let (password, want) = match (client + k) % 5 {
+                            0 => ("wrong", "NO"),
+                            _ => ("busy-pw", "OK"),
+                        };
+                        let asked = Instant::now();
+                        let got = d.ask("busy@example.org", password, "smtp", "");
+                        answers.push((want, got, asked.elapsed()));
+                        k += 1;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        frozen.store(true, Ordering::SeqCst);
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    let slowest = answers.iter().map(|(_, _, took)| *took).max().unwrap();
+    for (want, got, took) in &answers {
+        assert!(
+            got == want || (*want == "NO" && got.starts_with("NO")),
+            "{want}: {got} after {took:?}\n{}",
+            d.log_text()
+        );
+    }
+    // The hung statement's deadline (1.5 s), then the next host.
+    assert!(
+        slowest >= Duration::from_millis(1400) && slowest < Duration::from_millis(2500),
+        "the slowest answer took {slowest:?}: {}",
+        d.log_text()
+    );
+    assert!(answers.len() > 100, "{} answers", answers.len());
+    assert!(
+        d.log_text().contains("127.0.0.2"),
+        "the first host's failure is not in the log: {}",
+        d.log_text()
+    );
+}
+
+/// A TCP proxy from `listen` to `to` that forwards until `frozen` is set, then holds every
+/// connection open and forwards nothing more; counts the connections it accepted.
+fn freezable_proxy(
+    listen: (&str, u16),
+    to: (&'static str, u16),
+    frozen: Arc<AtomicBool>,
+) -> Arc<AtomicUsize> {
+    let listener = std::net::TcpListener::bind(listen).unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepted);
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            for (from, into) in [
+                (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                (server, client),
+            ] {
+                let frozen = Arc::clone(&frozen);
+                std::thread::spawn(move || pump(from, into, &frozen));
+            }
+        }
+    });
+    accepted
+}
+
+/// Copies `from` to `into` while `frozen` is not set; then holds both, reading nothing.
+fn pump(mut from: std::net::TcpStream, mut into: std::net::TcpStream, frozen: &AtomicBool) {
+    use std::io::{Read, Write};
+    from.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = [0u8; 16384];
+    loop {
+        if frozen.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => {
+                if into.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// The database stops: a temporary failure, within the deadline, never a success or a wrong

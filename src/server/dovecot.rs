@@ -267,8 +267,11 @@ async fn handle_connection<S: super::Connection>(
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let handshake_deadline = Instant::now() + handshake_timeout;
-    // Armed only while requests wait: most connections spend their life with none (every
-    // PLAIN login is answered at once), and then keep no timer.
+    // Armed when a request has to wait, and kept until it fires (then armed again only if
+    // requests still wait): most connections spend their life with none (a PLAIN login a
+    // passdb answers at once), and keep no timer; a busy one keeps one, not one a request
+    // (each timer set and dropped costs the timer wheel's lock and, when it is the earliest,
+    // a wakeup of the runtime).
     let mut sweep: Option<Pin<Box<Sleep>>> = None;
     let closed = registered.activity.closed();
     tokio::pin!(closed);
@@ -290,10 +293,8 @@ async fn handle_connection<S: super::Connection>(
         if draining && !handler.has_requests() {
             return;
         }
-        match (handler.has_requests(), sweep.is_some()) {
-            (true, false) => sweep = Some(Box::pin(tokio::time::sleep(SWEEP))),
-            (false, true) => sweep = None,
-            _ => {}
+        if sweep.is_none() && handler.has_requests() {
+            sweep = Some(Box::pin(tokio::time::sleep(SWEEP)));
         }
         tokio::select! {
             biased;

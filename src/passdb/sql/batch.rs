@@ -101,6 +101,10 @@ struct State {
 struct Waiting {
     values: Values,
     reply: oneshot::Sender<Reply>,
+    /// When it asked: its batch's statement must be answered within [`super::QUERY_TIMEOUT`]
+    /// of the earliest of these, so a login waits no longer in the queue and its batch
+    /// together than it would alone, without a timer of its own.
+    since: Instant,
 }
 
 /// What a queued login is told.
@@ -135,26 +139,31 @@ impl Batcher {
 
     /// The rows for one login's `values`, within [`super::QUERY_TIMEOUT`] from now. An error
     /// is shared by the logins of a batch.
+    ///
+    /// A queued login keeps no timer: the statement in flight has its deadline, and when it
+    /// fails for want of an answer every login queued behind it fails with it (the host
+    /// cannot answer them either, and the next host is asked at once); then its own batch
+    /// has the deadline of its earliest login.
     pub(super) async fn rows(&self, values: Values) -> Result<Vec<Found>, Arc<FetchError>> {
-        let deadline = Instant::now() + super::QUERY_TIMEOUT;
-        let answer = match self.inner.enter(values) {
+        let since = Instant::now();
+        let deadline = since + super::QUERY_TIMEOUT;
+        let answer = match self.inner.enter(values, since) {
             Entry::Alone(values) => return self.inner.alone(&values, deadline).await,
             Entry::Slot(values) => {
-                let _slot = Slot(Arc::clone(&self.inner));
-                return self.inner.alone(&values, deadline).await;
+                let mut slot = Slot::new(Arc::clone(&self.inner));
+                return slot.outcome(self.inner.alone(&values, deadline).await);
             }
             Entry::Queued(answer) => answer,
         };
-        let values = match tokio::time::timeout_at(deadline, answer).await {
-            Err(_) => return Err(Arc::new(FetchError::Timeout)),
-            Ok(Err(_)) => {
+        let values = match answer.await {
+            Err(_) => {
                 return Err(Arc::new(FetchError::Answer(SqlError::Answer(
                     "the batch it was in was dropped".into(),
                 ))))
             }
-            Ok(Ok(Reply::Rows(rows))) => return Ok(rows),
-            Ok(Ok(Reply::Failed(e))) => return Err(e),
-            Ok(Ok(Reply::Alone(values))) => values,
+            Ok(Reply::Rows(rows)) => return Ok(rows),
+            Ok(Reply::Failed(e)) => return Err(e),
+            Ok(Reply::Alone(values)) => values,
         };
         self.inner.alone(&values, deadline).await
     }
@@ -177,7 +186,7 @@ impl Inner {
 
     /// Takes a slot for a login, or queues it; a full batch goes out at once, in a slot of
     /// its own while the pool has connections for one.
-    fn enter(self: &Arc<Self>, values: Values) -> Entry {
+    fn enter(self: &Arc<Self>, values: Values, since: Instant) -> Entry {
         let mut state = self.lock();
         if state.off {
             return Entry::Alone(values);
@@ -187,7 +196,11 @@ impl Inner {
             return Entry::Slot(values);
         }
         let (reply, answer) = oneshot::channel();
-        state.queue.push(Waiting { values, reply });
+        state.queue.push(Waiting {
+            values,
+            reply,
+            since,
+        });
         if state.queue.len() >= MOST && state.running < super::CONNECTIONS as usize {
             state.running += 1;
             let batch = std::mem::take(&mut state.queue);
@@ -212,16 +225,17 @@ impl Inner {
     async fn drain(self: Arc<Self>, mut batch: Vec<Waiting>) {
         // The slot goes to the next batch, or back, when this one is answered; also if this
         // task is dropped or panics, so a slot is never lost.
-        let _slot = Slot(Arc::clone(&self));
+        let mut slot = Slot::new(Arc::clone(&self));
         batch.retain(|w| !w.reply.is_closed());
         if !batch.is_empty() {
-            self.answer(batch).await;
+            slot.failed = self.answer(batch).await;
         }
     }
 
-    /// Asks for one batch and tells each login its rows.
-    async fn answer(&self, batch: Vec<Waiting>) {
-        let deadline = Instant::now() + super::QUERY_TIMEOUT;
+    /// Asks for one batch and tells each login its rows; the error when the host did not
+    /// answer it (not when a login's value failed, or the query cannot be batched).
+    async fn answer(&self, batch: Vec<Waiting>) -> Option<Arc<FetchError>> {
+        let deadline = batch.iter().map(|w| w.since).min()? + super::QUERY_TIMEOUT;
         let fetched = if batch.len() == 1 {
             fetch_by(
                 deadline,
@@ -242,7 +256,7 @@ impl Inner {
                 for (waiting, rows) in batch.into_iter().zip(rows) {
                     let _ = waiting.reply.send(Reply::Rows(rows));
                 }
-                return;
+                return None;
             }
             Err(FetchError::Database(sqlx::Error::Database(e))) => {
                 let refused = e
@@ -261,13 +275,14 @@ impl Inner {
                 for waiting in batch {
                     let _ = waiting.reply.send(Reply::Alone(waiting.values));
                 }
-                return;
+                return None;
             }
             Err(e) => Arc::new(e),
         };
         for waiting in batch {
             let _ = waiting.reply.send(Reply::Failed(Arc::clone(&failed)));
         }
+        Some(failed)
     }
 
     /// The rows of every login of `batch` (more than one), in one statement.
@@ -299,11 +314,43 @@ impl Inner {
 
 /// A statement slot, held by a lone login or a batch: given back when it is done (or
 /// dropped), or passed to the logins that queued meanwhile, as the next batch.
-struct Slot(Arc<Inner>);
+struct Slot {
+    inner: Arc<Inner>,
+    /// The host did not answer the statement held in it (no connection, a broken one, no
+    /// answer in time): the logins queued behind it fail with the same error.
+    failed: Option<Arc<FetchError>>,
+}
+
+impl Slot {
+    fn new(inner: Arc<Inner>) -> Slot {
+        Slot {
+            inner,
+            failed: None,
+        }
+    }
+
+    /// A lone login's result, noted as the statement's outcome.
+    fn outcome(
+        &mut self,
+        result: Result<Vec<Found>, Arc<FetchError>>,
+    ) -> Result<Vec<Found>, Arc<FetchError>> {
+        if let Err(e) = &result {
+            if !matches!(**e, FetchError::Database(sqlx::Error::Database(_))) {
+                self.failed = Some(Arc::clone(e));
+            }
+        }
+        result
+    }
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut state = self.0.lock();
+        let mut state = self.inner.lock();
+        if let Some(failed) = self.failed.take() {
+            for waiting in state.queue.drain(..) {
+                let _ = waiting.reply.send(Reply::Failed(Arc::clone(&failed)));
+            }
+        }
         if state.queue.is_empty() || state.off {
             state.running -= 1;
             // Batching was turned off meanwhile: whoever still waits asks alone.
@@ -315,8 +362,8 @@ impl Drop for Slot {
         let take = state.queue.len().min(MOST);
         let batch: Vec<Waiting> = state.queue.drain(..take).collect();
         drop(state);
-        let inner = Arc::clone(&self.0);
-        self.0.runtime.spawn(inner.drain(batch));
+        let inner = Arc::clone(&self.inner);
+        self.inner.runtime.spawn(inner.drain(batch));
     }
 }
 
