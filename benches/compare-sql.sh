@@ -12,6 +12,7 @@
 # directory on a Unix socket and a loopback port (as nobody when run as root). BASELINE names
 # another saslauthd-rs binary (an earlier build), run beside ours on the same database with the
 # same arguments, its rows after ours. OURS_ARGS: more arguments for both (`--threads 2`).
+# PG_SOCKET=1: both reach PostgreSQL over its Unix socket instead of loopback TCP.
 clients=${1:-16}
 secs=${2:-5}
 . "$(dirname "$0")/common.sh"
@@ -34,9 +35,12 @@ crypt=$(doveadm pw -s SHA512-CRYPT -p secret)
 psql -d mail -c "CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255), active SMALLINT);
     INSERT INTO mailbox VALUES ('alice@example.org', '$ssha', 1), ('bob@example.org', '$crypt', 1)"
 
+# PG_SOCKET=1: both connect over PostgreSQL's Unix socket (libpq's `host=/directory`), not
+# over loopback TCP.
+if [ "${PG_SOCKET:-}" = 1 ]; then pghost=$tmp/pgsock; else pghost=127.0.0.1; fi
 cat > "$tmp/dovecot-sql.conf.ext" <<CONF
 driver = pgsql
-connect = host=127.0.0.1 port=$port dbname=mail user=postgres
+connect = host=$pghost port=$port dbname=mail user=postgres
 default_pass_scheme = SHA512-CRYPT
 password_query = SELECT username AS user, password FROM mailbox WHERE username = '%u' AND active = '1'
 CONF
@@ -69,7 +73,7 @@ for _ in $(seq 100); do [ -S "$tmp/ours-auth" ] && [ -z "${BASELINE:-}" -o -S "$
 
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
         --realm example.org --password secret "$@"; }
-echo "# $(nproc) cores, $clients persistent connections, $secs s each, PostgreSQL 15 on loopback; $(date -u +%F)"
+echo "# $(nproc) cores, $clients persistent connections, $secs s each, PostgreSQL 15 at $pghost; $(date -u +%F)"
 for round in $(seq "${ROUNDS:-1}"); do {
     run --user alice --socket "$tmp/null-threads-auth" --label "do-nothing server, a thread per connection"
     run --user alice --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SSHA512}"
