@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -838,6 +838,149 @@ fn postgres_a_host_that_hangs_under_load_sends_its_logins_to_the_next() {
     );
 }
 
+/// A statement is one round trip: the connection it ran on is kept for the next (sqlx, left
+/// to itself, tests each connection given back to its pool with a `Sync` of its own, a second
+/// round trip a login). Counted on the wire, through a proxy on 127.0.0.2 that reads the
+/// frontend's messages: 60 logins one after the other are 60 `Bind`s and, besides the few
+/// `Sync`s that prepare the statement on a new connection, 60 `Sync`s. Then the server's
+/// connections are cut (`pg_terminate_backend`), and the server restarted: the next login is
+/// `OK` at once, asked again on a new connection, not a temporary failure.
+#[test]
+fn postgres_a_statement_is_one_round_trip_and_a_restart_fails_no_login() {
+    let Some((mut pg, _)) = postgres_with_mail() else {
+        return;
+    };
+    pg.psql(
+        "mail",
+        "INSERT INTO mailbox (username, password, domain) VALUES ('kept@example.org', '{PLAIN}kept-pw', 'example.org')",
+    );
+    let counts = Arc::new(Mutex::new(std::collections::HashMap::<u8, usize>::new()));
+    let listener = std::net::TcpListener::bind(("127.0.0.2", pg.port)).unwrap();
+    let to = pg.port;
+    let counted = Arc::clone(&counts);
+    std::thread::spawn(move || {
+        let never = Arc::new(AtomicBool::new(false));
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
+                continue;
+            };
+            let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (never1, never2) = (Arc::clone(&never), Arc::clone(&never));
+            std::thread::spawn(move || pump(server, client, &never1, |_| {}));
+            let counted = Arc::clone(&counted);
+            std::thread::spawn(move || {
+                let mut messages = FrontendMessages::default();
+                pump(c, s, &never2, |bytes| {
+                    for kind in messages.read(bytes) {
+                        *counted.lock().unwrap().entry(kind).or_default() += 1;
+                    }
+                })
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("dovecot-sql.conf.ext");
+    std::fs::write(
+        &conf,
+        format!(
+            "driver = pgsql\nconnect = host=127.0.0.2 port={} dbname=mail user=postfix password='db secret' sslmode=disable\n\
+             default_pass_scheme = SHA512-CRYPT\n{QUERY}",
+            pg.port
+        ),
+    )
+    .unwrap();
+    let (d, _auth) = daemon(&conf, &[]);
+    for k in 0..60 {
+        let (password, want) = if k % 3 == 0 {
+            ("wrong", "NO")
+        } else {
+            ("kept-pw", "OK")
+        };
+        let got = d.ask("kept@example.org", password, "smtp", "");
+        assert!(got.starts_with(want), "{k}: {got}\n{}", d.log_text());
+    }
+    let (binds, syncs) = {
+        let counts = counts.lock().unwrap();
+        (counts.get(&b'B').copied(), counts.get(&b'S').copied())
+    };
+    let (binds, syncs) = (binds.unwrap_or(0), syncs.unwrap_or(0));
+    assert_eq!(binds, 60, "Bind messages: {binds}, Sync messages: {syncs}");
+    assert!(
+        (60..=64).contains(&syncs),
+        "{syncs} Sync messages for 60 statements"
+    );
+    pg.query(
+        "postgres",
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'postfix'",
+    );
+    assert_eq!(
+        d.ask("kept@example.org", "kept-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    pg.stop();
+    pg.run();
+    assert_eq!(
+        d.ask("kept@example.org", "kept-pw", "smtp", ""),
+        "OK",
+        "{}",
+        d.log_text()
+    );
+    assert_eq!(
+        d.ask("kept@example.org", "wrong", "smtp", ""),
+        "NO",
+        "{}",
+        d.log_text()
+    );
+    assert!(
+        !d.log_text().contains("skipping it"),
+        "a login failed: {}",
+        d.log_text()
+    );
+}
+
+/// Splits what a PostgreSQL client sends into messages: the untyped ones first (an
+/// `SSLRequest`, then the `StartupMessage`), then one type byte and a length each.
+#[derive(Default)]
+struct FrontendMessages {
+    buffered: Vec<u8>,
+    started: bool,
+}
+
+impl FrontendMessages {
+    /// The types of the messages completed by `bytes`.
+    fn read(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.buffered.extend_from_slice(bytes);
+        let mut kinds = Vec::new();
+        loop {
+            let header = if self.started { 5 } else { 8 };
+            if self.buffered.len() < header {
+                return kinds;
+            }
+            let (kind, length) = if self.started {
+                let length = u32::from_be_bytes(self.buffered[1..5].try_into().unwrap());
+                (Some(self.buffered[0]), 1 + length as usize)
+            } else {
+                let length = u32::from_be_bytes(self.buffered[..4].try_into().unwrap());
+                let code = u32::from_be_bytes(self.buffered[4..8].try_into().unwrap());
+                // SSLRequest and GSSENCRequest come before the StartupMessage.
+                self.started = !matches!(code, 80877103 | 80877104);
+                (None, length as usize)
+            };
+            if self.buffered.len() < length {
+                if kind.is_none() {
+                    self.started = false;
+                }
+                return kinds;
+            }
+            self.buffered.drain(..length);
+            kinds.extend(kind);
+        }
+    }
+}
+
 /// A TCP proxy from `listen` to `to` that forwards until `frozen` is set, then holds every
 /// connection open and forwards nothing more; counts the connections it accepted.
 fn freezable_proxy(
@@ -860,15 +1003,21 @@ fn freezable_proxy(
                 (server, client),
             ] {
                 let frozen = Arc::clone(&frozen);
-                std::thread::spawn(move || pump(from, into, &frozen));
+                std::thread::spawn(move || pump(from, into, &frozen, |_| {}));
             }
         }
     });
     accepted
 }
 
-/// Copies `from` to `into` while `frozen` is not set; then holds both, reading nothing.
-fn pump(mut from: std::net::TcpStream, mut into: std::net::TcpStream, frozen: &AtomicBool) {
+/// Copies `from` to `into` while `frozen` is not set, showing `seen` what it copies; then
+/// holds both, reading nothing.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut into: std::net::TcpStream,
+    frozen: &AtomicBool,
+    mut seen: impl FnMut(&[u8]),
+) {
     use std::io::{Read, Write};
     from.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
@@ -881,6 +1030,7 @@ fn pump(mut from: std::net::TcpStream, mut into: std::net::TcpStream, frozen: &A
         match from.read(&mut buf) {
             Ok(0) => return,
             Ok(n) => {
+                seen(&buf[..n]);
                 if into.write_all(&buf[..n]).is_err() {
                     return;
                 }

@@ -37,17 +37,19 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlPool};
-use sqlx::postgres::{PgConnectOptions, PgPool};
-use sqlx::sqlite::{SqliteConnectOptions, SqlitePool};
+use sqlx::mysql::MySqlConnectOptions;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
 
 use super::{scheme, Answer, Context, DefaultRealm, Module, Passdb, PassdbError, Query, Verified};
 use crate::pool::Pool;
 use crate::secret::{Credentials, Password};
 use crate::verdict::{PassdbKind, PassdbResult, Replies, SuccessCache};
 use batch::Batcher;
+use held::Held;
 
 mod batch;
+mod held;
 
 /// `-a sql`.
 pub(super) const MODULE: Module = Module {
@@ -423,12 +425,12 @@ impl SqlConf {
     }
 }
 
-/// One host's connection pool.
+/// One host's connections ([`held`]).
 #[derive(Debug, Clone)]
 enum Db {
-    Pg(PgPool),
-    MySql(MySqlPool),
-    Sqlite(SqlitePool),
+    Pg(Arc<Held<sqlx::Postgres>>),
+    MySql(Arc<Held<sqlx::MySql>>),
+    Sqlite(Arc<Held<sqlx::Sqlite>>),
 }
 
 /// How to connect to one host.
@@ -456,20 +458,25 @@ impl Host {
     /// The pool, made now if it is not yet (within the runtime).
     fn db(&self) -> &Db {
         self.pool.get_or_init(|| match &self.options {
-            Options::Pg(o) => Db::Pg(pool_options().connect_lazy_with(o.clone())),
-            Options::MySql(o) => Db::MySql(pool_options().connect_lazy_with(o.clone())),
-            Options::Sqlite(o) => Db::Sqlite(pool_options().connect_lazy_with(o.clone())),
+            Options::Pg(o) => Db::Pg(held(o)),
+            Options::MySql(o) => Db::MySql(held(o)),
+            Options::Sqlite(o) => Db::Sqlite(held(o)),
         })
     }
 }
 
-/// The pool settings of every driver: [`CONNECTIONS`], a connection within the query's
-/// deadline, and no ping before each query.
-fn pool_options<DB: sqlx::Database>() -> sqlx::pool::PoolOptions<DB> {
-    sqlx::pool::PoolOptions::new()
+/// A host's connections, with the pool settings of every driver: [`CONNECTIONS`], a
+/// connection within the query's deadline, and no ping before each query (a kept connection
+/// is pinged only after a quiet time: [`held`]).
+fn held<DB: sqlx::Database>(
+    options: &<DB::Connection as sqlx::Connection>::Options,
+) -> Arc<Held<DB>> {
+    let pool = sqlx::pool::PoolOptions::new()
         .max_connections(CONNECTIONS)
         .acquire_timeout(QUERY_TIMEOUT)
         .test_before_acquire(false)
+        .connect_lazy_with(options.clone());
+    Arc::new(Held::new(pool))
 }
 
 /// What a row says.
@@ -545,9 +552,9 @@ impl Sql {
             let name = &host.name;
             let first_column = self.conf.cleartext_first_column;
             let asked = match (host.db(), &self.batched) {
-                (Db::Pg(pool), Some(batched)) => {
+                (Db::Pg(held), Some(batched)) => {
                     let batcher = host.batcher.get_or_init(|| {
-                        Batcher::new(pool.clone(), &self.statement, batched, first_column)
+                        Batcher::new(Arc::clone(held), &self.statement, batched, first_column)
                     });
                     batcher.rows(Arc::clone(&values)).await
                 }
@@ -1276,12 +1283,21 @@ async fn fetch(
     first_column: bool,
 ) -> Result<Vec<Found>, FetchError> {
     macro_rules! run {
-        ($pool:expr) => {{
-            let mut query = sqlx::query(statement);
-            for value in values {
-                query = query.bind(value.as_str());
-            }
-            let rows = query.fetch_all($pool).await?;
+        ($held:expr) => {{
+            // Asked again once, on a new connection, when a kept one turns out broken.
+            let mut fresh = false;
+            let rows = loop {
+                let mut lease = $held.take(fresh).await?;
+                let mut query = sqlx::query(statement);
+                for value in values {
+                    query = query.bind(value.as_str());
+                }
+                let rows = query.fetch_all(lease.conn()).await;
+                match lease.answered(rows) {
+                    Some(rows) => break rows?,
+                    None => fresh = true,
+                }
+            };
             Ok(rows
                 .iter()
                 .map(|row| read_row(row, first_column, 0))
@@ -1289,9 +1305,9 @@ async fn fetch(
         }};
     }
     match db {
-        Db::Pg(pool) => run!(pool),
-        Db::MySql(pool) => run!(pool),
-        Db::Sqlite(pool) => run!(pool),
+        Db::Pg(held) => run!(held),
+        Db::MySql(held) => run!(held),
+        Db::Sqlite(held) => run!(held),
     }
 }
 

@@ -24,12 +24,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use sqlx::postgres::PgPool;
 use sqlx::Row;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{fetch_by, read_row, Db, FetchError, Found, SqlError};
+use super::{fetch_by, read_row, Db, FetchError, Found, Held, SqlError};
 
 /// Statements in flight at once per host, each a login alone or a batch, before a batch
 /// waits to be full. One: on a busy host the next batch is made while the statement runs,
@@ -74,9 +73,9 @@ pub(super) struct Batcher {
 
 #[derive(Debug)]
 struct Inner {
-    /// The host's pool, as the lone statements take it, and as itself.
+    /// The host's connections, as the lone statements take them, and as themselves.
     db: Db,
-    pool: PgPool,
+    held: Arc<Held<sqlx::Postgres>>,
     /// The statement for one login, and for several.
     single: String,
     batched: String,
@@ -123,11 +122,16 @@ pub(super) type Values = Arc<[String]>;
 impl Batcher {
     /// Batching for `pool`, whose lone statement is `single` and batched one `batched`; made
     /// within the runtime.
-    pub(super) fn new(pool: PgPool, single: &str, batched: &str, first_column: bool) -> Batcher {
+    pub(super) fn new(
+        held: Arc<Held<sqlx::Postgres>>,
+        single: &str,
+        batched: &str,
+        first_column: bool,
+    ) -> Batcher {
         Batcher {
             inner: Arc::new(Inner {
-                db: Db::Pg(pool.clone()),
-                pool,
+                db: Db::Pg(Arc::clone(&held)),
+                held,
                 single: single.to_string(),
                 batched: batched.to_string(),
                 first_column,
@@ -288,12 +292,21 @@ impl Inner {
     /// The rows of every login of `batch` (more than one), in one statement.
     async fn fetch_batch(&self, batch: &[Waiting]) -> Result<Vec<Vec<Found>>, FetchError> {
         let params = batch[0].values.len();
-        let mut query = sqlx::query(&self.batched);
-        for k in 0..params {
-            let column: Vec<&str> = batch.iter().map(|w| w.values[k].as_str()).collect();
-            query = query.bind(column);
-        }
-        let rows = query.fetch_all(&self.pool).await?;
+        // Asked again once, on a new connection, when a kept one turns out broken.
+        let mut fresh = false;
+        let rows = loop {
+            let mut query = sqlx::query(&self.batched);
+            for k in 0..params {
+                let column: Vec<&str> = batch.iter().map(|w| w.values[k].as_str()).collect();
+                query = query.bind(column);
+            }
+            let mut lease = self.held.take(fresh).await?;
+            let rows = query.fetch_all(lease.conn()).await;
+            match lease.answered(rows) {
+                Some(rows) => break rows?,
+                None => fresh = true,
+            }
+        };
         let mut found: Vec<Vec<Found>> = batch.iter().map(|_| Vec::new()).collect();
         for row in &rows {
             let login: i64 = row
