@@ -4,9 +4,10 @@
 //! Each login is one query, and with the database on the same machine the round trips cost
 //! more than the query: on both sides a wakeup, a switch, the loopback's TCP, the driver's
 //! work per statement. While a statement runs ([`IN_FLIGHT`]: one per host), the logins that
-//! arrive queue, and when it returns they go out together, up to [`MOST`] in one statement (a
-//! full batch goes at once, on another connection). A lightly loaded daemon asks as before,
-//! one statement a login, without waiting:
+//! arrive queue, and when it returns they go out together, with those read while its answers
+//! went out ([`Inner::drain`]), up to [`MOST`] in one statement (a full batch goes at once,
+//! on another connection). A lightly loaded daemon asks as before, one statement a login,
+//! without waiting:
 //!
 //! ```sql
 //! SELECT saslauthd_rs_b.i AS saslauthd_rs_login, saslauthd_rs_q.*
@@ -209,7 +210,7 @@ impl Inner {
             state.running += 1;
             let batch = std::mem::take(&mut state.queue);
             drop(state);
-            self.runtime.spawn(Arc::clone(self).drain(batch));
+            self.runtime.spawn(Arc::clone(self).drain(Some(batch)));
         }
         Entry::Queued(answer)
     }
@@ -225,11 +226,25 @@ impl Inner {
             .map_err(Arc::new)
     }
 
-    /// Answers one batch in a slot taken for it.
-    async fn drain(self: Arc<Self>, mut batch: Vec<Waiting>) {
+    /// Answers one batch in a slot taken for it: `batch`, or (`None`: the slot was passed on
+    /// by the statement that just returned) the logins queued by the time this task runs
+    /// again after a yield. The yield lets the runtime first read the requests that are
+    /// ready, among them those of the clients just answered, so they join this batch rather
+    /// than wait for the next: fewer, fuller statements (the database's CPU a login: 8.2 ->
+    /// 7.0 us; BENCHMARKS.md).
+    async fn drain(self: Arc<Self>, batch: Option<Vec<Waiting>>) {
         // The slot goes to the next batch, or back, when this one is answered; also if this
         // task is dropped or panics, so a slot is never lost.
         let mut slot = Slot::new(Arc::clone(&self));
+        let mut batch = match batch {
+            Some(batch) => batch,
+            None => {
+                tokio::task::yield_now().await;
+                let mut state = self.lock();
+                let take = state.queue.len().min(MOST);
+                state.queue.drain(..take).collect()
+            }
+        };
         batch.retain(|w| !w.reply.is_closed());
         if !batch.is_empty() {
             slot.failed = self.answer(batch).await;
@@ -372,11 +387,9 @@ impl Drop for Slot {
             }
             return;
         }
-        let take = state.queue.len().min(MOST);
-        let batch: Vec<Waiting> = state.queue.drain(..take).collect();
         drop(state);
         let inner = Arc::clone(&self.inner);
-        self.inner.runtime.spawn(inner.drain(batch));
+        self.inner.runtime.spawn(inner.drain(None));
     }
 }
 
