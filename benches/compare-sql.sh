@@ -12,11 +12,21 @@
 # directory on a Unix socket and a loopback port (as nobody when run as root). BASELINE names
 # another saslauthd-rs binary (an earlier build), run beside ours on the same database with the
 # same arguments, its rows after ours. OURS_ARGS: more arguments for both (`--threads 2`).
-# PG_SOCKET=1: both reach PostgreSQL over its Unix socket instead of loopback TCP.
+# PG_SOCKET=1: both reach PostgreSQL over its Unix socket instead of loopback TCP. Each round
+# also measures the hashing ceiling beside the {SHA512-CRYPT} rows: libxcrypt alone, on as
+# many threads as the `-n` pool has (5, the default), no daemon, no database
+# (benches/crypt_scaling.rs).
 clients=${1:-16}
 secs=${2:-5}
 . "$(dirname "$0")/common.sh"
 bench_setup
+ceiling=$(cargo bench --quiet --bench crypt_scaling --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "crypt_scaling" and m.get("executable"):
+        print(m["executable"])')
+[ -x "$ceiling" ] || { echo "cannot build benches/crypt_scaling.rs" >&2; exit 1; }
 pgroot=${SASLAUTHD_RS_POSTGRESQL:-/}
 pgbin=$pgroot/usr/lib/postgresql/15/bin
 [ -x "$pgbin/postgres" ] || { echo "no PostgreSQL 15 server at $pgbin" >&2; exit 1; }
@@ -83,5 +93,6 @@ for round in $(seq "${ROUNDS:-1}"); do {
     run --user bob --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SHA512-CRYPT}"
     run --user bob --socket "$tmp/ours-auth" --label "saslauthd-rs -a sql, {SHA512-CRYPT}"
     [ -z "${BASELINE:-}" ] || run --user bob --socket "$tmp/baseline-auth" --label "baseline -a sql, {SHA512-CRYPT}"
+    "$ceiling" 5 "$secs" "the -n pool's ceiling, SHA512-CRYPT (libxcrypt alone)" "${crypt#\{SHA512-CRYPT\}}"
 } | tee -a "$tmp/rows"; done
 medians

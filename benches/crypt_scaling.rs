@@ -1,6 +1,11 @@
 //! How libxcrypt itself scales from one thread to two on this machine, with no daemon in
 //! between: the ceiling for `saslauthd-rs -a shadow -n 2` against `-n 1`. `cargo bench
 //! --bench crypt_scaling`.
+//!
+//! `crypt_scaling THREADS SECONDS LABEL HASH`: how many times THREADS threads verify
+//! `secret` against HASH in SECONDS, as one row of the compare scripts (`LABEL: N req/s`),
+//! so that a run puts what the `-n` pool can hash beside what the daemon made, round for
+//! round (`benches/compare-sql.sh`).
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +31,14 @@ fn rate(stored: &str, threads: usize, run_for: Duration) -> f64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [threads, seconds, label, stored] = &args[..] {
+        let threads: usize = threads.parse().expect("THREADS: a number");
+        let seconds: f64 = seconds.parse().expect("SECONDS: a number");
+        let rate = rate(stored, threads, Duration::from_secs_f64(seconds));
+        println!("{label}: {rate:.0} req/s  ({threads} threads, libxcrypt alone)");
+        return;
+    }
     for (name, prefix) in [("yescrypt", "$y$"), ("sha512-crypt", "$6$")] {
         let stored = crypt::hash(b"secret", prefix).unwrap();
         let one = rate(&stored, 1, Duration::from_secs(3));
