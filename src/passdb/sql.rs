@@ -465,9 +465,8 @@ impl Host {
     }
 }
 
-/// A host's connections, with the pool settings of every driver: [`CONNECTIONS`], a
-/// connection within the query's deadline, and no ping before each query (a kept connection
-/// is pinged only after a quiet time: [`held`]).
+/// A host's connections ([`held`]), with the pool settings of every driver: [`CONNECTIONS`],
+/// a connection within the query's deadline, and no ping before each query.
 fn held<DB: sqlx::Database>(
     options: &<DB::Connection as sqlx::Connection>::Options,
 ) -> Arc<Held<DB>> {

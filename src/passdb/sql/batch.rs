@@ -121,8 +121,8 @@ enum Reply {
 pub(super) type Values = Arc<[String]>;
 
 impl Batcher {
-    /// Batching for `pool`, whose lone statement is `single` and batched one `batched`; made
-    /// within the runtime.
+    /// Batching on the host's connections `held`, whose lone statement is `single` and
+    /// batched one `batched`; made within the runtime.
     pub(super) fn new(
         held: Arc<Held<sqlx::Postgres>>,
         single: &str,

@@ -12,12 +12,12 @@
 //! read next belongs to the statement it gave up on, and its place in the pool is freed.
 //!
 //! Kept connections that have been quiet for [`QUIET`] (a night without logins, where a
-//! firewall may have forgotten them, or `idle_session_timeout` cut them) are given back to
-//! sqlx's pool, which tests each and closes those that are broken, and the next statement
-//! takes one from the pool. A kept connection that turns out broken (the server restarted,
-//! or terminated its backend) is not the login's failure: every kept connection is given back
-//! so, and the statement asked again, once, on a connection from the pool
-//! ([`Lease::answered`]).
+//! firewall or a load balancer may have forgotten them, or `idle_session_timeout` cut them)
+//! are closed, and the next statement opens a new one. A kept connection that turns out broken
+//! (the server restarted, or terminated its backend) is not the login's failure: every kept
+//! connection is closed with it, and the statement asked again, once, on a new one
+//! ([`Lease::answered`]). Closed so, a connection says goodbye (`Terminate`, in a task of its
+//! own); one given up on in the middle of a statement is dropped without a word.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use sqlx::pool::PoolConnection;
 use sqlx::{Database, Pool};
 
-/// Kept connections unused for this long go back to the pool.
+/// Kept connections unused for this long are closed, not used.
 pub(super) const QUIET: Duration = Duration::from_secs(60);
 
 /// One host's pool, and the connections taken from it and kept.
@@ -54,8 +54,8 @@ impl<DB: Database> Held<DB> {
     }
 
     /// A connection for one statement: the one used last (unless it has been quiet for
-    /// [`QUIET`]), or (when none is kept, or `fresh`) one from the pool, which opens one if
-    /// it has none idle. Bound the call with the statement's deadline.
+    /// [`QUIET`]), or (when none is kept, or `fresh`) a new one from the pool. Bound the call
+    /// with the statement's deadline.
     pub(super) async fn take(&self, fresh: bool) -> Result<Lease<'_, DB>, sqlx::Error> {
         let last = match fresh {
             true => None,
@@ -65,18 +65,20 @@ impl<DB: Database> Held<DB> {
             if used.elapsed() < QUIET {
                 return Ok(self.lease(conn, true));
             }
-            // Quiet too long, and the others were used earlier still: all back to the pool.
-            drop(conn);
-            self.give_back();
+            // Quiet too long, and the others were used earlier still: all closed.
+            close(conn);
+            self.close_kept();
         }
         let conn = self.pool.acquire().await?;
         Ok(self.lease(conn, false))
     }
 
-    /// Gives every kept connection back to the pool (which tests each as it takes it back).
-    fn give_back(&self) {
+    /// Closes every kept connection.
+    fn close_kept(&self) {
         let kept = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
-        drop(kept);
+        for (conn, _) in kept {
+            close(conn);
+        }
     }
 
     fn lease(&self, conn: PoolConnection<DB>, kept: bool) -> Lease<'_, DB> {
@@ -99,10 +101,10 @@ impl<DB: Database> Lease<'_, DB> {
     /// The statement's `result`, the connection kept for the next statement when the host
     /// answered it, with rows or with the database's own error (after which sqlx reads on to
     /// the statement's end before the next one), closed otherwise. `None`: ask again, on a
-    /// connection from the pool ([`Held::take`] with `fresh`), because this one was kept from
-    /// an earlier statement and is broken: the server restarted, or cut its connections,
-    /// since then. Every kept connection goes back to the pool with it, which tests each, as
-    /// they are likely broken too; a login does not fail for a restart that is over.
+    /// new connection ([`Held::take`] with `fresh`), because this one was kept from an
+    /// earlier statement and is broken: the server restarted, or cut its connections, since
+    /// then. Every kept connection is closed with it, as they are likely broken too; a login
+    /// does not fail for a restart that is over.
     pub(super) fn answered<T>(
         self,
         result: Result<T, sqlx::Error>,
@@ -123,7 +125,7 @@ impl<DB: Database> Lease<'_, DB> {
         if !self.kept {
             return Some(result);
         }
-        self.held.give_back();
+        self.held.close_kept();
         None
     }
 
@@ -147,5 +149,130 @@ impl<DB: Database> Drop for Lease<'_, DB> {
         if let Some(conn) = self.conn.take() {
             drop(conn.detach());
         }
+    }
+}
+
+/// Closes a connection that answered its last statement: a `Terminate` (which does not wait
+/// on the server), in a task of its own; its place in the pool is freed when it is done.
+fn close<DB: Database>(conn: PoolConnection<DB>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                let _ = conn.close().await;
+            });
+        }
+        Err(_) => drop(conn.detach()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn held() -> Held<sqlx::Sqlite> {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect("sqlite::memory:")
+            .await
+            .unwrap();
+        Held::new(pool)
+    }
+
+    fn kept(held: &Held<sqlx::Sqlite>) -> usize {
+        held.idle.lock().unwrap().len()
+    }
+
+    /// Runs `sql` on a lease and tells it the outcome.
+    async fn ask(
+        mut lease: Lease<'_, sqlx::Sqlite>,
+        sql: &str,
+    ) -> Option<Result<Vec<sqlx::sqlite::SqliteRow>, sqlx::Error>> {
+        let rows = sqlx::query(sql).fetch_all(lease.conn()).await;
+        lease.answered(rows)
+    }
+
+    async fn settle(held: &Held<sqlx::Sqlite>, size: u32) {
+        for _ in 0..100 {
+            if held.pool.size() == size {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!(
+            "the pool holds {} connections, not {size}",
+            held.pool.size()
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answered_connection_is_kept_and_taken_next() {
+        let held = held().await;
+        let lease = held.take(false).await.unwrap();
+        assert!(!lease.kept, "the first comes from the pool");
+        assert!(ask(lease, "SELECT 1").await.unwrap().is_ok());
+        assert_eq!(kept(&held), 1);
+        // The database's own error: the connection is still in step, and kept.
+        let lease = held.take(false).await.unwrap();
+        assert!(lease.kept);
+        let refused = ask(lease, "SELECT * FROM nowhere").await.unwrap();
+        assert!(
+            matches!(refused, Err(sqlx::Error::Database(_))),
+            "not the database's error"
+        );
+        assert_eq!(kept(&held), 1);
+        let lease = held.take(false).await.unwrap();
+        assert!(lease.kept);
+        assert!(ask(lease, "SELECT 2").await.unwrap().is_ok());
+        assert_eq!(
+            (kept(&held), held.pool.size()),
+            (1, 1),
+            "one connection, reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broken_kept_connection_closes_the_others_and_asks_again() {
+        let held = held().await;
+        let (a, b) = (
+            held.take(false).await.unwrap(),
+            held.take(false).await.unwrap(),
+        );
+        assert!(ask(a, "SELECT 1").await.unwrap().is_ok());
+        assert!(ask(b, "SELECT 1").await.unwrap().is_ok());
+        assert_eq!(kept(&held), 2);
+        let lease = held.take(false).await.unwrap();
+        assert!(lease.kept);
+        let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "cut");
+        assert!(lease.answered::<()>(Err(sqlx::Error::Io(cut))).is_none());
+        assert_eq!(kept(&held), 0, "the other kept one is closed too");
+        settle(&held, 0).await;
+        // On a new connection the same failure is the statement's answer.
+        let lease = held.take(true).await.unwrap();
+        assert!(!lease.kept);
+        let cut = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "cut");
+        assert!(matches!(
+            lease.answered::<()>(Err(sqlx::Error::Io(cut))),
+            Some(Err(sqlx::Error::Io(_)))
+        ));
+        settle(&held, 0).await;
+    }
+
+    #[tokio::test]
+    async fn quiet_connections_are_closed_and_a_new_one_is_opened() {
+        let held = held().await;
+        let (a, b) = (
+            held.take(false).await.unwrap(),
+            held.take(false).await.unwrap(),
+        );
+        assert!(ask(a, "SELECT 1").await.unwrap().is_ok());
+        assert!(ask(b, "SELECT 1").await.unwrap().is_ok());
+        for (_, used) in held.idle.lock().unwrap().iter_mut() {
+            *used = Instant::now() - QUIET - Duration::from_secs(1);
+        }
+        let lease = held.take(false).await.unwrap();
+        assert!(!lease.kept, "a quiet connection was used");
+        assert_eq!(kept(&held), 0);
+        settle(&held, 1).await;
+        assert!(ask(lease, "SELECT 1").await.unwrap().is_ok());
     }
 }
