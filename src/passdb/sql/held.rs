@@ -178,6 +178,18 @@ mod tests {
         Held::new(pool)
     }
 
+    /// Two connections, each kept after a statement.
+    async fn two_kept() -> Held<sqlx::Sqlite> {
+        let held = held().await;
+        let (a, b) = (
+            held.take(false).await.unwrap(),
+            held.take(false).await.unwrap(),
+        );
+        assert!(ask(a, "SELECT 1").await.unwrap().is_ok());
+        assert!(ask(b, "SELECT 1").await.unwrap().is_ok());
+        held
+    }
+
     fn kept(held: &Held<sqlx::Sqlite>) -> usize {
         held.idle.lock().unwrap().len()
     }
@@ -232,13 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_broken_kept_connection_closes_the_others_and_asks_again() {
-        let held = held().await;
-        let (a, b) = (
-            held.take(false).await.unwrap(),
-            held.take(false).await.unwrap(),
-        );
-        assert!(ask(a, "SELECT 1").await.unwrap().is_ok());
-        assert!(ask(b, "SELECT 1").await.unwrap().is_ok());
+        let held = two_kept().await;
         assert_eq!(kept(&held), 2);
         let lease = held.take(false).await.unwrap();
         assert!(lease.kept);
@@ -259,13 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn quiet_connections_are_closed_and_a_new_one_is_opened() {
-        let held = held().await;
-        let (a, b) = (
-            held.take(false).await.unwrap(),
-            held.take(false).await.unwrap(),
-        );
-        assert!(ask(a, "SELECT 1").await.unwrap().is_ok());
-        assert!(ask(b, "SELECT 1").await.unwrap().is_ok());
+        let held = two_kept().await;
         for (_, used) in held.idle.lock().unwrap().iter_mut() {
             *used = Instant::now() - QUIET - Duration::from_secs(1);
         }
