@@ -29,7 +29,7 @@ use sqlx::Row;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{fetch_by, read_row, Db, FetchError, Found, Held, SqlError};
+use super::{fetch_by, held, read_row, Db, FetchError, Found, Held, SqlError};
 
 /// Statements in flight at once per host, each a login alone or a batch, before a batch
 /// waits to be full. One: on a busy host the next batch is made while the statement runs,
@@ -277,7 +277,7 @@ impl Inner {
                 }
                 return None;
             }
-            Err(FetchError::Database(sqlx::Error::Database(e))) => {
+            Err(FetchError::Database(sqlx::Error::Database(e))) if !held::ends_connection(&*e) => {
                 let refused = e
                     .code()
                     .is_some_and(|c| c.starts_with("42") || c.starts_with("0A"));
@@ -363,7 +363,11 @@ impl Slot {
         result: Result<Vec<Found>, Arc<FetchError>>,
     ) -> Result<Vec<Found>, Arc<FetchError>> {
         if let Err(e) = &result {
-            if !matches!(**e, FetchError::Database(sqlx::Error::Database(_))) {
+            let answered = matches!(
+                &**e,
+                FetchError::Database(sqlx::Error::Database(d)) if !held::ends_connection(&**d)
+            );
+            if !answered {
                 self.failed = Some(Arc::clone(e));
             }
         }

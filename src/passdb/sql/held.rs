@@ -111,11 +111,7 @@ impl<DB: Database> Lease<'_, DB> {
     ) -> Option<Result<T, sqlx::Error>> {
         let broken = match &result {
             Ok(_) => false,
-            // Connection exceptions (08) and operator intervention (57: the server is
-            // shutting down, the backend was terminated): the connection is gone.
-            Err(sqlx::Error::Database(e)) => e
-                .code()
-                .is_some_and(|c| c.starts_with("08") || c.starts_with("57")),
+            Err(sqlx::Error::Database(e)) => ends_connection(&**e),
             Err(_) => true,
         };
         if !broken {
@@ -150,6 +146,16 @@ impl<DB: Database> Drop for Lease<'_, DB> {
             drop(conn.detach());
         }
     }
+}
+
+/// A database error that ends the connection: a connection exception (SQLSTATE class 08) or
+/// operator intervention (57: the server is shutting down, the backend was terminated). Any
+/// other is the database's own answer (a syntax error, a failed cast): the connection is in
+/// step and the host works. The one rule, for a lease (`Lease::answered`) and for the
+/// batching (`super::batch`).
+pub(super) fn ends_connection(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.code()
+        .is_some_and(|c| c.starts_with("08") || c.starts_with("57"))
 }
 
 /// Closes a connection that answered its last statement: a `Terminate` (which does not wait
