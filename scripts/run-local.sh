@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
 # libpam0g-dev and libclang-dev: pam-client generates its PAM bindings with bindgen;
-# libkrb5-dev: -a kerberos5 links MIT's libkrb5.
-apt_install build-essential pkg-config libpam0g-dev libclang-dev libkrb5-dev
+# libkrb5-dev: -a kerberos5 links MIT's libkrb5; libsqlite3-dev: -a sql's SQLite driver links
+# Debian's libsqlite3 (which gets Debian's security updates) rather than building its own copy.
+apt_install build-essential pkg-config libpam0g-dev libclang-dev libkrb5-dev libsqlite3-dev
 ensure_cargo
 cargo build --release --bins
 bin=target/release

@@ -22,7 +22,7 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     refused_starts=1
     trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
 fi
-apt_install build-essential pkg-config libpam0g-dev libclang-dev libkrb5-dev \
+apt_install build-essential pkg-config libpam0g-dev libclang-dev libkrb5-dev libsqlite3-dev \
     sasl2-bin libsasl2-modules lmdb-utils db5.3-util gdbmtool python3-gdbm util-linux \
     coreutils file whois openssl libpam-wrapper libnss-wrapper libpam-modules \
     postfix swaks libauthen-sasl-perl libdigest-hmac-perl dovecot-core iproute2 systemd \
