@@ -1283,20 +1283,13 @@ async fn fetch(
 ) -> Result<Vec<Found>, FetchError> {
     macro_rules! run {
         ($held:expr) => {{
-            // Asked again once, on a new connection, when a kept one turns out broken.
-            let mut fresh = false;
-            let rows = loop {
-                let mut lease = $held.take(fresh).await?;
+            let rows = held::asked!($held, conn => {
                 let mut query = sqlx::query(statement);
                 for value in values {
                     query = query.bind(value.as_str());
                 }
-                let rows = query.fetch_all(lease.conn()).await;
-                match lease.answered(rows) {
-                    Some(rows) => break rows?,
-                    None => fresh = true,
-                }
-            };
+                query.fetch_all(conn)
+            })?;
             Ok(rows
                 .iter()
                 .map(|row| read_row(row, first_column, 0))

@@ -307,21 +307,14 @@ impl Inner {
     /// The rows of every login of `batch` (more than one), in one statement.
     async fn fetch_batch(&self, batch: &[Waiting]) -> Result<Vec<Vec<Found>>, FetchError> {
         let params = batch[0].values.len();
-        // Asked again once, on a new connection, when a kept one turns out broken.
-        let mut fresh = false;
-        let rows = loop {
+        let rows = held::asked!(self.held, conn => {
             let mut query = sqlx::query(&self.batched);
             for k in 0..params {
                 let column: Vec<&str> = batch.iter().map(|w| w.values[k].as_str()).collect();
                 query = query.bind(column);
             }
-            let mut lease = self.held.take(fresh).await?;
-            let rows = query.fetch_all(lease.conn()).await;
-            match lease.answered(rows) {
-                Some(rows) => break rows?,
-                None => fresh = true,
-            }
-        };
+            query.fetch_all(conn)
+        })?;
         let mut found: Vec<Vec<Found>> = batch.iter().map(|_| Vec::new()).collect();
         for row in &rows {
             let login: i64 = row

@@ -148,6 +148,32 @@ impl<DB: Database> Drop for Lease<'_, DB> {
     }
 }
 
+/// `$statement`'s result: an expression for a future, made on `$conn`, a connection of
+/// `$held` (a [`Held`]), kept or new; made and asked again once, on a new connection, when a
+/// kept one turns out broken ([`Lease::answered`]). Evaluates to `Result<T, sqlx::Error>` in
+/// an async context. A macro, not a function: the statement borrows its text and values and
+/// the connection together, which a closure given the connection cannot return.
+macro_rules! asked {
+    ($held:expr, $conn:ident => $statement:expr) => {{
+        let mut fresh = false;
+        loop {
+            let mut lease = match $held.take(fresh).await {
+                Ok(lease) => lease,
+                Err(e) => break Err(e),
+            };
+            let result = {
+                let $conn = lease.conn();
+                $statement.await
+            };
+            match lease.answered(result) {
+                Some(result) => break result,
+                None => fresh = true,
+            }
+        }
+    }};
+}
+pub(super) use asked;
+
 /// A database error that ends the connection: a connection exception (SQLSTATE class 08) or
 /// operator intervention (57: the server is shutting down, the backend was terminated). Any
 /// other is the database's own answer (a syntax error, a failed cast): the connection is in
