@@ -855,30 +855,22 @@ fn postgres_a_statement_is_one_round_trip_and_a_restart_fails_no_login() {
         "INSERT INTO mailbox (username, password, domain) VALUES ('kept@example.org', '{PLAIN}kept-pw', 'example.org')",
     );
     let counts = Arc::new(Mutex::new(std::collections::HashMap::<u8, usize>::new()));
-    let listener = std::net::TcpListener::bind(("127.0.0.2", pg.port)).unwrap();
-    let to = pg.port;
     let counted = Arc::clone(&counts);
-    std::thread::spawn(move || {
-        let never = Arc::new(AtomicBool::new(false));
-        for client in listener.incoming() {
-            let Ok(client) = client else { return };
-            let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", to)) else {
-                continue;
-            };
-            let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let (never1, never2) = (Arc::clone(&never), Arc::clone(&never));
-            std::thread::spawn(move || pump(server, client, &never1, |_| {}));
+    let never = Arc::new(AtomicBool::new(false));
+    proxy(
+        ("127.0.0.2", pg.port),
+        ("127.0.0.1", pg.port),
+        never,
+        move || {
             let counted = Arc::clone(&counted);
-            std::thread::spawn(move || {
-                let mut messages = FrontendMessages::default();
-                pump(c, s, &never2, |bytes| {
-                    for kind in messages.read(bytes) {
-                        *counted.lock().unwrap().entry(kind).or_default() += 1;
-                    }
-                })
-            });
-        }
-    });
+            let mut messages = FrontendMessages::default();
+            Box::new(move |bytes| {
+                for kind in messages.read(bytes) {
+                    *counted.lock().unwrap().entry(kind).or_default() += 1;
+                }
+            })
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("dovecot-sql.conf.ext");
     std::fs::write(
@@ -988,6 +980,20 @@ fn freezable_proxy(
     to: (&'static str, u16),
     frozen: Arc<AtomicBool>,
 ) -> Arc<AtomicUsize> {
+    proxy(listen, to, frozen, || Box::new(|_| {}))
+}
+
+/// What a proxy shows of one connection's bytes from the client to the server.
+type Watch = Box<dyn FnMut(&[u8]) + Send>;
+
+/// [`freezable_proxy`], which shows the bytes each client sends to a watch that `watch` makes
+/// for its connection.
+fn proxy(
+    listen: (&str, u16),
+    to: (&'static str, u16),
+    frozen: Arc<AtomicBool>,
+    watch: impl Fn() -> Watch + Send + 'static,
+) -> Arc<AtomicUsize> {
     let listener = std::net::TcpListener::bind(listen).unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&accepted);
@@ -998,13 +1004,12 @@ fn freezable_proxy(
                 continue;
             };
             counted.fetch_add(1, Ordering::SeqCst);
-            for (from, into) in [
-                (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                (server, client),
-            ] {
-                let frozen = Arc::clone(&frozen);
-                std::thread::spawn(move || pump(from, into, &frozen, |_| {}));
-            }
+            let (c, s) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let frozen2 = Arc::clone(&frozen);
+            std::thread::spawn(move || pump(server, client, &frozen2, |_| {}));
+            let frozen2 = Arc::clone(&frozen);
+            let mut seen = watch();
+            std::thread::spawn(move || pump(c, s, &frozen2, |bytes| seen(bytes)));
         }
     });
     accepted
