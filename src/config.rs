@@ -1,6 +1,6 @@
 //! The daemon's settings: defaults, then the TOML file (`--config`), then the flags.
 //!
-//! Every key is declared once, in [`keys!`]'s list below: its field, default, how the file
+//! Every key is declared once, in `keys!`'s list below: its field, default, how the file
 //! (and its long flag, when it has one) gives it and what checks it, how `--check-config`
 //! shows it, what the manual says, and whether a reload can change it. The struct, the
 //! defaults, the file's parser, the manual's list ([`KEYS`]), `--check-config`'s output and

@@ -3,7 +3,7 @@
 //! queues it, and the writer thread writes what has queued, stderr lines in one write. With
 //! `-V` (a line per success) that write was the largest cost of a request.
 //!
-//! Nothing is dropped: when the queue holds [`MAX_QUEUED`] bytes (a log that cannot keep
+//! Nothing is dropped: when the queue holds `MAX_QUEUED` bytes (a log that cannot keep
 //! up), the next line waits for room, as a direct write would have. The order of lines is
 //! kept. [`flush`] waits until every queued line is written: at exit, and after a panic's
 //! line. Before [`start`] (and if the thread cannot be started), lines are written at once

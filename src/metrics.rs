@@ -121,7 +121,7 @@ impl PassdbNames {
 }
 
 /// A passdb as the metrics count it: its name and its row in the request tables (`None`
-/// beyond [`MAX_PASSDBS`]: then its series go to the families). Taken once, when a driver
+/// beyond `MAX_PASSDBS`: then its series go to the families). Taken once, when a driver
 /// is made, with [`Metrics::passdb`].
 #[derive(Debug, Clone, Copy)]
 pub struct PassdbRow {

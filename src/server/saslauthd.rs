@@ -32,7 +32,7 @@ use crate::protocol::saslauthd::{self, DecodeError, MAX_REQUEST_LEN};
 pub struct MuxListener(AsyncFd<std::os::unix::net::UnixListener>);
 
 impl MuxListener {
-    /// Serves `listener` (from [`bind`], or the service manager's). Call inside the runtime.
+    /// Serves `listener` (from [`super::serving::bind`], or the service manager's). Call inside the runtime.
     #[allow(unsafe_code)]
     pub fn new(listener: std::os::unix::net::UnixListener) -> io::Result<MuxListener> {
         listener.set_nonblocking(true)?;

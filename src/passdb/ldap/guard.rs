@@ -3,7 +3,7 @@
 //! expect (Samba's extended response), a malformed result or entry. A broken or hostile
 //! directory must cost a connection or a request, never a task that dies in silence (a
 //! change stream that stops following) or a panic report per reply in the log. So every
-//! future that reads the directory's replies is polled through [`guarded`]: a panic in it is
+//! future that reads the directory's replies is polled through `guarded`: a panic in it is
 //! caught and becomes an error, logged where it is caught with the server's name, and the
 //! process's panic hook ([`crate::process::log_panics`]) asks [`caught_here`] and stays
 //! quiet for it.
@@ -21,7 +21,7 @@ thread_local! {
     static POLLING: Cell<u32> = const { Cell::new(0) };
 }
 
-/// Whether a panic on this thread now will be caught by a [`Guarded`] future.
+/// Whether a panic on this thread now will be caught by a `Guarded` future.
 pub fn caught_here() -> bool {
     POLLING.with(|p| p.get() > 0)
 }
@@ -73,7 +73,7 @@ impl<F: Future> Future for Guarded<F> {
 /// The longest panic message kept: ldap3's may print a whole undecodable message.
 const MAX_MESSAGE: usize = 200;
 
-/// A panic's message, printable and at most [`MAX_MESSAGE`] bytes. ldap3's describe what
+/// A panic's message, printable and at most `MAX_MESSAGE` bytes. ldap3's describe what
 /// the server sent, never a request; the daemon's own are fixed texts.
 pub fn message(payload: &(dyn Any + Send)) -> String {
     let text = payload

@@ -12,7 +12,7 @@
 //! the driver's reply deadline. A directory that cannot be reached is an error (never a
 //! wrong password, never a success). All of it on the runtime (ldap3 over tokio): no
 //! blocking thread waits on the network. Where the directory offers its changes (RFC 4533),
-//! they are followed ([`follow`]), and what a search found is used until something changes.
+//! they are followed (`follow`), and what a search found is used until something changes.
 
 pub mod conf;
 pub mod filter;
