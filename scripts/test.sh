@@ -112,7 +112,8 @@ prebuild_log=$(mktemp)
 # Its own session, so that all of it (cargo, rustc) can be stopped at once.
 setsid bash -c prebuild >"$prebuild_log" 2>&1 &
 prebuild_pid=$!
-trap 'kill -- -"$prebuild_pid" 2>/dev/null; rm -f "$log" "$prebuild_log"' EXIT
+# (`|| true`: under `set -e` a failing command in the trap would become the script's status.)
+trap 'kill -- -"$prebuild_pid" 2>/dev/null || true; rm -f "$log" "$prebuild_log"' EXIT
 set +e
 # Peers are required here: a missing one fails instead of skipping. Every test binary runs
 # even after one fails, so one failure hides no other suite's result.
