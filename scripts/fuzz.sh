@@ -4,14 +4,16 @@
 # fuzz/corpus/ (read only: what libFuzzer finds goes to target/fuzz-corpus/). Prints each
 # target's executions; a crash fails.
 #   scripts/fuzz.sh [SECONDS per target, default 20] [TARGET...]
+#   scripts/fuzz.sh --build-only     (cargo-fuzz and the targets' build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-20}
 shift || true
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+(cd fuzz && cargo fuzz build -s none >/dev/null)
+[ "$secs" != --build-only ] || exit 0
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(saslauthd_request dovecot_lines mechanism shadow sasldb imap)
-(cd fuzz && cargo fuzz build -s none >/dev/null)
 # One target per core at a time (libFuzzer runs on one thread): the same time for each
 # target, in half the wall time on two cores.
 logs=$(mktemp -d)

@@ -4,6 +4,7 @@
 # the daemon run from it as its system user, then removed and purged) and the .rpm that
 # rpmbuild makes from packaging/rpm/saslauthd-rs.spec (its contents, with rpm -qlp). Run by scripts/test.sh, as root,
 # on a throwaway test machine; it refuses to touch a saslauthd-rs package already installed.
+#   scripts/package-test.sh [--build-only]   (--build-only: cargo-deb and the release build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/as-root.sh
@@ -14,6 +15,7 @@ trap 'rm -rf "$work"' EXIT
 
 command -v cargo-deb >/dev/null || cargo install --quiet --locked cargo-deb
 cargo build --quiet --release --locked --bins
+[ "${1:-}" != --build-only ] || exit 0
 
 # The files every package puts in place (Debian's paths; the RPM's differ as Fedora's do).
 expected_deb=(

@@ -96,15 +96,13 @@ cargo test --no-run
 # I/O class. Not earlier: started beside clippy and the test build, even at SCHED_IDLE, it
 # made the test build take 12 min instead of 5 on a 2-vCPU machine, and clippy 3.5 min
 # instead of 2. The steps themselves then find it done; whatever failed here they build
-# again, and report. It is stopped if this script stops first.
+# again, and report. It is stopped if this script stops first. The builds are the steps' own
+# (their --build-only), so they stay the same.
 prebuild() {
     chrt --idle --pid 0 "$BASHPID" 2>/dev/null || renice -n 19 -p "$BASHPID" >/dev/null || true
     ionice -c 3 -p "$BASHPID" 2>/dev/null || true
-    command -v cargo-deb >/dev/null || cargo install --quiet --locked cargo-deb
-    cargo build --quiet --release --locked --bins
-    [ "${FUZZ_SECONDS:-20}" = 0 ] && return
-    command -v cargo-fuzz >/dev/null || cargo install --quiet --locked cargo-fuzz
-    (cd fuzz && cargo fuzz build -s none >/dev/null)
+    scripts/package-test.sh --build-only
+    [ "${FUZZ_SECONDS:-20}" = 0 ] || scripts/fuzz.sh --build-only
 }
 export -f prebuild
 log=$(mktemp)
