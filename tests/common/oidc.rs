@@ -44,15 +44,18 @@ fn script() -> PathBuf {
 /// A running provider; stopped on drop.
 pub struct Provider {
     child: Option<Child>,
+    /// A successor with other keys, ready to take the port over ([`Provider::prepare_restart`]).
+    next: Option<(Child, PathBuf, String)>,
+    /// The running provider's log (each run has its own).
     log: PathBuf,
-    _dir: tempfile::TempDir,
+    runs: u32,
+    dir: tempfile::TempDir,
     /// Its port.
     pub port: u16,
     /// Its issuer URL (`http://127.0.0.1:PORT`, or https with `tls`).
     pub issuer: String,
     /// The CA that issued its certificate, with TLS.
     pub ca: Option<PathBuf>,
-    prefix: String,
     tls: Option<(PathBuf, PathBuf)>,
 }
 
@@ -78,24 +81,33 @@ impl Provider {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut p = Provider {
             child: None,
-            log: dir.path().join("provider.log"),
-            _dir: dir,
+            next: None,
+            log: PathBuf::new(),
+            runs: 0,
+            dir,
             port,
             issuer: format!("{scheme}://127.0.0.1:{port}"),
             ca,
-            prefix: prefix.to_owned(),
             tls,
         };
-        p.run();
+        p.prepare_restart(prefix);
+        p.take_over();
         p
     }
 
-    fn run(&mut self) {
-        let log = std::fs::File::create(&self.log).unwrap();
+    /// Starts a provider with new keys whose ids begin with `kid_prefix`, and waits until it
+    /// has made them: it takes the port over when this one stops ([`Provider::restart`]).
+    /// Making the keys takes seconds on a loaded machine; a test that times a restart
+    /// prepares it first.
+    pub fn prepare_restart(&mut self, kid_prefix: &str) {
+        assert!(self.next.is_none(), "a restart is already prepared");
+        self.runs += 1;
+        let log_path = self.dir.path().join(format!("provider-{}.log", self.runs));
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut node = Command::new("node");
         node.arg(script())
             .arg(self.port.to_string())
-            .arg(&self.prefix);
+            .arg(kid_prefix);
         if let Some((cert, key)) = &self.tls {
             node.arg(cert).arg(key);
         }
@@ -105,14 +117,17 @@ impl Provider {
             .stderr(log)
             .spawn()
             .expect("node");
+        self.next = Some((child, log_path.clone(), kid_prefix.to_owned()));
+        wait_for_line(&log_path, "LOADED");
+    }
+
+    /// Stops the running provider (if any) and lets the prepared one take its port.
+    fn take_over(&mut self) {
+        let (child, log, _) = self.next.take().expect("a prepared restart");
+        self.stop();
         self.child = Some(child);
-        let log = self.log.clone();
-        super::wait_until(
-            Duration::from_secs(30),
-            Duration::from_millis(50),
-            || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("READY")),
-            || format!("oidc-provider did not start: {}", self.log_text()),
-        );
+        self.log = log;
+        wait_for_line(&self.log, "READY");
     }
 
     /// What the provider printed.
@@ -127,12 +142,17 @@ impl Provider {
         }
     }
 
-    /// Starts it again on the same port with new keys whose ids begin with `kid_prefix`:
-    /// a key rotation (and every token it issued before is forgotten).
+    /// Starts it again on the same port with new keys whose ids begin with `kid_prefix` (the
+    /// ones [`Provider::prepare_restart`] made, if it was called with them): a key rotation
+    /// (and every token it issued before is forgotten).
     pub fn restart(&mut self, kid_prefix: &str) {
-        self.stop();
-        self.prefix = kid_prefix.to_owned();
-        self.run();
+        match &self.next {
+            Some((_, _, prepared)) => {
+                assert_eq!(prepared, kid_prefix, "the prepared restart's keys")
+            }
+            None => self.prepare_restart(kid_prefix),
+        }
+        self.take_over();
     }
 
     /// POSTs `form` to `path` as `client` (HTTP basic); the answer's status and body.
@@ -194,7 +214,25 @@ except urllib.error.HTTPError as e:
 impl Drop for Provider {
     fn drop(&mut self) {
         self.stop();
+        if let Some((child, _, _)) = self.next.take() {
+            super::terminate(child);
+        }
     }
+}
+
+/// Waits until a provider's log has `marker` (30 s at most).
+fn wait_for_line(log: &Path, marker: &str) {
+    super::wait_until(
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || std::fs::read_to_string(log).is_ok_and(|t| t.contains(marker)),
+        || {
+            format!(
+                "oidc-provider did not print {marker}: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        },
+    );
 }
 
 /// The mail client that asks for tokens.

@@ -7,7 +7,7 @@
 // audience). Introspection and revocation are on.
 //
 // node provider.mjs PORT KID_PREFIX [CERT KEY]   (with CERT and KEY: HTTPS)
-// Prints READY once it listens.
+// Prints LOADED once its keys are made, READY once it listens (it waits for the port).
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
@@ -85,4 +85,12 @@ const server = cert
 // Idle connections stay open a minute: Node's default (5 s) closes one under a client that
 // is about to reuse it.
 server.keepAliveTimeout = 60000;
-server.listen(Number(port), '127.0.0.1', () => console.log(`READY ${issuer}`));
+// A successor started while this port's provider still runs (a key rotation without the
+// keys' making in the gap) waits for the port.
+server.on('error', (e) => {
+  if (e.code !== 'EADDRINUSE') throw e;
+  setTimeout(() => server.listen(Number(port), '127.0.0.1'), 20);
+});
+server.on('listening', () => console.log(`READY ${issuer}`));
+console.log('LOADED');
+server.listen(Number(port), '127.0.0.1');
