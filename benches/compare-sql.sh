@@ -16,6 +16,9 @@
 # also measures the hashing ceiling beside the {SHA512-CRYPT} rows: libxcrypt alone, on as
 # many threads as the `-n` pool has (5, the default), no daemon, no database
 # (benches/crypt_scaling.rs).
+# DB=mariadb: the same against MariaDB 10.11 (installed, or unpacked where
+# SASLAUTHD_RS_MARIADB says) and dovecot-mysql instead: `driver = mysql`, the same table, over
+# loopback TCP (or MariaDB's Unix socket with PG_SOCKET=1).
 clients=${1:-16}
 secs=${2:-5}
 . "$(dirname "$0")/common.sh"
@@ -27,30 +30,55 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "crypt_scaling" and m.get("executable"):
         print(m["executable"])')
 [ -x "$ceiling" ] || { echo "cannot build benches/crypt_scaling.rs" >&2; exit 1; }
-pgroot=${SASLAUTHD_RS_POSTGRESQL:-/}
-pgbin=$pgroot/usr/lib/postgresql/15/bin
-[ -x "$pgbin/postgres" ] || { echo "no PostgreSQL 15 server at $pgbin" >&2; exit 1; }
-as_pg() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else "$@"; fi; }
-mkdir -p "$tmp/pg" "$tmp/pgsock"
-[ "$(id -u)" = 0 ] && chown nobody:nogroup "$tmp/pg" "$tmp/pgsock"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-as_pg "$pgbin/initdb" -D "$tmp/pg" -U postgres -A trust -E UTF8 -N >/dev/null
-start_server setpriv $( [ "$(id -u)" = 0 ] && echo --reuid=nobody --regid=nogroup --clear-groups ) -- \
-    "$pgbin/postgres" -D "$tmp/pg" -k "$tmp/pgsock" -h 127.0.0.1 -p "$port" -c fsync=off -c max_connections=100
-wait_socket "$tmp/pgsock/.s.PGSQL.$port"
-psql() { command psql -X -q -v ON_ERROR_STOP=1 -U postgres -h "$tmp/pgsock" -p "$port" "$@"; }
-psql -d postgres -c "CREATE DATABASE mail"
 ssha=$(doveadm pw -s SSHA512 -p secret)
 crypt=$(doveadm pw -s SHA512-CRYPT -p secret)
-psql -d mail -c "CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255), active SMALLINT);
+table="CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255), active SMALLINT);
     INSERT INTO mailbox VALUES ('alice@example.org', '$ssha', 1), ('bob@example.org', '$crypt', 1)"
-
-# PG_SOCKET=1: both connect over PostgreSQL's Unix socket (libpq's `host=/directory`), not
-# over loopback TCP.
-if [ "${PG_SOCKET:-}" = 1 ]; then pghost=$tmp/pgsock; else pghost=127.0.0.1; fi
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+as_nobody() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else "$@"; fi; }
+if [ "${DB:-postgresql}" = mariadb ]; then
+    myroot=${SASLAUTHD_RS_MARIADB:-/}
+    [ -x "$myroot/usr/sbin/mariadbd" ] || { echo "no MariaDB server at $myroot/usr/sbin" >&2; exit 1; }
+    dbname="MariaDB 10.11"
+    mkdir -p "$tmp/my"
+    [ "$(id -u)" = 0 ] && chown nobody:nogroup "$tmp/my"
+    as_nobody "$myroot/usr/bin/mariadb-install-db" --no-defaults --basedir="$myroot/usr" \
+        --datadir="$tmp/my/data" --auth-root-authentication-method=normal --skip-test-db >/dev/null
+    start_server setpriv $( [ "$(id -u)" = 0 ] && echo --reuid=nobody --regid=nogroup --clear-groups ) -- \
+        "$myroot/usr/sbin/mariadbd" --no-defaults --basedir="$myroot/usr" --datadir="$tmp/my/data" \
+        --socket="$tmp/my/sock" --port="$port" --bind-address=127.0.0.1 --skip-log-bin \
+        --lc-messages-dir="$myroot/usr/share/mysql" --pid-file="$tmp/my/pid" --max-connections=200
+    wait_socket "$tmp/my/sock"
+    mysql() { "$myroot/usr/bin/mariadb" --no-defaults --socket="$tmp/my/sock" -u root "$@"; }
+    mysql -e "CREATE DATABASE mail; CREATE USER 'mail'@'%' IDENTIFIED BY 'mail-secret';
+        GRANT SELECT ON mail.* TO 'mail'@'%'"
+    mysql -D mail -e "$table"
+    if [ "${PG_SOCKET:-}" = 1 ]; then dbhost=$tmp/my/sock; else dbhost=127.0.0.1; fi
+    connect="host=$dbhost port=$port dbname=mail user=mail password=mail-secret"
+    driver=mysql
+else
+    pgroot=${SASLAUTHD_RS_POSTGRESQL:-/}
+    pgbin=$pgroot/usr/lib/postgresql/15/bin
+    [ -x "$pgbin/postgres" ] || { echo "no PostgreSQL 15 server at $pgbin" >&2; exit 1; }
+    dbname="PostgreSQL 15"
+    mkdir -p "$tmp/pg" "$tmp/pgsock"
+    [ "$(id -u)" = 0 ] && chown nobody:nogroup "$tmp/pg" "$tmp/pgsock"
+    as_nobody "$pgbin/initdb" -D "$tmp/pg" -U postgres -A trust -E UTF8 -N >/dev/null
+    start_server setpriv $( [ "$(id -u)" = 0 ] && echo --reuid=nobody --regid=nogroup --clear-groups ) -- \
+        "$pgbin/postgres" -D "$tmp/pg" -k "$tmp/pgsock" -h 127.0.0.1 -p "$port" -c fsync=off -c max_connections=100
+    wait_socket "$tmp/pgsock/.s.PGSQL.$port"
+    psql() { command psql -X -q -v ON_ERROR_STOP=1 -U postgres -h "$tmp/pgsock" -p "$port" "$@"; }
+    psql -d postgres -c "CREATE DATABASE mail"
+    psql -d mail -c "$table"
+    # PG_SOCKET=1: both connect over PostgreSQL's Unix socket (libpq's `host=/directory`), not
+    # over loopback TCP.
+    if [ "${PG_SOCKET:-}" = 1 ]; then dbhost=$tmp/pgsock; else dbhost=127.0.0.1; fi
+    connect="host=$dbhost port=$port dbname=mail user=postgres"
+    driver=pgsql
+fi
 cat > "$tmp/dovecot-sql.conf.ext" <<CONF
-driver = pgsql
-connect = host=$pghost port=$port dbname=mail user=postgres
+driver = $driver
+connect = $connect
 default_pass_scheme = SHA512-CRYPT
 password_query = SELECT username AS user, password FROM mailbox WHERE username = '%u' AND active = '1'
 CONF
@@ -83,7 +111,7 @@ for _ in $(seq 100); do [ -S "$tmp/ours-auth" ] && [ -z "${BASELINE:-}" -o -S "$
 
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
         --realm example.org --password secret "$@"; }
-echo "# $(nproc) cores, $clients persistent connections, $secs s each, PostgreSQL 15 at $pghost; $(date -u +%F)"
+echo "# $(nproc) cores, $clients persistent connections, $secs s each, $dbname at $dbhost; $(date -u +%F)"
 for round in $(seq "${ROUNDS:-1}"); do {
     run --user alice --socket "$tmp/null-threads-auth" --label "do-nothing server, a thread per connection"
     run --user alice --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SSHA512}"
