@@ -182,9 +182,10 @@ The variables are bound parameters, never pasted into the SQL. Each row is a pas
 of which may match (the UNION adds Postfixadmin's app passwords); %s makes a per-service \
 flag such as smtp_active work. The user column names the user in the Dovecot socket's OK; \
 nologin and allow_nets columns refuse after the right password. Values are in Dovecot's \
-{SCHEME} notation; saslauthd-rs-ctl pw makes them. On a busy PostgreSQL host the logins \
-that arrive while a statement runs go out together in one statement (the query once per \
-login, LATERAL); a query that cannot be (a data-modifying WITH) is asked login by login.
+{SCHEME} notation; saslauthd-rs-ctl pw makes them. On a busy PostgreSQL or MariaDB host \
+the logins that arrive while a statement runs go out together in one statement (the query \
+once per login: LATERAL on PostgreSQL, UNION ALL on MariaDB); a query that cannot be (a \
+data-modifying WITH, a derived table's duplicate column) is asked login by login.
 
 A host on libsasl2's sql auxprop plugin points -O at its smtpd.conf instead, as it is \
 (sql_engine, sql_hostnames, sql_user, sql_passwd, sql_database, sql_select with %u, %r and \

@@ -636,86 +636,121 @@ fn postgres_asks_for_logins_that_arrive_together_in_one_statement() {
     );
     pg.psql("postgres", "ALTER SYSTEM SET log_statement = 'all'");
     pg.psql("postgres", "SELECT pg_reload_conf()");
-    // Hashing is not what this is about: the cheap schemes' users, and the other cases.
-    let cheap: Vec<_> = users
-        .iter()
-        .filter(|(_, _, stored)| {
-            ![
-                "{SHA512-CRYPT}",
-                "{SHA256-CRYPT}",
-                "{BLF-CRYPT}",
-                "{MD5-CRYPT}",
-                "{PBKDF2}",
-                "{SCRAM-",
-            ]
-            .iter()
-            .any(|s| stored.starts_with(s))
-                && !stored.starts_with("{ARGON2")
-                && !stored.starts_with("$")
-        })
-        .collect();
-    let mut logins: Vec<(String, String, &str)> = Vec::new();
-    for (login, password, _) in &cheap {
-        logins.push((login.clone(), password.to_string(), "OK"));
-        logins.push((login.clone(), "wrong".into(), "NO"));
-    }
-    for (login, password, want) in cases() {
-        logins.push((login.into(), password.into(), want));
-    }
+    let logins = batch_logins(&users);
     let connect = format!(
         "driver = pgsql\nconnect = host=127.0.0.1 port={} dbname=mail user=postfix password='db secret'\n\
          default_pass_scheme = SHA512-CRYPT\n",
         pg.port
     );
+    // Postfixadmin's query with a column that fails for one user's row, and a comment after
+    // it (the batch's parenthesis comes on a line of its own); then a data-modifying WITH,
+    // which cannot be in a LATERAL subquery.
+    batches_then_alone(
+        &connect,
+        "SELECT username AS user, password, \\\n\
+         1 / (CASE WHEN username = 'zero@example.org' THEN 0 ELSE 1 END) AS boom FROM mailbox \\\n\
+         WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
+         UNION SELECT username AS user, password_hash AS password, 1 AS boom \\\n\
+         FROM mailbox_app_password WHERE username = '%u' -- Postfixadmin's, with a column\n",
+        "WITH seen AS (UPDATE mailbox SET active = active \\\n\
+         WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
+         RETURNING username, password) SELECT username AS user, password FROM seen \\\n\
+         UNION SELECT username AS user, password_hash AS password FROM mailbox_app_password \\\n\
+         WHERE username = '%u'\n",
+        &logins,
+        || {
+            let log = pg.log();
+            if !log.contains("saslauthd_rs_login") {
+                return Err(format!("no batch was asked:\n{log}"));
+            }
+            if !log.contains("division by zero") {
+                return Err(log);
+            }
+            Ok(())
+        },
+    );
+}
+
+/// The same on MariaDB, which has neither arrays nor `LATERAL`: a batch is the query once
+/// per login, `UNION ALL`, each copy with its own bound values. A login whose row makes the
+/// query fail (a scalar subquery of two rows: MariaDB's division by zero is NULL) fails
+/// alone; a query that cannot be a derived table (two columns of one name) turns batching
+/// off, said in the log, and works as before.
+#[test]
+fn mariadb_asks_for_logins_that_arrive_together_in_one_statement() {
+    if !peers()
+        || !common::peers_for(
+            "sql",
+            (!common::mariadb::available()).then_some("MariaDB 10.11"),
+        )
+    {
+        return;
+    }
+    let db = common::mariadb::MariaDb::start();
+    let (inserts, users) = rows();
+    db.sql(&format!(
+        "CREATE DATABASE mail; USE mail; {SCHEMA} {inserts} \
+         INSERT INTO mailbox (username, password, domain) VALUES ('zero@example.org', '{{PLAIN}}pw', 'example.org'); \
+         CREATE USER 'postfix'@'localhost' IDENTIFIED BY 'db secret'; \
+         GRANT SELECT ON mail.* TO 'postfix'@'localhost';"
+    ));
+    db.log_statements();
+    let logins = batch_logins(&users);
+    let connect = format!(
+        "driver = mysql\nconnect = host={} dbname=mail user=postfix password=\"db secret\"\n\
+         default_pass_scheme = SHA512-CRYPT\n",
+        db.socket.display()
+    );
+    // A column that fails for one user's row; then two columns named password, which a
+    // derived table refuses and the query alone does not.
+    batches_then_alone(
+        &connect,
+        "SELECT username AS user, password, \\\n\
+         (SELECT 1 UNION ALL SELECT 2 FROM DUAL WHERE mailbox.username = 'zero@example.org') AS boom \\\n\
+         FROM mailbox WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
+         UNION SELECT username AS user, password_hash AS password, 1 AS boom \\\n\
+         FROM mailbox_app_password WHERE username = '%u' -- Postfixadmin's, with a column\n",
+        "SELECT username AS user, password, password AS password \\\n\
+         FROM mailbox WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
+         UNION SELECT username AS user, password_hash, password_hash FROM mailbox_app_password \\\n\
+         WHERE username = '%u'\n",
+        &logins,
+        || {
+            let statements = db.statements();
+            match statements.contains("UNION ALL SELECT CAST(2 AS SIGNED)") {
+                true => Ok(()),
+                false => Err(format!("no batch was asked:\n{statements}")),
+            }
+        },
+    );
+}
+
+/// A batching test on one database (`connect`, the lines before the query; its `mailbox`
+/// has zero@example.org): with `failing`, a query that fails for zero's row, 16 clients at once
+/// ask `logins` and zero's, which alone fails (a temporary failure), and `batched` says whether
+/// the database saw a batch; with `unbatchable`, a query the database cannot batch, batching
+/// turns off, said in the log, and every login is answered as before.
+fn batches_then_alone(
+    connect: &str,
+    failing: &str,
+    unbatchable: &str,
+    logins: &[(String, String, &'static str)],
+    batched: impl Fn() -> Result<(), String>,
+) {
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("dovecot-sql.conf.ext");
-    // Postfixadmin's query with a column that fails for one user's row, and a comment after
-    // it (the batch's parenthesis comes on a line of its own).
-    std::fs::write(
-        &conf,
-        format!(
-            "{connect}password_query = SELECT username AS user, password, \\\n\
-             1 / (CASE WHEN username = 'zero@example.org' THEN 0 ELSE 1 END) AS boom FROM mailbox \\\n\
-             WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
-             UNION SELECT username AS user, password_hash AS password, 1 AS boom \\\n\
-             FROM mailbox_app_password WHERE username = '%u' -- Postfixadmin's, with a column\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("{connect}password_query = {failing}")).unwrap();
     let (d, _auth) = daemon(&conf, &[]);
-    let everyone_at_once = |d: &Daemon, logins: &[(String, String, &str)], rounds: usize| {
-        std::thread::scope(|s| {
-            for client in 0..16 {
-                s.spawn(move || {
-                    for round in 0..rounds {
-                        // Each client in its own order, so that batches mix logins.
-                        for k in 0..logins.len() {
-                            let (login, password, want) =
-                                &logins[(k * 7 + client * 5 + round) % logins.len()];
-                            let got = d.ask(login, password, "smtp", "");
-                            assert!(got.starts_with(want), "{login} {password}: {got}");
-                            if *want == "NO" {
-                                assert!(!got.starts_with("OK"), "{login} {password}: {got}");
-                            }
-                        }
-                    }
-                });
-            }
-        });
-    };
-    let mut with_zero = logins.clone();
+    let mut with_zero = logins.to_vec();
     with_zero.push((
         "zero@example.org".into(),
         "pw".into(),
         "NO internal mechanism failure",
     ));
     everyone_at_once(&d, &with_zero, 6);
-    let log = pg.log();
-    assert!(
-        log.contains("saslauthd_rs_login"),
-        "no batch was asked:\n{log}"
-    );
-    assert!(log.contains("division by zero"), "{log}");
+    if let Err(e) = batched() {
+        panic!("{e}");
+    }
     assert!(
         !d.log_text().contains("cannot be asked for several logins"),
         "{}",
@@ -723,20 +758,9 @@ fn postgres_asks_for_logins_that_arrive_together_in_one_statement() {
     );
     drop(d);
 
-    // A data-modifying WITH cannot be in a LATERAL subquery: batching off, logins as before.
-    std::fs::write(
-        &conf,
-        format!(
-            "{connect}password_query = WITH seen AS (UPDATE mailbox SET active = active \\\n\
-             WHERE username = '%u' AND active = '1' AND (smtp_active = '1' OR '%s' <> 'smtp') \\\n\
-             RETURNING username, password) SELECT username AS user, password FROM seen \\\n\
-             UNION SELECT username AS user, password_hash AS password FROM mailbox_app_password \\\n\
-             WHERE username = '%u'\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("{connect}password_query = {unbatchable}")).unwrap();
     let (d, _auth) = daemon(&conf, &[]);
-    everyone_at_once(&d, &logins, 2);
+    everyone_at_once(&d, logins, 2);
     common::wait_until(
         Duration::from_secs(5),
         Duration::from_millis(50),
@@ -746,6 +770,56 @@ fn postgres_asks_for_logins_that_arrive_together_in_one_statement() {
         },
         || d.log_text(),
     );
+}
+
+/// The logins a batching test asks: every cheap scheme's user (hashing is not what it is
+/// about) with its password and a wrong one, and the other [`cases`].
+fn batch_logins(users: &[User]) -> Vec<(String, String, &'static str)> {
+    let cheap = users.iter().filter(|(_, _, stored)| {
+        ![
+            "{SHA512-CRYPT}",
+            "{SHA256-CRYPT}",
+            "{BLF-CRYPT}",
+            "{MD5-CRYPT}",
+            "{PBKDF2}",
+            "{SCRAM-",
+            "{ARGON2",
+            "$",
+        ]
+        .iter()
+        .any(|s| stored.starts_with(s))
+    });
+    let mut logins = Vec::new();
+    for (login, password, _) in cheap {
+        logins.push((login.clone(), password.to_string(), "OK"));
+        logins.push((login.clone(), "wrong".into(), "NO"));
+    }
+    for (login, password, want) in cases() {
+        logins.push((login.into(), password.into(), want));
+    }
+    logins
+}
+
+/// 16 clients on the mux socket at once, `rounds` times through `logins` each, each client
+/// in its own order (so that batches mix logins); every answer as the login wants.
+fn everyone_at_once(d: &Daemon, logins: &[(String, String, &str)], rounds: usize) {
+    std::thread::scope(|s| {
+        for client in 0..16 {
+            s.spawn(move || {
+                for round in 0..rounds {
+                    for k in 0..logins.len() {
+                        let (login, password, want) =
+                            &logins[(k * 7 + client * 5 + round) % logins.len()];
+                        let got = d.ask(login, password, "smtp", "");
+                        assert!(got.starts_with(want), "{login} {password}: {got}");
+                        if *want == "NO" {
+                            assert!(!got.starts_with("OK"), "{login} {password}: {got}");
+                        }
+                    }
+                }
+            });
+        }
+    });
 }
 
 /// A PostgreSQL host that stops answering in the middle of a busy minute (its connections

@@ -29,8 +29,8 @@
 //! fails is skipped, and the connection pools reconnect by themselves. A database that cannot
 //! be asked is an error (a temporary failure on the wire), never a success. sqlx, one crate
 //! for the three drivers, async on the runtime: no thread waits on the network. On
-//! PostgreSQL, the logins that arrive while a host's statement runs go out together in one
-//! statement when it returns ([`batch`]), each login's variables still bound parameters.
+//! PostgreSQL and MySQL, the logins that arrive while a host's statement runs go out together
+//! in one statement when it returns ([`batch`]), each login's variables still bound parameters.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -45,7 +45,7 @@ use super::{scheme, Answer, Context, DefaultRealm, Module, Passdb, PassdbError, 
 use crate::pool::Pool;
 use crate::secret::{Credentials, Password};
 use crate::verdict::{PassdbKind, PassdbResult, Replies, SuccessCache};
-use batch::Batcher;
+use batch::{Batched, Batcher};
 use held::Held;
 
 mod batch;
@@ -448,8 +448,8 @@ struct Host {
     name: String,
     options: Options,
     pool: std::sync::OnceLock<Db>,
-    /// PostgreSQL's batching ([`batch`]), made with the pool.
-    batcher: std::sync::OnceLock<Batcher>,
+    /// The batching ([`batch`]) of PostgreSQL and MySQL, made with the pool.
+    batcher: std::sync::OnceLock<Option<Batcher>>,
     /// Until when it is skipped, after a failure (tried again when every host is).
     down_until: Mutex<Option<Instant>>,
 }
@@ -499,9 +499,9 @@ pub(super) struct Sql {
     /// The query with placeholders, and what each placeholder is bound to.
     statement: String,
     params: Vec<Template>,
-    /// PostgreSQL: the statement that asks for several logins at once ([`batch`]), when the
-    /// query has variables.
-    batched: Option<String>,
+    /// PostgreSQL and MySQL: the statements that ask for several logins at once ([`batch`]),
+    /// when the query has variables.
+    batched: Option<Batched>,
     /// A value shaped like the last password value seen, which an unknown user's password
     /// is checked against.
     decoy: Mutex<Option<String>>,
@@ -525,11 +525,13 @@ impl Sql {
             .ok_or_else(|| PassdbError::Settings("-a sql: driver is not set".into()))?;
         let (statement, params) = prepare(&conf.password_query, &|n| placeholder(driver, n))?;
         let batched = match driver {
-            Driver::Pg if !params.is_empty() => {
+            _ if params.is_empty() => None,
+            Driver::Pg => {
                 let (inner, _) = prepare(&conf.password_query, &batch::placeholder)?;
-                Some(batch::statement(&inner, params.len()))
+                Some(Batched::Arrays(batch::statement(&inner, params.len())))
             }
-            _ => None,
+            Driver::MySql => Some(Batched::Unions(batch::unions(&statement))),
+            Driver::Sqlite => None,
         };
         let hosts = connect(driver, &conf.connect)?;
         Ok(Sql {
@@ -550,14 +552,15 @@ impl Sql {
         for host in self.order() {
             let name = &host.name;
             let first_column = self.conf.cleartext_first_column;
-            let asked = match (host.db(), &self.batched) {
-                (Db::Pg(held), Some(batched)) => {
-                    let batcher = host.batcher.get_or_init(|| {
-                        Batcher::new(Arc::clone(held), &self.statement, batched, first_column)
-                    });
-                    batcher.rows(Arc::clone(&values)).await
-                }
-                (db, _) => {
+            let db = host.db();
+            let batcher = self.batched.as_ref().and_then(|batched| {
+                host.batcher
+                    .get_or_init(|| Batcher::new(db, &self.statement, batched, first_column))
+                    .as_ref()
+            });
+            let asked = match batcher {
+                Some(batcher) => batcher.rows(Arc::clone(&values)).await,
+                None => {
                     let deadline = tokio::time::Instant::now() + QUERY_TIMEOUT;
                     fetch_by(deadline, db, &self.statement, &values, first_column)
                         .await

@@ -116,6 +116,20 @@ impl MariaDb {
         super::checked(out, &format!("mariadb: {sql}"));
     }
 
+    /// Logs every statement from now on (the general log), for [`MariaDb::statements`].
+    pub fn log_statements(&self) {
+        let path = self.dir.path().join("general.log");
+        self.sql(&format!(
+            "SET GLOBAL general_log_file = '{}'; SET GLOBAL general_log = 1",
+            path.display()
+        ));
+    }
+
+    /// The statements logged since [`MariaDb::log_statements`].
+    pub fn statements(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("general.log")).unwrap_or_default()
+    }
+
     /// The server's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mariadbd.log")).unwrap_or_default()

@@ -1,5 +1,5 @@
-//! PostgreSQL: logins that arrive while a host's statements are all in flight go out
-//! together, as one statement, when one of those returns.
+//! PostgreSQL and MySQL/MariaDB: logins that arrive while a host's statements are all in
+//! flight go out together, as one statement, when one of those returns.
 //!
 //! Each login is one query, and with the database on the same machine the round trips cost
 //! more than the query: on both sides a wakeup, a switch, the loopback's TCP, the driver's
@@ -7,7 +7,7 @@
 //! arrive queue, and when it returns they go out together, with those read while its answers
 //! went out ([`Inner::drain`]), up to [`MOST`] in one statement (a full batch goes at once,
 //! on another connection). A lightly loaded daemon asks as before, one statement a login,
-//! without waiting:
+//! without waiting. On PostgreSQL ([`statement`]):
 //!
 //! ```sql
 //! SELECT saslauthd_rs_b.i AS saslauthd_rs_login, saslauthd_rs_q.*
@@ -15,13 +15,22 @@
 //! CROSS JOIN LATERAL (<password_query, its variables read from saslauthd_rs_b.p1, .p2>) AS saslauthd_rs_q
 //! ```
 //!
-//! The values are still bound parameters (arrays of them), and the query runs once per
-//! login as it would alone (`LATERAL`): the same rows, numbered by login. A query that cannot
-//! run that way (PostgreSQL refuses the statement: a syntax or a type it cannot infer from
-//! text) turns batching off for good, said once in the log, and every login is its own
-//! statement again; a batch that fails on one login's value (a cast, say) is asked again one
-//! login at a time, so only that login fails. A host that cannot be asked fails every login of
-//! the batch, which then go to the next host as a lone login does.
+//! MySQL and MariaDB have neither arrays nor `LATERAL`: the query is repeated, once per login
+//! of the batch, each copy with its own `?`s, one statement for each size of batch
+//! ([`unions`]; the driver prepares each once per connection):
+//!
+//! ```sql
+//! SELECT CAST(1 AS SIGNED) AS saslauthd_rs_login, saslauthd_rs_q.* FROM (<password_query>) AS saslauthd_rs_q
+//! UNION ALL SELECT CAST(2 AS SIGNED), saslauthd_rs_q.* FROM (<password_query>) AS saslauthd_rs_q
+//! ```
+//!
+//! The values are still bound parameters, and the query runs once per login as it would
+//! alone: the same rows, numbered by login. A query that cannot run that way (the database
+//! refuses the statement: a syntax or a type it cannot infer from text, a derived table's
+//! duplicate column) turns batching off for good, said once in the log, and every login is its
+//! own statement again; a batch that fails on one login's value (a cast, say) is asked again
+//! one login at a time, so only that login fails. A host that cannot be asked fails every
+//! login of the batch, which then go to the next host as a lone login does.
 
 use std::sync::{Arc, Mutex};
 
@@ -51,6 +60,30 @@ pub(super) fn placeholder(n: usize) -> String {
     format!("saslauthd_rs_b.p{n}")
 }
 
+/// How a host's driver asks for several logins at once.
+#[derive(Debug)]
+pub(super) enum Batched {
+    /// PostgreSQL: one statement ([`statement`]), each variable an array of the logins'
+    /// values.
+    Arrays(String),
+    /// MySQL and MariaDB: the query once per login ([`unions`]), the statement for `n` logins
+    /// at `n - 2`.
+    Unions(Vec<String>),
+}
+
+/// MySQL's batched statements around `inner`, the lone statement (its variables `?`s), for
+/// 2 to [`MOST`] logins: each login's copy numbered in the first column, its own values bound
+/// after the copies before it.
+pub(super) fn unions(inner: &str) -> Vec<String> {
+    let inner = inner.trim_end().trim_end_matches(';').trim_end();
+    let copy = |k: usize| {
+        format!("SELECT CAST({k} AS SIGNED) AS {LOGIN_COLUMN}, saslauthd_rs_q.* FROM (\n{inner}\n) AS saslauthd_rs_q")
+    };
+    (2..=MOST)
+        .map(|n| (1..=n).map(copy).collect::<Vec<_>>().join("\nUNION ALL "))
+        .collect()
+}
+
 /// The batched statement around `inner`, the query with its `n` variables read from
 /// [`placeholder`]s.
 pub(super) fn statement(inner: &str, n: usize) -> String {
@@ -74,12 +107,12 @@ pub(super) struct Batcher {
 
 #[derive(Debug)]
 struct Inner {
-    /// The host's connections, as the lone statements take them, and as themselves.
+    /// The host's connections.
     db: Db,
-    held: Arc<Held<sqlx::Postgres>>,
-    /// The statement for one login, and for several.
+    /// The statement for one login.
     single: String,
-    batched: String,
+    /// The statements for several, on `db`'s connections.
+    batched: Asker,
     first_column: bool,
     /// The runtime the batches run on (a slot is given back from `Drop`).
     runtime: tokio::runtime::Handle,
@@ -120,26 +153,41 @@ enum Reply {
 /// A login's values, shared by the hosts it may be asked of.
 pub(super) type Values = Arc<[String]>;
 
+/// A host's connections with the statements that ask them for several logins.
+#[derive(Debug)]
+enum Asker {
+    Pg(Arc<Held<sqlx::Postgres>>, String),
+    MySql(Arc<Held<sqlx::MySql>>, Vec<String>),
+}
+
 impl Batcher {
-    /// Batching on the host's connections `held`, whose lone statement is `single` and
-    /// batched one `batched`; made within the runtime.
+    /// Batching on the host's connections `db`, whose lone statement is `single` and batched
+    /// ones `batched`, if they are of the same driver; made within the runtime.
     pub(super) fn new(
-        held: Arc<Held<sqlx::Postgres>>,
+        db: &Db,
         single: &str,
-        batched: &str,
+        batched: &Batched,
         first_column: bool,
-    ) -> Batcher {
-        Batcher {
+    ) -> Option<Batcher> {
+        let asker = match (db, batched) {
+            (Db::Pg(held), Batched::Arrays(statement)) => {
+                Asker::Pg(Arc::clone(held), statement.clone())
+            }
+            (Db::MySql(held), Batched::Unions(statements)) => {
+                Asker::MySql(Arc::clone(held), statements.clone())
+            }
+            _ => return None,
+        };
+        Some(Batcher {
             inner: Arc::new(Inner {
-                db: Db::Pg(Arc::clone(&held)),
-                held,
+                db: db.clone(),
                 single: single.to_string(),
-                batched: batched.to_string(),
+                batched: asker,
                 first_column,
                 runtime: tokio::runtime::Handle::current(),
                 state: Mutex::new(State::default()),
             }),
-        }
+        })
     }
 
     /// The rows for one login's `values`, within [`super::QUERY_TIMEOUT`] from now. An error
@@ -304,33 +352,62 @@ impl Inner {
         Some(failed)
     }
 
-    /// The rows of every login of `batch` (more than one), in one statement.
+    /// The rows of every login of `batch` (more than one, at most [`MOST`]), in one
+    /// statement.
     async fn fetch_batch(&self, batch: &[Waiting]) -> Result<Vec<Vec<Found>>, FetchError> {
-        let params = batch[0].values.len();
-        let rows = held::asked!(self.held, conn => {
-            let mut query = sqlx::query(&self.batched);
-            for k in 0..params {
-                let column: Vec<&str> = batch.iter().map(|w| w.values[k].as_str()).collect();
-                query = query.bind(column);
-            }
-            query.fetch_all(conn)
-        })?;
-        let mut found: Vec<Vec<Found>> = batch.iter().map(|_| Vec::new()).collect();
-        for row in &rows {
-            let login: i64 = row
-                .try_get(0)
-                .map_err(|e| SqlError::Answer(format!("the batch's login column: {e}")))?;
-            let slot = usize::try_from(login)
-                .ok()
-                .and_then(|i| i.checked_sub(1))
-                .and_then(|i| found.get_mut(i))
-                .ok_or_else(|| {
-                    SqlError::Answer(format!("a row for login {login} of {}", batch.len()))
+        match &self.batched {
+            Asker::Pg(held, statement) => {
+                let params = batch[0].values.len();
+                let rows = held::asked!(held, conn => {
+                    let mut query = sqlx::query(statement);
+                    for k in 0..params {
+                        let column: Vec<&str> =
+                            batch.iter().map(|w| w.values[k].as_str()).collect();
+                        query = query.bind(column);
+                    }
+                    query.fetch_all(conn)
                 })?;
-            slot.push(read_row(row, self.first_column, 1)?);
+                by_login(&rows, batch.len(), self.first_column)
+            }
+            Asker::MySql(held, statements) => {
+                let statement = statements
+                    .get(batch.len().wrapping_sub(2))
+                    .ok_or_else(|| SqlError::Answer(format!("a batch of {}", batch.len())))?;
+                let rows = held::asked!(held, conn => {
+                    let mut query = sqlx::query(statement);
+                    for value in batch.iter().flat_map(|w| w.values.iter()) {
+                        query = query.bind(value.as_str());
+                    }
+                    query.fetch_all(conn)
+                })?;
+                by_login(&rows, batch.len(), self.first_column)
+            }
         }
-        Ok(found)
     }
+}
+
+/// A batch's rows, each given to its login (numbered from 1 in the first column) of `n`.
+fn by_login<R>(rows: &[R], n: usize, first_column: bool) -> Result<Vec<Vec<Found>>, FetchError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let mut found: Vec<Vec<Found>> = (0..n).map(|_| Vec::new()).collect();
+    for row in rows {
+        let login: i64 = row
+            .try_get(0)
+            .map_err(|e| SqlError::Answer(format!("the batch's login column: {e}")))?;
+        let slot = usize::try_from(login)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| found.get_mut(i))
+            .ok_or_else(|| SqlError::Answer(format!("a row for login {login} of {n}")))?;
+        slot.push(read_row(row, first_column, 1)?);
+    }
+    Ok(found)
 }
 
 /// A statement slot, held by a lone login or a batch: given back when it is done (or
@@ -404,5 +481,25 @@ mod tests {
         );
         assert!(statement("x", 2).contains("unnest($1::text[], $2::text[])"));
         assert!(statement("x", 2).contains("saslauthd_rs_b(p1, p2, i)"));
+    }
+
+    #[test]
+    fn the_unions_for_mysql() {
+        let unions = unions("SELECT password FROM mailbox WHERE username = ? ;\n");
+        assert_eq!(unions.len(), MOST - 1);
+        assert_eq!(
+            unions[0],
+            "SELECT CAST(1 AS SIGNED) AS saslauthd_rs_login, saslauthd_rs_q.* FROM (\n\
+             SELECT password FROM mailbox WHERE username = ?\n) AS saslauthd_rs_q\n\
+             UNION ALL SELECT CAST(2 AS SIGNED) AS saslauthd_rs_login, saslauthd_rs_q.* FROM (\n\
+             SELECT password FROM mailbox WHERE username = ?\n) AS saslauthd_rs_q"
+        );
+        // The statement for n logins has n copies, numbered 1 to n, and n times the `?`s.
+        for (at, statement) in unions.iter().enumerate() {
+            let n = at + 2;
+            assert_eq!(statement.matches('?').count(), n);
+            assert!(statement.contains(&format!("CAST({n} AS SIGNED)")));
+            assert!(!statement.contains(&format!("CAST({} AS SIGNED)", n + 1)));
+        }
     }
 }
