@@ -15,7 +15,10 @@
 # PG_SOCKET=1: both reach PostgreSQL over its Unix socket instead of loopback TCP. Each round
 # also measures the hashing ceiling beside the {SHA512-CRYPT} rows: libxcrypt alone, on as
 # many threads as the `-n` pool has (5, the default), no daemon, no database
-# (benches/crypt_scaling.rs).
+# (benches/crypt_scaling.rs). After each row of a server on the database, and as medians at
+# the end: the CPU time a login of the server's processes and of the database's (from /proc;
+# the rows are measured without the bench's warm-up second, which one warm-up run per server
+# before the rounds replaces).
 # DB=mariadb: the same against MariaDB 10.11 (installed, or unpacked where
 # SASLAUTHD_RS_MARIADB says) and dovecot-mysql instead: `driver = mysql`, the same table, over
 # loopback TCP (or MariaDB's Unix socket with PG_SOCKET=1).
@@ -48,6 +51,7 @@ if [ "${DB:-postgresql}" = mariadb ]; then
         "$myroot/usr/sbin/mariadbd" --no-defaults --basedir="$myroot/usr" --datadir="$tmp/my/data" \
         --socket="$tmp/my/sock" --port="$port" --bind-address=127.0.0.1 --skip-log-bin \
         --lc-messages-dir="$myroot/usr/share/mysql" --pid-file="$tmp/my/pid" --max-connections=200
+    dbsid=${bench_pids[-1]}
     wait_socket "$tmp/my/sock"
     mysql() { "$myroot/usr/bin/mariadb" --no-defaults --socket="$tmp/my/sock" -u root "$@"; }
     mysql -e "CREATE DATABASE mail; CREATE USER 'mail'@'%' IDENTIFIED BY 'mail-secret';
@@ -66,6 +70,7 @@ else
     as_nobody "$pgbin/initdb" -D "$tmp/pg" -U postgres -A trust -E UTF8 -N >/dev/null
     start_server setpriv $( [ "$(id -u)" = 0 ] && echo --reuid=nobody --regid=nogroup --clear-groups ) -- \
         "$pgbin/postgres" -D "$tmp/pg" -k "$tmp/pgsock" -h 127.0.0.1 -p "$port" -c fsync=off -c max_connections=100
+    dbsid=${bench_pids[-1]}
     wait_socket "$tmp/pgsock/.s.PGSQL.$port"
     psql() { command psql -X -q -v ON_ERROR_STOP=1 -U postgres -h "$tmp/pgsock" -p "$port" "$@"; }
     psql -d postgres -c "CREATE DATABASE mail"
@@ -96,13 +101,16 @@ fi
 dovecot_conf plain "$dovecot_cache" "  driver = sql
   args = $tmp/dovecot-sql.conf.ext"
 start_server dovecot -F -c "$tmp/dovecot/dovecot.conf"
+dovecotsid=${bench_pids[-1]}
 setsid "$bin/saslauthd-rs" -a sql -O "$tmp/dovecot-sql.conf.ext" -f -m "$tmp/ours-run" \
     --failure-delay 0 --dovecot-socket "$tmp/ours-auth" $ours_cache ${OURS_ARGS:-} >/dev/null 2>"$tmp/ours.log" &
 bench_pids+=($!)
+oursid=$!
 if [ -n "${BASELINE:-}" ]; then
     setsid "$BASELINE" -a sql -O "$tmp/dovecot-sql.conf.ext" -f -m "$tmp/baseline-run" \
         --failure-delay 0 --dovecot-socket "$tmp/baseline-auth" $ours_cache ${OURS_ARGS:-} >/dev/null 2>"$tmp/baseline.log" &
     bench_pids+=($!)
+    basesid=$!
 fi
 start_server "$bin/examples/null-server" dovecot-threads "$tmp/null-threads-auth"
 wait_socket "$tmp/dovecot/auth" "$tmp/null-threads-auth"
@@ -111,16 +119,77 @@ for _ in $(seq 100); do [ -S "$tmp/ours-auth" ] && [ -z "${BASELINE:-}" -o -S "$
 
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
         --realm example.org --password secret "$@"; }
+
+# CPU time (clock ticks, user and system, with the children waited for) of every process of
+# each session named: a server started by start_server or setsid, with all it forks.
+ticks() {
+    python3 - "$@" <<'PY'
+import os, sys
+total = dict.fromkeys(sys.argv[1:], 0)
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    f = stat[stat.rindex(")") + 2:].split()
+    if f[3] in total:
+        total[f[3]] += sum(int(v) for v in f[11:15])
+print(" ".join(str(total[s]) for s in sys.argv[1:]))
+PY
+}
+
+# A row (no warm-up: measure_warmup ran once) and, after it, what each login cost: the CPU time
+# of the server's session and of the database's, in us, and the database's share of the two.
+measured() {
+    local sid=$1 label=$2 before after out
+    shift 2
+    before=$(ticks "$sid" "$dbsid")
+    out=$(run --warmup 0 --label "$label" "$@")
+    after=$(ticks "$sid" "$dbsid")
+    echo "$out"
+    python3 - "$label" "$before" "$after" "$out" "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+label, before, after, out, hz = sys.argv[1:]
+n = int(re.search(r"\((\d+) requests", out).group(1))
+server, db = (
+    (int(a) - int(b)) * 1e6 / int(hz) / max(n, 1) for a, b in zip(after.split(), before.split())
+)
+print(f"cpu a login, {label}: server {server:.1f} us, database {db:.1f} us, database share {100 * db / max(server + db, 1e-9):.0f}%")
+PY
+}
+
+# The median of each label's cpu lines over the rounds.
+cpu_medians() {
+    echo "# medians of ${ROUNDS:-1} rounds: CPU a login (us), the server's and the database's"
+    python3 - "$tmp/rows" <<'PY'
+import re, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"cpu a login, (.*): server ([\d.]+) us, database ([\d.]+) us", line)
+    if m:
+        rows.setdefault(m.group(1), []).append((float(m.group(2)), float(m.group(3))))
+for label, v in rows.items():
+    server = statistics.median(s for s, _ in v)
+    db = statistics.median(d for _, d in v)
+    print(f"{label:<58} server {server:6.1f}  database {db:6.1f}  share {100 * db / (server + db):3.0f}%")
+PY
+}
+
+# Each server's first connections to the database, before anything is measured.
+for socket in "$tmp/dovecot/auth" "$tmp/ours-auth" ${BASELINE:+"$tmp/baseline-auth"}; do
+    run --user alice --socket "$socket" --duration 1 --label warm-up >/dev/null
+done
 echo "# $(nproc) cores, $clients persistent connections, $secs s each, $dbname at $dbhost; $(date -u +%F)"
 for round in $(seq "${ROUNDS:-1}"); do {
     run --user alice --socket "$tmp/null-threads-auth" --label "do-nothing server, a thread per connection"
-    run --user alice --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SSHA512}"
-    run --user alice --socket "$tmp/ours-auth" --label "saslauthd-rs -a sql, {SSHA512}"
-    [ -z "${BASELINE:-}" ] || run --user alice --socket "$tmp/baseline-auth" --label "baseline -a sql, {SSHA512}"
+    measured "$dovecotsid" "dovecot 2.3 auth, sql passdb, {SSHA512}" --user alice --socket "$tmp/dovecot/auth"
+    measured "$oursid" "saslauthd-rs -a sql, {SSHA512}" --user alice --socket "$tmp/ours-auth"
+    [ -z "${BASELINE:-}" ] || measured "$basesid" "baseline -a sql, {SSHA512}" --user alice --socket "$tmp/baseline-auth"
     [ -z "${PROFILE:-}" ] || { perf record -a -g -o "$PROFILE" -- sleep 3 >/dev/null 2>&1 & run --user alice --socket "$tmp/ours-auth" --label "profiled"; wait; }
-    run --user bob --socket "$tmp/dovecot/auth" --label "dovecot 2.3 auth, sql passdb, {SHA512-CRYPT}"
-    run --user bob --socket "$tmp/ours-auth" --label "saslauthd-rs -a sql, {SHA512-CRYPT}"
-    [ -z "${BASELINE:-}" ] || run --user bob --socket "$tmp/baseline-auth" --label "baseline -a sql, {SHA512-CRYPT}"
+    measured "$dovecotsid" "dovecot 2.3 auth, sql passdb, {SHA512-CRYPT}" --user bob --socket "$tmp/dovecot/auth"
+    measured "$oursid" "saslauthd-rs -a sql, {SHA512-CRYPT}" --user bob --socket "$tmp/ours-auth"
+    [ -z "${BASELINE:-}" ] || measured "$basesid" "baseline -a sql, {SHA512-CRYPT}" --user bob --socket "$tmp/baseline-auth"
     "$ceiling" 5 "$secs" "the -n pool's ceiling, SHA512-CRYPT (libxcrypt alone)" "${crypt#\{SHA512-CRYPT\}}"
 } | tee -a "$tmp/rows"; done
 medians
+cpu_medians
