@@ -16,9 +16,9 @@
 # also measures the hashing ceiling beside the {SHA512-CRYPT} rows: libxcrypt alone, on as
 # many threads as the `-n` pool has (5, the default), no daemon, no database
 # (benches/crypt_scaling.rs). After each row of a server on the database, and as medians at
-# the end: the CPU time a login of the server's processes and of the database's (from /proc;
-# the rows are measured without the bench's warm-up second, which one warm-up run per server
-# before the rounds replaces).
+# the end: the CPU time a login of the server's processes and of the database's (from /proc,
+# each server's process and all it forks); these rows are measured without the bench's
+# warm-up second, which one warm-up run per server before the rounds replaces.
 # DB=mariadb: the same against MariaDB 10.11 (installed, or unpacked where
 # SASLAUTHD_RS_MARIADB says) and dovecot-mysql instead: `driver = mysql`, the same table, over
 # loopback TCP (or MariaDB's Unix socket with PG_SOCKET=1).
@@ -120,20 +120,27 @@ for _ in $(seq 100); do [ -S "$tmp/ours-auth" ] && [ -z "${BASELINE:-}" -o -S "$
 run() { "$bin/saslauthd-bench" --protocol dovecot --clients "$clients" --duration "$secs" \
         --realm example.org --password secret "$@"; }
 
-# CPU time (clock ticks, user and system, with the children waited for) of every process of
-# each session named: a server started by start_server or setsid, with all it forks.
+# CPU time (clock ticks, user and system, with the children waited for) of each process
+# named and all its descendants: a server started by start_server or setsid, with all it
+# forks (by parentage, not session: PostgreSQL's backends are sessions of their own).
 ticks() {
     python3 - "$@" <<'PY'
 import os, sys
-total = dict.fromkeys(sys.argv[1:], 0)
+parent, cpu = {}, {}
 for pid in filter(str.isdigit, os.listdir("/proc")):
     try:
         stat = open(f"/proc/{pid}/stat").read()
     except OSError:
         continue
     f = stat[stat.rindex(")") + 2:].split()
-    if f[3] in total:
-        total[f[3]] += sum(int(v) for v in f[11:15])
+    parent[pid], cpu[pid] = f[1], sum(int(v) for v in f[11:15])
+total = dict.fromkeys(sys.argv[1:], 0)
+for pid in cpu:
+    at = pid
+    while at in parent and at not in total:
+        at = parent[at]
+    if at in total:
+        total[at] += cpu[pid]
 print(" ".join(str(total[s]) for s in sys.argv[1:]))
 PY
 }
