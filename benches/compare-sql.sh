@@ -73,6 +73,8 @@ else
     dbsid=${bench_pids[-1]}
     wait_socket "$tmp/pgsock/.s.PGSQL.$port"
     psql() { command psql -X -q -v ON_ERROR_STOP=1 -U postgres -h "$tmp/pgsock" -p "$port" "$@"; }
+    # The socket comes before the end of recovery ("the database system is starting up").
+    for _ in $(seq 100); do psql -d postgres -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.1; done
     psql -d postgres -c "CREATE DATABASE mail"
     psql -d mail -c "$table"
     # PG_SOCKET=1: both connect over PostgreSQL's Unix socket (libpq's `host=/directory`), not

@@ -93,11 +93,13 @@ impl Pg {
         super::wait_for_port(self.port, Duration::from_secs(30), "postgres", || {
             self.log()
         });
+        // The port and the socket come before the end of recovery, when a connection is
+        // still refused ("the database system is starting up"): the log says when it is over.
         let socket = self.socket_dir.join(format!(".s.PGSQL.{}", self.port));
         super::wait_until(
-            Duration::from_secs(10),
+            Duration::from_secs(30),
             Duration::from_millis(20),
-            || socket.exists(),
+            || socket.exists() && self.log().contains("ready to accept connections"),
             || self.log(),
         );
     }
