@@ -678,29 +678,16 @@ fn postgres_asks_for_logins_that_arrive_together_in_one_statement() {
 /// off, said in the log, and works as before.
 #[test]
 fn mariadb_asks_for_logins_that_arrive_together_in_one_statement() {
-    if !peers()
-        || !common::peers_for(
-            "sql",
-            (!common::mariadb::available()).then_some("MariaDB 10.11"),
-        )
-    {
+    let Some((db, users)) = mariadb_with_mail() else {
         return;
-    }
-    let db = common::mariadb::MariaDb::start();
-    let (inserts, users) = rows();
-    db.sql(&format!(
-        "CREATE DATABASE mail; USE mail; {SCHEMA} {inserts} \
-         INSERT INTO mailbox (username, password, domain) VALUES ('zero@example.org', '{{PLAIN}}pw', 'example.org'); \
-         CREATE USER 'postfix'@'localhost' IDENTIFIED BY 'db secret'; \
-         GRANT SELECT ON mail.* TO 'postfix'@'localhost';"
-    ));
+    };
+    db.sql(
+        "INSERT INTO mail.mailbox (username, password, domain) \
+         VALUES ('zero@example.org', '{PLAIN}pw', 'example.org')",
+    );
     db.log_statements();
     let logins = batch_logins(&users);
-    let connect = format!(
-        "driver = mysql\nconnect = host={} dbname=mail user=postfix password=\"db secret\"\n\
-         default_pass_scheme = SHA512-CRYPT\n",
-        db.socket.display()
-    );
+    let connect = mariadb_connect(&db);
     // A column that fails for one user's row; then two columns named password, which a
     // derived table refuses and the query alone does not.
     batches_then_alone(
@@ -1171,32 +1158,12 @@ fn outage_and_return<S>(
 
 #[test]
 fn mariadb_on_its_latin1_defaults_an_outage_and_the_return() {
-    if !peers()
-        || !common::peers_for(
-            "sql",
-            (!common::mariadb::available()).then_some("MariaDB 10.11"),
-        )
-    {
+    let Some((mut db, users)) = mariadb_with_mail() else {
         return;
-    }
-    let mut db = common::mariadb::MariaDb::start();
-    let (inserts, users) = rows();
-    db.sql(&format!(
-        "CREATE DATABASE mail; USE mail; {SCHEMA} {inserts} \
-         CREATE USER 'postfix'@'localhost' IDENTIFIED BY 'db secret'; \
-         GRANT SELECT ON mail.* TO 'postfix'@'localhost';"
-    ));
+    };
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("dovecot-sql.conf.ext");
-    std::fs::write(
-        &conf,
-        format!(
-            "driver = mysql\nconnect = host={} dbname=mail user=postfix password=\"db secret\"\n\
-             default_pass_scheme = SHA512-CRYPT\n{QUERY}",
-            db.socket.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&conf, format!("{}{QUERY}", mariadb_connect(&db))).unwrap();
     let (d, auth) = daemon(&conf, &[]);
     check_everyone(&d, &auth, &users);
     // Request for request against Dovecot's SQL passdb (mysql) on the same database, both
@@ -1361,6 +1328,38 @@ fn postgres_with_mail() -> Option<(common::pg::Pg, Vec<User>)> {
     let mut pg = common::pg::Pg::start();
     let users = mail_db(&mut pg);
     Some((pg, users))
+}
+
+/// A MariaDB with Postfixadmin's tables and [`rows`] in a database `mail`, readable by
+/// `postfix`@`localhost` (password `db secret`) over its socket, and the scheme users; `None`
+/// when the peers are not there.
+fn mariadb_with_mail() -> Option<(common::mariadb::MariaDb, Vec<User>)> {
+    if !peers()
+        || !common::peers_for(
+            "sql",
+            (!common::mariadb::available()).then_some("MariaDB 10.11"),
+        )
+    {
+        return None;
+    }
+    let db = common::mariadb::MariaDb::start();
+    let (inserts, users) = rows();
+    db.sql(&format!(
+        "CREATE DATABASE mail; USE mail; {SCHEMA} {inserts} \
+         CREATE USER 'postfix'@'localhost' IDENTIFIED BY 'db secret'; \
+         GRANT SELECT ON mail.* TO 'postfix'@'localhost';"
+    ));
+    Some((db, users))
+}
+
+/// The lines of a `dovecot-sql.conf.ext` before its query, for [`mariadb_with_mail`]'s
+/// database over its socket.
+fn mariadb_connect(db: &common::mariadb::MariaDb) -> String {
+    format!(
+        "driver = mysql\nconnect = host={} dbname=mail user=postfix password=\"db secret\"\n\
+         default_pass_scheme = SHA512-CRYPT\n",
+        db.socket.display()
+    )
 }
 
 /// Postfixadmin's tables with [`rows`] in a new database `mail` of `pg`, readable by the role

@@ -90,16 +90,13 @@ impl Pg {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        super::wait_for_port(self.port, Duration::from_secs(30), "postgres", || {
-            self.log()
-        });
-        // The port and the socket come before the end of recovery, when a connection is
-        // still refused ("the database system is starting up"): the log says when it is over.
-        let socket = self.socket_dir.join(format!(".s.PGSQL.{}", self.port));
+        // Its port and socket are there before the end of recovery, when a connection is
+        // still refused ("the database system is starting up"); the log (new at each start)
+        // says when it accepts them, on both.
         super::wait_until(
             Duration::from_secs(30),
             Duration::from_millis(20),
-            || socket.exists() && self.log().contains("ready to accept connections"),
+            || self.log().contains("ready to accept connections"),
             || self.log(),
         );
     }
