@@ -38,18 +38,20 @@ crypt=$(doveadm pw -s SHA512-CRYPT -p secret)
 table="CREATE TABLE mailbox (username VARCHAR(255) PRIMARY KEY, password VARCHAR(255), active SMALLINT);
     INSERT INTO mailbox VALUES ('alice@example.org', '$ssha', 1), ('bob@example.org', '$crypt', 1)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-as_nobody() { if [ "$(id -u)" = 0 ]; then setpriv --reuid=nobody --regid=nogroup --clear-groups -- "$@"; else "$@"; fi; }
+# The database runs as nobody when this runs as root (neither server runs as root).
+as_nobody=(setpriv)
+[ "$(id -u)" != 0 ] || as_nobody+=(--reuid=nobody --regid=nogroup --clear-groups)
+as_nobody+=(--)
 if [ "${DB:-postgresql}" = mariadb ]; then
     myroot=${SASLAUTHD_RS_MARIADB:-/}
     [ -x "$myroot/usr/sbin/mariadbd" ] || { echo "no MariaDB server at $myroot/usr/sbin" >&2; exit 1; }
     dbname="MariaDB 10.11"
     mkdir -p "$tmp/my"
     [ "$(id -u)" = 0 ] && chown nobody:nogroup "$tmp/my"
-    as_nobody "$myroot/usr/bin/mariadb-install-db" --no-defaults --basedir="$myroot/usr" \
+    "${as_nobody[@]}" "$myroot/usr/bin/mariadb-install-db" --no-defaults --basedir="$myroot/usr" \
         --datadir="$tmp/my/data" --auth-root-authentication-method=normal --skip-test-db >/dev/null
-    start_server setpriv $( [ "$(id -u)" = 0 ] && echo --reuid=nobody --regid=nogroup --clear-groups ) -- \
-        "$myroot/usr/sbin/mariadbd" --no-defaults --basedir="$myroot/usr" --datadir="$tmp/my/data" \
-        --socket="$tmp/my/sock" --port="$port" --bind-address=127.0.0.1 --skip-log-bin \
+    start_server "${as_nobody[@]}" "$myroot/usr/sbin/mariadbd" --no-defaults \
+        --basedir="$myroot/usr" --datadir="$tmp/my/data" --socket="$tmp/my/sock" --port="$port" --bind-address=127.0.0.1 --skip-log-bin \
         --lc-messages-dir="$myroot/usr/share/mysql" --pid-file="$tmp/my/pid" --max-connections=200
     dbsid=${bench_pids[-1]}
     wait_socket "$tmp/my/sock"
@@ -67,9 +69,8 @@ else
     dbname="PostgreSQL 15"
     mkdir -p "$tmp/pg" "$tmp/pgsock"
     [ "$(id -u)" = 0 ] && chown nobody:nogroup "$tmp/pg" "$tmp/pgsock"
-    as_nobody "$pgbin/initdb" -D "$tmp/pg" -U postgres -A trust -E UTF8 -N >/dev/null
-    start_server setpriv $( [ "$(id -u)" = 0 ] && echo --reuid=nobody --regid=nogroup --clear-groups ) -- \
-        "$pgbin/postgres" -D "$tmp/pg" -k "$tmp/pgsock" -h 127.0.0.1 -p "$port" -c fsync=off -c max_connections=100
+    "${as_nobody[@]}" "$pgbin/initdb" -D "$tmp/pg" -U postgres -A trust -E UTF8 -N >/dev/null
+    start_server "${as_nobody[@]}" "$pgbin/postgres" -D "$tmp/pg" -k "$tmp/pgsock" -h 127.0.0.1 -p "$port" -c fsync=off -c max_connections=100
     dbsid=${bench_pids[-1]}
     wait_socket "$tmp/pgsock/.s.PGSQL.$port"
     psql() { command psql -X -q -v ON_ERROR_STOP=1 -U postgres -h "$tmp/pgsock" -p "$port" "$@"; }
